@@ -1,0 +1,1 @@
+//! crewq-redis: placeholder.

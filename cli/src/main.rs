@@ -1,0 +1,3 @@
+//! `crewq`: the command line.
+
+fn main() {}

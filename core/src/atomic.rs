@@ -1,0 +1,78 @@
+//! The one atomic step: acknowledge entries and append entries together.
+
+use crate::{NewEntry, StreamId};
+
+/// Acknowledgements of some entries of one group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ack {
+    /// The stream key.
+    pub stream: String,
+    /// The group.
+    pub group: String,
+    /// The ids to acknowledge.
+    pub ids: Vec<StreamId>,
+}
+
+impl Ack {
+    /// Acknowledges `ids` in `group` of `stream`.
+    pub fn new(stream: impl Into<String>, group: impl Into<String>, ids: Vec<StreamId>) -> Self {
+        Ack {
+            stream: stream.into(),
+            group: group.into(),
+            ids,
+        }
+    }
+}
+
+/// Acknowledgements and appends applied as one step: either all of it is
+/// applied or none of it is, so "publish the result and ack the task" or "move
+/// to the dead-letter stream and ack" can never be half done.
+///
+/// Appends must use [`AddId::Auto`](crate::AddId::Auto): an explicit id can
+/// fail inside the step, and Redis does not roll back a transaction.
+///
+/// ```
+/// use crewq_core::{Ack, AckAndAdd, Fields, NewEntry, StreamId};
+/// let step = AckAndAdd::new()
+///     .ack(Ack::new("agent:tasks:research", "research", vec![StreamId::new(1, 0)]))
+///     .append(NewEntry::new("agent:results", Fields::new().with("data", "{}")));
+/// assert_eq!((step.acks.len(), step.adds.len()), (1, 1));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct AckAndAdd {
+    /// Acknowledgements, applied first, in order.
+    pub acks: Vec<Ack>,
+    /// Appends, applied after the acknowledgements, in order.
+    pub adds: Vec<NewEntry>,
+}
+
+impl AckAndAdd {
+    /// An empty step.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds acknowledgements.
+    #[must_use]
+    pub fn ack(mut self, ack: Ack) -> Self {
+        self.acks.push(ack);
+        self
+    }
+
+    /// Adds an append (applied after every ack).
+    #[must_use]
+    pub fn append(mut self, entry: NewEntry) -> Self {
+        self.adds.push(entry);
+        self
+    }
+}
+
+/// What an [`AckAndAdd`] did.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct AckAndAddReply {
+    /// For each [`Ack`] in order, how many of its ids were removed from the
+    /// pending list (as `XACK` replies).
+    pub acked: Vec<u64>,
+    /// For each append in order, the id it got.
+    pub ids: Vec<StreamId>,
+}

@@ -1,0 +1,477 @@
+//! The `Broker` trait: the subset of Redis Streams consumer groups crewq uses.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::{
+    AckAndAdd, AckAndAddReply, AutoClaimed, ConsumerInfo, DeliveredEntry, GroupInfo, GroupStart,
+    IdRange, NewEntry, PendingEntry, PendingQuery, PendingSummary, ReadGroup, Result, StreamEntry,
+    StreamId, StreamInfo, Trim,
+};
+
+/// A store of streams with consumer groups, with Redis Streams semantics.
+///
+/// Everything in crewq above storage is written against this trait, so the
+/// same worker runs on Redis in production and on the in-memory backend in
+/// tests and in the simulator. Each method's `# Behavior` list is the
+/// contract; every bullet names the conformance case (in
+/// `crewq_core::conformance`, feature `conformance`) that holds every backend
+/// to it.
+///
+/// The trait is object safe: use it as `Arc<dyn Broker>` or generically;
+/// `Arc<B>`, `Box<B>` and `&B` are brokers too.
+///
+/// # Errors
+///
+/// Every method returns [`Error`](crate::Error). Kinds that depend on the
+/// data (`NoGroup`, `GroupExists`, `IdTooSmall` ...) are the same on every
+/// backend; [`Error::is_transient`](crate::Error::is_transient) ones
+/// (connection, time-out, unavailable) come from a real server, and leave the
+/// outcome of a write unknown.
+///
+/// # Left out of Redis
+///
+/// One stream per read; no `NOACK`; no `XCLAIM` options (`IDLE`, `TIME`,
+/// `RETRYCOUNT`, `FORCE`, `LASTID`); no `XADD NOMKSTREAM`, trim `LIMIT`, or
+/// `XGROUP CREATE ENTRIESREAD`; no `XAUTOCLAIM JUSTID`. crewq needs none of
+/// them, and each one left out is a behaviour the memory backend need not copy.
+#[async_trait]
+pub trait Broker: Send + Sync {
+    /// Appends one entry (`XADD`), returning its id.
+    ///
+    /// # Behavior
+    ///
+    /// - Automatic ids are `<ms>-<seq>` from the broker's clock and strictly
+    ///   increase (`xadd_auto_ids_strictly_increase`).
+    /// - When the clock has not moved past the last id, the automatic id
+    ///   keeps the last id's ms and increments its seq
+    ///   (`xadd_auto_id_after_future_explicit_id_increments_seq`).
+    /// - An explicit id must be greater than the stream's last id, even one
+    ///   since deleted, else `IdTooSmall`; `0-0` is always too small
+    ///   (`xadd_explicit_id_must_exceed_top`).
+    /// - Entries are stored with their fields in order, names may repeat
+    ///   (`xadd_stores_fields_in_order`).
+    /// - Entries without fields are rejected with `InvalidArgument` before
+    ///   anything is applied (`xadd_rejects_empty_fields`).
+    /// - A trim in the same call keeps the newest entries and never the new
+    ///   one's predecessors beyond the limit (`xadd_with_maxlen_trims_oldest`).
+    async fn xadd(&self, entry: NewEntry) -> Result<StreamId>;
+
+    /// Appends many entries, to one or several streams, in one round trip
+    /// where the backend can (pipelined on Redis). Not atomic: each entry
+    /// succeeds or fails alone, in order.
+    ///
+    /// # Behavior
+    ///
+    /// - Returns one result per entry in order; a failing entry does not stop
+    ///   the ones after it (`xadd_many_returns_one_result_per_entry`).
+    async fn xadd_many(&self, entries: Vec<NewEntry>) -> Result<Vec<Result<StreamId>>>;
+
+    /// The number of entries (`XLEN`).
+    ///
+    /// # Behavior
+    ///
+    /// - Counts entries present, after deletions and trims; 0 for a missing
+    ///   key (`xlen_counts_present_entries`).
+    async fn xlen(&self, stream: &str) -> Result<u64>;
+
+    /// Entries in an id range, oldest first (`XRANGE`).
+    ///
+    /// # Behavior
+    ///
+    /// - `Included`/`Excluded`/`Unbounded` bounds mean `id`/`(id`/`-`,`+`;
+    ///   `count` limits the reply, `Some(0)` gives nothing
+    ///   (`xrange_honours_bounds_and_count`).
+    /// - A missing key gives an empty list (`xrange_missing_key_is_empty`).
+    async fn xrange(
+        &self,
+        stream: &str,
+        range: IdRange,
+        count: Option<usize>,
+    ) -> Result<Vec<StreamEntry>>;
+
+    /// Deletes entries (`XDEL`), returning how many existed.
+    ///
+    /// # Behavior
+    ///
+    /// - Counts only ids that existed; deleting never lowers the stream's
+    ///   last id (`xdel_counts_existing_ids_only`).
+    async fn xdel(&self, stream: &str, ids: &[StreamId]) -> Result<u64>;
+
+    /// Trims a stream (`XTRIM`), returning how many entries were removed.
+    ///
+    /// # Behavior
+    ///
+    /// - `MAXLEN n` keeps exactly the newest `n` (`xtrim_maxlen_keeps_newest`).
+    /// - `MINID id` removes the entries with smaller ids
+    ///   (`xtrim_minid_removes_smaller_ids`).
+    /// - Approximate trims never keep fewer entries than exact ones would
+    ///   (`xtrim_approximate_never_overtrims`).
+    /// - Trimming never touches a group's pending list; trimmed pending
+    ///   entries read back as deleted (`trimming_leaves_pending_entries`).
+    async fn xtrim(&self, stream: &str, trim: Trim) -> Result<u64>;
+
+    /// Creates a consumer group (`XGROUP CREATE`).
+    ///
+    /// # Behavior
+    ///
+    /// - A group created after `0-0` delivers the whole stream; after
+    ///   `Latest` (`$`) only entries added later
+    ///   (`group_create_start_decides_what_is_new`).
+    /// - A second group of the same name fails with `GroupExists`
+    ///   (`group_create_twice_is_busygroup`).
+    /// - A missing key fails with `NoSuchKey` unless `mkstream`, which creates
+    ///   an empty stream (`group_create_requires_key_unless_mkstream`).
+    async fn group_create(
+        &self,
+        stream: &str,
+        group: &str,
+        start: GroupStart,
+        mkstream: bool,
+    ) -> Result<()>;
+
+    /// Destroys a group and its pending list (`XGROUP DESTROY`), returning
+    /// whether it existed.
+    ///
+    /// # Behavior
+    ///
+    /// - `true` once, then `false`; its pending entries are gone; a missing
+    ///   key fails with `NoSuchKey` (`group_destroy_reports_existence`).
+    async fn group_destroy(&self, stream: &str, group: &str) -> Result<bool>;
+
+    /// Deletes a consumer (`XGROUP DELCONSUMER`), returning how many pending
+    /// entries it owned. Those entries leave the pending list: they are
+    /// never redelivered.
+    ///
+    /// # Behavior
+    ///
+    /// - Returns its pending count and drops its entries from the group's
+    ///   pending list; an unknown consumer gives 0; a missing group fails with
+    ///   `NoGroup` (`consumer_delete_drops_its_pending_entries`).
+    async fn consumer_delete(&self, stream: &str, group: &str, consumer: &str) -> Result<u64>;
+
+    /// Reads as a consumer of a group (`XREADGROUP`, one stream).
+    ///
+    /// # Behavior
+    ///
+    /// - `New` delivers entries after the group's last-delivered id, each to
+    ///   one consumer of the group only; other groups are independent
+    ///   (`read_new_delivers_each_entry_once_per_group`).
+    /// - `New` puts delivered entries in the pending list, owned by the
+    ///   reader, delivery count 1, and advances last-delivered id
+    ///   (`read_new_adds_to_pending_with_one_delivery`).
+    /// - `count` limits the number of entries; `Some(0)` means no limit
+    ///   (`read_honours_count`).
+    /// - `PendingAfter(id)` returns only the reader's own pending entries with
+    ///   ids greater than `id` (`read_history_returns_own_pending_after_id`).
+    /// - Reading history counts a delivery and resets idle time
+    ///   (`read_history_counts_a_delivery`).
+    /// - History entries deleted from the stream come back with `fields:
+    ///   None` and their delivery count unchanged
+    ///   (`read_history_returns_deleted_entries_without_fields`).
+    /// - History reads never block (`read_history_ignores_block`).
+    /// - A missing key or group fails with `NoGroup`
+    ///   (`read_missing_group_is_nogroup`).
+    /// - `block` waits for new entries and returns empty when it times out
+    ///   (`read_block_times_out_empty`).
+    /// - A blocked read is woken by an append to its stream
+    ///   (`read_block_is_woken_by_append`).
+    /// - The reader is created as a consumer of the group if missing, and its
+    ///   idle time resets (`read_creates_the_consumer`).
+    async fn read_group(&self, read: &ReadGroup) -> Result<Vec<DeliveredEntry>>;
+
+    /// Acknowledges entries (`XACK`), returning how many left the pending list.
+    ///
+    /// # Behavior
+    ///
+    /// - Counts only ids that were pending, once each, whoever owned them
+    ///   (`ack_counts_only_pending_ids`).
+    /// - A missing key or group gives 0, not an error
+    ///   (`ack_missing_group_is_zero`).
+    async fn ack(&self, stream: &str, group: &str, ids: &[StreamId]) -> Result<u64>;
+
+    /// The summary form of `XPENDING`.
+    ///
+    /// # Behavior
+    ///
+    /// - An empty pending list gives count 0 and no ids
+    ///   (`pending_summary_of_empty_group`).
+    /// - Gives count, smallest and largest id, and a count per consumer
+    ///   ordered by name (`pending_summary_counts_per_consumer`).
+    /// - A missing key or group fails with `NoGroup`
+    ///   (`pending_missing_group_is_nogroup`).
+    async fn pending_summary(&self, stream: &str, group: &str) -> Result<PendingSummary>;
+
+    /// The extended form of `XPENDING`, ordered by id.
+    ///
+    /// # Behavior
+    ///
+    /// - Honours the id range, count and consumer filter
+    ///   (`pending_extended_filters_range_count_consumer`).
+    /// - `min_idle` keeps only entries idle at least that long
+    ///   (`pending_extended_filters_min_idle`).
+    /// - Rows carry owner, idle time and delivery count
+    ///   (`pending_extended_reports_owner_idle_and_deliveries`).
+    async fn pending(
+        &self,
+        stream: &str,
+        group: &str,
+        query: &PendingQuery,
+    ) -> Result<Vec<PendingEntry>>;
+
+    /// Claims pending entries idle at least `min_idle` (`XCLAIM`), returning
+    /// the claimed entries.
+    ///
+    /// # Behavior
+    ///
+    /// - Moves ownership to `consumer` (created if missing), counts a
+    ///   delivery and resets idle (`claim_moves_ownership_and_counts_a_delivery`).
+    /// - Skips entries idle less than `min_idle`
+    ///   (`claim_skips_entries_not_idle_enough`).
+    /// - Ignores ids that are not pending (`claim_ignores_ids_not_pending`).
+    /// - Drops entries deleted from the stream from the pending list and
+    ///   does not return them (`claim_drops_deleted_entries`).
+    /// - A missing key or group fails with `NoGroup`
+    ///   (`claim_missing_group_is_nogroup`).
+    async fn claim(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        ids: &[StreamId],
+    ) -> Result<Vec<StreamEntry>>;
+
+    /// `XCLAIM ... JUSTID`: like [`Broker::claim`] but returns ids only and
+    /// does not count a delivery. Claiming one's own entry with `min_idle`
+    /// zero refreshes its lease.
+    ///
+    /// # Behavior
+    ///
+    /// - Resets idle and keeps the delivery count
+    ///   (`claim_ids_resets_idle_without_counting_a_delivery`).
+    async fn claim_ids(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        ids: &[StreamId],
+    ) -> Result<Vec<StreamId>>;
+
+    /// `XAUTOCLAIM`: scans the pending list from `start` (inclusive) and
+    /// claims entries idle at least `min_idle`, up to `count`.
+    ///
+    /// # Behavior
+    ///
+    /// - Claims idle entries in id order, counting a delivery, and returns a
+    ///   cursor to continue from, `0-0` at the end
+    ///   (`autoclaim_follows_its_cursor_to_the_end`).
+    /// - Pending entries deleted from the stream are removed from the
+    ///   pending list and reported; they count towards `count`
+    ///   (`autoclaim_reports_and_removes_deleted_entries`).
+    /// - Scans at most `count * 10` pending entries per call
+    ///   (`autoclaim_scans_at_most_ten_times_count`).
+    /// - A missing key or group fails with `NoGroup`
+    ///   (`autoclaim_missing_group_is_nogroup`).
+    async fn autoclaim(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        start: StreamId,
+        count: usize,
+    ) -> Result<AutoClaimed>;
+
+    /// `XINFO STREAM`.
+    ///
+    /// # Behavior
+    ///
+    /// - Reports length, last generated id, max deleted id, entries added,
+    ///   first id, group count, first and last entries
+    ///   (`info_stream_reports_counters_and_edges`).
+    /// - A missing key fails with `NoSuchKey` (`info_missing_key_fails`).
+    async fn info_stream(&self, stream: &str) -> Result<StreamInfo>;
+
+    /// `XINFO GROUPS`, ordered by group name.
+    ///
+    /// # Behavior
+    ///
+    /// - Reports consumers, pending, last-delivered id, entries read and lag
+    ///   as reads and acks happen (`info_groups_tracks_reads_and_lag`).
+    /// - Lag is unknown (`None`) when deleted entries lie in the unread part
+    ///   of the stream, and known again once the group read past them
+    ///   (`info_groups_lag_with_deletions`).
+    async fn info_groups(&self, stream: &str) -> Result<Vec<GroupInfo>>;
+
+    /// `XINFO CONSUMERS`, ordered by consumer name.
+    ///
+    /// # Behavior
+    ///
+    /// - Reports each consumer's pending count and idle time since its last
+    ///   read or claim (`info_consumers_reports_pending_and_idle`).
+    /// - A missing group fails with `NoGroup`
+    ///   (`info_consumers_missing_group_is_nogroup`).
+    async fn info_consumers(&self, stream: &str, group: &str) -> Result<Vec<ConsumerInfo>>;
+
+    /// Acknowledges and appends as one atomic step (`MULTI`/`EXEC` on Redis).
+    ///
+    /// # Behavior
+    ///
+    /// - Applies every ack and every append, and replies with each ack's
+    ///   count and each append's id (`ack_and_add_applies_both`).
+    /// - An ack of a missing group counts 0 and the appends still happen,
+    ///   as `XACK` inside `MULTI` does (`ack_and_add_reports_each_ack`).
+    /// - A malformed step (an explicit id, an entry without fields) fails
+    ///   with `InvalidArgument` and applies nothing
+    ///   (`ack_and_add_rejects_malformed_steps_whole`).
+    async fn ack_and_add(&self, step: AckAndAdd) -> Result<AckAndAddReply>;
+}
+
+/// Checks the parts of an [`AckAndAdd`] that Redis would only reject inside
+/// the transaction, after other parts applied. Backends call it first.
+///
+/// # Errors
+///
+/// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for an explicit
+/// id or an entry without fields.
+pub fn validate_ack_and_add(step: &AckAndAdd) -> Result<()> {
+    for entry in &step.adds {
+        if entry.id != crate::AddId::Auto {
+            return Err(crate::Error::InvalidArgument(format!(
+                "ack_and_add appends need automatic ids; got {:?} for '{}'",
+                entry.id, entry.stream
+            )));
+        }
+        validate_new_entry(entry)?;
+    }
+    Ok(())
+}
+
+/// Checks what every backend rejects before sending an append.
+///
+/// # Errors
+///
+/// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for an entry
+/// without fields.
+pub fn validate_new_entry(entry: &NewEntry) -> Result<()> {
+    if entry.fields.is_empty() {
+        return Err(crate::Error::InvalidArgument(format!(
+            "an entry needs at least one field (stream '{}')",
+            entry.stream
+        )));
+    }
+    Ok(())
+}
+
+/// Implements `Broker` for a smart pointer by delegating every method.
+macro_rules! delegate_broker {
+    ($($ty:ty),*) => {$(
+        #[async_trait]
+        impl<B: Broker + ?Sized> Broker for $ty {
+            async fn xadd(&self, entry: NewEntry) -> Result<StreamId> {
+                (**self).xadd(entry).await
+            }
+            async fn xadd_many(&self, entries: Vec<NewEntry>) -> Result<Vec<Result<StreamId>>> {
+                (**self).xadd_many(entries).await
+            }
+            async fn xlen(&self, stream: &str) -> Result<u64> {
+                (**self).xlen(stream).await
+            }
+            async fn xrange(
+                &self,
+                stream: &str,
+                range: IdRange,
+                count: Option<usize>,
+            ) -> Result<Vec<StreamEntry>> {
+                (**self).xrange(stream, range, count).await
+            }
+            async fn xdel(&self, stream: &str, ids: &[StreamId]) -> Result<u64> {
+                (**self).xdel(stream, ids).await
+            }
+            async fn xtrim(&self, stream: &str, trim: Trim) -> Result<u64> {
+                (**self).xtrim(stream, trim).await
+            }
+            async fn group_create(
+                &self,
+                stream: &str,
+                group: &str,
+                start: GroupStart,
+                mkstream: bool,
+            ) -> Result<()> {
+                (**self).group_create(stream, group, start, mkstream).await
+            }
+            async fn group_destroy(&self, stream: &str, group: &str) -> Result<bool> {
+                (**self).group_destroy(stream, group).await
+            }
+            async fn consumer_delete(&self, stream: &str, group: &str, consumer: &str) -> Result<u64> {
+                (**self).consumer_delete(stream, group, consumer).await
+            }
+            async fn read_group(&self, read: &ReadGroup) -> Result<Vec<DeliveredEntry>> {
+                (**self).read_group(read).await
+            }
+            async fn ack(&self, stream: &str, group: &str, ids: &[StreamId]) -> Result<u64> {
+                (**self).ack(stream, group, ids).await
+            }
+            async fn pending_summary(&self, stream: &str, group: &str) -> Result<PendingSummary> {
+                (**self).pending_summary(stream, group).await
+            }
+            async fn pending(
+                &self,
+                stream: &str,
+                group: &str,
+                query: &PendingQuery,
+            ) -> Result<Vec<PendingEntry>> {
+                (**self).pending(stream, group, query).await
+            }
+            async fn claim(
+                &self,
+                stream: &str,
+                group: &str,
+                consumer: &str,
+                min_idle: Duration,
+                ids: &[StreamId],
+            ) -> Result<Vec<StreamEntry>> {
+                (**self).claim(stream, group, consumer, min_idle, ids).await
+            }
+            async fn claim_ids(
+                &self,
+                stream: &str,
+                group: &str,
+                consumer: &str,
+                min_idle: Duration,
+                ids: &[StreamId],
+            ) -> Result<Vec<StreamId>> {
+                (**self).claim_ids(stream, group, consumer, min_idle, ids).await
+            }
+            async fn autoclaim(
+                &self,
+                stream: &str,
+                group: &str,
+                consumer: &str,
+                min_idle: Duration,
+                start: StreamId,
+                count: usize,
+            ) -> Result<AutoClaimed> {
+                (**self).autoclaim(stream, group, consumer, min_idle, start, count).await
+            }
+            async fn info_stream(&self, stream: &str) -> Result<StreamInfo> {
+                (**self).info_stream(stream).await
+            }
+            async fn info_groups(&self, stream: &str) -> Result<Vec<GroupInfo>> {
+                (**self).info_groups(stream).await
+            }
+            async fn info_consumers(&self, stream: &str, group: &str) -> Result<Vec<ConsumerInfo>> {
+                (**self).info_consumers(stream, group).await
+            }
+            async fn ack_and_add(&self, step: AckAndAdd) -> Result<AckAndAddReply> {
+                (**self).ack_and_add(step).await
+            }
+        }
+    )*};
+}
+
+delegate_broker!(Arc<B>, Box<B>, &B);

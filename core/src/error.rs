@@ -1,0 +1,177 @@
+//! The one error type of the Broker contract, with kinds callers act on.
+
+use crate::StreamId;
+
+/// A boxed error from a backend, kept as the source of an [`Error`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A [`Broker`](crate::Broker) failure.
+///
+/// Each variant is one thing a caller can act on; [`Error::kind`] gives it as
+/// a plain value for matching and comparison, [`Error::is_transient`] says
+/// whether retrying the same call may succeed. Texts follow Redis's own error
+/// replies where there is one, so logs read the same on every backend.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The stream key or the consumer group does not exist (`NOGROUP`).
+    #[error("NOGROUP No such key '{stream}' or consumer group '{group}'")]
+    NoGroup {
+        /// The stream key.
+        stream: String,
+        /// The group.
+        group: String,
+    },
+    /// A group of that name already exists on the stream (`BUSYGROUP`).
+    #[error("BUSYGROUP Consumer Group name already exists (stream '{stream}', group '{group}')")]
+    GroupExists {
+        /// The stream key.
+        stream: String,
+        /// The group.
+        group: String,
+    },
+    /// The command needs the key to exist (`XINFO`, `XGROUP` without MKSTREAM).
+    #[error("ERR no such key '{0}'")]
+    NoSuchKey(String),
+    /// The key holds another type than a stream (`WRONGTYPE`).
+    #[error("WRONGTYPE Operation against a key holding the wrong kind of value ('{0}')")]
+    WrongType(String),
+    /// Text that is not a stream id.
+    #[error("ERR Invalid stream ID specified as stream command argument: {0:?}")]
+    InvalidId(String),
+    /// An explicit id not greater than the stream's top id (or `0-0`).
+    #[error(
+        "ERR The ID specified in XADD is equal or smaller than the target stream top item \
+         (stream '{stream}', id {id}, top {top})"
+    )]
+    IdTooSmall {
+        /// The stream key.
+        stream: String,
+        /// The rejected id.
+        id: StreamId,
+        /// The stream's last id at the time.
+        top: StreamId,
+    },
+    /// The stream's last id is the largest possible; no automatic id is left.
+    #[error("ERR The stream has exhausted the last possible ID, unable to add more items ('{0}')")]
+    IdExhausted(String),
+    /// A malformed request, caught before anything was applied.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The backend cannot do this; nothing was applied.
+    #[error("unsupported by this backend: {0}")]
+    Unsupported(String),
+    /// The connection failed or dropped; the call may or may not have applied.
+    #[error("connection error: {message}")]
+    Connection {
+        /// What happened.
+        message: String,
+        /// The backend's error.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// No reply in time; the call may or may not have applied.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// The server cannot serve now (loading, busy script, cluster down,
+    /// failover in progress) and said so before applying anything.
+    #[error("server unavailable: {0}")]
+    Unavailable(String),
+    /// The server replied with something this client cannot read.
+    #[error("unexpected reply: {0}")]
+    Protocol(String),
+    /// Any other backend failure.
+    #[error("backend error: {message}")]
+    Backend {
+        /// What happened.
+        message: String,
+        /// The backend's error.
+        #[source]
+        source: Option<BoxError>,
+    },
+}
+
+/// The kind of an [`Error`], without its details.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// [`Error::NoGroup`].
+    NoGroup,
+    /// [`Error::GroupExists`].
+    GroupExists,
+    /// [`Error::NoSuchKey`].
+    NoSuchKey,
+    /// [`Error::WrongType`].
+    WrongType,
+    /// [`Error::InvalidId`].
+    InvalidId,
+    /// [`Error::IdTooSmall`].
+    IdTooSmall,
+    /// [`Error::IdExhausted`].
+    IdExhausted,
+    /// [`Error::InvalidArgument`].
+    InvalidArgument,
+    /// [`Error::Unsupported`].
+    Unsupported,
+    /// [`Error::Connection`].
+    Connection,
+    /// [`Error::Timeout`].
+    Timeout,
+    /// [`Error::Unavailable`].
+    Unavailable,
+    /// [`Error::Protocol`].
+    Protocol,
+    /// [`Error::Backend`].
+    Backend,
+}
+
+impl Error {
+    /// The kind, for matching without the details.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::NoGroup { .. } => ErrorKind::NoGroup,
+            Error::GroupExists { .. } => ErrorKind::GroupExists,
+            Error::NoSuchKey(_) => ErrorKind::NoSuchKey,
+            Error::WrongType(_) => ErrorKind::WrongType,
+            Error::InvalidId(_) => ErrorKind::InvalidId,
+            Error::IdTooSmall { .. } => ErrorKind::IdTooSmall,
+            Error::IdExhausted(_) => ErrorKind::IdExhausted,
+            Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            Error::Unsupported(_) => ErrorKind::Unsupported,
+            Error::Connection { .. } => ErrorKind::Connection,
+            Error::Timeout(_) => ErrorKind::Timeout,
+            Error::Unavailable(_) => ErrorKind::Unavailable,
+            Error::Protocol(_) => ErrorKind::Protocol,
+            Error::Backend { .. } => ErrorKind::Backend,
+        }
+    }
+
+    /// Whether the same call may succeed if retried after a pause.
+    ///
+    /// Connection failures and time-outs leave the outcome unknown: a retried
+    /// append may then add a second entry, which is why crewq's worker is
+    /// at-least-once and dispatch is idempotent by task id.
+    ///
+    /// ```
+    /// use crewq_core::Error;
+    /// assert!(Error::Timeout("read".into()).is_transient());
+    /// assert!(!Error::NoSuchKey("s".into()).is_transient());
+    /// ```
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self.kind(),
+            ErrorKind::Connection | ErrorKind::Timeout | ErrorKind::Unavailable
+        )
+    }
+
+    /// Shorthand for [`Error::NoGroup`].
+    pub fn no_group(stream: &str, group: &str) -> Self {
+        Error::NoGroup {
+            stream: stream.to_owned(),
+            group: group.to_owned(),
+        }
+    }
+}
+
+/// `Result` with the contract's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,54 @@
+//! crewq-core: the `Broker` contract crewq is written against.
+//!
+//! crewq puts a queue between AI agents: Redis Streams consumer groups. This
+//! crate holds what every layer shares and no backend owns:
+//!
+//! - [`Broker`], the subset of Redis Streams consumer groups crewq uses, each
+//!   method with a `# Behavior` list of the Redis semantics it promises;
+//! - the stream types ([`StreamId`], [`Fields`], [`StreamEntry`],
+//!   [`ReadGroup`], [`PendingEntry`] ...), one [`Error`] enum, and a
+//!   [`Clock`] so that a backend can run on virtual time;
+//! - with feature `conformance`, the cases that hold every backend to those
+//!   `# Behavior` lists.
+//!
+//! Backends: `crewq-memory` (deterministic, in process) and `crewq-redis`.
+//!
+//! ```
+//! # async fn demo(broker: &dyn crewq_core::Broker) -> crewq_core::Result<()> {
+//! use crewq_core::{Fields, GroupStart, NewEntry, ReadGroup};
+//! broker.group_create("tasks", "workers", GroupStart::BEGINNING, true).await?;
+//! broker.xadd(NewEntry::new("tasks", Fields::new().with("data", "{}"))).await?;
+//! let read = ReadGroup::new("tasks", "workers", "worker-1").count(10);
+//! for entry in broker.read_group(&read).await? {
+//!     broker.ack("tasks", "workers", &[entry.id]).await?;
+//! }
+//! # Ok(()) }
+//! ```
+
+mod atomic;
+mod broker;
+mod clock;
+mod error;
+mod fields;
+mod group;
+mod id;
+mod info;
+mod stream;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use atomic::{Ack, AckAndAdd, AckAndAddReply};
+pub use broker::{Broker, validate_ack_and_add, validate_new_entry};
+pub use bytes::Bytes;
+pub use clock::{Clock, SystemClock, TokioClock};
+pub use error::{BoxError, Error, ErrorKind, Result};
+pub use fields::Fields;
+pub use group::{
+    AutoClaimed, GroupStart, PendingEntry, PendingQuery, PendingSummary, ReadFrom, ReadGroup,
+};
+pub use id::StreamId;
+pub use info::{ConsumerInfo, GroupInfo, StreamInfo};
+pub use stream::{
+    ALL_IDS, AddId, DeliveredEntry, IdRange, NewEntry, StreamEntry, Trim, TrimStrategy,
+};

@@ -1,0 +1,146 @@
+//! Entries, appends and trimming: the types of the stream half of the contract.
+
+use std::ops::Bound;
+
+use crate::{Fields, StreamId};
+
+/// An entry as stored in a stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamEntry {
+    /// Its id.
+    pub id: StreamId,
+    /// Its field-value pairs, in insertion order.
+    pub fields: Fields,
+}
+
+/// An entry delivered by a group read.
+///
+/// Reading a consumer's own pending history can name entries that were
+/// deleted from the stream after delivery; Redis replies with the id and a
+/// nil field list, and so `fields` is `None` for those.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveredEntry {
+    /// Its id.
+    pub id: StreamId,
+    /// Its fields, or `None` when the entry was deleted while pending.
+    pub fields: Option<Fields>,
+}
+
+impl From<StreamEntry> for DeliveredEntry {
+    fn from(entry: StreamEntry) -> Self {
+        DeliveredEntry {
+            id: entry.id,
+            fields: Some(entry.fields),
+        }
+    }
+}
+
+/// How the id of an appended entry is chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AddId {
+    /// `*`: the broker's clock in ms, with the sequence bumped when the clock
+    /// has not moved past the stream's last id.
+    #[default]
+    Auto,
+    /// An explicit id, which must be greater than the stream's last id.
+    Explicit(StreamId),
+}
+
+/// One entry to append with `XADD`.
+///
+/// ```
+/// use crewq_core::{Fields, NewEntry, Trim};
+/// let entry = NewEntry::new("agent:tasks:research", Fields::new().with("data", "{}"))
+///     .with_trim(Trim::max_len(10_000).approximate());
+/// assert_eq!(entry.stream, "agent:tasks:research");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewEntry {
+    /// The stream key; created when missing.
+    pub stream: String,
+    /// How its id is chosen.
+    pub id: AddId,
+    /// Its fields; at least one.
+    pub fields: Fields,
+    /// Trimming applied by the same `XADD`.
+    pub trim: Option<Trim>,
+}
+
+impl NewEntry {
+    /// An entry with an automatic id and no trimming.
+    pub fn new(stream: impl Into<String>, fields: Fields) -> Self {
+        NewEntry {
+            stream: stream.into(),
+            id: AddId::Auto,
+            fields,
+            trim: None,
+        }
+    }
+
+    /// Uses an explicit id instead of `*`.
+    #[must_use]
+    pub fn with_id(mut self, id: StreamId) -> Self {
+        self.id = AddId::Explicit(id);
+        self
+    }
+
+    /// Trims the stream in the same command.
+    #[must_use]
+    pub fn with_trim(mut self, trim: Trim) -> Self {
+        self.trim = Some(trim);
+        self
+    }
+}
+
+/// What a trim keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrimStrategy {
+    /// `MAXLEN n`: keep the newest `n` entries.
+    MaxLen(u64),
+    /// `MINID id`: drop entries whose id is smaller than `id`.
+    MinId(StreamId),
+}
+
+/// A trim, on `XADD` or `XTRIM`.
+///
+/// With [`Trim::approximate`] (`~`) Redis trims only whole internal nodes, so
+/// it may keep more entries than asked, never fewer; the cost is much lower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Trim {
+    /// What to keep.
+    pub strategy: TrimStrategy,
+    /// `~` rather than `=`.
+    pub approximate: bool,
+}
+
+impl Trim {
+    /// Keep the newest `n` entries, exactly.
+    pub const fn max_len(n: u64) -> Self {
+        Trim {
+            strategy: TrimStrategy::MaxLen(n),
+            approximate: false,
+        }
+    }
+
+    /// Drop entries with ids below `id`, exactly.
+    pub const fn min_id(id: StreamId) -> Self {
+        Trim {
+            strategy: TrimStrategy::MinId(id),
+            approximate: false,
+        }
+    }
+
+    /// Lets the broker keep more than asked when that is cheaper (`~`).
+    #[must_use]
+    pub const fn approximate(mut self) -> Self {
+        self.approximate = true;
+        self
+    }
+}
+
+/// An id range, as `XRANGE` and `XPENDING` take it: `Unbounded` is `-` or
+/// `+`, `Excluded(id)` is `(id`.
+pub type IdRange = (Bound<StreamId>, Bound<StreamId>);
+
+/// The whole id space, `- +`.
+pub const ALL_IDS: IdRange = (Bound::Unbounded, Bound::Unbounded);

@@ -1,0 +1,1 @@
+//! Support for crewq's cross-crate tests.
