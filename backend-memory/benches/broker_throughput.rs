@@ -1,0 +1,2 @@
+//! Placeholder: memory broker throughput bench.
+fn main() {}
