@@ -1,0 +1,361 @@
+//! `Broker` for `MemoryBroker`: each call takes the lock once and applies whole.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::pin::pin;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use crewq_core::{
+    AckAndAdd, AckAndAddReply, AutoClaimed, Broker, ConsumerInfo, DeliveredEntry, Error, GroupInfo,
+    GroupStart, IdRange, NewEntry, PendingEntry, PendingQuery, PendingSummary, ReadFrom, ReadGroup,
+    Result, StreamEntry, StreamId, StreamInfo, Trim, validate_ack_and_add, validate_new_entry,
+};
+
+use crate::group::{Count, Group};
+use crate::stream::next_id;
+use crate::{Key, MemoryBroker, group_mut};
+
+#[async_trait]
+impl Broker for MemoryBroker {
+    async fn xadd(&self, entry: NewEntry) -> Result<StreamId> {
+        validate_new_entry(&entry)?;
+        let now = self.now_ms();
+        self.with_keys(|keys| add(keys, entry, now))
+    }
+
+    async fn xadd_many(&self, entries: Vec<NewEntry>) -> Result<Vec<Result<StreamId>>> {
+        let now = self.now_ms();
+        Ok(self.with_keys(|keys| {
+            entries
+                .into_iter()
+                .map(|entry| validate_new_entry(&entry).and_then(|()| add(keys, entry, now)))
+                .collect()
+        }))
+    }
+
+    async fn xlen(&self, stream: &str) -> Result<u64> {
+        Ok(self.with_keys(|keys| {
+            keys.get(stream)
+                .map_or(0, |k| k.stream.entries.len() as u64)
+        }))
+    }
+
+    async fn xrange(
+        &self,
+        stream: &str,
+        range: IdRange,
+        count: Option<usize>,
+    ) -> Result<Vec<StreamEntry>> {
+        check_interval(range)?;
+        Ok(self.with_keys(|keys| {
+            keys.get(stream)
+                .map(|k| k.stream.range(range, count))
+                .unwrap_or_default()
+        }))
+    }
+
+    async fn xdel(&self, stream: &str, ids: &[StreamId]) -> Result<u64> {
+        Ok(self.with_keys(|keys| keys.get_mut(stream).map_or(0, |k| k.stream.delete(ids))))
+    }
+
+    async fn xtrim(&self, stream: &str, trim: Trim) -> Result<u64> {
+        Ok(self.with_keys(|keys| keys.get_mut(stream).map_or(0, |k| k.stream.trim(trim))))
+    }
+
+    async fn group_create(
+        &self,
+        stream: &str,
+        group: &str,
+        start: GroupStart,
+        mkstream: bool,
+    ) -> Result<()> {
+        self.with_keys(|keys| {
+            if !keys.contains_key(stream) {
+                if !mkstream {
+                    return Err(Error::NoSuchKey(stream.to_owned()));
+                }
+                keys.insert(stream.to_owned(), Key::default());
+            }
+            let key = keys
+                .get_mut(stream)
+                .ok_or_else(|| Error::NoSuchKey(stream.to_owned()))?;
+            if key.groups.contains_key(group) {
+                return Err(Error::GroupExists {
+                    stream: stream.to_owned(),
+                    group: group.to_owned(),
+                });
+            }
+            let after = match start {
+                GroupStart::After(id) => id,
+                GroupStart::Latest => key.stream.last_id,
+            };
+            key.groups.insert(group.to_owned(), Group::new(after));
+            Ok(())
+        })
+    }
+
+    async fn group_destroy(&self, stream: &str, group: &str) -> Result<bool> {
+        self.with_keys(|keys| {
+            let key = keys
+                .get_mut(stream)
+                .ok_or_else(|| Error::NoSuchKey(stream.to_owned()))?;
+            Ok(key.groups.remove(group).is_some())
+        })
+    }
+
+    async fn consumer_delete(&self, stream: &str, group: &str, consumer: &str) -> Result<u64> {
+        self.with_keys(|keys| {
+            // XGROUP subcommands want the key first, then the group.
+            if !keys.contains_key(stream) {
+                return Err(Error::NoSuchKey(stream.to_owned()));
+            }
+            let (_, group) = group_mut(keys, stream, group)?;
+            Ok(group.delete_consumer(consumer))
+        })
+    }
+
+    async fn read_group(&self, read: &ReadGroup) -> Result<Vec<DeliveredEntry>> {
+        let block = match read.from {
+            ReadFrom::New => read.block,
+            // Redis ignores BLOCK when reading a consumer's own history.
+            ReadFrom::PendingAfter(_) => None,
+        };
+        let Some(timeout) = block else {
+            return self.read_once(read);
+        };
+        // BLOCK 0 waits forever.
+        let deadline = (!timeout.is_zero()).then(|| tokio::time::Instant::now() + timeout);
+        loop {
+            let Some(appended) =
+                self.with_keys(|keys| keys.get(&read.stream).map(|k| k.stream.appended.clone()))
+            else {
+                return self.read_once(read);
+            };
+            // Register for the wake-up before looking, so an append between
+            // the look and the wait is not missed.
+            let mut woken = pin!(appended.notified());
+            woken.as_mut().enable();
+            let delivered = self.read_once(read)?;
+            if !delivered.is_empty() {
+                return Ok(delivered);
+            }
+            let expired = async {
+                match deadline {
+                    Some(deadline) => tokio::time::sleep_until(deadline).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                () = woken => {}
+                () = expired => return Ok(Vec::new()),
+            }
+        }
+    }
+
+    async fn ack(&self, stream: &str, group: &str, ids: &[StreamId]) -> Result<u64> {
+        // XACK on a missing key or group acknowledges nothing; no error.
+        Ok(self.with_keys(|keys| group_mut(keys, stream, group).map_or(0, |(_, g)| g.ack(ids))))
+    }
+
+    async fn pending_summary(&self, stream: &str, group: &str) -> Result<PendingSummary> {
+        self.with_keys(|keys| Ok(group_mut(keys, stream, group)?.1.summary()))
+    }
+
+    async fn pending(
+        &self,
+        stream: &str,
+        group: &str,
+        query: &PendingQuery,
+    ) -> Result<Vec<PendingEntry>> {
+        check_interval(query.range)?;
+        let now = self.now_ms();
+        self.with_keys(|keys| Ok(group_mut(keys, stream, group)?.1.pending(query, now)))
+    }
+
+    async fn claim(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        ids: &[StreamId],
+    ) -> Result<Vec<StreamEntry>> {
+        let now = self.now_ms();
+        self.with_keys(|keys| {
+            let (stream, group) = group_mut(keys, stream, group)?;
+            Ok(group.claim(stream, consumer, min_idle, ids, Count::Delivery, now))
+        })
+    }
+
+    async fn claim_ids(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        ids: &[StreamId],
+    ) -> Result<Vec<StreamId>> {
+        let now = self.now_ms();
+        self.with_keys(|keys| {
+            let (stream, group) = group_mut(keys, stream, group)?;
+            let claimed = group.claim(stream, consumer, min_idle, ids, Count::JustId, now);
+            Ok(claimed.into_iter().map(|entry| entry.id).collect())
+        })
+    }
+
+    async fn autoclaim(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        start: StreamId,
+        count: usize,
+    ) -> Result<AutoClaimed> {
+        if count == 0 {
+            // Redis: "ERR COUNT must be > 0".
+            return Err(Error::InvalidArgument(
+                "XAUTOCLAIM COUNT must be > 0".into(),
+            ));
+        }
+        let now = self.now_ms();
+        self.with_keys(|keys| {
+            let (stream, group) = group_mut(keys, stream, group)?;
+            Ok(group.autoclaim(stream, consumer, min_idle, start, count, now))
+        })
+    }
+
+    async fn info_stream(&self, stream: &str) -> Result<StreamInfo> {
+        self.with_keys(|keys| {
+            let key = keys
+                .get(stream)
+                .ok_or_else(|| Error::NoSuchKey(stream.to_owned()))?;
+            let entries = &key.stream.entries;
+            let edge = |(id, fields): (&StreamId, &crewq_core::Fields)| StreamEntry {
+                id: *id,
+                fields: fields.clone(),
+            };
+            Ok(StreamInfo {
+                length: entries.len() as u64,
+                last_generated_id: key.stream.last_id,
+                max_deleted_entry_id: key.stream.max_deleted_id,
+                entries_added: key.stream.entries_added,
+                recorded_first_entry_id: key.stream.first_id(),
+                groups: key.groups.len() as u64,
+                first_entry: entries.iter().next().map(edge),
+                last_entry: entries.iter().next_back().map(edge),
+            })
+        })
+    }
+
+    async fn info_groups(&self, stream: &str) -> Result<Vec<GroupInfo>> {
+        self.with_keys(|keys| {
+            let key = keys
+                .get(stream)
+                .ok_or_else(|| Error::NoSuchKey(stream.to_owned()))?;
+            Ok(key
+                .groups
+                .iter()
+                .map(|(name, group)| group.info(name, &key.stream))
+                .collect())
+        })
+    }
+
+    async fn info_consumers(&self, stream: &str, group: &str) -> Result<Vec<ConsumerInfo>> {
+        let now = self.now_ms();
+        self.with_keys(|keys| {
+            if !keys.contains_key(stream) {
+                return Err(Error::NoSuchKey(stream.to_owned()));
+            }
+            let (_, group) = group_mut(keys, stream, group)?;
+            Ok(group
+                .consumers
+                .iter()
+                .map(|(name, consumer)| ConsumerInfo {
+                    name: name.to_string(),
+                    pending: consumer.pending.len() as u64,
+                    idle: Duration::from_millis(now.saturating_sub(consumer.seen_ms)),
+                })
+                .collect())
+        })
+    }
+
+    async fn ack_and_add(&self, step: AckAndAdd) -> Result<AckAndAddReply> {
+        validate_ack_and_add(&step)?;
+        let now = self.now_ms();
+        self.with_keys(|keys| {
+            // Find every id before changing anything, so an exhausted stream
+            // fails the whole step rather than half of it.
+            let mut tops: BTreeMap<&str, StreamId> = BTreeMap::new();
+            for entry in &step.adds {
+                let top = match tops.get(entry.stream.as_str()) {
+                    Some(top) => *top,
+                    None => keys
+                        .get(&entry.stream)
+                        .map_or(StreamId::ZERO, |k| k.stream.last_id),
+                };
+                tops.insert(&entry.stream, next_id(&entry.stream, top, entry.id, now)?);
+            }
+            let acked = step
+                .acks
+                .iter()
+                .map(|ack| {
+                    group_mut(keys, &ack.stream, &ack.group).map_or(0, |(_, g)| g.ack(&ack.ids))
+                })
+                .collect();
+            let ids = step
+                .adds
+                .into_iter()
+                .map(|entry| add(keys, entry, now))
+                .collect::<Result<_>>()?;
+            Ok(AckAndAddReply { acked, ids })
+        })
+    }
+}
+
+impl MemoryBroker {
+    /// One non-blocking `XREADGROUP`.
+    fn read_once(&self, read: &ReadGroup) -> Result<Vec<DeliveredEntry>> {
+        let now = self.now_ms();
+        // COUNT 0 is no limit, as in Redis.
+        let count = match read.count {
+            None | Some(0) => usize::MAX,
+            Some(count) => count,
+        };
+        self.with_keys(|keys| {
+            let (stream, group) = group_mut(keys, &read.stream, &read.group)?;
+            let consumer = group.touch_consumer(&read.consumer, now);
+            Ok(match read.from {
+                ReadFrom::New => group.read_new(stream, &consumer, count, now),
+                ReadFrom::PendingAfter(after) => {
+                    group.read_history(stream, &consumer, after, count, now)
+                }
+            })
+        })
+    }
+}
+
+/// `XADD` on the locked data: the stream is created only once the id is known
+/// to be valid, as Redis leaves no key behind a rejected add.
+fn add(keys: &mut BTreeMap<String, Key>, entry: NewEntry, now_ms: u64) -> Result<StreamId> {
+    let last_id = keys
+        .get(&entry.stream)
+        .map_or(StreamId::ZERO, |k| k.stream.last_id);
+    let id = next_id(&entry.stream, last_id, entry.id, now_ms)?;
+    let key = keys.entry(entry.stream).or_default();
+    key.stream.append(id, entry.fields, entry.trim);
+    Ok(id)
+}
+
+/// Redis rejects the two exclusive bounds that leave nothing to range over.
+fn check_interval(range: IdRange) -> Result<()> {
+    if range.0 == Bound::Excluded(StreamId::MAX) {
+        return Err(Error::InvalidId("invalid start ID for the interval".into()));
+    }
+    if range.1 == Bound::Excluded(StreamId::ZERO) {
+        return Err(Error::InvalidId("invalid end ID for the interval".into()));
+    }
+    Ok(())
+}
