@@ -130,12 +130,11 @@ impl Group {
             let fields = stream.entries.get(&id).cloned();
             // Redis counts a delivery only for entries that still exist;
             // deleted ones come back as id with nil fields, untouched.
-            if fields.is_some() {
-                if let Some(pending) = self.pel.get_mut(&id) {
+            if fields.is_some()
+                && let Some(pending) = self.pel.get_mut(&id) {
                     pending.deliveries += 1;
                     pending.delivered_ms = now_ms;
                 }
-            }
             delivered.push(DeliveredEntry { id, fields });
         }
         delivered
@@ -385,11 +384,10 @@ impl Group {
         if stream.entries_added == 0 {
             return Some(0);
         }
-        if let Some(read) = self.entries_read {
-            if !stream.has_tombstones_from(self.last_delivered) {
+        if let Some(read) = self.entries_read
+            && !stream.has_tombstones_from(self.last_delivered) {
                 return Some(stream.entries_added.saturating_sub(read));
             }
-        }
         stream
             .entries_read_at(self.last_delivered)
             .map(|read| stream.entries_added.saturating_sub(read))

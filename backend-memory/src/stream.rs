@@ -167,11 +167,10 @@ pub(crate) fn checked_range(range: IdRange) -> Option<IdRange> {
         Bound::Excluded(id) => Some(predecessor(id)),
         Bound::Unbounded => None,
     };
-    if let (Some(start), Some(end)) = (start, end) {
-        if start > end {
+    if let (Some(start), Some(end)) = (start, end)
+        && start > end {
             return None;
         }
-    }
     let to_bound = |id: Option<StreamId>| id.map_or(Bound::Unbounded, Bound::Included);
     Some((to_bound(start), to_bound(end)))
 }
