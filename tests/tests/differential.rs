@@ -1,0 +1,1144 @@
+//! Differential test: random sequences of `Broker` operations must get the
+//! same replies from `MemoryBroker` and from a real Redis.
+//!
+//! proptest generates 10–60 operations over three streams, two groups and
+//! three consumers. Each case runs them on a fresh `MemoryBroker` and, under a
+//! fresh key prefix, on one private redis-server shared by the whole run;
+//! then it reads back the whole state of both (the epilogue). Every reply is
+//! compared: `Ok` values after normalisation, errors by `kind()`.
+//!
+//! Normalisation, and how the generator keeps replies comparable:
+//! - idle times are dropped: the two backends run on different clocks, so
+//!   `min_idle` is only ever zero or a day;
+//! - explicit ids are small (`ms` below [`TIME_IDS_FROM`]) and kept as they
+//!   are; ids a clock made are replaced by tokens (`t0`, `t1` ...) numbered
+//!   per stream in order of first appearance on each backend: both backends
+//!   hand out automatic ids in the same order, only not at the same ms;
+//! - so that no id depends on a clock, a stream takes no "next" explicit id
+//!   after its first automatic one (those adds become automatic), and "the id
+//!   just after an entry" is only derived from explicit ids.
+//!
+//! `PROPTEST_CASES` overrides the 256 cases. A failing case is shrunk, and its
+//! seed saved in `tests/proptest-regressions/differential.txt`, which every
+//! later run replays first.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::Bound;
+use std::time::Duration;
+
+use crewq_core::{
+    Ack, AckAndAdd, AddId, Broker, ErrorKind, Fields, GroupStart, IdRange, NewEntry, PendingQuery,
+    ReadGroup, StreamEntry, StreamId, Trim,
+};
+use crewq_memory::MemoryBroker;
+use crewq_tests::redis_server::TestRedis;
+use proptest::collection::vec;
+use proptest::prelude::*;
+use proptest::strategy::Union;
+use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestError, TestRunner};
+
+const STREAMS: usize = 3;
+const GROUPS: usize = 2;
+const CONSUMERS: usize = 3;
+/// Ids with at least this many ms came from a clock (explicit ones are tiny).
+const TIME_IDS_FROM: u64 = 1_000_000_000_000;
+/// A `min_idle` no entry reaches during a case.
+const HUGE_IDLE: Duration = Duration::from_secs(24 * 60 * 60);
+/// Rows asked of `XPENDING` when reading back the whole pending list.
+const ALL_ROWS: usize = 10_000;
+const DEFAULT_CASES: u32 = 256;
+const REGRESSIONS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/proptest-regressions/differential.txt"
+);
+
+// ---------------------------------------------------------------------------
+// The generated operations. Streams, groups and consumers are indices; ids
+// are recipes resolved against what each backend has answered so far.
+
+/// How an appended entry's id is chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum IdGen {
+    /// Explicit: the stream's top id plus a gap (`ms_gap` 0 bumps the seq).
+    Next { ms_gap: u8, seq: u8 },
+    /// `*`.
+    Auto,
+    /// Explicit `0-0`: always too small.
+    Zero,
+    /// Explicit, equal to the stream's top id: too small.
+    EqualTop,
+    /// Explicit, just below the stream's top id: too small.
+    BelowTop,
+    /// Explicit, the largest id: the stream is then exhausted.
+    Max,
+}
+
+/// An id an operation refers to.
+#[derive(Clone, Copy, Debug)]
+enum IdRef {
+    /// The (n mod len)-th id ever added to the stream.
+    Added(u8),
+    /// Just after that id (the id itself when a clock made it).
+    After(u8),
+    /// A small literal `ms-seq`.
+    Lit(u8, u8),
+    Zero,
+    Max,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum BoundGen {
+    Unbounded,
+    Included(IdRef),
+    Excluded(IdRef),
+}
+
+#[derive(Clone, Copy, Debug)]
+enum TrimGen {
+    MaxLen(u64),
+    MinId(IdRef),
+}
+
+#[derive(Clone, Copy, Debug)]
+enum StartGen {
+    Zero,
+    Latest,
+    After(IdRef),
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Idle {
+    Zero,
+    Huge,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum ClaimFrom {
+    At(IdRef),
+    /// The cursor the last autoclaim of this stream and group returned.
+    Cursor,
+}
+
+/// One entry to append: `n` fields named from `data`, `n`, `data` (a name
+/// may repeat), valued `<tag>.<i>`.
+#[derive(Clone, Copy, Debug)]
+struct AddGen {
+    s: u8,
+    id: IdGen,
+    n: u8,
+    tag: u8,
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Xadd {
+        add: AddGen,
+        trim: Option<TrimGen>,
+    },
+    XaddMany(Vec<AddGen>),
+    Xlen(u8),
+    Xrange {
+        s: u8,
+        lo: BoundGen,
+        hi: BoundGen,
+        count: Option<usize>,
+    },
+    Xdel {
+        s: u8,
+        ids: Vec<IdRef>,
+    },
+    Xtrim {
+        s: u8,
+        trim: TrimGen,
+    },
+    GroupCreate {
+        s: u8,
+        g: u8,
+        start: StartGen,
+        mkstream: bool,
+    },
+    GroupDestroy {
+        s: u8,
+        g: u8,
+    },
+    ConsumerDelete {
+        s: u8,
+        g: u8,
+        c: u8,
+    },
+    ReadNew {
+        s: u8,
+        g: u8,
+        c: u8,
+        count: Option<usize>,
+    },
+    ReadPending {
+        s: u8,
+        g: u8,
+        c: u8,
+        after: IdRef,
+        count: Option<usize>,
+    },
+    Ack {
+        s: u8,
+        g: u8,
+        ids: Vec<IdRef>,
+    },
+    PendingSummary {
+        s: u8,
+        g: u8,
+    },
+    Pending {
+        s: u8,
+        g: u8,
+        lo: BoundGen,
+        hi: BoundGen,
+        count: usize,
+        consumer: Option<u8>,
+        min_idle: Option<Idle>,
+    },
+    Claim {
+        s: u8,
+        g: u8,
+        c: u8,
+        min_idle: Idle,
+        ids: Vec<IdRef>,
+        just_id: bool,
+    },
+    AutoClaim {
+        s: u8,
+        g: u8,
+        c: u8,
+        min_idle: Idle,
+        from: ClaimFrom,
+        count: usize,
+    },
+    InfoStream(u8),
+    InfoGroups(u8),
+    InfoConsumers {
+        s: u8,
+        g: u8,
+    },
+    AckAndAdd {
+        acks: Vec<(u8, u8, Vec<IdRef>)>,
+        adds: Vec<AddGen>,
+    },
+}
+
+fn stream() -> impl Strategy<Value = u8> + Clone {
+    prop_oneof![3 => Just(0u8), 3 => Just(1u8), 1 => Just(2u8)]
+}
+
+fn group() -> impl Strategy<Value = u8> + Clone {
+    0..GROUPS as u8
+}
+
+fn consumer() -> impl Strategy<Value = u8> + Clone {
+    0..CONSUMERS as u8
+}
+
+fn id_ref() -> impl Strategy<Value = IdRef> + Clone {
+    prop_oneof![
+        6 => any::<u8>().prop_map(IdRef::Added),
+        2 => any::<u8>().prop_map(IdRef::After),
+        2 => (0..12u8, 0..3u8).prop_map(|(ms, seq)| IdRef::Lit(ms, seq)),
+        1 => Just(IdRef::Zero),
+        1 => Just(IdRef::Max),
+    ]
+}
+
+fn id_refs() -> impl Strategy<Value = Vec<IdRef>> + Clone {
+    vec(id_ref(), 0..4)
+}
+
+fn bound() -> impl Strategy<Value = BoundGen> + Clone {
+    prop_oneof![
+        2 => Just(BoundGen::Unbounded),
+        3 => id_ref().prop_map(BoundGen::Included),
+        2 => id_ref().prop_map(BoundGen::Excluded),
+    ]
+}
+
+fn id_gen() -> impl Strategy<Value = IdGen> + Clone {
+    prop_oneof![
+        40 => (0..3u8, 0..3u8).prop_map(|(ms_gap, seq)| IdGen::Next { ms_gap, seq }),
+        6 => Just(IdGen::Auto),
+        1 => Just(IdGen::Zero),
+        1 => Just(IdGen::EqualTop),
+        1 => Just(IdGen::BelowTop),
+        1 => Just(IdGen::Max),
+    ]
+}
+
+fn add_with(ids: impl Strategy<Value = IdGen> + Clone) -> impl Strategy<Value = AddGen> + Clone {
+    let n = prop_oneof![1 => Just(0u8), 12 => Just(1u8), 4 => Just(2u8), 2 => Just(3u8)];
+    (stream(), ids, n, any::<u8>()).prop_map(|(s, id, n, tag)| AddGen { s, id, n, tag })
+}
+
+fn trim() -> impl Strategy<Value = TrimGen> + Clone {
+    prop_oneof![
+        (0..4u64).prop_map(TrimGen::MaxLen),
+        id_ref().prop_map(TrimGen::MinId),
+    ]
+}
+
+fn read_count() -> impl Strategy<Value = Option<usize>> + Clone {
+    prop_oneof![2 => Just(None), 1 => Just(Some(0)), 3 => (1..4usize).prop_map(Some)]
+}
+
+fn idle_gen() -> impl Strategy<Value = Idle> + Clone {
+    prop_oneof![3 => Just(Idle::Zero), 1 => Just(Idle::Huge)]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let arms: Vec<(u32, BoxedStrategy<Op>)> = vec![
+        (
+            14,
+            (add_with(id_gen()), prop::option::weighted(0.2, trim()))
+                .prop_map(|(add, trim)| Op::Xadd { add, trim })
+                .boxed(),
+        ),
+        (
+            3,
+            vec(add_with(id_gen()), 0..5).prop_map(Op::XaddMany).boxed(),
+        ),
+        (1, stream().prop_map(Op::Xlen).boxed()),
+        (
+            3,
+            (stream(), bound(), bound(), read_count())
+                .prop_map(|(s, lo, hi, count)| Op::Xrange { s, lo, hi, count })
+                .boxed(),
+        ),
+        (
+            3,
+            (stream(), id_refs())
+                .prop_map(|(s, ids)| Op::Xdel { s, ids })
+                .boxed(),
+        ),
+        (
+            2,
+            (stream(), trim())
+                .prop_map(|(s, trim)| Op::Xtrim { s, trim })
+                .boxed(),
+        ),
+        (
+            6,
+            (
+                stream(),
+                group(),
+                prop_oneof![
+                    2 => Just(StartGen::Zero),
+                    2 => Just(StartGen::Latest),
+                    2 => id_ref().prop_map(StartGen::After),
+                ],
+                prop::bool::weighted(0.7),
+            )
+                .prop_map(|(s, g, start, mkstream)| Op::GroupCreate {
+                    s,
+                    g,
+                    start,
+                    mkstream,
+                })
+                .boxed(),
+        ),
+        (
+            1,
+            (stream(), group())
+                .prop_map(|(s, g)| Op::GroupDestroy { s, g })
+                .boxed(),
+        ),
+        (
+            1,
+            (stream(), group(), consumer())
+                .prop_map(|(s, g, c)| Op::ConsumerDelete { s, g, c })
+                .boxed(),
+        ),
+        (
+            8,
+            (stream(), group(), consumer(), read_count())
+                .prop_map(|(s, g, c, count)| Op::ReadNew { s, g, c, count })
+                .boxed(),
+        ),
+        (
+            4,
+            (stream(), group(), consumer(), id_ref(), read_count())
+                .prop_map(|(s, g, c, after, count)| Op::ReadPending {
+                    s,
+                    g,
+                    c,
+                    after,
+                    count,
+                })
+                .boxed(),
+        ),
+        (
+            5,
+            (stream(), group(), id_refs())
+                .prop_map(|(s, g, ids)| Op::Ack { s, g, ids })
+                .boxed(),
+        ),
+        (
+            2,
+            (stream(), group())
+                .prop_map(|(s, g)| Op::PendingSummary { s, g })
+                .boxed(),
+        ),
+        (
+            3,
+            (
+                stream(),
+                group(),
+                bound(),
+                bound(),
+                0..5usize,
+                prop::option::of(consumer()),
+                prop::option::of(idle_gen()),
+            )
+                .prop_map(|(s, g, lo, hi, count, consumer, min_idle)| Op::Pending {
+                    s,
+                    g,
+                    lo,
+                    hi,
+                    count,
+                    consumer,
+                    min_idle,
+                })
+                .boxed(),
+        ),
+        (
+            4,
+            (
+                stream(),
+                group(),
+                consumer(),
+                idle_gen(),
+                id_refs(),
+                any::<bool>(),
+            )
+                .prop_map(|(s, g, c, min_idle, ids, just_id)| Op::Claim {
+                    s,
+                    g,
+                    c,
+                    min_idle,
+                    ids,
+                    just_id,
+                })
+                .boxed(),
+        ),
+        (
+            4,
+            (
+                stream(),
+                group(),
+                consumer(),
+                idle_gen(),
+                prop_oneof![
+                    2 => id_ref().prop_map(ClaimFrom::At),
+                    1 => Just(ClaimFrom::Cursor),
+                ],
+                prop_oneof![1 => Just(0usize), 8 => 1..4usize],
+            )
+                .prop_map(|(s, g, c, min_idle, from, count)| Op::AutoClaim {
+                    s,
+                    g,
+                    c,
+                    min_idle,
+                    from,
+                    count,
+                })
+                .boxed(),
+        ),
+        (2, stream().prop_map(Op::InfoStream).boxed()),
+        (2, stream().prop_map(Op::InfoGroups).boxed()),
+        (
+            2,
+            (stream(), group())
+                .prop_map(|(s, g)| Op::InfoConsumers { s, g })
+                .boxed(),
+        ),
+        (
+            3,
+            (
+                vec((stream(), group(), id_refs()), 0..3),
+                vec(
+                    add_with(prop_oneof![12 => Just(IdGen::Auto), 1 => id_gen()]),
+                    0..3,
+                ),
+            )
+                .prop_map(|(acks, adds)| Op::AckAndAdd { acks, adds })
+                .boxed(),
+        ),
+    ];
+    Union::new_weighted(arms)
+}
+
+/// 10 to 60 operations. Each is optional only so that shrinking can drop
+/// it (an `Option` shrinks to `None`) below the 10 a sequence starts with.
+fn sequence() -> impl Strategy<Value = Vec<Option<Op>>> {
+    vec(prop::option::weighted(0.97, op()), 10..=60)
+}
+
+/// Reads back everything both backends hold, after the generated operations.
+fn epilogue() -> Vec<Op> {
+    let all = |s| Op::Xrange {
+        s,
+        lo: BoundGen::Unbounded,
+        hi: BoundGen::Unbounded,
+        count: None,
+    };
+    let mut ops = Vec::new();
+    for s in 0..STREAMS as u8 {
+        ops.extend([all(s), Op::InfoStream(s), Op::InfoGroups(s)]);
+        for g in 0..GROUPS as u8 {
+            ops.push(Op::PendingSummary { s, g });
+            ops.push(Op::Pending {
+                s,
+                g,
+                lo: BoundGen::Unbounded,
+                hi: BoundGen::Unbounded,
+                count: ALL_ROWS,
+                consumer: None,
+                min_idle: None,
+            });
+            ops.push(Op::InfoConsumers { s, g });
+        }
+    }
+    ops
+}
+
+// ---------------------------------------------------------------------------
+// Normalised replies.
+
+/// An id as compared: literal, or the token of a clock-made id.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum NId {
+    Lit(StreamId),
+    Token(usize),
+}
+
+impl fmt::Debug for NId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NId::Lit(id) => write!(f, "{id}"),
+            NId::Token(n) => write!(f, "t{n}"),
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Entry {
+    id: NId,
+    fields: Option<Fields>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Group {
+    name: String,
+    consumers: u64,
+    pending: u64,
+    last_delivered_id: NId,
+    entries_read: Option<u64>,
+    lag: Option<u64>,
+}
+
+/// A reply with idle times dropped and clock-made ids tokenised.
+#[derive(Debug, PartialEq, Eq)]
+enum Reply {
+    Unit,
+    Bool(bool),
+    Count(u64),
+    Id(NId),
+    Ids(Vec<NId>),
+    Adds(Vec<Result<NId, ErrorKind>>),
+    Entries(Vec<Entry>),
+    Summary {
+        count: u64,
+        min_id: Option<NId>,
+        max_id: Option<NId>,
+        consumers: Vec<(String, u64)>,
+    },
+    /// `(id, consumer, deliveries)`.
+    Pending(Vec<(NId, String, u64)>),
+    AutoClaimed {
+        next: NId,
+        claimed: Vec<Entry>,
+        deleted: Vec<NId>,
+    },
+    Stream {
+        length: u64,
+        last_generated_id: NId,
+        max_deleted_entry_id: NId,
+        entries_added: u64,
+        recorded_first_entry_id: NId,
+        groups: u64,
+        first_entry: Option<Entry>,
+        last_entry: Option<Entry>,
+    },
+    Groups(Vec<Group>),
+    /// `(name, pending)`.
+    Consumers(Vec<(String, u64)>),
+    AckAndAdd {
+        acked: Vec<u64>,
+        ids: Vec<NId>,
+    },
+}
+
+type Outcome = Result<Reply, ErrorKind>;
+
+// ---------------------------------------------------------------------------
+// Running operations on one backend.
+
+/// What both backends share: which streams have had an automatic id.
+#[derive(Default)]
+struct Plan {
+    auto: [bool; STREAMS],
+}
+
+impl Plan {
+    /// The operation as both backends run it: once a stream has taken an
+    /// automatic id, a "next" explicit id would depend on the clock, so it
+    /// becomes automatic too.
+    fn effective(&mut self, op: &Op) -> Op {
+        let mut op = op.clone();
+        let adds: &mut [AddGen] = match &mut op {
+            Op::Xadd { add, .. } => std::slice::from_mut(add),
+            Op::XaddMany(adds) | Op::AckAndAdd { adds, .. } => adds,
+            _ => &mut [],
+        };
+        for add in adds {
+            let s = usize::from(add.s) % STREAMS;
+            match add.id {
+                IdGen::Auto => self.auto[s] = true,
+                IdGen::Next { .. } if self.auto[s] => add.id = IdGen::Auto,
+                _ => {}
+            }
+        }
+        op
+    }
+}
+
+/// One backend, with what it answered so far.
+struct Side<'a> {
+    broker: &'a dyn Broker,
+    keys: &'a [String],
+    /// Every id it gave an append, per stream, in order.
+    added: [Vec<StreamId>; STREAMS],
+    /// The last autoclaim cursor per stream and group.
+    cursors: HashMap<(usize, usize), StreamId>,
+    /// Tokens of clock-made ids per stream.
+    tokens: [HashMap<StreamId, usize>; STREAMS],
+}
+
+fn group_name(g: u8) -> String {
+    format!("g{}", usize::from(g) % GROUPS)
+}
+
+fn consumer_name(c: u8) -> String {
+    format!("c{}", usize::from(c) % CONSUMERS)
+}
+
+fn fields(add: &AddGen) -> Fields {
+    const NAMES: [&str; 3] = ["data", "n", "data"];
+    (0..usize::from(add.n).min(NAMES.len()))
+        .map(|i| (NAMES[i], format!("{}.{i}", add.tag)))
+        .collect()
+}
+
+fn idle(idle: Idle) -> Duration {
+    match idle {
+        Idle::Zero => Duration::ZERO,
+        Idle::Huge => HUGE_IDLE,
+    }
+}
+
+fn is_clock_made(id: StreamId) -> bool {
+    id.ms >= TIME_IDS_FROM && id.ms != u64::MAX
+}
+
+impl<'a> Side<'a> {
+    fn new(broker: &'a dyn Broker, keys: &'a [String]) -> Self {
+        Side {
+            broker,
+            keys,
+            added: Default::default(),
+            cursors: HashMap::new(),
+            tokens: Default::default(),
+        }
+    }
+
+    fn key(&self, s: u8) -> &'a str {
+        &self.keys[usize::from(s) % STREAMS]
+    }
+
+    /// The stream's last id: appends are the only thing that moves it.
+    fn top(&self, s: usize) -> StreamId {
+        self.added[s]
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(StreamId::ZERO)
+    }
+
+    fn new_id(&self, s: usize, top: StreamId, id: IdGen) -> AddId {
+        let explicit = match id {
+            IdGen::Auto => return AddId::Auto,
+            IdGen::Next { ms_gap: 0, seq } => top
+                .seq
+                .checked_add(1 + u64::from(seq))
+                .map_or(StreamId::MAX, |q| StreamId::new(top.ms, q)),
+            IdGen::Next { ms_gap, seq } => top
+                .ms
+                .checked_add(u64::from(ms_gap))
+                .map_or(StreamId::MAX, |ms| StreamId::new(ms, u64::from(seq))),
+            IdGen::Zero => StreamId::ZERO,
+            IdGen::EqualTop => self.top(s),
+            IdGen::BelowTop => {
+                let top = self.top(s);
+                match (top.ms, top.seq) {
+                    (_, 1..) => StreamId::new(top.ms, top.seq - 1),
+                    (1.., 0) => StreamId::new(top.ms - 1, u64::MAX),
+                    (0, 0) => StreamId::ZERO,
+                }
+            }
+            IdGen::Max => StreamId::MAX,
+        };
+        AddId::Explicit(explicit)
+    }
+
+    /// Builds the appends of one call, each "next" id after the previous
+    /// explicit one in the same call.
+    fn entries(&self, adds: &[AddGen]) -> Vec<(usize, NewEntry)> {
+        let mut tops: [StreamId; STREAMS] = std::array::from_fn(|s| self.top(s));
+        adds.iter()
+            .map(|add| {
+                let s = usize::from(add.s) % STREAMS;
+                let id = self.new_id(s, tops[s], add.id);
+                let mut entry = NewEntry::new(self.key(add.s), fields(add));
+                if let AddId::Explicit(id) = id {
+                    tops[s] = tops[s].max(id);
+                    entry = entry.with_id(id);
+                }
+                (s, entry)
+            })
+            .collect()
+    }
+
+    fn id(&self, s: u8, r: IdRef) -> StreamId {
+        let added = &self.added[usize::from(s) % STREAMS];
+        let nth = |n: u8| added.get(usize::from(n) % added.len().max(1)).copied();
+        match r {
+            IdRef::Added(n) => nth(n).unwrap_or(StreamId::new(1, 0)),
+            IdRef::After(n) => match nth(n) {
+                Some(id) if is_clock_made(id) => id,
+                Some(id) => id.successor().unwrap_or(id),
+                None => StreamId::new(1, 1),
+            },
+            IdRef::Lit(ms, seq) => StreamId::new(ms.into(), seq.into()),
+            IdRef::Zero => StreamId::ZERO,
+            IdRef::Max => StreamId::MAX,
+        }
+    }
+
+    fn ids(&self, s: u8, refs: &[IdRef]) -> Vec<StreamId> {
+        refs.iter().map(|r| self.id(s, *r)).collect()
+    }
+
+    fn bound(&self, s: u8, b: BoundGen) -> Bound<StreamId> {
+        match b {
+            BoundGen::Unbounded => Bound::Unbounded,
+            BoundGen::Included(r) => Bound::Included(self.id(s, r)),
+            BoundGen::Excluded(r) => Bound::Excluded(self.id(s, r)),
+        }
+    }
+
+    fn range(&self, s: u8, lo: BoundGen, hi: BoundGen) -> IdRange {
+        (self.bound(s, lo), self.bound(s, hi))
+    }
+
+    fn trim(&self, s: u8, trim: TrimGen) -> Trim {
+        match trim {
+            TrimGen::MaxLen(n) => Trim::max_len(n),
+            TrimGen::MinId(r) => Trim::min_id(self.id(s, r)),
+        }
+    }
+
+    fn norm(&mut self, s: usize, id: StreamId) -> NId {
+        if !is_clock_made(id) {
+            return NId::Lit(id);
+        }
+        let next = self.tokens[s].len();
+        NId::Token(*self.tokens[s].entry(id).or_insert(next))
+    }
+
+    fn norm_ids(&mut self, s: usize, ids: Vec<StreamId>) -> Vec<NId> {
+        ids.into_iter().map(|id| self.norm(s, id)).collect()
+    }
+
+    fn norm_entry(&mut self, s: usize, e: StreamEntry) -> Entry {
+        Entry {
+            id: self.norm(s, e.id),
+            fields: Some(e.fields),
+        }
+    }
+
+    fn norm_entries(&mut self, s: usize, entries: Vec<StreamEntry>) -> Vec<Entry> {
+        entries.into_iter().map(|e| self.norm_entry(s, e)).collect()
+    }
+
+    /// Runs one operation and normalises its reply.
+    async fn apply(&mut self, op: &Op) -> Outcome {
+        let b = self.broker;
+        let k = |e: crewq_core::Error| e.kind();
+        Ok(match op {
+            Op::Xadd { add, trim } => {
+                let (s, mut entry) = self.entries(std::slice::from_ref(add)).remove(0);
+                if let Some(t) = trim {
+                    entry = entry.with_trim(self.trim(add.s, *t));
+                }
+                let id = b.xadd(entry).await.map_err(k)?;
+                self.added[s].push(id);
+                Reply::Id(self.norm(s, id))
+            }
+            Op::XaddMany(adds) => {
+                let entries = self.entries(adds);
+                let streams: Vec<usize> = entries.iter().map(|(s, _)| *s).collect();
+                let replies = b
+                    .xadd_many(entries.into_iter().map(|(_, e)| e).collect())
+                    .await
+                    .map_err(k)?;
+                let mut out = Vec::new();
+                for (s, reply) in streams.into_iter().zip(replies) {
+                    out.push(match reply {
+                        Ok(id) => {
+                            self.added[s].push(id);
+                            Ok(self.norm(s, id))
+                        }
+                        Err(e) => Err(e.kind()),
+                    });
+                }
+                Reply::Adds(out)
+            }
+            Op::Xlen(s) => Reply::Count(b.xlen(self.key(*s)).await.map_err(k)?),
+            Op::Xrange { s, lo, hi, count } => {
+                let range = self.range(*s, *lo, *hi);
+                let entries = b.xrange(self.key(*s), range, *count).await.map_err(k)?;
+                Reply::Entries(self.norm_entries(usize::from(*s) % STREAMS, entries))
+            }
+            Op::Xdel { s, ids } => {
+                Reply::Count(b.xdel(self.key(*s), &self.ids(*s, ids)).await.map_err(k)?)
+            }
+            Op::Xtrim { s, trim } => Reply::Count(
+                b.xtrim(self.key(*s), self.trim(*s, *trim))
+                    .await
+                    .map_err(k)?,
+            ),
+            Op::GroupCreate {
+                s,
+                g,
+                start,
+                mkstream,
+            } => {
+                let start = match start {
+                    StartGen::Zero => GroupStart::BEGINNING,
+                    StartGen::Latest => GroupStart::Latest,
+                    StartGen::After(r) => GroupStart::After(self.id(*s, *r)),
+                };
+                b.group_create(self.key(*s), &group_name(*g), start, *mkstream)
+                    .await
+                    .map_err(k)?;
+                Reply::Unit
+            }
+            Op::GroupDestroy { s, g } => Reply::Bool(
+                b.group_destroy(self.key(*s), &group_name(*g))
+                    .await
+                    .map_err(k)?,
+            ),
+            Op::ConsumerDelete { s, g, c } => Reply::Count(
+                b.consumer_delete(self.key(*s), &group_name(*g), &consumer_name(*c))
+                    .await
+                    .map_err(k)?,
+            ),
+            Op::ReadNew { s, g, c, count } | Op::ReadPending { s, g, c, count, .. } => {
+                let mut read = ReadGroup::new(self.key(*s), group_name(*g), consumer_name(*c));
+                read.count = *count;
+                if let Op::ReadPending { after, .. } = op {
+                    read = read.pending_after(self.id(*s, *after));
+                }
+                let delivered = b.read_group(&read).await.map_err(k)?;
+                let s = usize::from(*s) % STREAMS;
+                Reply::Entries(
+                    delivered
+                        .into_iter()
+                        .map(|e| Entry {
+                            id: self.norm(s, e.id),
+                            fields: e.fields,
+                        })
+                        .collect(),
+                )
+            }
+            Op::Ack { s, g, ids } => Reply::Count(
+                b.ack(self.key(*s), &group_name(*g), &self.ids(*s, ids))
+                    .await
+                    .map_err(k)?,
+            ),
+            Op::PendingSummary { s, g } => {
+                let sum = b
+                    .pending_summary(self.key(*s), &group_name(*g))
+                    .await
+                    .map_err(k)?;
+                let s = usize::from(*s) % STREAMS;
+                Reply::Summary {
+                    count: sum.count,
+                    min_id: sum.min_id.map(|id| self.norm(s, id)),
+                    max_id: sum.max_id.map(|id| self.norm(s, id)),
+                    consumers: sum.consumers,
+                }
+            }
+            Op::Pending {
+                s,
+                g,
+                lo,
+                hi,
+                count,
+                consumer,
+                min_idle,
+            } => {
+                let mut query = PendingQuery::new(*count).range(self.range(*s, *lo, *hi));
+                query.consumer = consumer.map(consumer_name);
+                query.min_idle = min_idle.map(idle);
+                let rows = b
+                    .pending(self.key(*s), &group_name(*g), &query)
+                    .await
+                    .map_err(k)?;
+                let s = usize::from(*s) % STREAMS;
+                Reply::Pending(
+                    rows.into_iter()
+                        .map(|row| (self.norm(s, row.id), row.consumer, row.deliveries))
+                        .collect(),
+                )
+            }
+            Op::Claim {
+                s,
+                g,
+                c,
+                min_idle,
+                ids,
+                just_id,
+            } => {
+                let (key, group, consumer) = (self.key(*s), group_name(*g), consumer_name(*c));
+                let ids = self.ids(*s, ids);
+                let si = usize::from(*s) % STREAMS;
+                if *just_id {
+                    let claimed = b
+                        .claim_ids(key, &group, &consumer, idle(*min_idle), &ids)
+                        .await
+                        .map_err(k)?;
+                    Reply::Ids(self.norm_ids(si, claimed))
+                } else {
+                    let claimed = b
+                        .claim(key, &group, &consumer, idle(*min_idle), &ids)
+                        .await
+                        .map_err(k)?;
+                    Reply::Entries(self.norm_entries(si, claimed))
+                }
+            }
+            Op::AutoClaim {
+                s,
+                g,
+                c,
+                min_idle,
+                from,
+                count,
+            } => {
+                let si = usize::from(*s) % STREAMS;
+                let gi = usize::from(*g) % GROUPS;
+                let start = match from {
+                    ClaimFrom::At(r) => self.id(*s, *r),
+                    ClaimFrom::Cursor => self
+                        .cursors
+                        .get(&(si, gi))
+                        .copied()
+                        .unwrap_or(StreamId::ZERO),
+                };
+                let got = b
+                    .autoclaim(
+                        self.key(*s),
+                        &group_name(*g),
+                        &consumer_name(*c),
+                        idle(*min_idle),
+                        start,
+                        *count,
+                    )
+                    .await
+                    .map_err(k)?;
+                self.cursors.insert((si, gi), got.next);
+                Reply::AutoClaimed {
+                    next: self.norm(si, got.next),
+                    claimed: self.norm_entries(si, got.claimed),
+                    deleted: self.norm_ids(si, got.deleted),
+                }
+            }
+            Op::InfoStream(s) => {
+                let info = b.info_stream(self.key(*s)).await.map_err(k)?;
+                let s = usize::from(*s) % STREAMS;
+                Reply::Stream {
+                    length: info.length,
+                    last_generated_id: self.norm(s, info.last_generated_id),
+                    max_deleted_entry_id: self.norm(s, info.max_deleted_entry_id),
+                    entries_added: info.entries_added,
+                    recorded_first_entry_id: self.norm(s, info.recorded_first_entry_id),
+                    groups: info.groups,
+                    first_entry: info.first_entry.map(|e| self.norm_entry(s, e)),
+                    last_entry: info.last_entry.map(|e| self.norm_entry(s, e)),
+                }
+            }
+            Op::InfoGroups(s) => {
+                let groups = b.info_groups(self.key(*s)).await.map_err(k)?;
+                let s = usize::from(*s) % STREAMS;
+                Reply::Groups(
+                    groups
+                        .into_iter()
+                        .map(|g| Group {
+                            last_delivered_id: self.norm(s, g.last_delivered_id),
+                            name: g.name,
+                            consumers: g.consumers,
+                            pending: g.pending,
+                            entries_read: g.entries_read,
+                            lag: g.lag,
+                        })
+                        .collect(),
+                )
+            }
+            Op::InfoConsumers { s, g } => Reply::Consumers(
+                b.info_consumers(self.key(*s), &group_name(*g))
+                    .await
+                    .map_err(k)?
+                    .into_iter()
+                    .map(|c| (c.name, c.pending))
+                    .collect(),
+            ),
+            Op::AckAndAdd { acks, adds } => {
+                let mut step = AckAndAdd::new();
+                for (s, g, ids) in acks {
+                    step = step.ack(Ack::new(self.key(*s), group_name(*g), self.ids(*s, ids)));
+                }
+                let entries = self.entries(adds);
+                let streams: Vec<usize> = entries.iter().map(|(s, _)| *s).collect();
+                for (_, entry) in entries {
+                    step = step.append(entry);
+                }
+                let reply = b.ack_and_add(step).await.map_err(k)?;
+                let mut ids = Vec::new();
+                for (s, id) in streams.into_iter().zip(reply.ids) {
+                    self.added[s].push(id);
+                    ids.push(self.norm(s, id));
+                }
+                Reply::AckAndAdd {
+                    acked: reply.acked,
+                    ids,
+                }
+            }
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// One case, and the test.
+
+/// Runs `ops` and then the epilogue on a fresh memory broker and on Redis
+/// under `prefix`, and fails at the first reply that differs.
+async fn run_case(redis: &dyn Broker, prefix: &str, ops: &[Op]) -> Result<(), TestCaseError> {
+    let memory = MemoryBroker::new();
+    let keys: Vec<String> = (0..STREAMS).map(|i| format!("{prefix}diff:s{i}")).collect();
+    let mut plan = Plan::default();
+    let mut mem = Side::new(&memory, &keys);
+    let mut red = Side::new(redis, &keys);
+    let mut agreed: Vec<String> = Vec::new();
+    for (i, op) in ops.iter().chain(&epilogue()).enumerate() {
+        let op = plan.effective(op);
+        let from_memory = mem.apply(&op).await;
+        let from_redis = red.apply(&op).await;
+        if from_memory != from_redis {
+            return Err(TestCaseError::fail(report(
+                i,
+                &op,
+                &from_memory,
+                &from_redis,
+                ops,
+                &agreed,
+            )));
+        }
+        agreed.push(format!("{from_memory:?}"));
+    }
+    Ok(())
+}
+
+fn label(i: usize, len: usize) -> String {
+    if i < len {
+        format!("#{i}")
+    } else {
+        format!("epilogue #{}", i - len)
+    }
+}
+
+/// The failure message: where, what, both replies, and the whole sequence
+/// with the replies both backends agreed on.
+fn report(
+    at: usize,
+    op: &Op,
+    memory: &Outcome,
+    redis: &Outcome,
+    ops: &[Op],
+    agreed: &[String],
+) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!(
+        "memory and Redis disagree at op {} (as run: {op:?})\n  memory: {memory:?}\n  redis:  {redis:?}\n\
+         sequence ({} ops; `=>` the reply both gave):\n",
+        label(at, ops.len()),
+        ops.len(),
+    );
+    for (i, op) in ops.iter().enumerate() {
+        let _ = match agreed.get(i) {
+            Some(reply) => writeln!(out, "  #{i} {op:?} => {reply}"),
+            None if i == at => writeln!(out, "  #{i} {op:?} <== DIFFERS"),
+            None => writeln!(out, "  #{i} {op:?}"),
+        };
+    }
+    out
+}
+
+#[test]
+fn differential_memory_vs_redis() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let server = TestRedis::start();
+    let redis = rt.block_on(server.broker());
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_CASES);
+    let config = Config {
+        cases,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(REGRESSIONS))),
+        source_file: Some(file!()),
+        ..Config::default()
+    };
+    let mut runner = TestRunner::new(config);
+    let result = runner.run(&sequence(), |ops| {
+        let ops: Vec<Op> = ops.into_iter().flatten().collect();
+        let prefix = server.unique_prefix();
+        rt.block_on(run_case(&redis, &prefix, &ops))
+    });
+    match result {
+        Ok(()) => {}
+        Err(TestError::Fail(reason, ops)) => panic!(
+            "{reason}(minimal sequence: {} ops; its seed is saved in {REGRESSIONS})",
+            ops.iter().flatten().count()
+        ),
+        Err(TestError::Abort(reason)) => panic!("proptest aborted: {reason}"),
+    }
+}
