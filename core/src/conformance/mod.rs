@@ -61,7 +61,71 @@ impl Ctx {
 macro_rules! conformance_cases {
     ($callback:ident) => {
         $callback! {
+            // stream.rs
             xadd_auto_ids_strictly_increase,
+            xadd_auto_id_after_future_explicit_id_increments_seq,
+            xadd_explicit_id_must_exceed_top,
+            xadd_stores_fields_in_order,
+            xadd_rejects_empty_fields,
+            xadd_with_maxlen_trims_oldest,
+            xadd_many_returns_one_result_per_entry,
+            xlen_counts_present_entries,
+            xrange_honours_bounds_and_count,
+            xrange_missing_key_is_empty,
+            xdel_counts_existing_ids_only,
+            xtrim_maxlen_keeps_newest,
+            xtrim_minid_removes_smaller_ids,
+            xtrim_approximate_never_overtrims,
+            trimming_leaves_pending_entries,
+            // group.rs
+            group_create_start_decides_what_is_new,
+            group_create_twice_is_busygroup,
+            group_create_requires_key_unless_mkstream,
+            group_destroy_reports_existence,
+            consumer_delete_drops_its_pending_entries,
+            // read.rs
+            read_new_delivers_each_entry_once_per_group,
+            read_new_adds_to_pending_with_one_delivery,
+            read_honours_count,
+            read_history_returns_own_pending_after_id,
+            read_history_counts_a_delivery,
+            read_history_returns_deleted_entries_without_fields,
+            read_history_ignores_block,
+            read_missing_group_is_nogroup,
+            read_block_times_out_empty,
+            read_block_is_woken_by_append,
+            read_creates_the_consumer,
+            // ack_pending.rs
+            ack_counts_only_pending_ids,
+            ack_missing_group_is_zero,
+            pending_summary_of_empty_group,
+            pending_summary_counts_per_consumer,
+            pending_missing_group_is_nogroup,
+            pending_extended_filters_range_count_consumer,
+            pending_extended_filters_min_idle,
+            pending_extended_reports_owner_idle_and_deliveries,
+            // claim.rs
+            claim_moves_ownership_and_counts_a_delivery,
+            claim_skips_entries_not_idle_enough,
+            claim_ignores_ids_not_pending,
+            claim_drops_deleted_entries,
+            claim_missing_group_is_nogroup,
+            claim_ids_resets_idle_without_counting_a_delivery,
+            autoclaim_follows_its_cursor_to_the_end,
+            autoclaim_reports_and_removes_deleted_entries,
+            autoclaim_scans_at_most_ten_times_count,
+            autoclaim_missing_group_is_nogroup,
+            // info.rs
+            info_stream_reports_counters_and_edges,
+            info_missing_key_fails,
+            info_groups_tracks_reads_and_lag,
+            info_groups_lag_with_deletions,
+            info_consumers_reports_pending_and_idle,
+            info_consumers_missing_group_is_nogroup,
+            // atomic.rs
+            ack_and_add_applies_both,
+            ack_and_add_reports_each_ack,
+            ack_and_add_rejects_malformed_steps_whole,
         }
     };
 }
@@ -74,5 +138,19 @@ pub const CASES: &[&str] = {
     conformance_cases!(names)
 };
 
+mod ack_pending;
+mod atomic;
+mod claim;
+mod group;
+mod info;
+mod read;
 mod stream;
+mod support;
+
+pub use ack_pending::*;
+pub use atomic::*;
+pub use claim::*;
+pub use group::*;
+pub use info::*;
+pub use read::*;
 pub use stream::*;
