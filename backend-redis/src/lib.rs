@@ -1,1 +1,41 @@
-//! crewq-redis: placeholder.
+//! crewq-redis: the [`Broker`](crewq_core::Broker) contract on Redis Streams.
+//!
+//! [`RedisBroker`] speaks to one Redis server (7.0 or later) through
+//! redis-rs: one shared multiplexed connection that reconnects after a drop,
+//! dedicated connections for blocking reads, pipelined batches of appends,
+//! and `MULTI`/`EXEC` for the atomic ack-and-append step. Replies are read
+//! into crewq's types by hand (RESP2, or RESP3 with `?protocol=resp3`), and
+//! Redis's error replies become crewq's [`Error`](crewq_core::Error) kinds
+//! (`NOGROUP` is `NoGroup`, `LOADING` is a transient `Unavailable` ...).
+//!
+//! ```no_run
+//! # async fn demo() -> crewq_core::Result<()> {
+//! use std::time::Duration;
+//! use crewq_core::{Broker, GroupStart, ReadGroup};
+//! use crewq_redis::RedisConfig;
+//!
+//! let broker = RedisConfig::new("redis://crew:secret@127.0.0.1:6379/0")
+//!     .response_timeout(Duration::from_secs(2))
+//!     .connect()
+//!     .await?;
+//! // Logs and Debug never show the password.
+//! assert_eq!(broker.redacted_url(), "redis://crew:***@127.0.0.1:6379/0");
+//! broker.group_create("agent:tasks:research", "research", GroupStart::BEGINNING, true).await?;
+//! let read = ReadGroup::new("agent:tasks:research", "research", "worker-1")
+//!     .count(16)
+//!     .block(Duration::from_secs(5)); // on a connection of its own
+//! let entries = broker.read_group(&read).await?;
+//! # drop(entries); Ok(()) }
+//! ```
+//!
+//! With feature `tls`, `rediss://` URLs connect over TLS (rustls).
+
+mod blocking;
+mod broker;
+mod commands;
+mod config;
+mod error;
+mod parse;
+
+pub use broker::RedisBroker;
+pub use config::RedisConfig;

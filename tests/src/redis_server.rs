@@ -1,23 +1,326 @@
-//! A private redis-server for tests (placeholder until the Redis backend lands).
+//! A private redis-server per test, or a shared one named by `CREWQ_REDIS_URL`.
+//!
+//! Each [`TestRedis::start`] runs its own `redis-server` on a free loopback
+//! port in a fresh temporary directory, with persistence off, and stops it
+//! on drop: tests never touch the machine's own Redis on 6379 and never see
+//! each other's keys. With `CREWQ_REDIS_URL` set, tests use that server
+//! instead; keys then stay apart by [`TestRedis::unique_prefix`], and drop
+//! deletes exactly the keys under the prefixes handed out (never
+//! `FLUSHALL`: the server may be shared).
 
-/// A redis-server owned by one test (or `CREWQ_REDIS_URL`).
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The environment variable naming an existing server to use instead.
+pub const REDIS_URL_VAR: &str = "CREWQ_REDIS_URL";
+
+/// Where `redis-server` is looked for after `PATH`.
+const SEARCH_DIRS: &[&str] = &["/usr/sbin", "/usr/bin", "/usr/local/bin"];
+
+/// How long a fresh server may take to accept connections.
+const START_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How many ports to try when another process takes the one we picked
+/// between choosing it and the server binding it.
+const START_ATTEMPTS: usize = 8;
+
+/// What redis-server logs once it accepts connections (7.0 and 7.2+).
+const READY_LINE: &str = "Ready to accept connections";
+
+/// Keys deleted per `DEL` when cleaning a shared server.
+const SCAN_BATCH: usize = 500;
+
+/// A redis-server owned by one test, or the shared `CREWQ_REDIS_URL` one.
 pub struct TestRedis {
     url: String,
+    server: Option<OwnedServer>,
+    prefixes: Mutex<Vec<String>>,
+}
+
+/// A server this process started.
+struct OwnedServer {
+    child: Child,
+    dir: tempfile::TempDir,
 }
 
 impl TestRedis {
-    /// Starts a private server.
+    /// Starts a private redis-server on a free loopback port in a fresh temp dir
+    /// (or uses `CREWQ_REDIS_URL` when set).
+    ///
+    /// # Panics
+    ///
+    /// When `redis-server` cannot be found (with how to install it) or does
+    /// not start; a test that needs Redis never skips silently.
     pub fn start() -> TestRedis {
-        panic!("TestRedis is not written yet")
+        match std::env::var(REDIS_URL_VAR) {
+            Ok(url) if !url.trim().is_empty() => TestRedis {
+                url,
+                server: None,
+                prefixes: Mutex::new(Vec::new()),
+            },
+            _ => Self::start_with_args(&[]),
+        }
     }
 
-    /// Its URL.
+    /// Starts a private redis-server with extra arguments (for example
+    /// `["--requirepass", "secret"]`), even when `CREWQ_REDIS_URL` is set.
+    ///
+    /// [`TestRedis::url`] carries no credentials; a test that starts a server
+    /// requiring them builds its own URL.
+    ///
+    /// # Panics
+    ///
+    /// As [`TestRedis::start`].
+    pub fn start_with_args(args: &[&str]) -> TestRedis {
+        let binary = find_redis_server();
+        let mut failures = Vec::new();
+        for _ in 0..START_ATTEMPTS {
+            match spawn(&binary, args) {
+                Ok((url, server)) => {
+                    return TestRedis {
+                        url,
+                        server: Some(server),
+                        prefixes: Mutex::new(Vec::new()),
+                    };
+                }
+                Err(why) => failures.push(why),
+            }
+        }
+        panic!(
+            "redis-server ({}) did not start after {START_ATTEMPTS} attempts:\n{}",
+            binary.display(),
+            failures.join("\n")
+        );
+    }
+
+    /// The server's URL (`redis://127.0.0.1:<port>/` for a private server).
     pub fn url(&self) -> &str {
         &self.url
     }
 
-    /// A key prefix no other user of this server has.
+    /// A key prefix no other user of this server has (unique per call).
+    ///
+    /// Prefixes have a fixed-width counter, so none is a prefix of another
+    /// and cleaning up `p*` never touches another test's keys.
     pub fn unique_prefix(&self) -> String {
-        String::new()
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let prefix = format!("crewqtest-{}-{:08}", process_token(), n);
+        self.prefixes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(prefix.clone());
+        prefix
     }
+
+    /// A RedisBroker connected to it.
+    ///
+    /// # Panics
+    ///
+    /// When it cannot connect.
+    pub async fn broker(&self) -> crewq_redis::RedisBroker {
+        match crewq_redis::RedisBroker::connect(&self.url).await {
+            Ok(broker) => broker,
+            Err(err) => panic!("cannot connect to the test Redis at {}: {err}", self.url),
+        }
+    }
+
+    /// A plain synchronous redis-rs connection, for setting up what the
+    /// Broker cannot (a key of another type, `CLIENT KILL` ...).
+    ///
+    /// # Panics
+    ///
+    /// When it cannot connect.
+    pub fn raw_connection(&self) -> redis::Connection {
+        redis::Client::open(self.url.as_str())
+            .and_then(|client| client.get_connection_with_timeout(Duration::from_secs(2)))
+            .unwrap_or_else(|err| panic!("cannot connect to the test Redis at {}: {err}", self.url))
+    }
+
+    /// The port of a private server, `None` for a `CREWQ_REDIS_URL` one.
+    pub fn port(&self) -> Option<u16> {
+        self.server.as_ref()?;
+        self.url
+            .trim_end_matches('/')
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.parse().ok())
+    }
+
+    /// The server's log file, for a private server.
+    pub fn log_path(&self) -> Option<PathBuf> {
+        self.server
+            .as_ref()
+            .map(|server| log_path(server.dir.path()))
+    }
+
+    /// Deletes every key under the prefixes handed out, on a shared server.
+    fn clean_prefixes(&self) -> redis::RedisResult<()> {
+        let prefixes = std::mem::take(
+            &mut *self
+                .prefixes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if prefixes.is_empty() {
+            return Ok(());
+        }
+        let client = redis::Client::open(self.url.as_str())?;
+        let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
+        for prefix in prefixes {
+            let pattern = format!("{prefix}*");
+            let keys: Vec<Vec<u8>> = redis::cmd("SCAN")
+                .cursor_arg(0)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .clone()
+                .iter(&mut conn)?
+                .collect::<Result<_, _>>()?;
+            for batch in keys.chunks(SCAN_BATCH) {
+                redis::cmd("DEL").arg(batch).exec(&mut conn)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        match self.server.as_mut() {
+            Some(server) => {
+                // Killing is enough: nothing is persisted, and the temp dir
+                // goes with `server.dir`.
+                let _ = server.child.kill();
+                let _ = server.child.wait();
+            }
+            None => {
+                // Best effort: a failing clean-up must not turn a passing
+                // test into a panic (or a panicking one into an abort).
+                let _ = self.clean_prefixes();
+            }
+        }
+    }
+}
+
+/// Process id and start time, so prefixes differ between runs too.
+fn process_token() -> &'static str {
+    static TOKEN: OnceLock<String> = OnceLock::new();
+    TOKEN.get_or_init(|| {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        format!("{}-{:08x}", std::process::id(), nanos)
+    })
+}
+
+fn find_redis_server() -> PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let candidates = on_path
+        .into_iter()
+        .chain(SEARCH_DIRS.iter().map(PathBuf::from))
+        .map(|dir| dir.join("redis-server"));
+    for candidate in candidates {
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!(
+        "redis-server not found on PATH or in {SEARCH_DIRS:?}. The Redis tests need a \
+         redis-server (7.0 or later): install it with `apt-get install redis-server` \
+         (Debian/Ubuntu), `brew install redis` (macOS), or set {REDIS_URL_VAR} to a \
+         server whose keys the tests may create and delete"
+    );
+}
+
+fn log_path(dir: &Path) -> PathBuf {
+    dir.join("redis.log")
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> Result<u16, String> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|err| format!("bind: {err}"))?;
+    listener
+        .local_addr()
+        .map(|addr| addr.port())
+        .map_err(|err| format!("local_addr: {err}"))
+}
+
+/// Starts one server and waits until it is ready; `Err` says why not.
+fn spawn(binary: &Path, args: &[&str]) -> Result<(String, OwnedServer), String> {
+    let dir = tempfile::Builder::new()
+        .prefix("crewq-redis-")
+        .tempdir()
+        .map_err(|err| format!("temp dir: {err}"))?;
+    let port = free_port()?;
+    let log = File::create(log_path(dir.path())).map_err(|err| format!("log file: {err}"))?;
+    let log_err = log.try_clone().map_err(|err| format!("log file: {err}"))?;
+    let child = Command::new(binary)
+        .arg("--port")
+        .arg(port.to_string())
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir.path())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .spawn()
+        .map_err(|err| format!("spawn {}: {err}", binary.display()))?;
+    let mut server = OwnedServer { child, dir };
+    let url = format!("redis://127.0.0.1:{port}/");
+    match wait_ready(&mut server, port) {
+        Ok(()) => Ok((url, server)),
+        Err(why) => {
+            let _ = server.child.kill();
+            let _ = server.child.wait();
+            let log = std::fs::read_to_string(log_path(server.dir.path())).unwrap_or_default();
+            Err(format!("port {port}: {why}; log:\n{log}"))
+        }
+    }
+}
+
+/// Waits until the server logged that it is ready and answers on its port.
+///
+/// The log line matters: when another process took the port, this server
+/// exits, and a PING alone could be answered by that other process.
+fn wait_ready(server: &mut OwnedServer, port: u16) -> Result<(), String> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    let log = log_path(server.dir.path());
+    loop {
+        if let Ok(Some(status)) = server.child.try_wait() {
+            return Err(format!("redis-server exited with {status}"));
+        }
+        let ready = std::fs::read_to_string(&log).is_ok_and(|text| text.contains(READY_LINE));
+        if ready && answers_on(port) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("not ready within {START_TIMEOUT:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Whether something speaking RESP answers on the port (any reply will do:
+/// with `--requirepass` a PING gets `NOAUTH`).
+fn answers_on(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut reply = [0u8; 1];
+    stream.write_all(b"PING\r\n").is_ok()
+        && stream.read(&mut reply).is_ok_and(|n| n == 1)
+        && matches!(reply[0], b'+' | b'-')
 }

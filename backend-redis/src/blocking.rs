@@ -1,0 +1,156 @@
+//! Dedicated connections for `XREADGROUP ... BLOCK`.
+//!
+//! A blocked command holds its connection on the server until it returns:
+//! on the shared multiplexed connection it would stall every command queued
+//! behind it, and redis-rs's response time-out would cut it short. So each
+//! blocking read borrows a connection of its own from this pool, with no
+//! response time-out of redis-rs's; the read sets its own deadline
+//! (`BLOCK` + margin, none for `BLOCK 0`).
+//!
+//! A connection goes back to the pool only after its reply arrived. When a
+//! read is cancelled (its future dropped) or times out, the server is still
+//! blocked on that connection and would hold the next command behind it; the
+//! connection is then closed instead, which also unblocks it on the server.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, Cmd, RedisError, Value};
+
+use crate::error::breaks_connection;
+
+/// A pool of idle connections for blocking reads.
+#[derive(Clone)]
+pub(crate) struct BlockingPool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    config: AsyncConnectionConfig,
+    idle: Mutex<Vec<MultiplexedConnection>>,
+    max_idle: usize,
+    redacted_url: String,
+}
+
+/// Why a blocking read failed.
+pub(crate) enum BlockingError {
+    /// Redis (or the transport) failed.
+    Redis(RedisError),
+    /// No reply by the deadline.
+    Deadline(Duration),
+}
+
+impl BlockingPool {
+    /// A pool opening connections to `client`'s server; keeps at most
+    /// `max_idle` of them open between reads.
+    pub fn new(
+        client: Client,
+        connection_timeout: Duration,
+        max_idle: usize,
+        redacted_url: String,
+    ) -> Self {
+        // No response time-out: the caller's deadline covers the BLOCK time.
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(connection_timeout))
+            .set_response_timeout(None);
+        BlockingPool {
+            inner: Arc::new(Inner {
+                client,
+                config,
+                idle: Mutex::new(Vec::new()),
+                max_idle,
+                redacted_url,
+            }),
+        }
+    }
+
+    /// How many connections wait in the pool (for tests and diagnostics).
+    pub fn idle_count(&self) -> usize {
+        self.lock_idle().len()
+    }
+
+    /// Runs one blocking command on a connection of its own, giving up
+    /// after `deadline` (`None`: wait as long as the server does).
+    pub async fn run(&self, cmd: &Cmd, deadline: Option<Duration>) -> Result<Value, BlockingError> {
+        let mut lease = Lease {
+            pool: self,
+            conn: Some(self.checkout().await.map_err(BlockingError::Redis)?),
+            healthy: false,
+        };
+        let Some(conn) = lease.conn.as_mut() else {
+            return Err(BlockingError::Redis(RedisError::from(
+                std::io::Error::other("blocking connection missing from its lease"),
+            )));
+        };
+        let reply = match deadline {
+            Some(deadline) => match tokio::time::timeout(deadline, cmd.query_async(conn)).await {
+                Ok(reply) => reply,
+                Err(_) => return Err(BlockingError::Deadline(deadline)),
+            },
+            None => cmd.query_async(conn).await,
+        };
+        // An error reply (NOGROUP ...) leaves the connection in step; a
+        // transport failure does not.
+        lease.healthy = match &reply {
+            Ok(_) => true,
+            Err(err) => !breaks_connection(err),
+        };
+        reply.map_err(BlockingError::Redis)
+    }
+
+    async fn checkout(&self) -> Result<MultiplexedConnection, RedisError> {
+        if let Some(conn) = self.lock_idle().pop() {
+            return Ok(conn);
+        }
+        tracing::debug!(url = %self.inner.redacted_url, "opening a connection for blocking reads");
+        self.inner
+            .client
+            .get_multiplexed_async_connection_with_config(&self.inner.config)
+            .await
+    }
+
+    fn give_back(&self, conn: MultiplexedConnection) {
+        let mut idle = self.lock_idle();
+        if idle.len() < self.inner.max_idle {
+            idle.push(conn);
+        } else {
+            drop(idle);
+            tracing::debug!(url = %self.inner.redacted_url, "closing a surplus blocking-read connection");
+        }
+    }
+
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<MultiplexedConnection>> {
+        // The list stays valid whatever panicked while it was locked.
+        self.inner
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A borrowed connection: back to the pool when its reply arrived, closed
+/// otherwise (cancelled, timed out, broken).
+struct Lease<'a> {
+    pool: &'a BlockingPool,
+    conn: Option<MultiplexedConnection>,
+    healthy: bool,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        if self.healthy {
+            self.pool.give_back(conn);
+        } else {
+            tracing::debug!(
+                url = %self.pool.inner.redacted_url,
+                "closing a blocking-read connection whose reply is still due or broken"
+            );
+            // Dropping the last handle stops its driver task and closes the
+            // socket, so the server stops blocking on it.
+            drop(conn);
+        }
+    }
+}

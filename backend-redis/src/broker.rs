@@ -1,0 +1,511 @@
+//! `RedisBroker`: the `Broker` contract on a Redis server.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use crewq_core::{
+    AckAndAdd, AckAndAddReply, AutoClaimed, Broker, ConsumerInfo, DeliveredEntry, Error, GroupInfo,
+    GroupStart, IdRange, NewEntry, PendingEntry, PendingQuery, PendingSummary, ReadFrom, ReadGroup,
+    Result, StreamEntry, StreamId, StreamInfo, Trim, validate_ack_and_add, validate_new_entry,
+};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, Cmd, Value};
+
+use crate::blocking::{BlockingError, BlockingPool};
+use crate::config::RedisConfig;
+use crate::error::{Op, from_server_error};
+use crate::{commands, parse};
+
+/// A [`Broker`] on a Redis server (7.0 or later).
+///
+/// Commands share one multiplexed connection, re-opened in the background
+/// when it drops (the command that saw the drop fails with a transient
+/// [`Error::Connection`]; later ones wait for the new connection). Blocking
+/// reads (`ReadGroup::block` on new entries) each get a dedicated connection
+/// instead, so they never stall other commands. Appends of
+/// [`Broker::xadd_many`] are pipelined in one round trip, and
+/// [`Broker::ack_and_add`] runs in `MULTI`/`EXEC`.
+///
+/// Cloning is cheap: clones share the connections.
+///
+/// ```no_run
+/// # async fn demo() -> crewq_core::Result<()> {
+/// use crewq_core::{Broker, Fields, NewEntry};
+/// let broker = crewq_redis::RedisBroker::connect("redis://127.0.0.1:6379/0").await?;
+/// broker.xadd(NewEntry::new("agent:tasks:research", Fields::new().with("data", "{}"))).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisBroker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: ConnectionManager,
+    blocking: BlockingPool,
+    config: RedisConfig,
+    redacted_url: String,
+}
+
+impl RedisBroker {
+    /// Connects to `url` with the default [`RedisConfig`].
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisConfig::connect`].
+    pub async fn connect(url: &str) -> Result<RedisBroker> {
+        RedisConfig::new(url).connect().await
+    }
+
+    pub(crate) async fn connect_with(config: RedisConfig) -> Result<RedisBroker> {
+        let redacted_url = config.redacted_url();
+        // redis-rs's URL errors never echo the URL, so they are safe to keep.
+        let client = Client::open(config.url.as_str()).map_err(|err| {
+            Error::InvalidArgument(format!("not a Redis URL: {redacted_url} ({err})"))
+        })?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.connection_timeout))
+            .set_response_timeout(Some(config.response_timeout))
+            .set_number_of_retries(config.retries);
+        tracing::debug!(url = %redacted_url, "connecting to Redis");
+        let shared = ConnectionManager::new_with_config(client.clone(), manager_config)
+            .await
+            .map_err(|err| Op::new("connect", &redacted_url).error(err))?;
+        tracing::debug!(url = %redacted_url, "connected to Redis");
+        let blocking = BlockingPool::new(
+            client,
+            config.connection_timeout,
+            config.blocking_connections,
+            redacted_url.clone(),
+        );
+        Ok(RedisBroker {
+            inner: Arc::new(Inner {
+                shared,
+                blocking,
+                config,
+                redacted_url,
+            }),
+        })
+    }
+
+    /// The server's URL with the password hidden.
+    pub fn redacted_url(&self) -> &str {
+        &self.inner.redacted_url
+    }
+
+    /// How many idle dedicated connections for blocking reads are open.
+    pub fn idle_blocking_connections(&self) -> usize {
+        self.inner.blocking.idle_count()
+    }
+
+    /// Sends one command on the shared connection.
+    async fn query(&self, cmd: &Cmd, op: Op<'_>) -> Result<Value> {
+        let mut conn = self.inner.shared.clone();
+        cmd.query_async(&mut conn)
+            .await
+            .map_err(|err| op.error(err))
+    }
+
+    /// Sends one command and reads its reply with `read`.
+    async fn fetch<T>(
+        &self,
+        cmd: &Cmd,
+        op: Op<'_>,
+        read: fn(Value) -> parse::Parsed<T>,
+    ) -> Result<T> {
+        let reply = self.query(cmd, op).await?;
+        read(reply).map_err(|shape| op.protocol(shape))
+    }
+
+    /// Fills in the stream's top id of an [`Error::IdTooSmall`], which
+    /// Redis's error reply does not carry. Best effort: `0-0` if the
+    /// look-up fails.
+    async fn with_top_id(&self, err: Error) -> Error {
+        match err {
+            Error::IdTooSmall { stream, id, .. } => {
+                let top = match self.info_stream(&stream).await {
+                    Ok(info) => info.last_generated_id,
+                    Err(_) => StreamId::ZERO,
+                };
+                Error::IdTooSmall { stream, id, top }
+            }
+            other => other,
+        }
+    }
+
+    /// A blocking read on a dedicated connection.
+    async fn read_blocking(
+        &self,
+        read: &ReadGroup,
+        block: Duration,
+    ) -> Result<Vec<DeliveredEntry>> {
+        let op = Op::group("XREADGROUP", &read.stream, &read.group);
+        let cmd = commands::read_group(read, Some(block));
+        // BLOCK 0 waits as long as it takes; anything else gets its BLOCK
+        // time plus a margin for the round trip and a loaded server.
+        let deadline =
+            (!block.is_zero()).then(|| block.saturating_add(self.inner.config.block_margin));
+        match self.inner.blocking.run(&cmd, deadline).await {
+            Ok(reply) => parse::read_group(reply).map_err(|shape| op.protocol(shape)),
+            Err(BlockingError::Redis(err)) => Err(op.error(err)),
+            Err(BlockingError::Deadline(deadline)) => Err(Error::Timeout(format!(
+                "XREADGROUP BLOCK on '{}': no reply within {deadline:?}",
+                read.stream
+            ))),
+        }
+    }
+}
+
+impl fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBroker")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for RedisBroker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Redis at {}", self.inner.redacted_url)
+    }
+}
+
+/// Reads an `XADD` reply (or its pipelined / transacted result).
+fn added_id(reply: Value, op: Op<'_>) -> Result<StreamId> {
+    match reply {
+        Value::ServerError(err) => Err(op.error(from_server_error(err))),
+        other => parse::id(other).map_err(|shape| op.protocol(shape)),
+    }
+}
+
+fn entry_op(entry: &NewEntry) -> Op<'_> {
+    let op = Op::new("XADD", &entry.stream);
+    match entry.id {
+        crewq_core::AddId::Explicit(id) => op.with_id(id),
+        crewq_core::AddId::Auto => op,
+    }
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    async fn xadd(&self, entry: NewEntry) -> Result<StreamId> {
+        validate_new_entry(&entry)?;
+        match self
+            .fetch(&commands::xadd(&entry), entry_op(&entry), parse::id)
+            .await
+        {
+            Ok(id) => Ok(id),
+            Err(err) => Err(self.with_top_id(err).await),
+        }
+    }
+
+    async fn xadd_many(&self, entries: Vec<NewEntry>) -> Result<Vec<Result<StreamId>>> {
+        let mut pipe = redis::pipe();
+        // Error replies come back in place, so one failing XADD does not
+        // hide the results of the others.
+        pipe.ignore_errors();
+        let mut sent = Vec::new();
+        let mut results: Vec<Option<Result<StreamId>>> = Vec::with_capacity(entries.len());
+        for (index, entry) in entries.iter().enumerate() {
+            match validate_new_entry(entry) {
+                Ok(()) => {
+                    pipe.add_command(commands::xadd(entry));
+                    sent.push(index);
+                    results.push(None);
+                }
+                Err(err) => results.push(Some(Err(err))),
+            }
+        }
+        if let Some(&first) = sent.first() {
+            let op = Op::new("XADD (pipelined)", &entries[first].stream);
+            let mut conn = self.inner.shared.clone();
+            let replies: Vec<Value> = pipe
+                .query_async(&mut conn)
+                .await
+                .map_err(|err| op.error(err))?;
+            if replies.len() != sent.len() {
+                return Err(op.protocol(format_args!(
+                    "{} replies to {} appends",
+                    replies.len(),
+                    sent.len()
+                )));
+            }
+            for (index, reply) in sent.into_iter().zip(replies) {
+                let result = match added_id(reply, entry_op(&entries[index])) {
+                    Ok(id) => Ok(id),
+                    Err(err) => Err(self.with_top_id(err).await),
+                };
+                results[index] = Some(result);
+            }
+        }
+        results
+            .into_iter()
+            .map(|result| {
+                result.ok_or_else(|| Error::Protocol("an append got no reply".to_owned()))
+            })
+            .collect()
+    }
+
+    async fn xlen(&self, stream: &str) -> Result<u64> {
+        self.fetch(
+            &commands::xlen(stream),
+            Op::new("XLEN", stream),
+            parse::uint,
+        )
+        .await
+    }
+
+    async fn xrange(
+        &self,
+        stream: &str,
+        range: IdRange,
+        count: Option<usize>,
+    ) -> Result<Vec<StreamEntry>> {
+        let Some(ends) = commands::range_args(&range) else {
+            return Ok(Vec::new());
+        };
+        let cmd = commands::xrange(stream, ends, count);
+        self.fetch(&cmd, Op::new("XRANGE", stream), parse::entries)
+            .await
+    }
+
+    async fn xdel(&self, stream: &str, ids: &[StreamId]) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        self.fetch(
+            &commands::xdel(stream, ids),
+            Op::new("XDEL", stream),
+            parse::uint,
+        )
+        .await
+    }
+
+    async fn xtrim(&self, stream: &str, trim: Trim) -> Result<u64> {
+        self.fetch(
+            &commands::xtrim(stream, &trim),
+            Op::new("XTRIM", stream),
+            parse::uint,
+        )
+        .await
+    }
+
+    async fn group_create(
+        &self,
+        stream: &str,
+        group: &str,
+        start: GroupStart,
+        mkstream: bool,
+    ) -> Result<()> {
+        let cmd = commands::group_create(stream, group, start, mkstream);
+        self.query(&cmd, Op::group("XGROUP CREATE", stream, group))
+            .await
+            .map(drop)
+    }
+
+    async fn group_destroy(&self, stream: &str, group: &str) -> Result<bool> {
+        let cmd = commands::group_destroy(stream, group);
+        let destroyed = self
+            .fetch(
+                &cmd,
+                Op::group("XGROUP DESTROY", stream, group),
+                parse::uint,
+            )
+            .await?;
+        Ok(destroyed > 0)
+    }
+
+    async fn consumer_delete(&self, stream: &str, group: &str, consumer: &str) -> Result<u64> {
+        let cmd = commands::consumer_delete(stream, group, consumer);
+        self.fetch(
+            &cmd,
+            Op::group("XGROUP DELCONSUMER", stream, group),
+            parse::uint,
+        )
+        .await
+    }
+
+    async fn read_group(&self, read: &ReadGroup) -> Result<Vec<DeliveredEntry>> {
+        match (read.from, read.block) {
+            (ReadFrom::New, Some(block)) => self.read_blocking(read, block).await,
+            _ => {
+                let cmd = commands::read_group(read, None);
+                let op = Op::group("XREADGROUP", &read.stream, &read.group);
+                self.fetch(&cmd, op, parse::read_group).await
+            }
+        }
+    }
+
+    async fn ack(&self, stream: &str, group: &str, ids: &[StreamId]) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let cmd = commands::ack(stream, group, ids);
+        self.fetch(&cmd, Op::group("XACK", stream, group), parse::uint)
+            .await
+    }
+
+    async fn pending_summary(&self, stream: &str, group: &str) -> Result<PendingSummary> {
+        let cmd = commands::pending_summary(stream, group);
+        self.fetch(
+            &cmd,
+            Op::group("XPENDING", stream, group),
+            parse::pending_summary,
+        )
+        .await
+    }
+
+    async fn pending(
+        &self,
+        stream: &str,
+        group: &str,
+        query: &PendingQuery,
+    ) -> Result<Vec<PendingEntry>> {
+        let op = Op::group("XPENDING", stream, group);
+        let Some(ends) = commands::range_args(&query.range) else {
+            // An empty range still needs the group to exist, as Redis checks.
+            self.pending_summary(stream, group).await?;
+            return Ok(Vec::new());
+        };
+        self.fetch(
+            &commands::pending(stream, group, query, ends),
+            op,
+            parse::pending,
+        )
+        .await
+    }
+
+    async fn claim(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        ids: &[StreamId],
+    ) -> Result<Vec<StreamEntry>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cmd = commands::claim(stream, group, consumer, min_idle, ids, false);
+        self.fetch(&cmd, Op::group("XCLAIM", stream, group), parse::claimed)
+            .await
+    }
+
+    async fn claim_ids(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        ids: &[StreamId],
+    ) -> Result<Vec<StreamId>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cmd = commands::claim(stream, group, consumer, min_idle, ids, true);
+        self.fetch(&cmd, Op::group("XCLAIM", stream, group), parse::ids)
+            .await
+    }
+
+    async fn autoclaim(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        start: StreamId,
+        count: usize,
+    ) -> Result<AutoClaimed> {
+        if count == 0 {
+            // Redis: "ERR COUNT must be > 0".
+            return Err(Error::InvalidArgument(format!(
+                "XAUTOCLAIM on '{stream}' needs a count greater than 0"
+            )));
+        }
+        let cmd = commands::autoclaim(stream, group, consumer, min_idle, start, count);
+        self.fetch(
+            &cmd,
+            Op::group("XAUTOCLAIM", stream, group),
+            parse::autoclaim,
+        )
+        .await
+    }
+
+    async fn info_stream(&self, stream: &str) -> Result<StreamInfo> {
+        let cmd = commands::info_stream(stream);
+        self.fetch(&cmd, Op::new("XINFO STREAM", stream), parse::info_stream)
+            .await
+    }
+
+    async fn info_groups(&self, stream: &str) -> Result<Vec<GroupInfo>> {
+        let cmd = commands::info_groups(stream);
+        self.fetch(&cmd, Op::new("XINFO GROUPS", stream), parse::info_groups)
+            .await
+    }
+
+    async fn info_consumers(&self, stream: &str, group: &str) -> Result<Vec<ConsumerInfo>> {
+        let cmd = commands::info_consumers(stream, group);
+        let op = Op::group("XINFO CONSUMERS", stream, group);
+        self.fetch(&cmd, op, parse::info_consumers).await
+    }
+
+    async fn ack_and_add(&self, step: AckAndAdd) -> Result<AckAndAddReply> {
+        validate_ack_and_add(&step)?;
+        let mut pipe = redis::pipe();
+        // In place error replies: an error inside EXEC does not undo the
+        // commands before it, so the reply must say which one failed.
+        pipe.atomic().ignore_errors();
+        let mut ops = Vec::new();
+        for ack in step.acks.iter().filter(|ack| !ack.ids.is_empty()) {
+            pipe.add_command(commands::ack(&ack.stream, &ack.group, &ack.ids));
+            ops.push(Op::group("XACK", &ack.stream, &ack.group));
+        }
+        for entry in &step.adds {
+            pipe.add_command(commands::xadd(entry));
+            ops.push(entry_op(entry));
+        }
+        let Some(&first) = ops.first() else {
+            return Ok(AckAndAddReply {
+                acked: vec![0; step.acks.len()],
+                ids: Vec::new(),
+            });
+        };
+        let mut conn = self.inner.shared.clone();
+        let replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(|err| {
+            Op {
+                name: "MULTI/EXEC",
+                ..first
+            }
+            .error(err)
+        })?;
+        if replies.len() != ops.len() {
+            return Err(first.protocol(format_args!(
+                "EXEC gave {} replies to {} commands",
+                replies.len(),
+                ops.len()
+            )));
+        }
+        let mut replies = replies.into_iter().zip(ops);
+        let mut reply = AckAndAddReply::default();
+        for ack in &step.acks {
+            if ack.ids.is_empty() {
+                reply.acked.push(0);
+                continue;
+            }
+            let Some((value, op)) = replies.next() else {
+                return Err(first.protocol("EXEC reply too short"));
+            };
+            let count = match value {
+                Value::ServerError(err) => return Err(op.error(from_server_error(err))),
+                other => parse::uint(other).map_err(|shape| op.protocol(shape))?,
+            };
+            reply.acked.push(count);
+        }
+        for (value, op) in replies {
+            reply.ids.push(added_id(value, op)?);
+        }
+        Ok(reply)
+    }
+}

@@ -1,0 +1,284 @@
+//! How to reach Redis: the URL, its redacted form for logs, and time-outs.
+
+use std::fmt;
+use std::time::Duration;
+
+use crewq_core::Result;
+
+use crate::RedisBroker;
+
+/// What a redacted secret prints as.
+const REDACTED: &str = "***";
+
+/// Query parameters that carry a password (`redis+unix:///path?pass=...`).
+const SECRET_QUERY_KEYS: &[&str] = &["pass", "password"];
+
+/// Settings for a [`RedisBroker`], built from a URL.
+///
+/// The URL is `redis://[user[:password]@]host[:port][/db]`, `rediss://` for
+/// TLS (feature `tls`), or `redis+unix:///path?db=0&user=u&pass=p`; append
+/// `?protocol=resp3` to speak RESP3. The password is never printed:
+/// `Debug` and every log line show [`RedisConfig::redacted_url`].
+///
+/// ```
+/// use std::time::Duration;
+/// use crewq_redis::RedisConfig;
+/// let config = RedisConfig::new("redis://crew:s3cret@127.0.0.1:6379/0")
+///     .response_timeout(Duration::from_secs(2))
+///     .retries(3);
+/// assert_eq!(config.redacted_url(), "redis://crew:***@127.0.0.1:6379/0");
+/// assert!(!format!("{config:?}").contains("s3cret"));
+/// ```
+#[derive(Clone)]
+pub struct RedisConfig {
+    pub(crate) url: String,
+    pub(crate) connection_timeout: Duration,
+    pub(crate) response_timeout: Duration,
+    pub(crate) retries: usize,
+    pub(crate) blocking_connections: usize,
+    pub(crate) block_margin: Duration,
+}
+
+impl RedisConfig {
+    /// Default [`RedisConfig::connection_timeout`].
+    pub const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
+    /// Default [`RedisConfig::response_timeout`]. Generous: a pipelined batch
+    /// of appends or a long `XRANGE` can take far longer than redis-rs's own
+    /// default of 500 ms on a loaded server.
+    pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Default [`RedisConfig::retries`].
+    pub const DEFAULT_RETRIES: usize = 6;
+    /// Default [`RedisConfig::blocking_connections`].
+    pub const DEFAULT_BLOCKING_CONNECTIONS: usize = 4;
+    /// Default [`RedisConfig::block_margin`].
+    pub const DEFAULT_BLOCK_MARGIN: Duration = Duration::from_secs(2);
+
+    /// Settings for `url` with the default time-outs.
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisConfig {
+            url: url.into(),
+            connection_timeout: Self::DEFAULT_CONNECTION_TIMEOUT,
+            response_timeout: Self::DEFAULT_RESPONSE_TIMEOUT,
+            retries: Self::DEFAULT_RETRIES,
+            blocking_connections: Self::DEFAULT_BLOCKING_CONNECTIONS,
+            block_margin: Self::DEFAULT_BLOCK_MARGIN,
+        }
+    }
+
+    /// How long one attempt to open a connection may take.
+    #[must_use]
+    pub fn connection_timeout(mut self, timeout: Duration) -> Self {
+        self.connection_timeout = timeout;
+        self
+    }
+
+    /// How long a command on the shared connection may wait for its reply
+    /// before it fails with [`Error::Timeout`](crewq_core::Error::Timeout).
+    ///
+    /// Blocking reads never use the shared connection, so this need not
+    /// cover any `BLOCK` time.
+    #[must_use]
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// How many times a dropped shared connection is re-opened (with
+    /// exponential back-off) before commands fail.
+    #[must_use]
+    pub fn retries(mut self, retries: usize) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// How many idle dedicated connections for blocking reads are kept
+    /// open. More concurrent blocking reads than this still each get a
+    /// connection of their own; the extra ones are closed after use.
+    #[must_use]
+    pub fn blocking_connections(mut self, count: usize) -> Self {
+        self.blocking_connections = count;
+        self
+    }
+
+    /// How much longer than its `BLOCK` time a blocking read waits for the
+    /// server's reply before it fails with a time-out.
+    #[must_use]
+    pub fn block_margin(mut self, margin: Duration) -> Self {
+        self.block_margin = margin;
+        self
+    }
+
+    /// The URL with its password replaced by `***`, safe to print.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.url)
+    }
+
+    /// Connects with these settings.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`](crewq_core::Error::InvalidArgument) for a
+    /// URL that does not parse; a connection error or time-out when the
+    /// server cannot be reached; a backend error when authentication fails.
+    pub async fn connect(self) -> Result<RedisBroker> {
+        RedisBroker::connect_with(self).await
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &self.redacted_url())
+            .field("connection_timeout", &self.connection_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field("retries", &self.retries)
+            .field("blocking_connections", &self.blocking_connections)
+            .field("block_margin", &self.block_margin)
+            .finish()
+    }
+}
+
+/// Replaces the password of a Redis URL with `***`.
+///
+/// Errs on the side of hiding too much: everything between the first `:` of
+/// the user info and the *last* `@` is hidden, so a password holding an
+/// unescaped `@`, `/` or `?` does not leak either. Text that does not look
+/// like a URL is returned as is when it has no `@`, and hidden whole when it
+/// has one.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return if url.contains('@') {
+            REDACTED.to_owned()
+        } else {
+            url.to_owned()
+        };
+    };
+    let rest = match rest.rfind('@') {
+        Some(at) => {
+            let (user_info, after) = rest.split_at(at);
+            match user_info.split_once(':') {
+                Some((user, _password)) => format!("{user}:{REDACTED}{after}"),
+                None => rest.to_owned(),
+            }
+        }
+        None => rest.to_owned(),
+    };
+    format!("{scheme}://{}", redact_query(&rest))
+}
+
+/// Hides the values of password-carrying query parameters.
+fn redact_query(rest: &str) -> String {
+    let Some((before, query)) = rest.split_once('?') else {
+        return rest.to_owned();
+    };
+    let (query, fragment) = match query.split_once('#') {
+        Some((query, fragment)) => (query, Some(fragment)),
+        None => (query, None),
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if SECRET_QUERY_KEYS.contains(&key) => format!("{key}={REDACTED}"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    let mut out = format!("{before}?{}", pairs.join("&"));
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
+    }
+    out
+}
+
+/// A `BLOCK` time in whole milliseconds, rounded up: Redis reads `BLOCK 0`
+/// as "forever", so a non-zero duration below 1 ms must never become 0.
+pub(crate) fn block_millis(duration: Duration) -> u64 {
+    ceil_millis(duration)
+}
+
+/// A duration in whole milliseconds, rounded up and saturating.
+///
+/// Rounding up keeps "idle at least `d`" true at Redis's ms resolution.
+pub(crate) fn ceil_millis(duration: Duration) -> u64 {
+    let whole = duration.as_millis();
+    let whole = if duration.subsec_nanos().is_multiple_of(1_000_000) {
+        whole
+    } else {
+        whole + 1
+    };
+    u64::try_from(whole).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_user_and_password() {
+        assert_eq!(
+            redact_url("redis://user:pass@host:6379/2"),
+            "redis://user:***@host:6379/2"
+        );
+        assert_eq!(
+            redact_url("rediss://:pass@host:6380"),
+            "rediss://:***@host:6380"
+        );
+    }
+
+    #[test]
+    fn keeps_urls_without_password() {
+        for url in [
+            "redis://127.0.0.1:6379",
+            "redis://user@host/0",
+            "redis://host/0?protocol=resp3",
+        ] {
+            assert_eq!(redact_url(url), url);
+        }
+    }
+
+    #[test]
+    fn hides_passwords_with_reserved_characters() {
+        let redacted = redact_url("redis://u:p@ss/w?rd@host:1/0");
+        assert_eq!(redacted, "redis://u:***@host:1/0");
+        assert!(!redact_url("redis://u:a%40b@h").contains("a%40b"));
+    }
+
+    #[test]
+    fn hides_query_passwords() {
+        assert_eq!(
+            redact_url("redis+unix:///tmp/r.sock?db=1&user=u&pass=secret"),
+            "redis+unix:///tmp/r.sock?db=1&user=u&pass=***"
+        );
+        assert_eq!(
+            redact_url("redis+unix:///s?password=x#frag"),
+            "redis+unix:///s?password=***#frag"
+        );
+    }
+
+    #[test]
+    fn hides_text_that_is_not_a_url() {
+        assert_eq!(redact_url("secret@host"), "***");
+        assert_eq!(redact_url("host:6379"), "host:6379");
+    }
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        let config = RedisConfig::new("redis://admin:hunter2@localhost:6379/0");
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(
+            debug.contains("redis://admin:***@localhost:6379/0"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn block_times_round_up_to_whole_millis() {
+        assert_eq!(block_millis(Duration::ZERO), 0);
+        assert_eq!(block_millis(Duration::from_nanos(1)), 1);
+        assert_eq!(block_millis(Duration::from_micros(999)), 1);
+        assert_eq!(block_millis(Duration::from_millis(1)), 1);
+        assert_eq!(block_millis(Duration::from_micros(1_500)), 2);
+        assert_eq!(block_millis(Duration::MAX), u64::MAX);
+    }
+}
