@@ -202,7 +202,7 @@ pub async fn pending_extended_filters_range_count_consumer(broker: &dyn Broker, 
     let stream = stream.as_str();
     let ids = |query: PendingQuery| async move {
         broker
-            .pending(&stream, group, &query)
+            .pending(stream, group, &query)
             .await
             .expect("pending")
             .into_iter()
@@ -270,7 +270,7 @@ pub async fn pending_extended_filters_min_idle(broker: &dyn Broker, ctx: &Ctx) {
     let stream = stream.as_str();
     let ids = |query: PendingQuery| async move {
         broker
-            .pending(&stream, group, &query)
+            .pending(stream, group, &query)
             .await
             .expect("pending")
             .into_iter()
@@ -282,7 +282,14 @@ pub async fn pending_extended_filters_min_idle(broker: &dyn Broker, ctx: &Ctx) {
     assert_eq!(ids(idle(NOT_IDLE_ENOUGH)).await, vec![]);
     assert_eq!(ids(idle(Duration::ZERO)).await, vec![id(1), id(2), id(3)]);
     // Combined with the other filters.
-    assert_eq!(ids(PendingQuery { count: 1, ..idle(IDLE_THRESHOLD) }).await, vec![id(1)]);
+    assert_eq!(
+        ids(PendingQuery {
+            count: 1,
+            ..idle(IDLE_THRESHOLD)
+        })
+        .await,
+        vec![id(1)]
+    );
     assert_eq!(ids(idle(IDLE_THRESHOLD).consumer("b")).await, vec![]);
     assert_eq!(
         ids(idle(IDLE_THRESHOLD).range((Excluded(id(1)), Unbounded))).await,

@@ -30,9 +30,8 @@ pub async fn group_create_start_decides_what_is_new(broker: &dyn Broker, ctx: &C
         .expect("create after 3-0");
 
     let stream = stream.as_str();
-    let read = |group: &'static str| async move {
-        ids_of(&read_new(broker, &stream, group, "c", 0).await)
-    };
+    let read =
+        |group: &'static str| async move { ids_of(&read_new(broker, stream, group, "c", 0).await) };
     assert_eq!(read("whole").await, vec![id(1), id(2)]);
     assert_eq!(read("latest").await, vec![]);
     assert_eq!(read("after-first").await, vec![id(2)]);
@@ -50,7 +49,7 @@ pub async fn group_create_start_decides_what_is_new(broker: &dyn Broker, ctx: &C
         assert_eq!(read(group).await, vec![third], "group {group}");
     }
     assert_eq!(read("ahead").await, vec![], "group ahead");
-    super::support::add_at(broker, &stream, 4).await;
+    super::support::add_at(broker, stream, 4).await;
     assert_eq!(read("ahead").await, vec![id(4)], "group ahead, after 3-0");
 }
 

@@ -7,8 +7,8 @@ use crate::{Broker, ErrorKind, Fields, NewEntry, StreamId, Trim};
 
 use super::Ctx;
 use super::support::{
-    IDLE_THRESHOLD, IDLE_WAIT, expect_kind, fields, group_from_start, id, ids_of,
-    pending_owners, read_history, read_new, seed,
+    IDLE_THRESHOLD, IDLE_WAIT, expect_kind, fields, group_from_start, id, ids_of, pending_owners,
+    read_history, read_new, seed,
 };
 
 /// The ids of a whole stream, oldest first.
@@ -283,7 +283,7 @@ pub async fn xrange_honours_bounds_and_count(broker: &dyn Broker, ctx: &Ctx) {
     let stream = stream.as_str();
     let range = |lo, hi, count| async move {
         broker
-            .xrange(&stream, (lo, hi), count)
+            .xrange(stream, (lo, hi), count)
             .await
             .expect("xrange")
             .into_iter()
@@ -331,7 +331,7 @@ pub async fn xrange_honours_bounds_and_count(broker: &dyn Broker, ctx: &Ctx) {
     );
     // Fields come back with the ids.
     let entries = broker
-        .xrange(&stream, (Included(id(3)), Included(id(3))), None)
+        .xrange(stream, (Included(id(3)), Included(id(3))), None)
         .await
         .expect("xrange one");
     assert_eq!(entries.len(), 1);
