@@ -73,6 +73,7 @@ macro_rules! conformance_cases {
             xrange_honours_bounds_and_count,
             xrange_missing_key_is_empty,
             xdel_counts_existing_ids_only,
+            // trim.rs
             xtrim_maxlen_keeps_newest,
             xtrim_minid_removes_smaller_ids,
             xtrim_approximate_never_overtrims,
@@ -146,6 +147,7 @@ mod info;
 mod read;
 mod stream;
 mod support;
+mod trim;
 
 pub use ack_pending::*;
 pub use atomic::*;
@@ -154,3 +156,4 @@ pub use group::*;
 pub use info::*;
 pub use read::*;
 pub use stream::*;
+pub use trim::*;

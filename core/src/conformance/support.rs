@@ -144,3 +144,14 @@ pub(crate) fn expect_kind<T: std::fmt::Debug>(result: Result<T>, kind: ErrorKind
         Err(e) => assert_eq!(e.kind(), kind, "{what}: wrong error kind ({e})"),
     }
 }
+
+/// The ids of a whole stream, oldest first.
+pub(crate) async fn all_ids(broker: &dyn Broker, stream: &str) -> Vec<StreamId> {
+    broker
+        .xrange(stream, crate::ALL_IDS, None)
+        .await
+        .expect("xrange")
+        .into_iter()
+        .map(|e| e.id)
+        .collect()
+}
