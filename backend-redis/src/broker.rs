@@ -11,7 +11,7 @@ use crewq_core::{
     Result, StreamEntry, StreamId, StreamInfo, Trim, validate_ack_and_add, validate_new_entry,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, Cmd, Value};
+use redis::{Client, Cmd, Pipeline, Value};
 
 use crate::blocking::{BlockingError, BlockingPool};
 use crate::config::RedisConfig;
@@ -103,9 +103,26 @@ impl RedisBroker {
     /// Sends one command on the shared connection.
     async fn query(&self, cmd: &Cmd, op: Op<'_>) -> Result<Value> {
         let mut conn = self.inner.shared.clone();
-        cmd.query_async(&mut conn)
-            .await
-            .map_err(|err| op.error(err))
+        let reply = cmd.query_async(&mut conn).await;
+        reply.map_err(|err| self.failed(op, err))
+    }
+
+    /// Sends a pipeline (or transaction) on the shared connection; with
+    /// `ignore_errors` its error replies come back in place.
+    async fn query_pipe(&self, pipe: &Pipeline, op: Op<'_>) -> Result<Vec<Value>> {
+        let mut conn = self.inner.shared.clone();
+        let replies = pipe.query_async(&mut conn).await;
+        replies.map_err(|err| self.failed(op, err))
+    }
+
+    /// Maps a failure on the shared connection, noting transport trouble.
+    fn failed(&self, op: Op<'_>, err: redis::RedisError) -> Error {
+        let err = op.error(err);
+        if err.is_transient() {
+            // redis-rs re-opens a dropped connection in the background.
+            tracing::debug!(url = %self.inner.redacted_url, error = %err, "Redis command failed");
+        }
+        err
     }
 
     /// Sends one command and reads its reply with `read`.
@@ -180,6 +197,15 @@ fn added_id(reply: Value, op: Op<'_>) -> Result<StreamId> {
     }
 }
 
+/// The ids to send with `XCLAIM`, which needs at least one.
+///
+/// For none, `0-0`: never pending, so nothing is claimed (and no consumer
+/// created), but a missing group still fails with `NOGROUP`.
+fn claimable(ids: &[StreamId]) -> &[StreamId] {
+    const NOTHING: &[StreamId] = &[StreamId::ZERO];
+    if ids.is_empty() { NOTHING } else { ids }
+}
+
 fn entry_op(entry: &NewEntry) -> Op<'_> {
     let op = Op::new("XADD", &entry.stream);
     match entry.id {
@@ -220,11 +246,7 @@ impl Broker for RedisBroker {
         }
         if let Some(&first) = sent.first() {
             let op = Op::new("XADD (pipelined)", &entries[first].stream);
-            let mut conn = self.inner.shared.clone();
-            let replies: Vec<Value> = pipe
-                .query_async(&mut conn)
-                .await
-                .map_err(|err| op.error(err))?;
+            let replies = self.query_pipe(&pipe, op).await?;
             if replies.len() != sent.len() {
                 return Err(op.protocol(format_args!(
                     "{} replies to {} appends",
@@ -385,10 +407,7 @@ impl Broker for RedisBroker {
         min_idle: Duration,
         ids: &[StreamId],
     ) -> Result<Vec<StreamEntry>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let cmd = commands::claim(stream, group, consumer, min_idle, ids, false);
+        let cmd = commands::claim(stream, group, consumer, min_idle, claimable(ids), false);
         self.fetch(&cmd, Op::group("XCLAIM", stream, group), parse::claimed)
             .await
     }
@@ -401,10 +420,7 @@ impl Broker for RedisBroker {
         min_idle: Duration,
         ids: &[StreamId],
     ) -> Result<Vec<StreamId>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let cmd = commands::claim(stream, group, consumer, min_idle, ids, true);
+        let cmd = commands::claim(stream, group, consumer, min_idle, claimable(ids), true);
         self.fetch(&cmd, Op::group("XCLAIM", stream, group), parse::ids)
             .await
     }
@@ -472,14 +488,11 @@ impl Broker for RedisBroker {
                 ids: Vec::new(),
             });
         };
-        let mut conn = self.inner.shared.clone();
-        let replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(|err| {
-            Op {
-                name: "MULTI/EXEC",
-                ..first
-            }
-            .error(err)
-        })?;
+        let op = Op {
+            name: "MULTI/EXEC",
+            ..first
+        };
+        let replies = self.query_pipe(&pipe, op).await?;
         if replies.len() != ops.len() {
             return Err(first.protocol(format_args!(
                 "EXEC gave {} replies to {} commands",
