@@ -326,11 +326,10 @@ impl MemoryBroker {
         };
         self.with_keys(|keys| {
             let (stream, group) = group_mut(keys, &read.stream, &read.group)?;
-            let consumer = group.touch_consumer(&read.consumer, now);
             Ok(match read.from {
-                ReadFrom::New => group.read_new(stream, &consumer, count, now),
+                ReadFrom::New => group.read_new(stream, &read.consumer, count, now),
                 ReadFrom::PendingAfter(after) => {
-                    group.read_history(stream, &consumer, after, count, now)
+                    group.read_history(stream, &read.consumer, after, count, now)
                 }
             })
         })

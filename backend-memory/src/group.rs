@@ -79,7 +79,7 @@ impl Group {
     pub(crate) fn read_new(
         &mut self,
         stream: &Stream,
-        consumer: &Arc<str>,
+        consumer: &str,
         count: usize,
         now_ms: u64,
     ) -> Vec<DeliveredEntry> {
@@ -88,10 +88,16 @@ impl Group {
             std::ops::Bound::Unbounded,
         );
         let delivered = stream.range(after, Some(count));
+        if delivered.is_empty() {
+            // Redis 7.0 creates or refreshes the reader only when `>`
+            // delivers something.
+            return Vec::new();
+        }
+        let consumer = self.touch_consumer(consumer, now_ms);
         for entry in &delivered {
             self.advance_read_counter(stream, entry.id);
             self.last_delivered = entry.id;
-            self.own(entry.id, consumer, now_ms, 1);
+            self.own(entry.id, &consumer, now_ms, 1);
         }
         delivered.into_iter().map(DeliveredEntry::from).collect()
     }
@@ -107,16 +113,18 @@ impl Group {
         }
     }
 
-    /// Reading one's own history: pending entries after `after`.
+    /// Reading one's own history: pending entries after `after`. Unlike
+    /// `>`, it creates or refreshes the reader even when it finds nothing.
     pub(crate) fn read_history(
         &mut self,
         stream: &Stream,
-        consumer: &Arc<str>,
+        consumer: &str,
         after: StreamId,
         count: usize,
         now_ms: u64,
     ) -> Vec<DeliveredEntry> {
-        let Some(owned) = self.consumers.get(consumer) else {
+        let consumer = self.touch_consumer(consumer, now_ms);
+        let Some(owned) = self.consumers.get(&consumer) else {
             return Vec::new();
         };
         let ids: Vec<StreamId> = owned
@@ -131,10 +139,11 @@ impl Group {
             // Redis counts a delivery only for entries that still exist;
             // deleted ones come back as id with nil fields, untouched.
             if fields.is_some()
-                && let Some(pending) = self.pel.get_mut(&id) {
-                    pending.deliveries += 1;
-                    pending.delivered_ms = now_ms;
-                }
+                && let Some(pending) = self.pel.get_mut(&id)
+            {
+                pending.deliveries += 1;
+                pending.delivered_ms = now_ms;
+            }
             delivered.push(DeliveredEntry { id, fields });
         }
         delivered
@@ -385,9 +394,10 @@ impl Group {
             return Some(0);
         }
         if let Some(read) = self.entries_read
-            && !stream.has_tombstones_from(self.last_delivered) {
-                return Some(stream.entries_added.saturating_sub(read));
-            }
+            && !stream.has_tombstones_from(self.last_delivered)
+        {
+            return Some(stream.entries_added.saturating_sub(read));
+        }
         stream
             .entries_read_at(self.last_delivered)
             .map(|read| stream.entries_added.saturating_sub(read))

@@ -168,9 +168,10 @@ pub(crate) fn checked_range(range: IdRange) -> Option<IdRange> {
         Bound::Unbounded => None,
     };
     if let (Some(start), Some(end)) = (start, end)
-        && start > end {
-            return None;
-        }
+        && start > end
+    {
+        return None;
+    }
     let to_bound = |id: Option<StreamId>| id.map_or(Bound::Unbounded, Bound::Included);
     Some((to_bound(start), to_bound(end)))
 }

@@ -55,8 +55,10 @@ pub trait Broker: Send + Sync {
     ///   (`xadd_stores_fields_in_order`).
     /// - Entries without fields are rejected with `InvalidArgument` before
     ///   anything is applied (`xadd_rejects_empty_fields`).
-    /// - A trim in the same call keeps the newest entries and never the new
-    ///   one's predecessors beyond the limit (`xadd_with_maxlen_trims_oldest`).
+    /// - A trim in the same call applies after the append and keeps the
+    ///   newest entries; `MAXLEN 0` removes the new entry too, leaving an
+    ///   empty stream whose last id is the new one
+    ///   (`xadd_with_maxlen_trims_oldest`).
     async fn xadd(&self, entry: NewEntry) -> Result<StreamId>;
 
     /// Appends many entries, to one or several streams, in one round trip
@@ -148,8 +150,9 @@ pub trait Broker: Send + Sync {
     /// # Behavior
     ///
     /// - Returns its pending count and drops its entries from the group's
-    ///   pending list; an unknown consumer gives 0; a missing group fails with
-    ///   `NoGroup` (`consumer_delete_drops_its_pending_entries`).
+    ///   pending list; an unknown consumer gives 0; a missing key fails with
+    ///   `NoSuchKey`, a missing group with `NoGroup`
+    ///   (`consumer_delete_drops_its_pending_entries`).
     async fn consumer_delete(&self, stream: &str, group: &str, consumer: &str) -> Result<u64>;
 
     /// Reads as a consumer of a group (`XREADGROUP`, one stream).
@@ -178,8 +181,10 @@ pub trait Broker: Send + Sync {
     ///   (`read_block_times_out_empty`).
     /// - A blocked read is woken by an append to its stream
     ///   (`read_block_is_woken_by_append`).
-    /// - The reader is created as a consumer of the group if missing, and its
-    ///   idle time resets (`read_creates_the_consumer`).
+    /// - A history read, or a `New` read that delivers something, creates the
+    ///   reader as a consumer of the group if missing and resets its idle
+    ///   time; a `New` read that delivers nothing leaves the consumers as they
+    ///   were, as in Redis 7.0 (`read_creates_the_consumer`).
     async fn read_group(&self, read: &ReadGroup) -> Result<Vec<DeliveredEntry>>;
 
     /// Acknowledges entries (`XACK`), returning how many left the pending list.
@@ -293,18 +298,20 @@ pub trait Broker: Send + Sync {
     /// - Reports length, last generated id, max deleted id, entries added,
     ///   first id, group count, first and last entries
     ///   (`info_stream_reports_counters_and_edges`).
-    /// - A missing key fails with `NoSuchKey` (`info_missing_key_fails`).
+    /// - A missing key fails with `NoSuchKey`
+    ///   (`info_missing_key_fails`).
     async fn info_stream(&self, stream: &str) -> Result<StreamInfo>;
 
-    /// `XINFO GROUPS`, ordered by group name.
+    /// `XINFO GROUPS`, ordered by group name. A missing key fails with
+    /// `NoSuchKey`, as for [`Broker::info_stream`].
     ///
     /// # Behavior
     ///
     /// - Reports consumers, pending, last-delivered id, entries read and lag
     ///   as reads and acks happen (`info_groups_tracks_reads_and_lag`).
-    /// - Lag is unknown (`None`) when deleted entries lie in the unread part
-    ///   of the stream, and known again once the group read past them
-    ///   (`info_groups_lag_with_deletions`).
+    /// - Lag is unknown (`None`) while an entry deleted with `XDEL` lies in
+    ///   the unread part of the stream, and known again once the group has
+    ///   read the stream's last entry (`info_groups_lag_with_deletions`).
     async fn info_groups(&self, stream: &str) -> Result<Vec<GroupInfo>>;
 
     /// `XINFO CONSUMERS`, ordered by consumer name.
@@ -313,7 +320,7 @@ pub trait Broker: Send + Sync {
     ///
     /// - Reports each consumer's pending count and idle time since its last
     ///   read or claim (`info_consumers_reports_pending_and_idle`).
-    /// - A missing group fails with `NoGroup`
+    /// - A missing key fails with `NoSuchKey`, a missing group with `NoGroup`
     ///   (`info_consumers_missing_group_is_nogroup`).
     async fn info_consumers(&self, stream: &str, group: &str) -> Result<Vec<ConsumerInfo>>;
 

@@ -39,7 +39,10 @@ pub struct GroupInfo {
     /// The logical read counter, `None` when Redis cannot know it.
     pub entries_read: Option<u64>,
     /// Entries not yet delivered to the group, `None` when Redis cannot
-    /// tell (deletions in the unread part of the stream).
+    /// tell: an `XDEL` in the unread part of the stream, or a read counter
+    /// that is unknown (a group created without `ENTRIESREAD`) and cannot be
+    /// estimated. Either way it is known again once the group has read the
+    /// stream's last entry.
     pub lag: Option<u64>,
 }
 
