@@ -74,22 +74,20 @@ impl BlockingPool {
     /// Runs one blocking command on a connection of its own, giving up
     /// after `deadline` (`None`: wait as long as the server does).
     pub async fn run(&self, cmd: &Cmd, deadline: Option<Duration>) -> Result<Value, BlockingError> {
+        let (conn, reused) = self.checkout().await.map_err(BlockingError::Redis)?;
         let mut lease = Lease {
             pool: self,
-            conn: Some(self.checkout().await.map_err(BlockingError::Redis)?),
+            conn,
             healthy: false,
         };
-        let Some(conn) = lease.conn.as_mut() else {
-            return Err(BlockingError::Redis(RedisError::from(
-                std::io::Error::other("blocking connection missing from its lease"),
-            )));
-        };
         let reply = match deadline {
-            Some(deadline) => match tokio::time::timeout(deadline, cmd.query_async(conn)).await {
-                Ok(reply) => reply,
-                Err(_) => return Err(BlockingError::Deadline(deadline)),
-            },
-            None => cmd.query_async(conn).await,
+            Some(deadline) => {
+                match tokio::time::timeout(deadline, cmd.query_async(&mut lease.conn)).await {
+                    Ok(reply) => reply,
+                    Err(_) => return Err(BlockingError::Deadline(deadline)),
+                }
+            }
+            None => cmd.query_async(&mut lease.conn).await,
         };
         // An error reply (NOGROUP ...) leaves the connection in step; a
         // transport failure does not.
@@ -97,18 +95,32 @@ impl BlockingPool {
             Ok(_) => true,
             Err(err) => !breaks_connection(err),
         };
+        if reused && !lease.healthy {
+            // A pooled connection found dead was most likely closed with
+            // its siblings (server restart, CLIENT KILL, idle time-out):
+            // drop them all rather than fail one read per stale connection.
+            let stale = std::mem::take(&mut *self.lock_idle());
+            tracing::debug!(
+                url = %self.inner.redacted_url,
+                closed = stale.len(),
+                "a pooled blocking-read connection failed; closing the idle ones"
+            );
+        }
         reply.map_err(BlockingError::Redis)
     }
 
-    async fn checkout(&self) -> Result<MultiplexedConnection, RedisError> {
+    /// An idle connection (`true`: reused) or a new one (`false`).
+    async fn checkout(&self) -> Result<(MultiplexedConnection, bool), RedisError> {
         if let Some(conn) = self.lock_idle().pop() {
-            return Ok(conn);
+            return Ok((conn, true));
         }
         tracing::debug!(url = %self.inner.redacted_url, "opening a connection for blocking reads");
-        self.inner
+        let conn = self
+            .inner
             .client
             .get_multiplexed_async_connection_with_config(&self.inner.config)
-            .await
+            .await?;
+        Ok((conn, false))
     }
 
     fn give_back(&self, conn: MultiplexedConnection) {
@@ -134,23 +146,22 @@ impl BlockingPool {
 /// otherwise (cancelled, timed out, broken).
 struct Lease<'a> {
     pool: &'a BlockingPool,
-    conn: Option<MultiplexedConnection>,
+    conn: MultiplexedConnection,
     healthy: bool,
 }
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
-        let Some(conn) = self.conn.take() else { return };
         if self.healthy {
-            self.pool.give_back(conn);
+            // A clone shares the connection; this one goes with the lease.
+            self.pool.give_back(self.conn.clone());
         } else {
+            // Dropping the only handle stops its driver task and closes the
+            // socket, so the server stops blocking on it.
             tracing::debug!(
                 url = %self.pool.inner.redacted_url,
                 "closing a blocking-read connection whose reply is still due or broken"
             );
-            // Dropping the last handle stops its driver task and closes the
-            // socket, so the server stops blocking on it.
-            drop(conn);
         }
     }
 }

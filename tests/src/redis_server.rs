@@ -324,3 +324,81 @@ fn answers_on(port: u16) -> bool {
         && stream.read(&mut reply).is_ok_and(|n| n == 1)
         && matches!(reply[0], b'+' | b'-')
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(conn: &mut redis::Connection) -> Vec<String> {
+        let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(conn).expect("KEYS");
+        keys.sort();
+        keys
+    }
+
+    #[test]
+    fn drop_stops_the_server_and_removes_its_directory() {
+        let server = TestRedis::start_with_args(&[]);
+        let port = server.port().expect("private");
+        let dir = server
+            .log_path()
+            .and_then(|log| log.parent().map(Path::to_path_buf))
+            .expect("dir");
+        assert!(answers_on(port));
+        let pid = server
+            .server
+            .as_ref()
+            .map(|owned| owned.child.id())
+            .expect("pid");
+        drop(server);
+        assert!(!dir.exists(), "{} left behind", dir.display());
+        // Killed and reaped. (Not "the port is closed": a parallel test's
+        // server may already have taken it.)
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "redis-server {pid} still runs"
+        );
+    }
+
+    #[test]
+    fn prefixes_are_unique_and_none_is_a_prefix_of_another() {
+        let server = TestRedis::start_with_args(&[]);
+        let prefixes: Vec<String> = (0..20).map(|_| server.unique_prefix()).collect();
+        for (i, a) in prefixes.iter().enumerate() {
+            for (j, b) in prefixes.iter().enumerate() {
+                assert!(i == j || !b.starts_with(a.as_str()), "{a} / {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_shared_server_loses_only_the_keys_under_prefixes_handed_out() {
+        let owner = TestRedis::start_with_args(&[]);
+        // What `start` builds for CREWQ_REDIS_URL, pointed at `owner`.
+        let shared = TestRedis {
+            url: owner.url().to_owned(),
+            server: None,
+            prefixes: Mutex::new(Vec::new()),
+        };
+        let mine = shared.unique_prefix();
+        let theirs = owner.unique_prefix();
+        let mut conn = owner.raw_connection();
+        for key in [
+            format!("{mine}:a"),
+            format!("{mine}:{{tag}}:b"),
+            format!("{theirs}:a"),
+            "unrelated".to_owned(),
+        ] {
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(1)
+                .exec(&mut conn)
+                .expect("SET");
+        }
+        drop(shared);
+        assert_eq!(keys(&mut conn), {
+            let mut left = vec![format!("{theirs}:a"), "unrelated".to_owned()];
+            left.sort();
+            left
+        });
+    }
+}

@@ -21,6 +21,12 @@ fn port_of(server: &TestRedis) -> u16 {
     server.port().expect("a private server")
 }
 
+/// A server of this test's own, even when `CREWQ_REDIS_URL` names a shared
+/// one: for tests that kill clients or read server-wide counters.
+fn private_server() -> TestRedis {
+    TestRedis::start_with_args(&[])
+}
+
 /// A server that needs a password, with an ACL user besides the default one.
 fn server_with_auth() -> TestRedis {
     let user_rule = format!(">{USER_PASSWORD}");
@@ -164,7 +170,7 @@ async fn id_too_small_reports_the_top_id() {
 
 #[tokio::test]
 async fn the_broker_recovers_after_the_server_drops_its_connections() {
-    let server = TestRedis::start();
+    let server = private_server();
     let stream = format!("{}:s", server.unique_prefix());
     let broker = server.broker().await;
     broker.xadd(entry(&stream, 1)).await.expect("xadd");
@@ -197,8 +203,42 @@ async fn the_broker_recovers_after_the_server_drops_its_connections() {
 }
 
 #[tokio::test]
+async fn pooled_blocking_connections_killed_by_the_server_fail_one_read_only() {
+    let server = private_server();
+    let stream = format!("{}:s", server.unique_prefix());
+    let broker = server.broker().await;
+    broker
+        .group_create(&stream, "g", GroupStart::Latest, true)
+        .await
+        .expect("group");
+    let read = ReadGroup::new(&stream, "g", "c").block(Duration::from_millis(50));
+    let (a, b) = tokio::join!(broker.read_group(&read), broker.read_group(&read));
+    a.expect("read");
+    b.expect("read");
+    assert_eq!(broker.idle_blocking_connections(), 2);
+
+    redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .exec(&mut server.raw_connection())
+        .expect("CLIENT KILL");
+    let err = broker
+        .read_group(&read)
+        .await
+        .expect_err("a dead connection");
+    assert!(err.is_transient(), "{err:?}");
+    assert_eq!(
+        broker.idle_blocking_connections(),
+        0,
+        "the other stale connection went too"
+    );
+    broker.read_group(&read).await.expect("a fresh connection");
+}
+
+#[tokio::test]
 async fn a_cancelled_blocking_read_does_not_poison_the_pool() {
-    let server = TestRedis::start();
+    let server = private_server();
     let stream = format!("{}:s", server.unique_prefix());
     let broker = server.broker().await;
     broker
@@ -385,7 +425,7 @@ async fn a_malformed_url_is_an_invalid_argument() {
 
 #[tokio::test]
 async fn a_resp3_url_speaks_resp3() {
-    let server = TestRedis::start();
+    let server = private_server();
     let broker = RedisBroker::connect(&format!("{}?protocol=resp3", server.url()))
         .await
         .expect("connect");
