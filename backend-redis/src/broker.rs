@@ -8,14 +8,15 @@ use async_trait::async_trait;
 use crewq_core::{
     AckAndAdd, AckAndAddReply, AutoClaimed, Broker, ConsumerInfo, DeliveredEntry, Error, GroupInfo,
     GroupStart, IdRange, NewEntry, PendingEntry, PendingQuery, PendingSummary, ReadFrom, ReadGroup,
-    Result, StreamEntry, StreamId, StreamInfo, Trim, validate_ack_and_add, validate_new_entry,
+    Result, StreamEntry, StreamId, StreamInfo, Trim, validate_new_entry,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Cmd, Pipeline, Value};
 
+use crate::batch::entry_op;
 use crate::blocking::{BlockingError, BlockingPool};
 use crate::config::RedisConfig;
-use crate::error::{Op, from_server_error};
+use crate::error::Op;
 use crate::{commands, parse};
 
 /// A [`Broker`] on a Redis server (7.0 or later).
@@ -109,7 +110,7 @@ impl RedisBroker {
 
     /// Sends a pipeline (or transaction) on the shared connection; with
     /// `ignore_errors` its error replies come back in place.
-    async fn query_pipe(&self, pipe: &Pipeline, op: Op<'_>) -> Result<Vec<Value>> {
+    pub(crate) async fn query_pipe(&self, pipe: &Pipeline, op: Op<'_>) -> Result<Vec<Value>> {
         let mut conn = self.inner.shared.clone();
         let replies = pipe.query_async(&mut conn).await;
         replies.map_err(|err| self.failed(op, err))
@@ -139,7 +140,7 @@ impl RedisBroker {
     /// Fills in the stream's top id of an [`Error::IdTooSmall`], which
     /// Redis's error reply does not carry. Best effort: `0-0` if the
     /// look-up fails.
-    async fn with_top_id(&self, err: Error) -> Error {
+    pub(crate) async fn with_top_id(&self, err: Error) -> Error {
         match err {
             Error::IdTooSmall { stream, id, .. } => {
                 let top = match self.info_stream(&stream).await {
@@ -189,14 +190,6 @@ impl fmt::Display for RedisBroker {
     }
 }
 
-/// Reads an `XADD` reply (or its pipelined / transacted result).
-fn added_id(reply: Value, op: Op<'_>) -> Result<StreamId> {
-    match reply {
-        Value::ServerError(err) => Err(op.error(from_server_error(err))),
-        other => parse::id(other).map_err(|shape| op.protocol(shape)),
-    }
-}
-
 /// The ids to send with `XCLAIM`, which needs at least one.
 ///
 /// For none, `0-0`: never pending, so nothing is claimed (and no consumer
@@ -204,14 +197,6 @@ fn added_id(reply: Value, op: Op<'_>) -> Result<StreamId> {
 fn claimable(ids: &[StreamId]) -> &[StreamId] {
     const NOTHING: &[StreamId] = &[StreamId::ZERO];
     if ids.is_empty() { NOTHING } else { ids }
-}
-
-fn entry_op(entry: &NewEntry) -> Op<'_> {
-    let op = Op::new("XADD", &entry.stream);
-    match entry.id {
-        crewq_core::AddId::Explicit(id) => op.with_id(id),
-        crewq_core::AddId::Auto => op,
-    }
 }
 
 #[async_trait]
@@ -228,46 +213,7 @@ impl Broker for RedisBroker {
     }
 
     async fn xadd_many(&self, entries: Vec<NewEntry>) -> Result<Vec<Result<StreamId>>> {
-        let mut pipe = redis::pipe();
-        // Error replies come back in place, so one failing XADD does not
-        // hide the results of the others.
-        pipe.ignore_errors();
-        let mut sent = Vec::new();
-        let mut results: Vec<Option<Result<StreamId>>> = Vec::with_capacity(entries.len());
-        for (index, entry) in entries.iter().enumerate() {
-            match validate_new_entry(entry) {
-                Ok(()) => {
-                    pipe.add_command(commands::xadd(entry));
-                    sent.push(index);
-                    results.push(None);
-                }
-                Err(err) => results.push(Some(Err(err))),
-            }
-        }
-        if let Some(&first) = sent.first() {
-            let op = Op::new("XADD (pipelined)", &entries[first].stream);
-            let replies = self.query_pipe(&pipe, op).await?;
-            if replies.len() != sent.len() {
-                return Err(op.protocol(format_args!(
-                    "{} replies to {} appends",
-                    replies.len(),
-                    sent.len()
-                )));
-            }
-            for (index, reply) in sent.into_iter().zip(replies) {
-                let result = match added_id(reply, entry_op(&entries[index])) {
-                    Ok(id) => Ok(id),
-                    Err(err) => Err(self.with_top_id(err).await),
-                };
-                results[index] = Some(result);
-            }
-        }
-        results
-            .into_iter()
-            .map(|result| {
-                result.ok_or_else(|| Error::Protocol("an append got no reply".to_owned()))
-            })
-            .collect()
+        self.add_pipelined(entries).await
     }
 
     async fn xlen(&self, stream: &str) -> Result<u64> {
@@ -468,57 +414,6 @@ impl Broker for RedisBroker {
     }
 
     async fn ack_and_add(&self, step: AckAndAdd) -> Result<AckAndAddReply> {
-        validate_ack_and_add(&step)?;
-        let mut pipe = redis::pipe();
-        // In place error replies: an error inside EXEC does not undo the
-        // commands before it, so the reply must say which one failed.
-        pipe.atomic().ignore_errors();
-        let mut ops = Vec::new();
-        for ack in step.acks.iter().filter(|ack| !ack.ids.is_empty()) {
-            pipe.add_command(commands::ack(&ack.stream, &ack.group, &ack.ids));
-            ops.push(Op::group("XACK", &ack.stream, &ack.group));
-        }
-        for entry in &step.adds {
-            pipe.add_command(commands::xadd(entry));
-            ops.push(entry_op(entry));
-        }
-        let Some(&first) = ops.first() else {
-            return Ok(AckAndAddReply {
-                acked: vec![0; step.acks.len()],
-                ids: Vec::new(),
-            });
-        };
-        let op = Op {
-            name: "MULTI/EXEC",
-            ..first
-        };
-        let replies = self.query_pipe(&pipe, op).await?;
-        if replies.len() != ops.len() {
-            return Err(first.protocol(format_args!(
-                "EXEC gave {} replies to {} commands",
-                replies.len(),
-                ops.len()
-            )));
-        }
-        let mut replies = replies.into_iter().zip(ops);
-        let mut reply = AckAndAddReply::default();
-        for ack in &step.acks {
-            if ack.ids.is_empty() {
-                reply.acked.push(0);
-                continue;
-            }
-            let Some((value, op)) = replies.next() else {
-                return Err(first.protocol("EXEC reply too short"));
-            };
-            let count = match value {
-                Value::ServerError(err) => return Err(op.error(from_server_error(err))),
-                other => parse::uint(other).map_err(|shape| op.protocol(shape))?,
-            };
-            reply.acked.push(count);
-        }
-        for (value, op) in replies {
-            reply.ids.push(added_id(value, op)?);
-        }
-        Ok(reply)
+        self.ack_and_add_in_multi(step).await
     }
 }

@@ -30,6 +30,7 @@
 //!
 //! With feature `tls`, `rediss://` URLs connect over TLS (rustls).
 
+mod batch;
 mod blocking;
 mod broker;
 mod commands;

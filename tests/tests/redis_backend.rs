@@ -436,3 +436,42 @@ async fn a_resp3_url_speaks_resp3() {
         .expect("CLIENT LIST");
     assert!(clients.contains("resp=3"), "{clients}");
 }
+
+#[tokio::test]
+async fn ack_and_add_reports_a_failure_inside_exec_which_redis_does_not_roll_back() {
+    use crewq_core::{Ack, AckAndAdd};
+    let server = TestRedis::start();
+    let prefix = server.unique_prefix();
+    let (stream, plain) = (format!("{prefix}:s"), format!("{prefix}:plain"));
+    let broker = server.broker().await;
+    broker
+        .group_create(&stream, "g", GroupStart::BEGINNING, true)
+        .await
+        .expect("group");
+    let id = broker.xadd(entry(&stream, 1)).await.expect("xadd");
+    broker
+        .read_group(&ReadGroup::new(&stream, "g", "c"))
+        .await
+        .expect("read");
+    redis::cmd("SET")
+        .arg(&plain)
+        .arg("x")
+        .exec(&mut server.raw_connection())
+        .expect("SET");
+
+    let step = AckAndAdd::new()
+        .ack(Ack::new(&stream, "g", vec![id]))
+        .append(entry(&plain, 2));
+    let err = broker
+        .ack_and_add(step)
+        .await
+        .expect_err("WRONGTYPE inside EXEC");
+    assert!(
+        matches!(&err, Error::WrongType(key) if *key == plain),
+        "{err:?}"
+    );
+    // The ack before it was applied all the same: the step is atomic
+    // against other clients, not all-or-nothing against errors.
+    let summary = broker.pending_summary(&stream, "g").await.expect("pending");
+    assert_eq!(summary.count, 0);
+}

@@ -1,0 +1,149 @@
+//! Many commands in one round trip: pipelined appends, and the atomic
+//! ack-and-append step in `MULTI`/`EXEC`.
+
+use crewq_core::{
+    AckAndAdd, AckAndAddReply, AddId, Error, NewEntry, Result, StreamId, validate_ack_and_add,
+    validate_new_entry,
+};
+use redis::Value;
+
+use crate::RedisBroker;
+use crate::error::{Op, from_server_error};
+use crate::{commands, parse};
+
+impl RedisBroker {
+    /// [`Broker::xadd_many`](crewq_core::Broker::xadd_many): every valid
+    /// entry's `XADD` in one pipeline.
+    pub(crate) async fn add_pipelined(
+        &self,
+        entries: Vec<NewEntry>,
+    ) -> Result<Vec<Result<StreamId>>> {
+        let mut pipe = redis::pipe();
+        // Error replies come back in place, so one failing XADD does not
+        // hide the results of the others.
+        pipe.ignore_errors();
+        let mut sent = Vec::new();
+        let mut results: Vec<Option<Result<StreamId>>> = Vec::with_capacity(entries.len());
+        for (index, entry) in entries.iter().enumerate() {
+            match validate_new_entry(entry) {
+                Ok(()) => {
+                    pipe.add_command(commands::xadd(entry));
+                    sent.push(index);
+                    results.push(None);
+                }
+                Err(err) => results.push(Some(Err(err))),
+            }
+        }
+        if let Some(&first) = sent.first() {
+            let op = Op::new("XADD (pipelined)", &entries[first].stream);
+            let replies = self.query_pipe(&pipe, op).await?;
+            if replies.len() != sent.len() {
+                return Err(op.protocol(format_args!(
+                    "{} replies to {} appends",
+                    replies.len(),
+                    sent.len()
+                )));
+            }
+            for (index, reply) in sent.into_iter().zip(replies) {
+                let result = match added_id(reply, entry_op(&entries[index])) {
+                    Ok(id) => Ok(id),
+                    Err(err) => Err(self.with_top_id(err).await),
+                };
+                results[index] = Some(result);
+            }
+        }
+        results
+            .into_iter()
+            .map(|result| {
+                result.ok_or_else(|| Error::Protocol("an append got no reply".to_owned()))
+            })
+            .collect()
+    }
+
+    /// [`Broker::ack_and_add`](crewq_core::Broker::ack_and_add): the acks,
+    /// then the appends, in one `MULTI`/`EXEC`.
+    ///
+    /// `EXEC` runs every queued command even when one fails (a key of the
+    /// wrong type), and Redis does not roll back: the failure is returned,
+    /// and the commands around it were applied.
+    pub(crate) async fn ack_and_add_in_multi(&self, step: AckAndAdd) -> Result<AckAndAddReply> {
+        validate_ack_and_add(&step)?;
+        let mut pipe = redis::pipe();
+        // In place error replies: an error inside EXEC does not undo the
+        // commands before it, so the reply must say which one failed.
+        pipe.atomic().ignore_errors();
+        let mut ops = Vec::new();
+        for ack in step.acks.iter().filter(|ack| !ack.ids.is_empty()) {
+            pipe.add_command(commands::ack(&ack.stream, &ack.group, &ack.ids));
+            ops.push(Op::group("XACK", &ack.stream, &ack.group));
+        }
+        for entry in &step.adds {
+            pipe.add_command(commands::xadd(entry));
+            ops.push(entry_op(entry));
+        }
+        let Some(&first) = ops.first() else {
+            return Ok(AckAndAddReply {
+                acked: vec![0; step.acks.len()],
+                ids: Vec::new(),
+            });
+        };
+        let op = Op {
+            name: "MULTI/EXEC",
+            ..first
+        };
+        let replies = self.query_pipe(&pipe, op).await?;
+        if replies.len() != ops.len() {
+            return Err(first.protocol(format_args!(
+                "EXEC gave {} replies to {} commands",
+                replies.len(),
+                ops.len()
+            )));
+        }
+        let mut replies = replies.into_iter().zip(ops);
+        let mut reply = AckAndAddReply::default();
+        for ack in &step.acks {
+            if ack.ids.is_empty() {
+                reply.acked.push(0);
+                continue;
+            }
+            let Some((value, op)) = replies.next() else {
+                return Err(first.protocol("EXEC reply too short"));
+            };
+            let count = match value {
+                Value::ServerError(err) => {
+                    return Err(partly_applied(op.error(from_server_error(err))));
+                }
+                other => parse::uint(other).map_err(|shape| op.protocol(shape))?,
+            };
+            reply.acked.push(count);
+        }
+        for (value, op) in replies {
+            reply.ids.push(added_id(value, op).map_err(partly_applied)?);
+        }
+        Ok(reply)
+    }
+}
+
+/// Reads an `XADD` reply (or its pipelined / transacted result).
+pub(crate) fn added_id(reply: Value, op: Op<'_>) -> Result<StreamId> {
+    match reply {
+        Value::ServerError(err) => Err(op.error(from_server_error(err))),
+        other => parse::id(other).map_err(|shape| op.protocol(shape)),
+    }
+}
+
+/// What an append is, for its errors.
+pub(crate) fn entry_op(entry: &NewEntry) -> Op<'_> {
+    let op = Op::new("XADD", &entry.stream);
+    match entry.id {
+        AddId::Explicit(id) => op.with_id(id),
+        AddId::Auto => op,
+    }
+}
+
+/// Notes that a transaction failed part-way: the error says what failed,
+/// the log says that the rest was applied.
+fn partly_applied(err: Error) -> Error {
+    tracing::warn!(error = %err, "a command inside MULTI/EXEC failed; the others were applied");
+    err
+}
