@@ -231,9 +231,7 @@ impl Broker for RedisBroker {
         range: IdRange,
         count: Option<usize>,
     ) -> Result<Vec<StreamEntry>> {
-        let Some(ends) = commands::range_args(&range) else {
-            return Ok(Vec::new());
-        };
+        let ends = commands::range_args(&range);
         let cmd = commands::xrange(stream, ends, count);
         self.fetch(&cmd, Op::new("XRANGE", stream), parse::entries)
             .await
@@ -332,11 +330,7 @@ impl Broker for RedisBroker {
         query: &PendingQuery,
     ) -> Result<Vec<PendingEntry>> {
         let op = Op::group("XPENDING", stream, group);
-        let Some(ends) = commands::range_args(&query.range) else {
-            // An empty range still needs the group to exist, as Redis checks.
-            self.pending_summary(stream, group).await?;
-            return Ok(Vec::new());
-        };
+        let ends = commands::range_args(&query.range);
         self.fetch(
             &commands::pending(stream, group, query, ends),
             op,

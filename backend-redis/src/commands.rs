@@ -23,38 +23,24 @@ const AUTO_ID: &str = "*";
 /// Range ends meaning "no bound".
 const RANGE_MIN: &str = "-";
 const RANGE_MAX: &str = "+";
+/// Marks an exclusive range end.
+const EXCLUSIVE: &str = "(";
 /// Trim operators.
 const EXACT: &str = "=";
 const APPROXIMATE: &str = "~";
 
-/// Range ends as Redis takes them, or `None` when the range is empty.
+/// Range ends as Redis takes them: `-`, `+`, `id` or `(id`.
 ///
-/// Exclusive ends are turned into inclusive ones here: Redis rejects
-/// `(` on the largest id (and `(0-0` as an end) instead of reading an empty
-/// range, and an inclusive bound means the same everywhere else.
-pub(crate) fn range_args(range: &IdRange) -> Option<(String, String)> {
-    let start = match range.0 {
-        Bound::Unbounded => RANGE_MIN.to_owned(),
+/// Exclusive ends go to Redis as they are, so that an impossible one (`(`
+/// on the largest id as a start, `(0-0` as an end) fails as Redis fails it
+/// (`ERR invalid start ID for the interval`, before looking at the key).
+pub(crate) fn range_args(range: &IdRange) -> (String, String) {
+    let end = |bound: Bound<StreamId>, unbounded: &str| match bound {
+        Bound::Unbounded => unbounded.to_owned(),
         Bound::Included(id) => id.to_string(),
-        Bound::Excluded(id) => id.successor()?.to_string(),
+        Bound::Excluded(id) => format!("{EXCLUSIVE}{id}"),
     };
-    let end = match range.1 {
-        Bound::Unbounded => RANGE_MAX.to_owned(),
-        Bound::Included(id) => id.to_string(),
-        Bound::Excluded(id) => predecessor(id)?.to_string(),
-    };
-    Some((start, end))
-}
-
-/// The id just before `id`, `None` for `0-0`.
-fn predecessor(id: StreamId) -> Option<StreamId> {
-    if id.seq > 0 {
-        Some(StreamId::new(id.ms, id.seq - 1))
-    } else if id.ms > 0 {
-        Some(StreamId::new(id.ms - 1, u64::MAX))
-    } else {
-        None
-    }
+    (end(range.0, RANGE_MIN), end(range.1, RANGE_MAX))
 }
 
 /// Appends a trim's arguments (`MAXLEN|MINID =|~ threshold`).
@@ -90,7 +76,7 @@ pub(crate) fn xlen(stream: &str) -> Cmd {
     c
 }
 
-/// `XRANGE key start end [COUNT n]`, given non-empty range ends.
+/// `XRANGE key start end [COUNT n]`.
 pub(crate) fn xrange(stream: &str, (start, end): (String, String), count: Option<usize>) -> Cmd {
     let mut c = cmd("XRANGE");
     c.arg(stream).arg(start).arg(end);
@@ -181,8 +167,7 @@ pub(crate) fn pending_summary(stream: &str, group: &str) -> Cmd {
     c
 }
 
-/// `XPENDING key group [IDLE ms] start end count [consumer]`, given
-/// non-empty range ends.
+/// `XPENDING key group [IDLE ms] start end count [consumer]`.
 pub(crate) fn pending(
     stream: &str,
     group: &str,
@@ -302,26 +287,23 @@ mod tests {
     }
 
     #[test]
-    fn exclusive_range_ends_become_inclusive() {
+    fn range_ends_are_passed_as_redis_writes_them() {
         let range = (
             Bound::Excluded(StreamId::new(1, 5)),
-            Bound::Excluded(StreamId::new(2, 0)),
+            Bound::Included(StreamId::new(2, 0)),
+        );
+        assert_eq!(range_args(&range), ("(1-5".to_owned(), "2-0".to_owned()));
+        let range = (
+            Bound::Included(StreamId::ZERO),
+            Bound::Excluded(StreamId::MAX),
         );
         assert_eq!(
             range_args(&range),
-            Some(("1-6".to_owned(), format!("1-{}", u64::MAX)))
-        );
-        assert_eq!(
-            range_args(&(Bound::Excluded(StreamId::MAX), Bound::Unbounded)),
-            None
-        );
-        assert_eq!(
-            range_args(&(Bound::Unbounded, Bound::Excluded(StreamId::ZERO))),
-            None
+            ("0-0".to_owned(), format!("({}", StreamId::MAX))
         );
         assert_eq!(
             range_args(&crewq_core::ALL_IDS),
-            Some(("-".to_owned(), "+".to_owned()))
+            ("-".to_owned(), "+".to_owned())
         );
     }
 
@@ -367,7 +349,7 @@ mod tests {
         let query = PendingQuery::new(10)
             .min_idle(Duration::from_micros(1_500))
             .consumer("c");
-        let ends = range_args(&query.range).expect("non-empty");
+        let ends = range_args(&query.range);
         assert_eq!(
             words(&pending("s", "g", &query, ends)),
             ["XPENDING", "s", "g", "IDLE", "2", "-", "+", "10", "c"]

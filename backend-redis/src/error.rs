@@ -17,7 +17,11 @@ const NO_SUCH_KEY: &[&str] = &[
     "The XGROUP subcommand requires the key to exist",
 ];
 const ID_EXHAUSTED: &str = "exhausted the last possible ID";
-const INVALID_ID: &str = "Invalid stream ID";
+const INVALID_ID: &[&str] = &[
+    "Invalid stream ID",
+    "invalid start ID for the interval",
+    "invalid end ID for the interval",
+];
 
 /// What a failed command was about, to fill in the error's fields.
 #[derive(Clone, Copy, Debug)]
@@ -128,7 +132,7 @@ fn map_server_error(code: &str, detail: &str, op: &Op<'_>) -> Option<Error> {
                 Some(Error::NoSuchKey(stream))
             } else if detail.contains(ID_EXHAUSTED) {
                 Some(Error::IdExhausted(stream))
-            } else if detail.starts_with(INVALID_ID) {
+            } else if INVALID_ID.iter().any(|text| detail.starts_with(text)) {
                 Some(Error::InvalidId(format!(
                     "{} on '{}': {detail}",
                     op.name, op.stream
@@ -214,6 +218,16 @@ mod tests {
             (
                 "ERR",
                 "Invalid stream ID specified as stream command argument",
+                ErrorKind::InvalidId,
+            ),
+            (
+                "ERR",
+                "invalid start ID for the interval",
+                ErrorKind::InvalidId,
+            ),
+            (
+                "ERR",
+                "invalid end ID for the interval",
                 ErrorKind::InvalidId,
             ),
             (
