@@ -116,6 +116,15 @@ impl Broker for MemoryBroker {
     }
 
     async fn read_group(&self, read: &ReadGroup) -> Result<Vec<DeliveredEntry>> {
+        if read.from == ReadFrom::PendingAfter(StreamId::MAX) {
+            // Redis encodes `>` as the largest id, so reading "after" it is a
+            // `>` read, BLOCK included.
+            let as_new = ReadGroup {
+                from: ReadFrom::New,
+                ..read.clone()
+            };
+            return self.read_group(&as_new).await;
+        }
         let block = match read.from {
             ReadFrom::New => read.block,
             // Redis ignores BLOCK when reading a consumer's own history.

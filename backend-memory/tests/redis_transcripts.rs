@@ -147,3 +147,27 @@ async fn lag_of_new_groups_is_estimated_like_redis() {
         ]
     );
 }
+
+/// XADD s 1-0; XGROUP CREATE s g 0;
+/// XREADGROUP GROUP g a STREAMS s 18446744073709551615-18446744073709551615
+/// delivers 1-0 as `>` would: Redis encodes `>` as the largest id.
+#[tokio::test(start_paused = true)]
+async fn history_read_after_max_id_reads_like_new_as_in_redis() {
+    let broker = MemoryBroker::with_clock(TokioClock::default());
+    add(&broker, "s", id(1, 0)).await;
+    broker
+        .group_create("s", "g", GroupStart::BEGINNING, false)
+        .await
+        .expect("create");
+    let read = ReadGroup::new("s", "g", "a").pending_after(StreamId::MAX);
+    let delivered = broker.read_group(&read).await.expect("read");
+    assert_eq!(
+        delivered.iter().map(|e| e.id).collect::<Vec<_>>(),
+        [id(1, 0)]
+    );
+    let rows = broker
+        .pending("s", "g", &PendingQuery::new(10))
+        .await
+        .expect("pending");
+    assert_eq!((rows[0].consumer.as_str(), rows[0].deliveries), ("a", 1));
+}

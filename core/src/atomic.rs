@@ -24,12 +24,18 @@ impl Ack {
     }
 }
 
-/// Acknowledgements and appends applied as one step: either all of it is
-/// applied or none of it is, so "publish the result and ack the task" or "move
-/// to the dead-letter stream and ack" can never be half done.
+/// Acknowledgements and appends applied as one step, so "publish the result
+/// and ack the task" or "move to the dead-letter stream and ack" is never seen
+/// half done and never left half done by a crash or a dropped connection.
 ///
-/// Appends must use [`AddId::Auto`](crate::AddId::Auto): an explicit id can
-/// fail inside the step, and Redis does not roll back a transaction.
+/// The step is checked before anything is applied: appends must use
+/// [`AddId::Auto`](crate::AddId::Auto) and have fields, because an explicit id
+/// could fail inside the step and Redis does not roll a transaction back. What
+/// no check can catch beforehand still fails after the rest applied on Redis:
+/// a key of another type than a stream (`WRONGTYPE`), or a stream whose last
+/// id is the largest possible. crewq's own keys are always streams with
+/// automatic ids, so neither happens to them; the memory backend checks both
+/// and applies nothing.
 ///
 /// ```
 /// use crewq_core::{Ack, AckAndAdd, Fields, NewEntry, StreamId};

@@ -10,7 +10,9 @@ pub enum ReadFrom {
     /// `>`: entries never delivered to the group.
     New,
     /// The caller's own pending entries with ids greater than this one
-    /// (`0-0` for all of them).
+    /// (`0-0` for all of them). [`StreamId::MAX`] is special: Redis encodes
+    /// `>` as the largest id, so `PendingAfter(StreamId::MAX)` reads like
+    /// [`ReadFrom::New`].
     PendingAfter(StreamId),
 }
 
