@@ -11,7 +11,7 @@ use crewq_core::{
     Result, StreamEntry, StreamId, StreamInfo, Trim, validate_new_entry,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, Cmd, Pipeline, Value};
+use redis::{Cmd, Pipeline, Value};
 
 use crate::batch::entry_op;
 use crate::blocking::{BlockingError, BlockingPool};
@@ -62,10 +62,7 @@ impl RedisBroker {
 
     pub(crate) async fn connect_with(config: RedisConfig) -> Result<RedisBroker> {
         let redacted_url = config.redacted_url();
-        // redis-rs's URL errors never echo the URL, so they are safe to keep.
-        let client = Client::open(config.url.as_str()).map_err(|err| {
-            Error::InvalidArgument(format!("not a Redis URL: {redacted_url} ({err})"))
-        })?;
+        let client = config.client(&redacted_url)?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.connection_timeout))
             .set_response_timeout(Some(config.response_timeout))

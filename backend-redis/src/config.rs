@@ -3,7 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use crewq_core::Result;
+use crewq_core::{Error, Result};
+use redis::Client;
 
 use crate::RedisBroker;
 
@@ -19,6 +20,17 @@ const SECRET_QUERY_KEYS: &[&str] = &["pass", "password"];
 /// TLS (feature `tls`), or `redis+unix:///path?db=0&user=u&pass=p`; append
 /// `?protocol=resp3` to speak RESP3. The password is never printed:
 /// `Debug` and every log line show [`RedisConfig::redacted_url`].
+///
+/// # TLS
+///
+/// With feature `tls`, a `rediss://` URL connects over TLS with rustls and
+/// checks the server's certificate against the platform's roots (read with
+/// `rustls-native-certs` on each connection), or against a private CA given
+/// with `tls_root_ca_pem`; `tls_client_cert_pem` adds a client
+/// certificate for servers with `tls-auth-clients yes`. Connecting installs
+/// *ring* as rustls's process-wide crypto provider unless the application
+/// installed one before. `rediss://...#insecure` (no certificate check) is
+/// not supported.
 ///
 /// ```
 /// use std::time::Duration;
@@ -37,6 +49,8 @@ pub struct RedisConfig {
     pub(crate) retries: usize,
     pub(crate) blocking_connections: usize,
     pub(crate) block_margin: Duration,
+    #[cfg(feature = "tls")]
+    pub(crate) tls: crate::tls::TlsTrust,
 }
 
 impl RedisConfig {
@@ -62,6 +76,8 @@ impl RedisConfig {
             retries: Self::DEFAULT_RETRIES,
             blocking_connections: Self::DEFAULT_BLOCKING_CONNECTIONS,
             block_margin: Self::DEFAULT_BLOCK_MARGIN,
+            #[cfg(feature = "tls")]
+            tls: crate::tls::TlsTrust::default(),
         }
     }
 
@@ -108,9 +124,57 @@ impl RedisConfig {
         self
     }
 
+    /// Trusts the CA certificates in `pem` (one or more `CERTIFICATE`
+    /// blocks) instead of the platform's roots, for a `rediss://` URL: for a
+    /// server whose certificate a private CA signed. Only with feature `tls`.
+    ///
+    /// Checked on [`RedisConfig::connect`], which fails with
+    /// [`Error::InvalidArgument`](crewq_core::Error::InvalidArgument) when
+    /// `pem` holds no certificate or the URL is not `rediss://`.
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn tls_root_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls.root_ca_pem = Some(pem.into());
+        self
+    }
+
+    /// Presents the certificate chain `cert_chain_pem` (leaf first) and its
+    /// private key `key_pem` (PKCS#8, PKCS#1 or SEC1) to the server: mutual
+    /// TLS, for a server started with `tls-auth-clients yes`. Only with
+    /// feature `tls`.
+    ///
+    /// Checked on [`RedisConfig::connect`], which fails with
+    /// [`Error::InvalidArgument`](crewq_core::Error::InvalidArgument) when
+    /// either does not parse, the key does not belong to the certificate, or
+    /// the URL is not `rediss://`. `Debug` never shows the key.
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn tls_client_cert_pem(
+        mut self,
+        cert_chain_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.tls.client_cert = Some(crate::tls::ClientCert {
+            chain_pem: cert_chain_pem.into(),
+            key_pem: key_pem.into(),
+        });
+        self
+    }
+
     /// The URL with its password replaced by `***`, safe to print.
     pub fn redacted_url(&self) -> String {
         redact_url(&self.url)
+    }
+
+    /// The redis-rs client for these settings (URL and TLS trust).
+    pub(crate) fn client(&self, redacted_url: &str) -> Result<Client> {
+        // redis-rs's URL errors never echo the URL, so they are safe to keep.
+        let client = Client::open(self.url.as_str()).map_err(|err| {
+            Error::InvalidArgument(format!("not a Redis URL: {redacted_url} ({err})"))
+        })?;
+        #[cfg(feature = "tls")]
+        let client = crate::tls::apply(client, &self.tls, redacted_url)?;
+        Ok(client)
     }
 
     /// Connects with these settings.
@@ -118,8 +182,10 @@ impl RedisConfig {
     /// # Errors
     ///
     /// [`Error::InvalidArgument`](crewq_core::Error::InvalidArgument) for a
-    /// URL that does not parse; a connection error or time-out when the
-    /// server cannot be reached; a backend error when authentication fails.
+    /// URL that does not parse or TLS certificates that are not usable; a
+    /// connection error or time-out when the server cannot be reached or
+    /// (`rediss://`) its certificate is not trusted; a backend error when
+    /// authentication fails.
     pub async fn connect(self) -> Result<RedisBroker> {
         RedisBroker::connect_with(self).await
     }
@@ -127,14 +193,17 @@ impl RedisConfig {
 
 impl fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisConfig")
+        let mut debug = f.debug_struct("RedisConfig");
+        debug
             .field("url", &self.redacted_url())
             .field("connection_timeout", &self.connection_timeout)
             .field("response_timeout", &self.response_timeout)
             .field("retries", &self.retries)
             .field("blocking_connections", &self.blocking_connections)
-            .field("block_margin", &self.block_margin)
-            .finish()
+            .field("block_margin", &self.block_margin);
+        #[cfg(feature = "tls")]
+        debug.field("tls", &self.tls);
+        debug.finish()
     }
 }
 
@@ -219,10 +288,33 @@ mod tests {
             redact_url("redis://user:pass@host:6379/2"),
             "redis://user:***@host:6379/2"
         );
-        assert_eq!(
-            redact_url("rediss://:pass@host:6380"),
-            "rediss://:***@host:6380"
-        );
+    }
+
+    #[test]
+    fn redacts_rediss_urls_like_redis_ones() {
+        let cases = [
+            ("rediss://:pass@host:6380", "rediss://:***@host:6380"),
+            (
+                "rediss://crew:pass@host:6380/2",
+                "rediss://crew:***@host:6380/2",
+            ),
+            (
+                "rediss://u:p@ss/w@127.0.0.1:1/0",
+                "rediss://u:***@127.0.0.1:1/0",
+            ),
+            (
+                "rediss://u:pass@host/0?protocol=resp3#insecure",
+                "rediss://u:***@host/0?protocol=resp3#insecure",
+            ),
+            (
+                "rediss://host:6380/0#insecure",
+                "rediss://host:6380/0#insecure",
+            ),
+            ("rediss://user@host:6380", "rediss://user@host:6380"),
+        ];
+        for (url, redacted) in cases {
+            assert_eq!(redact_url(url), redacted, "{url}");
+        }
     }
 
     #[test]

@@ -28,7 +28,9 @@
 //! # drop(entries); Ok(()) }
 //! ```
 //!
-//! With feature `tls`, `rediss://` URLs connect over TLS (rustls).
+//! With feature `tls`, `rediss://` URLs connect over TLS (rustls with
+//! *ring*), trusting the platform's roots or a private CA; see
+//! [`RedisConfig`]'s `# TLS`.
 
 mod batch;
 mod blocking;
@@ -37,6 +39,8 @@ mod commands;
 mod config;
 mod error;
 mod parse;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use broker::RedisBroker;
 pub use config::RedisConfig;
