@@ -7,7 +7,11 @@
 //! instead; keys then stay apart by [`TestRedis::unique_prefix`], and drop
 //! deletes exactly the keys under the prefixes handed out (never
 //! `FLUSHALL`: the server may be shared).
+//!
+//! [`TestRedis::start_tls`] starts a private server that speaks TLS only,
+//! with certificates the test hands in.
 
+use std::ffi::OsString;
 use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -35,6 +39,35 @@ const READY_LINE: &str = "Ready to accept connections";
 
 /// Keys deleted per `DEL` when cleaning a shared server.
 const SCAN_BATCH: usize = 500;
+
+/// Why a TLS server may not start, for the panic message.
+const TLS_HINT: &str = "the TLS tests need a redis-server built with TLS (`make BUILD_TLS=yes`; \
+     Debian/Ubuntu's `redis-server` package is): a 7.0 build without it rejects `--tls-port` \
+     as a bad directive, a later one fails to listen on it. Install one with \
+     `apt-get install redis-server` (Debian/Ubuntu) or `brew install redis` (macOS)";
+
+/// The certificates of a TLS test server, as PEM text.
+///
+/// The fixture writes them into the server's temporary directory.
+pub struct ServerTls {
+    /// The server's certificate chain, leaf first.
+    pub cert_pem: String,
+    /// The server's private key.
+    pub key_pem: String,
+    /// The CA that client certificates must chain to.
+    pub client_ca_pem: String,
+    /// Whether clients must present a certificate (`--tls-auth-clients`).
+    pub require_client_cert: bool,
+}
+
+/// How a private server listens.
+#[derive(Clone, Copy)]
+enum Listen<'a> {
+    /// Plain TCP.
+    Plain,
+    /// TLS only: no plain-text port at all.
+    Tls(&'a ServerTls),
+}
 
 /// A redis-server owned by one test, or the shared `CREWQ_REDIS_URL` one.
 pub struct TestRedis {
@@ -78,10 +111,29 @@ impl TestRedis {
     ///
     /// As [`TestRedis::start`].
     pub fn start_with_args(args: &[&str]) -> TestRedis {
+        Self::start_listening(Listen::Plain, args)
+    }
+
+    /// Starts a private redis-server that speaks TLS only (`--port 0`), with
+    /// `tls`'s certificates and extra arguments; [`TestRedis::url`] is then
+    /// `rediss://127.0.0.1:<port>/`.
+    ///
+    /// [`TestRedis::broker`] and [`TestRedis::raw_connection`] do not know
+    /// the CA: a test connects with a `RedisConfig` of its own.
+    ///
+    /// # Panics
+    ///
+    /// As [`TestRedis::start`], and (saying how to get one) when
+    /// `redis-server` was built without TLS.
+    pub fn start_tls(tls: &ServerTls, args: &[&str]) -> TestRedis {
+        Self::start_listening(Listen::Tls(tls), args)
+    }
+
+    fn start_listening(listen: Listen<'_>, args: &[&str]) -> TestRedis {
         let binary = find_redis_server();
         let mut failures = Vec::new();
         for _ in 0..START_ATTEMPTS {
-            match spawn(&binary, args) {
+            match spawn(&binary, listen, args) {
                 Ok((url, server)) => {
                     return TestRedis {
                         url,
@@ -89,17 +141,28 @@ impl TestRedis {
                         prefixes: Mutex::new(Vec::new()),
                     };
                 }
-                Err(why) => failures.push(why),
+                Err(why) => {
+                    // A build without TLS fails the same way every time.
+                    if matches!(listen, Listen::Tls(_)) && why.contains("Bad directive") {
+                        panic!("{TLS_HINT}.\nredis-server ({}): {why}", binary.display());
+                    }
+                    failures.push(why);
+                }
             }
         }
+        let hint = match listen {
+            Listen::Plain => "",
+            Listen::Tls(_) => TLS_HINT,
+        };
         panic!(
-            "redis-server ({}) did not start after {START_ATTEMPTS} attempts:\n{}",
+            "redis-server ({}) did not start after {START_ATTEMPTS} attempts. {hint}\n{}",
             binary.display(),
             failures.join("\n")
         );
     }
 
-    /// The server's URL (`redis://127.0.0.1:<port>/` for a private server).
+    /// The server's URL (`redis://127.0.0.1:<port>/` for a private server,
+    /// `rediss://` for a TLS one).
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -255,8 +318,41 @@ fn free_port() -> Result<u16, String> {
         .map_err(|err| format!("local_addr: {err}"))
 }
 
+/// The `--port`/`--tls-*` arguments for listening on `port`, after writing
+/// a TLS server's certificate files into `dir`.
+fn listen_args(listen: Listen<'_>, port: u16, dir: &Path) -> Result<Vec<OsString>, String> {
+    let port = OsString::from(port.to_string());
+    let Listen::Tls(tls) = listen else {
+        return Ok(vec!["--port".into(), port]);
+    };
+    let write = |name: &str, pem: &str| -> Result<OsString, String> {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).map_err(|err| format!("write {}: {err}", path.display()))?;
+        Ok(path.into_os_string())
+    };
+    let auth_clients = if tls.require_client_cert { "yes" } else { "no" };
+    Ok(vec![
+        "--port".into(),
+        "0".into(),
+        "--tls-port".into(),
+        port,
+        "--tls-cert-file".into(),
+        write("server.crt", &tls.cert_pem)?,
+        "--tls-key-file".into(),
+        write("server.key", &tls.key_pem)?,
+        "--tls-ca-cert-file".into(),
+        write("ca.crt", &tls.client_ca_pem)?,
+        "--tls-auth-clients".into(),
+        auth_clients.into(),
+    ])
+}
+
 /// Starts one server and waits until it is ready; `Err` says why not.
-fn spawn(binary: &Path, args: &[&str]) -> Result<(String, OwnedServer), String> {
+fn spawn(
+    binary: &Path,
+    listen: Listen<'_>,
+    args: &[&str],
+) -> Result<(String, OwnedServer), String> {
     let dir = tempfile::Builder::new()
         .prefix("crewq-redis-")
         .tempdir()
@@ -265,8 +361,7 @@ fn spawn(binary: &Path, args: &[&str]) -> Result<(String, OwnedServer), String> 
     let log = File::create(log_path(dir.path())).map_err(|err| format!("log file: {err}"))?;
     let log_err = log.try_clone().map_err(|err| format!("log file: {err}"))?;
     let child = Command::new(binary)
-        .arg("--port")
-        .arg(port.to_string())
+        .args(listen_args(listen, port, dir.path())?)
         .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
         .arg("--dir")
         .arg(dir.path())
@@ -277,8 +372,11 @@ fn spawn(binary: &Path, args: &[&str]) -> Result<(String, OwnedServer), String> 
         .spawn()
         .map_err(|err| format!("spawn {}: {err}", binary.display()))?;
     let mut server = OwnedServer { child, dir };
-    let url = format!("redis://127.0.0.1:{port}/");
-    match wait_ready(&mut server, port) {
+    let (url, probe) = match listen {
+        Listen::Plain => (format!("redis://127.0.0.1:{port}/"), Probe::Ping),
+        Listen::Tls(_) => (format!("rediss://127.0.0.1:{port}/"), Probe::Accepts),
+    };
+    match wait_ready(&mut server, port, probe) {
         Ok(()) => Ok((url, server)),
         Err(why) => {
             let _ = server.child.kill();
@@ -289,11 +387,21 @@ fn spawn(binary: &Path, args: &[&str]) -> Result<(String, OwnedServer), String> 
     }
 }
 
+/// How to tell that the server listens.
+#[derive(Clone, Copy)]
+enum Probe {
+    /// A plain-text PING gets a reply.
+    Ping,
+    /// The port accepts a TCP connection (a TLS port answers a plain PING
+    /// by hanging up).
+    Accepts,
+}
+
 /// Waits until the server logged that it is ready and answers on its port.
 ///
 /// The log line matters: when another process took the port, this server
 /// exits, and a PING alone could be answered by that other process.
-fn wait_ready(server: &mut OwnedServer, port: u16) -> Result<(), String> {
+fn wait_ready(server: &mut OwnedServer, port: u16, probe: Probe) -> Result<(), String> {
     let deadline = Instant::now() + START_TIMEOUT;
     let log = log_path(server.dir.path());
     loop {
@@ -301,7 +409,11 @@ fn wait_ready(server: &mut OwnedServer, port: u16) -> Result<(), String> {
             return Err(format!("redis-server exited with {status}"));
         }
         let ready = std::fs::read_to_string(&log).is_ok_and(|text| text.contains(READY_LINE));
-        if ready && answers_on(port) {
+        let listens = match probe {
+            Probe::Ping => answers_on(port),
+            Probe::Accepts => std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        };
+        if ready && listens {
             return Ok(());
         }
         if Instant::now() > deadline {
