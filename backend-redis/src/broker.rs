@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use crewq_core::{
-    AckAndAdd, AckAndAddReply, AutoClaimed, Broker, ConsumerInfo, DeliveredEntry, Error, GroupInfo,
-    GroupStart, IdRange, NewEntry, PendingEntry, PendingQuery, PendingSummary, ReadFrom, ReadGroup,
-    Result, StreamEntry, StreamId, StreamInfo, Trim, validate_new_entry,
+    AckAndAdd, AckAndAddReply, AutoClaimed, Broker, ConsumerInfo, DeliveredEntry, Error, ErrorKind,
+    GroupInfo, GroupStart, IdRange, NewEntry, PendingEntry, PendingQuery, PendingSummary, ReadFrom,
+    ReadGroup, Result, StreamEntry, StreamId, StreamInfo, Trim, validate_new_entry,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, Pipeline, Value};
+use redis::{AsyncConnectionConfig, Cmd, Pipeline, Value};
 
 use crate::batch::entry_op;
 use crate::blocking::{BlockingError, BlockingPool};
@@ -68,6 +68,22 @@ impl RedisBroker {
             .set_response_timeout(Some(config.response_timeout))
             .set_number_of_retries(config.retries);
         tracing::debug!(url = %redacted_url, "connecting to Redis");
+        // redis-rs's ConnectionManager retries its first connection on every
+        // error, so a wrong password or an untrusted certificate would cost
+        // the whole back-off and then look transient. One plain attempt
+        // first tells a refused identity from a server not up yet.
+        let probe_config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(config.connection_timeout))
+            .set_response_timeout(Some(config.response_timeout));
+        if let Err(err) = client
+            .get_multiplexed_async_connection_with_config(&probe_config)
+            .await
+        {
+            let err = Op::new("connect", &redacted_url).error(err);
+            if err.kind() == ErrorKind::Auth {
+                return Err(err);
+            }
+        }
         let shared = ConnectionManager::new_with_config(client.clone(), manager_config)
             .await
             .map_err(|err| Op::new("connect", &redacted_url).error(err))?;

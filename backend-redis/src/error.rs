@@ -7,6 +7,9 @@ use redis::{ErrorKind as RedisKind, RedisError};
 /// data set, a busy script, a cluster resharding or failing over.
 const UNAVAILABLE_CODES: &[&str] = &["LOADING", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN"];
 
+/// Error codes of a refused identity or permission: retrying cannot help.
+const AUTH_CODES: &[&str] = &["WRONGPASS", "NOAUTH", "NOPERM"];
+
 /// `ERR` texts (prefixes of the detail after the code) and what they mean.
 const ID_TOO_SMALL: &[&str] = &[
     "The ID specified in XADD is equal or smaller",
@@ -80,6 +83,12 @@ pub(crate) fn map_error(err: RedisError, op: &Op<'_>) -> Error {
             return mapped;
         }
     }
+    if err.kind() == RedisKind::AuthenticationFailed || tls_handshake_failed(&err) {
+        return Error::Auth {
+            message: format!("{} on '{}': {err}", op.name, op.stream),
+            source: Some(Box::new(err)),
+        };
+    }
     if err.is_timeout() {
         return Error::Timeout(format!(
             "{} on '{}': no reply in time ({err})",
@@ -115,6 +124,10 @@ fn map_server_error(code: &str, detail: &str, op: &Op<'_>) -> Option<Error> {
             group: op.group.to_owned(),
         }),
         "WRONGTYPE" => Some(Error::WrongType(stream)),
+        code if AUTH_CODES.contains(&code) => Some(Error::Auth {
+            message: format!("{} on '{}': {code} {detail}", op.name, op.stream),
+            source: None,
+        }),
         code if UNAVAILABLE_CODES.contains(&code) => Some(Error::Unavailable(format!(
             "{} on '{}': {code} {detail}",
             op.name, op.stream
@@ -143,6 +156,40 @@ fn map_server_error(code: &str, detail: &str, op: &Op<'_>) -> Option<Error> {
         }
         _ => None,
     }
+}
+
+/// Whether the TLS handshake failed (an untrusted or refused certificate):
+/// rustls's error arrives inside an `io::Error`, itself inside the `Arc`
+/// redis-rs keeps as its source.
+#[cfg(feature = "tls")]
+fn tls_handshake_failed(err: &RedisError) -> bool {
+    use std::error::Error as StdError;
+    fn is_rustls(err: &(dyn StdError + 'static)) -> bool {
+        if err.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return io.get_ref().is_some_and(|inner| is_rustls(inner));
+        }
+        if let Some(shared) = err.downcast_ref::<std::sync::Arc<dyn StdError + Send + Sync>>() {
+            return is_rustls(shared.as_ref());
+        }
+        false
+    }
+    let mut cause = err.source();
+    while let Some(err) = cause {
+        if is_rustls(err) {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
+}
+
+/// Without TLS there is no handshake to fail.
+#[cfg(not(feature = "tls"))]
+fn tls_handshake_failed(_err: &RedisError) -> bool {
+    false
 }
 
 /// Whether a failed command leaves its connection unusable for the next
@@ -193,6 +240,17 @@ mod tests {
                 "WRONGTYPE",
                 "Operation against a key holding the wrong kind of value",
                 ErrorKind::WrongType,
+            ),
+            (
+                "WRONGPASS",
+                "invalid username-password pair or user is disabled.",
+                ErrorKind::Auth,
+            ),
+            ("NOAUTH", "Authentication required.", ErrorKind::Auth),
+            (
+                "NOPERM",
+                "this user has no permissions to run the 'xadd' command",
+                ErrorKind::Auth,
             ),
             (
                 "ERR",

@@ -73,6 +73,18 @@ pub enum Error {
     /// No reply in time; the call may or may not have applied.
     #[error("timed out: {0}")]
     Timeout(String),
+    /// Authentication, authorization or the TLS handshake failed: a wrong
+    /// user or password, a command the ACL user may not run, a server
+    /// certificate not trusted, a client certificate missing or refused.
+    /// The settings need fixing; retrying the same call will not help.
+    #[error("authentication failed: {message}")]
+    Auth {
+        /// What happened.
+        message: String,
+        /// The backend's error.
+        #[source]
+        source: Option<BoxError>,
+    },
     /// The server cannot serve now (loading, busy script, cluster down,
     /// failover in progress) and said so before applying anything.
     #[error("server unavailable: {0}")]
@@ -117,6 +129,8 @@ pub enum ErrorKind {
     Connection,
     /// [`Error::Timeout`].
     Timeout,
+    /// [`Error::Auth`].
+    Auth,
     /// [`Error::Unavailable`].
     Unavailable,
     /// [`Error::Protocol`].
@@ -140,6 +154,7 @@ impl Error {
             Error::Unsupported(_) => ErrorKind::Unsupported,
             Error::Connection { .. } => ErrorKind::Connection,
             Error::Timeout(_) => ErrorKind::Timeout,
+            Error::Auth { .. } => ErrorKind::Auth,
             Error::Unavailable(_) => ErrorKind::Unavailable,
             Error::Protocol(_) => ErrorKind::Protocol,
             Error::Backend { .. } => ErrorKind::Backend,
@@ -156,6 +171,8 @@ impl Error {
     /// use crewq_core::Error;
     /// assert!(Error::Timeout("read".into()).is_transient());
     /// assert!(!Error::NoSuchKey("s".into()).is_transient());
+    /// let refused = Error::Auth { message: "WRONGPASS".into(), source: None };
+    /// assert!(!refused.is_transient());
     /// ```
     pub fn is_transient(&self) -> bool {
         matches!(

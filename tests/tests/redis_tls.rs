@@ -154,7 +154,7 @@ async fn a_broker_trusting_the_private_ca_round_trips_over_tls() {
 }
 
 #[tokio::test]
-async fn a_server_certificate_from_an_untrusted_ca_is_a_connection_error() {
+async fn a_server_certificate_from_an_untrusted_ca_is_an_auth_error() {
     let ca = Ca::new("crewq test CA");
     let server = tls_server(&ca, false, &[]);
     let other_ca = Ca::new("some other CA");
@@ -166,13 +166,13 @@ async fn a_server_certificate_from_an_untrusted_ca_is_a_connection_error() {
         ),
     ];
     for (trusting, config) in untrusted {
-        // No retries: a certificate that is not trusted now will not be in
-        // a moment either (with the default ones it fails just as surely,
-        // after the back-off).
-        let err = connect(config.retries(0))
+        // Default retries: a refused certificate fails at once, not after
+        // the reconnection back-off, and is not worth retrying.
+        let err = connect(config)
             .await
             .expect_err("the server's certificate is not trusted");
-        assert_eq!(err.kind(), ErrorKind::Connection, "{trusting}: {err:?}");
+        assert_eq!(err.kind(), ErrorKind::Auth, "{trusting}: {err:?}");
+        assert!(!err.is_transient(), "{trusting}: {err:?}");
         assert!(err.source().is_some(), "{trusting}: no source: {err:?}");
         let text = chain(&err);
         assert!(
@@ -208,13 +208,10 @@ async fn a_password_in_a_rediss_url_authenticates_and_never_shows() {
     }
 
     let wrong = format!("rediss://:not-{PASSWORD}@127.0.0.1:{port}/0");
-    let err = connect(
-        RedisConfig::new(wrong.as_str())
-            .tls_root_ca_pem(ca.pem.as_str())
-            .retries(0),
-    )
-    .await
-    .expect_err("wrong password");
+    let err = connect(RedisConfig::new(wrong.as_str()).tls_root_ca_pem(ca.pem.as_str()))
+        .await
+        .expect_err("wrong password");
+    assert_eq!(err.kind(), ErrorKind::Auth, "{err:?}");
     assert!(!err.is_transient(), "{err:?}");
     assert!(!chain(&err).contains(PASSWORD), "{err:?}");
 }
@@ -233,14 +230,10 @@ async fn mutual_tls_presents_the_client_certificate() {
     .expect("the server accepts the client certificate");
     round_trip(&broker, "mtls:tasks").await;
 
-    let err = connect(
-        RedisConfig::new(server.url())
-            .tls_root_ca_pem(ca.pem.as_str())
-            .retries(0),
-    )
-    .await
-    .expect_err("the server wants a client certificate");
-    assert_eq!(err.kind(), ErrorKind::Connection, "{}", chain(&err));
+    let err = connect(RedisConfig::new(server.url()).tls_root_ca_pem(ca.pem.as_str()))
+        .await
+        .expect_err("the server wants a client certificate");
+    assert_eq!(err.kind(), ErrorKind::Auth, "{}", chain(&err));
 }
 
 #[tokio::test]
