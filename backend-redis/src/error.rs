@@ -310,7 +310,6 @@ mod tests {
                 ErrorKind::Unavailable,
             ),
             ("ERR", "syntax error", ErrorKind::Backend),
-            ("NOPERM", "this user has no permissions", ErrorKind::Backend),
         ];
         for (code, detail, kind) in cases {
             assert_eq!(kind_of(reply(code, detail)), kind, "{code} {detail}");
