@@ -5,9 +5,10 @@
 //! - per entry: `xadd`, `read_group` COUNT 1, `ack` of that one id;
 //! - batched: `xadd_many` of 100, `read_group` COUNT 100, one `ack` of 100 ids.
 //!
-//! Each variant runs several times (default 5); every run and the median are
-//! printed as plain text, in entries per second. Nothing is asserted about
-//! time; the bench only checks that every entry was delivered and acked once.
+//! Each variant runs once to warm up, then several times (default 5); every
+//! run and the median are printed as plain text, in entries per second.
+//! Nothing is asserted about time; the bench only checks that every entry was
+//! delivered and acked once.
 //!
 //! The runtime is tokio `current_thread`: the memory broker does no I/O and
 //! never yields on this path, so one thread measures the broker itself rather
@@ -154,6 +155,14 @@ fn main() -> BenchResult<()> {
     );
     let mut summary = Vec::new();
     for variant in [Variant::PerEntry, Variant::Batched] {
+        // One uncounted run first: allocator and caches settle, and the
+        // first counted run is not the odd one out.
+        let warm_up = runtime.block_on(variant.run(options.entries))?;
+        println!(
+            "  {:<50} warm-up: {:>10.0} entries/s (not counted)",
+            variant.describe(),
+            options.entries as f64 / warm_up.as_secs_f64()
+        );
         let mut rates = Vec::with_capacity(options.runs);
         for run in 1..=options.runs {
             let elapsed = runtime.block_on(variant.run(options.entries))?;
