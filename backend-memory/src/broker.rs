@@ -295,18 +295,6 @@ impl Broker for MemoryBroker {
         validate_ack_and_add(&step)?;
         let now = self.now_ms();
         self.with_keys(|keys| {
-            // Find every id before changing anything, so an exhausted stream
-            // fails the whole step rather than half of it.
-            let mut tops: BTreeMap<&str, StreamId> = BTreeMap::new();
-            for entry in &step.adds {
-                let top = match tops.get(entry.stream.as_str()) {
-                    Some(top) => *top,
-                    None => keys
-                        .get(&entry.stream)
-                        .map_or(StreamId::ZERO, |k| k.stream.last_id),
-                };
-                tops.insert(&entry.stream, next_id(&entry.stream, top, entry.id, now)?);
-            }
             let acked = step
                 .acks
                 .iter()
@@ -314,11 +302,15 @@ impl Broker for MemoryBroker {
                     group_mut(keys, &ack.stream, &ack.group).map_or(0, |(_, g)| g.ack(&ack.ids))
                 })
                 .collect();
-            let ids = step
+            // Like EXEC, every append runs even when one before it failed
+            // (only an exhausted stream can fail here), and the step reports
+            // the first failure: Redis does not roll a transaction back.
+            let added: Vec<Result<StreamId>> = step
                 .adds
                 .into_iter()
                 .map(|entry| add(keys, entry, now))
-                .collect::<Result<_>>()?;
+                .collect();
+            let ids = added.into_iter().collect::<Result<_>>()?;
             Ok(AckAndAddReply { acked, ids })
         })
     }

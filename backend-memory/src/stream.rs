@@ -137,6 +137,18 @@ impl Stream {
 /// The id an append to a stream whose last id is `last_id` gets, or why it
 /// cannot be added.
 pub(crate) fn next_id(stream: &str, last_id: StreamId, id: AddId, now_ms: u64) -> Result<StreamId> {
+    // Redis's xaddCommand checks `0-0` first, then a stream whose last id is
+    // the largest possible, before it looks at the id given.
+    if id == AddId::Explicit(StreamId::ZERO) {
+        return Err(Error::IdTooSmall {
+            stream: stream.to_owned(),
+            id: StreamId::ZERO,
+            top: last_id,
+        });
+    }
+    if last_id == StreamId::MAX {
+        return Err(Error::IdExhausted(stream.to_owned()));
+    }
     match id {
         // Redis: `*` uses the clock unless it has not moved past the last id,
         // then bumps the last id (streamIncrID).

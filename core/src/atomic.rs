@@ -34,8 +34,8 @@ impl Ack {
 /// no check can catch beforehand still fails after the rest applied on Redis:
 /// a key of another type than a stream (`WRONGTYPE`), or a stream whose last
 /// id is the largest possible. crewq's own keys are always streams with
-/// automatic ids, so neither happens to them; the memory backend checks both
-/// and applies nothing.
+/// automatic ids, so neither happens to them. The memory backend does as
+/// Redis does there: the other commands apply and the step fails.
 ///
 /// ```
 /// use crewq_core::{Ack, AckAndAdd, Fields, NewEntry, StreamId};

@@ -1354,6 +1354,16 @@ fn found_divergences() -> Vec<(&'static str, Vec<Op>)> {
                 },
             ],
         ),
+        (
+            "an append failing inside ack_and_add does not undo the others (EXEC has no rollback)",
+            vec![
+                Op::XaddMany(vec![add(0, IdGen::Max)]),
+                Op::AckAndAdd {
+                    acks: vec![],
+                    adds: vec![add(0, IdGen::Auto), add(1, IdGen::Auto)],
+                },
+            ],
+        ),
     ]
 }
 
