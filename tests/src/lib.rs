@@ -1,3 +1,9 @@
 //! Support for crewq's cross-crate tests: a private redis-server per test.
 
 pub mod redis_server;
+
+// The README's Rust examples compile and run as doc tests of this crate, so
+// they cannot drift from the API.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
