@@ -4,7 +4,7 @@
 //! A backend runs the suite by expanding [`conformance_cases!`](crate::conformance_cases)
 //! into one named test per case:
 //!
-//! ```ignore
+//! ```text
 //! macro_rules! my_backend_cases {
 //!     ($($case:ident),* $(,)?) => {$(
 //!         #[tokio::test(start_paused = true)]
