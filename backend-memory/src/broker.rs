@@ -9,7 +9,8 @@ use async_trait::async_trait;
 use crewq_core::{
     AckAndAdd, AckAndAddReply, AutoClaimed, Broker, ConsumerInfo, DeliveredEntry, Error, GroupInfo,
     GroupStart, IdRange, NewEntry, PendingEntry, PendingQuery, PendingSummary, ReadFrom, ReadGroup,
-    Result, StreamEntry, StreamId, StreamInfo, Trim, validate_ack_and_add, validate_new_entry,
+    Result, Settle, Settled, StreamEntry, StreamId, StreamInfo, Trim, validate_ack_and_add,
+    validate_new_entry, validate_settle,
 };
 
 use crate::group::{Count, Group};
@@ -314,9 +315,63 @@ impl Broker for MemoryBroker {
             Ok(AckAndAddReply { acked, ids })
         })
     }
+
+    async fn settle(&self, settle: Settle) -> Result<Vec<Settled>> {
+        validate_settle(&settle)?;
+        let now = self.now_ms();
+        self.with_keys(|keys| Self::settle_locked(keys, settle, now))
+    }
+
+    async fn renew(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        ids: &[StreamId],
+    ) -> Result<Vec<StreamId>> {
+        let now = self.now_ms();
+        self.with_keys(|keys| {
+            let (stream, group) = group_mut(keys, stream, group)?;
+            let own: Vec<StreamId> = ids
+                .iter()
+                .copied()
+                .filter(|id| group.owns(consumer, *id))
+                .collect();
+            let renewed = group.claim(stream, consumer, Duration::ZERO, &own, Count::JustId, now);
+            Ok(renewed.into_iter().map(|entry| entry.id).collect())
+        })
+    }
 }
 
 impl MemoryBroker {
+    /// The body of [`Broker::settle`], under the lock.
+    fn settle_locked(
+        keys: &mut BTreeMap<String, Key>,
+        settle: Settle,
+        now_ms: u64,
+    ) -> Result<Vec<Settled>> {
+        group_mut(keys, &settle.stream, &settle.group)?;
+        let mut outcomes = Vec::with_capacity(settle.items.len());
+        for item in settle.items {
+            let (_, group) = group_mut(keys, &settle.stream, &settle.group)?;
+            if !group.owns(&settle.consumer, item.id) {
+                outcomes.push(Settled::NotOwned);
+                continue;
+            }
+            // Appends first, then the ack: as on Redis, where a failed write
+            // is not rolled back, the entry must never be acked without them.
+            let ids = item
+                .appends
+                .into_iter()
+                .map(|entry| add(keys, entry, now_ms))
+                .collect::<Result<Vec<_>>>()?;
+            let (_, group) = group_mut(keys, &settle.stream, &settle.group)?;
+            group.ack(&[item.id]);
+            outcomes.push(Settled::Done(ids));
+        }
+        Ok(outcomes)
+    }
+
     /// One non-blocking `XREADGROUP`.
     fn read_once(&self, read: &ReadGroup) -> Result<Vec<DeliveredEntry>> {
         let now = self.now_ms();

@@ -240,6 +240,13 @@ impl Group {
         }
     }
 
+    /// Whether `id` is pending and owned by `consumer`.
+    pub(crate) fn owns(&self, consumer: &str, id: StreamId) -> bool {
+        self.pel
+            .get(&id)
+            .is_some_and(|pending| &*pending.consumer == consumer)
+    }
+
     /// `XCLAIM`, one id at a time in the order given, as Redis does.
     pub(crate) fn claim(
         &mut self,

@@ -8,7 +8,8 @@ use async_trait::async_trait;
 use crewq_core::{
     AckAndAdd, AckAndAddReply, AutoClaimed, Broker, ConsumerInfo, DeliveredEntry, Error, ErrorKind,
     GroupInfo, GroupStart, IdRange, NewEntry, PendingEntry, PendingQuery, PendingSummary, ReadFrom,
-    ReadGroup, Result, StreamEntry, StreamId, StreamInfo, Trim, validate_new_entry,
+    ReadGroup, Result, Settle, Settled, StreamEntry, StreamId, StreamInfo, Trim,
+    validate_new_entry,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncConnectionConfig, Cmd, Pipeline, Value};
@@ -27,7 +28,8 @@ use crate::{commands, parse};
 /// reads (`ReadGroup::block` on new entries) each get a dedicated connection
 /// instead, so they never stall other commands. Appends of
 /// [`Broker::xadd_many`] are pipelined in one round trip, and
-/// [`Broker::ack_and_add`] runs in `MULTI`/`EXEC`.
+/// [`Broker::ack_and_add`] runs in `MULTI`/`EXEC`; the ownership-guarded
+/// [`Broker::settle`] and [`Broker::renew`] run as Lua scripts.
 ///
 /// Cloning is cheap: clones share the connections.
 ///
@@ -112,6 +114,11 @@ impl RedisBroker {
     /// How many idle dedicated connections for blocking reads are open.
     pub fn idle_blocking_connections(&self) -> usize {
         self.inner.blocking.idle_count()
+    }
+
+    /// A handle on the shared connection (cheap: it is multiplexed).
+    pub(crate) fn shared_connection(&self) -> ConnectionManager {
+        self.inner.shared.clone()
     }
 
     /// Sends one command on the shared connection.
@@ -422,5 +429,19 @@ impl Broker for RedisBroker {
 
     async fn ack_and_add(&self, step: AckAndAdd) -> Result<AckAndAddReply> {
         self.ack_and_add_in_multi(step).await
+    }
+
+    async fn settle(&self, settle: Settle) -> Result<Vec<Settled>> {
+        self.settle_in_script(settle).await
+    }
+
+    async fn renew(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        ids: &[StreamId],
+    ) -> Result<Vec<StreamId>> {
+        self.renew_in_script(stream, group, consumer, ids).await
     }
 }

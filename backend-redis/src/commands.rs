@@ -56,8 +56,14 @@ fn push_trim(cmd: &mut Cmd, trim: &Trim) {
 pub(crate) fn xadd(entry: &NewEntry) -> Cmd {
     let mut c = cmd("XADD");
     c.arg(&entry.stream);
+    push_xadd_args(&mut c, entry);
+    c
+}
+
+/// `XADD`'s arguments after the key: `[trim] id field value ...`.
+fn push_xadd_args(c: &mut Cmd, entry: &NewEntry) {
     if let Some(trim) = &entry.trim {
-        push_trim(&mut c, trim);
+        push_trim(c, trim);
     }
     match entry.id {
         AddId::Auto => c.arg(AUTO_ID),
@@ -66,7 +72,20 @@ pub(crate) fn xadd(entry: &NewEntry) -> Cmd {
     for (name, value) in entry.fields.iter() {
         c.arg(name.as_ref()).arg(value.as_ref());
     }
-    c
+}
+
+/// `XADD`'s arguments after the key, as separate byte strings, for a
+/// script that runs the `XADD` itself.
+pub(crate) fn xadd_args(entry: &NewEntry) -> Vec<Vec<u8>> {
+    let mut c = Cmd::new();
+    push_xadd_args(&mut c, entry);
+    c.args_iter()
+        .filter_map(|arg| match arg {
+            redis::Arg::Simple(bytes) => Some(bytes.to_vec()),
+            // XADD takes no cursor (the only other kind of argument).
+            _ => None,
+        })
+        .collect()
 }
 
 /// `XLEN key`.

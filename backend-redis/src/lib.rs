@@ -38,6 +38,7 @@ mod broker;
 mod commands;
 mod config;
 mod error;
+mod guarded;
 mod parse;
 #[cfg(feature = "tls")]
 mod tls;

@@ -82,3 +82,91 @@ pub struct AckAndAddReply {
     /// For each append in order, the id it got.
     pub ids: Vec<StreamId>,
 }
+
+/// Settles entries a consumer holds, guarded by ownership: each item whose
+/// id is still pending **and owned by** `consumer` has its appends written
+/// and is then acknowledged; an item the consumer no longer owns (reclaimed
+/// by another consumer after its lease ran out, or already acknowledged) is
+/// left untouched. The whole call is one atomic step.
+///
+/// This is how a worker records an outcome without ever recording a second
+/// one after it turned into a zombie: the ownership check and the writes
+/// cannot be separated by another consumer's claim.
+///
+/// ```
+/// use crewq_core::{Fields, NewEntry, Settle, SettleItem, StreamId};
+/// let settle = Settle::new("agent:tasks:research", "research", "worker-1").item(
+///     SettleItem::new(StreamId::new(1, 0))
+///         .append(NewEntry::new("agent:results", Fields::new().with("data", "{}"))),
+/// );
+/// assert_eq!(settle.items.len(), 1);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settle {
+    /// The stream the entries were read from.
+    pub stream: String,
+    /// The group they were read in.
+    pub group: String,
+    /// The consumer that must still own them.
+    pub consumer: String,
+    /// What to settle, in order.
+    pub items: Vec<SettleItem>,
+}
+
+impl Settle {
+    /// Nothing to settle yet.
+    pub fn new(
+        stream: impl Into<String>,
+        group: impl Into<String>,
+        consumer: impl Into<String>,
+    ) -> Self {
+        Settle {
+            stream: stream.into(),
+            group: group.into(),
+            consumer: consumer.into(),
+            items: Vec::new(),
+        }
+    }
+
+    /// Adds an item.
+    #[must_use]
+    pub fn item(mut self, item: SettleItem) -> Self {
+        self.items.push(item);
+        self
+    }
+}
+
+/// One entry to settle and the entries that record its outcome.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SettleItem {
+    /// The pending entry.
+    pub id: StreamId,
+    /// Appended (with automatic ids) before the entry is acknowledged.
+    pub appends: Vec<NewEntry>,
+}
+
+impl SettleItem {
+    /// Acknowledges `id` with nothing appended.
+    pub fn new(id: StreamId) -> Self {
+        SettleItem {
+            id,
+            appends: Vec::new(),
+        }
+    }
+
+    /// Appends `entry` when the item is settled.
+    #[must_use]
+    pub fn append(mut self, entry: NewEntry) -> Self {
+        self.appends.push(entry);
+        self
+    }
+}
+
+/// What [`Settle`] did with one item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Settled {
+    /// It was owned: its appends got these ids and it was acknowledged.
+    Done(Vec<StreamId>),
+    /// It was not pending for the consumer any more; nothing was written.
+    NotOwned,
+}

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 
 use crate::{
     AckAndAdd, AckAndAddReply, AutoClaimed, ConsumerInfo, DeliveredEntry, GroupInfo, GroupStart,
-    IdRange, NewEntry, PendingEntry, PendingQuery, PendingSummary, ReadGroup, Result, StreamEntry,
-    StreamId, StreamInfo, Trim,
+    IdRange, NewEntry, PendingEntry, PendingQuery, PendingSummary, ReadGroup, Result, Settle,
+    Settled, StreamEntry, StreamId, StreamInfo, Trim,
 };
 
 /// A store of streams with consumer groups, with Redis Streams semantics.
@@ -336,6 +336,72 @@ pub trait Broker: Send + Sync {
     ///   with `InvalidArgument` and applies nothing
     ///   (`ack_and_add_rejects_malformed_steps_whole`).
     async fn ack_and_add(&self, step: AckAndAdd) -> Result<AckAndAddReply>;
+
+    /// Settles entries only while the consumer still owns them: for each
+    /// item, if its id is pending for `consumer`, writes its appends and then
+    /// acknowledges it; otherwise writes nothing for it. One atomic step
+    /// (a Lua script on Redis, since `MULTI` cannot make a write conditional).
+    ///
+    /// Appends come before the acknowledgement: should a write fail inside
+    /// the step (which Redis does not roll back), the entry stays pending and
+    /// is redelivered, rather than acknowledged with its outcome missing.
+    ///
+    /// # Behavior
+    ///
+    /// - An owned item gets its appends, in order, and leaves the pending
+    ///   list; the reply carries the appended ids (`settle_writes_and_acks_owned_entries`).
+    /// - An item claimed by another consumer is left pending under that
+    ///   consumer and nothing is appended for it; other items still settle
+    ///   (`settle_skips_entries_another_consumer_claimed`).
+    /// - An item no longer pending (already acknowledged) is `NotOwned` and
+    ///   appends nothing (`settle_skips_entries_no_longer_pending`).
+    /// - An explicit id or an append without fields fails with
+    ///   `InvalidArgument` before anything is applied
+    ///   (`settle_rejects_malformed_steps_whole`).
+    /// - A missing key or group fails with `NoGroup`
+    ///   (`settle_missing_group_is_nogroup`).
+    async fn settle(&self, settle: Settle) -> Result<Vec<Settled>>;
+
+    /// Renews the lease of entries `consumer` still owns: like
+    /// [`Broker::claim_ids`] with zero `min_idle`, but only for ids pending
+    /// for `consumer`, so it never takes back an entry another consumer has
+    /// reclaimed. Returns the ids renewed.
+    ///
+    /// # Behavior
+    ///
+    /// - Resets the idle time of the consumer's own entries without counting
+    ///   a delivery (`renew_resets_idle_of_own_entries`).
+    /// - Leaves entries of other consumers, ids not pending, and entries
+    ///   deleted from the stream out of the reply, with owners unchanged
+    ///   (`renew_never_takes_entries_of_others`).
+    async fn renew(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        ids: &[StreamId],
+    ) -> Result<Vec<StreamId>>;
+}
+
+/// Checks a [`Settle`] as [`validate_ack_and_add`] checks its step.
+///
+/// # Errors
+///
+/// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for an explicit
+/// id or an entry without fields.
+pub fn validate_settle(settle: &Settle) -> Result<()> {
+    for item in &settle.items {
+        for entry in &item.appends {
+            if entry.id != crate::AddId::Auto {
+                return Err(crate::Error::InvalidArgument(format!(
+                    "settle appends need automatic ids; got {:?} for '{}'",
+                    entry.id, entry.stream
+                )));
+            }
+            validate_new_entry(entry)?;
+        }
+    }
+    Ok(())
 }
 
 /// Checks the parts of an [`AckAndAdd`] that Redis would only reject inside
@@ -476,6 +542,18 @@ macro_rules! delegate_broker {
             }
             async fn ack_and_add(&self, step: AckAndAdd) -> Result<AckAndAddReply> {
                 (**self).ack_and_add(step).await
+            }
+            async fn settle(&self, settle: Settle) -> Result<Vec<Settled>> {
+                (**self).settle(settle).await
+            }
+            async fn renew(
+                &self,
+                stream: &str,
+                group: &str,
+                consumer: &str,
+                ids: &[StreamId],
+            ) -> Result<Vec<StreamId>> {
+                (**self).renew(stream, group, consumer, ids).await
             }
         }
     )*};

@@ -38,8 +38,8 @@ mod stream;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
-pub use atomic::{Ack, AckAndAdd, AckAndAddReply};
-pub use broker::{Broker, validate_ack_and_add, validate_new_entry};
+pub use atomic::{Ack, AckAndAdd, AckAndAddReply, Settle, SettleItem, Settled};
+pub use broker::{Broker, validate_ack_and_add, validate_new_entry, validate_settle};
 pub use bytes::Bytes;
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use error::{BoxError, Error, ErrorKind, Result};

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use crewq_core::{
     Ack, AckAndAdd, AddId, Broker, ErrorKind, Fields, GroupStart, IdRange, NewEntry, PendingQuery,
-    ReadFrom, ReadGroup, StreamEntry, StreamId, Trim,
+    ReadFrom, ReadGroup, Settle, SettleItem, Settled, StreamEntry, StreamId, Trim,
 };
 use crewq_memory::MemoryBroker;
 use crewq_tests::redis_server::TestRedis;
@@ -233,6 +233,19 @@ enum Op {
     AckAndAdd {
         acks: Vec<(u8, u8, Vec<IdRef>)>,
         adds: Vec<AddGen>,
+    },
+    /// Items: an id and the entries to append when it is settled.
+    Settle {
+        s: u8,
+        g: u8,
+        c: u8,
+        items: Vec<(IdRef, Vec<AddGen>)>,
+    },
+    Renew {
+        s: u8,
+        g: u8,
+        c: u8,
+        ids: Vec<IdRef>,
     },
 }
 
@@ -488,6 +501,32 @@ fn op() -> impl Strategy<Value = Op> {
                 .prop_map(|(acks, adds)| Op::AckAndAdd { acks, adds })
                 .boxed(),
         ),
+        (
+            4,
+            (
+                stream(),
+                group(),
+                consumer(),
+                vec(
+                    (
+                        id_ref(),
+                        vec(
+                            add_with(prop_oneof![12 => Just(IdGen::Auto), 1 => id_gen()]),
+                            0..3,
+                        ),
+                    ),
+                    0..4,
+                ),
+            )
+                .prop_map(|(s, g, c, items)| Op::Settle { s, g, c, items })
+                .boxed(),
+        ),
+        (
+            3,
+            (stream(), group(), consumer(), vec(id_ref(), 0..4))
+                .prop_map(|(s, g, c, ids)| Op::Renew { s, g, c, ids })
+                .boxed(),
+        ),
     ];
     Union::new_weighted(arms)
 }
@@ -621,6 +660,8 @@ enum Reply {
         acked: Vec<u64>,
         ids: Vec<NId>,
     },
+    /// Per item: the appended ids, or `None` when not owned.
+    Settled(Vec<Option<Vec<NId>>>),
 }
 
 type Outcome = Result<Reply, ErrorKind>;
@@ -643,8 +684,20 @@ impl Plan {
         let adds: &mut [AddGen] = match &mut op {
             Op::Xadd { add, .. } => std::slice::from_mut(add),
             Op::XaddMany(adds) | Op::AckAndAdd { adds, .. } => adds,
+            Op::Settle { items, .. } => {
+                for (_, adds) in items.iter_mut() {
+                    self.pin(adds);
+                }
+                return op;
+            }
             _ => &mut [],
         };
+        self.pin(adds);
+        op
+    }
+
+    /// Makes "next" explicit ids automatic in streams that had an automatic one.
+    fn pin(&mut self, adds: &mut [AddGen]) {
         for add in adds {
             let s = usize::from(add.s) % STREAMS;
             match add.id {
@@ -653,7 +706,6 @@ impl Plan {
                 _ => {}
             }
         }
-        op
     }
 }
 
@@ -1123,6 +1175,52 @@ impl<'a> Side<'a> {
                     acked: reply.acked,
                     ids,
                 }
+            }
+            Op::Settle { s, g, c, items } => {
+                let mut settle =
+                    Settle::new(self.key(*s), self.group_name(*s, *g), consumer_name(*c));
+                let mut streams: Vec<Vec<usize>> = Vec::new();
+                for (id, adds) in items {
+                    let id = self.id(*s, *id);
+                    let mut item = SettleItem::new(id);
+                    let entries = self.entries(adds);
+                    streams.push(entries.iter().map(|(s, _)| *s).collect());
+                    for (_, entry) in entries {
+                        item = item.append(entry);
+                    }
+                    settle = settle.item(item);
+                }
+                let outcomes = b.settle(settle).await.map_err(k)?;
+                let mut settled = Vec::new();
+                for (streams, outcome) in streams.into_iter().zip(outcomes) {
+                    settled.push(match outcome {
+                        Settled::NotOwned => None,
+                        Settled::Done(ids) => Some(
+                            streams
+                                .into_iter()
+                                .zip(ids)
+                                .map(|(s, id)| {
+                                    self.added[s].push(id);
+                                    self.norm(s, id)
+                                })
+                                .collect(),
+                        ),
+                    });
+                }
+                Reply::Settled(settled)
+            }
+            Op::Renew { s, g, c, ids } => {
+                let ids = self.ids(*s, ids);
+                let renewed = b
+                    .renew(
+                        self.key(*s),
+                        &self.group_name(*s, *g),
+                        &consumer_name(*c),
+                        &ids,
+                    )
+                    .await
+                    .map_err(k)?;
+                Reply::Ids(self.norm_ids(usize::from(*s) % STREAMS, renewed))
             }
         })
     }

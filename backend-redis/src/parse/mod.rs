@@ -75,7 +75,7 @@ pub(crate) fn array(value: Value) -> Parsed<Vec<Value>> {
 }
 
 /// A nil-able array: nil reads as empty.
-fn array_or_nil(value: Value) -> Parsed<Vec<Value>> {
+pub(crate) fn array_or_nil(value: Value) -> Parsed<Vec<Value>> {
     match data(value) {
         Value::Nil => Ok(Vec::new()),
         other => array(other),

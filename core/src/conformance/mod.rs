@@ -127,6 +127,13 @@ macro_rules! conformance_cases {
             ack_and_add_applies_both,
             ack_and_add_reports_each_ack,
             ack_and_add_rejects_malformed_steps_whole,
+            settle_writes_and_acks_owned_entries,
+            settle_skips_entries_another_consumer_claimed,
+            settle_skips_entries_no_longer_pending,
+            settle_rejects_malformed_steps_whole,
+            settle_missing_group_is_nogroup,
+            renew_resets_idle_of_own_entries,
+            renew_never_takes_entries_of_others,
         }
     };
 }
@@ -145,6 +152,7 @@ mod claim;
 mod group;
 mod info;
 mod read;
+mod settle;
 mod stream;
 mod support;
 mod trim;
@@ -155,5 +163,6 @@ pub use claim::*;
 pub use group::*;
 pub use info::*;
 pub use read::*;
+pub use settle::*;
 pub use stream::*;
 pub use trim::*;
