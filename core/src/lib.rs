@@ -34,6 +34,7 @@ mod group;
 mod id;
 mod info;
 mod stream;
+mod task;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -51,4 +52,12 @@ pub use id::StreamId;
 pub use info::{ConsumerInfo, GroupInfo, StreamInfo};
 pub use stream::{
     ALL_IDS, AddId, DeliveredEntry, IdRange, NewEntry, StreamEntry, Trim, TrimStrategy,
+};
+pub use task::{
+    AgentKeys, AgentType, DATA_FIELD, DEFAULT_MAX_RETRIES, DLQ_CONSUMER, DLQ_DEAD_LETTERED_AT,
+    DLQ_ENTRY_ID, DLQ_ERROR, DLQ_GROUP, DLQ_REASON, DLQ_RETRIES, DLQ_STREAM, DLQ_TASK, DeadLetter,
+    DeadLetterReason, GroupNaming, InvalidName, Keyspace, Layout, Origin, Priority,
+    PriorityOutOfRange, Rejected, Task, TaskBuildError, TaskBuilder, TaskResult, TaskStatus,
+    ValidateFn, Validators, WireCodec, WireError, WireErrorKind, now_isoformat, result_from_fields,
+    result_to_fields, task_from_fields, task_to_fields, utc_isoformat,
 };
