@@ -296,6 +296,14 @@ impl Broker for MemoryBroker {
         validate_ack_and_add(&step)?;
         let now = self.now_ms();
         self.with_keys(|keys| {
+            // Like EXEC, every command runs even when one before it failed
+            // (only an append to an exhausted stream can fail here), and the
+            // step reports the first failure: Redis does not roll back.
+            let added: Vec<Result<StreamId>> = step
+                .adds
+                .into_iter()
+                .map(|entry| add(keys, entry, now))
+                .collect();
             let acked = step
                 .acks
                 .iter()
@@ -303,16 +311,20 @@ impl Broker for MemoryBroker {
                     group_mut(keys, &ack.stream, &ack.group).map_or(0, |(_, g)| g.ack(&ack.ids))
                 })
                 .collect();
-            // Like EXEC, every append runs even when one before it failed
-            // (only an exhausted stream can fail here), and the step reports
-            // the first failure: Redis does not roll a transaction back.
-            let added: Vec<Result<StreamId>> = step
-                .adds
-                .into_iter()
-                .map(|entry| add(keys, entry, now))
+            let deleted = step
+                .deletes
+                .iter()
+                .map(|delete| {
+                    keys.get_mut(&delete.stream)
+                        .map_or(0, |k| k.stream.delete(&delete.ids))
+                })
                 .collect();
             let ids = added.into_iter().collect::<Result<_>>()?;
-            Ok(AckAndAddReply { acked, ids })
+            Ok(AckAndAddReply {
+                acked,
+                ids,
+                deleted,
+            })
         })
     }
 

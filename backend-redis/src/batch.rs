@@ -72,19 +72,26 @@ impl RedisBroker {
         // In place error replies: an error inside EXEC does not undo the
         // commands before it, so the reply must say which one failed.
         pipe.atomic().ignore_errors();
+        // Appends first, then acks, then deletes: if a command fails inside
+        // EXEC, an outcome is written twice rather than lost.
         let mut ops = Vec::new();
+        for entry in &step.adds {
+            pipe.add_command(commands::xadd(entry));
+            ops.push(entry_op(entry));
+        }
         for ack in step.acks.iter().filter(|ack| !ack.ids.is_empty()) {
             pipe.add_command(commands::ack(&ack.stream, &ack.group, &ack.ids));
             ops.push(Op::group("XACK", &ack.stream, &ack.group));
         }
-        for entry in &step.adds {
-            pipe.add_command(commands::xadd(entry));
-            ops.push(entry_op(entry));
+        for delete in step.deletes.iter().filter(|d| !d.ids.is_empty()) {
+            pipe.add_command(commands::xdel(&delete.stream, &delete.ids));
+            ops.push(Op::new("XDEL", &delete.stream));
         }
         let Some(&first) = ops.first() else {
             return Ok(AckAndAddReply {
                 acked: vec![0; step.acks.len()],
                 ids: Vec::new(),
+                deleted: vec![0; step.deletes.len()],
             });
         };
         let op = Op {
@@ -101,25 +108,40 @@ impl RedisBroker {
         }
         let mut replies = replies.into_iter().zip(ops);
         let mut reply = AckAndAddReply::default();
-        for ack in &step.acks {
-            if ack.ids.is_empty() {
-                reply.acked.push(0);
-                continue;
-            }
+        for _ in &step.adds {
             let Some((value, op)) = replies.next() else {
                 return Err(first.protocol("EXEC reply too short"));
             };
-            let count = match value {
-                Value::ServerError(err) => {
-                    return Err(partly_applied(op.error(from_server_error(err))));
-                }
-                other => parse::uint(other).map_err(|shape| op.protocol(shape))?,
-            };
-            reply.acked.push(count);
-        }
-        for (value, op) in replies {
             reply.ids.push(added_id(value, op).map_err(partly_applied)?);
         }
+        let counts = |ids_of: &mut dyn Iterator<Item = bool>,
+                      replies: &mut dyn Iterator<Item = (Value, Op<'_>)>|
+         -> Result<Vec<u64>> {
+            ids_of
+                .map(|sent| {
+                    if !sent {
+                        return Ok(0);
+                    }
+                    let (value, op) = replies
+                        .next()
+                        .ok_or_else(|| first.protocol("EXEC reply too short"))?;
+                    match value {
+                        Value::ServerError(err) => {
+                            Err(partly_applied(op.error(from_server_error(err))))
+                        }
+                        other => parse::uint(other).map_err(|shape| op.protocol(shape)),
+                    }
+                })
+                .collect()
+        };
+        reply.acked = counts(
+            &mut step.acks.iter().map(|ack| !ack.ids.is_empty()),
+            &mut replies,
+        )?;
+        reply.deleted = counts(
+            &mut step.deletes.iter().map(|delete| !delete.ids.is_empty()),
+            &mut replies,
+        )?;
         Ok(reply)
     }
 }

@@ -24,9 +24,33 @@ impl Ack {
     }
 }
 
-/// Acknowledgements and appends applied as one step, so "publish the result
-/// and ack the task" or "move to the dead-letter stream and ack" is never seen
-/// half done and never left half done by a crash or a dropped connection.
+/// Entries to delete from one stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delete {
+    /// The stream key.
+    pub stream: String,
+    /// The ids to delete.
+    pub ids: Vec<StreamId>,
+}
+
+impl Delete {
+    /// Deletes `ids` from `stream`.
+    pub fn new(stream: impl Into<String>, ids: Vec<StreamId>) -> Self {
+        Delete {
+            stream: stream.into(),
+            ids,
+        }
+    }
+}
+
+/// Appends, acknowledgements and deletions applied as one step, so "publish
+/// the result and ack the task", "move to the dead-letter stream and ack" or
+/// "replay a dead letter and delete it" is never seen half done and never
+/// left half done by a crash or a dropped connection.
+///
+/// They apply in that order: appends, then acks, then deletes. Should
+/// something fail inside the step (which Redis does not roll back), an
+/// outcome is then written twice rather than lost.
 ///
 /// The step is checked before anything is applied: appends must use
 /// [`AddId::Auto`](crate::AddId::Auto) and have fields, because an explicit id
@@ -46,10 +70,12 @@ impl Ack {
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct AckAndAdd {
-    /// Acknowledgements, applied first, in order.
+    /// Acknowledgements, applied after the appends, in order.
     pub acks: Vec<Ack>,
-    /// Appends, applied after the acknowledgements, in order.
+    /// Appends, applied first, in order.
     pub adds: Vec<NewEntry>,
+    /// Deletions, applied last, in order.
+    pub deletes: Vec<Delete>,
 }
 
 impl AckAndAdd {
@@ -65,10 +91,17 @@ impl AckAndAdd {
         self
     }
 
-    /// Adds an append (applied after every ack).
+    /// Adds an append.
     #[must_use]
     pub fn append(mut self, entry: NewEntry) -> Self {
         self.adds.push(entry);
+        self
+    }
+
+    /// Adds a deletion.
+    #[must_use]
+    pub fn delete(mut self, delete: Delete) -> Self {
+        self.deletes.push(delete);
         self
     }
 }
@@ -81,6 +114,9 @@ pub struct AckAndAddReply {
     pub acked: Vec<u64>,
     /// For each append in order, the id it got.
     pub ids: Vec<StreamId>,
+    /// For each [`Delete`] in order, how many entries existed and were
+    /// deleted (as `XDEL` replies).
+    pub deleted: Vec<u64>,
 }
 
 /// Settles entries a consumer holds, guarded by ownership: each item whose

@@ -324,12 +324,16 @@ pub trait Broker: Send + Sync {
     ///   (`info_consumers_missing_group_is_nogroup`).
     async fn info_consumers(&self, stream: &str, group: &str) -> Result<Vec<ConsumerInfo>>;
 
-    /// Acknowledges and appends as one atomic step (`MULTI`/`EXEC` on Redis).
+    /// Appends, acknowledges and deletes as one atomic step (`MULTI`/`EXEC`
+    /// on Redis).
     ///
     /// # Behavior
     ///
     /// - Applies every ack and every append, and replies with each ack's
     ///   count and each append's id (`ack_and_add_applies_both`).
+    /// - Deletes entries in the same step and replies with each deletion's
+    ///   count, as for a dead letter replayed to its stream
+    ///   (`ack_and_add_deletes_in_the_same_step`).
     /// - An ack of a missing group counts 0 and the appends still happen,
     ///   as `XACK` inside `MULTI` does (`ack_and_add_reports_each_ack`).
     /// - A malformed step (an explicit id, an entry without fields) fails

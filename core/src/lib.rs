@@ -39,7 +39,7 @@ mod task;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
-pub use atomic::{Ack, AckAndAdd, AckAndAddReply, Settle, SettleItem, Settled};
+pub use atomic::{Ack, AckAndAdd, AckAndAddReply, Delete, Settle, SettleItem, Settled};
 pub use broker::{Broker, validate_ack_and_add, validate_new_entry, validate_settle};
 pub use bytes::Bytes;
 pub use clock::{Clock, SystemClock, TokioClock};

@@ -470,8 +470,8 @@ async fn ack_and_add_reports_a_failure_inside_exec_which_redis_does_not_roll_bac
         matches!(&err, Error::WrongType(key) if *key == plain),
         "{err:?}"
     );
-    // The ack before it was applied all the same: the step is atomic
-    // against other clients, not all-or-nothing against errors.
+    // The ack after the failed append was applied all the same: the step
+    // is atomic against other clients, not all-or-nothing against errors.
     let summary = broker.pending_summary(&stream, "g").await.expect("pending");
     assert_eq!(summary.count, 0);
 }

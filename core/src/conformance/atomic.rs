@@ -1,9 +1,13 @@
 //! Cases for the atomic step that acknowledges and appends together.
 
-use crate::{Ack, AckAndAdd, AckAndAddReply, Broker, ErrorKind, Fields, NewEntry, StreamId, Trim};
+use crate::{
+    Ack, AckAndAdd, AckAndAddReply, Broker, Delete, ErrorKind, Fields, NewEntry, StreamId, Trim,
+};
 
 use super::Ctx;
-use super::support::{expect_kind, fields, group_from_start, id, pending_owners, read_new, seed};
+use super::support::{
+    all_ids, expect_kind, fields, group_from_start, id, pending_owners, read_new, seed,
+};
 
 /// `ack_and_add`: every ack and every append is applied; the reply has each
 /// ack's count and each append's id.
@@ -162,4 +166,21 @@ pub async fn ack_and_add_rejects_malformed_steps_whole(broker: &dyn Broker, ctx:
         .await
         .expect("well-formed step");
     assert_eq!((reply.acked, reply.ids.len()), (vec![2], 1));
+}
+
+/// `ack_and_add`: deletions apply in the same step as the appends, as when a
+/// dead letter is replayed to its stream; each deletion counts the entries
+/// that existed.
+pub async fn ack_and_add_deletes_in_the_same_step(broker: &dyn Broker, ctx: &Ctx) {
+    let (tasks, dlq) = (ctx.key("tasks"), ctx.key("dlq"));
+    seed(broker, &dlq, 3).await;
+    let step = AckAndAdd::new()
+        .append(NewEntry::new(&tasks, fields("replayed")))
+        .delete(Delete::new(&dlq, vec![id(2), StreamId::new(99, 0)]))
+        .delete(Delete::new(&dlq, vec![]));
+    let reply = broker.ack_and_add(step).await.expect("ack_and_add");
+    assert_eq!(reply.deleted, vec![1, 0], "{reply:?}");
+    assert_eq!(reply.ids.len(), 1, "{reply:?}");
+    assert_eq!(all_ids(broker, &dlq).await, vec![id(1), id(3)]);
+    assert_eq!(all_ids(broker, &tasks).await, reply.ids);
 }

@@ -127,6 +127,7 @@ macro_rules! conformance_cases {
             ack_and_add_applies_both,
             ack_and_add_reports_each_ack,
             ack_and_add_rejects_malformed_steps_whole,
+            ack_and_add_deletes_in_the_same_step,
             settle_writes_and_acks_owned_entries,
             settle_skips_entries_another_consumer_claimed,
             settle_skips_entries_no_longer_pending,
