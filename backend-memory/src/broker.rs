@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use crewq_core::{
-    AckAndAdd, AckAndAddReply, AutoClaimed, Broker, ConsumerInfo, DeliveredEntry, Error, GroupInfo,
-    GroupStart, IdRange, NewEntry, PendingEntry, PendingQuery, PendingSummary, ReadFrom, ReadGroup,
-    Result, Settle, Settled, StreamEntry, StreamId, StreamInfo, Trim, validate_ack_and_add,
-    validate_new_entry, validate_settle,
+    AckAndAdd, AckAndAddReply, AddedOnce, AutoClaimed, Broker, ConsumerInfo, DeliveredEntry, Error,
+    GroupInfo, GroupStart, IdRange, NewEntry, OnceEntry, PendingEntry, PendingQuery,
+    PendingSummary, ReadFrom, ReadGroup, Result, Settle, Settled, StreamEntry, StreamId,
+    StreamInfo, Trim, validate_ack_and_add, validate_new_entry, validate_once_entry,
+    validate_settle,
 };
 
 use crate::group::{Count, Group};
@@ -31,6 +32,30 @@ impl Broker for MemoryBroker {
             entries
                 .into_iter()
                 .map(|entry| validate_new_entry(&entry).and_then(|()| add(keys, entry, now)))
+                .collect()
+        }))
+    }
+
+    async fn xadd_once(&self, entries: Vec<OnceEntry>) -> Result<Vec<Result<AddedOnce>>> {
+        let now = self.now_ms();
+        Ok(self.with_state(|state| {
+            entries
+                .into_iter()
+                .map(|once| {
+                    validate_once_entry(&once)?;
+                    // Redis expires a key once its time is reached (PX).
+                    if let Some(&(id, expires_ms)) = state.markers.get(&once.marker)
+                        && expires_ms > now
+                    {
+                        return Ok(AddedOnce::Duplicate(id));
+                    }
+                    let id = add(&mut state.streams, once.entry, now)?;
+                    let window = u64::try_from(once.window.as_millis()).unwrap_or(u64::MAX);
+                    state
+                        .markers
+                        .insert(once.marker, (id, now.saturating_add(window)));
+                    Ok(AddedOnce::Added(id))
+                })
                 .collect()
         }))
     }

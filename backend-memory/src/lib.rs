@@ -45,7 +45,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crewq_core::{Clock, Error, Result, SystemClock};
+use crewq_core::{Clock, Error, Result, StreamId, SystemClock};
 
 use crate::group::Group;
 use crate::stream::Stream;
@@ -57,8 +57,16 @@ pub struct MemoryBroker {
 }
 
 struct Inner {
-    keys: Mutex<BTreeMap<String, Key>>,
+    state: Mutex<State>,
     clock: Box<dyn Clock>,
+}
+
+/// Everything the broker holds, behind one lock.
+#[derive(Debug, Default)]
+struct State {
+    streams: BTreeMap<String, Key>,
+    /// Append-once markers: the id they recorded and when they expire (ms).
+    markers: BTreeMap<String, (StreamId, u64)>,
 }
 
 /// What one stream key holds. Entries and groups are kept side by side so a
@@ -80,7 +88,7 @@ impl MemoryBroker {
     pub fn with_clock(clock: impl Clock) -> Self {
         MemoryBroker {
             inner: Arc::new(Inner {
-                keys: Mutex::new(BTreeMap::new()),
+                state: Mutex::new(State::default()),
                 clock: Box::new(clock),
             }),
         }
@@ -93,14 +101,19 @@ impl MemoryBroker {
     /// Runs `f` on the data under the lock. Every call is applied whole, so
     /// each Broker call is atomic, as a Redis command is.
     fn with_keys<T>(&self, f: impl FnOnce(&mut BTreeMap<String, Key>) -> T) -> T {
+        self.with_state(|state| f(&mut state.streams))
+    }
+
+    /// Like [`MemoryBroker::with_keys`], with the append-once markers too.
+    fn with_state<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
         // A panic under the lock can only come from a bug here; the data is
         // still the last complete state, so keep serving it.
-        let mut keys = self
+        let mut state = self
             .inner
-            .keys
+            .state
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        f(&mut keys)
+        f(&mut state)
     }
 }
 

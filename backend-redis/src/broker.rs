@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use crewq_core::{
-    AckAndAdd, AckAndAddReply, AutoClaimed, Broker, ConsumerInfo, DeliveredEntry, Error, ErrorKind,
-    GroupInfo, GroupStart, IdRange, NewEntry, PendingEntry, PendingQuery, PendingSummary, ReadFrom,
-    ReadGroup, Result, Settle, Settled, StreamEntry, StreamId, StreamInfo, Trim,
-    validate_new_entry,
+    AckAndAdd, AckAndAddReply, AddedOnce, AutoClaimed, Broker, ConsumerInfo, DeliveredEntry, Error,
+    ErrorKind, GroupInfo, GroupStart, IdRange, NewEntry, OnceEntry, PendingEntry, PendingQuery,
+    PendingSummary, ReadFrom, ReadGroup, Result, Settle, Settled, StreamEntry, StreamId,
+    StreamInfo, Trim, validate_new_entry,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncConnectionConfig, Cmd, Pipeline, Value};
@@ -234,6 +234,10 @@ impl Broker for RedisBroker {
 
     async fn xadd_many(&self, entries: Vec<NewEntry>) -> Result<Vec<Result<StreamId>>> {
         self.add_pipelined(entries).await
+    }
+
+    async fn xadd_once(&self, entries: Vec<OnceEntry>) -> Result<Vec<Result<AddedOnce>>> {
+        self.add_once_pipelined(entries).await
     }
 
     async fn xlen(&self, stream: &str) -> Result<u64> {

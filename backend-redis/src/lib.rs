@@ -39,6 +39,7 @@ mod commands;
 mod config;
 mod error;
 mod guarded;
+mod once;
 mod parse;
 #[cfg(feature = "tls")]
 mod tls;

@@ -6,9 +6,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::{
-    AckAndAdd, AckAndAddReply, AutoClaimed, ConsumerInfo, DeliveredEntry, GroupInfo, GroupStart,
-    IdRange, NewEntry, PendingEntry, PendingQuery, PendingSummary, ReadGroup, Result, Settle,
-    Settled, StreamEntry, StreamId, StreamInfo, Trim,
+    AckAndAdd, AckAndAddReply, AddedOnce, AutoClaimed, ConsumerInfo, DeliveredEntry, GroupInfo,
+    GroupStart, IdRange, NewEntry, OnceEntry, PendingEntry, PendingQuery, PendingSummary,
+    ReadGroup, Result, Settle, Settled, StreamEntry, StreamId, StreamInfo, Trim,
 };
 
 /// A store of streams with consumer groups, with Redis Streams semantics.
@@ -70,6 +70,23 @@ pub trait Broker: Send + Sync {
     /// - Returns one result per entry in order; a failing entry does not stop
     ///   the ones after it (`xadd_many_returns_one_result_per_entry`).
     async fn xadd_many(&self, entries: Vec<NewEntry>) -> Result<Vec<Result<StreamId>>>;
+
+    /// Appends entries at most once per marker within a window: for each
+    /// entry, if its marker is set nothing is appended and the id the marker
+    /// recorded is returned; otherwise the entry is appended and the marker
+    /// set to its id, expiring after the window. Each entry is one atomic
+    /// step (a Lua script on Redis); many go in one round trip.
+    ///
+    /// # Behavior
+    ///
+    /// - A second append with the same marker adds nothing and returns the
+    ///   first one's id, also within one call; other markers append
+    ///   (`xadd_once_appends_once_per_marker`).
+    /// - Once the window has passed, the marker is forgotten and the entry
+    ///   is appended again (`xadd_once_forgets_after_the_window`).
+    /// - An entry without fields or a window under 1 ms is rejected alone,
+    ///   with `InvalidArgument` (`xadd_once_rejects_malformed_entries`).
+    async fn xadd_once(&self, entries: Vec<OnceEntry>) -> Result<Vec<Result<AddedOnce>>>;
 
     /// The number of entries (`XLEN`).
     ///
@@ -428,6 +445,23 @@ pub fn validate_ack_and_add(step: &AckAndAdd) -> Result<()> {
     Ok(())
 }
 
+/// Checks what every backend rejects before an append-once.
+///
+/// # Errors
+///
+/// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for an entry
+/// without fields or a window under 1 ms.
+pub fn validate_once_entry(once: &OnceEntry) -> Result<()> {
+    validate_new_entry(&once.entry)?;
+    if once.window < Duration::from_millis(1) {
+        return Err(crate::Error::InvalidArgument(format!(
+            "an append-once window must be at least 1 ms (marker '{}')",
+            once.marker
+        )));
+    }
+    Ok(())
+}
+
 /// Checks what every backend rejects before sending an append.
 ///
 /// # Errors
@@ -454,6 +488,9 @@ macro_rules! delegate_broker {
             }
             async fn xadd_many(&self, entries: Vec<NewEntry>) -> Result<Vec<Result<StreamId>>> {
                 (**self).xadd_many(entries).await
+            }
+            async fn xadd_once(&self, entries: Vec<OnceEntry>) -> Result<Vec<Result<AddedOnce>>> {
+                (**self).xadd_once(entries).await
             }
             async fn xlen(&self, stream: &str) -> Result<u64> {
                 (**self).xlen(stream).await

@@ -40,7 +40,9 @@ mod task;
 pub mod conformance;
 
 pub use atomic::{Ack, AckAndAdd, AckAndAddReply, Delete, Settle, SettleItem, Settled};
-pub use broker::{Broker, validate_ack_and_add, validate_new_entry, validate_settle};
+pub use broker::{
+    Broker, validate_ack_and_add, validate_new_entry, validate_once_entry, validate_settle,
+};
 pub use bytes::Bytes;
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use error::{BoxError, Error, ErrorKind, Result};
@@ -51,7 +53,8 @@ pub use group::{
 pub use id::StreamId;
 pub use info::{ConsumerInfo, GroupInfo, StreamInfo};
 pub use stream::{
-    ALL_IDS, AddId, DeliveredEntry, IdRange, NewEntry, StreamEntry, Trim, TrimStrategy,
+    ALL_IDS, AddId, AddedOnce, DeliveredEntry, IdRange, NewEntry, OnceEntry, StreamEntry, Trim,
+    TrimStrategy,
 };
 pub use task::{
     AgentKeys, AgentType, DATA_FIELD, DEFAULT_MAX_RETRIES, DLQ_CONSUMER, DLQ_DEAD_LETTERED_AT,

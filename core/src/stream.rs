@@ -144,3 +144,57 @@ pub type IdRange = (Bound<StreamId>, Bound<StreamId>);
 
 /// The whole id space, `- +`.
 pub const ALL_IDS: IdRange = (Bound::Unbounded, Bound::Unbounded);
+
+/// An entry appended at most once per marker within a time window: the way
+/// to make a retried dispatch (after a time-out left its outcome unknown)
+/// add nothing the second time.
+///
+/// ```
+/// use std::time::Duration;
+/// use crewq_core::{Fields, NewEntry, OnceEntry};
+/// let once = OnceEntry::new(
+///     NewEntry::new("agent:tasks:research", Fields::new().with("data", "{}")),
+///     "agent:dispatched:research:task-1",
+///     Duration::from_secs(3600),
+/// );
+/// assert_eq!(once.marker, "agent:dispatched:research:task-1");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OnceEntry {
+    /// The entry to append.
+    pub entry: NewEntry,
+    /// The key remembering that it was appended (on Redis Cluster, in the
+    /// stream's hash slot).
+    pub marker: String,
+    /// How long the marker is remembered; at least 1 ms.
+    pub window: std::time::Duration,
+}
+
+impl OnceEntry {
+    /// Appends `entry` unless `marker` was set within `window`.
+    pub fn new(entry: NewEntry, marker: impl Into<String>, window: std::time::Duration) -> Self {
+        OnceEntry {
+            entry,
+            marker: marker.into(),
+            window,
+        }
+    }
+}
+
+/// What [`OnceEntry`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddedOnce {
+    /// Appended with this id; the marker now remembers it.
+    Added(StreamId),
+    /// The marker was set: nothing was appended; this is the id it recorded.
+    Duplicate(StreamId),
+}
+
+impl AddedOnce {
+    /// The entry's id, whether appended now or before.
+    pub fn id(&self) -> StreamId {
+        match self {
+            AddedOnce::Added(id) | AddedOnce::Duplicate(id) => *id,
+        }
+    }
+}

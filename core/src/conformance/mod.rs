@@ -69,6 +69,9 @@ macro_rules! conformance_cases {
             xadd_rejects_empty_fields,
             xadd_with_maxlen_trims_oldest,
             xadd_many_returns_one_result_per_entry,
+            xadd_once_appends_once_per_marker,
+            xadd_once_forgets_after_the_window,
+            xadd_once_rejects_malformed_entries,
             xlen_counts_present_entries,
             xrange_honours_bounds_and_count,
             xrange_missing_key_is_empty,
@@ -152,6 +155,7 @@ mod atomic;
 mod claim;
 mod group;
 mod info;
+mod once;
 mod read;
 mod settle;
 mod stream;
@@ -163,6 +167,7 @@ pub use atomic::*;
 pub use claim::*;
 pub use group::*;
 pub use info::*;
+pub use once::*;
 pub use read::*;
 pub use settle::*;
 pub use stream::*;
