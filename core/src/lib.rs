@@ -38,6 +38,12 @@ mod task;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod dlq;
+pub mod metrics;
+pub mod monitor;
+pub mod producer;
+pub mod supervisor;
+pub mod worker;
 
 pub use atomic::{Ack, AckAndAdd, AckAndAddReply, Delete, Settle, SettleItem, Settled};
 pub use broker::{

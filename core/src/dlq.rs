@@ -1,0 +1,1 @@
+//! Listing, replaying and purging dead letters (being written).

@@ -1,0 +1,1 @@
+//! Lag, pending work and dead letters at a glance (being written).

@@ -1,0 +1,1 @@
+//! Dispatching tasks to their streams (being written).

@@ -1,0 +1,1 @@
+//! Fanning work out and gathering results (being written).

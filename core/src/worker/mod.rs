@@ -1,0 +1,1 @@
+//! Running tasks with at-least-once delivery (being written).
