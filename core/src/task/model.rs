@@ -136,7 +136,8 @@ pub struct Task<P = Value> {
     pub payload: P,
     /// `0..=10`; the seed records it but does not order by it.
     pub priority: Priority,
-    /// How many failed attempts before the task is dead-lettered.
+    /// How many times a failed task is retried before it is dead-lettered:
+    /// it runs at most `1 + max_retries` times.
     pub max_retries: u32,
     /// When it was created: Python's `isoformat()` of a UTC time.
     pub created_at: String,

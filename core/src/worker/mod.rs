@@ -1,1 +1,207 @@
-//! Running tasks with at-least-once delivery (being written).
+//! Running tasks with at-least-once delivery: the [`Worker`].
+//!
+//! A worker is one consumer of its agent type's group. It keeps DESIGN.md's
+//! promises:
+//!
+//! - an entry is acknowledged only in the same atomic step that writes its
+//!   outcome (a result, a retry, a dead letter), and only while the worker
+//!   still owns it ([`Broker::settle`](crate::Broker::settle)), so a worker
+//!   that stalled past its lease (a zombie) records nothing a second time;
+//! - on start it first drains its own pending entries, then reads new ones;
+//! - it takes over entries of crashed or stalled peers once they are idle
+//!   longer than the lease, and renews the leases of its own running tasks;
+//! - a failed attempt (an error, a panic, a time-out) is retried after an
+//!   exponential back-off with jitter, by appending the task again with its
+//!   failed attempts counted in the entry ([`ATTEMPTS_FIELD`]), so the count
+//!   survives crashes and fail-overs; a task runs at most `1 + max_retries`
+//!   times, then moves to the dead-letter stream with its last error;
+//! - an entry that cannot be run at all (no `data`, bad JSON, a task that
+//!   fails validation or is over the size limit) is dead-lettered at once;
+//! - transient broker errors are waited out with back-off, never in a hot
+//!   loop, and never stop the worker.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use crewq_core::worker::{HandlerError, Worker};
+//! use crewq_core::{AgentType, Broker, Keyspace, NewEntry, Task, TokioClock};
+//! use crewq_memory::MemoryBroker;
+//! use serde::Deserialize;
+//! use serde_json::{Value, json};
+//!
+//! #[derive(Deserialize)]
+//! struct Search { query: String }
+//!
+//! let broker = MemoryBroker::with_clock(TokioClock::default());
+//! let research = AgentType::new("research")?;
+//! let worker = Worker::new(broker.clone(), research, "worker-1", |task: Task<Search>| async move {
+//!     Ok::<Value, HandlerError>(json!({ "found": task.payload.query.len() }))
+//! })
+//! .spawn();
+//!
+//! let task = Task::new("research", "search", json!({ "query": "redis streams" })).build()?;
+//! let stream = Keyspace::default().tasks(&AgentType::new("research")?);
+//! broker.xadd(NewEntry::new(stream, task.to_fields()?)).await?;
+//! tokio::time::sleep(Duration::from_secs(1)).await;
+//! let report = worker.shutdown(Duration::from_secs(5)).await?;
+//! assert_eq!(report.completed, 1);
+//! # Ok(()) }
+//! ```
+
+mod attempt;
+mod options;
+mod run;
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::{AgentType, Broker, Error, Result, Task};
+
+pub use attempt::ATTEMPTS_FIELD;
+pub use options::{Backoff, WorkerOptions};
+
+/// What a handler returns when its attempt failed: any error.
+pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Runs one task. Implemented for every
+/// `Fn(Task<P>) -> impl Future<Output = Result<Value, HandlerError>>`.
+///
+/// The output becomes the result's `output` (a JSON object; anything else is
+/// wrapped as `{"value": ...}`). An error, a panic or running past the
+/// worker's `task_timeout` fails the attempt.
+#[async_trait]
+pub trait Handler<P>: Send + Sync + 'static {
+    /// Runs `task`.
+    async fn handle(&self, task: Task<P>) -> std::result::Result<Value, HandlerError>;
+}
+
+#[async_trait]
+impl<P, F, Fut> Handler<P> for F
+where
+    P: Send + 'static,
+    F: Fn(Task<P>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = std::result::Result<Value, HandlerError>> + Send + 'static,
+{
+    async fn handle(&self, task: Task<P>) -> std::result::Result<Value, HandlerError> {
+        (self)(task).await
+    }
+}
+
+/// What a worker did, counted when it stopped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkerReport {
+    /// Tasks whose result it recorded.
+    pub completed: u64,
+    /// Failed attempts it put back for another try.
+    pub retried: u64,
+    /// Entries it moved to the dead-letter stream.
+    pub dead_lettered: u64,
+    /// Entries it took over from other consumers.
+    pub reclaimed: u64,
+    /// Attempts whose entry another consumer had taken over by the time
+    /// they finished: nothing was recorded for them.
+    pub zombies: u64,
+    /// Entries deleted from the stream while pending, acknowledged.
+    pub vanished: u64,
+    /// Attempts whose outcome the broker would not take; their entries stay
+    /// pending and are retried after the lease.
+    pub unsettled: u64,
+    /// Attempts still running at the shutdown deadline, left pending for
+    /// another worker to take over after the lease.
+    pub handed_back: u64,
+}
+
+/// A worker: one consumer of its agent type's group running `H`.
+pub struct Worker<B, P, H> {
+    broker: B,
+    agent: AgentType,
+    consumer: String,
+    handler: H,
+    options: WorkerOptions,
+    payload: std::marker::PhantomData<fn() -> P>,
+}
+
+impl<B, P, H> Worker<B, P, H>
+where
+    B: Broker + Clone + 'static,
+    P: serde::de::DeserializeOwned + Send + 'static,
+    H: Handler<P>,
+{
+    /// A worker for `agent` named `consumer` (unique within the group, and
+    /// stable across restarts so it drains its own pending entries).
+    pub fn new(broker: B, agent: AgentType, consumer: impl Into<String>, handler: H) -> Self {
+        Worker {
+            broker,
+            agent,
+            consumer: consumer.into(),
+            handler,
+            options: WorkerOptions::default(),
+            payload: std::marker::PhantomData,
+        }
+    }
+
+    /// Replaces the options.
+    #[must_use]
+    pub fn options(mut self, options: WorkerOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Runs the worker in a tokio task until [`WorkerHandle::shutdown`]
+    /// (dropping the handle stops it too, with no grace).
+    pub fn spawn(self) -> WorkerHandle {
+        let (stop, stopped) = oneshot::channel::<Duration>();
+        let join = tokio::spawn(self.run(async move { stopped.await.unwrap_or(Duration::ZERO) }));
+        WorkerHandle { stop, join }
+    }
+
+    /// Runs the worker until `stop` resolves to a grace period; then it reads
+    /// no more, lets running attempts finish within the grace period, and
+    /// hands back (leaves pending) those still running after it.
+    ///
+    /// # Errors
+    ///
+    /// A broker error that waiting cannot fix (an ACL refusing the commands,
+    /// say); transient ones are retried.
+    pub async fn run(self, stop: impl Future<Output = Duration> + Send) -> Result<WorkerReport> {
+        run::run(self, stop).await
+    }
+}
+
+/// Controls a spawned worker.
+#[derive(Debug)]
+pub struct WorkerHandle {
+    stop: oneshot::Sender<Duration>,
+    join: JoinHandle<Result<WorkerReport>>,
+}
+
+impl WorkerHandle {
+    /// Stops reading, lets running attempts finish for up to `deadline`,
+    /// and returns the report. Attempts still running then are cut off at
+    /// their next await point; their entries stay pending and another
+    /// worker takes them over after the lease: nothing is lost or half done.
+    ///
+    /// # Errors
+    ///
+    /// The worker's own error, or [`Error::Backend`] if it panicked.
+    pub async fn shutdown(self, deadline: Duration) -> Result<WorkerReport> {
+        // A receiver gone means the worker already ended; its result says how.
+        let _ = self.stop.send(deadline);
+        self.join.await.map_err(|e| Error::Backend {
+            message: format!("worker task failed: {e}"),
+            source: None,
+        })?
+    }
+
+    /// Kills the worker at once, as a crash would: its running attempts stop
+    /// at their next await point and their entries stay pending.
+    pub fn abort(self) {
+        self.join.abort();
+    }
+}

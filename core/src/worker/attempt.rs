@@ -1,0 +1,358 @@
+//! One attempt at one entry: decode, validate, run the handler, and record
+//! the outcome with an ownership-guarded settle.
+
+use std::collections::BTreeSet;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use rand::rngs::StdRng;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tracing::Instrument;
+
+use crate::metrics::{COMPLETED, DEAD_LETTERED, FAILED, RETRIED, count};
+use crate::{
+    AgentKeys, Broker, DATA_FIELD, DeadLetter, DeadLetterReason, DeliveredEntry, Fields, NewEntry,
+    Origin, PendingQuery, Settle, SettleItem, Settled, StreamId, Task, TaskResult, utc_isoformat,
+};
+
+use super::{Handler, WorkerOptions};
+
+/// The field of a retried task entry counting the attempts that failed
+/// before it: the durable attempt counter, since Redis's own delivery count
+/// is not replicated reliably.
+pub const ATTEMPTS_FIELD: &str = "attempts";
+
+/// How the entry reached this worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// Read as new (`>`): delivered once.
+    New,
+    /// This consumer's own pending entry, left by a previous run.
+    Drained,
+    /// Taken over from a stalled or crashed consumer.
+    Reclaimed,
+}
+
+/// What an attempt ended in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Completed,
+    Retried,
+    DeadLettered,
+    /// Another consumer took the entry over first; nothing was recorded.
+    Zombie,
+    /// The entry had been deleted from the stream; it was acknowledged.
+    Vanished,
+    /// The broker kept failing; the entry stays pending for a later try.
+    Unsettled,
+}
+
+/// What every attempt of one worker shares.
+pub(crate) struct Shared<B, H> {
+    pub broker: B,
+    pub handler: H,
+    pub keys: AgentKeys,
+    pub agent_type: String,
+    pub consumer: String,
+    pub options: WorkerOptions,
+    pub rng: Mutex<StdRng>,
+    /// The entries being worked on, whose leases the worker renews.
+    pub held: Mutex<BTreeSet<StreamId>>,
+}
+
+impl<B: Broker, H> Shared<B, H> {
+    fn origin(&self, id: StreamId) -> Origin {
+        Origin {
+            stream: self.keys.tasks.clone(),
+            entry_id: id,
+            group: self.keys.group.clone(),
+            consumer: self.consumer.clone(),
+        }
+    }
+
+    fn now(&self) -> String {
+        utc_isoformat(self.options.clock.now_ms().saturating_mul(1000))
+    }
+
+    /// Attempts that failed before this delivery: the durable counter of the
+    /// entry, plus deliveries that never got an outcome (a crash).
+    async fn prior_attempts(&self, id: StreamId, fields: &Fields, source: Source) -> u32 {
+        let stored = fields
+            .get_str(ATTEMPTS_FIELD)
+            .and_then(|n| n.parse::<u32>().ok())
+            .unwrap_or(0);
+        if source == Source::New {
+            return stored;
+        }
+        let query = PendingQuery::new(1)
+            .range((std::ops::Bound::Included(id), std::ops::Bound::Included(id)));
+        let deliveries = match self
+            .broker
+            .pending(&self.keys.tasks, &self.keys.group, &query)
+            .await
+        {
+            Ok(rows) => rows.first().map_or(1, |row| row.deliveries),
+            // Unknown: count no crash rather than fail the attempt.
+            Err(_) => 1,
+        };
+        stored.saturating_add(u32::try_from(deliveries.saturating_sub(1)).unwrap_or(u32::MAX))
+    }
+
+    /// Settles one item, retrying transient broker errors with back-off.
+    async fn settle(&self, item: SettleItem) -> Outcome {
+        let id = item.id;
+        for attempt in 1..=5u32 {
+            let settle =
+                Settle::new(&self.keys.tasks, &self.keys.group, &self.consumer).item(item.clone());
+            match self.broker.settle(settle).await {
+                Ok(outcomes) => {
+                    return match outcomes.first() {
+                        Some(Settled::Done(_)) => Outcome::Completed,
+                        _ => {
+                            tracing::warn!(%id, "entry was taken over by another consumer; not recording an outcome");
+                            Outcome::Zombie
+                        }
+                    };
+                }
+                Err(err) if err.is_transient() => {
+                    let wait = self.backoff_wait(attempt);
+                    tracing::debug!(%id, error = %err, ?wait, "settle failed; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(err) => {
+                    tracing::error!(%id, error = %err, "settle failed; the entry stays pending");
+                    return Outcome::Unsettled;
+                }
+            }
+        }
+        Outcome::Unsettled
+    }
+
+    pub(crate) fn backoff_wait(&self, attempt: u32) -> Duration {
+        let mut rng = self.rng.lock().unwrap_or_else(PoisonError::into_inner);
+        self.options.backoff.wait(attempt, &mut *rng)
+    }
+
+    /// Moves the entry to the dead-letter stream (and, for a task that could
+    /// be read, publishes its failure so a supervisor stops waiting).
+    async fn dead_letter(
+        &self,
+        id: StreamId,
+        data: Bytes,
+        task: Option<&Task<Value>>,
+        reason: DeadLetterReason,
+        error: String,
+        failed: u32,
+    ) -> Outcome {
+        tracing::warn!(%id, %reason, %error, failed, "dead-lettering");
+        let letter = DeadLetter::new(data, error.clone(), failed)
+            .reason(reason)
+            .origin(self.origin(id))
+            .dead_lettered_at(self.now());
+        let mut item =
+            SettleItem::new(id).append(NewEntry::new(&self.keys.dlq, letter.to_fields()));
+        if let Some(task) = task {
+            let result = TaskResult::failure(task, error).completed_at(self.now());
+            if let Ok(fields) = self.options.codec.encode_result(&result) {
+                item = item.append(NewEntry::new(&self.keys.results, fields));
+            }
+        }
+        match self.settle(item).await {
+            Outcome::Completed => {
+                count(DEAD_LETTERED, &self.agent_type, 1);
+                Outcome::DeadLettered
+            }
+            other => other,
+        }
+    }
+}
+
+impl<B, H> Shared<B, H>
+where
+    B: Broker,
+{
+    /// Runs one attempt at `entry` and records its outcome.
+    pub(crate) async fn attempt<P>(&self, entry: DeliveredEntry, source: Source) -> Outcome
+    where
+        H: Handler<P>,
+        P: DeserializeOwned + Send + 'static,
+    {
+        let id = entry.id;
+        let Some(fields) = entry.fields else {
+            // Deleted from the stream while pending: nothing to run.
+            return match self.settle(SettleItem::new(id)).await {
+                Outcome::Completed => Outcome::Vanished,
+                other => other,
+            };
+        };
+        let data = fields.get(DATA_FIELD).cloned().unwrap_or_default();
+        let prior = self.prior_attempts(id, &fields, source).await;
+        let task: Task<Value> = match self.options.codec.decode_task(&fields) {
+            Ok(task) => task,
+            Err(err) => {
+                let reason = DeadLetterReason::Poison(err.kind());
+                return self
+                    .dead_letter(id, data, None, reason, err.to_string(), prior)
+                    .await;
+            }
+        };
+        let span = tracing::info_span!(
+            "handle",
+            task_id = %task.task_id,
+            trace_id = task.trace_id.as_deref().unwrap_or(""),
+            %id,
+            attempt = prior + 1,
+        );
+        self.run(id, data, prior, task).instrument(span).await
+    }
+
+    async fn run<P>(&self, id: StreamId, data: Bytes, prior: u32, task: Task<Value>) -> Outcome
+    where
+        H: Handler<P>,
+        P: DeserializeOwned + Send + 'static,
+    {
+        if let Err(rejected) = self.options.validators.validate(&task) {
+            let reason = DeadLetterReason::Rejected;
+            let error = rejected.reason.clone();
+            return self
+                .dead_letter(id, data, Some(&task), reason, error, prior)
+                .await;
+        }
+        if prior > task.max_retries {
+            // It was delivered and never settled more often than it may fail:
+            // it takes its workers down with it.
+            let error = format!("{prior} deliveries ended without an outcome");
+            return self
+                .dead_letter(
+                    id,
+                    data,
+                    Some(&task),
+                    DeadLetterReason::MaxRetries,
+                    error,
+                    prior,
+                )
+                .await;
+        }
+        let typed: Task<P> = match task.clone().into_typed() {
+            Ok(typed) => typed,
+            Err(err) => {
+                let reason = DeadLetterReason::Poison(err.kind());
+                return self
+                    .dead_letter(id, data, Some(&task), reason, err.to_string(), prior)
+                    .await;
+            }
+        };
+        let started = tokio::time::Instant::now();
+        let failure = match self.call(typed).await {
+            Ok(output) => {
+                let elapsed = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                return self.complete(id, data, &task, output, elapsed).await;
+            }
+            Err(failure) => failure,
+        };
+        count(FAILED, &self.agent_type, 1);
+        let failed = prior + 1;
+        if failed > task.max_retries {
+            return self
+                .dead_letter(
+                    id,
+                    data,
+                    Some(&task),
+                    DeadLetterReason::MaxRetries,
+                    failure,
+                    failed,
+                )
+                .await;
+        }
+        let wait = self.backoff_wait(failed);
+        tracing::info!(%failure, failed, ?wait, "attempt failed; retrying after back-off");
+        // The lease of a held entry is renewed meanwhile by the worker.
+        tokio::time::sleep(wait).await;
+        let retry = Fields::new()
+            .with(DATA_FIELD, data)
+            .with(ATTEMPTS_FIELD, failed.to_string());
+        let item = SettleItem::new(id).append(NewEntry::new(&self.keys.tasks, retry));
+        match self.settle(item).await {
+            Outcome::Completed => {
+                count(RETRIED, &self.agent_type, 1);
+                Outcome::Retried
+            }
+            other => other,
+        }
+    }
+
+    /// The handler's output, or why the attempt failed: an error, a panic or
+    /// the time-out.
+    async fn call<P>(&self, task: Task<P>) -> std::result::Result<Value, String>
+    where
+        H: Handler<P>,
+        P: Send + 'static,
+    {
+        let run = AssertUnwindSafe(self.handler.handle(task)).catch_unwind();
+        let outcome = match self.options.task_timeout {
+            Some(limit) => match tokio::time::timeout(limit, run).await {
+                Ok(outcome) => outcome,
+                Err(_) => return Err(format!("timed out after {limit:?}")),
+            },
+            None => run.await,
+        };
+        match outcome {
+            Ok(Ok(output)) => Ok(output),
+            Ok(Err(err)) => Err(err.to_string()),
+            Err(panic) => Err(format!("handler panicked: {}", panic_message(&panic))),
+        }
+    }
+
+    async fn complete(
+        &self,
+        id: StreamId,
+        data: Bytes,
+        task: &Task<Value>,
+        output: Value,
+        ms: u64,
+    ) -> Outcome {
+        // A result's output is a JSON object (the seed's model); anything
+        // else is wrapped.
+        let output = match output {
+            Value::Object(_) => output,
+            Value::Null => Value::Object(Default::default()),
+            other => serde_json::json!({ "value": other }),
+        };
+        let result = TaskResult::success(task, output)
+            .duration_ms(ms)
+            .completed_at(self.now());
+        let item = match self.options.codec.encode_result(&result) {
+            Ok(fields) => SettleItem::new(id).append(NewEntry::new(&self.keys.results, fields)),
+            Err(err) => {
+                // An output over the size limit fails the task for good:
+                // running it again gives the same output.
+                let error = format!("result not recordable: {err}");
+                let reason = DeadLetterReason::Other("result_too_large".into());
+                return self
+                    .dead_letter(id, data, Some(task), reason, error, 1)
+                    .await;
+            }
+        };
+        match self.settle(item).await {
+            Outcome::Completed => {
+                count(COMPLETED, &self.agent_type, 1);
+                Outcome::Completed
+            }
+            other => other,
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "non-text panic".to_owned()
+    }
+}

@@ -1,0 +1,595 @@
+//! The worker's guarantees (DESIGN.md, "What the worker guarantees"), each a
+//! named test on the memory backend (paused time) and on a private Redis.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crewq_core::worker::{ATTEMPTS_FIELD, Backoff, HandlerError, Worker, WorkerOptions};
+use crewq_core::{
+    AgentType, Broker, DeadLetter, Fields, Keyspace, NewEntry, PendingQuery, ReadGroup, Task,
+    TaskResult, TaskStatus, Validators, WireCodec, result_from_fields, task_to_fields,
+};
+use serde_json::{Value, json};
+
+/// A broker and the keyspace a case uses on it.
+struct Env {
+    broker: Arc<dyn Broker>,
+    keyspace: Keyspace,
+    agent: AgentType,
+}
+
+impl Env {
+    fn keys(&self) -> crewq_core::AgentKeys {
+        self.keyspace.keys(&self.agent)
+    }
+
+    /// Options with a short lease and back-off, so cases run fast on Redis.
+    fn options(&self) -> WorkerOptions {
+        let mut options = WorkerOptions::default().lease(Duration::from_millis(600));
+        options.keyspace = self.keyspace.clone();
+        options.backoff = Backoff {
+            base: Duration::from_millis(10),
+            max: Duration::from_millis(40),
+        };
+        options.seed = Some(7);
+        options
+    }
+
+    async fn dispatch(&self, task: &Task<Value>) {
+        let fields = task_to_fields(task).expect("encode");
+        self.xadd(fields).await;
+    }
+
+    async fn xadd(&self, fields: Fields) {
+        self.broker
+            .xadd(NewEntry::new(self.keys().tasks, fields))
+            .await
+            .expect("xadd task");
+    }
+
+    async fn results(&self) -> Vec<TaskResult> {
+        self.broker
+            .xrange(&self.keys().results, crewq_core::ALL_IDS, None)
+            .await
+            .expect("xrange results")
+            .iter()
+            .map(|e| result_from_fields(&e.fields).expect("result"))
+            .collect()
+    }
+
+    async fn dead_letters(&self) -> Vec<DeadLetter> {
+        self.broker
+            .xrange(&self.keys().dlq, crewq_core::ALL_IDS, None)
+            .await
+            .expect("xrange dlq")
+            .iter()
+            .map(|e| DeadLetter::from_fields(&e.fields).expect("dead letter"))
+            .collect()
+    }
+
+    async fn pending(&self) -> u64 {
+        let keys = self.keys();
+        match self.broker.pending_summary(&keys.tasks, &keys.group).await {
+            Ok(summary) => summary.count,
+            Err(_) => 0,
+        }
+    }
+
+    /// Waits (virtual or real time) until `n` results and dead letters
+    /// together are recorded and nothing is pending, or panics after 20 s.
+    async fn settled(&self, n: usize) {
+        for _ in 0..400 {
+            let done = self
+                .results()
+                .await
+                .len()
+                .max(self.dead_letters().await.len());
+            if done >= n && self.pending().await == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "not settled: {} results, {} dead letters, {} pending",
+            self.results().await.len(),
+            self.dead_letters().await.len(),
+            self.pending().await
+        );
+    }
+}
+
+fn task(n: u32, max_retries: u32) -> Task<Value> {
+    Task::new("research", "analyze", json!({ "n": n }))
+        .task_id(format!("task-{n}"))
+        .max_retries(max_retries)
+        .build()
+        .expect("task")
+}
+
+/// Counts calls per task id.
+#[derive(Clone, Default)]
+struct Calls(Arc<Mutex<BTreeMap<String, u32>>>);
+
+impl Calls {
+    fn bump(&self, task_id: &str) -> u32 {
+        let mut calls = self.0.lock().expect("calls");
+        let n = calls.entry(task_id.to_owned()).or_default();
+        *n += 1;
+        *n
+    }
+    fn total(&self) -> u32 {
+        self.0.lock().expect("calls").values().sum()
+    }
+}
+
+fn ok(task: &Task<Value>) -> Result<Value, HandlerError> {
+    Ok(json!({ "done": task.task_id }))
+}
+
+/// Each case as `async fn(Env)`, run on both backends.
+macro_rules! on_both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(start_paused = true)]
+                async fn $case() {
+                    let broker = crewq_memory::MemoryBroker::with_clock(crewq_core::TokioClock::default());
+                    let env = super::Env {
+                        broker: std::sync::Arc::new(broker),
+                        keyspace: crewq_core::Keyspace::default(),
+                        agent: crewq_core::AgentType::new("research").expect("agent"),
+                    };
+                    super::$case(env).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let server = crewq_tests::redis_server::TestRedis::start();
+                    let env = super::Env {
+                        broker: std::sync::Arc::new(server.broker().await),
+                        keyspace: crewq_core::Keyspace::default()
+                            .with_prefix(server.unique_prefix())
+                            .expect("prefix"),
+                        agent: crewq_core::AgentType::new("research").expect("agent"),
+                    };
+                    super::$case(env).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    completed_tasks_are_acked_with_their_result,
+    failed_attempts_are_retried_with_a_durable_attempt_count,
+    tasks_failing_every_attempt_are_dead_lettered_after_max_retries,
+    poison_entries_are_dead_lettered_at_once,
+    a_handler_panic_is_a_failed_attempt,
+    a_handler_past_its_timeout_fails_its_attempt,
+    a_restarted_worker_drains_its_own_pending_entries_first,
+    entries_of_a_crashed_worker_are_taken_over_after_the_lease,
+    a_long_task_keeps_its_lease,
+    a_zombie_records_no_second_outcome,
+    shutdown_lets_running_tasks_finish_or_hands_them_back,
+);
+
+async fn completed_tasks_are_acked_with_their_result(env: Env) {
+    for n in 0..3 {
+        env.dispatch(&task(n, 3)).await;
+    }
+    let worker = Worker::new(
+        Arc::clone(&env.broker),
+        env.agent.clone(),
+        "w1",
+        |t: Task<Value>| async move { ok(&t) },
+    )
+    .options(env.options())
+    .spawn();
+    env.settled(3).await;
+    let report = worker
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("report");
+    assert_eq!(report.completed, 3, "{report:?}");
+    let mut results = env.results().await;
+    // Tasks run concurrently: results arrive in any order.
+    results.sort_by(|a, b| a.task_id.cmp(&b.task_id));
+    let ids: Vec<_> = results.iter().map(|r| r.task_id.as_str()).collect();
+    assert_eq!(ids, ["task-0", "task-1", "task-2"]);
+    assert!(results.iter().all(|r| r.status == TaskStatus::Success));
+    assert_eq!(results[1].output, Some(json!({ "done": "task-1" })));
+    assert_eq!(env.pending().await, 0);
+}
+
+async fn failed_attempts_are_retried_with_a_durable_attempt_count(env: Env) {
+    env.dispatch(&task(1, 3)).await;
+    let calls = Calls::default();
+    let handler = {
+        let calls = calls.clone();
+        move |t: Task<Value>| {
+            let attempt = calls.bump(&t.task_id);
+            async move {
+                if attempt <= 2 {
+                    Err::<Value, HandlerError>(format!("flaky attempt {attempt}").into())
+                } else {
+                    ok(&t)
+                }
+            }
+        }
+    };
+    let worker = Worker::new(Arc::clone(&env.broker), env.agent.clone(), "w1", handler)
+        .options(env.options())
+        .spawn();
+    env.settled(1).await;
+    let report = worker
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("report");
+    assert_eq!((report.retried, report.completed), (2, 1), "{report:?}");
+    assert_eq!(calls.total(), 3);
+    // Each retry is a new entry carrying the failed attempts so far.
+    let entries = env
+        .broker
+        .xrange(&env.keys().tasks, crewq_core::ALL_IDS, None)
+        .await
+        .expect("xrange");
+    let counts: Vec<_> = entries
+        .iter()
+        .map(|e| e.fields.get_str(ATTEMPTS_FIELD))
+        .collect();
+    assert_eq!(counts, [None, Some("1"), Some("2")]);
+    assert!(env.dead_letters().await.is_empty());
+}
+
+async fn tasks_failing_every_attempt_are_dead_lettered_after_max_retries(env: Env) {
+    env.dispatch(&task(1, 2)).await;
+    let calls = Calls::default();
+    let handler = {
+        let calls = calls.clone();
+        move |t: Task<Value>| {
+            let attempt = calls.bump(&t.task_id);
+            async move { Err::<Value, HandlerError>(format!("boom {attempt}").into()) }
+        }
+    };
+    let worker = Worker::new(Arc::clone(&env.broker), env.agent.clone(), "w1", handler)
+        .options(env.options())
+        .spawn();
+    env.settled(1).await;
+    let report = worker
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("report");
+    assert_eq!(calls.total(), 3, "1 + max_retries attempts");
+    assert_eq!((report.retried, report.dead_lettered), (2, 1), "{report:?}");
+    let letters = env.dead_letters().await;
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    assert_eq!(
+        letter.reason.as_ref().map(ToString::to_string).as_deref(),
+        Some("max_retries")
+    );
+    assert_eq!((letter.retries, letter.error.as_str()), (3, "boom 3"));
+    let origin = letter.origin.as_ref().expect("origin");
+    assert_eq!(
+        (origin.stream.as_str(), origin.consumer.as_str()),
+        (env.keys().tasks.as_str(), "w1")
+    );
+    assert_eq!(
+        letter.decode_task::<Value>().expect("task").task_id,
+        "task-1"
+    );
+    // The supervisor hears of it too.
+    let results = env.results().await;
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].status, TaskStatus::Failure);
+}
+
+async fn poison_entries_are_dead_lettered_at_once(env: Env) {
+    env.xadd(Fields::new().with("other", "no data field")).await;
+    env.xadd(Fields::new().with("data", "{not json")).await;
+    env.xadd(Fields::new().with(
+        "data",
+        r#"{"task_id":"p","agent_type":"research","action":"a","priority":11}"#,
+    ))
+    .await;
+    env.dispatch(&task(4, 3)).await; // rejected by the validator
+    let mut big = task(5, 3);
+    big.payload = json!({ "blob": "x".repeat(4096) });
+    env.dispatch(&big).await; // over the worker's size limit
+    let calls = Calls::default();
+    let handler = {
+        let calls = calls.clone();
+        move |t: Task<Value>| {
+            calls.bump(&t.task_id);
+            async move { ok(&t) }
+        }
+    };
+    let mut options = env.options();
+    options.validators = Validators::new().with(env.agent.clone(), |t: &Task<Value>| {
+        if t.task_id == "task-4" {
+            Err("task-4 is not allowed".to_owned())
+        } else {
+            Ok(())
+        }
+    });
+    options.codec = WireCodec::with_max_bytes(2048);
+    let worker = Worker::new(Arc::clone(&env.broker), env.agent.clone(), "w1", handler)
+        .options(options)
+        .spawn();
+    env.settled(5).await;
+    let report = worker
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("report");
+    assert_eq!(calls.total(), 0, "no poison entry reaches the handler");
+    assert_eq!(report.dead_lettered, 5, "{report:?}");
+    let mut reasons: Vec<_> = env
+        .dead_letters()
+        .await
+        .iter()
+        .map(|l| {
+            l.reason
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        })
+        .collect();
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        [
+            "poison:invalid_json",
+            "poison:invalid_task",
+            "poison:missing_data",
+            "poison:oversized",
+            "poison:rejected"
+        ]
+    );
+    assert_eq!(env.pending().await, 0);
+}
+
+async fn a_handler_panic_is_a_failed_attempt(env: Env) {
+    env.dispatch(&task(1, 3)).await;
+    env.dispatch(&task(2, 3)).await;
+    let calls = Calls::default();
+    let handler = {
+        let calls = calls.clone();
+        move |t: Task<Value>| {
+            let attempt = calls.bump(&t.task_id);
+            async move {
+                assert!(!(t.task_id == "task-1" && attempt == 1), "handler bug");
+                ok(&t)
+            }
+        }
+    };
+    let worker = Worker::new(Arc::clone(&env.broker), env.agent.clone(), "w1", handler)
+        .options(env.options())
+        .spawn();
+    env.settled(2).await;
+    let report = worker
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("the worker survived");
+    assert_eq!((report.retried, report.completed), (1, 2), "{report:?}");
+}
+
+async fn a_handler_past_its_timeout_fails_its_attempt(env: Env) {
+    env.dispatch(&task(1, 3)).await;
+    let calls = Calls::default();
+    let handler = {
+        let calls = calls.clone();
+        move |t: Task<Value>| {
+            let attempt = calls.bump(&t.task_id);
+            async move {
+                if attempt == 1 {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                }
+                ok(&t)
+            }
+        }
+    };
+    let mut options = env.options();
+    options.task_timeout = Some(Duration::from_millis(200));
+    let worker = Worker::new(Arc::clone(&env.broker), env.agent.clone(), "w1", handler)
+        .options(options)
+        .spawn();
+    env.settled(1).await;
+    let report = worker
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("report");
+    assert_eq!((report.retried, report.completed), (1, 1), "{report:?}");
+}
+
+async fn a_restarted_worker_drains_its_own_pending_entries_first(env: Env) {
+    let keys = env.keys();
+    env.broker
+        .group_create(
+            &keys.tasks,
+            &keys.group,
+            crewq_core::GroupStart::BEGINNING,
+            true,
+        )
+        .await
+        .expect("group");
+    env.dispatch(&task(1, 3)).await;
+    env.dispatch(&task(2, 3)).await;
+    // A previous run of w1 read both, then died.
+    let read = ReadGroup::new(&keys.tasks, &keys.group, "w1");
+    assert_eq!(env.broker.read_group(&read).await.expect("read").len(), 2);
+    env.dispatch(&task(3, 3)).await;
+    let mut options = env.options();
+    options.concurrency = 1; // one at a time, so the order shows
+    let worker = Worker::new(
+        Arc::clone(&env.broker),
+        env.agent.clone(),
+        "w1",
+        |t: Task<Value>| async move { ok(&t) },
+    )
+    .options(options)
+    .spawn();
+    env.settled(3).await;
+    worker
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("report");
+    let ids: Vec<_> = env.results().await.into_iter().map(|r| r.task_id).collect();
+    assert_eq!(ids, ["task-1", "task-2", "task-3"]);
+}
+
+async fn entries_of_a_crashed_worker_are_taken_over_after_the_lease(env: Env) {
+    let keys = env.keys();
+    env.broker
+        .group_create(
+            &keys.tasks,
+            &keys.group,
+            crewq_core::GroupStart::BEGINNING,
+            true,
+        )
+        .await
+        .expect("group");
+    env.dispatch(&task(1, 3)).await;
+    env.dispatch(&task(2, 3)).await;
+    let read = ReadGroup::new(&keys.tasks, &keys.group, "crashed");
+    assert_eq!(env.broker.read_group(&read).await.expect("read").len(), 2);
+    let worker = Worker::new(
+        Arc::clone(&env.broker),
+        env.agent.clone(),
+        "w2",
+        |t: Task<Value>| async move { ok(&t) },
+    )
+    .options(env.options())
+    .spawn();
+    env.settled(2).await;
+    let report = worker
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("report");
+    assert_eq!((report.reclaimed, report.completed), (2, 2), "{report:?}");
+}
+
+async fn a_long_task_keeps_its_lease(env: Env) {
+    env.dispatch(&task(1, 3)).await;
+    let calls = Calls::default();
+    let slow = {
+        let calls = calls.clone();
+        move |t: Task<Value>| {
+            calls.bump(&t.task_id);
+            async move {
+                // Five leases long.
+                tokio::time::sleep(Duration::from_millis(3000)).await;
+                ok(&t)
+            }
+        }
+    };
+    let first = Worker::new(
+        Arc::clone(&env.broker),
+        env.agent.clone(),
+        "w1",
+        slow.clone(),
+    )
+    .options(env.options())
+    .spawn();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A peer looking for stale entries all along finds none.
+    let peer = Worker::new(Arc::clone(&env.broker), env.agent.clone(), "w2", slow)
+        .options(env.options())
+        .spawn();
+    env.settled(1).await;
+    let first = first
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("report");
+    let peer = peer.shutdown(Duration::from_secs(5)).await.expect("report");
+    assert_eq!(calls.total(), 1, "the task ran once");
+    assert_eq!((first.completed, first.zombies, peer.reclaimed), (1, 0, 0));
+    assert_eq!(env.results().await.len(), 1);
+}
+
+async fn a_zombie_records_no_second_outcome(env: Env) {
+    env.dispatch(&task(1, 3)).await;
+    let started = Arc::new(AtomicU32::new(0));
+    let release = Arc::new(tokio::sync::Notify::new());
+    let handler = {
+        let (started, release) = (Arc::clone(&started), Arc::clone(&release));
+        move |t: Task<Value>| {
+            let (started, release) = (Arc::clone(&started), Arc::clone(&release));
+            async move {
+                started.fetch_add(1, Ordering::SeqCst);
+                release.notified().await;
+                ok(&t)
+            }
+        }
+    };
+    let worker = Worker::new(Arc::clone(&env.broker), env.agent.clone(), "w1", handler)
+        .options(env.options())
+        .spawn();
+    while started.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // While w1 stalls, a rescuer takes the entry over and finishes it.
+    let keys = env.keys();
+    let rows = env
+        .broker
+        .pending(&keys.tasks, &keys.group, &PendingQuery::new(10))
+        .await
+        .expect("pending");
+    let ids: Vec<_> = rows.iter().map(|r| r.id).collect();
+    let claimed = env
+        .broker
+        .claim(&keys.tasks, &keys.group, "rescuer", Duration::ZERO, &ids)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    env.broker
+        .ack(&keys.tasks, &keys.group, &ids)
+        .await
+        .expect("ack");
+    release.notify_waiters();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let report = worker
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("report");
+    assert_eq!((report.zombies, report.completed), (1, 0), "{report:?}");
+    assert!(env.results().await.is_empty(), "the zombie wrote no result");
+}
+
+async fn shutdown_lets_running_tasks_finish_or_hands_them_back(env: Env) {
+    env.dispatch(&task(1, 3)).await;
+    env.dispatch(&task(2, 3)).await;
+    let started = Arc::new(AtomicU32::new(0));
+    let handler = {
+        let started = Arc::clone(&started);
+        move |t: Task<Value>| {
+            let started = Arc::clone(&started);
+            async move {
+                started.fetch_add(1, Ordering::SeqCst);
+                let pause = if t.task_id == "task-1" { 100 } else { 60_000 };
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+                ok(&t)
+            }
+        }
+    };
+    let worker = Worker::new(Arc::clone(&env.broker), env.agent.clone(), "w1", handler)
+        .options(env.options())
+        .spawn();
+    while started.load(Ordering::SeqCst) < 2 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let report = worker
+        .shutdown(Duration::from_secs(2))
+        .await
+        .expect("report");
+    assert_eq!((report.completed, report.handed_back), (1, 1), "{report:?}");
+    // The unfinished one is still pending, for another worker to take over.
+    assert_eq!(env.pending().await, 1);
+    let results = env.results().await;
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].task_id, "task-1");
+}
