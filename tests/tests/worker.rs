@@ -593,3 +593,61 @@ async fn shutdown_lets_running_tasks_finish_or_hands_them_back(env: Env) {
     assert_eq!(results.len(), 1);
     assert_eq!(results[0].task_id, "task-1");
 }
+
+/// Redis only: the server drops every client connection while the worker
+/// runs (as on a restart or a network blip); the worker waits it out and
+/// finishes the tasks dispatched after, losing none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_redis_connection_does_not_stop_the_worker() {
+    let server = crewq_tests::redis_server::TestRedis::start();
+    let env = Env {
+        broker: Arc::new(server.broker().await),
+        keyspace: Keyspace::default()
+            .with_prefix(server.unique_prefix())
+            .expect("prefix"),
+        agent: AgentType::new("research").expect("agent"),
+    };
+    env.dispatch(&task(1, 3)).await;
+    let worker = Worker::new(
+        Arc::clone(&env.broker),
+        env.agent.clone(),
+        "w1",
+        |t: Task<Value>| async move { ok(&t) },
+    )
+    .options(env.options())
+    .spawn();
+    env.settled(1).await;
+    let killed: i64 = ::redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .query(&mut server.raw_connection())
+        .expect("CLIENT KILL");
+    assert!(
+        killed >= 1,
+        "the worker's connections were dropped ({killed})"
+    );
+    for n in 2..=4 {
+        // The test's own commands may meet the dropped connection first.
+        let fields = task_to_fields(&task(n, 3)).expect("encode");
+        for _ in 0..20 {
+            match env
+                .broker
+                .xadd(NewEntry::new(env.keys().tasks, fields.clone()))
+                .await
+            {
+                Ok(_) => break,
+                Err(err) if err.is_transient() => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(err) => panic!("xadd: {err}"),
+            }
+        }
+    }
+    env.settled(4).await;
+    let report = worker
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("the worker kept running");
+    assert_eq!(report.completed, 4, "{report:?}");
+}
