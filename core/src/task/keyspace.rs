@@ -314,6 +314,36 @@ impl Keyspace {
         }
     }
 
+    /// The key that remembers a dispatched task for idempotent dispatch: a
+    /// retried dispatch of the same task id finds it set and appends nothing
+    /// (see [`Broker::xadd_once`](crate::Broker::xadd_once)).
+    ///
+    /// In the seed layout it is `<prefix>:dispatched:<agent_type>:<task_id>`;
+    /// in the cluster layout `<prefix>:{<agent_type>}:dispatched:<task_id>`,
+    /// in the task stream's hash slot, since the marker and the append are
+    /// one script. The task id may hold any character: only the first
+    /// `{...}` of a key is its hash tag, and that is the agent type's.
+    ///
+    /// ```
+    /// use crewq_core::{AgentType, Keyspace};
+    /// let research = AgentType::new("research")?;
+    /// assert_eq!(
+    ///     Keyspace::default().dispatched_marker(&research, "t-1"),
+    ///     "agent:dispatched:research:t-1"
+    /// );
+    /// assert_eq!(
+    ///     Keyspace::cluster().dispatched_marker(&research, "t-1"),
+    ///     "crewq:{research}:dispatched:t-1"
+    /// );
+    /// # Ok::<(), crewq_core::InvalidName>(())
+    /// ```
+    pub fn dispatched_marker(&self, agent: &AgentType, task_id: &str) -> String {
+        match self.layout {
+            Layout::Seed => format!("{}:dispatched:{agent}:{task_id}", self.prefix),
+            Layout::Cluster => format!("{}:{{{agent}}}:dispatched:{task_id}", self.prefix),
+        }
+    }
+
     /// All of `agent`'s keys and its group at once.
     pub fn keys(&self, agent: &AgentType) -> AgentKeys {
         AgentKeys {
