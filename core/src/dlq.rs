@@ -1,1 +1,0 @@
-//! Listing, replaying and purging dead letters (being written).

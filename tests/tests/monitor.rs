@@ -1,0 +1,221 @@
+//! The monitor (`crewq_core::monitor`) on both backends: every case is
+//! written once against `&dyn Broker` and runs as `<case>_memory` (a
+//! `MemoryBroker` on tokio's paused clock, so sleeps are instant and exact)
+//! and `<case>_redis` (a private redis-server, keys under a unique prefix,
+//! real sleeps).
+
+use std::time::Duration;
+
+use crewq_core::monitor::{ConsumerStats, Monitor};
+use crewq_core::{
+    AgentType, Broker, DeadLetter, Fields, GroupStart, Keyspace, NewEntry, ReadGroup, StreamId,
+    TokioClock,
+};
+use crewq_memory::MemoryBroker;
+use crewq_tests::redis_server::TestRedis;
+
+/// Expands each case into `<case>_memory` and `<case>_redis`.
+macro_rules! on_both_backends {
+    ($($case:ident => $memory:ident, $redis:ident;)*) => {$(
+        #[tokio::test(start_paused = true)]
+        async fn $memory() {
+            let broker = MemoryBroker::with_clock(TokioClock::default());
+            $case(&broker, &Keyspace::default()).await;
+        }
+
+        #[tokio::test]
+        async fn $redis() {
+            let server = TestRedis::start();
+            let broker = server.broker().await;
+            let keyspace = Keyspace::default()
+                .with_prefix(server.unique_prefix())
+                .expect("a test prefix is a valid key prefix");
+            $case(&broker, &keyspace).await;
+        }
+    )*};
+}
+
+on_both_backends! {
+    stats_after_a_known_sequence => stats_after_a_known_sequence_memory, stats_after_a_known_sequence_redis;
+    a_group_created_at_the_end_has_no_lag => a_group_created_at_the_end_has_no_lag_memory, a_group_created_at_the_end_has_no_lag_redis;
+    a_missing_stream_gives_zeros => a_missing_stream_gives_zeros_memory, a_missing_stream_gives_zeros_redis;
+    a_stream_without_groups_has_no_group_stats => a_stream_without_groups_has_no_group_stats_memory, a_stream_without_groups_has_no_group_stats_redis;
+}
+
+/// Long enough to tell from zero on a real server too.
+const PAUSE: Duration = Duration::from_millis(50);
+
+fn agent(name: &str) -> AgentType {
+    AgentType::new(name).expect("a valid agent type")
+}
+
+/// Appends `n` raw task entries (`data` = task JSON) to `agent`'s stream.
+async fn dispatch(
+    broker: &dyn Broker,
+    keyspace: &Keyspace,
+    agent: &AgentType,
+    n: usize,
+) -> Vec<StreamId> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let data = format!(r#"{{"task_id":"t-{i}","agent_type":"{agent}","action":"a"}}"#);
+        let entry = NewEntry::new(keyspace.tasks(agent), Fields::new().with("data", data));
+        ids.push(broker.xadd(entry).await.expect("xadd"));
+    }
+    ids
+}
+
+async fn read(
+    broker: &dyn Broker,
+    stream: &str,
+    group: &str,
+    consumer: &str,
+    n: usize,
+) -> Vec<StreamId> {
+    let read = ReadGroup::new(stream, group, consumer).count(n);
+    let delivered = broker.read_group(&read).await.expect("read_group");
+    delivered.into_iter().map(|e| e.id).collect()
+}
+
+async fn stats_after_a_known_sequence(broker: &dyn Broker, keyspace: &Keyspace) {
+    let research = agent("research");
+    let (tasks, group) = (keyspace.tasks(&research), keyspace.group(&research));
+    broker
+        .group_create(&tasks, &group, GroupStart::BEGINNING, true)
+        .await
+        .expect("group");
+    let ids = dispatch(broker, keyspace, &research, 5).await;
+    assert_eq!(read(broker, &tasks, &group, "w1", 2).await, ids[..2]);
+    assert_eq!(read(broker, &tasks, &group, "w2", 1).await, ids[2..3]);
+    let acked = broker.ack(&tasks, &group, &ids[..1]).await.expect("ack");
+    assert_eq!(acked, 1);
+    for n in 0..2 {
+        let letter = DeadLetter::new(format!("{n}"), "e", 3).to_fields();
+        broker
+            .xadd(NewEntry::new(keyspace.dlq(&research), letter))
+            .await
+            .expect("xadd");
+    }
+    tokio::time::sleep(PAUSE).await;
+
+    let monitor = Monitor::new(broker, keyspace.clone());
+    let stats = monitor
+        .stats(std::slice::from_ref(&research))
+        .await
+        .expect("stats");
+    assert_eq!(stats.len(), 1);
+    let stats = &stats[0];
+    assert_eq!(stats.agent_type, research);
+    assert_eq!(stats.tasks.stream, tasks);
+    assert!(stats.tasks.exists);
+    assert_eq!(stats.tasks.length, 5);
+    assert_eq!(stats.tasks.last_id, ids[4]);
+    assert_eq!(stats.tasks.entries_added, 5);
+    assert_eq!(stats.dlq_stream, keyspace.dlq(&research));
+    assert_eq!(stats.dlq_length, 2);
+
+    assert_eq!(stats.groups.len(), 1);
+    let g = &stats.groups[0];
+    assert_eq!(g.name, group);
+    assert_eq!(g.pending, 2, "3 read, 1 acknowledged");
+    assert_eq!(g.lag, Some(2), "5 added, 3 read (what Redis 7 reports)");
+    assert_eq!(g.last_delivered_id, ids[2]);
+    assert_eq!(g.oldest_pending_id, Some(ids[1]));
+    let idle = g.oldest_pending_idle.expect("an oldest pending entry");
+    assert!(idle >= PAUSE, "{idle:?}");
+
+    let consumers: Vec<(&str, u64)> = g
+        .consumers
+        .iter()
+        .map(|c| (c.name.as_str(), c.pending))
+        .collect();
+    assert_eq!(consumers, [("w1", 1), ("w2", 1)]);
+    assert!(
+        g.consumers.iter().all(|c| c.idle >= PAUSE),
+        "{:?}",
+        g.consumers
+    );
+}
+
+async fn a_group_created_at_the_end_has_no_lag(broker: &dyn Broker, keyspace: &Keyspace) {
+    let research = agent("research");
+    let tasks = keyspace.tasks(&research);
+    let ids = dispatch(broker, keyspace, &research, 3).await;
+    broker
+        .group_create(&tasks, "auditors", GroupStart::Latest, false)
+        .await
+        .expect("group");
+    broker
+        .group_create(&tasks, "builders", GroupStart::BEGINNING, false)
+        .await
+        .expect("group");
+    read(broker, &tasks, "builders", "b1", 10).await;
+
+    let monitor = Monitor::new(broker, keyspace.clone());
+    let stats = monitor.agent_stats(&research).await.expect("stats");
+    let names: Vec<&str> = stats.groups.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(names, ["auditors", "builders"], "ordered by name");
+    let auditors = &stats.groups[0];
+    assert_eq!(
+        (auditors.pending, auditors.lag, auditors.last_delivered_id),
+        (0, Some(0), ids[2])
+    );
+    assert_eq!(
+        (auditors.oldest_pending_id, auditors.oldest_pending_idle),
+        (None, None)
+    );
+    assert_eq!(auditors.consumers, Vec::<ConsumerStats>::new());
+    let builders = &stats.groups[1];
+    assert_eq!((builders.pending, builders.lag), (3, Some(0)));
+    assert_eq!(builders.oldest_pending_id, Some(ids[0]));
+}
+
+async fn a_missing_stream_gives_zeros(broker: &dyn Broker, keyspace: &Keyspace) {
+    let (nobody, research) = (agent("nobody"), agent("research"));
+    dispatch(broker, keyspace, &research, 1).await;
+    let monitor = Monitor::new(broker, keyspace.clone());
+    let stats = monitor
+        .stats(&[nobody.clone(), research.clone()])
+        .await
+        .expect("stats");
+    let agents: Vec<&AgentType> = stats.iter().map(|s| &s.agent_type).collect();
+    assert_eq!(agents, [&nobody, &research], "in the order asked");
+    let missing = &stats[0];
+    assert_eq!(missing.tasks.stream, keyspace.tasks(&nobody));
+    assert!(!missing.tasks.exists);
+    assert_eq!(
+        (
+            missing.tasks.length,
+            missing.tasks.last_id,
+            missing.tasks.entries_added
+        ),
+        (0, StreamId::ZERO, 0)
+    );
+    assert!(missing.groups.is_empty());
+    assert_eq!(missing.dlq_length, 0);
+    assert_eq!(stats[1].tasks.length, 1);
+    assert!(monitor.stats(&[]).await.expect("stats").is_empty());
+}
+
+async fn a_stream_without_groups_has_no_group_stats(broker: &dyn Broker, keyspace: &Keyspace) {
+    let research = agent("research");
+    let ids = dispatch(broker, keyspace, &research, 2).await;
+    broker
+        .xdel(&keyspace.tasks(&research), &ids[1..])
+        .await
+        .expect("xdel");
+    let stats = Monitor::new(broker, keyspace.clone())
+        .agent_stats(&research)
+        .await
+        .expect("stats");
+    assert_eq!(
+        (
+            stats.tasks.length,
+            stats.tasks.last_id,
+            stats.tasks.entries_added
+        ),
+        (1, ids[1], 2),
+        "the last id outlives its entry"
+    );
+    assert!(stats.groups.is_empty());
+}
