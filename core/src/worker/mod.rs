@@ -5,7 +5,7 @@
 //!
 //! - an entry is acknowledged only in the same atomic step that writes its
 //!   outcome (a result, a retry, a dead letter), and only while the worker
-//!   still owns it ([`Broker::settle`](crate::Broker::settle)), so a worker
+//!   still owns it ([`Broker::settle`]), so a worker
 //!   that stalled past its lease (a zombie) records nothing a second time;
 //! - on start it first drains its own pending entries, then reads new ones;
 //! - it takes over entries of crashed or stalled peers once they are idle
