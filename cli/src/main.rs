@@ -1,16 +1,45 @@
-//! `crewq`: the command line.
-//!
-//! Commands arrive with the layers they drive: `crewq demo` with the
-//! coordination layer, `crewq sim` with the simulator, `crewq bench` with the
-//! benchmark. Until then it answers `--help` and `--version`.
+//! `crewq`: the command line. Only this crate prints.
 
-use clap::Parser;
+// The one crate whose job is printing (print.rs).
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod demo;
+mod print;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
 
 /// crewq: a coordination layer for AI agent crews on Redis Streams.
 #[derive(Debug, Parser)]
 #[command(name = "crewq", version, about, long_about = None)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    let _cli = Cli::parse();
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the first seed's research workflow: a supervisor fans research
+    /// tasks out to two workers, then a report agent summarises them.
+    Demo(demo::DemoArgs),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Demo(args) => {
+            let json = args.json;
+            match demo::run(args).await {
+                Ok(report) if json => print::demo_json(&report),
+                Ok(report) => print::demo_table(&report),
+                Err(err) => {
+                    print::error(err.as_ref());
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }

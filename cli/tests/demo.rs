@@ -1,0 +1,74 @@
+//! `crewq demo` runs end to end, in memory and on a private Redis, and its
+//! `--json` report adds up.
+
+use std::process::Command;
+
+use crewq_tests::redis_server::TestRedis;
+use serde_json::Value;
+
+fn demo(extra: &[&str]) -> Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_crewq"))
+        .args(["demo", "--json", "--tasks", "8", "--failure-rate", "0.3"])
+        .args(extra)
+        .output()
+        .expect("run crewq");
+    assert!(
+        output.status.success(),
+        "crewq demo failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("one JSON object")
+}
+
+fn check(report: &Value) {
+    let n = |key: &str| {
+        report[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{key} in {report}"))
+    };
+    for key in [
+        "dispatched",
+        "completed",
+        "dead_lettered",
+        "retried",
+        "duplicates",
+    ] {
+        n(key);
+    }
+    assert_eq!(n("dispatched"), 9, "8 research tasks and a report");
+    assert_eq!(n("missing"), 0, "every task ended: {report}");
+    let steps = report["steps"].as_array().expect("steps");
+    for step in steps {
+        let s = |key: &str| step[key].as_u64().unwrap_or_default();
+        assert_eq!(
+            s("completed") + s("failed"),
+            s("tasks"),
+            "each task once: {step}"
+        );
+    }
+    // Every failure for good went through the dead-letter stream.
+    let failed: u64 = steps
+        .iter()
+        .map(|s| s["failed"].as_u64().unwrap_or_default())
+        .sum();
+    assert_eq!(failed, n("dead_lettered"), "{report}");
+}
+
+#[test]
+fn demo_runs_in_memory_without_redis() {
+    let report = demo(&[]);
+    assert_eq!(report["backend"], "memory");
+    check(&report);
+}
+
+#[test]
+fn demo_runs_on_redis() {
+    let server = TestRedis::start();
+    let report = demo(&["--redis", server.url()]);
+    assert!(
+        report["backend"]
+            .as_str()
+            .is_some_and(|b| b.starts_with("redis://"))
+    );
+    check(&report);
+}
