@@ -176,6 +176,8 @@ on_both_backends!(
     a_long_task_keeps_its_lease,
     a_zombie_records_no_second_outcome,
     shutdown_lets_running_tasks_finish_or_hands_them_back,
+    a_worker_dropped_mid_task_hands_its_tasks_to_another,
+    a_task_from_the_seeds_python_producer_is_run,
 );
 
 async fn completed_tasks_are_acked_with_their_result(env: Env) {
@@ -650,4 +652,75 @@ async fn a_dropped_redis_connection_does_not_stop_the_worker() {
         .await
         .expect("the worker kept running");
     assert_eq!(report.completed, 4, "{report:?}");
+}
+
+async fn a_worker_dropped_mid_task_hands_its_tasks_to_another(env: Env) {
+    for n in 0..4 {
+        env.dispatch(&task(n, 3)).await;
+    }
+    let started = Arc::new(AtomicU32::new(0));
+    let stuck = {
+        let started = Arc::clone(&started);
+        move |_t: Task<Value>| {
+            let started = Arc::clone(&started);
+            async move {
+                started.fetch_add(1, Ordering::SeqCst);
+                // Never finishes: it is running when its worker dies.
+                std::future::pending::<()>().await;
+                Ok::<Value, HandlerError>(Value::Null)
+            }
+        }
+    };
+    let doomed = Worker::new(Arc::clone(&env.broker), env.agent.clone(), "w1", stuck)
+        .options(env.options())
+        .spawn();
+    while started.load(Ordering::SeqCst) < 4 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    doomed.abort();
+    let rescuer = Worker::new(
+        Arc::clone(&env.broker),
+        env.agent.clone(),
+        "w2",
+        |t: Task<Value>| async move { ok(&t) },
+    )
+    .options(env.options())
+    .spawn();
+    env.settled(4).await;
+    let report = rescuer
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("report");
+    assert_eq!((report.reclaimed, report.completed), (4, 4), "{report:?}");
+    assert!(env.dead_letters().await.is_empty());
+}
+
+async fn a_task_from_the_seeds_python_producer_is_run(env: Env) {
+    // The exact JSON the seed's pydantic AgentTask emitted
+    // (scripts/gen_seed_fixtures.py), as its producer writes it: field `data`.
+    let json = include_str!("../../core/tests/fixtures/seed/task_full.json").trim();
+    env.xadd(Fields::new().with("data", json.to_owned())).await;
+    let seen = Arc::new(Mutex::new(None));
+    let handler = {
+        let seen = Arc::clone(&seen);
+        move |t: Task<Value>| {
+            *seen.lock().expect("seen") =
+                Some((t.task_id.clone(), t.payload.clone(), t.trace_id.clone()));
+            async move { ok(&t) }
+        }
+    };
+    let worker = Worker::new(Arc::clone(&env.broker), env.agent.clone(), "w1", handler)
+        .options(env.options())
+        .spawn();
+    env.settled(1).await;
+    worker
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("report");
+    let (task_id, payload, trace_id) = seen.lock().expect("seen").clone().expect("the handler ran");
+    assert_eq!(task_id, "research-1a2b3c4d");
+    assert_eq!(payload["depth"], "security");
+    assert_eq!(trace_id.as_deref(), Some("0123456789ab"));
+    let results = env.results().await;
+    assert_eq!(results[0].task_id, "research-1a2b3c4d");
 }
