@@ -724,3 +724,87 @@ async fn a_task_from_the_seeds_python_producer_is_run(env: Env) {
     let results = env.results().await;
     assert_eq!(results[0].task_id, "research-1a2b3c4d");
 }
+
+/// The worker reports completed, failed, retried, dead-lettered and reclaimed
+/// tasks through the `metrics` crate, labelled with the agent type. (Memory
+/// only: the recorder is thread-local, and the paused runtime keeps every
+/// worker task on this thread.)
+#[tokio::test(start_paused = true)]
+async fn the_worker_counts_outcomes_through_metrics() {
+    use crewq_core::metrics::{COMPLETED, DEAD_LETTERED, FAILED, RECLAIMED, RETRIED};
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _recorder = metrics::set_default_local_recorder(&recorder);
+    let env = Env {
+        broker: Arc::new(crewq_memory::MemoryBroker::with_clock(
+            crewq_core::TokioClock::default(),
+        )),
+        keyspace: Keyspace::default(),
+        agent: AgentType::new("research").expect("agent"),
+    };
+    let keys = env.keys();
+    env.broker
+        .group_create(
+            &keys.tasks,
+            &keys.group,
+            crewq_core::GroupStart::BEGINNING,
+            true,
+        )
+        .await
+        .expect("group");
+    env.dispatch(&task(1, 3)).await; // fails once, then succeeds
+    // The crashed consumer's delivery counts as its first attempt; failing
+    // its second exhausts max_retries 1: dead-lettered.
+    env.dispatch(&task(2, 1)).await;
+    // A consumer that died holding task 3, taken over after the lease.
+    env.dispatch(&task(3, 3)).await;
+    let read = ReadGroup::new(&keys.tasks, &keys.group, "crashed").count(0);
+    let held = env.broker.read_group(&read).await.expect("read");
+    assert_eq!(held.len(), 3);
+    let calls = Calls::default();
+    let handler = {
+        let calls = calls.clone();
+        move |t: Task<Value>| {
+            let attempt = calls.bump(&t.task_id);
+            async move {
+                if attempt == 1 && t.task_id != "task-3" {
+                    Err::<Value, HandlerError>("first attempt fails".into())
+                } else {
+                    ok(&t)
+                }
+            }
+        }
+    };
+    let worker = Worker::new(Arc::clone(&env.broker), env.agent.clone(), "w1", handler)
+        .options(env.options())
+        .spawn();
+    env.settled(3).await;
+    worker
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("report");
+
+    let mut counts = BTreeMap::new();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let labelled = key
+            .key()
+            .labels()
+            .any(|l| l.key() == "agent_type" && l.value() == "research");
+        if let (true, DebugValue::Counter(n)) = (labelled, value) {
+            counts.insert(key.key().name().to_owned(), n);
+        }
+    }
+    let expected: BTreeMap<String, u64> = [
+        (COMPLETED, 2),
+        (FAILED, 2),
+        (RETRIED, 1),
+        (DEAD_LETTERED, 1),
+        (RECLAIMED, 3),
+    ]
+    .into_iter()
+    .map(|(name, n)| (name.to_owned(), n))
+    .collect();
+    assert_eq!(counts, expected);
+}
