@@ -178,6 +178,7 @@ on_both_backends!(
     shutdown_lets_running_tasks_finish_or_hands_them_back,
     a_worker_dropped_mid_task_hands_its_tasks_to_another,
     a_task_from_the_seeds_python_producer_is_run,
+    entries_deleted_while_pending_are_cleaned_up_on_reclaim,
 );
 
 async fn completed_tasks_are_acked_with_their_result(env: Env) {
@@ -807,4 +808,47 @@ async fn the_worker_counts_outcomes_through_metrics() {
     .map(|(name, n)| (name.to_owned(), n))
     .collect();
     assert_eq!(counts, expected);
+}
+
+async fn entries_deleted_while_pending_are_cleaned_up_on_reclaim(env: Env) {
+    let keys = env.keys();
+    env.broker
+        .group_create(
+            &keys.tasks,
+            &keys.group,
+            crewq_core::GroupStart::BEGINNING,
+            true,
+        )
+        .await
+        .expect("group");
+    env.dispatch(&task(1, 3)).await;
+    env.dispatch(&task(2, 3)).await;
+    let read = ReadGroup::new(&keys.tasks, &keys.group, "crashed");
+    let held = env.broker.read_group(&read).await.expect("read");
+    // An operator trimmed task-1 away while it was pending.
+    env.broker
+        .xdel(&keys.tasks, &[held[0].id])
+        .await
+        .expect("xdel");
+    let worker = Worker::new(
+        Arc::clone(&env.broker),
+        env.agent.clone(),
+        "w2",
+        |t: Task<Value>| async move { ok(&t) },
+    )
+    .options(env.options())
+    .spawn();
+    env.settled(1).await;
+    let report = worker
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("report");
+    assert_eq!((report.reclaimed, report.completed), (1, 1), "{report:?}");
+    let ids: Vec<_> = env.results().await.into_iter().map(|r| r.task_id).collect();
+    assert_eq!(ids, ["task-2"]);
+    assert_eq!(
+        env.pending().await,
+        0,
+        "the deleted entry left the pending list"
+    );
 }

@@ -161,7 +161,10 @@ impl<B: Broker, H> Shared<B, H> {
                 item = item.append(NewEntry::new(&self.keys.results, fields));
             }
         }
-        match self.settle(item).await {
+        let task_id = task.map_or("", |t| t.task_id.as_str());
+        let trace_id = task.and_then(|t| t.trace_id.as_deref()).unwrap_or("");
+        let span = tracing::info_span!("dead_letter", task_id, trace_id, %id);
+        match self.settle(item).instrument(span).await {
             Outcome::Completed => {
                 count(DEAD_LETTERED, &self.agent_type, 1);
                 Outcome::DeadLettered
@@ -276,7 +279,8 @@ where
             .with(DATA_FIELD, data)
             .with(ATTEMPTS_FIELD, failed.to_string());
         let item = SettleItem::new(id).append(NewEntry::new(&self.keys.tasks, retry));
-        match self.settle(item).await {
+        let span = tracing::info_span!("retry", task_id = %task.task_id, trace_id = task.trace_id.as_deref().unwrap_or(""), %id, failed);
+        match self.settle(item).instrument(span).await {
             Outcome::Completed => {
                 count(RETRIED, &self.agent_type, 1);
                 Outcome::Retried
@@ -337,7 +341,8 @@ where
                     .await;
             }
         };
-        match self.settle(item).await {
+        let span = tracing::info_span!("ack", task_id = %task.task_id, trace_id = task.trace_id.as_deref().unwrap_or(""), %id);
+        match self.settle(item).instrument(span).await {
             Outcome::Completed => {
                 count(COMPLETED, &self.agent_type, 1);
                 Outcome::Completed
