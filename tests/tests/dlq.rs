@@ -1,6 +1,6 @@
 //! Dead letters (`crewq_core::dlq`) on both backends: every case is written
-//! once against `&dyn Broker` and runs as `<case>_memory` (a `MemoryBroker`
-//! on tokio's paused clock) and `<case>_redis` (a private redis-server, keys
+//! once against `&dyn Broker` and runs as `memory::<case>` (a `MemoryBroker`
+//! on tokio's paused clock) and `redis::<case>` (a private redis-server, keys
 //! under a unique prefix).
 //!
 //! Dead letters are set up with `DeadLetter::to_fields` and `XADD`, as a
@@ -13,50 +13,28 @@ use crewq_core::{
     NewEntry, Origin, StreamEntry, StreamId, TokioClock, WireCodec, WireErrorKind,
     task_from_fields,
 };
-use crewq_memory::MemoryBroker;
-use crewq_tests::redis_server::TestRedis;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use serde_json::Value;
 
-/// Expands each case into `<case>_memory` and `<case>_redis`.
-macro_rules! on_both_backends {
-    ($($case:ident => $memory:ident, $redis:ident;)*) => {$(
-        #[tokio::test(start_paused = true)]
-        async fn $memory() {
-            let broker = MemoryBroker::with_clock(TokioClock::default());
-            $case(&broker, &Keyspace::default()).await;
-        }
-
-        #[tokio::test]
-        async fn $redis() {
-            let server = TestRedis::start();
-            let broker = server.broker().await;
-            let keyspace = Keyspace::default()
-                .with_prefix(server.unique_prefix())
-                .expect("a test prefix is a valid key prefix");
-            $case(&broker, &keyspace).await;
-        }
-    )*};
-}
-
-on_both_backends! {
-    list_returns_every_dead_letter_in_order => list_returns_every_dead_letter_in_order_memory, list_returns_every_dead_letter_in_order_redis;
-    list_filters_by_reason_prefix => list_filters_by_reason_prefix_memory, list_filters_by_reason_prefix_redis;
-    list_filters_by_trace_id_even_of_invalid_tasks => list_filters_by_trace_id_even_of_invalid_tasks_memory, list_filters_by_trace_id_even_of_invalid_tasks_redis;
-    list_stops_at_the_limit_across_agent_types => list_stops_at_the_limit_across_agent_types_memory, list_stops_at_the_limit_across_agent_types_redis;
-    list_reads_past_one_page => list_reads_past_one_page_memory, list_reads_past_one_page_redis;
-    list_of_a_missing_stream_is_empty => list_of_a_missing_stream_is_empty_memory, list_of_a_missing_stream_is_empty_redis;
-    inspect_finds_one_entry_or_none => inspect_finds_one_entry_or_none_memory, inspect_finds_one_entry_or_none_redis;
-    replay_moves_exactly_one_entry_with_its_original_bytes => replay_moves_exactly_one_entry_with_its_original_bytes_memory, replay_moves_exactly_one_entry_with_its_original_bytes_redis;
-    replay_refuses_poison_and_leaves_it => replay_refuses_poison_and_leaves_it_memory, replay_refuses_poison_and_leaves_it_redis;
-    replay_refuses_tasks_over_the_size_limit => replay_refuses_tasks_over_the_size_limit_memory, replay_refuses_tasks_over_the_size_limit_redis;
-    replay_of_an_unknown_id_is_not_found => replay_of_an_unknown_id_is_not_found_memory, replay_of_an_unknown_id_is_not_found_redis;
-    replay_matching_replays_the_selected_and_skips_poison => replay_matching_replays_the_selected_and_skips_poison_memory, replay_matching_replays_the_selected_and_skips_poison_redis;
-    replay_matching_skips_unreadable_entries => replay_matching_skips_unreadable_entries_memory, replay_matching_skips_unreadable_entries_redis;
-    purge_deletes_what_the_filter_selects => purge_deletes_what_the_filter_selects_memory, purge_deletes_what_the_filter_selects_redis;
-    purge_all_empties_the_stream => purge_all_empties_the_stream_memory, purge_all_empties_the_stream_redis;
-    a_concurrent_replay_makes_a_reported_duplicate => a_concurrent_replay_makes_a_reported_duplicate_memory, a_concurrent_replay_makes_a_reported_duplicate_redis;
-}
+crewq_tests::on_both_backends!(
+    by_ref:
+    list_returns_every_dead_letter_in_order,
+    list_filters_by_reason_prefix,
+    list_filters_by_trace_id_even_of_invalid_tasks,
+    list_stops_at_the_limit_across_agent_types,
+    list_reads_past_one_page,
+    list_of_a_missing_stream_is_empty,
+    inspect_finds_one_entry_or_none,
+    replay_moves_exactly_one_entry_with_its_original_bytes,
+    replay_refuses_poison_and_leaves_it,
+    replay_refuses_tasks_over_the_size_limit,
+    replay_of_an_unknown_id_is_not_found,
+    replay_matching_replays_the_selected_and_skips_poison,
+    replay_matching_skips_unreadable_entries,
+    purge_deletes_what_the_filter_selects,
+    purge_all_empties_the_stream,
+    a_concurrent_replay_makes_a_reported_duplicate,
+);
 
 fn agent(name: &str) -> AgentType {
     AgentType::new(name).expect("a valid agent type")

@@ -1,7 +1,7 @@
 //! The monitor (`crewq_core::monitor`) on both backends: every case is
-//! written once against `&dyn Broker` and runs as `<case>_memory` (a
+//! written once against `&dyn Broker` and runs as `memory::<case>` (a
 //! `MemoryBroker` on tokio's paused clock, so sleeps are instant and exact)
-//! and `<case>_redis` (a private redis-server, keys under a unique prefix,
+//! and `redis::<case>` (a private redis-server, keys under a unique prefix,
 //! real sleeps).
 
 use std::time::Duration;
@@ -9,38 +9,15 @@ use std::time::Duration;
 use crewq_core::monitor::{ConsumerStats, Monitor};
 use crewq_core::{
     AgentType, Broker, DeadLetter, Fields, GroupStart, Keyspace, NewEntry, ReadGroup, StreamId,
-    TokioClock,
 };
-use crewq_memory::MemoryBroker;
-use crewq_tests::redis_server::TestRedis;
 
-/// Expands each case into `<case>_memory` and `<case>_redis`.
-macro_rules! on_both_backends {
-    ($($case:ident => $memory:ident, $redis:ident;)*) => {$(
-        #[tokio::test(start_paused = true)]
-        async fn $memory() {
-            let broker = MemoryBroker::with_clock(TokioClock::default());
-            $case(&broker, &Keyspace::default()).await;
-        }
-
-        #[tokio::test]
-        async fn $redis() {
-            let server = TestRedis::start();
-            let broker = server.broker().await;
-            let keyspace = Keyspace::default()
-                .with_prefix(server.unique_prefix())
-                .expect("a test prefix is a valid key prefix");
-            $case(&broker, &keyspace).await;
-        }
-    )*};
-}
-
-on_both_backends! {
-    stats_after_a_known_sequence => stats_after_a_known_sequence_memory, stats_after_a_known_sequence_redis;
-    a_group_created_at_the_end_has_no_lag => a_group_created_at_the_end_has_no_lag_memory, a_group_created_at_the_end_has_no_lag_redis;
-    a_missing_stream_gives_zeros => a_missing_stream_gives_zeros_memory, a_missing_stream_gives_zeros_redis;
-    a_stream_without_groups_has_no_group_stats => a_stream_without_groups_has_no_group_stats_memory, a_stream_without_groups_has_no_group_stats_redis;
-}
+crewq_tests::on_both_backends!(
+    by_ref:
+    stats_after_a_known_sequence,
+    a_group_created_at_the_end_has_no_lag,
+    a_missing_stream_gives_zeros,
+    a_stream_without_groups_has_no_group_stats,
+);
 
 /// Long enough to tell from zero on a real server too.
 const PAUSE: Duration = Duration::from_millis(50);

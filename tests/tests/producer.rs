@@ -13,7 +13,7 @@ use crewq_core::{
     ALL_IDS, AgentType, Broker, Keyspace, StreamEntry, Task, TokioClock, Validators, WireCodec,
     WireError, task_from_fields,
 };
-use crewq_memory::MemoryBroker;
+use crewq_tests::backends::Backend;
 use crewq_tests::redis_server::TestRedis;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use serde_json::{Value, json};
@@ -29,31 +29,18 @@ struct Ctx {
     _server: Option<TestRedis>,
 }
 
+impl From<Backend> for Ctx {
+    fn from(backend: Backend) -> Ctx {
+        Ctx {
+            broker: backend.broker,
+            keyspace: backend.keyspace,
+            clock: backend.clock,
+            _server: backend.server,
+        }
+    }
+}
+
 impl Ctx {
-    fn memory() -> Ctx {
-        let clock = TokioClock::default();
-        Ctx {
-            broker: Arc::new(MemoryBroker::with_clock(clock)),
-            keyspace: Keyspace::default(),
-            clock: Some(clock),
-            _server: None,
-        }
-    }
-
-    async fn redis() -> Ctx {
-        let server = TestRedis::start();
-        let broker = server.broker().await;
-        let keyspace = Keyspace::default()
-            .with_prefix(server.unique_prefix())
-            .expect("a test prefix is a valid key prefix");
-        Ctx {
-            broker: Arc::new(broker),
-            keyspace,
-            clock: None,
-            _server: Some(server),
-        }
-    }
-
     /// A producer with the defaults, on this backend's keys and clock.
     fn producer(&self) -> Producer<Arc<dyn Broker>> {
         let producer = Producer::new(Arc::clone(&self.broker)).with_keyspace(self.keyspace.clone());
@@ -111,29 +98,8 @@ fn ok(result: &Result<Dispatched, DispatchError>) -> &Dispatched {
     }
 }
 
-/// Expands each case into `memory::<case>` and `redis::<case>`.
-macro_rules! on_both_backends {
-    ($($case:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[tokio::test(start_paused = true)]
-                async fn $case() {
-                    super::$case(super::Ctx::memory()).await;
-                }
-            )*
-        }
-        mod redis {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    super::$case(super::Ctx::redis().await).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_backends!(
+crewq_tests::on_both_backends!(
+    Ctx:
     dispatch_writes_one_seed_compatible_entry,
     dispatch_batch_appends_in_order_and_refused_tasks_fail_alone,
     retried_dispatch_within_the_window_is_a_duplicate,

@@ -16,9 +16,9 @@ use crewq_core::producer::Producer;
 use crewq_core::supervisor::{Gathered, Supervisor, SupervisorOptions};
 use crewq_core::{
     AgentType, Broker, Error, GroupInfo, GroupStart, Keyspace, NewEntry, ReadGroup, StreamId, Task,
-    TaskResult, TaskStatus, TokioClock, result_from_fields, task_from_fields,
+    TaskResult, TaskStatus, result_from_fields, task_from_fields,
 };
-use crewq_memory::MemoryBroker;
+use crewq_tests::backends::Backend;
 use crewq_tests::redis_server::TestRedis;
 use tokio::time::Instant;
 
@@ -42,27 +42,18 @@ struct Env {
     _server: Option<TestRedis>,
 }
 
+impl From<Backend> for Env {
+    fn from(backend: Backend) -> Env {
+        Env {
+            broker: backend.broker,
+            keyspace: backend.keyspace,
+            prefix: backend.prefix,
+            _server: backend.server,
+        }
+    }
+}
+
 impl Env {
-    fn memory() -> Env {
-        let prefix = "t".to_owned();
-        Env {
-            broker: Arc::new(MemoryBroker::with_clock(TokioClock::default())),
-            keyspace: Keyspace::default().with_prefix(&prefix).expect("valid"),
-            prefix,
-            _server: None,
-        }
-    }
-
-    async fn redis(server: TestRedis) -> Env {
-        let prefix = server.unique_prefix();
-        Env {
-            broker: Arc::new(server.broker().await),
-            keyspace: Keyspace::default().with_prefix(&prefix).expect("valid"),
-            prefix,
-            _server: Some(server),
-        }
-    }
-
     /// The same backend and prefix in the Redis Cluster layout.
     fn cluster(mut self) -> Env {
         self.keyspace = Keyspace::cluster()
@@ -524,25 +515,8 @@ async fn gather_reads_each_agent_types_results_stream_in_the_cluster_layout(env:
     }
 }
 
-/// Expands each case into `<case>::memory` and `<case>::redis`.
-macro_rules! on_both_backends {
-    ($($case:ident),* $(,)?) => {$(
-        mod $case {
-            #[tokio::test(start_paused = true)]
-            async fn memory() {
-                super::$case(super::Env::memory()).await;
-            }
-
-            #[tokio::test]
-            async fn redis() {
-                let server = crewq_tests::redis_server::TestRedis::start();
-                super::$case(super::Env::redis(server).await).await;
-            }
-        }
-    )*};
-}
-
-on_both_backends!(
+crewq_tests::on_both_backends!(
+    Env:
     fan_out_stamps_the_trace_id_and_dispatches_every_task,
     gather_collects_its_trace_and_skips_other_supervisors_results,
     workflows_of_one_supervisor_keep_their_own_results,

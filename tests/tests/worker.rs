@@ -11,6 +11,8 @@ use crewq_core::{
     AgentType, Broker, DeadLetter, Fields, Keyspace, NewEntry, PendingQuery, ReadGroup, Task,
     TaskResult, TaskStatus, Validators, WireCodec, result_from_fields, task_to_fields,
 };
+use crewq_tests::backends::Backend;
+use crewq_tests::redis_server::TestRedis;
 use serde_json::{Value, json};
 
 /// A broker and the keyspace a case uses on it.
@@ -18,6 +20,19 @@ struct Env {
     broker: Arc<dyn Broker>,
     keyspace: Keyspace,
     agent: AgentType,
+    /// Keeps a private Redis running for the case.
+    server: Option<TestRedis>,
+}
+
+impl From<Backend> for Env {
+    fn from(backend: Backend) -> Env {
+        Env {
+            broker: backend.broker,
+            keyspace: backend.keyspace,
+            agent: AgentType::new("research").expect("agent"),
+            server: backend.server,
+        }
+    }
 }
 
 impl Env {
@@ -35,6 +50,22 @@ impl Env {
         };
         options.seed = Some(7);
         options
+    }
+
+    /// Spawns a worker named `consumer` with [`Env::options`].
+    fn spawn(
+        &self,
+        consumer: &str,
+        handler: impl crewq_core::worker::Handler<Value>,
+    ) -> crewq_core::worker::WorkerHandle {
+        Worker::new(
+            Arc::clone(&self.broker),
+            self.agent.clone(),
+            consumer,
+            handler,
+        )
+        .options(self.options())
+        .spawn()
     }
 
     async fn dispatch(&self, task: &Task<Value>) {
@@ -128,43 +159,8 @@ fn ok(task: &Task<Value>) -> Result<Value, HandlerError> {
     Ok(json!({ "done": task.task_id }))
 }
 
-/// Each case as `async fn(Env)`, run on both backends.
-macro_rules! on_both_backends {
-    ($($case:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[tokio::test(start_paused = true)]
-                async fn $case() {
-                    let broker = crewq_memory::MemoryBroker::with_clock(crewq_core::TokioClock::default());
-                    let env = super::Env {
-                        broker: std::sync::Arc::new(broker),
-                        keyspace: crewq_core::Keyspace::default(),
-                        agent: crewq_core::AgentType::new("research").expect("agent"),
-                    };
-                    super::$case(env).await;
-                }
-            )*
-        }
-        mod redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let server = crewq_tests::redis_server::TestRedis::start();
-                    let env = super::Env {
-                        broker: std::sync::Arc::new(server.broker().await),
-                        keyspace: crewq_core::Keyspace::default()
-                            .with_prefix(server.unique_prefix())
-                            .expect("prefix"),
-                        agent: crewq_core::AgentType::new("research").expect("agent"),
-                    };
-                    super::$case(env).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_backends!(
+crewq_tests::on_both_backends!(
+    Env:
     completed_tasks_are_acked_with_their_result,
     failed_attempts_are_retried_with_a_durable_attempt_count,
     tasks_failing_every_attempt_are_dead_lettered_after_max_retries,
@@ -185,14 +181,7 @@ async fn completed_tasks_are_acked_with_their_result(env: Env) {
     for n in 0..3 {
         env.dispatch(&task(n, 3)).await;
     }
-    let worker = Worker::new(
-        Arc::clone(&env.broker),
-        env.agent.clone(),
-        "w1",
-        |t: Task<Value>| async move { ok(&t) },
-    )
-    .options(env.options())
-    .spawn();
+    let worker = env.spawn("w1", |t: Task<Value>| async move { ok(&t) });
     env.settled(3).await;
     let report = worker
         .shutdown(Duration::from_secs(5))
@@ -225,9 +214,7 @@ async fn failed_attempts_are_retried_with_a_durable_attempt_count(env: Env) {
             }
         }
     };
-    let worker = Worker::new(Arc::clone(&env.broker), env.agent.clone(), "w1", handler)
-        .options(env.options())
-        .spawn();
+    let worker = env.spawn("w1", handler);
     env.settled(1).await;
     let report = worker
         .shutdown(Duration::from_secs(5))
@@ -259,9 +246,7 @@ async fn tasks_failing_every_attempt_are_dead_lettered_after_max_retries(env: En
             async move { Err::<Value, HandlerError>(format!("boom {attempt}").into()) }
         }
     };
-    let worker = Worker::new(Arc::clone(&env.broker), env.agent.clone(), "w1", handler)
-        .options(env.options())
-        .spawn();
+    let worker = env.spawn("w1", handler);
     env.settled(1).await;
     let report = worker
         .shutdown(Duration::from_secs(5))
@@ -370,9 +355,7 @@ async fn a_handler_panic_is_a_failed_attempt(env: Env) {
             }
         }
     };
-    let worker = Worker::new(Arc::clone(&env.broker), env.agent.clone(), "w1", handler)
-        .options(env.options())
-        .spawn();
+    let worker = env.spawn("w1", handler);
     env.settled(2).await;
     let report = worker
         .shutdown(Duration::from_secs(5))
@@ -460,14 +443,7 @@ async fn entries_of_a_crashed_worker_are_taken_over_after_the_lease(env: Env) {
     env.dispatch(&task(2, 3)).await;
     let read = ReadGroup::new(&keys.tasks, &keys.group, "crashed");
     assert_eq!(env.broker.read_group(&read).await.expect("read").len(), 2);
-    let worker = Worker::new(
-        Arc::clone(&env.broker),
-        env.agent.clone(),
-        "w2",
-        |t: Task<Value>| async move { ok(&t) },
-    )
-    .options(env.options())
-    .spawn();
+    let worker = env.spawn("w2", |t: Task<Value>| async move { ok(&t) });
     env.settled(2).await;
     let report = worker
         .shutdown(Duration::from_secs(5))
@@ -490,19 +466,10 @@ async fn a_long_task_keeps_its_lease(env: Env) {
             }
         }
     };
-    let first = Worker::new(
-        Arc::clone(&env.broker),
-        env.agent.clone(),
-        "w1",
-        slow.clone(),
-    )
-    .options(env.options())
-    .spawn();
+    let first = env.spawn("w1", slow.clone());
     tokio::time::sleep(Duration::from_millis(200)).await;
     // A peer looking for stale entries all along finds none.
-    let peer = Worker::new(Arc::clone(&env.broker), env.agent.clone(), "w2", slow)
-        .options(env.options())
-        .spawn();
+    let peer = env.spawn("w2", slow);
     env.settled(1).await;
     let first = first
         .shutdown(Duration::from_secs(5))
@@ -529,9 +496,7 @@ async fn a_zombie_records_no_second_outcome(env: Env) {
             }
         }
     };
-    let worker = Worker::new(Arc::clone(&env.broker), env.agent.clone(), "w1", handler)
-        .options(env.options())
-        .spawn();
+    let worker = env.spawn("w1", handler);
     while started.load(Ordering::SeqCst) == 0 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -579,9 +544,7 @@ async fn shutdown_lets_running_tasks_finish_or_hands_them_back(env: Env) {
             }
         }
     };
-    let worker = Worker::new(Arc::clone(&env.broker), env.agent.clone(), "w1", handler)
-        .options(env.options())
-        .spawn();
+    let worker = env.spawn("w1", handler);
     while started.load(Ordering::SeqCst) < 2 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -602,23 +565,10 @@ async fn shutdown_lets_running_tasks_finish_or_hands_them_back(env: Env) {
 /// finishes the tasks dispatched after, losing none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_redis_connection_does_not_stop_the_worker() {
-    let server = crewq_tests::redis_server::TestRedis::start();
-    let env = Env {
-        broker: Arc::new(server.broker().await),
-        keyspace: Keyspace::default()
-            .with_prefix(server.unique_prefix())
-            .expect("prefix"),
-        agent: AgentType::new("research").expect("agent"),
-    };
+    let env = Env::from(Backend::redis().await);
+    let server = env.server.as_ref().expect("a private Redis");
     env.dispatch(&task(1, 3)).await;
-    let worker = Worker::new(
-        Arc::clone(&env.broker),
-        env.agent.clone(),
-        "w1",
-        |t: Task<Value>| async move { ok(&t) },
-    )
-    .options(env.options())
-    .spawn();
+    let worker = env.spawn("w1", |t: Task<Value>| async move { ok(&t) });
     env.settled(1).await;
     let killed: i64 = ::redis::cmd("CLIENT")
         .arg("KILL")
@@ -672,21 +622,12 @@ async fn a_worker_dropped_mid_task_hands_its_tasks_to_another(env: Env) {
             }
         }
     };
-    let doomed = Worker::new(Arc::clone(&env.broker), env.agent.clone(), "w1", stuck)
-        .options(env.options())
-        .spawn();
+    let doomed = env.spawn("w1", stuck);
     while started.load(Ordering::SeqCst) < 4 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     doomed.abort();
-    let rescuer = Worker::new(
-        Arc::clone(&env.broker),
-        env.agent.clone(),
-        "w2",
-        |t: Task<Value>| async move { ok(&t) },
-    )
-    .options(env.options())
-    .spawn();
+    let rescuer = env.spawn("w2", |t: Task<Value>| async move { ok(&t) });
     env.settled(4).await;
     let report = rescuer
         .shutdown(Duration::from_secs(5))
@@ -710,9 +651,7 @@ async fn a_task_from_the_seeds_python_producer_is_run(env: Env) {
             async move { ok(&t) }
         }
     };
-    let worker = Worker::new(Arc::clone(&env.broker), env.agent.clone(), "w1", handler)
-        .options(env.options())
-        .spawn();
+    let worker = env.spawn("w1", handler);
     env.settled(1).await;
     worker
         .shutdown(Duration::from_secs(5))
@@ -738,13 +677,7 @@ async fn the_worker_counts_outcomes_through_metrics() {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     let _recorder = metrics::set_default_local_recorder(&recorder);
-    let env = Env {
-        broker: Arc::new(crewq_memory::MemoryBroker::with_clock(
-            crewq_core::TokioClock::default(),
-        )),
-        keyspace: Keyspace::default(),
-        agent: AgentType::new("research").expect("agent"),
-    };
+    let env = Env::from(Backend::memory());
     let keys = env.keys();
     env.broker
         .group_create(
@@ -778,9 +711,7 @@ async fn the_worker_counts_outcomes_through_metrics() {
             }
         }
     };
-    let worker = Worker::new(Arc::clone(&env.broker), env.agent.clone(), "w1", handler)
-        .options(env.options())
-        .spawn();
+    let worker = env.spawn("w1", handler);
     env.settled(3).await;
     worker
         .shutdown(Duration::from_secs(5))
@@ -830,14 +761,7 @@ async fn entries_deleted_while_pending_are_cleaned_up_on_reclaim(env: Env) {
         .xdel(&keys.tasks, &[held[0].id])
         .await
         .expect("xdel");
-    let worker = Worker::new(
-        Arc::clone(&env.broker),
-        env.agent.clone(),
-        "w2",
-        |t: Task<Value>| async move { ok(&t) },
-    )
-    .options(env.options())
-    .spawn();
+    let worker = env.spawn("w2", |t: Task<Value>| async move { ok(&t) });
     env.settled(1).await;
     let report = worker
         .shutdown(Duration::from_secs(5))

@@ -1,0 +1,112 @@
+//! A broker for one test on either backend, and [`on_both_backends!`]
+//! (crate::on_both_backends), which runs each case on both.
+
+use std::sync::Arc;
+
+use crewq_core::{Broker, Keyspace, TokioClock};
+use crewq_memory::MemoryBroker;
+
+use crate::redis_server::TestRedis;
+
+/// What one test runs against.
+pub struct Backend {
+    /// The broker.
+    pub broker: Arc<dyn Broker>,
+    /// The seed layout under [`Backend::prefix`].
+    pub keyspace: Keyspace,
+    /// A key prefix no other test shares on this server.
+    pub prefix: String,
+    /// The memory broker's clock (tokio's, paused in tests), for components
+    /// that need the broker's time; `None` on Redis, whose ids come from
+    /// its own clock.
+    pub clock: Option<TokioClock>,
+    /// Keeps a private redis-server running for the test (or deletes the
+    /// test's keys from a `CREWQ_REDIS_URL` server) when dropped.
+    pub server: Option<TestRedis>,
+}
+
+impl Backend {
+    /// A fresh memory broker on tokio's clock.
+    pub fn memory() -> Backend {
+        let clock = TokioClock::default();
+        let prefix = Keyspace::SEED_PREFIX.to_owned();
+        Backend {
+            broker: Arc::new(MemoryBroker::with_clock(clock)),
+            keyspace: Keyspace::default(),
+            prefix,
+            clock: Some(clock),
+            server: None,
+        }
+    }
+
+    /// A private redis-server (or `CREWQ_REDIS_URL`) and a unique prefix.
+    pub async fn redis() -> Backend {
+        let server = TestRedis::start();
+        let prefix = server.unique_prefix();
+        Backend {
+            broker: Arc::new(server.broker().await),
+            keyspace: Keyspace::default()
+                .with_prefix(&prefix)
+                .unwrap_or_else(|e| panic!("a test prefix is a valid key prefix: {e}")),
+            prefix,
+            clock: None,
+            server: Some(server),
+        }
+    }
+
+    /// Whether this is the memory backend.
+    pub fn is_memory(&self) -> bool {
+        self.server.is_none()
+    }
+}
+
+/// Expands each case into `memory::<case>` (a [`Backend::memory`] on
+/// tokio's paused clock, so sleeps are instant and exact) and
+/// `redis::<case>` (a [`Backend::redis`], real time).
+///
+/// - `on_both_backends!(by_ref: a, b)` for cases
+///   `async fn a(broker: &dyn Broker, keyspace: &Keyspace)`;
+/// - `on_both_backends!(Ctx: a, b)` for cases `async fn a(ctx: Ctx)` where
+///   `Ctx: From<Backend>`.
+#[macro_export]
+macro_rules! on_both_backends {
+    (by_ref: $($case:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(start_paused = true)]
+                async fn $case() {
+                    let backend = $crate::backends::Backend::memory();
+                    super::$case(&*backend.broker, &backend.keyspace).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let backend = $crate::backends::Backend::redis().await;
+                    super::$case(&*backend.broker, &backend.keyspace).await;
+                }
+            )*
+        }
+    };
+    ($ctx:ident: $($case:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(start_paused = true)]
+                async fn $case() {
+                    super::$case(super::$ctx::from($crate::backends::Backend::memory())).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let backend = $crate::backends::Backend::redis().await;
+                    super::$case(super::$ctx::from(backend)).await;
+                }
+            )*
+        }
+    };
+}
