@@ -1,5 +1,6 @@
-//! A broker for one test on either backend, and [`on_both_backends!`]
-//! (crate::on_both_backends), which runs each case on both.
+//! A broker for one test on either backend, and
+//! [`on_both_backends!`](crate::on_both_backends), which runs each case on
+//! both.
 
 use std::sync::Arc;
 
