@@ -1,8 +1,14 @@
 //! crewq-sim: deterministic simulation of crewq over the memory backend.
 //!
-//! It starts small: [`memory_broker_on_virtual_time`] builds the broker a
-//! simulation runs on. Fault injection and the history checker come with the
-//! coordination layer they exercise.
+//! Two pieces so far: [`memory_broker_on_virtual_time`] builds the broker a
+//! simulation runs on, and [`FaultyBroker`] wraps any broker to inject
+//! seeded faults (transient errors before or after a call is applied, and
+//! latency) into the real worker, producer and supervisor code above it.
+//! The scenario runner and the history checker are built on these.
+
+mod faulty;
+
+pub use faulty::{Fault, FaultConfig, FaultEvent, FaultLog, FaultyBroker, Op, OpSet};
 
 use crewq_core::TokioClock;
 use crewq_memory::MemoryBroker;

@@ -1,0 +1,295 @@
+//! Fault injection around any broker: [`FaultyBroker`].
+
+mod config;
+mod delegate;
+
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use crewq_core::{Broker, Error, Result};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+pub use config::{FaultConfig, Op, OpSet};
+
+/// A fault that took effect on one call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Fault {
+    /// The call failed with a transient connection error before it reached
+    /// the inner broker: nothing was applied.
+    Before,
+    /// The inner broker applied the call, and the caller got a transient
+    /// time-out instead of its reply.
+    After,
+    /// The call was held back this many milliseconds before it went on.
+    Delay(u64),
+}
+
+/// One entry of the fault log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FaultEvent {
+    /// The call's number: calls through the wrapper are numbered from 0 in
+    /// the order they start, whether faults touch them or not.
+    pub seq: u64,
+    /// The operation called.
+    pub op: Op,
+    /// What was done to it.
+    pub fault: Fault,
+}
+
+/// The faults a [`FaultyBroker`] injected, in the order they took effect
+/// (a call's delay before its error; an [`Fault::After`] once the inner
+/// call has returned).
+pub type FaultLog = Vec<FaultEvent>;
+
+/// A broker that injects seeded faults into the calls it passes to `B`:
+/// transient errors before or after the call is applied, and latency.
+///
+/// Every decision comes from one generator seeded with
+/// [`FaultConfig::seed`], drawn in the order calls start, so the same seed
+/// and the same sequence of calls (as a current-thread runtime with paused
+/// time gives) inject the same faults; [`FaultyBroker::faults`] is the log to
+/// compare. Clones share the inner broker (when its clones do), the
+/// generator, the switch and the log.
+///
+/// Faults can be switched off ([`FaultyBroker::set_enabled`]) to let a
+/// system drain before checking it.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use crewq_core::{Broker, Fields, NewEntry};
+/// use crewq_memory::MemoryBroker;
+/// use crewq_sim::{Fault, FaultConfig, FaultyBroker, Op, OpSet};
+///
+/// let broker = FaultyBroker::new(
+///     MemoryBroker::new(),
+///     FaultConfig {
+///         seed: 7,
+///         error_before: 1.0,
+///         ops: OpSet::writes(),
+///         ..FaultConfig::default()
+///     },
+/// );
+/// let added = broker.xadd(NewEntry::new("s", Fields::new().with("k", "v"))).await;
+/// assert!(added.is_err_and(|e| e.is_transient()));
+/// assert_eq!(broker.xlen("s").await?, 0, "failed before: nothing applied");
+/// assert_eq!(broker.faults()[0].op, Op::Xadd);
+/// assert_eq!(broker.faults()[0].fault, Fault::Before);
+///
+/// broker.set_enabled(false);
+/// broker.xadd(NewEntry::new("s", Fields::new().with("k", "v"))).await?;
+/// assert_eq!(broker.xlen("s").await?, 1);
+/// assert_eq!((broker.calls(), broker.injected()), (4, 1));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct FaultyBroker<B> {
+    inner: B,
+    state: Arc<State>,
+}
+
+/// What clones share.
+struct State {
+    config: FaultConfig,
+    dice: Mutex<Dice>,
+}
+
+/// The mutable part, behind one lock so a call's number and its draws are
+/// taken together.
+struct Dice {
+    rng: StdRng,
+    enabled: bool,
+    calls: u64,
+    injected: u64,
+    log: FaultLog,
+}
+
+/// What was decided for one call when it started.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    seq: u64,
+    op: Op,
+    delay: Duration,
+    error: Option<ErrorAt>,
+}
+
+/// When an injected error strikes.
+#[derive(Clone, Copy, Debug)]
+enum ErrorAt {
+    Before,
+    After,
+}
+
+impl<B: Broker> FaultyBroker<B> {
+    /// Wraps `inner`, with faults switched on.
+    pub fn new(inner: B, config: FaultConfig) -> Self {
+        let dice = Dice {
+            rng: StdRng::seed_from_u64(config.seed),
+            enabled: true,
+            calls: 0,
+            injected: 0,
+            log: Vec::new(),
+        };
+        FaultyBroker {
+            inner,
+            state: Arc::new(State {
+                config,
+                dice: Mutex::new(dice),
+            }),
+        }
+    }
+
+    /// The wrapped broker, to look at or set up state without faults.
+    pub fn inner(&self) -> &B {
+        &self.inner
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &FaultConfig {
+        &self.state.config
+    }
+
+    /// Switches faults on or off. While off, calls pass through untouched
+    /// and draw nothing; they are still numbered and counted.
+    pub fn set_enabled(&self, enabled: bool) {
+        self.dice().enabled = enabled;
+    }
+
+    /// Whether faults are switched on.
+    pub fn is_enabled(&self) -> bool {
+        self.dice().enabled
+    }
+
+    /// The faults injected so far, in the order they took effect.
+    pub fn faults(&self) -> FaultLog {
+        self.dice().log.clone()
+    }
+
+    /// Calls made through the wrapper so far, faulted or not.
+    pub fn calls(&self) -> u64 {
+        self.dice().calls
+    }
+
+    /// Calls failed by an injected error so far ([`Fault::Before`] and
+    /// [`Fault::After`]; delays are not counted).
+    pub fn injected(&self) -> u64 {
+        self.dice().injected
+    }
+
+    fn dice(&self) -> MutexGuard<'_, Dice> {
+        // The lock is never held across an await or a user callback, so a
+        // poisoned lock only means a panic elsewhere: the data is intact.
+        self.state
+            .dice
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Numbers the call and draws its faults.
+    fn plan(&self, op: Op) -> Plan {
+        let config = &self.state.config;
+        let mut dice = self.dice();
+        let seq = dice.calls;
+        dice.calls += 1;
+        let mut plan = Plan {
+            seq,
+            op,
+            delay: Duration::ZERO,
+            error: None,
+        };
+        if !dice.enabled || !config.ops.contains(op) {
+            return plan;
+        }
+        if let Some((a, b)) = config.latency {
+            let lo = millis(a.min(b));
+            let hi = millis(a.max(b));
+            plan.delay = Duration::from_millis(dice.rng.random_range(lo..=hi));
+        }
+        let roll: f64 = dice.rng.random();
+        plan.error = if roll < config.error_before {
+            Some(ErrorAt::Before)
+        } else if roll < config.error_before + config.error_after {
+            Some(ErrorAt::After)
+        } else {
+            None
+        };
+        plan
+    }
+
+    fn record(&self, plan: &Plan, fault: Fault) {
+        tracing::debug!(seq = plan.seq, op = %plan.op, ?fault, "injecting a fault");
+        let mut dice = self.dice();
+        if matches!(fault, Fault::Before | Fault::After) {
+            dice.injected += 1;
+        }
+        dice.log.push(FaultEvent {
+            seq: plan.seq,
+            op: plan.op,
+            fault,
+        });
+    }
+
+    /// Runs `call` (a call on the inner broker, not started yet) with the
+    /// faults drawn for `op`. All fault logic is here and in
+    /// [`FaultyBroker::apply`].
+    async fn inject<T>(&self, op: Op, call: impl Future<Output = Result<T>>) -> Result<T> {
+        let plan = self.plan(op);
+        self.apply(plan, call).await
+    }
+
+    /// Runs `call` with the faults of `plan`: its delay, then its error
+    /// before the call (which never starts), or after it.
+    async fn apply<T>(&self, plan: Plan, call: impl Future<Output = Result<T>>) -> Result<T> {
+        if !plan.delay.is_zero() {
+            self.record(&plan, Fault::Delay(millis(plan.delay)));
+            tokio::time::sleep(plan.delay).await;
+        }
+        match plan.error {
+            Some(ErrorAt::Before) => {
+                self.record(&plan, Fault::Before);
+                Err(Error::Connection {
+                    message: format!(
+                        "injected fault: connection lost before {} (call {}); nothing applied",
+                        plan.op, plan.seq
+                    ),
+                    source: None,
+                })
+            }
+            Some(ErrorAt::After) => {
+                // The reply is lost whatever it was, as when a real
+                // connection drops after the server ran the command.
+                let reply = call.await;
+                self.record(&plan, Fault::After);
+                tracing::debug!(seq = plan.seq, applied_ok = reply.is_ok(), "reply dropped");
+                Err(Error::Timeout(format!(
+                    "injected fault: no reply to {} (call {}); it was applied",
+                    plan.op, plan.seq
+                )))
+            }
+            None => call.await,
+        }
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl<B> fmt::Debug for FaultyBroker<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let dice = self
+            .state
+            .dice
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        f.debug_struct("FaultyBroker")
+            .field("config", &self.state.config)
+            .field("enabled", &dice.enabled)
+            .field("calls", &dice.calls)
+            .field("injected", &dice.injected)
+            .finish_non_exhaustive()
+    }
+}
