@@ -203,6 +203,21 @@ fn check(seed: u64, run: &Run) {
             assert_eq!(*dead_letters, 1, "{task_id}; {context}");
         }
     }
+    // The workers' own counts add up to what the streams hold: a settle
+    // whose reply was lost is not miscounted as a zombie's.
+    let successes = run
+        .outcomes
+        .values()
+        .filter(|(results, _)| results[0] == TaskStatus::Success)
+        .count() as u64;
+    let dead: u64 = run.outcomes.values().map(|(_, d)| *d as u64).sum();
+    let completed: u64 = run.reports.iter().map(|r| r.completed).sum();
+    let dead_lettered: u64 = run.reports.iter().map(|r| r.dead_lettered).sum();
+    assert_eq!(
+        (completed, dead_lettered),
+        (successes, dead),
+        "reports add up; {context}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -103,8 +103,15 @@ impl<B: Broker, H> Shared<B, H> {
     }
 
     /// Settles one item, retrying transient broker errors with back-off.
+    ///
+    /// A settle can apply and lose its reply (a time-out, a dropped
+    /// connection); its retry then finds the entry no longer pending. Right
+    /// after such an error that is this worker's own write, not a zombie: no
+    /// other consumer can have taken the entry over within the retry back-off,
+    /// which is far shorter than the lease.
     async fn settle(&self, item: SettleItem) -> Outcome {
         let id = item.id;
+        let mut reply_lost = false;
         for attempt in 1..=5u32 {
             let settle =
                 Settle::new(&self.keys.tasks, &self.keys.group, &self.consumer).item(item.clone());
@@ -112,6 +119,10 @@ impl<B: Broker, H> Shared<B, H> {
                 Ok(outcomes) => {
                     return match outcomes.first() {
                         Some(Settled::Done(_)) => Outcome::Completed,
+                        Some(Settled::NotOwned) if reply_lost => {
+                            tracing::debug!(%id, "an earlier settle applied; its reply was lost");
+                            Outcome::Completed
+                        }
                         _ => {
                             tracing::warn!(%id, "entry was taken over by another consumer; not recording an outcome");
                             Outcome::Zombie
@@ -119,6 +130,7 @@ impl<B: Broker, H> Shared<B, H> {
                     };
                 }
                 Err(err) if err.is_transient() => {
+                    reply_lost = true;
                     let wait = self.backoff_wait(attempt);
                     tracing::debug!(%id, error = %err, ?wait, "settle failed; retrying");
                     tokio::time::sleep(wait).await;
