@@ -12,22 +12,24 @@ use crate::error::{Op, from_server_error};
 use crate::{commands, parse};
 
 impl RedisBroker {
-    /// [`Broker::xadd_many`](crewq_core::Broker::xadd_many): every valid
-    /// entry's `XADD` in one pipeline.
-    pub(crate) async fn add_pipelined(
+    /// Sends one command per valid entry in a single pipeline and returns,
+    /// per entry in order, its reply (error replies in place, so one failing
+    /// command does not hide the others) or why it was not sent.
+    pub(crate) async fn pipelined_per_entry<E>(
         &self,
-        entries: Vec<NewEntry>,
-    ) -> Result<Vec<Result<StreamId>>> {
+        entries: &[E],
+        op: impl Fn(&E) -> Op<'_>,
+        validate: impl Fn(&E) -> Result<()>,
+        command: impl Fn(&E) -> redis::Cmd,
+    ) -> Result<Vec<Result<Value>>> {
         let mut pipe = redis::pipe();
-        // Error replies come back in place, so one failing XADD does not
-        // hide the results of the others.
         pipe.ignore_errors();
+        let mut results: Vec<Option<Result<Value>>> = Vec::with_capacity(entries.len());
         let mut sent = Vec::new();
-        let mut results: Vec<Option<Result<StreamId>>> = Vec::with_capacity(entries.len());
         for (index, entry) in entries.iter().enumerate() {
-            match validate_new_entry(entry) {
+            match validate(entry) {
                 Ok(()) => {
-                    pipe.add_command(commands::xadd(entry));
+                    pipe.add_command(command(entry));
                     sent.push(index);
                     results.push(None);
                 }
@@ -35,33 +37,50 @@ impl RedisBroker {
             }
         }
         if let Some(&first) = sent.first() {
-            let op = Op::new("XADD (pipelined)", &entries[first].stream);
-            let replies = self.query_pipe(&pipe, op).await?;
+            let first = op(&entries[first]);
+            let replies = self.query_pipe(&pipe, first).await?;
             if replies.len() != sent.len() {
-                return Err(op.protocol(format_args!(
-                    "{} replies to {} appends",
+                return Err(first.protocol(format_args!(
+                    "{} replies to {} commands",
                     replies.len(),
                     sent.len()
                 )));
             }
             for (index, reply) in sent.into_iter().zip(replies) {
-                let result = match added_id(reply, entry_op(&entries[index])) {
-                    Ok(id) => Ok(id),
-                    Err(err) => Err(self.with_top_id(err).await),
-                };
-                results[index] = Some(result);
+                results[index] = Some(Ok(reply));
             }
         }
         results
             .into_iter()
             .map(|result| {
-                result.ok_or_else(|| Error::Protocol("an append got no reply".to_owned()))
+                result.ok_or_else(|| Error::Protocol("a pipelined command got no reply".to_owned()))
             })
             .collect()
     }
 
-    /// [`Broker::ack_and_add`](crewq_core::Broker::ack_and_add): the acks,
-    /// then the appends, in one `MULTI`/`EXEC`.
+    /// [`Broker::xadd_many`](crewq_core::Broker::xadd_many): every valid
+    /// entry's `XADD` in one pipeline.
+    pub(crate) async fn add_pipelined(
+        &self,
+        entries: Vec<NewEntry>,
+    ) -> Result<Vec<Result<StreamId>>> {
+        let replies = self
+            .pipelined_per_entry(&entries, entry_op, validate_new_entry, commands::xadd)
+            .await?;
+        let mut ids = Vec::with_capacity(entries.len());
+        for (entry, reply) in entries.iter().zip(replies) {
+            ids.push(
+                match reply.and_then(|reply| added_id(reply, entry_op(entry))) {
+                    Ok(id) => Ok(id),
+                    Err(err) => Err(self.with_top_id(err).await),
+                },
+            );
+        }
+        Ok(ids)
+    }
+
+    /// [`Broker::ack_and_add`](crewq_core::Broker::ack_and_add): the
+    /// appends, then the acks, then the deletes, in one `MULTI`/`EXEC`.
     ///
     /// `EXEC` runs every queued command even when one fails (a key of the
     /// wrong type), and Redis does not roll back: the failure is returned,

@@ -6,7 +6,7 @@
 //! batch goes as one pipeline of `EVAL`s: redis-rs's `Script` cannot join a
 //! pipeline, and Redis caches the compiled script by its hash either way.
 
-use crewq_core::{AddedOnce, Error, OnceEntry, Result, validate_once_entry};
+use crewq_core::{AddedOnce, OnceEntry, Result, validate_once_entry};
 use redis::{Cmd, Value, cmd};
 
 use crate::RedisBroker;
@@ -46,44 +46,20 @@ impl RedisBroker {
         &self,
         entries: Vec<OnceEntry>,
     ) -> Result<Vec<Result<AddedOnce>>> {
-        let mut pipe = redis::pipe();
-        // Error replies come back in place: one failing entry does not hide
-        // the others' outcomes.
-        pipe.ignore_errors();
-        let mut results: Vec<Option<Result<AddedOnce>>> = Vec::with_capacity(entries.len());
-        let mut sent = Vec::new();
-        for (index, once) in entries.iter().enumerate() {
-            match validate_once_entry(once) {
-                Ok(()) => {
-                    pipe.add_command(xadd_once_cmd(once));
-                    sent.push(index);
-                    results.push(None);
-                }
-                Err(err) => results.push(Some(Err(err))),
-            }
-        }
-        if let Some(&first) = sent.first() {
-            let op = Op::new("xadd_once", &entries[first].entry.stream);
-            let replies = self.query_pipe(&pipe, op).await?;
-            if replies.len() != sent.len() {
-                return Err(op.protocol(format_args!(
-                    "{} replies to {} appends",
-                    replies.len(),
-                    sent.len()
-                )));
-            }
-            for (index, reply) in sent.into_iter().zip(replies) {
-                let op = Op::new("xadd_once", &entries[index].entry.stream);
-                results[index] = Some(added_once(reply, op));
-            }
-        }
-        results
-            .into_iter()
-            .map(|result| {
-                result.ok_or_else(|| Error::Protocol("an append got no reply".to_owned()))
-            })
-            .collect()
+        let replies = self
+            .pipelined_per_entry(&entries, once_op, validate_once_entry, xadd_once_cmd)
+            .await?;
+        Ok(entries
+            .iter()
+            .zip(replies)
+            .map(|(once, reply)| reply.and_then(|reply| added_once(reply, once_op(once))))
+            .collect())
     }
+}
+
+/// What a failed append-once is reported as.
+fn once_op(once: &OnceEntry) -> Op<'_> {
+    Op::new("xadd_once", &once.entry.stream)
 }
 
 /// Reads one script reply: `{1, id}`, `{0, id}` or an error.
