@@ -15,16 +15,23 @@ use tracing::Instrument;
 
 use crate::metrics::{COMPLETED, DEAD_LETTERED, FAILED, RETRIED, count};
 use crate::{
-    AgentKeys, Broker, DATA_FIELD, DeadLetter, DeadLetterReason, DeliveredEntry, Fields, NewEntry,
-    Origin, PendingQuery, Settle, SettleItem, Settled, StreamId, Task, TaskResult, utc_isoformat,
+    Ack, AckAndAdd, AgentKeys, Broker, DATA_FIELD, DeadLetter, DeadLetterReason, DeliveredEntry,
+    Fields, NewEntry, Origin, PendingQuery, Settle, SettleItem, Settled, StreamId, Task,
+    TaskResult, utc_isoformat,
 };
 
+use super::mutant::Mutant;
 use super::{Handler, WorkerOptions};
 
 /// The field of a retried task entry counting the attempts that failed
 /// before it: the durable attempt counter, since Redis's own delivery count
 /// is not replicated reliably.
 pub const ATTEMPTS_FIELD: &str = "attempts";
+
+/// How often one step of an attempt (a settle, a pending-list read) is
+/// tried against transient broker errors before the attempt gives up and
+/// leaves its entry pending.
+const BROKER_TRIES: u32 = 5;
 
 /// How the entry reached this worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,27 +86,59 @@ impl<B: Broker, H> Shared<B, H> {
     }
 
     /// Attempts that failed before this delivery: the durable counter of the
-    /// entry, plus deliveries that never got an outcome (a crash).
-    async fn prior_attempts(&self, id: StreamId, fields: &Fields, source: Source) -> u32 {
+    /// entry, plus deliveries that never got an outcome (a crash, a lost
+    /// reply), read from the entry's delivery count.
+    ///
+    /// The count must be known before the handler runs, or a task whose
+    /// every delivery crashes its worker would run for ever: when the
+    /// pending list cannot be read, the attempt is given up
+    /// ([`Outcome::Unsettled`]) and the entry is delivered again after the
+    /// lease. An entry no longer pending for this consumer was taken over
+    /// or settled by another: it is not run ([`Outcome::Zombie`]).
+    async fn prior_attempts(
+        &self,
+        id: StreamId,
+        fields: &Fields,
+        source: Source,
+    ) -> Result<u32, Outcome> {
         let stored = fields
             .get_str(ATTEMPTS_FIELD)
             .and_then(|n| n.parse::<u32>().ok())
             .unwrap_or(0);
         if source == Source::New {
-            return stored;
+            // Read as new: this is its first delivery.
+            return Ok(stored);
         }
         let query = PendingQuery::new(1)
             .range((std::ops::Bound::Included(id), std::ops::Bound::Included(id)));
-        let deliveries = match self
-            .broker
-            .pending(&self.keys.tasks, &self.keys.group, &query)
-            .await
-        {
-            Ok(rows) => rows.first().map_or(1, |row| row.deliveries),
-            // Unknown: count no crash rather than fail the attempt.
-            Err(_) => 1,
+        let mut tries = 1;
+        let rows = loop {
+            match self
+                .broker
+                .pending(&self.keys.tasks, &self.keys.group, &query)
+                .await
+            {
+                Ok(rows) => break rows,
+                Err(err) if err.is_transient() && tries < BROKER_TRIES => {
+                    tokio::time::sleep(self.backoff_wait(tries)).await;
+                    tries += 1;
+                }
+                Err(err) => {
+                    tracing::warn!(%id, error = %err, "cannot count the deliveries; the entry stays pending");
+                    return Err(Outcome::Unsettled);
+                }
+            }
         };
-        stored.saturating_add(u32::try_from(deliveries.saturating_sub(1)).unwrap_or(u32::MAX))
+        match rows.first() {
+            Some(row) if row.consumer == self.consumer => {
+                let crashed = u32::try_from(row.deliveries.saturating_sub(1)).unwrap_or(u32::MAX);
+                Ok(stored.saturating_add(crashed))
+            }
+            _ => {
+                tracing::debug!(%id, "no longer pending for this consumer; not running it");
+                Err(Outcome::Zombie)
+            }
+        }
     }
 
     /// Settles one item, retrying transient broker errors with back-off.
@@ -110,9 +149,13 @@ impl<B: Broker, H> Shared<B, H> {
     /// other consumer can have taken the entry over within the retry back-off,
     /// which is far shorter than the lease.
     async fn settle(&self, item: SettleItem) -> Outcome {
+        if self.options.is_mutant(Mutant::AckBeforeHandle) {
+            // No ownership guard: the outcome is written blindly.
+            return self.write_unguarded(item, true).await;
+        }
         let id = item.id;
         let mut reply_lost = false;
-        for attempt in 1..=5u32 {
+        for attempt in 1..=BROKER_TRIES {
             let settle =
                 Settle::new(&self.keys.tasks, &self.keys.group, &self.consumer).item(item.clone());
             match self.broker.settle(settle).await {
@@ -142,6 +185,22 @@ impl<B: Broker, H> Shared<B, H> {
             }
         }
         Outcome::Unsettled
+    }
+
+    /// The mutants' way to record an outcome: its appends (and its ack if
+    /// `ack`), with no ownership check.
+    async fn write_unguarded(&self, item: SettleItem, ack: bool) -> Outcome {
+        let mut step = item
+            .appends
+            .into_iter()
+            .fold(AckAndAdd::new(), AckAndAdd::append);
+        if ack {
+            step = step.ack(Ack::new(&self.keys.tasks, &self.keys.group, vec![item.id]));
+        }
+        match self.broker.ack_and_add(step).await {
+            Ok(_) => Outcome::Completed,
+            Err(_) => Outcome::Unsettled,
+        }
     }
 
     pub(crate) fn backoff_wait(&self, attempt: u32) -> Duration {
@@ -176,7 +235,12 @@ impl<B: Broker, H> Shared<B, H> {
         let task_id = task.map_or("", |t| t.task_id.as_str());
         let trace_id = task.and_then(|t| t.trace_id.as_deref()).unwrap_or("");
         let span = tracing::info_span!("dead_letter", task_id, trace_id, %id);
-        match self.settle(item).instrument(span).await {
+        let settled = if self.options.is_mutant(Mutant::DlqWithoutAck) {
+            self.write_unguarded(item, false).instrument(span).await
+        } else {
+            self.settle(item).instrument(span).await
+        };
+        match settled {
             Outcome::Completed => {
                 count(DEAD_LETTERED, &self.agent_type, 1);
                 Outcome::DeadLettered
@@ -205,7 +269,10 @@ where
             };
         };
         let data = fields.get(DATA_FIELD).cloned().unwrap_or_default();
-        let prior = self.prior_attempts(id, &fields, source).await;
+        let prior = match self.prior_attempts(id, &fields, source).await {
+            Ok(prior) => prior,
+            Err(outcome) => return outcome,
+        };
         let task: Task<Value> = match self.options.codec.decode_task(&fields) {
             Ok(task) => task,
             Err(err) => {
@@ -261,6 +328,12 @@ where
                     .await;
             }
         };
+        if self.options.is_mutant(Mutant::AckBeforeHandle) {
+            let _ = self
+                .broker
+                .ack(&self.keys.tasks, &self.keys.group, &[id])
+                .await;
+        }
         let started = tokio::time::Instant::now();
         let failure = match self.call(typed).await {
             Ok(output) => {
@@ -271,7 +344,7 @@ where
         };
         count(FAILED, &self.agent_type, 1);
         let failed = prior + 1;
-        if failed > task.max_retries {
+        if failed > task.max_retries || self.options.is_mutant(Mutant::DlqOnFirstFailure) {
             return self
                 .dead_letter(
                     id,

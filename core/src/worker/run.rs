@@ -16,6 +16,7 @@ use crate::metrics::{RECLAIMED, count};
 use crate::{Broker, DeliveredEntry, Error, GroupStart, ReadGroup, Result, StreamId};
 
 use super::attempt::{Outcome, Shared, Source};
+use super::mutant::Mutant;
 use super::{Handler, Worker, WorkerReport};
 
 /// The worker's state between reads.
@@ -126,7 +127,9 @@ where
         }
         let read = if self.draining.is_some() {
             self.drain(free).await
-        } else if Instant::now() >= self.next_reclaim {
+        } else if Instant::now() >= self.next_reclaim
+            && !self.shared.options.is_mutant(Mutant::NoReclaim)
+        {
             self.reclaim(free).await
         } else {
             self.read_new(free).await
@@ -211,7 +214,12 @@ where
     {
         let shared = Arc::clone(&self.shared);
         let id = entry.id;
-        shared.hold(id);
+        if !shared.hold(id) {
+            // Reclaimed from ourselves (its lease lapsed while renewals
+            // failed): the attempt already running settles it.
+            tracing::debug!(%id, "already running; not starting a second attempt");
+            return;
+        }
         self.inflight.spawn(async move {
             let outcome = shared.attempt::<P>(entry, source).await;
             shared.release(id);
@@ -314,11 +322,12 @@ pub(crate) async fn ensure_group<B: Broker, H>(shared: &Shared<B, H>) -> Result<
 }
 
 impl<B, H> Shared<B, H> {
-    fn hold(&self, id: StreamId) {
+    /// Marks `id` as being worked on; false if it already was.
+    fn hold(&self, id: StreamId) -> bool {
         self.held
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(id);
+            .insert(id)
     }
 
     fn release(&self, id: StreamId) {
