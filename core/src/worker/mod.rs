@@ -50,6 +50,7 @@
 //! ```
 
 mod attempt;
+mod mutant;
 mod options;
 mod run;
 
@@ -64,6 +65,8 @@ use tokio::task::JoinHandle;
 use crate::{AgentType, Broker, Error, Result, Task};
 
 pub use attempt::ATTEMPTS_FIELD;
+#[cfg(feature = "mutants")]
+pub use mutant::Mutant;
 pub use options::{Backoff, WorkerOptions};
 
 /// What a handler returns when its attempt failed: any error.

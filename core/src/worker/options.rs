@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
+use super::mutant::Mutant;
 use crate::{Clock, Keyspace, SystemClock, Validators, WireCodec};
 
 /// Exponential back-off with full jitter between attempts of a failing task
@@ -75,6 +76,10 @@ pub struct WorkerOptions {
     pub seed: Option<u64>,
     /// Stamps results and dead letters (`completed_at`, `dead_lettered_at`).
     pub clock: Arc<dyn Clock>,
+    /// A deliberate bug to switch on, for testing a checker (feature
+    /// `mutants`; see [`Mutant`]). `None`, the default, is the real worker.
+    #[cfg(feature = "mutants")]
+    pub mutant: Option<Mutant>,
 }
 
 impl Default for WorkerOptions {
@@ -92,6 +97,8 @@ impl Default for WorkerOptions {
             backoff: Backoff::default(),
             seed: None,
             clock: Arc::new(SystemClock),
+            #[cfg(feature = "mutants")]
+            mutant: None,
         }
     }
 }
@@ -113,6 +120,17 @@ impl WorkerOptions {
     pub fn concurrency(mut self, concurrency: usize) -> Self {
         self.concurrency = concurrency.max(1);
         self
+    }
+
+    /// Whether `mutant` is switched on; always false without the feature.
+    pub(crate) fn is_mutant(&self, mutant: Mutant) -> bool {
+        #[cfg(feature = "mutants")]
+        return self.mutant == Some(mutant);
+        #[cfg(not(feature = "mutants"))]
+        {
+            let _ = mutant;
+            false
+        }
     }
 
     /// The read's block time (kept below the renewal interval).

@@ -1,0 +1,77 @@
+//! Deliberately broken workers, to prove that a checker catches real bugs.
+//!
+//! A checker that never fails proves nothing. crewq-sim runs the real
+//! [`Worker`](super::Worker) with one of these bugs switched on
+//! ([`WorkerOptions::mutant`](super::WorkerOptions::mutant), feature
+//! `mutants`) and asserts that its invariants catch each one within a few
+//! seeds. Each is a one-line change at the place the real worker keeps the
+//! promise the mutant breaks. Never switch one on outside a test.
+
+/// A deliberate bug in the worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(not(feature = "mutants"), allow(dead_code))]
+pub enum Mutant {
+    /// `ack-before-handle`: acknowledges each entry as soon as it arrives,
+    /// then runs it and writes its outcome without the ownership guard, as
+    /// a naive consumer does: a crash in between loses the task.
+    AckBeforeHandle,
+    /// `no-reclaim`: never takes over the entries of crashed or stalled
+    /// consumers, nor its own whose read reply was lost.
+    NoReclaim,
+    /// `dlq-without-ack`: writes the dead letter but leaves the entry
+    /// pending, so it is delivered (and dead-lettered) again.
+    DlqWithoutAck,
+    /// `dlq-on-first-failure`: dead-letters a task on its first failed
+    /// attempt, whatever its `max_retries`.
+    DlqOnFirstFailure,
+}
+
+#[cfg(feature = "mutants")]
+impl Mutant {
+    /// Every mutant.
+    pub const ALL: [Mutant; 4] = [
+        Mutant::AckBeforeHandle,
+        Mutant::NoReclaim,
+        Mutant::DlqWithoutAck,
+        Mutant::DlqOnFirstFailure,
+    ];
+
+    /// Its name on the command line (`ack-before-handle` ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Mutant::AckBeforeHandle => "ack-before-handle",
+            Mutant::NoReclaim => "no-reclaim",
+            Mutant::DlqWithoutAck => "dlq-without-ack",
+            Mutant::DlqOnFirstFailure => "dlq-on-first-failure",
+        }
+    }
+}
+
+#[cfg(feature = "mutants")]
+impl std::fmt::Display for Mutant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(feature = "mutants")]
+impl std::str::FromStr for Mutant {
+    type Err = String;
+
+    /// Reads a mutant's [name](Mutant::name).
+    ///
+    /// ```
+    /// use crewq_core::worker::Mutant;
+    /// assert_eq!("no-reclaim".parse::<Mutant>(), Ok(Mutant::NoReclaim));
+    /// assert!("no-such-bug".parse::<Mutant>().unwrap_err().contains("dlq-without-ack"));
+    /// ```
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Mutant::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Mutant::ALL.iter().map(|m| m.name()).collect();
+                format!("unknown mutant '{s}'; known: {}", names.join(", "))
+            })
+    }
+}
