@@ -74,6 +74,7 @@ impl<B: Broker> Broker for FaultyBroker<B> {
     }
 
     async fn read_group(&self, read: &ReadGroup) -> Result<Vec<DeliveredEntry>> {
+        self.wait_while_paused().await;
         let mut plan = self.plan(Op::ReadGroup);
         match blocks_for(read) {
             // Not blocking, or blocking forever: the delay is plain latency.

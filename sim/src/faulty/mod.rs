@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use crewq_core::{Broker, Error, Result};
-use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha12Rng;
+use tokio::time::Instant;
 
 pub use config::{FaultConfig, Op, OpSet};
 
@@ -45,17 +46,23 @@ pub struct FaultEvent {
 pub type FaultLog = Vec<FaultEvent>;
 
 /// A broker that injects seeded faults into the calls it passes to `B`:
-/// transient errors before or after the call is applied, and latency.
+/// transient errors before or after the call is applied, latency, and
+/// pauses.
 ///
-/// Every decision comes from one generator seeded with
-/// [`FaultConfig::seed`], drawn in the order calls start, so the same seed
-/// and the same sequence of calls (as a current-thread runtime with paused
-/// time gives) inject the same faults; [`FaultyBroker::faults`] is the log to
-/// compare. Clones share the inner broker (when its clones do), the
-/// generator, the switch and the log.
+/// Every decision comes from [`FaultConfig::seed`], drawn in the order calls
+/// start: errors from one stream of the generator, latency from another, so
+/// switching latency on does not move the errors. The same seed and the
+/// same sequence of calls (as a current-thread runtime with paused time
+/// gives) inject the same faults; [`FaultyBroker::faults`] is the log to
+/// compare, and [`FaultyBroker::set_observer`] sees each fault as it takes
+/// effect. Clones share the inner broker (when its clones do), the
+/// generator, the switch, the pause and the log.
 ///
 /// Faults can be switched off ([`FaultyBroker::set_enabled`]) to let a
-/// system drain before checking it.
+/// system drain before checking it. A pause ([`FaultyBroker::pause_until`])
+/// freezes the caller's view of the broker as a stopped process or a
+/// partition would: calls wait for its end before they start, and replies
+/// that arrive during it are handed over only after it.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
@@ -91,6 +98,13 @@ pub struct FaultyBroker<B> {
     state: Arc<State>,
 }
 
+/// Sees each fault as it takes effect.
+pub type FaultObserver = Arc<dyn Fn(&FaultEvent) + Send + Sync>;
+
+/// The generator streams of one seed: errors and latency are drawn apart.
+const ERROR_STREAM: u64 = 0;
+const LATENCY_STREAM: u64 = 1;
+
 /// What clones share.
 struct State {
     config: FaultConfig,
@@ -100,11 +114,14 @@ struct State {
 /// The mutable part, behind one lock so a call's number and its draws are
 /// taken together.
 struct Dice {
-    rng: StdRng,
+    errors: ChaCha12Rng,
+    latency: ChaCha12Rng,
     enabled: bool,
+    paused_until: Option<Instant>,
     calls: u64,
     injected: u64,
     log: FaultLog,
+    observer: Option<FaultObserver>,
 }
 
 /// What was decided for one call when it started.
@@ -126,12 +143,20 @@ enum ErrorAt {
 impl<B: Broker> FaultyBroker<B> {
     /// Wraps `inner`, with faults switched on.
     pub fn new(inner: B, config: FaultConfig) -> Self {
+        let stream = |n| {
+            let mut rng = ChaCha12Rng::seed_from_u64(config.seed);
+            rng.set_stream(n);
+            rng
+        };
         let dice = Dice {
-            rng: StdRng::seed_from_u64(config.seed),
+            errors: stream(ERROR_STREAM),
+            latency: stream(LATENCY_STREAM),
             enabled: true,
+            paused_until: None,
             calls: 0,
             injected: 0,
             log: Vec::new(),
+            observer: None,
         };
         FaultyBroker {
             inner,
@@ -161,6 +186,39 @@ impl<B: Broker> FaultyBroker<B> {
     /// Whether faults are switched on.
     pub fn is_enabled(&self) -> bool {
         self.dice().enabled
+    }
+
+    /// Freezes calls until `deadline` (tokio time): calls made meanwhile
+    /// start after it, replies that arrive meanwhile are handed over after
+    /// it. A later call replaces the deadline; a past one ends the pause.
+    pub fn pause_until(&self, deadline: Instant) {
+        self.dice().paused_until = Some(deadline);
+    }
+
+    /// Ends a pause at once.
+    pub fn resume(&self) {
+        self.dice().paused_until = None;
+    }
+
+    /// The end of the current pause, if one is under way.
+    pub fn paused_until(&self) -> Option<Instant> {
+        self.dice()
+            .paused_until
+            .filter(|until| *until > Instant::now())
+    }
+
+    /// Waits while a pause is under way (also for callers that are not
+    /// broker calls, such as a handler frozen with its worker).
+    pub async fn wait_while_paused(&self) {
+        while let Some(until) = self.paused_until() {
+            tokio::time::sleep_until(until).await;
+        }
+    }
+
+    /// Calls `observer` with each fault as it takes effect, after it is
+    /// logged (never under a lock of the broker's).
+    pub fn set_observer(&self, observer: FaultObserver) {
+        self.dice().observer = Some(observer);
     }
 
     /// The faults injected so far, in the order they took effect.
@@ -206,9 +264,9 @@ impl<B: Broker> FaultyBroker<B> {
         if let Some((a, b)) = config.latency {
             let lo = millis(a.min(b));
             let hi = millis(a.max(b));
-            plan.delay = Duration::from_millis(dice.rng.random_range(lo..=hi));
+            plan.delay = Duration::from_millis(dice.latency.random_range(lo..=hi));
         }
-        let roll: f64 = dice.rng.random();
+        let roll: f64 = dice.errors.random();
         plan.error = if roll < config.error_before {
             Some(ErrorAt::Before)
         } else if roll < config.error_before + config.error_after {
@@ -221,28 +279,47 @@ impl<B: Broker> FaultyBroker<B> {
 
     fn record(&self, plan: &Plan, fault: Fault) {
         tracing::debug!(seq = plan.seq, op = %plan.op, ?fault, "injecting a fault");
-        let mut dice = self.dice();
-        if matches!(fault, Fault::Before | Fault::After) {
-            dice.injected += 1;
-        }
-        dice.log.push(FaultEvent {
+        let event = FaultEvent {
             seq: plan.seq,
             op: plan.op,
             fault,
-        });
+        };
+        let observer = {
+            let mut dice = self.dice();
+            if matches!(fault, Fault::Before | Fault::After) {
+                dice.injected += 1;
+            }
+            dice.log.push(event);
+            dice.observer.clone()
+        };
+        if let Some(observer) = observer {
+            observer(&event);
+        }
     }
 
     /// Runs `call` (a call on the inner broker, not started yet) with the
     /// faults drawn for `op`. All fault logic is here and in
     /// [`FaultyBroker::apply`].
     async fn inject<T>(&self, op: Op, call: impl Future<Output = Result<T>>) -> Result<T> {
+        self.wait_while_paused().await;
         let plan = self.plan(op);
         self.apply(plan, call).await
     }
 
     /// Runs `call` with the faults of `plan`: its delay, then its error
-    /// before the call (which never starts), or after it.
+    /// before the call (which never starts), or after it; a reply waits
+    /// out a pause that began meanwhile.
     async fn apply<T>(&self, plan: Plan, call: impl Future<Output = Result<T>>) -> Result<T> {
+        let reply = self.apply_faults(plan, call).await;
+        self.wait_while_paused().await;
+        reply
+    }
+
+    async fn apply_faults<T>(
+        &self,
+        plan: Plan,
+        call: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
         if !plan.delay.is_zero() {
             self.record(&plan, Fault::Delay(millis(plan.delay)));
             tokio::time::sleep(plan.delay).await;
