@@ -16,9 +16,10 @@ use crate::{Broker, DeliveredEntry, Error, GroupStart, ReadGroup, StreamId, resu
 pub(super) struct ReaderState {
     /// Streams whose pending list this supervisor has drained since it
     /// started. A stream leaves the set while a read of new entries is in
-    /// flight: if that read is cancelled after the server delivered entries,
-    /// they are in the pending list unseen, and the next round drains it
-    /// again (what was already routed is held, so it is not routed twice).
+    /// flight, and comes back only when the read returned: if that read is
+    /// cancelled or fails after the server delivered entries, they are in
+    /// the pending list unseen, and the next round drains it again (what was
+    /// already routed is held, so it is not routed twice).
     drained: BTreeSet<String>,
 }
 
@@ -72,11 +73,14 @@ impl<B: Broker> Inner<B> {
         for stream in streams {
             state.drained.remove(stream);
         }
-        let read = self.read_new(streams, block).await;
+        // A read that failed may still have delivered entries (a reply lost
+        // after the server ran it): its streams stay undrained, and the next
+        // round reads their pending lists first.
+        let read = self.read_new(streams, block).await?;
         for stream in streams {
             state.drained.insert(stream.clone());
         }
-        for (stream, entries) in read? {
+        for (stream, entries) in read {
             self.route(&stream, entries, false).await;
         }
         Ok(())
