@@ -1,0 +1,290 @@
+//! What the history and the final state say about each task: its entries,
+//! deliveries, runs and outcomes, gathered before any judgement.
+
+use std::collections::BTreeMap;
+
+use crewq_core::{DeadLetter, StreamId, TaskStatus};
+
+use crate::Scenario;
+use crate::crew::task_index;
+use crate::history::Event;
+use crate::report::{Invariant, Violation};
+use crate::run::RunRecord;
+
+/// Everything known of one task.
+#[derive(Clone, Debug, Default)]
+pub(super) struct TaskFacts {
+    /// Its dispatch was acknowledged.
+    pub acked: bool,
+    /// Its entries in its task stream (the first, then one per retry).
+    pub entries: u32,
+    pub deliveries: u32,
+    pub first_delivery_ms: Option<u64>,
+    pub last_delivery_ms: Option<u64>,
+    pub runs: u32,
+    pub successes: u32,
+    pub failures: u32,
+    pub dead_letters: Vec<DeadLetter>,
+    /// Its entries still pending after the drain.
+    pub pending: u32,
+    /// Its entries never delivered.
+    pub unread: u32,
+}
+
+/// A span of time in which a task's delivery could be wasted.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Disruption {
+    pub from_ms: u64,
+    pub to_ms: u64,
+}
+
+pub(super) struct Facts {
+    pub tasks: BTreeMap<u32, TaskFacts>,
+    pub disruptions: Vec<Disruption>,
+    /// The first result of each task, in stream order.
+    pub first_results: BTreeMap<u32, TaskStatus>,
+    pub violations: Vec<Violation>,
+    pub deliveries: u64,
+    pub handler_calls: u64,
+}
+
+impl Facts {
+    pub fn gather(scenario: &Scenario, record: &RunRecord) -> Facts {
+        let mut facts = Facts {
+            tasks: (0..scenario.tasks)
+                .map(|t| (t, TaskFacts::default()))
+                .collect(),
+            disruptions: Vec::new(),
+            first_results: BTreeMap::new(),
+            violations: Vec::new(),
+            deliveries: 0,
+            handler_calls: 0,
+        };
+        let entries = facts.map_entries(record);
+        facts.read_history(scenario, record, &entries);
+        facts.read_outcomes(record, &entries);
+        facts
+    }
+
+    fn violate(&mut self, invariant: Invariant, task: Option<u32>, detail: String) {
+        self.violations.push(Violation {
+            invariant,
+            task,
+            detail,
+        });
+    }
+
+    fn task(&mut self, task: u32) -> Option<&mut TaskFacts> {
+        self.tasks.get_mut(&task)
+    }
+
+    /// Which task each task-stream entry is: from its data, or (for an
+    /// undecodable one) from its acknowledged dispatch.
+    fn map_entries(&mut self, record: &RunRecord) -> BTreeMap<(String, StreamId), u32> {
+        let mut map = BTreeMap::new();
+        for agent in &record.state.agents {
+            for (id, task_id) in &agent.entries {
+                if let Some(task) = task_id.as_deref().and_then(task_index) {
+                    map.insert((agent.keys.tasks.clone(), *id), task);
+                }
+            }
+        }
+        for stamped in record.history.events() {
+            if let Event::Dispatched { task, entry } = &stamped.event {
+                let stream = record.state.task_stream_of(*task);
+                match map.insert((stream, *entry), *task) {
+                    Some(other) if other != *task => self.violate(
+                        Invariant::OutcomesConsistent,
+                        Some(*task),
+                        format!("its dispatch reported entry {entry}, which is task {other}"),
+                    ),
+                    _ => {}
+                }
+            }
+        }
+        for (&(_, _), task) in &map {
+            if let Some(facts) = self.tasks.get_mut(task) {
+                facts.entries += 1;
+            }
+        }
+        map
+    }
+
+    fn read_history(
+        &mut self,
+        scenario: &Scenario,
+        record: &RunRecord,
+        entries: &BTreeMap<(String, StreamId), u32>,
+    ) {
+        let task_streams = record.state.task_streams();
+        // A crashed worker's in-flight read may still deliver a little
+        // after the crash (on Redis, a command already on the wire).
+        let slack = crate::scenario::millis_of(scenario.lease);
+        for stamped in record.history.events() {
+            let at = stamped.at_ms;
+            match &stamped.event {
+                Event::Dispatched { task, .. } => {
+                    if let Some(facts) = self.task(*task) {
+                        facts.acked = true;
+                    }
+                }
+                Event::Delivered { stream, id, .. } if task_streams.contains(stream) => {
+                    self.deliveries += 1;
+                    match entries.get(&(stream.clone(), *id)) {
+                        Some(task) => {
+                            if let Some(facts) = self.task(*task) {
+                                facts.deliveries += 1;
+                                facts.first_delivery_ms.get_or_insert(at);
+                                facts.last_delivery_ms = Some(at);
+                            }
+                        }
+                        None => self.violate(
+                            Invariant::NoPhantom,
+                            None,
+                            format!("entry {id} of {stream} was delivered but never dispatched"),
+                        ),
+                    }
+                }
+                Event::HandlerStarted { task, .. } => {
+                    self.handler_calls += 1;
+                    match self.task(*task) {
+                        Some(facts) => facts.runs += 1,
+                        None => self.violate(
+                            Invariant::NoPhantom,
+                            Some(*task),
+                            "a handler ran a task that is not in the workload".into(),
+                        ),
+                    }
+                }
+                Event::Crashed { .. } => self.disruptions.push(Disruption {
+                    from_ms: at,
+                    to_ms: at + slack,
+                }),
+                Event::Paused { until_ms, .. } => self.disruptions.push(Disruption {
+                    from_ms: at,
+                    to_ms: *until_ms,
+                }),
+                Event::Fault { .. } => self.disruptions.push(Disruption {
+                    from_ms: at,
+                    to_ms: at,
+                }),
+                _ => {}
+            }
+        }
+    }
+
+    fn read_outcomes(&mut self, record: &RunRecord, entries: &BTreeMap<(String, StreamId), u32>) {
+        for result in &record.state.results {
+            let Some((task_id, status)) = &result.result else {
+                self.violate(
+                    Invariant::OutcomesConsistent,
+                    None,
+                    format!("result entry {} does not decode", result.id),
+                );
+                continue;
+            };
+            let Some(task) = task_index(task_id).filter(|t| self.tasks.contains_key(t)) else {
+                self.violate(
+                    Invariant::NoPhantom,
+                    None,
+                    format!("a result for '{task_id}', which was never dispatched"),
+                );
+                continue;
+            };
+            self.first_results.entry(task).or_insert(*status);
+            let Some(facts) = self.task(task) else {
+                continue;
+            };
+            match status {
+                TaskStatus::Success => facts.successes += 1,
+                TaskStatus::Failure => facts.failures += 1,
+                TaskStatus::Skipped => self.violate(
+                    Invariant::OutcomesConsistent,
+                    Some(task),
+                    "a result with status skipped, which no worker writes".into(),
+                ),
+            }
+        }
+        for agent in &record.state.agents {
+            for (id, letter) in &agent.dead_letters {
+                let letter = match letter {
+                    Ok(letter) => letter,
+                    Err(err) => {
+                        let detail = format!("dead letter {id} does not decode: {err}");
+                        self.violate(Invariant::OutcomesConsistent, None, detail);
+                        continue;
+                    }
+                };
+                let by_origin = letter
+                    .origin
+                    .as_ref()
+                    .and_then(|o| entries.get(&(o.stream.clone(), o.entry_id)).copied());
+                let by_data = letter
+                    .decode_task::<serde_json::Value>()
+                    .ok()
+                    .and_then(|t| task_index(&t.task_id));
+                let task = match (by_origin, by_data) {
+                    (Some(a), Some(b)) if a != b => {
+                        let detail = format!("dead letter {id} holds task {b}'s data");
+                        self.violate(Invariant::OutcomesConsistent, Some(a), detail);
+                        a
+                    }
+                    (Some(task), _) | (None, Some(task)) => task,
+                    (None, None) => {
+                        let detail = format!("dead letter {id} is of no dispatched entry");
+                        self.violate(Invariant::NoPhantom, None, detail);
+                        continue;
+                    }
+                };
+                match self.task(task) {
+                    Some(facts) => facts.dead_letters.push(letter.clone()),
+                    None => self.violate(
+                        Invariant::NoPhantom,
+                        Some(task),
+                        "dead-lettered, but not in the workload".into(),
+                    ),
+                }
+            }
+            for pending in &agent.pending {
+                let task = entries
+                    .get(&(agent.keys.tasks.clone(), pending.id))
+                    .copied();
+                if let Some(facts) = task.and_then(|t| self.tasks.get_mut(&t)) {
+                    facts.pending += 1;
+                }
+                self.violate(
+                    Invariant::NothingPending,
+                    task,
+                    format!(
+                        "entry {} still pending under {} after the drain ({} deliveries)",
+                        pending.id, pending.consumer, pending.deliveries
+                    ),
+                );
+            }
+            for id in &agent.unread {
+                match entries.get(&(agent.keys.tasks.clone(), *id)) {
+                    Some(task) => {
+                        if let Some(facts) = self.tasks.get_mut(task) {
+                            facts.unread += 1;
+                        }
+                    }
+                    None => {
+                        let detail = format!("entry {id} in the task stream was never dispatched");
+                        self.violate(Invariant::NoPhantom, None, detail);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Disruptions that overlap `task`'s deliveries.
+    pub fn disruptions_during(&self, facts: &TaskFacts) -> u32 {
+        let (Some(first), Some(last)) = (facts.first_delivery_ms, facts.last_delivery_ms) else {
+            return 0;
+        };
+        self.disruptions
+            .iter()
+            .filter(|d| d.from_ms <= last && d.to_ms >= first)
+            .count() as u32
+    }
+}

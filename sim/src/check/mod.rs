@@ -1,0 +1,246 @@
+//! The checker: classifies every task from the history and the final state,
+//! and holds the run to DESIGN.md's invariants.
+//!
+//! It trusts neither the workers' reports nor their logs: only what the
+//! broker applied (recorded under the fault injection), the handler calls,
+//! and the streams after the drain.
+
+mod facts;
+
+use crewq_core::worker::WorkerReport;
+use crewq_core::{DeadLetterReason, WireErrorKind};
+
+use crate::Scenario;
+use crate::crew::task_id;
+use crate::plan::PoisonKind;
+use crate::report::{Class, Counts, Invariant, Report, RunStats, Violation};
+use crate::run::{GatherOutcome, RunRecord};
+use facts::{Facts, TaskFacts};
+
+/// Judges one run.
+pub(crate) fn check(scenario: &Scenario, seed: u64, record: &RunRecord) -> Report {
+    let mut facts = Facts::gather(scenario, record);
+    let mut verdict = Verdict {
+        violations: std::mem::take(&mut facts.violations),
+        counts: Counts::default(),
+    };
+    for (&task, task_facts) in &facts.tasks {
+        let class = classify(task_facts);
+        verdict.counts.add(class);
+        verdict.judge(scenario, record, &facts, task, task_facts, class);
+    }
+    verdict.gathers(record, &facts);
+    for problem in &record.problems {
+        verdict.violate(Invariant::RunCompletes, None, problem.clone());
+    }
+    let liveness = verdict
+        .violations
+        .iter()
+        .any(|v| v.invariant == Invariant::Liveness);
+    if !record.drained && !liveness {
+        let detail = "work was still pending or unread when the drain gave up".to_owned();
+        verdict.violate(Invariant::Liveness, None, detail);
+    }
+    let stats = RunStats {
+        events: record.history.len() as u64,
+        elapsed_ms: record.history.events().last().map_or(0, |e| e.at_ms),
+        broker_faults: record.injected,
+        deliveries: facts.deliveries,
+        handler_calls: facts.handler_calls,
+        drained: record.drained,
+    };
+    Report {
+        seed,
+        trace_hash: record.history.hash(),
+        counts: verdict.counts,
+        violations: verdict.violations,
+        plan: record.plan.clone(),
+        stats,
+        workers: sum(&record.reports),
+    }
+}
+
+fn classify(facts: &TaskFacts) -> Class {
+    let dead = facts.dead_letters.len();
+    match (facts.successes, dead) {
+        (s, d) if s > 0 && d > 0 => Class::Unexpected,
+        (_, d) if d > 1 => Class::Unexpected,
+        (s, _) if s > 1 => Class::Duplicated,
+        (1, _) => Class::Ok,
+        (_, 1) => Class::DeadLettered,
+        _ if facts.pending > 0 || facts.unread > 0 || !facts.acked => Class::Stuck,
+        _ => Class::Lost,
+    }
+}
+
+/// The reason a dead letter of a task should give.
+fn expected_reason(poison: Option<PoisonKind>) -> DeadLetterReason {
+    match poison {
+        None => DeadLetterReason::MaxRetries,
+        Some(PoisonKind::Undecodable) => DeadLetterReason::Poison(WireErrorKind::InvalidJson),
+        Some(PoisonKind::Rejected) => DeadLetterReason::Rejected,
+        Some(PoisonKind::Oversized) => DeadLetterReason::Poison(WireErrorKind::Oversized),
+    }
+}
+
+struct Verdict {
+    violations: Vec<Violation>,
+    counts: Counts,
+}
+
+impl Verdict {
+    fn violate(&mut self, invariant: Invariant, task: Option<u32>, detail: String) {
+        self.violations.push(Violation {
+            invariant,
+            task,
+            detail,
+        });
+    }
+
+    fn judge(
+        &mut self,
+        scenario: &Scenario,
+        record: &RunRecord,
+        facts: &Facts,
+        task: u32,
+        f: &TaskFacts,
+        class: Class,
+    ) {
+        let t = Some(task);
+        let max_retries = scenario.max_retries;
+        match class {
+            Class::Unexpected if f.successes > 0 => self.violate(
+                Invariant::NotOkAndDeadLettered,
+                t,
+                format!(
+                    "{} success result(s) and {} dead letter(s)",
+                    f.successes,
+                    f.dead_letters.len()
+                ),
+            ),
+            Class::Unexpected => self.violate(
+                Invariant::OneDeadLetter,
+                t,
+                format!("{} dead letters", f.dead_letters.len()),
+            ),
+            Class::Lost => self.violate(
+                Invariant::NoLoss,
+                t,
+                format!(
+                    "dispatch acknowledged; no result, no dead letter, nothing pending \
+                     ({} deliveries, {} runs)",
+                    f.deliveries, f.runs
+                ),
+            ),
+            Class::Stuck => self.violate(
+                Invariant::Liveness,
+                t,
+                if f.acked {
+                    format!(
+                        "no outcome after the drain: {} pending, {} unread",
+                        f.pending, f.unread
+                    )
+                } else {
+                    "never acknowledged as dispatched".to_owned()
+                },
+            ),
+            Class::Ok | Class::Duplicated | Class::DeadLettered => {}
+        }
+        let poison = record.plan.poison_kind(task);
+        let expected = expected_reason(poison);
+        for letter in &f.dead_letters {
+            let reason = letter.reason.clone();
+            if reason.as_ref() != Some(&expected) {
+                let got = reason.map_or_else(|| "none".to_owned(), |r| r.to_string());
+                let detail = format!("dead-lettered as {got}, expected {expected}");
+                self.violate(Invariant::DeadLetterRouting, t, detail);
+            } else if poison.is_none() && f.deliveries < max_retries + 1 {
+                let detail = format!(
+                    "dead-lettered after {} deliveries; max_retries {max_retries} allows {}",
+                    f.deliveries,
+                    max_retries + 1
+                );
+                self.violate(Invariant::DeadLetterRouting, t, detail);
+            }
+        }
+        if let Some(kind) = poison
+            && (f.runs > 0 || f.successes > 0)
+        {
+            let detail = format!("a poison task ({kind:?}) was run {} time(s)", f.runs);
+            self.violate(Invariant::DeadLetterRouting, t, detail);
+        }
+        if f.failures > 0 && f.dead_letters.is_empty() {
+            let detail = format!("{} failure result(s) but no dead letter", f.failures);
+            self.violate(Invariant::OutcomesConsistent, t, detail);
+        }
+        let retries = f.entries.saturating_sub(1);
+        if retries > max_retries {
+            let detail = format!("put back {retries} times; max_retries is {max_retries}");
+            self.violate(Invariant::RetriesBounded, t, detail);
+        }
+        let disruptions = facts.disruptions_during(f);
+        let bound = max_retries + 2 + disruptions;
+        if f.deliveries > bound {
+            let detail = format!(
+                "{} deliveries; at most {bound} ({max_retries} retries + 2 + {disruptions} disruptions)",
+                f.deliveries
+            );
+            self.violate(Invariant::RedeliveriesBounded, t, detail);
+        }
+    }
+
+    /// Every gather returned each task's first result.
+    fn gathers(&mut self, record: &RunRecord, facts: &Facts) {
+        for gather in &record.gathers {
+            let workflow = gather.workflow;
+            match &gather.outcome {
+                GatherOutcome::Gathered(gathered) => {
+                    for &task in &gather.tasks {
+                        let expected = facts.first_results.get(&task);
+                        let got = gathered.results.get(&task_id(task)).map(|r| r.status);
+                        if let Some(status) = expected
+                            && got != Some(*status)
+                        {
+                            let detail = format!(
+                                "workflow {workflow}'s gather got {got:?}, the first result is {status:?}"
+                            );
+                            self.violate(Invariant::SupervisorGathers, Some(task), detail);
+                        }
+                    }
+                }
+                GatherOutcome::Failed(err) => {
+                    let detail = format!("workflow {workflow}'s gather failed: {err}");
+                    self.violate(Invariant::SupervisorGathers, None, detail);
+                }
+                GatherOutcome::Abandoned => {
+                    if gather
+                        .tasks
+                        .iter()
+                        .all(|t| facts.first_results.contains_key(t))
+                    {
+                        let detail = format!(
+                            "workflow {workflow}'s gather was still waiting with every result in"
+                        );
+                        self.violate(Invariant::SupervisorGathers, None, detail);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn sum(reports: &[WorkerReport]) -> WorkerReport {
+    reports
+        .iter()
+        .fold(WorkerReport::default(), |mut total, r| {
+            total.completed += r.completed;
+            total.retried += r.retried;
+            total.dead_lettered += r.dead_lettered;
+            total.reclaimed += r.reclaimed;
+            total.zombies += r.zombies;
+            total.vanished += r.vanished;
+            total.unsettled += r.unsettled;
+            total.handed_back += r.handed_back;
+            total
+        })
+}

@@ -1,0 +1,338 @@
+//! The agents a simulation runs: a [`Crew`] of handlers, each wrapped so
+//! that the fault plan's handler faults (errors, panics, hangs, slowness)
+//! strike at the planned calls, and every call is recorded.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use crewq_core::worker::{Handler, HandlerError, Worker, WorkerHandle, WorkerOptions};
+use crewq_core::{AgentType, Broker, Task};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use crate::history::{Event, Recorder};
+use crate::plan::{FaultPlan, HandlerFault};
+
+/// The prefix of every simulated task's id: task `i` is `sim-<i>`.
+pub const TASK_ID_PREFIX: &str = "sim-";
+
+/// The task id of task `index`.
+pub fn task_id(index: u32) -> String {
+    format!("{TASK_ID_PREFIX}{index}")
+}
+
+/// The index of a simulated task id.
+pub fn task_index(task_id: &str) -> Option<u32> {
+    task_id.strip_prefix(TASK_ID_PREFIX)?.parse().ok()
+}
+
+/// Makes task `index`'s action and payload, for agent type `agent_type`.
+pub type WorkloadFn = dyn Fn(u32, &str) -> (String, Value) + Send + Sync;
+
+/// The handlers a simulation runs, by agent type, and the tasks it gives
+/// them.
+///
+/// A crew has a handler per agent type ([`Crew::agent`]), or one for all
+/// ([`Crew::standard`]). Each handler is the user's own, run by the real
+/// [`Worker`]; the simulator wraps it to inject the planned handler faults
+/// before it is called. Payloads come from [`Crew::workload`] (by default
+/// `{"n": index}`, action `work`).
+///
+/// ```
+/// use crewq_core::Task;
+/// use crewq_core::worker::HandlerError;
+/// use crewq_sim::Crew;
+/// use serde::Deserialize;
+/// use serde_json::{Value, json};
+///
+/// #[derive(Deserialize)]
+/// struct Search { query: String }
+///
+/// let crew = Crew::new()
+///     .agent("research", |task: Task<Search>| async move {
+///         Ok::<Value, HandlerError>(json!({ "hits": task.payload.query.len() }))
+///     })
+///     .workload(|n, _agent| ("search".to_owned(), json!({ "query": format!("topic {n}") })));
+/// assert!(crew.handles("research"));
+/// assert!(!crew.handles("report"));
+/// ```
+#[derive(Clone)]
+pub struct Crew {
+    agents: BTreeMap<String, Arc<dyn AgentRunner>>,
+    fallback: Option<Arc<dyn AgentRunner>>,
+    workload: Arc<WorkloadFn>,
+}
+
+impl Default for Crew {
+    fn default() -> Self {
+        Crew::new()
+    }
+}
+
+impl std::fmt::Debug for Crew {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Crew")
+            .field("agents", &self.agents.keys().collect::<Vec<_>>())
+            .field("fallback", &self.fallback.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Crew {
+    /// A crew with no handlers yet, and the default workload.
+    pub fn new() -> Self {
+        Crew {
+            agents: BTreeMap::new(),
+            fallback: None,
+            workload: Arc::new(|n, _| ("work".to_owned(), json!({ "n": n }))),
+        }
+    }
+
+    /// crewq's own crew: every agent type runs [`StandardAgent`].
+    pub fn standard() -> Self {
+        let mut crew = Crew::new();
+        crew.fallback = Some(Arc::new(Typed::new(StandardAgent)));
+        crew
+    }
+
+    /// Runs `handler` for tasks of `agent_type`.
+    #[must_use]
+    pub fn agent<P, H>(mut self, agent_type: impl Into<String>, handler: H) -> Self
+    where
+        P: DeserializeOwned + Send + 'static,
+        H: Handler<P>,
+    {
+        self.agents
+            .insert(agent_type.into(), Arc::new(Typed::new(handler)));
+        self
+    }
+
+    /// Makes each task's action and payload with `workload(index,
+    /// agent_type)`.
+    #[must_use]
+    pub fn workload(
+        mut self,
+        workload: impl Fn(u32, &str) -> (String, Value) + Send + Sync + 'static,
+    ) -> Self {
+        self.workload = Arc::new(workload);
+        self
+    }
+
+    /// Whether some handler runs tasks of `agent_type`.
+    pub fn handles(&self, agent_type: &str) -> bool {
+        self.runner(agent_type).is_some()
+    }
+
+    pub(crate) fn runner(&self, agent_type: &str) -> Option<&Arc<dyn AgentRunner>> {
+        self.agents.get(agent_type).or(self.fallback.as_ref())
+    }
+
+    pub(crate) fn task_input(&self, index: u32, agent_type: &str) -> (String, Value) {
+        (self.workload)(index, agent_type)
+    }
+}
+
+/// crewq's own handler: works 1 to 20 ms (by task), then answers `{"n": n}`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StandardAgent;
+
+#[async_trait]
+impl Handler<Value> for StandardAgent {
+    async fn handle(&self, task: Task<Value>) -> Result<Value, HandlerError> {
+        let n = task.payload.get("n").and_then(Value::as_u64).unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(1 + (n * 7) % 20)).await;
+        Ok(json!({ "n": n }))
+    }
+}
+
+/// The payload of a panic the simulator injects; quiet under
+/// [`silence_injected_panics`].
+#[derive(Clone, Copy, Debug)]
+pub struct InjectedPanic;
+
+/// Keeps injected handler panics ([`InjectedPanic`]) out of the panic
+/// output (the process's panic hook); every other panic is reported as
+/// before. Installed once per process by the simulator's entry points.
+pub fn silence_injected_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !info.payload().is::<InjectedPanic>() {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Spawns a worker of one agent type: the type-erased face of a handler.
+pub(crate) trait AgentRunner: Send + Sync {
+    fn spawn(
+        &self,
+        broker: Arc<dyn Broker>,
+        agent: AgentType,
+        consumer: String,
+        options: WorkerOptions,
+        context: CallContext,
+    ) -> WorkerHandle;
+}
+
+struct Typed<P, H> {
+    handler: Arc<H>,
+    payload: PhantomData<fn() -> P>,
+}
+
+impl<P, H> Typed<P, H> {
+    fn new(handler: H) -> Self {
+        Typed {
+            handler: Arc::new(handler),
+            payload: PhantomData,
+        }
+    }
+}
+
+impl<P, H> AgentRunner for Typed<P, H>
+where
+    P: DeserializeOwned + Send + 'static,
+    H: Handler<P>,
+{
+    fn spawn(
+        &self,
+        broker: Arc<dyn Broker>,
+        agent: AgentType,
+        consumer: String,
+        options: WorkerOptions,
+        context: CallContext,
+    ) -> WorkerHandle {
+        let handler = FaultyHandler {
+            inner: Arc::clone(&self.handler),
+            context,
+            payload: PhantomData,
+        };
+        Worker::new(broker, agent, consumer, handler)
+            .options(options)
+            .spawn()
+    }
+}
+
+/// What the whole crew's handlers share: the plan's handler faults, the
+/// call counts, the switch, the history.
+pub(crate) struct HandlerFaults {
+    at: BTreeMap<(u32, u32), HandlerFault>,
+    failing: BTreeSet<u32>,
+    calls: Mutex<BTreeMap<u32, u32>>,
+    on: AtomicBool,
+    recorder: Recorder,
+}
+
+impl HandlerFaults {
+    pub fn new(plan: &FaultPlan, recorder: Recorder) -> Self {
+        HandlerFaults {
+            at: plan
+                .handler
+                .iter()
+                .map(|h| ((h.task, h.call), h.fault))
+                .collect(),
+            failing: plan.failing.iter().copied().collect(),
+            calls: Mutex::default(),
+            on: AtomicBool::new(true),
+            recorder,
+        }
+    }
+
+    /// Ends the fault phase. Failing tasks go on failing: that is their
+    /// nature, not a fault.
+    pub fn switch_off(&self) {
+        self.on.store(false, Ordering::Relaxed);
+    }
+
+    /// Numbers a call of `task` and says what goes wrong with it.
+    fn next_call(&self, task: u32) -> (u32, Option<HandlerFault>) {
+        let call = {
+            let mut calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
+            let call = calls.entry(task).or_default();
+            *call += 1;
+            *call
+        };
+        let fault = if self.failing.contains(&task) {
+            Some(HandlerFault::Error)
+        } else if self.on.load(Ordering::Relaxed) {
+            self.at.get(&(task, call)).copied()
+        } else {
+            None
+        };
+        (call, fault)
+    }
+}
+
+/// What one worker's handler calls need: the crew's faults, its name, and
+/// its pause.
+#[derive(Clone)]
+pub(crate) struct CallContext {
+    pub faults: Arc<HandlerFaults>,
+    pub consumer: String,
+    /// The end of the worker's pause, if it is paused.
+    pub paused_until: Arc<dyn Fn() -> Option<Instant> + Send + Sync>,
+}
+
+impl CallContext {
+    async fn wait_while_paused(&self) {
+        while let Some(until) = (self.paused_until)() {
+            tokio::time::sleep_until(until).await;
+        }
+    }
+}
+
+/// A user's handler with the plan's faults in front of it.
+struct FaultyHandler<P, H> {
+    inner: Arc<H>,
+    context: CallContext,
+    payload: PhantomData<fn() -> P>,
+}
+
+#[async_trait]
+impl<P, H> Handler<P> for FaultyHandler<P, H>
+where
+    P: Send + 'static,
+    H: Handler<P>,
+{
+    async fn handle(&self, task: Task<P>) -> Result<Value, HandlerError> {
+        let context = &self.context;
+        let Some(index) = task_index(&task.task_id) else {
+            // Not a task of the simulation: the checker reports it.
+            return self.inner.handle(task).await;
+        };
+        // A frozen worker does not start (or finish) anything.
+        context.wait_while_paused().await;
+        let (call, fault) = context.faults.next_call(index);
+        let recorder = &context.faults.recorder;
+        recorder.record(Event::HandlerStarted {
+            task: index,
+            consumer: context.consumer.clone(),
+            call,
+        });
+        let outcome = match fault {
+            None => self.inner.handle(task).await,
+            Some(HandlerFault::Error) => Err(format!("injected error (call {call})").into()),
+            Some(HandlerFault::Panic) => std::panic::panic_any(InjectedPanic),
+            Some(HandlerFault::Hang) => std::future::pending().await,
+            Some(HandlerFault::Slow { ms }) => {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                self.inner.handle(task).await
+            }
+        };
+        context.wait_while_paused().await;
+        recorder.record(Event::HandlerEnded {
+            task: index,
+            consumer: context.consumer.clone(),
+            call,
+            ok: outcome.is_ok(),
+        });
+        outcome
+    }
+}

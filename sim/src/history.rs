@@ -1,0 +1,415 @@
+//! What happened in a run: an append-only list of events stamped with
+//! (virtual) time, canonically encoded one line each and hashed.
+//!
+//! The same seed gives the same history, byte for byte, so its hash is the
+//! run's fingerprint: two runs of a seed that differ in any event differ in
+//! hash, and [`History::first_difference`] points at the first event that
+//! differs.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crewq_core::StreamId;
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+
+use crate::{Fault, Op};
+
+/// One thing that happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A dispatch of task `task` was acknowledged: its entry is `entry`.
+    Dispatched {
+        /// The task's index.
+        task: u32,
+        /// Its entry in the task stream.
+        entry: StreamId,
+    },
+    /// The broker appended an entry (what it applied, reply lost or not).
+    Appended {
+        /// The stream.
+        stream: String,
+        /// The new entry.
+        id: StreamId,
+    },
+    /// The broker delivered an entry to a consumer (a read or a claim).
+    Delivered {
+        /// The stream.
+        stream: String,
+        /// The reader.
+        consumer: String,
+        /// The entry.
+        id: StreamId,
+    },
+    /// An entry was settled by its owner: outcome appended, acknowledged.
+    Settled {
+        /// The stream.
+        stream: String,
+        /// The owner.
+        consumer: String,
+        /// The entry.
+        id: StreamId,
+        /// What was appended for it.
+        appended: Vec<StreamId>,
+    },
+    /// A settle was refused: the consumer no longer owned the entry.
+    Refused {
+        /// The stream.
+        stream: String,
+        /// The consumer that tried.
+        consumer: String,
+        /// The entry.
+        id: StreamId,
+    },
+    /// Entries were acknowledged outside a settle (`XACK`, `ack_and_add`).
+    Acked {
+        /// The stream.
+        stream: String,
+        /// The ids asked for.
+        ids: Vec<StreamId>,
+        /// How many left the pending list.
+        count: u64,
+    },
+    /// A handler call began.
+    HandlerStarted {
+        /// The task's index.
+        task: u32,
+        /// The worker's consumer name.
+        consumer: String,
+        /// The call, counted from 1 over the crew.
+        call: u32,
+    },
+    /// A handler call returned (a hang never does; a crash cuts it off).
+    HandlerEnded {
+        /// The task's index.
+        task: u32,
+        /// The worker's consumer name.
+        consumer: String,
+        /// The call.
+        call: u32,
+        /// Whether it succeeded.
+        ok: bool,
+    },
+    /// A worker was killed.
+    Crashed {
+        /// Its slot.
+        worker: u32,
+        /// Its consumer name.
+        consumer: String,
+    },
+    /// A worker (re)started.
+    Started {
+        /// Its slot.
+        worker: u32,
+        /// Its consumer name.
+        consumer: String,
+    },
+    /// A worker froze until `until_ms`.
+    Paused {
+        /// Its slot.
+        worker: u32,
+        /// The end of the pause, in ms from the start.
+        until_ms: u64,
+    },
+    /// A broker fault took effect on a call of `actor`.
+    Fault {
+        /// Whose broker handle: a consumer name, `producer` or `supervisor`.
+        actor: String,
+        /// The call's number on that handle.
+        seq: u64,
+        /// The operation.
+        op: Op,
+        /// What was done to it.
+        fault: Fault,
+    },
+    /// Faults were switched off: the drain began.
+    FaultsOff,
+    /// Nothing was pending or unread any more.
+    Quiescent,
+    /// The drain reached its limit with work left.
+    DrainGaveUp,
+    /// A supervisor's gather of workflow `workflow` returned.
+    Gathered {
+        /// The workflow's index.
+        workflow: u32,
+        /// Results it got.
+        results: usize,
+        /// Tasks it missed.
+        missing: usize,
+        /// Extra results it read.
+        duplicates: u64,
+    },
+    /// A gather still waiting at the end was given up.
+    GatherAbandoned {
+        /// The workflow's index.
+        workflow: u32,
+    },
+}
+
+/// An event and when it happened, in ms from the start of the run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stamped {
+    /// Milliseconds from the start (virtual on the memory backend).
+    pub at_ms: u64,
+    /// What happened.
+    pub event: Event,
+}
+
+/// A run's history, in the order things happened.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct History {
+    events: Vec<Stamped>,
+}
+
+/// A history's fingerprint: the first 64 bits of the SHA-256 of its
+/// canonical encoding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TraceHash(pub u64);
+
+impl fmt::Display for TraceHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// Where two histories part.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Divergence {
+    /// The index of the first event that differs.
+    pub index: usize,
+    /// That event in the first history, encoded (none: it ended).
+    pub first: Option<String>,
+    /// That event in the second history, encoded (none: it ended).
+    pub second: Option<String>,
+}
+
+impl History {
+    /// The events, in order.
+    pub fn events(&self) -> &[Stamped] {
+        &self.events
+    }
+
+    /// The number of events.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// The canonical encoding: one line per event, `<ms> <event>`.
+    pub fn encode(&self) -> String {
+        self.events.iter().map(|e| format!("{e}\n")).collect()
+    }
+
+    /// The hash of [`History::encode`].
+    pub fn hash(&self) -> TraceHash {
+        let mut hasher = Sha256::new();
+        let mut line = String::new();
+        for event in &self.events {
+            line.clear();
+            use std::fmt::Write;
+            // Writing to a String cannot fail.
+            let _ = writeln!(line, "{event}");
+            hasher.update(line.as_bytes());
+        }
+        let digest = hasher.finalize();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        TraceHash(u64::from_be_bytes(first))
+    }
+
+    /// The first event where `self` and `other` differ, if any.
+    pub fn first_difference(&self, other: &History) -> Option<Divergence> {
+        let longest = self.events.len().max(other.events.len());
+        (0..longest).find_map(|index| {
+            let (a, b) = (self.events.get(index), other.events.get(index));
+            (a != b).then(|| Divergence {
+                index,
+                first: a.map(ToString::to_string),
+                second: b.map(ToString::to_string),
+            })
+        })
+    }
+}
+
+/// Appends to a history being made; clones share it.
+#[derive(Clone, Debug)]
+pub(crate) struct Recorder {
+    start: Instant,
+    events: Arc<Mutex<Vec<Stamped>>>,
+}
+
+impl Recorder {
+    /// A recorder whose time 0 is now.
+    pub fn new() -> Self {
+        Recorder {
+            start: Instant::now(),
+            events: Arc::default(),
+        }
+    }
+
+    /// Milliseconds since the start.
+    pub fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The instant `ms` after the start.
+    pub fn at(&self, ms: u64) -> Instant {
+        self.start + std::time::Duration::from_millis(ms)
+    }
+
+    pub fn record(&self, event: Event) {
+        let at_ms = self.now_ms();
+        // Nothing under this lock panics; a poisoned one still holds every
+        // event recorded.
+        self.events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Stamped { at_ms, event });
+    }
+
+    /// The history so far.
+    pub fn history(&self) -> History {
+        History {
+            events: self
+                .events
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        }
+    }
+}
+
+impl fmt::Display for Stamped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.at_ms, self.event)
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::Dispatched { task, entry } => write!(f, "dispatched task={task} entry={entry}"),
+            Event::Appended { stream, id } => write!(f, "appended {stream} {id}"),
+            Event::Delivered {
+                stream,
+                consumer,
+                id,
+            } => write!(f, "delivered {stream} {id} to={consumer}"),
+            Event::Settled {
+                stream,
+                consumer,
+                id,
+                appended,
+            } => {
+                write!(f, "settled {stream} {id} by={consumer} appended=")?;
+                ids(f, appended)
+            }
+            Event::Refused {
+                stream,
+                consumer,
+                id,
+            } => write!(f, "refused {stream} {id} by={consumer}"),
+            Event::Acked {
+                stream,
+                ids: acked,
+                count,
+            } => {
+                write!(f, "acked {stream} count={count} ids=")?;
+                ids(f, acked)
+            }
+            Event::HandlerStarted {
+                task,
+                consumer,
+                call,
+            } => write!(f, "handler-start task={task} call={call} by={consumer}"),
+            Event::HandlerEnded {
+                task,
+                consumer,
+                call,
+                ok,
+            } => write!(
+                f,
+                "handler-end task={task} call={call} by={consumer} ok={ok}"
+            ),
+            Event::Crashed { worker, consumer } => write!(f, "crashed w{worker} {consumer}"),
+            Event::Started { worker, consumer } => write!(f, "started w{worker} {consumer}"),
+            Event::Paused { worker, until_ms } => write!(f, "paused w{worker} until={until_ms}"),
+            Event::Fault {
+                actor,
+                seq,
+                op,
+                fault,
+            } => write!(f, "fault {actor} call={seq} {op} {fault:?}"),
+            Event::FaultsOff => f.write_str("faults-off"),
+            Event::Quiescent => f.write_str("quiescent"),
+            Event::DrainGaveUp => f.write_str("drain-gave-up"),
+            Event::Gathered {
+                workflow,
+                results,
+                missing,
+                duplicates,
+            } => write!(
+                f,
+                "gathered workflow={workflow} results={results} missing={missing} duplicates={duplicates}"
+            ),
+            Event::GatherAbandoned { workflow } => {
+                write!(f, "gather-abandoned workflow={workflow}")
+            }
+        }
+    }
+}
+
+fn ids(f: &mut fmt::Formatter<'_>, ids: &[StreamId]) -> fmt::Result {
+    f.write_str("[")?;
+    for (n, id) in ids.iter().enumerate() {
+        if n > 0 {
+            f.write_str(",")?;
+        }
+        write!(f, "{id}")?;
+    }
+    f.write_str("]")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn history(events: &[(u64, Event)]) -> History {
+        History {
+            events: events
+                .iter()
+                .map(|(at_ms, event)| Stamped {
+                    at_ms: *at_ms,
+                    event: event.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn equal_histories_hash_equal_and_do_not_differ() {
+        let a = history(&[(0, Event::FaultsOff), (5, Event::Quiescent)]);
+        assert_eq!(a.hash(), a.clone().hash());
+        assert_eq!(a.first_difference(&a.clone()), None);
+        assert_eq!(a.encode(), "0 faults-off\n5 quiescent\n");
+    }
+
+    #[test]
+    fn the_first_differing_event_is_found_and_changes_the_hash() {
+        let a = history(&[(0, Event::FaultsOff), (5, Event::Quiescent)]);
+        let b = history(&[(0, Event::FaultsOff), (6, Event::Quiescent)]);
+        assert_ne!(a.hash(), b.hash());
+        let diff = a.first_difference(&b).expect("they differ");
+        assert_eq!(diff.index, 1);
+        assert_eq!(diff.first.as_deref(), Some("5 quiescent"));
+        assert_eq!(diff.second.as_deref(), Some("6 quiescent"));
+
+        let shorter = history(&[(0, Event::FaultsOff)]);
+        let diff = a.first_difference(&shorter).expect("one is longer");
+        assert_eq!((diff.index, diff.second), (1, None));
+    }
+}

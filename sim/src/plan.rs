@@ -1,0 +1,334 @@
+//! What goes wrong in a run: the [`FaultPlan`], and the [`FaultRates`] a
+//! plan is drawn from.
+//!
+//! A plan is plain data (crashes, pauses, handler faults at given calls,
+//! poison and failing tasks, broker fault rates), so a run is a function of
+//! its scenario, its plan and its seed, and proptest can shrink a failing
+//! plan element by element to a minimal one.
+
+use std::fmt;
+
+use rand::Rng;
+use serde::Serialize;
+
+use crate::seed::SimRng;
+
+/// Everything that goes wrong in one run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct FaultPlan {
+    /// Faults of every broker call made by workers, producer and supervisor.
+    pub broker: BrokerFaults,
+    /// Workers killed mid-flight, and restarted later.
+    pub crashes: Vec<Crash>,
+    /// Workers frozen for longer than the lease: zombies.
+    pub pauses: Vec<Pause>,
+    /// A handler call going wrong, by task and call number.
+    pub handler: Vec<HandlerFaultAt>,
+    /// Tasks whose handler fails on every call (they end dead-lettered).
+    pub failing: Vec<u32>,
+    /// Tasks dispatched as entries no worker can run.
+    pub poison: Vec<Poison>,
+}
+
+/// Faults of broker calls, drawn per call (see
+/// [`FaultConfig`](crate::FaultConfig)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct BrokerFaults {
+    /// Chance a call fails before it applies.
+    pub error_before: f64,
+    /// Chance a call applies and its reply is lost.
+    pub error_after: f64,
+    /// Extra latency of every call, uniform in `0..=latency_ms` (0: none).
+    pub latency_ms: u64,
+}
+
+/// A worker killed at an await point, restarted after a while.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Crash {
+    /// The worker slot (see [`Scenario`](crate::Scenario): agent type
+    /// `worker / workers`, its `worker % workers`th worker).
+    pub worker: u32,
+    /// When, in ms of virtual time from the start.
+    pub at_ms: u64,
+    /// How long it stays down.
+    pub down_ms: u64,
+    /// Whether it comes back under a new consumer name (a replaced pod),
+    /// leaving its pending entries to be reclaimed by others.
+    pub rename: bool,
+}
+
+/// A worker frozen: its broker calls and its handlers wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Pause {
+    /// The worker slot.
+    pub worker: u32,
+    /// When, in ms of virtual time from the start.
+    pub at_ms: u64,
+    /// For how long.
+    pub for_ms: u64,
+}
+
+/// What a handler call does wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HandlerFault {
+    /// Returns an error.
+    Error,
+    /// Panics.
+    Panic,
+    /// Never returns: the worker's task time-out cuts it.
+    Hang,
+    /// Takes this much longer before doing its work.
+    Slow {
+        /// The extra time in ms.
+        ms: u64,
+    },
+}
+
+/// A handler fault at one call of one task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct HandlerFaultAt {
+    /// The task's index.
+    pub task: u32,
+    /// The call, counted from 1 over the whole crew.
+    pub call: u32,
+    /// What goes wrong.
+    pub fault: HandlerFault,
+}
+
+/// A task dispatched as an entry no worker can run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Poison {
+    /// The task's index.
+    pub task: u32,
+    /// How it is broken.
+    pub kind: PoisonKind,
+}
+
+/// How a poison entry is broken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PoisonKind {
+    /// Its `data` is not JSON (written by a foreign producer).
+    Undecodable,
+    /// The agent type's validator refuses it.
+    Rejected,
+    /// Larger than the workers' size limit.
+    Oversized,
+}
+
+impl PoisonKind {
+    /// Every kind.
+    pub const ALL: [PoisonKind; 3] = [
+        PoisonKind::Undecodable,
+        PoisonKind::Rejected,
+        PoisonKind::Oversized,
+    ];
+}
+
+/// How often things go wrong; a [`FaultPlan`] is drawn from these and a seed.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct FaultRates {
+    /// Chance a broker call fails before it applies.
+    pub error_before: f64,
+    /// Chance a broker call applies and its reply is lost.
+    pub error_after: f64,
+    /// Broker latency bound in ms (0: none).
+    pub latency_ms: u64,
+    /// Worker crashes in the fault window.
+    pub crashes: u32,
+    /// Chance a crashed worker comes back under a new name.
+    pub rename: f64,
+    /// Worker pauses past the lease in the fault window.
+    pub pauses: u32,
+    /// Chance a handler call goes wrong.
+    pub handler: f64,
+    /// Share of tasks that fail every call.
+    pub failing: f64,
+    /// Share of tasks that are poison.
+    pub poison: f64,
+}
+
+impl FaultRates {
+    /// Nothing goes wrong.
+    pub const NONE: FaultRates = FaultRates {
+        error_before: 0.0,
+        error_after: 0.0,
+        latency_ms: 0,
+        crashes: 0,
+        rename: 0.0,
+        pauses: 0,
+        handler: 0.0,
+        failing: 0.0,
+        poison: 0.0,
+    };
+
+    /// A bit of everything: 5% of broker calls fail before they apply, 3%
+    /// after, up to 3 ms latency, 2 crashes (half of them renamed), 1 pause,
+    /// 10% of handler calls go wrong, 3% of tasks always fail, 3% are
+    /// poison.
+    pub const STANDARD: FaultRates = FaultRates {
+        error_before: 0.05,
+        error_after: 0.03,
+        latency_ms: 3,
+        crashes: 2,
+        rename: 0.5,
+        pauses: 1,
+        handler: 0.1,
+        failing: 0.03,
+        poison: 0.03,
+    };
+
+    /// Swarm testing: each kind of fault is switched on or off at random,
+    /// and those on get a random intensity up to about twice
+    /// [`FaultRates::STANDARD`], so some seeds stress one thing hard and
+    /// others mix.
+    pub fn swarm(rng: &mut SimRng) -> FaultRates {
+        let mut on = |p: f64| rng.random_bool(p);
+        let (before, after, latency, crashes, pauses, handler, failing, poison) = (
+            on(0.5),
+            on(0.5),
+            on(0.5),
+            on(0.5),
+            on(0.5),
+            on(0.5),
+            on(0.5),
+            on(0.5),
+        );
+        let mut upto = |on: bool, max: f64| {
+            if on { rng.random_range(0.0..max) } else { 0.0 }
+        };
+        FaultRates {
+            error_before: upto(before, 0.12),
+            error_after: upto(after, 0.08),
+            latency_ms: upto(latency, 8.0) as u64,
+            crashes: upto(crashes, 5.0) as u32,
+            rename: upto(crashes, 1.0),
+            pauses: upto(pauses, 3.0) as u32,
+            handler: upto(handler, 0.25),
+            failing: upto(failing, 0.08),
+            poison: upto(poison, 0.08),
+        }
+    }
+}
+
+/// The shape of the run a plan is drawn for.
+pub(crate) struct PlanShape {
+    pub tasks: u32,
+    pub workers: u32,
+    pub max_retries: u32,
+    pub lease_ms: u64,
+    pub fault_window_ms: u64,
+}
+
+impl FaultPlan {
+    /// A plan in which nothing goes wrong.
+    pub fn none() -> FaultPlan {
+        FaultPlan::default()
+    }
+
+    /// Draws a plan for `shape` at `rates`.
+    pub(crate) fn draw(rates: &FaultRates, shape: &PlanShape, rng: &mut SimRng) -> FaultPlan {
+        let window = shape.fault_window_ms.max(1);
+        let lease = shape.lease_ms.max(1);
+        let workers = shape.workers.max(1);
+        let crashes = (0..rates.crashes)
+            .map(|_| Crash {
+                worker: rng.random_range(0..workers),
+                at_ms: rng.random_range(0..window),
+                down_ms: rng.random_range(lease / 20..=lease * 3 / 2),
+                rename: rng.random_bool(rates.rename.clamp(0.0, 1.0)),
+            })
+            .collect();
+        let pauses = (0..rates.pauses)
+            .map(|_| Pause {
+                worker: rng.random_range(0..workers),
+                at_ms: rng.random_range(0..window),
+                for_ms: rng.random_range(lease * 6 / 5..=lease * 3),
+            })
+            .collect();
+        let mut plan = FaultPlan {
+            broker: BrokerFaults {
+                error_before: rates.error_before,
+                error_after: rates.error_after,
+                latency_ms: rates.latency_ms,
+            },
+            crashes,
+            pauses,
+            ..FaultPlan::default()
+        };
+        for task in 0..shape.tasks {
+            if rng.random_bool(rates.poison.clamp(0.0, 1.0)) {
+                let kind = PoisonKind::ALL[rng.random_range(0..PoisonKind::ALL.len())];
+                plan.poison.push(Poison { task, kind });
+                continue;
+            }
+            if rng.random_bool(rates.failing.clamp(0.0, 1.0)) {
+                plan.failing.push(task);
+            }
+            for call in 1..=shape.max_retries.saturating_add(1) {
+                if rng.random_bool(rates.handler.clamp(0.0, 1.0)) {
+                    let fault = match rng.random_range(0..20) {
+                        0..8 => HandlerFault::Error,
+                        8..12 => HandlerFault::Panic,
+                        12..15 => HandlerFault::Hang,
+                        _ => HandlerFault::Slow {
+                            ms: rng.random_range(lease / 2..=lease * 2),
+                        },
+                    };
+                    plan.handler.push(HandlerFaultAt { task, call, fault });
+                }
+            }
+        }
+        plan
+    }
+
+    /// The poison kind of `task`, if it is poison.
+    pub fn poison_kind(&self, task: u32) -> Option<PoisonKind> {
+        self.poison.iter().find(|p| p.task == task).map(|p| p.kind)
+    }
+
+    /// Whether nothing goes wrong.
+    pub fn is_empty(&self) -> bool {
+        self == &FaultPlan::default()
+    }
+}
+
+impl fmt::Display for FaultPlan {
+    /// One line: what goes wrong, element by element.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = &self.broker;
+        write!(
+            f,
+            "broker errors {:.1}% before / {:.1}% after, latency <= {} ms",
+            b.error_before * 100.0,
+            b.error_after * 100.0,
+            b.latency_ms
+        )?;
+        for c in &self.crashes {
+            let renamed = if c.rename { ", renamed" } else { "" };
+            write!(
+                f,
+                "; crash w{} at {} ms for {} ms{renamed}",
+                c.worker, c.at_ms, c.down_ms
+            )?;
+        }
+        for p in &self.pauses {
+            write!(
+                f,
+                "; pause w{} at {} ms for {} ms",
+                p.worker, p.at_ms, p.for_ms
+            )?;
+        }
+        for h in &self.handler {
+            write!(f, "; task {} call {}: {:?}", h.task, h.call, h.fault)?;
+        }
+        if !self.failing.is_empty() {
+            write!(f, "; failing tasks {:?}", self.failing)?;
+        }
+        for p in &self.poison {
+            write!(f, "; task {} poison ({:?})", p.task, p.kind)?;
+        }
+        Ok(())
+    }
+}

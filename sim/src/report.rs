@@ -1,0 +1,229 @@
+//! What a run proved: each task's [`Class`], the [`Violation`]s of the
+//! invariants, and figures; one [`Report`] per seed.
+
+use std::fmt;
+
+use crewq_core::worker::WorkerReport;
+use serde::Serialize;
+
+use crate::history::TraceHash;
+use crate::plan::FaultPlan;
+
+/// What became of one task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Class {
+    /// One success result, no dead letter.
+    Ok,
+    /// More than one success result (at-least-once allows it; counted).
+    Duplicated,
+    /// One dead letter, no success.
+    DeadLettered,
+    /// Its dispatch was acknowledged, and it has no outcome and nothing of
+    /// it is pending or unread: gone.
+    Lost,
+    /// No outcome after the drain, but still pending or unread (or never
+    /// dispatched): the system did not finish.
+    Stuck,
+    /// Outcomes that contradict each other (success and dead letter, two
+    /// dead letters).
+    Unexpected,
+}
+
+/// An invariant the checker holds every run to (DESIGN.md, "The
+/// simulator").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Invariant {
+    /// Every acknowledged dispatch ends processed or dead-lettered.
+    NoLoss,
+    /// Once faults are off, everything settles within the drain limit.
+    Liveness,
+    /// Nothing is delivered, recorded or dead-lettered that was never
+    /// dispatched.
+    NoPhantom,
+    /// No task both succeeds and is dead-lettered.
+    NotOkAndDeadLettered,
+    /// Dead-lettered only after max attempts (that many deliveries
+    /// happened), or at once as poison (and poison never runs).
+    DeadLetterRouting,
+    /// At most one dead letter per task.
+    OneDeadLetter,
+    /// Nothing is left pending after the drain.
+    NothingPending,
+    /// A task is put back for another attempt at most `max_retries` times.
+    RetriesBounded,
+    /// A task is delivered at most `max_retries + 2` times, plus once per
+    /// disruption (crash, pause, lost reply, failed call) while it was
+    /// under way.
+    RedeliveriesBounded,
+    /// Outcomes are well-formed and belong to their entries' tasks; a
+    /// failure result comes only with a dead letter.
+    OutcomesConsistent,
+    /// Every gather of a workflow returns with each task's first result.
+    SupervisorGathers,
+    /// The run itself completed (workers, dispatcher and gathers ended
+    /// without errors).
+    RunCompletes,
+}
+
+impl Invariant {
+    /// Its name in reports (`no_loss` ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Invariant::NoLoss => "no_loss",
+            Invariant::Liveness => "liveness",
+            Invariant::NoPhantom => "no_phantom",
+            Invariant::NotOkAndDeadLettered => "not_ok_and_dead_lettered",
+            Invariant::DeadLetterRouting => "dead_letter_routing",
+            Invariant::OneDeadLetter => "one_dead_letter",
+            Invariant::NothingPending => "nothing_pending",
+            Invariant::RetriesBounded => "retries_bounded",
+            Invariant::RedeliveriesBounded => "redeliveries_bounded",
+            Invariant::OutcomesConsistent => "outcomes_consistent",
+            Invariant::SupervisorGathers => "supervisor_gathers",
+            Invariant::RunCompletes => "run_completes",
+        }
+    }
+}
+
+impl fmt::Display for Invariant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One broken invariant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    /// Which.
+    pub invariant: Invariant,
+    /// The task it concerns, if one.
+    pub task: Option<u32>,
+    /// What the checker saw.
+    pub detail: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.task {
+            Some(task) => write!(f, "{}: task {task}: {}", self.invariant, self.detail),
+            None => write!(f, "{}: {}", self.invariant, self.detail),
+        }
+    }
+}
+
+/// Tasks per class.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// [`Class::Ok`].
+    pub ok: u64,
+    /// [`Class::Duplicated`].
+    pub duplicated: u64,
+    /// [`Class::DeadLettered`].
+    pub dead_lettered: u64,
+    /// [`Class::Lost`].
+    pub lost: u64,
+    /// [`Class::Stuck`].
+    pub stuck: u64,
+    /// [`Class::Unexpected`].
+    pub unexpected: u64,
+}
+
+impl Counts {
+    pub(crate) fn add(&mut self, class: Class) {
+        let slot = match class {
+            Class::Ok => &mut self.ok,
+            Class::Duplicated => &mut self.duplicated,
+            Class::DeadLettered => &mut self.dead_lettered,
+            Class::Lost => &mut self.lost,
+            Class::Stuck => &mut self.stuck,
+            Class::Unexpected => &mut self.unexpected,
+        };
+        *slot += 1;
+    }
+
+    /// Adds `other`'s counts to these.
+    pub fn merge(&mut self, other: &Counts) {
+        self.ok += other.ok;
+        self.duplicated += other.duplicated;
+        self.dead_lettered += other.dead_lettered;
+        self.lost += other.lost;
+        self.stuck += other.stuck;
+        self.unexpected += other.unexpected;
+    }
+}
+
+/// Figures of one run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RunStats {
+    /// Events in the history.
+    pub events: u64,
+    /// Virtual (or, on Redis, real) time from start to the end of the drain.
+    pub elapsed_ms: u64,
+    /// Broker faults injected.
+    pub broker_faults: u64,
+    /// Deliveries of task entries.
+    pub deliveries: u64,
+    /// Handler calls.
+    pub handler_calls: u64,
+    /// Whether the drain reached quiescence.
+    pub drained: bool,
+}
+
+/// What one run of one seed showed.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Report {
+    /// The seed.
+    pub seed: u64,
+    /// The history's fingerprint.
+    #[serde(serialize_with = "hash_text")]
+    pub trace_hash: TraceHash,
+    /// Tasks per class.
+    pub counts: Counts,
+    /// Broken invariants; empty when the run passed.
+    pub violations: Vec<Violation>,
+    /// The fault plan the run followed.
+    pub plan: FaultPlan,
+    /// Figures.
+    pub stats: RunStats,
+    /// The workers' own counts, summed over the crew.
+    #[serde(skip)]
+    pub workers: WorkerReport,
+}
+
+impl Report {
+    /// Whether every invariant held.
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+impl fmt::Display for Report {
+    /// A summary; every violation on a line of its own.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.counts;
+        write!(
+            f,
+            "seed {}: {} ok, {} duplicated, {} dead-lettered, {} lost, {} stuck, {} unexpected; \
+             {} violations; trace {}",
+            self.seed,
+            c.ok,
+            c.duplicated,
+            c.dead_lettered,
+            c.lost,
+            c.stuck,
+            c.unexpected,
+            self.violations.len(),
+            self.trace_hash
+        )?;
+        for violation in &self.violations {
+            write!(f, "\n  {violation}")?;
+        }
+        Ok(())
+    }
+}
+
+fn hash_text<S: serde::Serializer>(hash: &TraceHash, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(hash)
+}

@@ -1,0 +1,306 @@
+//! One run of a scenario: the real Producer, Supervisor and Workers over a
+//! recording broker behind per-actor fault injection; the fault phase, the
+//! drain with faults off, and the final state.
+//!
+//! The run is written once over any broker. On the memory backend it runs
+//! on a current-thread runtime with paused time, so it is a function of the
+//! scenario, the plan and the seed; on Redis it runs in real time.
+
+mod brokers;
+mod dispatch;
+mod slots;
+pub(crate) mod state;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use crewq_core::producer::Producer;
+use crewq_core::supervisor::{Supervisor, SupervisorOptions};
+use crewq_core::worker::WorkerReport;
+use crewq_core::{AgentKeys, AgentType, Broker, Clock, Keyspace};
+
+use crate::crew::{Crew, HandlerFaults};
+use crate::history::{Event, History, Recorder};
+use crate::plan::FaultPlan;
+use crate::recorder::RecordingBroker;
+use crate::scenario::millis_of;
+use crate::{Scenario, SimError};
+use brokers::{Brokers, PRODUCER, SUPERVISOR};
+use dispatch::{Dispatcher, Gathers};
+pub(crate) use dispatch::{GatherOutcome, GatherRecord};
+use slots::Crewing;
+use state::FinalState;
+
+/// Where a run happens.
+pub(crate) struct Backend<B> {
+    pub broker: B,
+    /// Stamps results and dead letters; virtual on the memory backend.
+    pub clock: Arc<dyn Clock>,
+    pub keyspace: Keyspace,
+}
+
+/// Everything a run leaves for the checker.
+#[derive(Debug)]
+pub(crate) struct RunRecord {
+    pub plan: FaultPlan,
+    pub history: History,
+    pub state: FinalState,
+    pub gathers: Vec<GatherRecord>,
+    pub reports: Vec<WorkerReport>,
+    /// Things that went wrong with the run itself (a worker that stopped
+    /// with an error, a dispatch that failed for good).
+    pub problems: Vec<String>,
+    /// Whether the drain reached quiescence within its limit.
+    pub drained: bool,
+    /// Broker faults injected.
+    pub injected: u64,
+}
+
+/// What a crash or a pause does, in timeline order.
+#[derive(Clone, Copy, Debug)]
+enum Action {
+    Crash {
+        worker: u32,
+        down_ms: u64,
+        rename: bool,
+    },
+    Restart {
+        worker: u32,
+    },
+    Pause {
+        worker: u32,
+        for_ms: u64,
+    },
+}
+
+pub(crate) async fn run<B: Broker + Clone + 'static>(
+    scenario: &Scenario,
+    crew: &Crew,
+    seed: u64,
+    plan: FaultPlan,
+    backend: Backend<B>,
+) -> Result<RunRecord, SimError> {
+    if let Some(problem) = scenario.problem() {
+        return Err(SimError::Scenario(problem));
+    }
+    let recorder = Recorder::new();
+    let recorded = RecordingBroker::new(backend.broker.clone(), recorder.clone());
+    let brokers = Brokers::new(recorded, plan.broker, seed, recorder.clone());
+    let handler_faults = Arc::new(HandlerFaults::new(&plan, recorder.clone()));
+    let keyspace = backend.keyspace.clone();
+    let crewing = Crewing {
+        scenario,
+        crew,
+        seed,
+        keyspace: &keyspace,
+        clock: Arc::clone(&backend.clock),
+        brokers: &brokers,
+        faults: Arc::clone(&handler_faults),
+        recorder: &recorder,
+    };
+    let mut slots = crewing.slots()?;
+    let agents: Vec<AgentKeys> = scenario
+        .agent_types
+        .iter()
+        .filter_map(|a| AgentType::new(a.as_str()).ok())
+        .map(|a| keyspace.keys(&a))
+        .collect();
+    for slot in &mut slots {
+        crewing.start(slot);
+    }
+
+    let gathers: Gathers = Arc::new(Mutex::new(Vec::new()));
+    let producer = |actor: &str, stream| {
+        Producer::new(brokers.handle(actor, stream))
+            .with_keyspace(keyspace.clone())
+            .with_clock(ClockRef(Arc::clone(&backend.clock)))
+    };
+    let supervisor = Supervisor::with_options(
+        "sim-supervisor",
+        producer("supervisor", SUPERVISOR),
+        SupervisorOptions::default().poll(scenario.lease / 4),
+    )
+    .map_err(|e| SimError::Scenario(e.to_string()))?;
+    let dispatcher = Dispatcher {
+        scenario: scenario.clone(),
+        crew: crew.clone(),
+        plan: plan.clone(),
+        keyspace: keyspace.clone(),
+        producer: producer("producer", PRODUCER),
+        supervisor,
+        raw: brokers.recorded().clone(),
+        recorder: recorder.clone(),
+        gathers: Arc::clone(&gathers),
+        gather_timeout: scenario.fault_window + scenario.drain_limit + scenario.lease * 10,
+    };
+    let dispatching = tokio::spawn(dispatcher.run());
+
+    // The fault phase: crashes, restarts and pauses in time order.
+    let fault_end = millis_of(scenario.fault_window);
+    let mut timeline = timeline(&plan);
+    while let Some(((at, _), action)) = timeline.pop_first() {
+        if at >= fault_end {
+            break;
+        }
+        tokio::time::sleep_until(recorder.at(at)).await;
+        let Some(slot) = slots.get_mut(worker_of(action) as usize) else {
+            continue;
+        };
+        match action {
+            Action::Crash {
+                worker,
+                down_ms,
+                rename,
+            } => {
+                if slot.crash(rename, &recorder) {
+                    let back = (at + down_ms, u32::MAX - worker);
+                    timeline.insert(back, Action::Restart { worker });
+                }
+            }
+            Action::Restart { .. } => crewing.start(slot),
+            Action::Pause { for_ms, .. } => slot.pause(at + for_ms, &recorder),
+        }
+    }
+    tokio::time::sleep_until(recorder.at(fault_end)).await;
+
+    // The drain: no more faults, everyone back, until nothing is left.
+    brokers.switch_off();
+    handler_faults.switch_off();
+    recorder.record(Event::FaultsOff);
+    for slot in &mut slots {
+        crewing.start(slot);
+    }
+    let drained = drain(scenario, &backend.broker, &agents, &dispatching, &recorder).await;
+    let gathers = finish_gathers(&gathers, scenario.lease * 2, &recorder).await;
+    let mut problems = Vec::new();
+    let mut reports = Vec::new();
+    for slot in &mut slots {
+        match slot.shutdown(scenario.lease).await {
+            Some(Ok(report)) => reports.push(report),
+            Some(Err(err)) => problems.push(format!("a worker stopped with an error: {err}")),
+            None => {}
+        }
+    }
+    if !dispatching.is_finished() {
+        dispatching.abort();
+        problems.push("the dispatcher had not finished when the drain ended".into());
+    } else {
+        match dispatching.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => problems.push(err.to_string()),
+            Err(err) => problems.push(format!("the dispatcher panicked: {err}")),
+        }
+    }
+    let state = state::read(&backend.broker, &agents)
+        .await
+        .map_err(|e| SimError::Run(format!("reading the final state: {e}")))?;
+    Ok(RunRecord {
+        plan,
+        history: recorder.history(),
+        state,
+        gathers,
+        reports,
+        problems,
+        drained,
+        injected: brokers.injected(),
+    })
+}
+
+/// The plan's crashes and pauses, keyed by time and then plan order.
+fn timeline(plan: &FaultPlan) -> BTreeMap<(u64, u32), Action> {
+    let crashes = plan.crashes.iter().map(|c| {
+        (
+            c.at_ms,
+            Action::Crash {
+                worker: c.worker,
+                down_ms: c.down_ms,
+                rename: c.rename,
+            },
+        )
+    });
+    let pauses = plan.pauses.iter().map(|p| {
+        (
+            p.at_ms,
+            Action::Pause {
+                worker: p.worker,
+                for_ms: p.for_ms,
+            },
+        )
+    });
+    crashes
+        .chain(pauses)
+        .enumerate()
+        .map(|(n, (at, action))| ((at, n as u32), action))
+        .collect()
+}
+
+fn worker_of(action: Action) -> u32 {
+    match action {
+        Action::Crash { worker, .. }
+        | Action::Restart { worker }
+        | Action::Pause { worker, .. } => worker,
+    }
+}
+
+/// Waits until the dispatcher is done and nothing is pending or unread,
+/// or the drain limit passes. Returns whether it drained.
+async fn drain<B: Broker, T>(
+    scenario: &Scenario,
+    broker: &B,
+    agents: &[AgentKeys],
+    dispatching: &tokio::task::JoinHandle<T>,
+    recorder: &Recorder,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + scenario.drain_limit;
+    let poll = (scenario.lease / 4).max(Duration::from_millis(5));
+    loop {
+        if dispatching.is_finished() && state::quiescent(broker, agents).await {
+            recorder.record(Event::Quiescent);
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            recorder.record(Event::DrainGaveUp);
+            return false;
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
+/// Gives the gathers `grace` to return, then abandons those still waiting.
+async fn finish_gathers(
+    gathers: &Gathers,
+    grace: Duration,
+    recorder: &Recorder,
+) -> Vec<GatherRecord> {
+    let deadline = tokio::time::Instant::now() + grace;
+    let taken = std::mem::take(&mut *gathers.lock().unwrap_or_else(PoisonError::into_inner));
+    let mut records = Vec::with_capacity(taken.len());
+    for (workflow, tasks, mut handle) in taken {
+        let outcome = match tokio::time::timeout_at(deadline, &mut handle).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(err)) => GatherOutcome::Failed(format!("the gather panicked: {err}")),
+            Err(_) => {
+                handle.abort();
+                recorder.record(Event::GatherAbandoned { workflow });
+                GatherOutcome::Abandoned
+            }
+        };
+        records.push(GatherRecord {
+            workflow,
+            tasks,
+            outcome,
+        });
+    }
+    records
+}
+
+/// A shared clock as a `Clock` value (the producer takes one by value).
+#[derive(Debug, Clone)]
+struct ClockRef(Arc<dyn Clock>);
+
+impl Clock for ClockRef {
+    fn now_ms(&self) -> u64 {
+        self.0.now_ms()
+    }
+}

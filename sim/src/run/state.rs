@@ -1,0 +1,186 @@
+//! The broker's state after the drain, read without faults: what the
+//! checker holds the history against.
+
+use std::collections::BTreeSet;
+use std::ops::Bound;
+
+use crewq_core::{
+    AgentKeys, Broker, DeadLetter, Error, PendingEntry, PendingQuery, StreamId, TaskStatus,
+    WireCodec,
+};
+use serde_json::Value;
+
+/// One agent type's streams.
+#[derive(Clone, Debug)]
+pub(crate) struct AgentState {
+    /// Its keys.
+    pub keys: AgentKeys,
+    /// Every task-stream entry, with its task id when it decodes.
+    pub entries: Vec<(StreamId, Option<String>)>,
+    /// Every dead letter, decoded (or why not).
+    pub dead_letters: Vec<(StreamId, Result<DeadLetter, String>)>,
+    /// The group's pending entries.
+    pub pending: Vec<PendingEntry>,
+    /// Entries the group never delivered.
+    pub unread: Vec<StreamId>,
+}
+
+/// One entry of a results stream.
+#[derive(Clone, Debug)]
+pub(crate) struct ResultEntry {
+    pub id: StreamId,
+    /// Task id and status, when it decodes.
+    pub result: Option<(String, TaskStatus)>,
+}
+
+/// The streams of every agent type (in the scenario's order) and the
+/// results.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct FinalState {
+    pub agents: Vec<AgentState>,
+    pub results: Vec<ResultEntry>,
+}
+
+impl FinalState {
+    /// The task stream of task `index` (task `i` goes to agent type
+    /// `i % n`).
+    pub fn task_stream_of(&self, index: u32) -> String {
+        let n = self.agents.len().max(1);
+        self.agents
+            .get(index as usize % n)
+            .map(|a| a.keys.tasks.clone())
+            .unwrap_or_default()
+    }
+
+    /// Every task stream.
+    pub fn task_streams(&self) -> BTreeSet<String> {
+        self.agents.iter().map(|a| a.keys.tasks.clone()).collect()
+    }
+}
+
+/// Reads the final state of `agents`' streams.
+pub(crate) async fn read<B: Broker>(
+    broker: &B,
+    agents: &[AgentKeys],
+) -> crewq_core::Result<FinalState> {
+    // Decoding is not the workers' job here: no size limit.
+    let codec = WireCodec::with_max_bytes(usize::MAX);
+    let mut state = FinalState::default();
+    let mut results_streams = BTreeSet::new();
+    for keys in agents {
+        results_streams.insert(keys.results.clone());
+        let entries = broker
+            .xrange(&keys.tasks, crewq_core::ALL_IDS, None)
+            .await?
+            .into_iter()
+            .map(|e| {
+                let task = codec
+                    .decode_task::<Value>(&e.fields)
+                    .ok()
+                    .map(|t| t.task_id);
+                (e.id, task)
+            })
+            .collect();
+        let dead_letters = broker
+            .xrange(&keys.dlq, crewq_core::ALL_IDS, None)
+            .await?
+            .into_iter()
+            .map(|e| {
+                (
+                    e.id,
+                    DeadLetter::from_fields(&e.fields).map_err(|e| e.to_string()),
+                )
+            })
+            .collect();
+        let (pending, unread) = match group_state(broker, keys).await {
+            Ok(state) => state,
+            // Never read by any worker: everything in it is unread.
+            Err(Error::NoGroup { .. } | Error::NoSuchKey(_)) => {
+                let all = broker
+                    .xrange(&keys.tasks, crewq_core::ALL_IDS, None)
+                    .await?;
+                (Vec::new(), all.into_iter().map(|e| e.id).collect())
+            }
+            Err(err) => return Err(err),
+        };
+        state.agents.push(AgentState {
+            keys: keys.clone(),
+            entries,
+            dead_letters,
+            pending,
+            unread,
+        });
+    }
+    for stream in results_streams {
+        for entry in broker.xrange(&stream, crewq_core::ALL_IDS, None).await? {
+            let result = codec
+                .decode_result(&entry.fields)
+                .ok()
+                .map(|r| (r.task_id, r.status));
+            state.results.push(ResultEntry {
+                id: entry.id,
+                result,
+            });
+        }
+    }
+    Ok(state)
+}
+
+async fn group_state<B: Broker>(
+    broker: &B,
+    keys: &AgentKeys,
+) -> crewq_core::Result<(Vec<PendingEntry>, Vec<StreamId>)> {
+    let pending = broker
+        .pending(
+            &keys.tasks,
+            &keys.group,
+            &PendingQuery::new(usize::MAX >> 1),
+        )
+        .await?;
+    let groups = broker.info_groups(&keys.tasks).await?;
+    let last_delivered = groups
+        .iter()
+        .find(|g| g.name == keys.group)
+        .map_or(StreamId::ZERO, |g| g.last_delivered_id);
+    let unread = broker
+        .xrange(
+            &keys.tasks,
+            (Bound::Excluded(last_delivered), Bound::Unbounded),
+            None,
+        )
+        .await?
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    Ok((pending, unread))
+}
+
+/// Whether nothing is pending or unread in any of `agents`' groups: no
+/// worker holds anything, so no outcome can come any more.
+pub(crate) async fn quiescent<B: Broker>(broker: &B, agents: &[AgentKeys]) -> bool {
+    for keys in agents {
+        match broker.pending_summary(&keys.tasks, &keys.group).await {
+            Ok(summary) if summary.count == 0 => {}
+            Ok(_) => return false,
+            // No group: quiescent only if nothing was ever appended.
+            Err(_) => match broker.xlen(&keys.tasks).await {
+                Ok(0) => continue,
+                _ => return false,
+            },
+        }
+        let (Ok(stream), Ok(groups)) = (
+            broker.info_stream(&keys.tasks).await,
+            broker.info_groups(&keys.tasks).await,
+        ) else {
+            return false;
+        };
+        let delivered = groups
+            .iter()
+            .find(|g| g.name == keys.group)
+            .map_or(StreamId::ZERO, |g| g.last_delivered_id);
+        if delivered < stream.last_generated_id {
+            return false;
+        }
+    }
+    true
+}

@@ -1,0 +1,178 @@
+//! [`Simulation`]: a scenario and a crew, run from a seed and checked.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crewq_core::{Keyspace, SystemClock, TokioClock};
+use crewq_memory::MemoryBroker;
+use crewq_redis::RedisBroker;
+
+use crate::Scenario;
+use crate::check::check;
+use crate::crew::{Crew, silence_injected_panics};
+use crate::history::{Divergence, History, TraceHash};
+use crate::report::Report;
+use crate::run::{self, Backend};
+
+/// Why a simulation could not run (as opposed to a run that broke an
+/// invariant, which is a [`Report`] with violations).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SimError {
+    /// The scenario or the crew cannot run (no handler for an agent type,
+    /// a lease under 20 ms ...).
+    #[error("invalid scenario: {0}")]
+    Scenario(String),
+    /// The run could not go on (the final state could not be read ...).
+    #[error("the run failed: {0}")]
+    Run(String),
+    /// No tokio runtime could be built.
+    #[error("cannot build a runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// Redis could not be reached.
+    #[error("redis: {0}")]
+    Redis(#[source] crewq_core::Error),
+}
+
+/// A scenario run by a crew: the real Producer, Supervisor and Workers,
+/// the fault plan drawn from a seed, the history checked.
+///
+/// [`Simulation::run`] runs on the memory backend on paused time: a run of
+/// many virtual seconds takes milliseconds, and the same seed gives the
+/// same history, byte for byte. Call it from plain (not async) code: it
+/// builds its own runtime.
+///
+/// ```
+/// use crewq_core::Task;
+/// use crewq_core::worker::HandlerError;
+/// use crewq_sim::{Crew, FaultRates, Faults, Scenario, Simulation};
+/// use serde_json::{Value, json};
+///
+/// // Your agent's handler, as your workers run it.
+/// let summarize = |task: Task<Value>| async move {
+///     let n = task.payload["n"].as_u64().unwrap_or(0);
+///     Ok::<Value, HandlerError>(json!({ "summary": format!("item {n}") }))
+/// };
+/// let crew = Crew::new().agent("summarizer", summarize);
+/// let scenario = Scenario::default()
+///     .tasks(30)
+///     .agent_types(["summarizer"])
+///     .workers(3)
+///     .faults(Faults::Rates(FaultRates::STANDARD));
+///
+/// let simulation = Simulation::new(scenario, crew);
+/// let report = simulation.run(42)?;
+/// assert!(report.passed(), "{report}");
+/// assert_eq!(report.counts.ok + report.counts.dead_lettered, 30);
+/// // The same seed, the same history.
+/// assert_eq!(simulation.run(42)?.trace_hash, report.trace_hash);
+/// # Ok::<(), crewq_sim::SimError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Simulation {
+    scenario: Scenario,
+    crew: Crew,
+}
+
+impl Simulation {
+    /// A simulation of `scenario` run by `crew`.
+    pub fn new(scenario: Scenario, crew: Crew) -> Self {
+        Simulation { scenario, crew }
+    }
+
+    /// crewq's own: `scenario` run by [`Crew::standard`].
+    pub fn standard(scenario: Scenario) -> Self {
+        Simulation::new(scenario, Crew::standard())
+    }
+
+    /// The scenario.
+    pub fn scenario(&self) -> &Scenario {
+        &self.scenario
+    }
+
+    /// Runs `seed` on the memory backend and checks it.
+    ///
+    /// # Errors
+    ///
+    /// [`SimError`] when the run cannot happen; a broken invariant is a
+    /// report with violations.
+    pub fn run(&self, seed: u64) -> Result<Report, SimError> {
+        self.run_recorded(seed).map(|(report, _)| report)
+    }
+
+    /// Like [`Simulation::run`], with the history.
+    ///
+    /// # Errors
+    ///
+    /// As [`Simulation::run`].
+    pub fn run_recorded(&self, seed: u64) -> Result<(Report, History), SimError> {
+        silence_injected_panics();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .map_err(SimError::Runtime)?;
+        let plan = self.scenario.plan_for(seed);
+        let record = runtime.block_on(async {
+            // Created inside the runtime: virtual time starts now.
+            let clock = TokioClock::default();
+            let backend = Backend {
+                broker: MemoryBroker::with_clock(clock),
+                clock: Arc::new(clock),
+                keyspace: Keyspace::default(),
+            };
+            run::run(&self.scenario, &self.crew, seed, plan, backend).await
+        })?;
+        let report = check(&self.scenario, seed, &record);
+        Ok((report, record.history))
+    }
+
+    /// Runs `seed` twice and compares the histories: the hash, or where
+    /// they part.
+    ///
+    /// # Errors
+    ///
+    /// As [`Simulation::run`].
+    pub fn double_run(&self, seed: u64) -> Result<Result<TraceHash, Divergence>, SimError> {
+        let (_, first) = self.run_recorded(seed)?;
+        let (_, second) = self.run_recorded(seed)?;
+        Ok(match first.first_difference(&second) {
+            None => Ok(first.hash()),
+            Some(divergence) => Err(divergence),
+        })
+    }
+
+    /// Runs `seed`'s scenario against the Redis at `url`, in real time:
+    /// crashes, pauses, handler and broker faults injected the same way,
+    /// the same invariants checked. Keys go under a fresh
+    /// `crewq-sim-<seed>-<time>` prefix and are left there.
+    ///
+    /// # Errors
+    ///
+    /// [`SimError::Redis`] when Redis cannot be reached, else as
+    /// [`Simulation::run`].
+    pub fn run_on_redis(&self, url: &str, seed: u64) -> Result<Report, SimError> {
+        silence_injected_panics();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(SimError::Runtime)?;
+        let plan = self.scenario.plan_for(seed);
+        let record = runtime.block_on(async {
+            let broker = RedisBroker::connect(url).await.map_err(SimError::Redis)?;
+            let stamp = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros());
+            let keyspace = Keyspace::default()
+                .with_prefix(format!("crewq-sim-{seed}-{stamp}"))
+                .map_err(|e| SimError::Scenario(e.to_string()))?;
+            let backend = Backend {
+                broker,
+                clock: Arc::new(SystemClock),
+                keyspace,
+            };
+            run::run(&self.scenario, &self.crew, seed, plan, backend).await
+        })?;
+        Ok(check(&self.scenario, seed, &record))
+    }
+}

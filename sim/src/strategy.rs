@@ -1,0 +1,130 @@
+//! proptest strategies for scenarios and fault plans.
+//!
+//! A plan is plain data, so proptest shrinks a failing one element by
+//! element (fewer crashes, fewer handler faults, lower rates) down to a
+//! minimal plan that still fails:
+//!
+//! ```
+//! use proptest::prelude::*;
+//! use proptest::test_runner::{Config, TestRunner};
+//! use crewq_sim::{Faults, Scenario, Simulation, strategy};
+//!
+//! let scenario = Scenario::default().tasks(10).workers(2);
+//! let mut runner = TestRunner::new(Config { cases: 4, ..Config::default() });
+//! runner
+//!     .run(&strategy::fault_plan(&scenario), |plan| {
+//!         let scenario = scenario.clone().faults(Faults::Plan(plan));
+//!         let report = Simulation::standard(scenario).run(1).expect("runs");
+//!         prop_assert!(report.passed(), "{report}");
+//!         Ok(())
+//!     })
+//!     .expect("every plan passes");
+//! ```
+
+use proptest::prelude::*;
+
+use crate::plan::{
+    BrokerFaults, Crash, FaultPlan, HandlerFault, HandlerFaultAt, Pause, Poison, PoisonKind,
+};
+use crate::scenario::{Faults, Scenario};
+
+/// Plans for `scenario`'s shape: up to 3 crashes and 2 pauses in its fault
+/// window, up to 12 handler faults, 3 failing and 3 poison tasks, broker
+/// errors up to 15% before and 10% after, latency up to 5 ms.
+pub fn fault_plan(scenario: &Scenario) -> impl Strategy<Value = FaultPlan> + use<> {
+    let shape = scenario.shape();
+    let tasks = shape.tasks.max(1);
+    let workers = shape.workers.max(1);
+    let window = shape.fault_window_ms.max(1);
+    let lease = shape.lease_ms.max(20);
+    let calls = shape.max_retries + 1;
+    let broker =
+        (0.0..0.15f64, 0.0..0.10f64, 0..=5u64).prop_map(|(before, after, latency)| BrokerFaults {
+            error_before: before,
+            error_after: after,
+            latency_ms: latency,
+        });
+    let crash = (
+        0..workers,
+        0..window,
+        lease / 20..=lease * 3 / 2,
+        any::<bool>(),
+    )
+        .prop_map(|(worker, at_ms, down_ms, rename)| Crash {
+            worker,
+            at_ms,
+            down_ms,
+            rename,
+        });
+    let pause =
+        (0..workers, 0..window, lease * 6 / 5..=lease * 3).prop_map(|(worker, at_ms, for_ms)| {
+            Pause {
+                worker,
+                at_ms,
+                for_ms,
+            }
+        });
+    let fault = prop_oneof![
+        Just(HandlerFault::Error),
+        Just(HandlerFault::Panic),
+        Just(HandlerFault::Hang),
+        (lease / 2..=lease * 2).prop_map(|ms| HandlerFault::Slow { ms }),
+    ];
+    let handler = (0..tasks, 1..=calls, fault).prop_map(|(task, call, fault)| HandlerFaultAt {
+        task,
+        call,
+        fault,
+    });
+    let kind = prop_oneof![
+        Just(PoisonKind::Undecodable),
+        Just(PoisonKind::Rejected),
+        Just(PoisonKind::Oversized),
+    ];
+    let poison = (0..tasks, kind).prop_map(|(task, kind)| Poison { task, kind });
+    (
+        broker,
+        prop::collection::vec(crash, 0..=3),
+        prop::collection::vec(pause, 0..=2),
+        prop::collection::vec(handler, 0..=12),
+        prop::collection::vec(0..tasks, 0..=3),
+        prop::collection::vec(poison, 0..=3),
+    )
+        .prop_map(
+            |(broker, crashes, pauses, handler, failing, poison)| FaultPlan {
+                broker,
+                crashes,
+                pauses,
+                handler,
+                failing,
+                poison,
+            },
+        )
+}
+
+/// Small scenarios (5 to 40 tasks, 1 or 2 agent types, 1 to 3 workers
+/// each, 0 to 3 retries, leases of 200 ms to 2 s), each with a plan from
+/// [`fault_plan`].
+pub fn scenario() -> impl Strategy<Value = Scenario> {
+    (5..=40u32, 1..=2usize, 1..=3u32, 0..=3u32, 200..=2000u64)
+        .prop_map(|(tasks, agents, workers, max_retries, lease_ms)| {
+            Scenario::default()
+                .tasks(tasks)
+                .agent_types(["research", "report"].into_iter().take(agents))
+                .workers(workers)
+                .max_retries(max_retries)
+                .lease(std::time::Duration::from_millis(lease_ms))
+        })
+        .prop_flat_map(|scenario| {
+            let plans = fault_plan(&scenario);
+            (Just(scenario), plans).prop_map(|(scenario, plan)| scenario.faults(Faults::Plan(plan)))
+        })
+}
+
+/// The plan of `scenario`, if it has one fixed (for reporting a shrunk
+/// case).
+pub fn plan_of(scenario: &Scenario) -> Option<&FaultPlan> {
+    match &scenario.faults {
+        Faults::Plan(plan) => Some(plan),
+        _ => None,
+    }
+}
