@@ -199,6 +199,12 @@ impl History {
         self.events.is_empty()
     }
 
+    /// Appends an event (for tests that tamper with a history).
+    #[cfg(test)]
+    pub(crate) fn push(&mut self, stamped: Stamped) {
+        self.events.push(stamped);
+    }
+
     /// The canonical encoding: one line per event, `<ms> <event>`.
     pub fn encode(&self) -> String {
         self.events.iter().map(|e| format!("{e}\n")).collect()

@@ -12,7 +12,7 @@ use crate::check::check;
 use crate::crew::{Crew, silence_injected_panics};
 use crate::history::{Divergence, History, TraceHash};
 use crate::report::Report;
-use crate::run::{self, Backend};
+use crate::run::{self, Backend, RunRecord};
 
 /// Why a simulation could not run (as opposed to a run that broke an
 /// invariant, which is a [`Report`] with violations).
@@ -106,6 +106,13 @@ impl Simulation {
     ///
     /// As [`Simulation::run`].
     pub fn run_recorded(&self, seed: u64) -> Result<(Report, History), SimError> {
+        let record = self.record(seed)?;
+        let report = check(&self.scenario, seed, &record);
+        Ok((report, record.history))
+    }
+
+    /// Runs `seed` on the memory backend: what the checker judges.
+    pub(crate) fn record(&self, seed: u64) -> Result<RunRecord, SimError> {
         silence_injected_panics();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
@@ -113,7 +120,7 @@ impl Simulation {
             .build()
             .map_err(SimError::Runtime)?;
         let plan = self.scenario.plan_for(seed);
-        let record = runtime.block_on(async {
+        runtime.block_on(async {
             // Created inside the runtime: virtual time starts now.
             let clock = TokioClock::default();
             let backend = Backend {
@@ -122,9 +129,7 @@ impl Simulation {
                 keyspace: Keyspace::default(),
             };
             run::run(&self.scenario, &self.crew, seed, plan, backend).await
-        })?;
-        let report = check(&self.scenario, seed, &record);
-        Ok((report, record.history))
+        })
     }
 
     /// Runs `seed` twice and compares the histories: the hash, or where
@@ -152,7 +157,30 @@ impl Simulation {
     /// [`SimError::Redis`] when Redis cannot be reached, else as
     /// [`Simulation::run`].
     pub fn run_on_redis(&self, url: &str, seed: u64) -> Result<Report, SimError> {
+        let stamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros());
+        self.run_on_redis_under(url, &format!("crewq-sim-{seed}-{stamp}"), seed)
+    }
+
+    /// Like [`Simulation::run_on_redis`], with every key under `prefix`
+    /// (which should be fresh: the run expects empty streams), for a
+    /// caller that cleans up after itself.
+    ///
+    /// # Errors
+    ///
+    /// As [`Simulation::run_on_redis`], and [`SimError::Scenario`] for a
+    /// prefix that cannot name keys.
+    pub fn run_on_redis_under(
+        &self,
+        url: &str,
+        prefix: &str,
+        seed: u64,
+    ) -> Result<Report, SimError> {
         silence_injected_panics();
+        let keyspace = Keyspace::default()
+            .with_prefix(prefix)
+            .map_err(|e| SimError::Scenario(e.to_string()))?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -160,12 +188,6 @@ impl Simulation {
         let plan = self.scenario.plan_for(seed);
         let record = runtime.block_on(async {
             let broker = RedisBroker::connect(url).await.map_err(SimError::Redis)?;
-            let stamp = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_micros());
-            let keyspace = Keyspace::default()
-                .with_prefix(format!("crewq-sim-{seed}-{stamp}"))
-                .map_err(|e| SimError::Scenario(e.to_string()))?;
             let backend = Backend {
                 broker,
                 clock: Arc::new(SystemClock),

@@ -6,6 +6,8 @@
 //! and the streams after the drain.
 
 mod facts;
+#[cfg(test)]
+mod tests;
 
 use crewq_core::worker::WorkerReport;
 use crewq_core::{DeadLetterReason, WireErrorKind};
