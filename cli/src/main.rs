@@ -5,6 +5,7 @@
 
 mod demo;
 mod print;
+mod sim;
 
 use std::process::ExitCode;
 
@@ -23,22 +24,49 @@ enum Command {
     /// Runs the first seed's research workflow: a supervisor fans research
     /// tasks out to two workers, then a report agent summarises them.
     Demo(demo::DemoArgs),
+    /// Runs the deterministic simulator: the real producer, supervisor and
+    /// workers under injected crashes, pauses, handler and broker faults,
+    /// checked for lost tasks and misrouted dead letters. Exits non-zero
+    /// when an invariant is violated, printing the command that replays
+    /// the seed.
+    Sim(sim::SimArgs),
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Demo(args) => {
-            let json = args.json;
-            match demo::run(args).await {
-                Ok(report) if json => print::demo_json(&report),
-                Ok(report) => print::demo_table(&report),
-                Err(err) => {
-                    print::error(err.as_ref());
+        // The simulator builds a runtime per seed (paused time): no runtime here.
+        Command::Sim(args) => match sim::run(&args) {
+            Ok(summary) => {
+                if args.json {
+                    print::sim_json(&summary);
+                } else {
+                    print::sim_text(&args, &summary);
+                }
+                if !summary.passed() {
                     return ExitCode::FAILURE;
                 }
             }
+            Err(err) => {
+                print::error(&err);
+                return ExitCode::FAILURE;
+            }
+        },
+        Command::Demo(args) => return demo_main(args),
+    }
+    ExitCode::SUCCESS
+}
+
+/// `crewq demo`, on a multi-threaded runtime.
+#[tokio::main]
+async fn demo_main(args: demo::DemoArgs) -> ExitCode {
+    let json = args.json;
+    match demo::run(args).await {
+        Ok(report) if json => print::demo_json(&report),
+        Ok(report) => print::demo_table(&report),
+        Err(err) => {
+            print::error(err.as_ref());
+            return ExitCode::FAILURE;
         }
     }
     ExitCode::SUCCESS

@@ -3,6 +3,7 @@
 use std::error::Error;
 
 use crate::demo::DemoReport;
+use crate::sim::{SimArgs, SimSummary};
 
 /// The demo as readable tables.
 pub fn demo_table(report: &DemoReport) {
@@ -63,5 +64,78 @@ pub fn error(err: &dyn Error) {
     while let Some(err) = cause {
         eprintln!("  caused by: {err}");
         cause = err.source();
+    }
+}
+
+/// What `crewq sim` found, as text; failures (with the command that
+/// replays each) on stderr.
+pub fn sim_text(args: &SimArgs, summary: &SimSummary) {
+    if let Some(history) = &summary.history {
+        print!("{history}");
+    }
+    let failed = summary.seeds - summary.passed;
+    println!(
+        "crewq sim on {}: {} seed(s), {} passed, {} failed ({:.0} seeds/s)",
+        summary.backend, summary.seeds, summary.passed, failed, summary.seeds_per_sec
+    );
+    println!(
+        "tasks: {} ok, {} duplicated, {} dead-lettered, {} lost, {} stuck, {} unexpected; {} violation(s)",
+        summary.ok,
+        summary.duplicated,
+        summary.dead_lettered,
+        summary.lost,
+        summary.stuck,
+        summary.unexpected,
+        summary.violations
+    );
+    if let Some(hash) = &summary.trace_hash {
+        println!("trace {hash}");
+    }
+    if args.seed.is_some()
+        && let Some(report) = summary.failures.first()
+    {
+        println!("plan: {}", report.plan);
+    }
+    const SEEDS_SHOWN: usize = 5;
+    const VIOLATIONS_SHOWN: usize = 6;
+    for report in summary.failures.iter().take(SEEDS_SHOWN) {
+        let c = &report.counts;
+        eprintln!(
+            "FAILED seed {}: {} ok, {} duplicated, {} dead-lettered, {} lost, {} stuck, {} unexpected",
+            report.seed, c.ok, c.duplicated, c.dead_lettered, c.lost, c.stuck, c.unexpected
+        );
+        for violation in report.violations.iter().take(VIOLATIONS_SHOWN) {
+            eprintln!("  {violation}");
+        }
+        if report.violations.len() > VIOLATIONS_SHOWN {
+            eprintln!(
+                "  ... and {} more",
+                report.violations.len() - VIOLATIONS_SHOWN
+            );
+        }
+        eprintln!("  replay: {}", crate::sim::replay(args, report.seed));
+    }
+    if summary.failures.len() > SEEDS_SHOWN {
+        eprintln!(
+            "... and {} more failing seed(s)",
+            summary.failing_seeds.len() - SEEDS_SHOWN
+        );
+    }
+    for divergence in &summary.divergences {
+        eprintln!("DIVERGED {divergence}");
+    }
+    for err in &summary.errors {
+        eprintln!("ERROR {err}");
+    }
+    if let Some(replay) = summary.replay.as_ref().filter(|_| !summary.passed()) {
+        eprintln!("first failing seed: {replay}");
+    }
+}
+
+/// What `crewq sim` found, as one JSON object.
+pub fn sim_json(summary: &SimSummary) {
+    match serde_json::to_string(summary) {
+        Ok(json) => println!("{json}"),
+        Err(err) => error(&err),
     }
 }

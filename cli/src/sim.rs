@@ -1,0 +1,396 @@
+//! `crewq sim`: the deterministic simulator from the command line. One seed
+//! (its summary and trace hash), a campaign of many on every core, a
+//! double run that compares histories, a mutant that the checker must
+//! catch, or the same scenario against a real Redis.
+
+use std::time::{Duration, Instant};
+
+use crewq_sim::{
+    Campaign, CampaignReport, Faults, Mutant, Repeat, Report, Scenario, SimError, Simulation,
+    double_run_campaign, run_campaign,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+/// `crewq sim`'s options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimArgs {
+    /// Run this one seed: its summary and trace hash.
+    #[arg(long, conflicts_with = "seeds")]
+    pub seed: Option<u64>,
+    /// Run a campaign of this many seeds (from --first-seed), spread over
+    /// the cores; each seed is deterministic. The default without --seed.
+    #[arg(long)]
+    pub seeds: Option<u64>,
+    /// The first seed of a campaign.
+    #[arg(long, default_value_t = 1)]
+    pub first_seed: u64,
+    /// Tasks per run.
+    #[arg(long, default_value_t = 100)]
+    pub tasks: u32,
+    /// Workers per agent type.
+    #[arg(long, default_value_t = 4)]
+    pub workers: u32,
+    /// Agent types, comma-separated; tasks are spread over them.
+    #[arg(long, value_delimiter = ',', default_value = "research")]
+    pub agent_types: Vec<String>,
+    /// Failed attempts before a task is dead-lettered.
+    #[arg(long, default_value_t = 3)]
+    pub max_retries: u32,
+    /// The workers' lease in ms (virtual on the memory backend).
+    #[arg(long, default_value_t = 1000)]
+    pub lease_ms: u64,
+    /// Swarm testing: draw the fault rates themselves per seed.
+    #[arg(long)]
+    pub swarm: bool,
+    /// No faults at all.
+    #[arg(long, conflicts_with = "swarm")]
+    pub no_faults: bool,
+    /// Run a deliberately broken worker: ack-before-handle, no-reclaim,
+    /// dlq-without-ack or dlq-on-first-failure. The checker must catch it.
+    #[arg(long, value_name = "NAME", value_parser = parse_mutant)]
+    pub mutant: Option<Mutant>,
+    /// Run against this Redis (redis:// or rediss://) in real time instead
+    /// of the memory backend; keys go under a fresh crewq-sim-* prefix.
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+    /// With --redis: put each seed's keys under `<PREFIX>-<seed>` instead
+    /// of a fresh `crewq-sim-<seed>-<time>` (both are left in place).
+    #[arg(long, value_name = "PREFIX", requires = "redis")]
+    pub key_prefix: Option<String>,
+    /// Run each seed twice and compare the histories event by event.
+    #[arg(long)]
+    pub double_run: bool,
+    /// Threads for a campaign (default: every core).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// With --seed: print the whole history, one event per line.
+    #[arg(long)]
+    pub trace: bool,
+}
+
+/// What `crewq sim` found, as printed.
+#[derive(Debug, Serialize)]
+pub struct SimSummary {
+    /// `memory` or the Redis URL.
+    pub backend: String,
+    /// Seeds run.
+    pub seeds: u64,
+    /// Seeds whose every invariant held (and, in a double run, whose two
+    /// histories were the same).
+    pub passed: u64,
+    /// Tasks processed once.
+    pub ok: u64,
+    /// Tasks processed more than once.
+    pub duplicated: u64,
+    /// Tasks dead-lettered.
+    pub dead_lettered: u64,
+    /// Tasks lost.
+    pub lost: u64,
+    /// Tasks stuck after the drain.
+    pub stuck: u64,
+    /// Tasks with contradicting outcomes.
+    pub unexpected: u64,
+    /// Invariant violations.
+    pub violations: u64,
+    /// Seeds per second of wall-clock time.
+    pub seeds_per_sec: f64,
+    /// The trace hash, for a single seed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_hash: Option<String>,
+    /// Seeds that broke an invariant, diverged or could not run.
+    pub failing_seeds: Vec<u64>,
+    /// The command that replays the first failing seed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay: Option<String>,
+    /// Each violation of the first failing seeds, as text.
+    pub details: Vec<String>,
+    /// Seeds whose two runs differed: the first differing event of each.
+    pub divergences: Vec<String>,
+    /// Seeds that could not run, and why.
+    pub errors: Vec<String>,
+    /// Failing seeds' reports, for the text output.
+    #[serde(skip)]
+    pub failures: Vec<Report>,
+    /// A single seed's history, with --trace.
+    #[serde(skip)]
+    pub history: Option<String>,
+}
+
+impl SimSummary {
+    /// Whether everything passed.
+    pub fn passed(&self) -> bool {
+        self.passed == self.seeds && self.errors.is_empty()
+    }
+}
+
+/// Runs what `args` ask for.
+pub fn run(args: &SimArgs) -> Result<SimSummary, SimError> {
+    let simulation = Simulation::standard(scenario(args));
+    let started = Instant::now();
+    let mut summary = match (args.seed, &args.redis) {
+        (Some(seed), _) if args.double_run => double_run(args, &simulation, seed, 1)?,
+        (Some(seed), redis) => {
+            let (report, history) = match redis {
+                Some(url) => (on_redis(args, &simulation, url, seed)?, None),
+                None => {
+                    let (report, history) = simulation.run_recorded(seed)?;
+                    (report, args.trace.then(|| history.encode()))
+                }
+            };
+            let mut summary = from_reports(args, vec![report]);
+            summary.history = history;
+            summary
+        }
+        (None, _) if args.double_run => double_run(
+            args,
+            &simulation,
+            args.first_seed,
+            args.seeds.unwrap_or(100),
+        )?,
+        (None, Some(url)) => {
+            let seeds = args.seeds.unwrap_or(3);
+            let bar = progress(seeds, args.json);
+            let mut reports = Vec::new();
+            for seed in args.first_seed..args.first_seed.saturating_add(seeds) {
+                reports.push(on_redis(args, &simulation, url, seed)?);
+                bar.inc(1);
+            }
+            bar.finish_and_clear();
+            from_reports(args, reports)
+        }
+        (None, None) => {
+            let campaign = campaign(args, args.seeds.unwrap_or(100));
+            let bar = progress(campaign.seeds, args.json);
+            let report = run_campaign(&simulation, &campaign, |_| bar.inc(1));
+            bar.finish_and_clear();
+            from_campaign(args, report)
+        }
+    };
+    summary.seeds_per_sec = summary.seeds as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    Ok(summary)
+}
+
+fn on_redis(
+    args: &SimArgs,
+    simulation: &Simulation,
+    url: &str,
+    seed: u64,
+) -> Result<Report, SimError> {
+    match &args.key_prefix {
+        Some(prefix) => simulation.run_on_redis_under(url, &format!("{prefix}-{seed}"), seed),
+        None => simulation.run_on_redis(url, seed),
+    }
+}
+
+fn scenario(args: &SimArgs) -> Scenario {
+    let faults = if args.no_faults {
+        Faults::None
+    } else if args.swarm {
+        Faults::Swarm
+    } else {
+        Scenario::default().faults
+    };
+    Scenario::default()
+        .tasks(args.tasks)
+        .agent_types(args.agent_types.iter().cloned())
+        .workers(args.workers)
+        .max_retries(args.max_retries)
+        .lease(Duration::from_millis(args.lease_ms))
+        .faults(faults)
+        .mutant(args.mutant)
+}
+
+fn campaign(args: &SimArgs, seeds: u64) -> Campaign {
+    let campaign = Campaign::new(args.first_seed, seeds);
+    match args.jobs {
+        Some(jobs) => campaign.jobs(jobs),
+        None => campaign,
+    }
+}
+
+/// Runs `count` seeds from `first` twice each and compares the histories.
+fn double_run(
+    args: &SimArgs,
+    simulation: &Simulation,
+    first: u64,
+    count: u64,
+) -> Result<SimSummary, SimError> {
+    if args.redis.is_some() {
+        return Err(SimError::Scenario(
+            "--double-run compares virtual-time runs; it cannot run on Redis".into(),
+        ));
+    }
+    let bar = progress(count, args.json);
+    let campaign = Campaign {
+        first_seed: first,
+        ..campaign(args, count)
+    };
+    let repeats = double_run_campaign(simulation, &campaign, |_| bar.inc(1));
+    bar.finish_and_clear();
+    let mut summary = empty(args);
+    summary.seeds = count;
+    for (seed, repeat) in repeats {
+        match repeat {
+            Repeat::Same(hash) => {
+                summary.passed += 1;
+                if count == 1 {
+                    summary.trace_hash = Some(hash.to_string());
+                }
+            }
+            Repeat::Diverged(d) => {
+                summary.failing_seeds.push(seed);
+                summary.divergences.push(format!(
+                    "seed {seed}: event {}: first run `{}`, second run `{}`",
+                    d.index,
+                    d.first.as_deref().unwrap_or("(ended)"),
+                    d.second.as_deref().unwrap_or("(ended)")
+                ));
+            }
+            Repeat::Failed(err) => {
+                summary.failing_seeds.push(seed);
+                summary.errors.push(format!("seed {seed}: {err}"));
+            }
+        }
+    }
+    summary.replay = summary.failing_seeds.first().map(|s| replay(args, *s));
+    Ok(summary)
+}
+
+fn empty(args: &SimArgs) -> SimSummary {
+    SimSummary {
+        backend: args.redis.clone().unwrap_or_else(|| "memory".to_owned()),
+        seeds: 0,
+        passed: 0,
+        ok: 0,
+        duplicated: 0,
+        dead_lettered: 0,
+        lost: 0,
+        stuck: 0,
+        unexpected: 0,
+        violations: 0,
+        seeds_per_sec: 0.0,
+        trace_hash: None,
+        failing_seeds: Vec::new(),
+        replay: None,
+        details: Vec::new(),
+        divergences: Vec::new(),
+        errors: Vec::new(),
+        failures: Vec::new(),
+        history: None,
+    }
+}
+
+fn from_reports(args: &SimArgs, reports: Vec<Report>) -> SimSummary {
+    let mut campaign = CampaignReport::default();
+    let mut hash = None;
+    for report in reports {
+        hash = Some(report.trace_hash.to_string());
+        campaign.seeds += 1;
+        campaign.counts.merge(&report.counts);
+        campaign.violations += report.violations.len() as u64;
+        if report.passed() {
+            campaign.passed += 1;
+        } else {
+            campaign.failures.push(report);
+        }
+    }
+    let mut summary = from_campaign(args, campaign);
+    if summary.seeds == 1 {
+        summary.trace_hash = hash;
+    }
+    summary
+}
+
+fn from_campaign(args: &SimArgs, report: CampaignReport) -> SimSummary {
+    let c = report.counts;
+    let mut summary = SimSummary {
+        seeds: report.seeds,
+        passed: report.passed,
+        ok: c.ok,
+        duplicated: c.duplicated,
+        dead_lettered: c.dead_lettered,
+        lost: c.lost,
+        stuck: c.stuck,
+        unexpected: c.unexpected,
+        violations: report.violations,
+        ..empty(args)
+    };
+    summary.failing_seeds = report.failures.iter().map(|r| r.seed).collect();
+    for (seed, err) in &report.errors {
+        summary.failing_seeds.push(*seed);
+        summary.errors.push(format!("seed {seed}: {err}"));
+    }
+    summary.failing_seeds.sort_unstable();
+    summary.details = report
+        .failures
+        .iter()
+        .take(3)
+        .flat_map(|r| {
+            r.violations
+                .iter()
+                .map(move |v| format!("seed {}: {v}", r.seed))
+        })
+        .collect();
+    summary.replay = summary.failing_seeds.first().map(|s| replay(args, *s));
+    summary.failures = report.failures;
+    summary
+}
+
+/// The one-line command that replays `seed` with the same scenario.
+pub fn replay(args: &SimArgs, seed: u64) -> String {
+    let defaults = Scenario::default();
+    let mut command = format!("crewq sim --seed {seed}");
+    let mut flag = |name: &str, value: String| command.push_str(&format!(" --{name} {value}"));
+    if args.tasks != defaults.tasks {
+        flag("tasks", args.tasks.to_string());
+    }
+    if args.workers != defaults.workers {
+        flag("workers", args.workers.to_string());
+    }
+    if args.agent_types != defaults.agent_types {
+        flag("agent-types", args.agent_types.join(","));
+    }
+    if args.max_retries != defaults.max_retries {
+        flag("max-retries", args.max_retries.to_string());
+    }
+    if args.lease_ms != 1000 {
+        flag("lease-ms", args.lease_ms.to_string());
+    }
+    if let Some(mutant) = args.mutant {
+        flag("mutant", mutant.to_string());
+    }
+    if let Some(url) = &args.redis {
+        flag("redis", url.clone());
+    }
+    if args.swarm {
+        command.push_str(" --swarm");
+    }
+    if args.no_faults {
+        command.push_str(" --no-faults");
+    }
+    if args.double_run {
+        command.push_str(" --double-run");
+    }
+    command
+}
+
+fn progress(len: u64, quiet: bool) -> ProgressBar {
+    if quiet || len < 2 {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:40} {pos}/{len} seeds  {per_sec}  eta {eta}")
+    {
+        bar.set_style(style);
+    }
+    bar
+}
+
+fn parse_mutant(name: &str) -> Result<Mutant, String> {
+    name.parse()
+}

@@ -1,0 +1,126 @@
+//! `crewq sim` runs one seed, a campaign, a double run, a mutant (which must
+//! fail, naming the command that replays it) and a scenario on a private
+//! Redis; its `--json` object has the fields scripts rely on.
+
+use std::process::{Command, Output};
+
+use crewq_tests::redis_server::TestRedis;
+use serde_json::Value;
+
+fn sim(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_crewq"))
+        .arg("sim")
+        .args(args)
+        .output()
+        .expect("run crewq")
+}
+
+fn json(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "one JSON object ({e}): {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+fn n(report: &Value, key: &str) -> u64 {
+    report[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} in {report}"))
+}
+
+#[test]
+fn one_seed_reports_its_tasks_and_trace_hash() {
+    let output = sim(&["--seed", "7", "--tasks", "40", "--json"]);
+    assert!(output.status.success(), "{output:?}");
+    let report = json(&output);
+    assert_eq!(n(&report, "seeds"), 1);
+    assert_eq!(
+        n(&report, "ok") + n(&report, "dead_lettered"),
+        40,
+        "{report}"
+    );
+    for key in ["duplicated", "lost", "stuck", "unexpected", "violations"] {
+        assert_eq!(n(&report, key), 0, "{key}: {report}");
+    }
+    assert!(report["seeds_per_sec"].as_f64().is_some(), "{report}");
+    let hash = report["trace_hash"].as_str().expect("a trace hash");
+    assert_eq!(hash.len(), 16, "{hash}");
+
+    // The same seed, the same hash; the text form shows it too.
+    let again = sim(&["--seed", "7", "--tasks", "40"]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains(&format!("trace {hash}")));
+}
+
+#[test]
+fn a_campaign_and_a_double_run_pass() {
+    let campaign = sim(&["--seeds", "16", "--tasks", "30", "--swarm", "--json"]);
+    assert!(campaign.status.success(), "{campaign:?}");
+    let report = json(&campaign);
+    assert_eq!(
+        (n(&report, "seeds"), n(&report, "passed")),
+        (16, 16),
+        "{report}"
+    );
+    assert!(
+        report.get("trace_hash").is_none(),
+        "no single hash for a campaign"
+    );
+
+    let double = sim(&["--seeds", "4", "--tasks", "30", "--double-run", "--json"]);
+    assert!(double.status.success(), "{double:?}");
+    assert_eq!(n(&json(&double), "passed"), 4);
+}
+
+#[test]
+fn a_mutant_fails_with_the_seed_and_its_replay_command() {
+    let output = sim(&["--seeds", "3", "--mutant", "dlq-without-ack"]);
+    assert!(!output.status.success(), "the checker must catch it");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("FAILED seed 1"), "{stderr}");
+    assert!(
+        stderr.contains("replay: crewq sim --seed 1 --mutant dlq-without-ack"),
+        "{stderr}"
+    );
+    // The replay command reproduces the failure.
+    let replay = sim(&["--seed", "1", "--mutant", "dlq-without-ack", "--json"]);
+    assert!(!replay.status.success());
+    assert!(n(&json(&replay), "violations") > 0);
+}
+
+#[test]
+fn an_unknown_mutant_is_refused_with_the_known_ones() {
+    let output = sim(&["--seed", "1", "--mutant", "no-such-bug"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("ack-before-handle"), "{stderr}");
+}
+
+#[test]
+fn a_scenario_runs_on_redis() {
+    let redis = TestRedis::start();
+    let prefix = redis.unique_prefix();
+    let output = sim(&[
+        "--seed",
+        "2",
+        "--tasks",
+        "20",
+        "--workers",
+        "2",
+        "--redis",
+        redis.url(),
+        "--key-prefix",
+        &prefix,
+        "--json",
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    let report = json(&output);
+    assert_eq!(
+        n(&report, "ok") + n(&report, "dead_lettered"),
+        20,
+        "{report}"
+    );
+    assert_eq!(report["backend"], redis.url());
+}
