@@ -21,6 +21,20 @@ pub(super) struct ReaderState {
     /// the pending list unseen, and the next round drains it again (what was
     /// already routed is held, so it is not routed twice).
     drained: BTreeSet<String>,
+    /// The largest id read from each stream since it started. Entries a
+    /// lost read delivered are new ones, after every id read before, so
+    /// draining again after a failed read starts here.
+    read_up_to: BTreeMap<String, StreamId>,
+}
+
+impl ReaderState {
+    /// Notes that `stream` was read up to `last`.
+    fn saw(&mut self, stream: &str, last: Option<StreamId>) {
+        if let Some(last) = last {
+            let up_to = self.read_up_to.entry(stream.to_owned()).or_insert(last);
+            *up_to = (*up_to).max(last);
+        }
+    }
 }
 
 impl<B: Broker> Inner<B> {
@@ -64,7 +78,13 @@ impl<B: Broker> Inner<B> {
             // did not fan out), and those must be read.
             self.ensure_group(stream, GroupStart::BEGINNING).await?;
             if !state.drained.contains(stream) {
-                self.drain_pending(stream).await?;
+                let after = state
+                    .read_up_to
+                    .get(stream)
+                    .copied()
+                    .unwrap_or(StreamId::ZERO);
+                let last = self.drain_pending(stream, after).await?;
+                state.saw(stream, last);
                 state.drained.insert(stream.clone());
             }
         }
@@ -81,6 +101,7 @@ impl<B: Broker> Inner<B> {
             state.drained.insert(stream.clone());
         }
         for (stream, entries) in read {
+            state.saw(&stream, entries.last().map(|e| e.id));
             self.route(&stream, entries, false).await;
         }
         Ok(())
@@ -131,19 +152,26 @@ impl<B: Broker> Inner<B> {
         futures::future::join_all(reads).await.into_iter().collect()
     }
 
-    /// Reads this supervisor's own pending entries of `stream` (results read
-    /// before a crash and never acknowledged) and routes them.
-    async fn drain_pending(&self, stream: &str) -> Result<(), Error> {
-        let mut after = StreamId::ZERO;
+    /// Reads this supervisor's own pending entries of `stream` after
+    /// `after` (results read before a crash, or by a read whose reply was
+    /// lost, and never acknowledged) and routes them. Returns the last id
+    /// read, if any.
+    async fn drain_pending(
+        &self,
+        stream: &str,
+        mut after: StreamId,
+    ) -> Result<Option<StreamId>, Error> {
+        let mut last_read = None;
         loop {
             let read = ReadGroup::new(stream, &self.group, &self.name)
                 .pending_after(after)
                 .count(self.options.batch);
             let entries = self.producer.broker().read_group(&read).await?;
             let Some(last) = entries.last() else {
-                return Ok(());
+                return Ok(last_read);
             };
             after = last.id;
+            last_read = Some(last.id);
             tracing::debug!(
                 stream,
                 entries = entries.len(),
