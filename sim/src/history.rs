@@ -10,7 +10,6 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crewq_core::StreamId;
-use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use crate::{Fault, Op};
@@ -161,7 +160,7 @@ pub struct History {
     events: Vec<Stamped>,
 }
 
-/// A history's fingerprint: the first 64 bits of the SHA-256 of its
+/// A history's fingerprint: the first 64 bits of the BLAKE3 hash of its
 /// canonical encoding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TraceHash(pub u64);
@@ -212,7 +211,7 @@ impl History {
 
     /// The hash of [`History::encode`].
     pub fn hash(&self) -> TraceHash {
-        let mut hasher = Sha256::new();
+        let mut hasher = blake3::Hasher::new();
         let mut line = String::new();
         for event in &self.events {
             line.clear();
@@ -223,7 +222,7 @@ impl History {
         }
         let digest = hasher.finalize();
         let mut first = [0u8; 8];
-        first.copy_from_slice(&digest[..8]);
+        first.copy_from_slice(&digest.as_bytes()[..8]);
         TraceHash(u64::from_be_bytes(first))
     }
 
