@@ -91,11 +91,6 @@ pub fn sim_text(args: &SimArgs, summary: &SimSummary) {
     if let Some(hash) = &summary.trace_hash {
         println!("trace {hash}");
     }
-    if args.seed.is_some()
-        && let Some(report) = summary.failures.first()
-    {
-        println!("plan: {}", report.plan);
-    }
     const SEEDS_SHOWN: usize = 5;
     const VIOLATIONS_SHOWN: usize = 6;
     for report in summary.failures.iter().take(SEEDS_SHOWN) {
@@ -113,6 +108,7 @@ pub fn sim_text(args: &SimArgs, summary: &SimSummary) {
                 report.violations.len() - VIOLATIONS_SHOWN
             );
         }
+        eprintln!("  plan: {}", report.plan);
         eprintln!("  replay: {}", crate::sim::replay(args, report.seed));
     }
     if summary.failures.len() > SEEDS_SHOWN {
