@@ -74,9 +74,11 @@ pub fn sim_text(args: &SimArgs, summary: &SimSummary) {
         print!("{history}");
     }
     let failed = summary.seeds - summary.passed;
+    // Campaigns on Redis run in real time: fractions matter there.
+    let precision = if summary.seeds_per_sec < 10.0 { 2 } else { 0 };
     println!(
-        "crewq sim on {}: {} seed(s), {} passed, {} failed ({:.0} seeds/s)",
-        summary.backend, summary.seeds, summary.passed, failed, summary.seeds_per_sec
+        "crewq sim on {}: {} seed(s), {} passed, {} failed ({:.*} seeds/s)",
+        summary.backend, summary.seeds, summary.passed, failed, precision, summary.seeds_per_sec
     );
     println!(
         "tasks: {} ok, {} duplicated, {} dead-lettered, {} lost, {} stuck, {} unexpected; {} violation(s)",
