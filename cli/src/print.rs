@@ -82,12 +82,12 @@ pub fn sim_text(args: &SimArgs, summary: &SimSummary) {
     );
     println!(
         "tasks: {} ok, {} duplicated, {} dead-lettered, {} lost, {} stuck, {} unexpected; {} violation(s)",
-        summary.ok,
-        summary.duplicated,
-        summary.dead_lettered,
-        summary.lost,
-        summary.stuck,
-        summary.unexpected,
+        summary.counts.ok,
+        summary.counts.duplicated,
+        summary.counts.dead_lettered,
+        summary.counts.lost,
+        summary.counts.stuck,
+        summary.counts.unexpected,
         summary.violations
     );
     if let Some(hash) = &summary.trace_hash {

@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use crewq_sim::{
-    Campaign, CampaignReport, Faults, Mutant, Repeat, Report, Scenario, SimError, Simulation,
-    double_run_campaign, run_campaign,
+    Campaign, CampaignReport, Counts, Faults, Mutant, Repeat, Report, Scenario, SimError,
+    Simulation, double_run_campaign, run_campaign,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -82,18 +82,10 @@ pub struct SimSummary {
     /// Seeds whose every invariant held (and, in a double run, whose two
     /// histories were the same).
     pub passed: u64,
-    /// Tasks processed once.
-    pub ok: u64,
-    /// Tasks processed more than once.
-    pub duplicated: u64,
-    /// Tasks dead-lettered.
-    pub dead_lettered: u64,
-    /// Tasks lost.
-    pub lost: u64,
-    /// Tasks stuck after the drain.
-    pub stuck: u64,
-    /// Tasks with contradicting outcomes.
-    pub unexpected: u64,
+    /// Tasks per class (ok, duplicated, dead_lettered, lost, stuck,
+    /// unexpected), over every seed.
+    #[serde(flatten)]
+    pub counts: Counts,
     /// Invariant violations.
     pub violations: u64,
     /// Seeds per second of wall-clock time.
@@ -265,12 +257,7 @@ fn empty(args: &SimArgs) -> SimSummary {
         backend: args.redis.clone().unwrap_or_else(|| "memory".to_owned()),
         seeds: 0,
         passed: 0,
-        ok: 0,
-        duplicated: 0,
-        dead_lettered: 0,
-        lost: 0,
-        stuck: 0,
-        unexpected: 0,
+        counts: Counts::default(),
         violations: 0,
         seeds_per_sec: 0.0,
         trace_hash: None,
@@ -286,36 +273,24 @@ fn empty(args: &SimArgs) -> SimSummary {
 
 fn from_reports(args: &SimArgs, reports: Vec<Report>) -> SimSummary {
     let mut campaign = CampaignReport::default();
-    let mut hash = None;
+    let hash = match reports.as_slice() {
+        [one] => Some(one.trace_hash.to_string()),
+        _ => None,
+    };
     for report in reports {
-        hash = Some(report.trace_hash.to_string());
-        campaign.seeds += 1;
-        campaign.counts.merge(&report.counts);
-        campaign.violations += report.violations.len() as u64;
-        if report.passed() {
-            campaign.passed += 1;
-        } else {
-            campaign.failures.push(report);
-        }
+        campaign.add(report.seed, Ok(report));
     }
-    let mut summary = from_campaign(args, campaign);
-    if summary.seeds == 1 {
-        summary.trace_hash = hash;
+    SimSummary {
+        trace_hash: hash,
+        ..from_campaign(args, campaign)
     }
-    summary
 }
 
 fn from_campaign(args: &SimArgs, report: CampaignReport) -> SimSummary {
-    let c = report.counts;
     let mut summary = SimSummary {
         seeds: report.seeds,
         passed: report.passed,
-        ok: c.ok,
-        duplicated: c.duplicated,
-        dead_lettered: c.dead_lettered,
-        lost: c.lost,
-        stuck: c.stuck,
-        unexpected: c.unexpected,
+        counts: report.counts,
         violations: report.violations,
         ..empty(args)
     };

@@ -81,7 +81,8 @@ impl CampaignReport {
         }
     }
 
-    fn add(&mut self, seed: u64, report: Result<Report, String>) {
+    /// Counts one seed's outcome in: its report, or why it could not run.
+    pub fn add(&mut self, seed: u64, report: Result<Report, String>) {
         self.seeds += 1;
         match report {
             Ok(report) => {

@@ -120,6 +120,37 @@ pub struct WorkerReport {
     pub handed_back: u64,
 }
 
+impl std::ops::AddAssign for WorkerReport {
+    /// Adds `other`'s counts: the report of a crew.
+    fn add_assign(&mut self, other: WorkerReport) {
+        self.completed += other.completed;
+        self.retried += other.retried;
+        self.dead_lettered += other.dead_lettered;
+        self.reclaimed += other.reclaimed;
+        self.zombies += other.zombies;
+        self.vanished += other.vanished;
+        self.unsettled += other.unsettled;
+        self.handed_back += other.handed_back;
+    }
+}
+
+impl std::iter::Sum for WorkerReport {
+    /// The report of a crew, from its workers' reports.
+    ///
+    /// ```
+    /// use crewq_core::worker::WorkerReport;
+    /// let one = WorkerReport { completed: 2, retried: 1, ..WorkerReport::default() };
+    /// let crew: WorkerReport = [one, one].into_iter().sum();
+    /// assert_eq!((crew.completed, crew.retried), (4, 2));
+    /// ```
+    fn sum<I: Iterator<Item = WorkerReport>>(reports: I) -> Self {
+        reports.fold(WorkerReport::default(), |mut total, report| {
+            total += report;
+            total
+        })
+    }
+}
+
 /// A worker: one consumer of its agent type's group running `H`.
 pub struct Worker<B, P, H> {
     broker: B,

@@ -9,7 +9,6 @@ mod facts;
 #[cfg(test)]
 mod tests;
 
-use crewq_core::worker::WorkerReport;
 use crewq_core::{DeadLetterReason, WireErrorKind};
 
 use crate::Scenario;
@@ -58,7 +57,7 @@ pub(crate) fn check(scenario: &Scenario, seed: u64, record: &RunRecord) -> Repor
         violations: verdict.violations,
         plan: record.plan.clone(),
         stats,
-        workers: sum(&record.reports),
+        workers: record.reports.iter().copied().sum(),
     }
 }
 
@@ -229,20 +228,4 @@ impl Verdict {
             }
         }
     }
-}
-
-fn sum(reports: &[WorkerReport]) -> WorkerReport {
-    reports
-        .iter()
-        .fold(WorkerReport::default(), |mut total, r| {
-            total.completed += r.completed;
-            total.retried += r.retried;
-            total.dead_lettered += r.dead_lettered;
-            total.reclaimed += r.reclaimed;
-            total.zombies += r.zombies;
-            total.vanished += r.vanished;
-            total.unsettled += r.unsettled;
-            total.handed_back += r.handed_back;
-            total
-        })
 }
