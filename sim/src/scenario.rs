@@ -85,7 +85,7 @@ pub enum Faults {
 
 impl Default for Scenario {
     /// 100 tasks of one agent type (`research`), 4 workers running 4 tasks
-    /// each, 3 retries, a 1 s lease, workflows of 10 dispatched over 1 s,
+    /// each, 3 retries, a 1 s lease, workflows of 10 dispatched over 2.5 s,
     /// faults at [`FaultRates::STANDARD`] for 3 s, then a drain of up to
     /// 30 s.
     fn default() -> Self {
@@ -98,7 +98,7 @@ impl Default for Scenario {
             lease: Duration::from_secs(1),
             task_timeout: Duration::from_secs(2),
             workflow_size: 10,
-            dispatch_window: Duration::from_secs(1),
+            dispatch_window: Duration::from_millis(2500),
             fault_window: Duration::from_secs(3),
             drain_limit: Duration::from_secs(30),
             worker_max_bytes: 16 * 1024,
