@@ -3,6 +3,7 @@
 // The one crate whose job is printing (print.rs).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod bench;
 mod demo;
 mod print;
 
@@ -23,6 +24,9 @@ enum Command {
     /// Runs the first seed's research workflow: a supervisor fans research
     /// tasks out to two workers, then a report agent summarises them.
     Demo(demo::DemoArgs),
+    /// Measures throughput and latency of the real Producer and Worker on
+    /// the in-memory broker or on Redis.
+    Bench(bench::BenchArgs),
 }
 
 #[tokio::main]
@@ -34,6 +38,17 @@ async fn main() -> ExitCode {
             match demo::run(args).await {
                 Ok(report) if json => print::demo_json(&report),
                 Ok(report) => print::demo_table(&report),
+                Err(err) => {
+                    print::error(err.as_ref());
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        Command::Bench(args) => {
+            let json = args.json;
+            match bench::run(args).await {
+                Ok(report) if json => print::bench_json(&report),
+                Ok(report) => print::bench_text(&report),
                 Err(err) => {
                     print::error(err.as_ref());
                     return ExitCode::FAILURE;
