@@ -52,6 +52,7 @@
 mod attempt;
 mod options;
 mod run;
+mod settler;
 
 use std::future::Future;
 use std::time::Duration;

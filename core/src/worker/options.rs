@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
+use crate::producer::Retention;
 use crate::{Clock, Keyspace, SystemClock, Validators, WireCodec};
 
 /// Exponential back-off with full jitter between attempts of a failing task
@@ -75,6 +76,18 @@ pub struct WorkerOptions {
     pub seed: Option<u64>,
     /// Stamps results and dead letters (`completed_at`, `dead_lettered_at`).
     pub clock: Arc<dyn Clock>,
+    /// At most this many finished attempts are settled in one
+    /// [`Broker::settle`](crate::Broker::settle) call (one Lua script on
+    /// Redis). Attempts that finish while a settle is on its way wait for the
+    /// next one, so under load one call records many outcomes; a lone
+    /// attempt is settled at once.
+    pub settle_batch: usize,
+    /// How much of the result stream to keep, trimmed by each result append
+    /// (like the producer's retention of task streams). Trimming removes
+    /// results whether or not anyone read them: size it above what readers
+    /// of results (a supervisor's gather) can fall behind. Default: never
+    /// trim.
+    pub result_retention: Retention,
 }
 
 impl Default for WorkerOptions {
@@ -92,6 +105,8 @@ impl Default for WorkerOptions {
             backoff: Backoff::default(),
             seed: None,
             clock: Arc::new(SystemClock),
+            settle_batch: 128,
+            result_retention: Retention::None,
         }
     }
 }
