@@ -61,7 +61,7 @@ pub(crate) fn xadd(entry: &NewEntry) -> Cmd {
 }
 
 /// `XADD`'s arguments after the key: `[trim] id field value ...`.
-fn push_xadd_args(c: &mut Cmd, entry: &NewEntry) {
+pub(crate) fn push_xadd_args(c: &mut Cmd, entry: &NewEntry) {
     if let Some(trim) = &entry.trim {
         push_trim(c, trim);
     }
@@ -72,6 +72,12 @@ fn push_xadd_args(c: &mut Cmd, entry: &NewEntry) {
     for (name, value) in entry.fields.iter() {
         c.arg(name.as_ref()).arg(value.as_ref());
     }
+}
+
+/// How many arguments [`push_xadd_args`] adds for `entry`.
+pub(crate) fn xadd_arg_count(entry: &NewEntry) -> usize {
+    // A trim is 3 arguments, the id 1, each field a name and a value.
+    usize::from(entry.trim.is_some()) * 3 + 1 + 2 * entry.fields.len()
 }
 
 /// `XADD`'s arguments after the key, as separate byte strings, for a

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use crewq_core::{Result, Settle, Settled, StreamId, validate_settle};
-use redis::{Script, Value};
+use redis::{ErrorKind, Script, ServerErrorKind, Value};
 
 use crate::RedisBroker;
 use crate::error::Op;
@@ -25,30 +25,38 @@ use crate::{commands, parse};
 /// per append the index of its key, its argument count and the `XADD`
 /// arguments after the key. Replies per item: the appended ids, or false
 /// (nil) when the consumer does not own the item.
+///
+/// Every outcome is written before any acknowledgement, and the owned
+/// entries are acknowledged together by one `XACK` at the end: Redis does
+/// not roll a script back, so should a write fail part-way, the entries
+/// stay pending and are redelivered, never acknowledged without their
+/// outcome. No other client runs between the ownership checks and the
+/// `XACK`: the script is atomic.
 const SETTLE_LUA: &str = r"
 local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
 redis.call('XPENDING', stream, group) -- NOGROUP for a missing key or group
-local out, at = {}, 3
+local out, owned, at = {}, {}, 3
 while at <= #ARGV do
   local id, appends = ARGV[at], tonumber(ARGV[at + 1])
   at = at + 2
-  local owned = #redis.call('XPENDING', stream, group, id, id, 1, consumer) > 0
+  local mine = #redis.call('XPENDING', stream, group, id, id, 1, consumer) > 0
   local ids = {}
   for _ = 1, appends do
     local key, argc = KEYS[tonumber(ARGV[at])], tonumber(ARGV[at + 1])
-    if owned then
+    if mine then
       ids[#ids + 1] = redis.call('XADD', key, unpack(ARGV, at + 2, at + 1 + argc))
     end
     at = at + 2 + argc
   end
-  -- The outcome is written before the ack: Redis does not roll a script
-  -- back, and an entry left pending is redelivered, never lost.
-  if owned then
-    redis.call('XACK', stream, group, id)
+  if mine then
+    owned[#owned + 1] = id
     out[#out + 1] = ids
   else
     out[#out + 1] = false
   end
+end
+if #owned > 0 then
+  redis.call('XACK', stream, group, unpack(owned))
 end
 return out
 ";
@@ -69,6 +77,25 @@ return renewed
 ";
 
 static SETTLE: LazyLock<Script> = LazyLock::new(|| Script::new(SETTLE_LUA));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_format_as_redis_writes_them() {
+        let mut text = IdText::new();
+        assert_eq!(
+            text.format(StreamId::new(1_526_919_030_474, 55)),
+            b"1526919030474-55"
+        );
+        assert_eq!(
+            text.format(StreamId::MAX),
+            StreamId::MAX.to_string().as_bytes()
+        );
+        assert_eq!(text.format(StreamId::ZERO), b"0-0");
+    }
+}
 static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(RENEW_LUA));
 
 impl RedisBroker {
@@ -76,35 +103,33 @@ impl RedisBroker {
     pub(crate) async fn settle_in_script(&self, settle: Settle) -> Result<Vec<Settled>> {
         validate_settle(&settle)?;
         let op = Op::group("settle", &settle.stream, &settle.group);
-        let mut invocation = SETTLE.prepare_invoke();
-        invocation.key(&settle.stream);
         // Each stream written to is passed once, in KEYS, by its index.
+        let mut keys: Vec<&str> = vec![&settle.stream];
         let mut key_index: BTreeMap<&str, usize> = BTreeMap::new();
         for entry in settle.items.iter().flat_map(|item| &item.appends) {
-            let next = key_index.len() + 2;
             if let std::collections::btree_map::Entry::Vacant(slot) =
                 key_index.entry(entry.stream.as_str())
             {
-                slot.insert(next);
-                invocation.key(&entry.stream);
+                keys.push(&entry.stream);
+                slot.insert(keys.len());
             }
         }
-        invocation.arg(&settle.group).arg(&settle.consumer);
+        // The EVALSHA command is built here rather than by redis-rs's
+        // `ScriptInvocation`, which copies every argument once more: a
+        // batch carries every result's JSON.
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(SETTLE.get_hash()).arg(keys.len()).arg(&keys[..]);
+        cmd.arg(&settle.group).arg(&settle.consumer);
+        let mut id = IdText::new();
         for item in &settle.items {
-            invocation.arg(item.id.to_string()).arg(item.appends.len());
+            cmd.arg(id.format(item.id)).arg(item.appends.len());
             for entry in &item.appends {
-                let args = commands::xadd_args(entry);
-                invocation
-                    .arg(key_index.get(entry.stream.as_str()).copied().unwrap_or(0))
-                    .arg(args.len())
-                    .arg(args);
+                cmd.arg(key_index.get(entry.stream.as_str()).copied().unwrap_or(0))
+                    .arg(commands::xadd_arg_count(entry));
+                commands::push_xadd_args(&mut cmd, entry);
             }
         }
-        let mut conn = self.shared_connection();
-        let reply: Value = invocation
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|err| op.error(err))?;
+        let reply = self.eval_loaded(&cmd, &SETTLE, op).await?;
         let outcomes = parse::array_or_nil(reply)
             .and_then(|items| {
                 items
@@ -121,6 +146,25 @@ impl RedisBroker {
             )));
         }
         Ok(outcomes)
+    }
+
+    /// Runs an `EVALSHA` of `script`; on `NOSCRIPT` (a restarted or flushed
+    /// server) loads the script and sends the command once more.
+    async fn eval_loaded(&self, cmd: &redis::Cmd, script: &Script, op: Op<'_>) -> Result<Value> {
+        let mut conn = self.shared_connection();
+        match cmd.query_async::<Value>(&mut conn).await {
+            Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                script
+                    .prepare_invoke()
+                    .load_async(&mut conn)
+                    .await
+                    .map_err(|err| op.error(err))?;
+                cmd.query_async(&mut conn)
+                    .await
+                    .map_err(|err| op.error(err))
+            }
+            reply => reply.map_err(|err| op.error(err)),
+        }
     }
 
     /// [`Broker::renew`](crewq_core::Broker::renew) in one script call.
@@ -143,6 +187,31 @@ impl RedisBroker {
             .await
             .map_err(|err| op.error(err))?;
         parse::ids(reply).map_err(|shape| op.protocol(shape))
+    }
+}
+
+/// A stream id as text, formatted without a heap allocation per id.
+struct IdText {
+    buf: [u8; 41],
+    len: usize,
+}
+
+impl IdText {
+    fn new() -> Self {
+        IdText {
+            buf: [0; 41],
+            len: 0,
+        }
+    }
+
+    /// `id` as `<ms>-<seq>` bytes, valid until the next call.
+    fn format(&mut self, id: StreamId) -> &[u8] {
+        use std::io::Write as _;
+        let mut cursor = std::io::Cursor::new(&mut self.buf[..]);
+        // Two u64s and a dash fit in 41 bytes: the write cannot fail.
+        let _ = write!(cursor, "{}-{}", id.ms, id.seq);
+        self.len = usize::try_from(cursor.position()).unwrap_or(0);
+        &self.buf[..self.len]
     }
 }
 
