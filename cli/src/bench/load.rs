@@ -66,7 +66,10 @@ impl Probe {
     fn handler_started(&self, sent_ns: u64) {
         let micros = self.now_ns().saturating_sub(sent_ns) / 1_000;
         self.started.fetch_add(1, Ordering::Relaxed);
-        let mut latencies = self.latencies.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut latencies = self
+            .latencies
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         latencies.saturating_record(micros.max(1));
     }
 
@@ -77,7 +80,10 @@ impl Probe {
 
     /// The latencies recorded so far.
     pub fn percentiles(&self) -> Percentiles {
-        let latencies = self.latencies.lock().unwrap_or_else(PoisonError::into_inner);
+        let latencies = self
+            .latencies
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         Percentiles {
             p50_us: latencies.value_at_quantile(0.50),
             p99_us: latencies.value_at_quantile(0.99),

@@ -143,7 +143,13 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, Box<dyn Error>> {
     let url = spawned.as_ref().map(|s| s.url().to_owned());
     let target = url.as_deref().unwrap_or(args.broker.as_str());
     let mut report = if target == "memory" {
-        run_on(MemoryBroker::new(), Keyspace::default(), "memory".into(), &args).await?
+        run_on(
+            MemoryBroker::new(),
+            Keyspace::default(),
+            "memory".into(),
+            &args,
+        )
+        .await?
     } else {
         let broker = RedisBroker::connect(target).await?;
         let millis = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis();
@@ -210,7 +216,8 @@ async fn run_on<B: Broker + Clone + 'static>(
             .spawn()
         })
         .collect();
-    let dedupe = (args.dedupe_window_secs > 0).then(|| Duration::from_secs(args.dedupe_window_secs));
+    let dedupe =
+        (args.dedupe_window_secs > 0).then(|| Duration::from_secs(args.dedupe_window_secs));
     let producer = Producer::new(broker.clone())
         .with_keyspace(keyspace.clone())
         .with_retention(retention)
@@ -244,7 +251,11 @@ async fn run_on<B: Broker + Clone + 'static>(
     let goal = results_before + args.tasks;
     loop {
         if probe.started() >= args.tasks
-            && broker.pending_summary(&keys.tasks, &keys.group).await?.count == 0
+            && broker
+                .pending_summary(&keys.tasks, &keys.group)
+                .await?
+                .count
+                == 0
             && entries_added(&broker, &keys.results).await? >= goal
         {
             break;
