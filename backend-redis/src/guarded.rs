@@ -78,24 +78,6 @@ return renewed
 
 static SETTLE: LazyLock<Script> = LazyLock::new(|| Script::new(SETTLE_LUA));
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ids_format_as_redis_writes_them() {
-        let mut text = IdText::new();
-        assert_eq!(
-            text.format(StreamId::new(1_526_919_030_474, 55)),
-            b"1526919030474-55"
-        );
-        assert_eq!(
-            text.format(StreamId::MAX),
-            StreamId::MAX.to_string().as_bytes()
-        );
-        assert_eq!(text.format(StreamId::ZERO), b"0-0");
-    }
-}
 static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(RENEW_LUA));
 
 impl RedisBroker {
@@ -220,5 +202,24 @@ fn settled(value: Value) -> parse::Parsed<Settled> {
     match value {
         Value::Nil | Value::Boolean(false) => Ok(Settled::NotOwned),
         other => parse::ids(other).map(Settled::Done),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_format_as_redis_writes_them() {
+        let mut text = IdText::new();
+        assert_eq!(
+            text.format(StreamId::new(1_526_919_030_474, 55)),
+            b"1526919030474-55"
+        );
+        assert_eq!(
+            text.format(StreamId::MAX),
+            StreamId::MAX.to_string().as_bytes()
+        );
+        assert_eq!(text.format(StreamId::ZERO), b"0-0");
     }
 }

@@ -63,11 +63,14 @@ pub struct BenchArgs {
     /// Dispatch this many tasks per second in all (open loop), for latency.
     #[arg(long, value_name = "TASKS_PER_SEC")]
     pub rate: Option<f64>,
-    /// The producers' dedupe window in seconds (0: no dedupe, plain XADD).
-    /// Its length changes how long markers are kept, not what a dispatch costs.
-    #[arg(long, default_value_t = 60)]
+    /// The producers' dedupe window in seconds (0: none, a plain pipelined
+    /// XADD per task). With one, each dispatch is an append-once script that
+    /// also sets a marker key; the window's length changes how long markers
+    /// are kept (memory), not what a dispatch costs.
+    #[arg(long, default_value_t = 0)]
     pub dedupe_window_secs: u64,
-    /// Trim the task stream to about this many entries (`MAXLEN ~`; 0: never).
+    /// Trim the task and result streams to about this many entries each
+    /// (`MAXLEN ~`, the producer's and the worker's retention; 0: never).
     #[arg(long, default_value_t = 100_000)]
     pub retention: u64,
     /// Fail the run when this process's peak RSS exceeded this many MiB.
@@ -116,7 +119,7 @@ pub struct BenchReport {
     pub payload_bytes: usize,
     /// The dedupe window, s (0: none).
     pub dedupe_window_secs: u64,
-    /// Task stream `MAXLEN ~` (0: none).
+    /// Task and result stream `MAXLEN ~` (0: none).
     pub retention: u64,
     /// Handler starts (more than `tasks` if some task ran twice).
     pub handled: u64,
@@ -204,6 +207,7 @@ async fn run_on<B: Broker + Clone + 'static>(
     };
     let mut options = WorkerOptions::default().concurrency(args.concurrency);
     options.keyspace = keyspace.clone();
+    options.result_retention = retention;
     let workers: Vec<_> = (0..args.workers)
         .map(|i| {
             Worker::new(
