@@ -80,20 +80,6 @@ pub(crate) fn xadd_arg_count(entry: &NewEntry) -> usize {
     usize::from(entry.trim.is_some()) * 3 + 1 + 2 * entry.fields.len()
 }
 
-/// `XADD`'s arguments after the key, as separate byte strings, for a
-/// script that runs the `XADD` itself.
-pub(crate) fn xadd_args(entry: &NewEntry) -> Vec<Vec<u8>> {
-    let mut c = Cmd::new();
-    push_xadd_args(&mut c, entry);
-    c.args_iter()
-        .filter_map(|arg| match arg {
-            redis::Arg::Simple(bytes) => Some(bytes.to_vec()),
-            // XADD takes no cursor (the only other kind of argument).
-            _ => None,
-        })
-        .collect()
-}
-
 /// `XLEN key`.
 pub(crate) fn xlen(stream: &str) -> Cmd {
     let mut c = cmd("XLEN");

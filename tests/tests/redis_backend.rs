@@ -148,6 +148,49 @@ async fn a_key_of_another_type_is_wrongtype() {
     assert!(results[1].is_ok(), "{:?}", results[1]);
 }
 
+/// Appends-once to one stream share a script call, yet each fails alone:
+/// a marker key of another type fails its own entry, the others append.
+#[tokio::test]
+async fn an_append_once_fails_alone_within_its_script_call() {
+    let server = TestRedis::start();
+    let prefix = server.unique_prefix();
+    let stream = format!("{prefix}:s");
+    let mut raw = server.raw_connection();
+    redis::cmd("HSET")
+        .arg(format!("{prefix}:m2"))
+        .arg("f")
+        .arg("v")
+        .exec(&mut raw)
+        .expect("HSET");
+    let broker = server.broker().await;
+    let once = |marker: &str| {
+        crewq_core::OnceEntry::new(
+            entry(&stream, 1),
+            format!("{prefix}:{marker}"),
+            Duration::from_secs(60),
+        )
+    };
+    let results = broker
+        .xadd_once(vec![once("m1"), once("m2"), once("m3"), once("m1")])
+        .await
+        .expect("the call itself succeeds");
+    let kinds: Vec<_> = results
+        .iter()
+        .map(|r| match r {
+            Ok(crewq_core::AddedOnce::Added(_)) => "added",
+            Ok(crewq_core::AddedOnce::Duplicate(_)) => "duplicate",
+            Err(err) if err.kind() == ErrorKind::WrongType => "wrongtype",
+            Err(_) => "other error",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["added", "wrongtype", "added", "duplicate"],
+        "{results:?}"
+    );
+    assert_eq!(broker.xlen(&stream).await.expect("xlen"), 2);
+}
+
 #[tokio::test]
 async fn id_too_small_reports_the_top_id() {
     let server = TestRedis::start();
