@@ -21,25 +21,37 @@ use crate::error::Op;
 use crate::{commands, parse};
 
 /// `KEYS[1]` the stream, `KEYS[2..]` the streams written to.
-/// `ARGV`: group, consumer, then per item its id and number of appends, and
-/// per append the index of its key, its argument count and the `XADD`
-/// arguments after the key. Replies per item: the appended ids, or false
-/// (nil) when the consumer does not own the item.
+/// `ARGV`: group, consumer, the smallest and largest item id and a row
+/// limit for the ownership read, then per item its id and number of
+/// appends, and per append the index of its key, its argument count and the
+/// `XADD` arguments after the key. Replies per item: the appended ids, or
+/// false (nil) when the consumer does not own the item.
+///
+/// Ownership is read once for the batch: the consumer's pending entries
+/// between the smallest and the largest id. When that read was cut short by
+/// its limit (the consumer holds many other entries in between), the items
+/// it did not list are looked up one by one, so the answer is exact either
+/// way.
 ///
 /// Every outcome is written before any acknowledgement, and the owned
 /// entries are acknowledged together by one `XACK` at the end: Redis does
 /// not roll a script back, so should a write fail part-way, the entries
 /// stay pending and are redelivered, never acknowledged without their
-/// outcome. No other client runs between the ownership checks and the
-/// `XACK`: the script is atomic.
+/// outcome. No other client runs between the ownership read and the `XACK`:
+/// the script is atomic.
 const SETTLE_LUA: &str = r"
 local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
-redis.call('XPENDING', stream, group) -- NOGROUP for a missing key or group
-local out, owned, at = {}, {}, 3
+local limit = tonumber(ARGV[5])
+-- Also fails with NOGROUP for a missing key or group.
+local rows = redis.call('XPENDING', stream, group, ARGV[3], ARGV[4], limit, consumer)
+local listed, complete = {}, #rows < limit
+for _, row in ipairs(rows) do listed[row[1]] = true end
+local out, owned, at = {}, {}, 6
 while at <= #ARGV do
   local id, appends = ARGV[at], tonumber(ARGV[at + 1])
   at = at + 2
-  local mine = #redis.call('XPENDING', stream, group, id, id, 1, consumer) > 0
+  local mine = listed[id]
+    or (not complete and #redis.call('XPENDING', stream, group, id, id, 1, consumer) > 0)
   local ids = {}
   for _ = 1, appends do
     local key, argc = KEYS[tonumber(ARGV[at])], tonumber(ARGV[at + 1])
@@ -76,6 +88,9 @@ end
 return renewed
 ";
 
+/// Rows the batch's ownership read may return beyond twice the items.
+const OWNERSHIP_SLACK: usize = 16;
+
 static SETTLE: LazyLock<Script> = LazyLock::new(|| Script::new(SETTLE_LUA));
 
 static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(RENEW_LUA));
@@ -103,6 +118,13 @@ impl RedisBroker {
         cmd.arg(SETTLE.get_hash()).arg(keys.len()).arg(&keys[..]);
         cmd.arg(&settle.group).arg(&settle.consumer);
         let mut id = IdText::new();
+        // The ownership read's range and limit: room for every item and as
+        // many of the consumer's other entries in between.
+        let first = settle.items.iter().map(|item| item.id).min();
+        let last = settle.items.iter().map(|item| item.id).max();
+        cmd.arg(id.format(first.unwrap_or(StreamId::ZERO)));
+        cmd.arg(id.format(last.unwrap_or(StreamId::ZERO)));
+        cmd.arg(2 * settle.items.len() + OWNERSHIP_SLACK);
         for item in &settle.items {
             cmd.arg(id.format(item.id)).arg(item.appends.len());
             for entry in &item.appends {
