@@ -46,12 +46,14 @@ local limit = tonumber(ARGV[5])
 local rows = redis.call('XPENDING', stream, group, ARGV[3], ARGV[4], limit, consumer)
 local listed, complete = {}, #rows < limit
 for _, row in ipairs(rows) do listed[row[1]] = true end
-local out, owned, at = {}, {}, 6
+local out, owned, settled, at = {}, {}, {}, 6
 while at <= #ARGV do
   local id, appends = ARGV[at], tonumber(ARGV[at + 1])
   at = at + 2
-  local mine = listed[id]
-    or (not complete and #redis.call('XPENDING', stream, group, id, id, 1, consumer) > 0)
+  -- An id settled earlier in this call is no longer owned (its ack waits
+  -- for the end of the script, but its outcome is written): as if acked.
+  local mine = not settled[id] and (listed[id]
+    or (not complete and #redis.call('XPENDING', stream, group, id, id, 1, consumer) > 0))
   local ids = {}
   for _ = 1, appends do
     local key, argc = KEYS[tonumber(ARGV[at])], tonumber(ARGV[at + 1])
@@ -61,6 +63,7 @@ while at <= #ARGV do
     at = at + 2 + argc
   end
   if mine then
+    settled[id] = true
     owned[#owned + 1] = id
     out[#out + 1] = ids
   else

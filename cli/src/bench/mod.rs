@@ -107,7 +107,7 @@ pub struct BenchReport {
     pub rate: Option<f64>,
     /// Open loop: how far the producers fell behind their schedule, µs.
     pub max_schedule_lag_us: Option<u64>,
-    /// Producers, workers, concurrency per worker, dispatch batch size.
+    /// Producers.
     pub producers: usize,
     /// Workers.
     pub workers: usize,
