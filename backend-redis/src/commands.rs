@@ -61,7 +61,7 @@ pub(crate) fn xadd(entry: &NewEntry) -> Cmd {
 }
 
 /// `XADD`'s arguments after the key: `[trim] id field value ...`.
-fn push_xadd_args(c: &mut Cmd, entry: &NewEntry) {
+pub(crate) fn push_xadd_args(c: &mut Cmd, entry: &NewEntry) {
     if let Some(trim) = &entry.trim {
         push_trim(c, trim);
     }
@@ -74,18 +74,10 @@ fn push_xadd_args(c: &mut Cmd, entry: &NewEntry) {
     }
 }
 
-/// `XADD`'s arguments after the key, as separate byte strings, for a
-/// script that runs the `XADD` itself.
-pub(crate) fn xadd_args(entry: &NewEntry) -> Vec<Vec<u8>> {
-    let mut c = Cmd::new();
-    push_xadd_args(&mut c, entry);
-    c.args_iter()
-        .filter_map(|arg| match arg {
-            redis::Arg::Simple(bytes) => Some(bytes.to_vec()),
-            // XADD takes no cursor (the only other kind of argument).
-            _ => None,
-        })
-        .collect()
+/// How many arguments [`push_xadd_args`] adds for `entry`.
+pub(crate) fn xadd_arg_count(entry: &NewEntry) -> usize {
+    // A trim is 3 arguments, the id 1, each field a name and a value.
+    usize::from(entry.trim.is_some()) * 3 + 1 + 2 * entry.fields.len()
 }
 
 /// `XLEN key`.

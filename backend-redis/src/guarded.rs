@@ -14,41 +14,64 @@ use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use crewq_core::{Result, Settle, Settled, StreamId, validate_settle};
-use redis::{Script, Value};
+use redis::{ErrorKind, Script, ServerErrorKind, Value};
 
 use crate::RedisBroker;
 use crate::error::Op;
 use crate::{commands, parse};
 
 /// `KEYS[1]` the stream, `KEYS[2..]` the streams written to.
-/// `ARGV`: group, consumer, then per item its id and number of appends, and
-/// per append the index of its key, its argument count and the `XADD`
-/// arguments after the key. Replies per item: the appended ids, or false
-/// (nil) when the consumer does not own the item.
+/// `ARGV`: group, consumer, the smallest and largest item id and a row
+/// limit for the ownership read, then per item its id and number of
+/// appends, and per append the index of its key, its argument count and the
+/// `XADD` arguments after the key. Replies per item: the appended ids, or
+/// false (nil) when the consumer does not own the item.
+///
+/// Ownership is read once for the batch: the consumer's pending entries
+/// between the smallest and the largest id. When that read was cut short by
+/// its limit (the consumer holds many other entries in between), the items
+/// it did not list are looked up one by one, so the answer is exact either
+/// way.
+///
+/// Every outcome is written before any acknowledgement, and the owned
+/// entries are acknowledged together by one `XACK` at the end: Redis does
+/// not roll a script back, so should a write fail part-way, the entries
+/// stay pending and are redelivered, never acknowledged without their
+/// outcome. No other client runs between the ownership read and the `XACK`:
+/// the script is atomic.
 const SETTLE_LUA: &str = r"
 local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
-redis.call('XPENDING', stream, group) -- NOGROUP for a missing key or group
-local out, at = {}, 3
+local limit = tonumber(ARGV[5])
+-- Also fails with NOGROUP for a missing key or group.
+local rows = redis.call('XPENDING', stream, group, ARGV[3], ARGV[4], limit, consumer)
+local listed, complete = {}, #rows < limit
+for _, row in ipairs(rows) do listed[row[1]] = true end
+local out, owned, settled, at = {}, {}, {}, 6
 while at <= #ARGV do
   local id, appends = ARGV[at], tonumber(ARGV[at + 1])
   at = at + 2
-  local owned = #redis.call('XPENDING', stream, group, id, id, 1, consumer) > 0
+  -- An id settled earlier in this call is no longer owned (its ack waits
+  -- for the end of the script, but its outcome is written): as if acked.
+  local mine = not settled[id] and (listed[id]
+    or (not complete and #redis.call('XPENDING', stream, group, id, id, 1, consumer) > 0))
   local ids = {}
   for _ = 1, appends do
     local key, argc = KEYS[tonumber(ARGV[at])], tonumber(ARGV[at + 1])
-    if owned then
+    if mine then
       ids[#ids + 1] = redis.call('XADD', key, unpack(ARGV, at + 2, at + 1 + argc))
     end
     at = at + 2 + argc
   end
-  -- The outcome is written before the ack: Redis does not roll a script
-  -- back, and an entry left pending is redelivered, never lost.
-  if owned then
-    redis.call('XACK', stream, group, id)
+  if mine then
+    settled[id] = true
+    owned[#owned + 1] = id
     out[#out + 1] = ids
   else
     out[#out + 1] = false
   end
+end
+if #owned > 0 then
+  redis.call('XACK', stream, group, unpack(owned))
 end
 return out
 ";
@@ -68,7 +91,11 @@ end
 return renewed
 ";
 
+/// Rows the batch's ownership read may return beyond twice the items.
+const OWNERSHIP_SLACK: usize = 16;
+
 static SETTLE: LazyLock<Script> = LazyLock::new(|| Script::new(SETTLE_LUA));
+
 static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(RENEW_LUA));
 
 impl RedisBroker {
@@ -76,35 +103,40 @@ impl RedisBroker {
     pub(crate) async fn settle_in_script(&self, settle: Settle) -> Result<Vec<Settled>> {
         validate_settle(&settle)?;
         let op = Op::group("settle", &settle.stream, &settle.group);
-        let mut invocation = SETTLE.prepare_invoke();
-        invocation.key(&settle.stream);
         // Each stream written to is passed once, in KEYS, by its index.
+        let mut keys: Vec<&str> = vec![&settle.stream];
         let mut key_index: BTreeMap<&str, usize> = BTreeMap::new();
         for entry in settle.items.iter().flat_map(|item| &item.appends) {
-            let next = key_index.len() + 2;
             if let std::collections::btree_map::Entry::Vacant(slot) =
                 key_index.entry(entry.stream.as_str())
             {
-                slot.insert(next);
-                invocation.key(&entry.stream);
+                keys.push(&entry.stream);
+                slot.insert(keys.len());
             }
         }
-        invocation.arg(&settle.group).arg(&settle.consumer);
+        // The EVALSHA command is built here rather than by redis-rs's
+        // `ScriptInvocation`, which copies every argument once more: a
+        // batch carries every result's JSON.
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(SETTLE.get_hash()).arg(keys.len()).arg(&keys[..]);
+        cmd.arg(&settle.group).arg(&settle.consumer);
+        let mut id = IdText::new();
+        // The ownership read's range and limit: room for every item and as
+        // many of the consumer's other entries in between.
+        let first = settle.items.iter().map(|item| item.id).min();
+        let last = settle.items.iter().map(|item| item.id).max();
+        cmd.arg(id.format(first.unwrap_or(StreamId::ZERO)));
+        cmd.arg(id.format(last.unwrap_or(StreamId::ZERO)));
+        cmd.arg(2 * settle.items.len() + OWNERSHIP_SLACK);
         for item in &settle.items {
-            invocation.arg(item.id.to_string()).arg(item.appends.len());
+            cmd.arg(id.format(item.id)).arg(item.appends.len());
             for entry in &item.appends {
-                let args = commands::xadd_args(entry);
-                invocation
-                    .arg(key_index.get(entry.stream.as_str()).copied().unwrap_or(0))
-                    .arg(args.len())
-                    .arg(args);
+                cmd.arg(key_index.get(entry.stream.as_str()).copied().unwrap_or(0))
+                    .arg(commands::xadd_arg_count(entry));
+                commands::push_xadd_args(&mut cmd, entry);
             }
         }
-        let mut conn = self.shared_connection();
-        let reply: Value = invocation
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|err| op.error(err))?;
+        let reply = self.eval_loaded(&cmd, &SETTLE, op).await?;
         let outcomes = parse::array_or_nil(reply)
             .and_then(|items| {
                 items
@@ -121,6 +153,25 @@ impl RedisBroker {
             )));
         }
         Ok(outcomes)
+    }
+
+    /// Runs an `EVALSHA` of `script`; on `NOSCRIPT` (a restarted or flushed
+    /// server) loads the script and sends the command once more.
+    async fn eval_loaded(&self, cmd: &redis::Cmd, script: &Script, op: Op<'_>) -> Result<Value> {
+        let mut conn = self.shared_connection();
+        match cmd.query_async::<Value>(&mut conn).await {
+            Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                script
+                    .prepare_invoke()
+                    .load_async(&mut conn)
+                    .await
+                    .map_err(|err| op.error(err))?;
+                cmd.query_async(&mut conn)
+                    .await
+                    .map_err(|err| op.error(err))
+            }
+            reply => reply.map_err(|err| op.error(err)),
+        }
     }
 
     /// [`Broker::renew`](crewq_core::Broker::renew) in one script call.
@@ -146,10 +197,54 @@ impl RedisBroker {
     }
 }
 
+/// A stream id as text, formatted without a heap allocation per id.
+struct IdText {
+    buf: [u8; 41],
+    len: usize,
+}
+
+impl IdText {
+    fn new() -> Self {
+        IdText {
+            buf: [0; 41],
+            len: 0,
+        }
+    }
+
+    /// `id` as `<ms>-<seq>` bytes, valid until the next call.
+    fn format(&mut self, id: StreamId) -> &[u8] {
+        use std::io::Write as _;
+        let mut cursor = std::io::Cursor::new(&mut self.buf[..]);
+        // Two u64s and a dash fit in 41 bytes: the write cannot fail.
+        let _ = write!(cursor, "{}-{}", id.ms, id.seq);
+        self.len = usize::try_from(cursor.position()).unwrap_or(0);
+        &self.buf[..self.len]
+    }
+}
+
 /// One item's outcome: nil when not owned, else the appended ids.
 fn settled(value: Value) -> parse::Parsed<Settled> {
     match value {
         Value::Nil | Value::Boolean(false) => Ok(Settled::NotOwned),
         other => parse::ids(other).map(Settled::Done),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_format_as_redis_writes_them() {
+        let mut text = IdText::new();
+        assert_eq!(
+            text.format(StreamId::new(1_526_919_030_474, 55)),
+            b"1526919030474-55"
+        );
+        assert_eq!(
+            text.format(StreamId::MAX),
+            StreamId::MAX.to_string().as_bytes()
+        );
+        assert_eq!(text.format(StreamId::ZERO), b"0-0");
     }
 }

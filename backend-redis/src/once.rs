@@ -1,10 +1,12 @@
-//! `xadd_once`: appends guarded by a marker key, as one Lua script each,
-//! pipelined.
+//! `xadd_once`: appends guarded by a marker key, many to one script call.
 //!
 //! The check of the marker, the `XADD` and the setting of the marker must not
-//! be separated by another client's append, so each entry is one script. A
-//! batch goes as one pipeline of `EVAL`s: redis-rs's `Script` cannot join a
-//! pipeline, and Redis caches the compiled script by its hash either way.
+//! be separated by another client's append, so they run in a script. One
+//! script call takes a run of consecutive entries to the same stream (up to
+//! [`CHUNK`]), and the calls of a batch go in one pipeline: a script's start
+//! costs the server more than the three commands it runs per entry, so it is
+//! paid once per chunk. Every key is in `KEYS` (on Redis Cluster a stream and
+//! its markers share a slot: crewq's cluster keyspace hash-tags both).
 
 use crewq_core::{AddedOnce, OnceEntry, Result, validate_once_entry};
 use redis::{Cmd, Value, cmd};
@@ -14,46 +16,127 @@ use crate::config::ceil_millis;
 use crate::error::{Op, from_server_error};
 use crate::{commands, parse};
 
-/// `KEYS[1]` the stream, `KEYS[2]` the marker; `ARGV[1]` the window in ms,
-/// `ARGV[2..]` the `XADD` arguments after the key. Replies `{1, id}` when
-/// appended, `{0, id}` with the recorded id when the marker was set.
+/// Entries per script call: enough to pay the script's start once for many,
+/// few enough that one call does not hold the server up for long.
+const CHUNK: usize = 128;
+
+/// `KEYS[1]` the stream, `KEYS[2..]` one marker per entry; `ARGV` per entry:
+/// the window in ms, the number of `XADD` arguments and those arguments
+/// (after the key). Replies per entry `{1, id}` when appended, `{0, id}` with
+/// the recorded id when the marker was set, or the error of its own command
+/// (each entry succeeds or fails alone, as separate commands would).
 const XADD_ONCE_LUA: &str = r"
-local seen = redis.call('GET', KEYS[2])
-if seen then return {0, seen} end
-local id = redis.call('XADD', KEYS[1], unpack(ARGV, 2))
-redis.call('SET', KEYS[2], id, 'PX', ARGV[1])
-return {1, id}
+local out, at = {}, 1
+local function failed(reply) return type(reply) == 'table' and reply.err end
+for i = 2, #KEYS do
+  local window, argc = ARGV[at], tonumber(ARGV[at + 1])
+  local seen = redis.pcall('GET', KEYS[i])
+  if failed(seen) then
+    out[#out + 1] = seen
+  elseif seen then
+    out[#out + 1] = {0, seen}
+  else
+    local id = redis.pcall('XADD', KEYS[1], unpack(ARGV, at + 2, at + 1 + argc))
+    if failed(id) then
+      out[#out + 1] = id
+    else
+      local set = redis.pcall('SET', KEYS[i], id, 'PX', window)
+      out[#out + 1] = failed(set) and set or {1, id}
+    end
+  end
+  at = at + 2 + argc
+end
+return out
 ";
 
 /// Marks a reply as "appended now".
 const APPENDED: i64 = 1;
 
-fn xadd_once_cmd(once: &OnceEntry) -> Cmd {
+/// One script call for `chunk`'s entries (all to the same stream).
+fn xadd_once_cmd(entries: &[OnceEntry], chunk: &[usize]) -> Cmd {
     let mut c = cmd("EVAL");
-    c.arg(XADD_ONCE_LUA)
-        .arg(2)
-        .arg(&once.entry.stream)
-        .arg(&once.marker)
-        .arg(ceil_millis(once.window))
-        .arg(commands::xadd_args(&once.entry));
+    c.arg(XADD_ONCE_LUA).arg(1 + chunk.len());
+    c.arg(&entries[chunk[0]].entry.stream);
+    for &index in chunk {
+        c.arg(&entries[index].marker);
+    }
+    for &index in chunk {
+        let once = &entries[index];
+        c.arg(ceil_millis(once.window))
+            .arg(commands::xadd_arg_count(&once.entry));
+        commands::push_xadd_args(&mut c, &once.entry);
+    }
     c
 }
 
 impl RedisBroker {
     /// [`Broker::xadd_once`](crewq_core::Broker::xadd_once): one script per
-    /// valid entry, all in one pipeline.
+    /// run of valid entries to the same stream, all in one pipeline.
     pub(crate) async fn add_once_pipelined(
         &self,
         entries: Vec<OnceEntry>,
     ) -> Result<Vec<Result<AddedOnce>>> {
-        let replies = self
-            .pipelined_per_entry(&entries, once_op, validate_once_entry, xadd_once_cmd)
-            .await?;
-        Ok(entries
-            .iter()
-            .zip(replies)
-            .map(|(once, reply)| reply.and_then(|reply| added_once(reply, once_op(once))))
-            .collect())
+        let mut results: Vec<Option<Result<AddedOnce>>> = Vec::with_capacity(entries.len());
+        let mut chunks: Vec<Vec<usize>> = Vec::new();
+        for (index, once) in entries.iter().enumerate() {
+            if let Err(err) = validate_once_entry(once) {
+                results.push(Some(Err(err)));
+                continue;
+            }
+            results.push(None);
+            match chunks.last_mut() {
+                Some(chunk)
+                    if chunk.len() < CHUNK
+                        && entries[chunk[0]].entry.stream == once.entry.stream =>
+                {
+                    chunk.push(index);
+                }
+                _ => chunks.push(vec![index]),
+            }
+        }
+        if let Some(first) = chunks.first() {
+            let op = once_op(&entries[first[0]]);
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            for chunk in &chunks {
+                pipe.add_command(xadd_once_cmd(&entries, chunk));
+            }
+            let replies = self.query_pipe(&pipe, op).await?;
+            if replies.len() != chunks.len() {
+                return Err(op.protocol(format_args!(
+                    "{} replies to {} scripts",
+                    replies.len(),
+                    chunks.len()
+                )));
+            }
+            for (chunk, reply) in chunks.iter().zip(replies) {
+                let op = once_op(&entries[chunk[0]]);
+                let replies = match reply {
+                    // The script did not run (out of memory, busy ...):
+                    // nothing of this chunk was applied.
+                    Value::ServerError(err) => vec![Value::ServerError(err); chunk.len()],
+                    other => parse::array_or_nil(other).map_err(|shape| op.protocol(shape))?,
+                };
+                if replies.len() != chunk.len() {
+                    return Err(op.protocol(format_args!(
+                        "{} replies to {} entries",
+                        replies.len(),
+                        chunk.len()
+                    )));
+                }
+                for (&index, reply) in chunk.iter().zip(replies) {
+                    results[index] = Some(added_once(reply, once_op(&entries[index])));
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|result| {
+                result.ok_or_else(|| {
+                    crewq_core::Error::Protocol("an append-once got no reply".to_owned())
+                })
+            })
+            .collect()
     }
 }
 

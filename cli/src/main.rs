@@ -3,6 +3,7 @@
 // The one crate whose job is printing (print.rs).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod bench;
 mod demo;
 mod print;
 mod sim;
@@ -10,6 +11,12 @@ mod sim;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+// The binary's choice, not the libraries': under many threads allocating
+// small buffers (commands, replies, JSON) glibc's malloc took a third of
+// `crewq bench`'s CPU time; mimalloc's thread-local heaps do not contend.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// crewq: a coordination layer for AI agent crews on Redis Streams.
 #[derive(Debug, Parser)]
@@ -30,31 +37,41 @@ enum Command {
     /// when an invariant is violated, printing the command that replays
     /// the seed.
     Sim(sim::SimArgs),
+    /// Measures throughput and latency of the real Producer and Worker on
+    /// the in-memory broker or on Redis.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         // The simulator builds a runtime per seed (paused time): no runtime here.
-        Command::Sim(args) => match sim::run(&args) {
-            Ok(summary) => {
-                if args.json {
-                    print::sim_json(&summary);
-                } else {
-                    print::sim_text(&args, &summary);
-                }
-                if !summary.passed() {
-                    return ExitCode::FAILURE;
-                }
-            }
-            Err(err) => {
-                print::error(&err);
-                return ExitCode::FAILURE;
-            }
-        },
-        Command::Demo(args) => return demo_main(args),
+        Command::Sim(args) => sim_main(&args),
+        Command::Demo(args) => demo_main(args),
+        Command::Bench(args) => bench_main(args),
     }
-    ExitCode::SUCCESS
+}
+
+/// `crewq sim`: fails when an invariant was violated.
+fn sim_main(args: &sim::SimArgs) -> ExitCode {
+    match sim::run(args) {
+        Ok(summary) => {
+            if args.json {
+                print::sim_json(&summary);
+            } else {
+                print::sim_text(args, &summary);
+            }
+            if summary.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(err) => {
+            print::error(&err);
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// `crewq demo`, on a multi-threaded runtime.
@@ -64,6 +81,21 @@ async fn demo_main(args: demo::DemoArgs) -> ExitCode {
     match demo::run(args).await {
         Ok(report) if json => print::demo_json(&report),
         Ok(report) => print::demo_table(&report),
+        Err(err) => {
+            print::error(err.as_ref());
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// `crewq bench`, on a multi-threaded runtime.
+#[tokio::main]
+async fn bench_main(args: bench::BenchArgs) -> ExitCode {
+    let json = args.json;
+    match bench::run(args).await {
+        Ok(report) if json => print::bench_json(&report),
+        Ok(report) => print::bench_text(&report),
         Err(err) => {
             print::error(err.as_ref());
             return ExitCode::FAILURE;

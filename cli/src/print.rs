@@ -2,6 +2,7 @@
 
 use std::error::Error;
 
+use crate::bench::BenchReport;
 use crate::demo::DemoReport;
 use crate::sim::{SimArgs, SimSummary};
 
@@ -51,6 +52,51 @@ pub fn demo_table(report: &DemoReport) {
 
 /// The demo as one JSON object.
 pub fn demo_json(report: &DemoReport) {
+    match serde_json::to_string(report) {
+        Ok(json) => println!("{json}"),
+        Err(err) => error(&err),
+    }
+}
+
+/// A bench run as a few lines of text.
+pub fn bench_text(report: &BenchReport) {
+    let mode = match report.rate {
+        Some(rate) => format!("open loop at {rate:.0} tasks/s"),
+        None => "closed loop".to_owned(),
+    };
+    println!("crewq bench on {}: {mode}", report.backend);
+    println!(
+        "{} tasks in {:.3} s: {:.0} tasks/s",
+        report.tasks, report.seconds, report.tasks_per_sec
+    );
+    println!(
+        "dispatch -> handler start: p50 {} us, p99 {} us, p99.9 {} us, max {} us",
+        report.p50_us, report.p99_us, report.p999_us, report.max_us
+    );
+    if let Some(lag) = report.max_schedule_lag_us {
+        println!("largest lag behind the dispatch schedule: {lag} us");
+    }
+    println!(
+        "{} producer(s), {} worker(s) x {} concurrent, batches of {}, payload ~{} B, \
+         dedupe window {} s, retention {}",
+        report.producers,
+        report.workers,
+        report.concurrency,
+        report.batch,
+        report.payload_bytes,
+        report.dedupe_window_secs,
+        report.retention
+    );
+    let mb = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.1} MiB"));
+    println!(
+        "peak RSS: crewq {}, redis-server {}",
+        mb(report.peak_rss_mb),
+        mb(report.redis_peak_rss_mb)
+    );
+}
+
+/// A bench run as one JSON object.
+pub fn bench_json(report: &BenchReport) {
     match serde_json::to_string(report) {
         Ok(json) => println!("{json}"),
         Err(err) => error(&err),

@@ -70,7 +70,7 @@ impl Retention {
     };
 
     /// The trim an append at `now_ms` carries.
-    fn trim(self, now_ms: u64) -> Option<Trim> {
+    pub(crate) fn trim(self, now_ms: u64) -> Option<Trim> {
         match self {
             Retention::None => None,
             Retention::MaxLen { len, approximate } => {

@@ -1453,6 +1453,36 @@ fn found_divergences() -> Vec<(&'static str, Vec<Op>)> {
             ],
         ),
         (
+            "an id twice in one settle is settled once (the ack of a batch comes last)",
+            vec![
+                Op::GroupCreate {
+                    s: 0,
+                    g: 0,
+                    start: StartGen::Zero,
+                    mkstream: true,
+                },
+                Op::Xadd {
+                    add: add(0, next),
+                    trim: None,
+                },
+                Op::ReadNew {
+                    s: 0,
+                    g: 0,
+                    c: 0,
+                    count: None,
+                },
+                Op::Settle {
+                    s: 0,
+                    g: 0,
+                    c: 0,
+                    items: vec![
+                        (IdRef::Added(0), vec![]),
+                        (IdRef::Added(0), vec![add(1, IdGen::Auto)]),
+                    ],
+                },
+            ],
+        ),
+        (
             "an append failing inside ack_and_add does not undo the others (EXEC has no rollback)",
             vec![
                 Op::XaddMany(vec![add(0, IdGen::Max)]),

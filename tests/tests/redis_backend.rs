@@ -148,6 +148,97 @@ async fn a_key_of_another_type_is_wrongtype() {
     assert!(results[1].is_ok(), "{:?}", results[1]);
 }
 
+/// Appends-once to one stream share a script call, yet each fails alone:
+/// a marker key of another type fails its own entry, the others append.
+#[tokio::test]
+async fn an_append_once_fails_alone_within_its_script_call() {
+    let server = TestRedis::start();
+    let prefix = server.unique_prefix();
+    let stream = format!("{prefix}:s");
+    let mut raw = server.raw_connection();
+    redis::cmd("HSET")
+        .arg(format!("{prefix}:m2"))
+        .arg("f")
+        .arg("v")
+        .exec(&mut raw)
+        .expect("HSET");
+    let broker = server.broker().await;
+    let once = |marker: &str| {
+        crewq_core::OnceEntry::new(
+            entry(&stream, 1),
+            format!("{prefix}:{marker}"),
+            Duration::from_secs(60),
+        )
+    };
+    let results = broker
+        .xadd_once(vec![once("m1"), once("m2"), once("m3"), once("m1")])
+        .await
+        .expect("the call itself succeeds");
+    let kinds: Vec<_> = results
+        .iter()
+        .map(|r| match r {
+            Ok(crewq_core::AddedOnce::Added(_)) => "added",
+            Ok(crewq_core::AddedOnce::Duplicate(_)) => "duplicate",
+            Err(err) if err.kind() == ErrorKind::WrongType => "wrongtype",
+            Err(_) => "other error",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["added", "wrongtype", "added", "duplicate"],
+        "{results:?}"
+    );
+    assert_eq!(broker.xlen(&stream).await.expect("xlen"), 2);
+}
+
+/// The settle script reads ownership once for the batch's id range; when
+/// the consumer holds many more entries in that range than the read may
+/// list, it looks items up one by one: the outcome is the same.
+#[tokio::test]
+async fn settle_is_exact_when_the_consumer_holds_many_entries_between_its_items() {
+    let server = TestRedis::start();
+    let prefix = server.unique_prefix();
+    let stream = format!("{prefix}:s");
+    let results = format!("{prefix}:results");
+    let broker = server.broker().await;
+    broker
+        .group_create(&stream, "g", GroupStart::BEGINNING, true)
+        .await
+        .expect("group");
+    for n in 0..100 {
+        broker.xadd(entry(&stream, n)).await.expect("xadd");
+    }
+    let read = ReadGroup::new(&stream, "g", "me").count(100);
+    let ids: Vec<_> = broker
+        .read_group(&read)
+        .await
+        .expect("read")
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    broker
+        .claim_ids(&stream, "g", "other", Duration::ZERO, &ids[50..51])
+        .await
+        .expect("claim");
+    let item = |id| {
+        crewq_core::SettleItem::new(id)
+            .append(NewEntry::new(&results, Fields::new().with("r", "1")))
+    };
+    let settle = crewq_core::Settle::new(&stream, "g", "me")
+        .item(item(ids[0]))
+        .item(item(ids[50]))
+        .item(item(ids[99]));
+    let outcomes = broker.settle(settle).await.expect("settle");
+    let done: Vec<bool> = outcomes
+        .iter()
+        .map(|o| matches!(o, crewq_core::Settled::Done(ids) if ids.len() == 1))
+        .collect();
+    assert_eq!(done, [true, false, true], "{outcomes:?}");
+    assert_eq!(broker.xlen(&results).await.expect("xlen"), 2);
+    let summary = broker.pending_summary(&stream, "g").await.expect("pending");
+    assert_eq!(summary.count, 98);
+}
+
 #[tokio::test]
 async fn id_too_small_reports_the_top_id() {
     let server = TestRedis::start();

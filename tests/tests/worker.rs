@@ -175,6 +175,7 @@ crewq_tests::on_both_backends!(
     a_worker_dropped_mid_task_hands_its_tasks_to_another,
     a_task_from_the_seeds_python_producer_is_run,
     entries_deleted_while_pending_are_cleaned_up_on_reclaim,
+    attempts_settled_together_each_keep_the_ownership_guard,
 );
 
 async fn completed_tasks_are_acked_with_their_result(env: Env) {
@@ -775,4 +776,75 @@ async fn entries_deleted_while_pending_are_cleaned_up_on_reclaim(env: Env) {
         0,
         "the deleted entry left the pending list"
     );
+}
+
+/// Attempts that finish together are settled in shared calls: each still
+/// gets only its own outcome, and those another consumer took over while
+/// they ran record nothing (zombies), whatever batch they were in.
+async fn attempts_settled_together_each_keep_the_ownership_guard(env: Env) {
+    const TASKS: u32 = 60;
+    for n in 0..TASKS {
+        env.dispatch(&task(n, 3)).await;
+    }
+    let started = Arc::new(AtomicU32::new(0));
+    let release = Arc::new(tokio::sync::Notify::new());
+    let handler = {
+        let (started, release) = (Arc::clone(&started), Arc::clone(&release));
+        move |t: Task<Value>| {
+            let (started, release) = (Arc::clone(&started), Arc::clone(&release));
+            async move {
+                let notified = release.notified();
+                started.fetch_add(1, Ordering::SeqCst);
+                notified.await;
+                ok(&t)
+            }
+        }
+    };
+    let mut options = env.options().concurrency(TASKS as usize);
+    options.settle_batch = 8;
+    let worker = Worker::new(Arc::clone(&env.broker), env.agent.clone(), "w1", handler)
+        .options(options)
+        .spawn();
+    while started.load(Ordering::SeqCst) < TASKS {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A rescuer takes every third entry over while they all run.
+    let keys = env.keys();
+    let rows = env
+        .broker
+        .pending(&keys.tasks, &keys.group, &PendingQuery::new(100))
+        .await
+        .expect("pending");
+    let taken: Vec<_> = rows.iter().map(|r| r.id).step_by(3).collect();
+    env.broker
+        .claim(&keys.tasks, &keys.group, "rescuer", Duration::ZERO, &taken)
+        .await
+        .expect("claim");
+    release.notify_waiters();
+    while env.pending().await > taken.len() as u64 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let report = worker
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("report");
+    let zombies = taken.len() as u64;
+    assert_eq!(
+        (report.completed, report.zombies),
+        (u64::from(TASKS) - zombies, zombies),
+        "{report:?}"
+    );
+    let results = env.results().await;
+    assert_eq!(results.len() as u64, u64::from(TASKS) - zombies);
+    let mut ids: Vec<_> = results.iter().map(|r| r.task_id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), results.len(), "one result per task");
+    // The taken-over entries are still pending, under the rescuer only.
+    let summary = env
+        .broker
+        .pending_summary(&keys.tasks, &keys.group)
+        .await
+        .expect("summary");
+    assert_eq!(summary.consumers, vec![("rescuer".to_owned(), zombies)]);
 }

@@ -16,11 +16,12 @@ use tracing::Instrument;
 use crate::metrics::{COMPLETED, DEAD_LETTERED, FAILED, RETRIED, count};
 use crate::{
     Ack, AckAndAdd, AgentKeys, Broker, DATA_FIELD, DeadLetter, DeadLetterReason, DeliveredEntry,
-    Fields, NewEntry, Origin, PendingQuery, Settle, SettleItem, Settled, StreamId, Task,
-    TaskResult, utc_isoformat,
+    Fields, NewEntry, Origin, PendingQuery, SettleItem, Settled, StreamId, Task, TaskResult,
+    WireError, utc_isoformat,
 };
 
 use super::mutant::Mutant;
+use super::settler::Settler;
 use super::{Handler, WorkerOptions};
 
 /// The field of a retried task entry counting the attempts that failed
@@ -69,6 +70,8 @@ pub(crate) struct Shared<B, H> {
     pub rng: Mutex<StdRng>,
     /// The entries being worked on, whose leases the worker renews.
     pub held: Mutex<BTreeSet<StreamId>>,
+    /// Settles finished attempts in batches.
+    pub settler: Settler,
 }
 
 impl<B: Broker, H> Shared<B, H> {
@@ -78,6 +81,19 @@ impl<B: Broker, H> Shared<B, H> {
             entry_id: id,
             group: self.keys.group.clone(),
             consumer: self.consumer.clone(),
+        }
+    }
+
+    /// A result's append, trimmed per the result retention.
+    fn result_entry(&self, fields: Fields) -> NewEntry {
+        let entry = NewEntry::new(&self.keys.results, fields);
+        match self
+            .options
+            .result_retention
+            .trim(self.options.clock.now_ms())
+        {
+            Some(trim) => entry.with_trim(trim),
+            None => entry,
         }
     }
 
@@ -156,17 +172,15 @@ impl<B: Broker, H> Shared<B, H> {
         let id = item.id;
         let mut reply_lost = false;
         for attempt in 1..=BROKER_TRIES {
-            let settle =
-                Settle::new(&self.keys.tasks, &self.keys.group, &self.consumer).item(item.clone());
-            match self.broker.settle(settle).await {
-                Ok(outcomes) => {
-                    return match outcomes.first() {
-                        Some(Settled::Done(_)) => Outcome::Completed,
-                        Some(Settled::NotOwned) if reply_lost => {
+            match self.settler.settle(item.clone()).await {
+                Ok(outcome) => {
+                    return match outcome {
+                        Settled::Done(_) => Outcome::Completed,
+                        Settled::NotOwned if reply_lost => {
                             tracing::debug!(%id, "an earlier settle applied; its reply was lost");
                             Outcome::Completed
                         }
-                        _ => {
+                        Settled::NotOwned => {
                             tracing::warn!(%id, "entry was taken over by another consumer; not recording an outcome");
                             Outcome::Zombie
                         }
@@ -210,11 +224,11 @@ impl<B: Broker, H> Shared<B, H> {
 
     /// Moves the entry to the dead-letter stream (and, for a task that could
     /// be read, publishes its failure so a supervisor stops waiting).
-    async fn dead_letter(
+    async fn dead_letter<P: Sync>(
         &self,
         id: StreamId,
         data: Bytes,
-        task: Option<&Task<Value>>,
+        task: Option<&Task<P>>,
         reason: DeadLetterReason,
         error: String,
         failed: u32,
@@ -229,7 +243,7 @@ impl<B: Broker, H> Shared<B, H> {
         if let Some(task) = task {
             let result = TaskResult::failure(task, error).completed_at(self.now());
             if let Ok(fields) = self.options.codec.encode_result(&result) {
-                item = item.append(NewEntry::new(&self.keys.results, fields));
+                item = item.append(self.result_entry(fields));
             }
         }
         let task_id = task.map_or("", |t| t.task_id.as_str());
@@ -273,26 +287,38 @@ where
             Ok(prior) => prior,
             Err(outcome) => return outcome,
         };
+        // With no validator to run, decode straight into the handler's
+        // payload type, skipping the raw JSON tree. What does not decode
+        // takes the general path, which tells why.
+        if self.options.validators.is_empty()
+            && let Ok(typed) = self.options.codec.decode_task::<P>(&fields)
+        {
+            let span = handle_span(id, &typed, prior);
+            return self.run(id, data, prior, typed).instrument(span).await;
+        }
         let task: Task<Value> = match self.options.codec.decode_task(&fields) {
             Ok(task) => task,
             Err(err) => {
                 let reason = DeadLetterReason::Poison(err.kind());
                 return self
-                    .dead_letter(id, data, None, reason, err.to_string(), prior)
+                    .dead_letter(id, data, None::<&Task>, reason, err.to_string(), prior)
                     .await;
             }
         };
-        let span = tracing::info_span!(
-            "handle",
-            task_id = %task.task_id,
-            trace_id = task.trace_id.as_deref().unwrap_or(""),
-            %id,
-            attempt = prior + 1,
-        );
-        self.run(id, data, prior, task).instrument(span).await
+        let span = handle_span(id, &task, prior);
+        self.check_and_run(id, data, prior, task)
+            .instrument(span)
+            .await
     }
 
-    async fn run<P>(&self, id: StreamId, data: Bytes, prior: u32, task: Task<Value>) -> Outcome
+    /// Runs the validator, then reads the payload into `P` and runs.
+    async fn check_and_run<P>(
+        &self,
+        id: StreamId,
+        data: Bytes,
+        prior: u32,
+        task: Task<Value>,
+    ) -> Outcome
     where
         H: Handler<P>,
         P: DeserializeOwned + Send + 'static,
@@ -305,29 +331,47 @@ where
                 .await;
         }
         if prior > task.max_retries {
-            // It was delivered and never settled more often than it may fail:
-            // it takes its workers down with it.
-            let error = format!("{prior} deliveries ended without an outcome");
-            return self
-                .dead_letter(
-                    id,
-                    data,
-                    Some(&task),
-                    DeadLetterReason::MaxRetries,
-                    error,
-                    prior,
-                )
-                .await;
+            return self.exhausted(id, data, &task, prior).await;
         }
-        let typed: Task<P> = match task.clone().into_typed() {
-            Ok(typed) => typed,
+        match P::deserialize(&task.payload) {
+            Ok(payload) => self.run(id, data, prior, with_payload(task, payload)).await,
             Err(err) => {
+                let err = WireError::InvalidTask {
+                    message: format!("payload: {err}"),
+                };
                 let reason = DeadLetterReason::Poison(err.kind());
-                return self
-                    .dead_letter(id, data, Some(&task), reason, err.to_string(), prior)
-                    .await;
+                self.dead_letter(id, data, Some(&task), reason, err.to_string(), prior)
+                    .await
             }
-        };
+        }
+    }
+
+    /// Dead-letters a task delivered and never settled more often than it
+    /// may fail: it takes its workers down with it.
+    async fn exhausted<P: Sync>(
+        &self,
+        id: StreamId,
+        data: Bytes,
+        task: &Task<P>,
+        prior: u32,
+    ) -> Outcome {
+        let error = format!("{prior} deliveries ended without an outcome");
+        let reason = DeadLetterReason::MaxRetries;
+        self.dead_letter(id, data, Some(task), reason, error, prior)
+            .await
+    }
+
+    /// Runs the handler on a decoded task and records the outcome.
+    async fn run<P>(&self, id: StreamId, data: Bytes, prior: u32, typed: Task<P>) -> Outcome
+    where
+        H: Handler<P>,
+        P: DeserializeOwned + Send + 'static,
+    {
+        // What recording the outcome needs once the handler has the task.
+        let task = header(&typed);
+        if prior > task.max_retries {
+            return self.exhausted(id, data, &task, prior).await;
+        }
         if self.options.is_mutant(Mutant::AckBeforeHandle) {
             let _ = self
                 .broker
@@ -400,7 +444,7 @@ where
         &self,
         id: StreamId,
         data: Bytes,
-        task: &Task<Value>,
+        task: &Task<()>,
         output: Value,
         ms: u64,
     ) -> Outcome {
@@ -415,7 +459,7 @@ where
             .duration_ms(ms)
             .completed_at(self.now());
         let item = match self.options.codec.encode_result(&result) {
-            Ok(fields) => SettleItem::new(id).append(NewEntry::new(&self.keys.results, fields)),
+            Ok(fields) => SettleItem::new(id).append(self.result_entry(fields)),
             Err(err) => {
                 // An output over the size limit fails the task for good:
                 // running it again gives the same output.
@@ -434,6 +478,45 @@ where
             }
             other => other,
         }
+    }
+}
+
+/// The span an attempt at `task` runs in.
+fn handle_span<P>(id: StreamId, task: &Task<P>, prior: u32) -> tracing::Span {
+    tracing::info_span!(
+        "handle",
+        task_id = %task.task_id,
+        trace_id = task.trace_id.as_deref().unwrap_or(""),
+        %id,
+        attempt = prior + 1,
+    )
+}
+
+/// `task` without its payload: what recording its outcome needs.
+fn header<P>(task: &Task<P>) -> Task<()> {
+    Task {
+        task_id: task.task_id.clone(),
+        agent_type: task.agent_type.clone(),
+        action: String::new(),
+        payload: (),
+        priority: task.priority,
+        max_retries: task.max_retries,
+        created_at: String::new(),
+        trace_id: task.trace_id.clone(),
+    }
+}
+
+/// `task` with another payload.
+fn with_payload<P, Q>(task: Task<P>, payload: Q) -> Task<Q> {
+    Task {
+        task_id: task.task_id,
+        agent_type: task.agent_type,
+        action: task.action,
+        payload,
+        priority: task.priority,
+        max_retries: task.max_retries,
+        created_at: task.created_at,
+        trace_id: task.trace_id,
     }
 }
 

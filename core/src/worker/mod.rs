@@ -7,6 +7,9 @@
 //!   outcome (a result, a retry, a dead letter), and only while the worker
 //!   still owns it ([`Broker::settle`]), so a worker
 //!   that stalled past its lease (a zombie) records nothing a second time;
+//!   attempts that finish together share one settle call (one Lua script on
+//!   Redis), each item still checked and recorded on its own
+//!   ([`WorkerOptions::settle_batch`]);
 //! - on start it first drains its own pending entries, then reads new ones;
 //! - it takes over entries of crashed or stalled peers once they are idle
 //!   longer than the lease, and renews the leases of its own running tasks;
@@ -53,6 +56,7 @@ mod attempt;
 mod mutant;
 mod options;
 mod run;
+mod settler;
 
 use std::future::Future;
 use std::time::Duration;

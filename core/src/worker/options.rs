@@ -6,6 +6,7 @@ use std::time::Duration;
 use rand::Rng;
 
 use super::mutant::Mutant;
+use crate::producer::Retention;
 use crate::{Clock, Keyspace, SystemClock, Validators, WireCodec};
 
 /// Exponential back-off with full jitter between attempts of a failing task
@@ -80,6 +81,18 @@ pub struct WorkerOptions {
     /// `mutants`; see [`Mutant`]). `None`, the default, is the real worker.
     #[cfg(feature = "mutants")]
     pub mutant: Option<Mutant>,
+    /// At most this many finished attempts are settled in one
+    /// [`Broker::settle`](crate::Broker::settle) call (one Lua script on
+    /// Redis). Attempts that finish while a settle is on its way wait for the
+    /// next one, so under load one call records many outcomes; a lone
+    /// attempt is settled at once.
+    pub settle_batch: usize,
+    /// How much of the result stream to keep, trimmed by each result append
+    /// (like the producer's retention of task streams). Trimming removes
+    /// results whether or not anyone read them: size it above what readers
+    /// of results (a supervisor's gather) can fall behind. Default: never
+    /// trim.
+    pub result_retention: Retention,
 }
 
 impl Default for WorkerOptions {
@@ -99,6 +112,8 @@ impl Default for WorkerOptions {
             clock: Arc::new(SystemClock),
             #[cfg(feature = "mutants")]
             mutant: None,
+            settle_batch: 128,
+            result_retention: Retention::None,
         }
     }
 }

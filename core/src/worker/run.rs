@@ -17,6 +17,7 @@ use crate::{Broker, DeliveredEntry, Error, GroupStart, ReadGroup, Result, Stream
 
 use super::attempt::{Outcome, Shared, Source};
 use super::mutant::Mutant;
+use super::settler::Settler;
 use super::{Handler, Worker, WorkerReport};
 
 /// The worker's state between reads.
@@ -53,14 +54,27 @@ where
         ..
     } = worker;
     let seed = options.seed.unwrap_or_else(rand::random);
+    let keys = options.keyspace.keys(&agent);
+    let (settler, settling) = Settler::new(
+        broker.clone(),
+        &keys.tasks,
+        &keys.group,
+        &consumer,
+        options.settle_batch,
+    );
+    // The settler lives as long as this run: dropping the set (the run
+    // ended, or was aborted like a crash) stops it with the attempts.
+    let mut background = JoinSet::new();
+    background.spawn(settling.run());
     let shared = Arc::new(Shared {
-        keys: options.keyspace.keys(&agent),
+        keys,
         agent_type: agent.as_str().to_owned(),
         broker,
         handler,
         consumer,
         rng: Mutex::new(StdRng::seed_from_u64(seed)),
         held: Mutex::new(BTreeSet::new()),
+        settler,
         options,
     });
     let now = Instant::now();

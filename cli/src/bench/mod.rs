@@ -1,0 +1,339 @@
+//! `crewq bench`: throughput and latency of the real Producer and Worker.
+//!
+//! Producers dispatch trivial tasks with [`Producer::dispatch_batch`];
+//! workers ([`Worker`], the same as an application runs) execute them with a
+//! handler that only notes when it started. A run ends when every task has
+//! its result written and its entry acknowledged: the handler started for
+//! each, the group has nothing pending, and the result stream has grown by
+//! the number of tasks. Throughput is tasks over that time; latency is from
+//! the producer's `dispatch_batch` call to the handler's start, in an
+//! HDR histogram.
+//!
+//! `--rate` makes the producers dispatch on a schedule (open loop) instead
+//! of as fast as they can, for latency at a steady load. `--max-rss-mb`
+//! fails the run when the process's peak resident memory went above it.
+
+mod load;
+mod rss;
+mod server;
+
+use std::error::Error;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crewq_core::producer::{Producer, Retention};
+use crewq_core::worker::{Worker, WorkerOptions, WorkerReport};
+use crewq_core::{AgentType, Broker, Keyspace, Trim};
+use crewq_memory::MemoryBroker;
+use crewq_redis::RedisBroker;
+use serde::Serialize;
+
+use load::{AGENT, Probe, ProducerPlan};
+use server::SpawnedRedis;
+
+/// `crewq bench`'s options.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// `memory`, or a Redis URL (redis:// or rediss://); on Redis, keys go
+    /// under a fresh `crewq-bench-<time>` prefix and are emptied at the end.
+    #[arg(long, default_value = "memory", value_name = "memory|URL")]
+    pub broker: String,
+    /// Start a private redis-server on a free loopback port for the run
+    /// (and stop it after) instead of `--broker`.
+    #[arg(long, conflicts_with = "broker")]
+    pub spawn_redis: bool,
+    /// Tasks to run.
+    #[arg(long, default_value_t = 200_000)]
+    pub tasks: u64,
+    /// Concurrent producers, each dispatching its share.
+    #[arg(long, default_value_t = 1)]
+    pub producers: usize,
+    /// Workers (consumers of the group).
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Tasks each worker runs at once.
+    #[arg(long, default_value_t = 512)]
+    pub concurrency: usize,
+    /// About how long each task's payload is, as JSON.
+    #[arg(long, default_value_t = 64)]
+    pub payload_bytes: usize,
+    /// Tasks per dispatch_batch call (at most; an open loop sends what is due).
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+    /// Dispatch this many tasks per second in all (open loop), for latency.
+    #[arg(long, value_name = "TASKS_PER_SEC")]
+    pub rate: Option<f64>,
+    /// The producers' dedupe window in seconds (0: none, a plain pipelined
+    /// XADD per task). With one, each dispatch is an append-once script that
+    /// also sets a marker key; the window's length changes how long markers
+    /// are kept (memory), not what a dispatch costs.
+    #[arg(long, default_value_t = 0)]
+    pub dedupe_window_secs: u64,
+    /// Trim the task and result streams to about this many entries each
+    /// (`MAXLEN ~`, the producer's and the worker's retention; 0: never).
+    #[arg(long, default_value_t = 100_000)]
+    pub retention: u64,
+    /// Fail the run when this process's peak RSS exceeded this many MiB.
+    #[arg(long, value_name = "MIB")]
+    pub max_rss_mb: Option<u64>,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    pub timeout_secs: u64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What a bench run measured.
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    /// `memory`, or the redacted Redis URL.
+    pub backend: String,
+    /// Tasks dispatched and completed.
+    pub tasks: u64,
+    /// From the first dispatch until the last result was written and acked.
+    pub seconds: f64,
+    /// `tasks / seconds`.
+    pub tasks_per_sec: f64,
+    /// Dispatch to handler start, median, µs.
+    pub p50_us: u64,
+    /// ... 99th percentile, µs.
+    pub p99_us: u64,
+    /// ... 99.9th percentile, µs.
+    pub p999_us: u64,
+    /// ... slowest, µs.
+    pub max_us: u64,
+    /// Open loop: the rate asked for; `None` for as fast as possible.
+    pub rate: Option<f64>,
+    /// Open loop: how far the producers fell behind their schedule, µs.
+    pub max_schedule_lag_us: Option<u64>,
+    /// Producers.
+    pub producers: usize,
+    /// Workers.
+    pub workers: usize,
+    /// Concurrency per worker.
+    pub concurrency: usize,
+    /// Dispatch batch size.
+    pub batch: usize,
+    /// Payload size asked for.
+    pub payload_bytes: usize,
+    /// The dedupe window, s (0: none).
+    pub dedupe_window_secs: u64,
+    /// Task and result stream `MAXLEN ~` (0: none).
+    pub retention: u64,
+    /// Handler starts (more than `tasks` if some task ran twice).
+    pub handled: u64,
+    /// The workers' reports, added up.
+    pub completed: u64,
+    /// Retried attempts (none expected).
+    pub retried: u64,
+    /// Dead-lettered entries (none expected).
+    pub dead_lettered: u64,
+    /// Peak RSS of this process, MiB.
+    pub peak_rss_mb: Option<f64>,
+    /// Peak RSS of the spawned redis-server, MiB.
+    pub redis_peak_rss_mb: Option<f64>,
+}
+
+/// Runs the bench `args` describe.
+pub async fn run(args: BenchArgs) -> Result<BenchReport, Box<dyn Error>> {
+    check(&args)?;
+    let spawned = if args.spawn_redis {
+        Some(SpawnedRedis::start()?)
+    } else {
+        None
+    };
+    let url = spawned.as_ref().map(|s| s.url().to_owned());
+    let target = url.as_deref().unwrap_or(args.broker.as_str());
+    let mut report = if target == "memory" {
+        run_on(
+            MemoryBroker::new(),
+            Keyspace::default(),
+            "memory".into(),
+            &args,
+        )
+        .await?
+    } else {
+        let broker = RedisBroker::connect(target).await?;
+        let millis = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis();
+        let keyspace = Keyspace::default().with_prefix(format!("crewq-bench-{millis}"))?;
+        let backend = broker.redacted_url().to_owned();
+        run_on(broker, keyspace, backend, &args).await?
+    };
+    report.peak_rss_mb = rss::own_peak_rss_bytes().map(mib);
+    report.redis_peak_rss_mb = spawned
+        .as_ref()
+        .and_then(SpawnedRedis::peak_rss_bytes)
+        .map(mib);
+    if let (Some(limit), Some(peak)) = (args.max_rss_mb, report.peak_rss_mb)
+        && peak > limit as f64
+    {
+        return Err(format!("peak RSS {peak:.1} MiB is over --max-rss-mb {limit}").into());
+    }
+    Ok(report)
+}
+
+fn check(args: &BenchArgs) -> Result<(), String> {
+    if args.tasks == 0 || args.producers == 0 || args.workers == 0 || args.batch == 0 {
+        return Err("--tasks, --producers, --workers and --batch must be at least 1".into());
+    }
+    if let Some(rate) = args.rate
+        && !(rate.is_finite() && rate > 0.0)
+    {
+        return Err(format!("--rate must be a positive number, got {rate}"));
+    }
+    Ok(())
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+async fn run_on<B: Broker + Clone + 'static>(
+    broker: B,
+    keyspace: Keyspace,
+    backend: String,
+    args: &BenchArgs,
+) -> Result<BenchReport, Box<dyn Error>> {
+    let agent = AgentType::new(AGENT)?;
+    let keys = keyspace.keys(&agent);
+    let probe = Arc::new(Probe::new()?);
+    let retention = match args.retention {
+        0 => Retention::None,
+        len => Retention::MaxLen {
+            len,
+            approximate: true,
+        },
+    };
+    let mut options = WorkerOptions::default().concurrency(args.concurrency);
+    options.keyspace = keyspace.clone();
+    options.result_retention = retention;
+    let workers: Vec<_> = (0..args.workers)
+        .map(|i| {
+            Worker::new(
+                broker.clone(),
+                agent.clone(),
+                format!("bench-{i}"),
+                load::handler(Arc::clone(&probe)),
+            )
+            .options(options.clone())
+            .spawn()
+        })
+        .collect();
+    let dedupe =
+        (args.dedupe_window_secs > 0).then(|| Duration::from_secs(args.dedupe_window_secs));
+    let producer = Producer::new(broker.clone())
+        .with_keyspace(keyspace.clone())
+        .with_retention(retention)
+        .with_dedupe_window(dedupe);
+    let results_before = entries_added(&broker, &keys.results).await?;
+
+    let started = Instant::now();
+    let producers: Vec<_> = (0..args.producers)
+        .map(|i| {
+            let share = args.tasks / args.producers as u64
+                + u64::from((i as u64) < args.tasks % args.producers as u64);
+            let plan = ProducerPlan {
+                share,
+                batch: args.batch,
+                rate: args.rate.map(|rate| rate / args.producers as f64),
+                // Half the retention, so a trim never reaches an unread task.
+                backlog: match args.retention {
+                    0 => u64::MAX / 2,
+                    len => (len / 2).max(args.batch as u64),
+                },
+                pad: load::padding(args.payload_bytes),
+            };
+            tokio::spawn(load::produce(producer.clone(), Arc::clone(&probe), plan))
+        })
+        .collect();
+    let mut max_lag = Duration::ZERO;
+    for producer in producers {
+        max_lag = max_lag.max(producer.await?.map_err(|e| e as Box<dyn Error>)?);
+    }
+    let deadline = started + Duration::from_secs(args.timeout_secs);
+    let goal = results_before + args.tasks;
+    loop {
+        if probe.started() >= args.tasks
+            && broker
+                .pending_summary(&keys.tasks, &keys.group)
+                .await?
+                .count
+                == 0
+            && entries_added(&broker, &keys.results).await? >= goal
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "not done after {}s: {} of {} handlers started",
+                args.timeout_secs,
+                probe.started(),
+                args.tasks
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+
+    let mut total = WorkerReport::default();
+    for worker in workers {
+        let report = worker.shutdown(Duration::from_secs(10)).await?;
+        total.completed += report.completed;
+        total.retried += report.retried;
+        total.dead_lettered += report.dead_lettered;
+    }
+    if backend != "memory" {
+        // Leave a shared server as it was, but for empty keys and markers
+        // that expire with the dedupe window.
+        let _ = broker.group_destroy(&keys.tasks, &keys.group).await;
+        for stream in [&keys.tasks, &keys.results] {
+            let _ = broker.xtrim(stream, Trim::max_len(0)).await;
+        }
+    }
+    if total.completed != args.tasks {
+        return Err(format!(
+            "{} of {} tasks completed ({} retried, {} dead-lettered)",
+            total.completed, args.tasks, total.retried, total.dead_lettered
+        )
+        .into());
+    }
+    let latency = probe.percentiles();
+    Ok(BenchReport {
+        backend,
+        tasks: args.tasks,
+        seconds,
+        tasks_per_sec: args.tasks as f64 / seconds,
+        p50_us: latency.p50_us,
+        p99_us: latency.p99_us,
+        p999_us: latency.p999_us,
+        max_us: latency.max_us,
+        rate: args.rate,
+        max_schedule_lag_us: args
+            .rate
+            .map(|_| u64::try_from(max_lag.as_micros()).unwrap_or(u64::MAX)),
+        producers: args.producers,
+        workers: args.workers,
+        concurrency: args.concurrency,
+        batch: args.batch,
+        payload_bytes: args.payload_bytes,
+        dedupe_window_secs: args.dedupe_window_secs,
+        retention: args.retention,
+        handled: probe.started(),
+        completed: total.completed,
+        retried: total.retried,
+        dead_lettered: total.dead_lettered,
+        peak_rss_mb: None,
+        redis_peak_rss_mb: None,
+    })
+}
+
+/// How many entries were ever added to `stream` (0 when it does not exist).
+async fn entries_added<B: Broker>(broker: &B, stream: &str) -> Result<u64, crewq_core::Error> {
+    match broker.info_stream(stream).await {
+        Ok(info) => Ok(info.entries_added),
+        Err(crewq_core::Error::NoSuchKey(_)) => Ok(0),
+        Err(err) => Err(err),
+    }
+}

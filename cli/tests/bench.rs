@@ -1,0 +1,58 @@
+//! `crewq bench` runs the real Producer and Worker to the end and its
+//! `--json` report adds up; a peak RSS over `--max-rss-mb` fails the run.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn bench(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_crewq"))
+        .args(["bench", "--json", "--tasks", "500", "--producers", "2"])
+        .args(args)
+        .output()
+        .expect("run crewq")
+}
+
+#[test]
+fn a_memory_run_reports_every_task_completed() {
+    let output = bench(&["--workers", "3", "--batch", "64"]);
+    assert!(
+        output.status.success(),
+        "crewq bench failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+    let n = |key: &str| {
+        report[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} in {report}"))
+    };
+    assert_eq!(n("tasks"), 500.0);
+    assert_eq!(n("completed"), 500.0);
+    assert_eq!(n("handled"), 500.0, "each task ran once");
+    assert!(n("seconds") > 0.0 && n("tasks_per_sec") > 0.0);
+    assert!(n("p50_us") <= n("p99_us") && n("p99_us") <= n("p999_us"));
+    assert_eq!(report["backend"], "memory");
+}
+
+#[test]
+fn an_open_loop_run_reports_its_schedule_lag() {
+    let output = bench(&["--rate", "5000", "--dedupe-window-secs", "10"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+    assert_eq!(report["rate"], 5000.0);
+    assert!(report["max_schedule_lag_us"].is_u64(), "{report}");
+}
+
+#[test]
+#[cfg(target_os = "linux")] // the peak comes from /proc
+fn a_peak_rss_over_the_bound_fails_the_run() {
+    let output = bench(&["--max-rss-mb", "1"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--max-rss-mb 1"), "{stderr}");
+}
