@@ -78,28 +78,38 @@ fn sim_main(args: &sim::SimArgs) -> ExitCode {
 #[tokio::main]
 async fn demo_main(args: demo::DemoArgs) -> ExitCode {
     let json = args.json;
-    match demo::run(args).await {
-        Ok(report) if json => print::demo_json(&report),
-        Ok(report) => print::demo_table(&report),
-        Err(err) => {
-            print::error(err.as_ref());
-            return ExitCode::FAILURE;
+    shown(demo::run(args).await, |report| {
+        if json {
+            print::demo_json(report);
+        } else {
+            print::demo_table(report);
         }
-    }
-    ExitCode::SUCCESS
+    })
 }
 
 /// `crewq bench`, on a multi-threaded runtime.
 #[tokio::main]
 async fn bench_main(args: bench::BenchArgs) -> ExitCode {
     let json = args.json;
-    match bench::run(args).await {
-        Ok(report) if json => print::bench_json(&report),
-        Ok(report) => print::bench_text(&report),
+    shown(bench::run(args).await, |report| {
+        if json {
+            print::bench_json(report);
+        } else {
+            print::bench_text(report);
+        }
+    })
+}
+
+/// Shows a command's report, or its error (then fails).
+fn shown<R>(result: Result<R, Box<dyn std::error::Error>>, show: impl FnOnce(&R)) -> ExitCode {
+    match result {
+        Ok(report) => {
+            show(&report);
+            ExitCode::SUCCESS
+        }
         Err(err) => {
             print::error(err.as_ref());
-            return ExitCode::FAILURE;
+            ExitCode::FAILURE
         }
     }
-    ExitCode::SUCCESS
 }
