@@ -287,11 +287,6 @@ impl FaultPlan {
     pub fn poison_kind(&self, task: u32) -> Option<PoisonKind> {
         self.poison.iter().find(|p| p.task == task).map(|p| p.kind)
     }
-
-    /// Whether nothing goes wrong.
-    pub fn is_empty(&self) -> bool {
-        self == &FaultPlan::default()
-    }
 }
 
 impl fmt::Display for FaultPlan {

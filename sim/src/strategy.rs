@@ -119,12 +119,3 @@ pub fn scenario() -> impl Strategy<Value = Scenario> {
             (Just(scenario), plans).prop_map(|(scenario, plan)| scenario.faults(Faults::Plan(plan)))
         })
 }
-
-/// The plan of `scenario`, if it has one fixed (for reporting a shrunk
-/// case).
-pub fn plan_of(scenario: &Scenario) -> Option<&FaultPlan> {
-    match &scenario.faults {
-        Faults::Plan(plan) => Some(plan),
-        _ => None,
-    }
-}

@@ -102,7 +102,7 @@ impl Facts {
                 }
             }
         }
-        for (&(_, _), task) in &map {
+        for task in map.values() {
             if let Some(facts) = self.tasks.get_mut(task) {
                 facts.entries += 1;
             }
