@@ -397,11 +397,24 @@ impl MemoryBroker {
             }
             // Appends first, then the ack: as on Redis, where a failed write
             // is not rolled back, the entry must never be acked without them.
-            let ids = item
-                .appends
-                .into_iter()
-                .map(|entry| add(keys, entry, now_ms))
-                .collect::<Result<Vec<_>>>()?;
+            // A failed append stops its item (the appends before it stay)
+            // and leaves it pending; the other items go on, as each item's
+            // writes on Redis are `redis.pcall`s of their own.
+            let mut ids = Vec::with_capacity(item.appends.len());
+            let mut failed = None;
+            for entry in item.appends {
+                match add(keys, entry, now_ms) {
+                    Ok(id) => ids.push(id),
+                    Err(err) => {
+                        failed = Some(err.to_string());
+                        break;
+                    }
+                }
+            }
+            if let Some(why) = failed {
+                outcomes.push(Settled::Failed(why));
+                continue;
+            }
             let (_, group) = group_mut(keys, &settle.stream, &settle.group)?;
             group.ack(&[item.id]);
             outcomes.push(Settled::Done(ids));

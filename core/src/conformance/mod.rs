@@ -136,6 +136,8 @@ macro_rules! conformance_cases {
             settle_skips_entries_no_longer_pending,
             settle_rejects_malformed_steps_whole,
             settle_missing_group_is_nogroup,
+            settle_fails_an_item_alone,
+            settle_settles_large_batches_exactly,
             renew_resets_idle_of_own_entries,
             renew_never_takes_entries_of_others,
         }
