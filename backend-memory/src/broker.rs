@@ -18,6 +18,9 @@ use crate::group::{Count, Group};
 use crate::stream::next_id;
 use crate::{Key, MemoryBroker, group_mut};
 
+/// The largest `XAUTOCLAIM` COUNT Redis 7.0 accepts: `LONG_MAX / 16`.
+const MAX_AUTOCLAIM_COUNT: u64 = i64::MAX.unsigned_abs() / 16;
+
 #[async_trait]
 impl Broker for MemoryBroker {
     async fn xadd(&self, entry: NewEntry) -> Result<StreamId> {
@@ -249,11 +252,14 @@ impl Broker for MemoryBroker {
         start: StreamId,
         count: usize,
     ) -> Result<AutoClaimed> {
-        if count == 0 {
-            // Redis: "ERR COUNT must be > 0".
-            return Err(Error::InvalidArgument(
-                "XAUTOCLAIM COUNT must be > 0".into(),
-            ));
+        // Redis 7.0 takes COUNT in 1..=LONG_MAX / 16 (16: the size of a
+        // stream id, the larger of it and the attempts factor 10) and
+        // answers anything else, even a number too large to parse, so.
+        let in_range = u64::try_from(count).is_ok_and(|n| (1..=MAX_AUTOCLAIM_COUNT).contains(&n));
+        if !in_range {
+            return Err(Error::InvalidArgument(format!(
+                "ERR COUNT must be > 0 (XAUTOCLAIM on '{stream}')"
+            )));
         }
         let now = self.now_ms();
         self.with_keys(|keys| {

@@ -18,6 +18,7 @@ use crate::batch::entry_op;
 use crate::blocking::{BlockingError, BlockingPool};
 use crate::config::RedisConfig;
 use crate::error::Op;
+use crate::shared::Shared;
 use crate::{commands, parse};
 
 /// A [`Broker`] on a Redis server (7.0 or later).
@@ -46,7 +47,7 @@ pub struct RedisBroker {
 }
 
 struct Inner {
-    shared: ConnectionManager,
+    shared: Shared,
     blocking: BlockingPool,
     config: RedisConfig,
     redacted_url: String,
@@ -86,9 +87,15 @@ impl RedisBroker {
                 return Err(err);
             }
         }
-        let shared = ConnectionManager::new_with_config(client.clone(), manager_config)
+        let manager = ConnectionManager::new_with_config(client.clone(), manager_config.clone())
             .await
             .map_err(|err| Op::new("connect", &redacted_url).error(err))?;
+        let shared = Shared::new(
+            client.clone(),
+            manager_config,
+            manager,
+            redacted_url.clone(),
+        );
         tracing::debug!(url = %redacted_url, "connected to Redis");
         let blocking = BlockingPool::new(
             client,
@@ -116,23 +123,38 @@ impl RedisBroker {
         self.inner.blocking.idle_count()
     }
 
-    /// A handle on the shared connection (cheap: it is multiplexed).
-    pub(crate) fn shared_connection(&self) -> ConnectionManager {
-        self.inner.shared.clone()
+    /// How many times the shared connection was replaced after a response
+    /// time-out or a `READONLY` reply (for tests and diagnostics).
+    pub fn connection_replacements(&self) -> u64 {
+        self.inner.shared.replacements()
+    }
+
+    /// Sends one command on the shared connection, unmapped; replaces the
+    /// connection when the error says it cannot be trusted.
+    pub(crate) async fn send(&self, cmd: &Cmd) -> redis::RedisResult<Value> {
+        let mut handle = self.inner.shared.get();
+        let reply = cmd.query_async(&mut handle.conn).await;
+        if let Err(err) = &reply {
+            self.inner.shared.after_error(handle.generation, err);
+        }
+        reply
     }
 
     /// Sends one command on the shared connection.
     async fn query(&self, cmd: &Cmd, op: Op<'_>) -> Result<Value> {
-        let mut conn = self.inner.shared.clone();
-        let reply = cmd.query_async(&mut conn).await;
+        let reply = self.send(cmd).await;
         reply.map_err(|err| self.failed(op, err))
     }
 
     /// Sends a pipeline (or transaction) on the shared connection; with
     /// `ignore_errors` its error replies come back in place.
     pub(crate) async fn query_pipe(&self, pipe: &Pipeline, op: Op<'_>) -> Result<Vec<Value>> {
-        let mut conn = self.inner.shared.clone();
-        let replies = pipe.query_async(&mut conn).await;
+        let mut handle = self.inner.shared.get();
+        let replies = pipe.query_async::<Vec<Value>>(&mut handle.conn).await;
+        match &replies {
+            Ok(replies) => self.inner.shared.after_replies(handle.generation, replies),
+            Err(err) => self.inner.shared.after_error(handle.generation, err),
+        }
         replies.map_err(|err| self.failed(op, err))
     }
 
@@ -398,12 +420,6 @@ impl Broker for RedisBroker {
         start: StreamId,
         count: usize,
     ) -> Result<AutoClaimed> {
-        if count == 0 {
-            // Redis: "ERR COUNT must be > 0".
-            return Err(Error::InvalidArgument(format!(
-                "XAUTOCLAIM on '{stream}' needs a count greater than 0"
-            )));
-        }
         let cmd = commands::autoclaim(stream, group, consumer, min_idle, start, count);
         self.fetch(
             &cmd,

@@ -4,8 +4,31 @@ use crewq_core::{Error, StreamId};
 use redis::{ErrorKind as RedisKind, RedisError};
 
 /// Error codes meaning "not now, nothing was applied": a server loading its
-/// data set, a busy script, a cluster resharding or failing over.
-const UNAVAILABLE_CODES: &[&str] = &["LOADING", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN"];
+/// data set, a busy script, a cluster resharding or failing over, a node a
+/// failover demoted to a replica (`READONLY`: the shared connection is then
+/// replaced, see `shared.rs`), too few replicas for `min-replicas-to-write`,
+/// or memory full under `noeviction` (`OOM`). Callers wait these out.
+const UNAVAILABLE_CODES: &[&str] = &[
+    "LOADING",
+    "BUSY",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "MASTERDOWN",
+    "READONLY",
+    "NOREPLICAS",
+    "OOM",
+];
+
+/// Error codes of a cluster redirect: the server is a Redis Cluster node and
+/// the key lives on another one. This client speaks to a single node, so
+/// retrying cannot help.
+const REDIRECT_CODES: &[&str] = &["MOVED", "ASK"];
+
+/// `ERR` texts of an argument Redis refused (`XAUTOCLAIM`'s `COUNT`).
+const INVALID_ARGUMENT: &[&str] = &[
+    "COUNT must be > 0",
+    "Insufficient memory, failed allocating transient memory, COUNT too high",
+];
 
 /// Error codes of a refused identity or permission: retrying cannot help.
 const AUTH_CODES: &[&str] = &["WRONGPASS", "NOAUTH", "NOPERM"];
@@ -132,6 +155,11 @@ fn map_server_error(code: &str, detail: &str, op: &Op<'_>) -> Option<Error> {
             "{} on '{}': {code} {detail}",
             op.name, op.stream
         ))),
+        code if REDIRECT_CODES.contains(&code) => Some(Error::Unsupported(format!(
+            "{} on '{}': {code} {detail}: the server is a Redis Cluster node and crewq-redis \
+             speaks to a single node; point it at a standalone (or Sentinel-managed) server",
+            op.name, op.stream
+        ))),
         "ERR" => {
             if ID_TOO_SMALL.iter().any(|text| detail.starts_with(text)) {
                 // Redis does not say what the top id is; the caller may
@@ -147,7 +175,12 @@ fn map_server_error(code: &str, detail: &str, op: &Op<'_>) -> Option<Error> {
                 Some(Error::IdExhausted(stream))
             } else if INVALID_ID.iter().any(|text| detail.starts_with(text)) {
                 Some(Error::InvalidId(format!(
-                    "{} on '{}': {detail}",
+                    "{detail} ({} on '{}')",
+                    op.name, op.stream
+                )))
+            } else if INVALID_ARGUMENT.iter().any(|text| detail.starts_with(text)) {
+                Some(Error::InvalidArgument(format!(
+                    "ERR {detail} ({} on '{}')",
                     op.name, op.stream
                 )))
             } else {
@@ -310,10 +343,68 @@ mod tests {
                 ErrorKind::Unavailable,
             ),
             ("ERR", "syntax error", ErrorKind::Backend),
+            (
+                "READONLY",
+                "You can't write against a read only replica.",
+                ErrorKind::Unavailable,
+            ),
+            (
+                "NOREPLICAS",
+                "Not enough good replicas to write.",
+                ErrorKind::Unavailable,
+            ),
+            (
+                "OOM",
+                "command not allowed when used memory > 'maxmemory'.",
+                ErrorKind::Unavailable,
+            ),
+            ("MOVED", "3999 127.0.0.1:6381", ErrorKind::Unsupported),
+            ("ASK", "3999 127.0.0.1:6381", ErrorKind::Unsupported),
+            ("ERR", "COUNT must be > 0", ErrorKind::InvalidArgument),
+            (
+                "ERR",
+                "Insufficient memory, failed allocating transient memory, COUNT too high.",
+                ErrorKind::InvalidArgument,
+            ),
         ];
         for (code, detail, kind) in cases {
             assert_eq!(kind_of(reply(code, detail)), kind, "{code} {detail}");
         }
+    }
+
+    /// Transient and refused replies keep the server's own text, and a
+    /// cluster redirect says what is wrong.
+    #[test]
+    fn texts_carry_the_servers_reply() {
+        let op = Op::new("XADD", "s");
+        let readonly = map_error(
+            reply("READONLY", "You can't write against a read only replica."),
+            &op,
+        );
+        assert!(readonly.is_transient());
+        assert!(
+            readonly
+                .to_string()
+                .contains("READONLY You can't write against a read only replica."),
+            "{readonly}"
+        );
+        let moved = map_error(reply("MOVED", "3999 127.0.0.1:6381"), &op);
+        assert!(!moved.is_transient());
+        let text = moved.to_string();
+        assert!(text.contains("MOVED 3999 127.0.0.1:6381"), "{text}");
+        assert!(text.contains("Redis Cluster"), "{text}");
+        let count = map_error(reply("ERR", "COUNT must be > 0"), &op);
+        assert!(
+            count.to_string().contains("ERR COUNT must be > 0"),
+            "{count}"
+        );
+        let interval = map_error(reply("ERR", "invalid start ID for the interval"), &op);
+        assert!(
+            interval
+                .to_string()
+                .starts_with("ERR invalid start ID for the interval"),
+            "{interval}"
+        );
     }
 
     #[test]

@@ -169,7 +169,7 @@ impl RedisBroker {
             // A restart or `SCRIPT FLUSH` emptied the script cache; the
             // chunks that found it missing ran nothing.
             tracing::debug!(url = %self.redacted_url(), "settle script not loaded; loading it");
-            self.load_script(&SETTLE, op).await?;
+            self.load_script(SETTLE_LUA, op).await?;
             let again = self.query_pipe(&send(&missing), op).await?;
             for (chunk, reply) in missing.into_iter().zip(again) {
                 if let Some(slot) = replies.get_mut(chunk) {
@@ -215,15 +215,25 @@ impl RedisBroker {
         Ok(outcomes)
     }
 
-    /// Loads `script` into the server's script cache (`SCRIPT LOAD`).
-    async fn load_script(&self, script: &Script, op: Op<'_>) -> Result<()> {
-        let mut conn = self.shared_connection();
-        script
-            .prepare_invoke()
-            .load_async(&mut conn)
-            .await
-            .map(drop)
-            .map_err(|err| op.error(err))
+    /// Loads a script's `source` into the server's script cache.
+    async fn load_script(&self, source: &str, op: Op<'_>) -> Result<()> {
+        let mut cmd = redis::cmd("SCRIPT");
+        cmd.arg("LOAD").arg(source);
+        self.send(&cmd).await.map(drop).map_err(|err| op.error(err))
+    }
+
+    /// Sends an `EVALSHA`; on `NOSCRIPT` (a restart or `SCRIPT FLUSH`
+    /// emptied the script cache, and nothing ran) loads the script and sends
+    /// it once more, so callers never see the cache was empty.
+    async fn eval_loaded(&self, cmd: &redis::Cmd, source: &str, op: Op<'_>) -> Result<Value> {
+        match self.send(cmd).await {
+            Err(err) if err.code() == Some(NOSCRIPT) => {
+                tracing::debug!(url = %self.redacted_url(), "script not loaded; loading it");
+                self.load_script(source, op).await?;
+                self.send(cmd).await.map_err(|err| op.error(err))
+            }
+            reply => reply.map_err(|err| op.error(err)),
+        }
     }
 
     /// [`Broker::renew`](crewq_core::Broker::renew) in one script call.
@@ -235,16 +245,17 @@ impl RedisBroker {
         ids: &[StreamId],
     ) -> Result<Vec<StreamId>> {
         let op = Op::group("renew", stream, group);
-        let mut invocation = RENEW.prepare_invoke();
-        invocation.key(stream).arg(group).arg(consumer);
-        for id in ids {
-            invocation.arg(id.to_string());
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(RENEW.get_hash())
+            .arg(1)
+            .arg(stream)
+            .arg(group)
+            .arg(consumer);
+        let mut id = IdText::new();
+        for &entry in ids {
+            cmd.arg(id.format(entry));
         }
-        let mut conn = self.shared_connection();
-        let reply: Value = invocation
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|err| op.error(err))?;
+        let reply = self.eval_loaded(&cmd, RENEW_LUA, op).await?;
         parse::ids(reply).map_err(|shape| op.protocol(shape))
     }
 }

@@ -41,6 +41,7 @@ mod error;
 mod guarded;
 mod once;
 mod parse;
+mod shared;
 #[cfg(feature = "tls")]
 mod tls;
 

@@ -298,6 +298,9 @@ pub trait Broker: Send + Sync {
     ///   (`autoclaim_scans_at_most_ten_times_count`).
     /// - A missing key or group fails with `NoGroup`
     ///   (`autoclaim_missing_group_is_nogroup`).
+    /// - A `count` of 0 or above Redis 7.0's bound (`LONG_MAX / 16`) fails
+    ///   with `InvalidArgument` and Redis's text, `ERR COUNT must be > 0`
+    ///   (`autoclaim_rejects_count_out_of_range`).
     async fn autoclaim(
         &self,
         stream: &str,

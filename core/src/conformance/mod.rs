@@ -119,6 +119,7 @@ macro_rules! conformance_cases {
             autoclaim_reports_and_removes_deleted_entries,
             autoclaim_scans_at_most_ten_times_count,
             autoclaim_missing_group_is_nogroup,
+            autoclaim_rejects_count_out_of_range,
             // info.rs
             info_stream_reports_counters_and_edges,
             info_missing_key_fails,
