@@ -25,7 +25,10 @@ use crate::{commands, parse};
 ///
 /// Commands share one multiplexed connection, re-opened in the background
 /// when it drops (the command that saw the drop fails with a transient
-/// [`Error::Connection`]; later ones wait for the new connection). Blocking
+/// [`Error::Connection`]; later ones wait for the new connection), and
+/// replaced by a fresh one after a response time-out (the link may be
+/// half-open) or a `READONLY` reply (a failover demoted the server). Every
+/// connection has TCP keepalive ([`RedisConfig::tcp_keepalive`]). Blocking
 /// reads (`ReadGroup::block` on new entries) each get a dedicated connection
 /// instead, so they never stall other commands. Appends of
 /// [`Broker::xadd_many`] are pipelined in one round trip, and

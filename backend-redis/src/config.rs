@@ -4,7 +4,9 @@ use std::fmt;
 use std::time::Duration;
 
 use crewq_core::{Error, Result};
-use redis::Client;
+use redis::io::tcp::TcpSettings;
+use redis::io::tcp::socket2::TcpKeepalive;
+use redis::{Client, IntoConnectionInfo};
 
 use crate::RedisBroker;
 
@@ -49,6 +51,7 @@ pub struct RedisConfig {
     pub(crate) retries: usize,
     pub(crate) blocking_connections: usize,
     pub(crate) block_margin: Duration,
+    pub(crate) tcp_keepalive: Option<Duration>,
     #[cfg(feature = "tls")]
     pub(crate) tls: crate::tls::TlsTrust,
 }
@@ -66,6 +69,10 @@ impl RedisConfig {
     pub const DEFAULT_BLOCKING_CONNECTIONS: usize = 4;
     /// Default [`RedisConfig::block_margin`].
     pub const DEFAULT_BLOCK_MARGIN: Duration = Duration::from_secs(2);
+    /// Default [`RedisConfig::tcp_keepalive`]: the first probe after 10 s
+    /// of silence, then (on Linux) every 5 s, 3 unanswered probes closing
+    /// the socket: a peer gone without a FIN is found within about 25 s.
+    pub const DEFAULT_TCP_KEEPALIVE: Duration = Duration::from_secs(10);
 
     /// Settings for `url` with the default time-outs.
     pub fn new(url: impl Into<String>) -> Self {
@@ -76,6 +83,7 @@ impl RedisConfig {
             retries: Self::DEFAULT_RETRIES,
             blocking_connections: Self::DEFAULT_BLOCKING_CONNECTIONS,
             block_margin: Self::DEFAULT_BLOCK_MARGIN,
+            tcp_keepalive: Some(Self::DEFAULT_TCP_KEEPALIVE),
             #[cfg(feature = "tls")]
             tls: crate::tls::TlsTrust::default(),
         }
@@ -90,6 +98,12 @@ impl RedisConfig {
 
     /// How long a command on the shared connection may wait for its reply
     /// before it fails with [`Error::Timeout`](crewq_core::Error::Timeout).
+    ///
+    /// A time-out also retires the shared connection: it may be half-open
+    /// (gone silent with no FIN or RST, so every later command would time
+    /// out too), and the next call opens a fresh one. Keep it well above
+    /// the slowest reply expected (a large pipelined batch) so a busy
+    /// server does not cost reconnects.
     ///
     /// Blocking reads never use the shared connection, so this need not
     /// cover any `BLOCK` time.
@@ -121,6 +135,16 @@ impl RedisConfig {
     #[must_use]
     pub fn block_margin(mut self, margin: Duration) -> Self {
         self.block_margin = margin;
+        self
+    }
+
+    /// TCP keepalive on every connection: after `idle` without traffic the
+    /// kernel probes the peer and closes a socket whose peer is gone (a
+    /// crashed host, a dropped NAT mapping), so even an idle connection
+    /// does not stay half-open. `None` turns it off.
+    #[must_use]
+    pub fn tcp_keepalive(mut self, idle: Option<Duration>) -> Self {
+        self.tcp_keepalive = idle;
         self
     }
 
@@ -169,7 +193,11 @@ impl RedisConfig {
     /// The redis-rs client for these settings (URL and TLS trust).
     pub(crate) fn client(&self, redacted_url: &str) -> Result<Client> {
         // redis-rs's URL errors never echo the URL, so they are safe to keep.
-        let client = Client::open(self.url.as_str()).map_err(|err| {
+        let info = self.url.as_str().into_connection_info().map_err(|err| {
+            Error::InvalidArgument(format!("not a Redis URL: {redacted_url} ({err})"))
+        })?;
+        let info = info.set_tcp_settings(tcp_settings(self.tcp_keepalive));
+        let client = Client::open(info).map_err(|err| {
             Error::InvalidArgument(format!("not a Redis URL: {redacted_url} ({err})"))
         })?;
         #[cfg(feature = "tls")]
@@ -200,12 +228,31 @@ impl fmt::Debug for RedisConfig {
             .field("response_timeout", &self.response_timeout)
             .field("retries", &self.retries)
             .field("blocking_connections", &self.blocking_connections)
-            .field("block_margin", &self.block_margin);
+            .field("block_margin", &self.block_margin)
+            .field("tcp_keepalive", &self.tcp_keepalive);
         #[cfg(feature = "tls")]
         debug.field("tls", &self.tls);
         debug.finish()
     }
 }
+
+/// The TCP settings of every connection: keepalive after `idle`.
+fn tcp_settings(idle: Option<Duration>) -> TcpSettings {
+    let settings = TcpSettings::default();
+    let Some(idle) = idle else {
+        return settings;
+    };
+    let keepalive = TcpKeepalive::new().with_time(idle);
+    #[cfg(target_os = "linux")]
+    let keepalive = keepalive
+        .with_interval(idle / 2)
+        .with_retries(KEEPALIVE_PROBES);
+    settings.set_keepalive(keepalive)
+}
+
+/// Unanswered keepalive probes before the kernel closes the socket.
+#[cfg(target_os = "linux")]
+const KEEPALIVE_PROBES: u32 = 3;
 
 /// Replaces the password of a Redis URL with `***`.
 ///
@@ -361,6 +408,29 @@ mod tests {
         assert!(
             debug.contains("redis://admin:***@localhost:6379/0"),
             "{debug}"
+        );
+    }
+
+    /// Every connection of a client gets TCP keepalive, unless turned off.
+    #[test]
+    fn connections_use_tcp_keepalive_by_default() {
+        let config = RedisConfig::new("redis://127.0.0.1:1/0");
+        let client = config.client("redis://127.0.0.1:1/0").expect("client");
+        assert!(
+            client
+                .get_connection_info()
+                .tcp_settings()
+                .keepalive()
+                .is_some()
+        );
+        let off = config.tcp_keepalive(None);
+        let client = off.client("redis://127.0.0.1:1/0").expect("client");
+        assert!(
+            client
+                .get_connection_info()
+                .tcp_settings()
+                .keepalive()
+                .is_none()
         );
     }
 

@@ -10,6 +10,10 @@ use crewq_tests::redis_server::TestRedis;
 
 #[path = "redis_backend/failover.rs"]
 mod failover;
+#[path = "redis_backend/half_open.rs"]
+mod half_open;
+#[path = "redis_backend/proxy.rs"]
+mod proxy;
 #[path = "redis_backend/settle_items.rs"]
 mod settle_items;
 
