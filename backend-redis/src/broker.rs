@@ -7,12 +7,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use crewq_core::{
     AckAndAdd, AckAndAddReply, AddedOnce, AutoClaimed, Broker, ConsumerInfo, DeliveredEntry, Error,
-    ErrorKind, GroupInfo, GroupStart, IdRange, NewEntry, OnceEntry, PendingEntry, PendingQuery,
+    GroupInfo, GroupStart, IdRange, NewEntry, OnceEntry, PendingEntry, PendingQuery,
     PendingSummary, ReadFrom, ReadGroup, Result, Settle, Settled, StreamEntry, StreamId,
     StreamInfo, Trim, validate_new_entry,
 };
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncConnectionConfig, Cmd, Pipeline, Value};
+use redis::{Cmd, Pipeline, Value};
 
 use crate::batch::entry_op;
 use crate::blocking::{BlockingError, BlockingPool};
@@ -66,54 +65,21 @@ impl RedisBroker {
         RedisConfig::new(url).connect().await
     }
 
-    pub(crate) async fn connect_with(config: RedisConfig) -> Result<RedisBroker> {
-        let redacted_url = config.redacted_url();
-        let client = config.client(&redacted_url)?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.connection_timeout))
-            .set_response_timeout(Some(config.response_timeout))
-            .set_number_of_retries(config.retries);
-        tracing::debug!(url = %redacted_url, "connecting to Redis");
-        // redis-rs's ConnectionManager retries its first connection on every
-        // error, so a wrong password or an untrusted certificate would cost
-        // the whole back-off and then look transient. One plain attempt
-        // first tells a refused identity from a server not up yet.
-        let probe_config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(config.connection_timeout))
-            .set_response_timeout(Some(config.response_timeout));
-        if let Err(err) = client
-            .get_multiplexed_async_connection_with_config(&probe_config)
-            .await
-        {
-            let err = Op::new("connect", &redacted_url).error(err);
-            if err.kind() == ErrorKind::Auth {
-                return Err(err);
-            }
-        }
-        let manager = ConnectionManager::new_with_config(client.clone(), manager_config.clone())
-            .await
-            .map_err(|err| Op::new("connect", &redacted_url).error(err))?;
-        let shared = Shared::new(
-            client.clone(),
-            manager_config,
-            manager,
-            redacted_url.clone(),
-        );
-        tracing::debug!(url = %redacted_url, "connected to Redis");
-        let blocking = BlockingPool::new(
-            client,
-            config.connection_timeout,
-            config.blocking_connections,
-            redacted_url.clone(),
-        );
-        Ok(RedisBroker {
+    /// A broker on connections [`crate::connect`] opened.
+    pub(crate) fn from_parts(
+        shared: Shared,
+        blocking: BlockingPool,
+        config: RedisConfig,
+        redacted_url: String,
+    ) -> RedisBroker {
+        RedisBroker {
             inner: Arc::new(Inner {
                 shared,
                 blocking,
                 config,
                 redacted_url,
             }),
-        })
+        }
     }
 
     /// The server's URL with the password hidden.

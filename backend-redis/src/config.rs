@@ -52,6 +52,7 @@ pub struct RedisConfig {
     pub(crate) blocking_connections: usize,
     pub(crate) block_margin: Duration,
     pub(crate) tcp_keepalive: Option<Duration>,
+    pub(crate) wait_for_server: Option<Duration>,
     #[cfg(feature = "tls")]
     pub(crate) tls: crate::tls::TlsTrust,
 }
@@ -84,6 +85,7 @@ impl RedisConfig {
             blocking_connections: Self::DEFAULT_BLOCKING_CONNECTIONS,
             block_margin: Self::DEFAULT_BLOCK_MARGIN,
             tcp_keepalive: Some(Self::DEFAULT_TCP_KEEPALIVE),
+            wait_for_server: None,
             #[cfg(feature = "tls")]
             tls: crate::tls::TlsTrust::default(),
         }
@@ -135,6 +137,30 @@ impl RedisConfig {
     #[must_use]
     pub fn block_margin(mut self, margin: Duration) -> Self {
         self.block_margin = margin;
+        self
+    }
+
+    /// Makes [`RedisConfig::connect`] wait for a server that is down or
+    /// not answering yet (a crew started before its Redis), trying again
+    /// with back-off and logging each failed attempt, for at most `bound`
+    /// in all; then it fails with one [`Error::Connection`] naming the
+    /// address, how long it tried and the last failure. A refused identity
+    /// (wrong password, untrusted certificate) fails at once.
+    ///
+    /// Without it, `connect` tries a handful of times (about 9.5 s with
+    /// the default [`RedisConfig::retries`]) and a server that accepts but
+    /// never answers costs each attempt its [`RedisConfig::connection_timeout`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use crewq_redis::RedisConfig;
+    /// let config = RedisConfig::new("redis://127.0.0.1:6379/0")
+    ///     .wait_for_server(Duration::from_secs(60));
+    /// # drop(config);
+    /// ```
+    #[must_use]
+    pub fn wait_for_server(mut self, bound: Duration) -> Self {
+        self.wait_for_server = Some(bound);
         self
     }
 
@@ -214,8 +240,12 @@ impl RedisConfig {
     /// connection error or time-out when the server cannot be reached or
     /// (`rediss://`) its certificate is not trusted; a backend error when
     /// authentication fails.
+    ///
+    /// With [`RedisConfig::wait_for_server`], a server that is not up (or
+    /// does not answer) is waited for up to that bound, and the error then
+    /// names the address and how long it was tried.
     pub async fn connect(self) -> Result<RedisBroker> {
-        RedisBroker::connect_with(self).await
+        crate::connect::open(self).await
     }
 }
 
@@ -229,7 +259,8 @@ impl fmt::Debug for RedisConfig {
             .field("retries", &self.retries)
             .field("blocking_connections", &self.blocking_connections)
             .field("block_margin", &self.block_margin)
-            .field("tcp_keepalive", &self.tcp_keepalive);
+            .field("tcp_keepalive", &self.tcp_keepalive)
+            .field("wait_for_server", &self.wait_for_server);
         #[cfg(feature = "tls")]
         debug.field("tls", &self.tls);
         debug.finish()

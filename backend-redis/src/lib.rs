@@ -37,6 +37,7 @@ mod blocking;
 mod broker;
 mod commands;
 mod config;
+mod connect;
 mod error;
 mod guarded;
 mod once;

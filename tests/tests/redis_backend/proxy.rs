@@ -31,7 +31,12 @@ impl SilencingProxy {
     /// Forwards to `127.0.0.1:upstream`; `None` upstream accepts links and
     /// never answers (a server that hangs).
     pub fn start(upstream: Option<u16>) -> SilencingProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        Self::start_on(0, upstream)
+    }
+
+    /// [`SilencingProxy::start`] on a given port (`0`: any free one).
+    pub fn start_on(port: u16, upstream: Option<u16>) -> SilencingProxy {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the proxy");
         let port = listener.local_addr().expect("proxy address").port();
         listener.set_nonblocking(true).expect("non-blocking accept");
         let shared = Arc::new(Switches {
