@@ -42,21 +42,20 @@ impl Broker for MemoryBroker {
     async fn xadd_once(&self, entries: Vec<OnceEntry>) -> Result<Vec<Result<AddedOnce>>> {
         let now = self.now_ms();
         Ok(self.with_state(|state| {
+            // Amortised: each marker is dropped once, after its window.
+            state.markers.evict_expired(now);
             entries
                 .into_iter()
                 .map(|once| {
                     validate_once_entry(&once)?;
-                    // Redis expires a key once its time is reached (PX).
-                    if let Some(&(id, expires_ms)) = state.markers.get(&once.marker)
-                        && expires_ms > now
-                    {
+                    if let Some(id) = state.markers.live(&once.marker, now) {
                         return Ok(AddedOnce::Duplicate(id));
                     }
                     let id = add(&mut state.streams, once.entry, now)?;
                     let window = u64::try_from(once.window.as_millis()).unwrap_or(u64::MAX);
                     state
                         .markers
-                        .insert(once.marker, (id, now.saturating_add(window)));
+                        .set(once.marker, id, now.saturating_add(window));
                     Ok(AddedOnce::Added(id))
                 })
                 .collect()

@@ -39,15 +39,17 @@
 
 mod broker;
 mod group;
+mod markers;
 mod stream;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crewq_core::{Clock, Error, Result, StreamId, SystemClock};
+use crewq_core::{Clock, Error, Result, SystemClock};
 
 use crate::group::Group;
+use crate::markers::Markers;
 use crate::stream::Stream;
 
 /// An in-memory broker. Clones share the same data.
@@ -65,8 +67,8 @@ struct Inner {
 #[derive(Debug, Default)]
 struct State {
     streams: BTreeMap<String, Key>,
-    /// Append-once markers: the id they recorded and when they expire (ms).
-    markers: BTreeMap<String, (StreamId, u64)>,
+    /// Append-once markers: the id they recorded and when they expire.
+    markers: Markers,
 }
 
 /// What one stream key holds. Entries and groups are kept side by side so a
@@ -104,6 +106,12 @@ impl MemoryBroker {
         self.with_state(|state| f(&mut state.streams))
     }
 
+    /// How many append-once markers are held (expired ones included until
+    /// evicted): shown by `Debug`, and checked by the tests of the bound.
+    pub(crate) fn held_markers(&self) -> usize {
+        self.with_state(|state| state.markers.len())
+    }
+
     /// Like [`MemoryBroker::with_keys`], with the append-once markers too.
     fn with_state<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
         // A panic under the lock can only come from a bug here; the data is
@@ -128,6 +136,7 @@ impl fmt::Debug for MemoryBroker {
         let streams = self.with_keys(|keys| keys.len());
         f.debug_struct("MemoryBroker")
             .field("streams", &streams)
+            .field("markers", &self.held_markers())
             .field("clock", &self.inner.clock)
             .finish()
     }
