@@ -34,7 +34,9 @@
 //! # Differences from Redis
 //!
 //! - Approximate trims (`~`) trim exactly; Redis may keep more entries.
-//! - Keys are streams only, so `WrongType` never happens here.
+//! - Keys are streams only, so `WrongType` never happens here; an append
+//!   can still fail (a stream whose last id is the largest), which is how a
+//!   settle item fails alone here (`Settled::Failed`).
 //! - Nothing is persisted or shared between processes.
 
 mod broker;

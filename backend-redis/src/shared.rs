@@ -85,12 +85,10 @@ impl Shared {
     }
 
     /// [`Shared::after_error`] for the replies of a pipeline whose error
-    /// replies came back in place.
+    /// replies came back in place, or inside a script's reply (a settle's
+    /// items that failed on a replica).
     pub fn after_replies(&self, generation: u64, replies: &[Value]) {
-        let demoted = replies
-            .iter()
-            .any(|reply| matches!(reply, Value::ServerError(err) if err.code() == READONLY));
-        if demoted {
+        if replies.iter().any(is_readonly) {
             self.replace(generation, "the server is a replica now (READONLY)");
         }
     }
@@ -123,5 +121,14 @@ impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, Current> {
         // A connection handle stays valid whatever panicked while locked.
         self.current.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Whether `reply` is, or holds, a `READONLY` error reply.
+fn is_readonly(reply: &Value) -> bool {
+    match reply {
+        Value::ServerError(err) => err.code() == READONLY,
+        Value::Array(items) => items.iter().any(is_readonly),
+        _ => false,
     }
 }

@@ -185,3 +185,65 @@ async fn a_demoted_server_answers_writes_with_a_transient_readonly() {
         .await
         .expect("a primary again takes writes");
 }
+
+/// Polls until `server`, a replica, has synced from its primary.
+fn wait_synced(server: &TestRedis) {
+    let mut conn = server.raw_connection();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut conn)
+            .expect("INFO");
+        if info.contains("master_link_status:up") {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "never synced: {info}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A failover demotes the server while it holds pending work (its data
+/// now replicated from the new primary): a settle's items are `Failed` with
+/// `READONLY` and stay pending, the connection is replaced, and once the
+/// server is a primary again the same settle succeeds.
+#[tokio::test]
+async fn a_settle_on_a_demoted_server_fails_its_items_and_keeps_them_pending() {
+    let server = TestRedis::start_with_args(&[]);
+    let other = TestRedis::start_with_args(&[]);
+    let prefix = server.unique_prefix();
+    let (stream, results) = (format!("{prefix}:s"), format!("{prefix}:r"));
+    let broker = server.broker().await;
+    let ids = delivered(&broker, &stream, 2).await;
+    let port_of = |s: &TestRedis| s.port().expect("a private server").to_string();
+    // `other` takes a copy and becomes the primary; `server` follows it.
+    raw(&other, &["REPLICAOF", "127.0.0.1", &port_of(&server)]);
+    wait_synced(&other);
+    raw(&other, &["REPLICAOF", "NO", "ONE"]);
+    raw(&server, &["REPLICAOF", "127.0.0.1", &port_of(&other)]);
+    wait_synced(&server);
+
+    let settle =
+        Settle::new(&stream, "g", "w").item(SettleItem::new(ids[0]).append(entry(&results, 1)));
+    let outcomes = broker.settle(settle.clone()).await.expect("the call");
+    assert!(
+        matches!(&outcomes[0], Settled::Failed(why) if why.starts_with("READONLY")),
+        "{outcomes:?}"
+    );
+    assert_eq!(broker.connection_replacements(), 1);
+    assert_eq!(
+        broker
+            .pending_summary(&stream, "g")
+            .await
+            .expect("pending")
+            .count,
+        2
+    );
+
+    raw(&server, &["REPLICAOF", "NO", "ONE"]);
+    let outcomes = broker.settle(settle).await.expect("settle");
+    assert!(
+        matches!(&outcomes[0], Settled::Done(a) if a.len() == 1),
+        "{outcomes:?}"
+    );
+}
