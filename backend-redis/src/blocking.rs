@@ -99,11 +99,17 @@ impl BlockingPool {
             None => cmd.query_async(&mut lease.conn).await,
         };
         // An error reply (NOGROUP ...) leaves the connection in step; a
-        // transport failure does not.
+        // transport failure does not. `READONLY` says a failover demoted
+        // the server: its connections go, so that later reads reconnect
+        // (behind a failover's DNS name or proxy, to the new primary).
+        let demoted = matches!(&reply, Err(err) if err.code() == Some("READONLY"));
         lease.healthy = match &reply {
             Ok(_) => true,
-            Err(err) => !breaks_connection(err),
+            Err(err) => !breaks_connection(err) && !demoted,
         };
+        if demoted {
+            self.close_idle("the server is a replica now (READONLY)");
+        }
         if reused && !lease.healthy {
             // A pooled connection found dead was most likely closed with
             // its siblings (server restart, CLIENT KILL, idle time-out):

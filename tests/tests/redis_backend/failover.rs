@@ -161,8 +161,22 @@ async fn a_demoted_server_answers_writes_with_a_transient_readonly() {
         .expect("a primary takes writes");
     assert_eq!(broker.connection_replacements(), 0);
 
+    broker
+        .group_create(&stream, "g", GroupStart::BEGINNING, false)
+        .await
+        .expect("group");
+    let read = ReadGroup::new(&stream, "g", "w").block(Duration::from_millis(50));
+    broker.read_group(&read).await.expect("a blocking read");
+    assert_eq!(broker.idle_blocking_connections(), 1);
+
     let port = primary.port().expect("a private server").to_string();
     raw(&server, &["REPLICAOF", "127.0.0.1", &port]);
+    // XREADGROUP is a write: a replica refuses it before looking at keys,
+    // and the pooled blocking connections are closed.
+    let err = broker.read_group(&read).await.expect_err("a replica");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.to_string().contains("READONLY"), "{err}");
+    assert_eq!(broker.idle_blocking_connections(), 0);
     let err = broker.xadd(entry(&stream, 2)).await.expect_err("a replica");
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     assert!(err.is_transient());
