@@ -16,6 +16,8 @@ mod failover;
 mod half_open;
 #[path = "redis_backend/proxy.rs"]
 mod proxy;
+#[path = "redis_backend/redirect.rs"]
+mod redirect;
 #[path = "redis_backend/settle_items.rs"]
 mod settle_items;
 
