@@ -1,6 +1,5 @@
 //! `Broker` for `MemoryBroker`: each call takes the lock once and applies whole.
 
-use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::pin::pin;
 use std::time::Duration;
@@ -15,7 +14,7 @@ use crewq_core::{
 };
 
 use crate::group::{Count, Group};
-use crate::stream::next_id;
+use crate::write::{add, settle_locked};
 use crate::{Key, MemoryBroker, group_mut};
 
 /// The largest `XAUTOCLAIM` COUNT Redis 7.0 accepts: `LONG_MAX / 16`.
@@ -361,7 +360,7 @@ impl Broker for MemoryBroker {
     async fn settle(&self, settle: Settle) -> Result<Vec<Settled>> {
         validate_settle(&settle)?;
         let now = self.now_ms();
-        self.with_keys(|keys| Self::settle_locked(keys, settle, now))
+        self.with_keys(|keys| settle_locked(keys, settle, now))
     }
 
     async fn renew(
@@ -386,47 +385,6 @@ impl Broker for MemoryBroker {
 }
 
 impl MemoryBroker {
-    /// The body of [`Broker::settle`], under the lock.
-    fn settle_locked(
-        keys: &mut BTreeMap<String, Key>,
-        settle: Settle,
-        now_ms: u64,
-    ) -> Result<Vec<Settled>> {
-        group_mut(keys, &settle.stream, &settle.group)?;
-        let mut outcomes = Vec::with_capacity(settle.items.len());
-        for item in settle.items {
-            let (_, group) = group_mut(keys, &settle.stream, &settle.group)?;
-            if !group.owns(&settle.consumer, item.id) {
-                outcomes.push(Settled::NotOwned);
-                continue;
-            }
-            // Appends first, then the ack: as on Redis, where a failed write
-            // is not rolled back, the entry must never be acked without them.
-            // A failed append stops its item (the appends before it stay)
-            // and leaves it pending; the other items go on, as each item's
-            // writes on Redis are `redis.pcall`s of their own.
-            let mut ids = Vec::with_capacity(item.appends.len());
-            let mut failed = None;
-            for entry in item.appends {
-                match add(keys, entry, now_ms) {
-                    Ok(id) => ids.push(id),
-                    Err(err) => {
-                        failed = Some(err.to_string());
-                        break;
-                    }
-                }
-            }
-            if let Some(why) = failed {
-                outcomes.push(Settled::Failed(why));
-                continue;
-            }
-            let (_, group) = group_mut(keys, &settle.stream, &settle.group)?;
-            group.ack(&[item.id]);
-            outcomes.push(Settled::Done(ids));
-        }
-        Ok(outcomes)
-    }
-
     /// One non-blocking `XREADGROUP`.
     fn read_once(&self, read: &ReadGroup) -> Result<Vec<DeliveredEntry>> {
         let now = self.now_ms();
@@ -445,18 +403,6 @@ impl MemoryBroker {
             })
         })
     }
-}
-
-/// `XADD` on the locked data: the stream is created only once the id is known
-/// to be valid, as Redis leaves no key behind a rejected add.
-fn add(keys: &mut BTreeMap<String, Key>, entry: NewEntry, now_ms: u64) -> Result<StreamId> {
-    let last_id = keys
-        .get(&entry.stream)
-        .map_or(StreamId::ZERO, |k| k.stream.last_id);
-    let id = next_id(&entry.stream, last_id, entry.id, now_ms)?;
-    let key = keys.entry(entry.stream).or_default();
-    key.stream.append(id, entry.fields, entry.trim);
-    Ok(id)
 }
 
 /// Redis rejects the two exclusive bounds that leave nothing to range over.

@@ -43,6 +43,7 @@ mod broker;
 mod group;
 mod markers;
 mod stream;
+mod write;
 
 use std::collections::BTreeMap;
 use std::fmt;
