@@ -1,6 +1,5 @@
 //! `Broker` for `MemoryBroker`: each call takes the lock once and applies whole.
 
-use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::pin::pin;
 use std::time::Duration;
@@ -15,8 +14,11 @@ use crewq_core::{
 };
 
 use crate::group::{Count, Group};
-use crate::stream::next_id;
+use crate::write::{add, settle_locked};
 use crate::{Key, MemoryBroker, group_mut};
+
+/// The largest `XAUTOCLAIM` COUNT Redis 7.0 accepts: `LONG_MAX / 16`.
+const MAX_AUTOCLAIM_COUNT: u64 = i64::MAX.unsigned_abs() / 16;
 
 #[async_trait]
 impl Broker for MemoryBroker {
@@ -39,21 +41,20 @@ impl Broker for MemoryBroker {
     async fn xadd_once(&self, entries: Vec<OnceEntry>) -> Result<Vec<Result<AddedOnce>>> {
         let now = self.now_ms();
         Ok(self.with_state(|state| {
+            // Amortised: each marker is dropped once, after its window.
+            state.markers.evict_expired(now);
             entries
                 .into_iter()
                 .map(|once| {
                     validate_once_entry(&once)?;
-                    // Redis expires a key once its time is reached (PX).
-                    if let Some(&(id, expires_ms)) = state.markers.get(&once.marker)
-                        && expires_ms > now
-                    {
+                    if let Some(id) = state.markers.live(&once.marker, now) {
                         return Ok(AddedOnce::Duplicate(id));
                     }
                     let id = add(&mut state.streams, once.entry, now)?;
                     let window = u64::try_from(once.window.as_millis()).unwrap_or(u64::MAX);
                     state
                         .markers
-                        .insert(once.marker, (id, now.saturating_add(window)));
+                        .set(once.marker, id, now.saturating_add(window));
                     Ok(AddedOnce::Added(id))
                 })
                 .collect()
@@ -249,11 +250,14 @@ impl Broker for MemoryBroker {
         start: StreamId,
         count: usize,
     ) -> Result<AutoClaimed> {
-        if count == 0 {
-            // Redis: "ERR COUNT must be > 0".
-            return Err(Error::InvalidArgument(
-                "XAUTOCLAIM COUNT must be > 0".into(),
-            ));
+        // Redis 7.0 takes COUNT in 1..=LONG_MAX / 16 (16: the size of a
+        // stream id, the larger of it and the attempts factor 10) and
+        // answers anything else, even a number too large to parse, so.
+        let in_range = u64::try_from(count).is_ok_and(|n| (1..=MAX_AUTOCLAIM_COUNT).contains(&n));
+        if !in_range {
+            return Err(Error::InvalidArgument(format!(
+                "ERR COUNT must be > 0 (XAUTOCLAIM on '{stream}')"
+            )));
         }
         let now = self.now_ms();
         self.with_keys(|keys| {
@@ -356,7 +360,7 @@ impl Broker for MemoryBroker {
     async fn settle(&self, settle: Settle) -> Result<Vec<Settled>> {
         validate_settle(&settle)?;
         let now = self.now_ms();
-        self.with_keys(|keys| Self::settle_locked(keys, settle, now))
+        self.with_keys(|keys| settle_locked(keys, settle, now))
     }
 
     async fn renew(
@@ -381,34 +385,6 @@ impl Broker for MemoryBroker {
 }
 
 impl MemoryBroker {
-    /// The body of [`Broker::settle`], under the lock.
-    fn settle_locked(
-        keys: &mut BTreeMap<String, Key>,
-        settle: Settle,
-        now_ms: u64,
-    ) -> Result<Vec<Settled>> {
-        group_mut(keys, &settle.stream, &settle.group)?;
-        let mut outcomes = Vec::with_capacity(settle.items.len());
-        for item in settle.items {
-            let (_, group) = group_mut(keys, &settle.stream, &settle.group)?;
-            if !group.owns(&settle.consumer, item.id) {
-                outcomes.push(Settled::NotOwned);
-                continue;
-            }
-            // Appends first, then the ack: as on Redis, where a failed write
-            // is not rolled back, the entry must never be acked without them.
-            let ids = item
-                .appends
-                .into_iter()
-                .map(|entry| add(keys, entry, now_ms))
-                .collect::<Result<Vec<_>>>()?;
-            let (_, group) = group_mut(keys, &settle.stream, &settle.group)?;
-            group.ack(&[item.id]);
-            outcomes.push(Settled::Done(ids));
-        }
-        Ok(outcomes)
-    }
-
     /// One non-blocking `XREADGROUP`.
     fn read_once(&self, read: &ReadGroup) -> Result<Vec<DeliveredEntry>> {
         let now = self.now_ms();
@@ -427,18 +403,6 @@ impl MemoryBroker {
             })
         })
     }
-}
-
-/// `XADD` on the locked data: the stream is created only once the id is known
-/// to be valid, as Redis leaves no key behind a rejected add.
-fn add(keys: &mut BTreeMap<String, Key>, entry: NewEntry, now_ms: u64) -> Result<StreamId> {
-    let last_id = keys
-        .get(&entry.stream)
-        .map_or(StreamId::ZERO, |k| k.stream.last_id);
-    let id = next_id(&entry.stream, last_id, entry.id, now_ms)?;
-    let key = keys.entry(entry.stream).or_default();
-    key.stream.append(id, entry.fields, entry.trim);
-    Ok(id)
 }
 
 /// Redis rejects the two exclusive bounds that leave nothing to range over.

@@ -34,20 +34,25 @@
 //! # Differences from Redis
 //!
 //! - Approximate trims (`~`) trim exactly; Redis may keep more entries.
-//! - Keys are streams only, so `WrongType` never happens here.
+//! - Keys are streams only, so `WrongType` never happens here; an append
+//!   can still fail (a stream whose last id is the largest), which is how a
+//!   settle item fails alone here (`Settled::Failed`).
 //! - Nothing is persisted or shared between processes.
 
 mod broker;
 mod group;
+mod markers;
 mod stream;
+mod write;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crewq_core::{Clock, Error, Result, StreamId, SystemClock};
+use crewq_core::{Clock, Error, Result, SystemClock};
 
 use crate::group::Group;
+use crate::markers::Markers;
 use crate::stream::Stream;
 
 /// An in-memory broker. Clones share the same data.
@@ -65,8 +70,8 @@ struct Inner {
 #[derive(Debug, Default)]
 struct State {
     streams: BTreeMap<String, Key>,
-    /// Append-once markers: the id they recorded and when they expire (ms).
-    markers: BTreeMap<String, (StreamId, u64)>,
+    /// Append-once markers: the id they recorded and when they expire.
+    markers: Markers,
 }
 
 /// What one stream key holds. Entries and groups are kept side by side so a
@@ -104,6 +109,12 @@ impl MemoryBroker {
         self.with_state(|state| f(&mut state.streams))
     }
 
+    /// How many append-once markers are held (expired ones included until
+    /// evicted): shown by `Debug`, and checked by the tests of the bound.
+    pub(crate) fn held_markers(&self) -> usize {
+        self.with_state(|state| state.markers.len())
+    }
+
     /// Like [`MemoryBroker::with_keys`], with the append-once markers too.
     fn with_state<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
         // A panic under the lock can only come from a bug here; the data is
@@ -128,6 +139,7 @@ impl fmt::Debug for MemoryBroker {
         let streams = self.with_keys(|keys| keys.len());
         f.debug_struct("MemoryBroker")
             .field("streams", &streams)
+            .field("markers", &self.held_markers())
             .field("clock", &self.inner.clock)
             .finish()
     }

@@ -84,29 +84,50 @@ impl BlockingPool {
             Some(deadline) => {
                 match tokio::time::timeout(deadline, cmd.query_async(&mut lease.conn)).await {
                     Ok(reply) => reply,
-                    Err(_) => return Err(BlockingError::Deadline(deadline)),
+                    Err(_) => {
+                        if reused {
+                            // No reply past the BLOCK time: the link may be
+                            // half-open, and its pooled siblings with it.
+                            self.close_idle(
+                                "a pooled blocking-read connection gave no reply in time",
+                            );
+                        }
+                        return Err(BlockingError::Deadline(deadline));
+                    }
                 }
             }
             None => cmd.query_async(&mut lease.conn).await,
         };
         // An error reply (NOGROUP ...) leaves the connection in step; a
-        // transport failure does not.
+        // transport failure does not. `READONLY` says a failover demoted
+        // the server: its connections go, so that later reads reconnect
+        // (behind a failover's DNS name or proxy, to the new primary).
+        let demoted = matches!(&reply, Err(err) if err.code() == Some("READONLY"));
         lease.healthy = match &reply {
             Ok(_) => true,
-            Err(err) => !breaks_connection(err),
+            Err(err) => !breaks_connection(err) && !demoted,
         };
+        if demoted {
+            self.close_idle("the server is a replica now (READONLY)");
+        }
         if reused && !lease.healthy {
             // A pooled connection found dead was most likely closed with
             // its siblings (server restart, CLIENT KILL, idle time-out):
             // drop them all rather than fail one read per stale connection.
-            let stale = std::mem::take(&mut *self.lock_idle());
-            tracing::debug!(
-                url = %self.inner.redacted_url,
-                closed = stale.len(),
-                "a pooled blocking-read connection failed; closing the idle ones"
-            );
+            self.close_idle("a pooled blocking-read connection failed");
         }
         reply.map_err(BlockingError::Redis)
+    }
+
+    /// Closes every idle connection, after `why`.
+    fn close_idle(&self, why: &str) {
+        let stale = std::mem::take(&mut *self.lock_idle());
+        tracing::debug!(
+            url = %self.inner.redacted_url,
+            closed = stale.len(),
+            reason = why,
+            "closing the idle blocking-read connections"
+        );
     }
 
     /// An idle connection (`true`: reused) or a new one (`false`).

@@ -7,24 +7,27 @@ use std::time::Duration;
 use async_trait::async_trait;
 use crewq_core::{
     AckAndAdd, AckAndAddReply, AddedOnce, AutoClaimed, Broker, ConsumerInfo, DeliveredEntry, Error,
-    ErrorKind, GroupInfo, GroupStart, IdRange, NewEntry, OnceEntry, PendingEntry, PendingQuery,
+    GroupInfo, GroupStart, IdRange, NewEntry, OnceEntry, PendingEntry, PendingQuery,
     PendingSummary, ReadFrom, ReadGroup, Result, Settle, Settled, StreamEntry, StreamId,
     StreamInfo, Trim, validate_new_entry,
 };
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncConnectionConfig, Cmd, Pipeline, Value};
+use redis::{Cmd, Pipeline, Value};
 
 use crate::batch::entry_op;
 use crate::blocking::{BlockingError, BlockingPool};
 use crate::config::RedisConfig;
 use crate::error::Op;
+use crate::shared::Shared;
 use crate::{commands, parse};
 
 /// A [`Broker`] on a Redis server (7.0 or later).
 ///
 /// Commands share one multiplexed connection, re-opened in the background
 /// when it drops (the command that saw the drop fails with a transient
-/// [`Error::Connection`]; later ones wait for the new connection). Blocking
+/// [`Error::Connection`]; later ones wait for the new connection), and
+/// replaced by a fresh one after a response time-out (the link may be
+/// half-open) or a `READONLY` reply (a failover demoted the server). Every
+/// connection has TCP keepalive ([`RedisConfig::tcp_keepalive`]). Blocking
 /// reads (`ReadGroup::block` on new entries) each get a dedicated connection
 /// instead, so they never stall other commands. Appends of
 /// [`Broker::xadd_many`] are pipelined in one round trip, and
@@ -46,7 +49,7 @@ pub struct RedisBroker {
 }
 
 struct Inner {
-    shared: ConnectionManager,
+    shared: Shared,
     blocking: BlockingPool,
     config: RedisConfig,
     redacted_url: String,
@@ -62,48 +65,21 @@ impl RedisBroker {
         RedisConfig::new(url).connect().await
     }
 
-    pub(crate) async fn connect_with(config: RedisConfig) -> Result<RedisBroker> {
-        let redacted_url = config.redacted_url();
-        let client = config.client(&redacted_url)?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.connection_timeout))
-            .set_response_timeout(Some(config.response_timeout))
-            .set_number_of_retries(config.retries);
-        tracing::debug!(url = %redacted_url, "connecting to Redis");
-        // redis-rs's ConnectionManager retries its first connection on every
-        // error, so a wrong password or an untrusted certificate would cost
-        // the whole back-off and then look transient. One plain attempt
-        // first tells a refused identity from a server not up yet.
-        let probe_config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(config.connection_timeout))
-            .set_response_timeout(Some(config.response_timeout));
-        if let Err(err) = client
-            .get_multiplexed_async_connection_with_config(&probe_config)
-            .await
-        {
-            let err = Op::new("connect", &redacted_url).error(err);
-            if err.kind() == ErrorKind::Auth {
-                return Err(err);
-            }
-        }
-        let shared = ConnectionManager::new_with_config(client.clone(), manager_config)
-            .await
-            .map_err(|err| Op::new("connect", &redacted_url).error(err))?;
-        tracing::debug!(url = %redacted_url, "connected to Redis");
-        let blocking = BlockingPool::new(
-            client,
-            config.connection_timeout,
-            config.blocking_connections,
-            redacted_url.clone(),
-        );
-        Ok(RedisBroker {
+    /// A broker on connections [`crate::connect`] opened.
+    pub(crate) fn from_parts(
+        shared: Shared,
+        blocking: BlockingPool,
+        config: RedisConfig,
+        redacted_url: String,
+    ) -> RedisBroker {
+        RedisBroker {
             inner: Arc::new(Inner {
                 shared,
                 blocking,
                 config,
                 redacted_url,
             }),
-        })
+        }
     }
 
     /// The server's URL with the password hidden.
@@ -116,23 +92,38 @@ impl RedisBroker {
         self.inner.blocking.idle_count()
     }
 
-    /// A handle on the shared connection (cheap: it is multiplexed).
-    pub(crate) fn shared_connection(&self) -> ConnectionManager {
-        self.inner.shared.clone()
+    /// How many times the shared connection was replaced after a response
+    /// time-out or a `READONLY` reply (for tests and diagnostics).
+    pub fn connection_replacements(&self) -> u64 {
+        self.inner.shared.replacements()
+    }
+
+    /// Sends one command on the shared connection, unmapped; replaces the
+    /// connection when the error says it cannot be trusted.
+    pub(crate) async fn send(&self, cmd: &Cmd) -> redis::RedisResult<Value> {
+        let mut handle = self.inner.shared.get();
+        let reply = cmd.query_async(&mut handle.conn).await;
+        if let Err(err) = &reply {
+            self.inner.shared.after_error(handle.generation, err);
+        }
+        reply
     }
 
     /// Sends one command on the shared connection.
     async fn query(&self, cmd: &Cmd, op: Op<'_>) -> Result<Value> {
-        let mut conn = self.inner.shared.clone();
-        let reply = cmd.query_async(&mut conn).await;
+        let reply = self.send(cmd).await;
         reply.map_err(|err| self.failed(op, err))
     }
 
     /// Sends a pipeline (or transaction) on the shared connection; with
     /// `ignore_errors` its error replies come back in place.
     pub(crate) async fn query_pipe(&self, pipe: &Pipeline, op: Op<'_>) -> Result<Vec<Value>> {
-        let mut conn = self.inner.shared.clone();
-        let replies = pipe.query_async(&mut conn).await;
+        let mut handle = self.inner.shared.get();
+        let replies = pipe.query_async::<Vec<Value>>(&mut handle.conn).await;
+        match &replies {
+            Ok(replies) => self.inner.shared.after_replies(handle.generation, replies),
+            Err(err) => self.inner.shared.after_error(handle.generation, err),
+        }
         replies.map_err(|err| self.failed(op, err))
     }
 
@@ -398,12 +389,6 @@ impl Broker for RedisBroker {
         start: StreamId,
         count: usize,
     ) -> Result<AutoClaimed> {
-        if count == 0 {
-            // Redis: "ERR COUNT must be > 0".
-            return Err(Error::InvalidArgument(format!(
-                "XAUTOCLAIM on '{stream}' needs a count greater than 0"
-            )));
-        }
         let cmd = commands::autoclaim(stream, group, consumer, min_idle, start, count);
         self.fetch(
             &cmd,

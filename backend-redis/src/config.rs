@@ -4,15 +4,12 @@ use std::fmt;
 use std::time::Duration;
 
 use crewq_core::{Error, Result};
-use redis::Client;
+use redis::io::tcp::TcpSettings;
+use redis::io::tcp::socket2::TcpKeepalive;
+use redis::{Client, IntoConnectionInfo};
 
 use crate::RedisBroker;
-
-/// What a redacted secret prints as.
-const REDACTED: &str = "***";
-
-/// Query parameters that carry a password (`redis+unix:///path?pass=...`).
-const SECRET_QUERY_KEYS: &[&str] = &["pass", "password"];
+use crate::redact::redact_url;
 
 /// Settings for a [`RedisBroker`], built from a URL.
 ///
@@ -49,6 +46,8 @@ pub struct RedisConfig {
     pub(crate) retries: usize,
     pub(crate) blocking_connections: usize,
     pub(crate) block_margin: Duration,
+    pub(crate) tcp_keepalive: Option<Duration>,
+    pub(crate) wait_for_server: Option<Duration>,
     #[cfg(feature = "tls")]
     pub(crate) tls: crate::tls::TlsTrust,
 }
@@ -66,6 +65,10 @@ impl RedisConfig {
     pub const DEFAULT_BLOCKING_CONNECTIONS: usize = 4;
     /// Default [`RedisConfig::block_margin`].
     pub const DEFAULT_BLOCK_MARGIN: Duration = Duration::from_secs(2);
+    /// Default [`RedisConfig::tcp_keepalive`]: the first probe after 10 s
+    /// of silence, then (on Linux) every 5 s, 3 unanswered probes closing
+    /// the socket: a peer gone without a FIN is found within about 25 s.
+    pub const DEFAULT_TCP_KEEPALIVE: Duration = Duration::from_secs(10);
 
     /// Settings for `url` with the default time-outs.
     pub fn new(url: impl Into<String>) -> Self {
@@ -76,6 +79,8 @@ impl RedisConfig {
             retries: Self::DEFAULT_RETRIES,
             blocking_connections: Self::DEFAULT_BLOCKING_CONNECTIONS,
             block_margin: Self::DEFAULT_BLOCK_MARGIN,
+            tcp_keepalive: Some(Self::DEFAULT_TCP_KEEPALIVE),
+            wait_for_server: None,
             #[cfg(feature = "tls")]
             tls: crate::tls::TlsTrust::default(),
         }
@@ -90,6 +95,12 @@ impl RedisConfig {
 
     /// How long a command on the shared connection may wait for its reply
     /// before it fails with [`Error::Timeout`](crewq_core::Error::Timeout).
+    ///
+    /// A time-out also retires the shared connection: it may be half-open
+    /// (gone silent with no FIN or RST, so every later command would time
+    /// out too), and the next call opens a fresh one. Keep it well above
+    /// the slowest reply expected (a large pipelined batch) so a busy
+    /// server does not cost reconnects.
     ///
     /// Blocking reads never use the shared connection, so this need not
     /// cover any `BLOCK` time.
@@ -121,6 +132,40 @@ impl RedisConfig {
     #[must_use]
     pub fn block_margin(mut self, margin: Duration) -> Self {
         self.block_margin = margin;
+        self
+    }
+
+    /// Makes [`RedisConfig::connect`] wait for a server that is down or
+    /// not answering yet (a crew started before its Redis), trying again
+    /// with back-off and logging each failed attempt, for at most `bound`
+    /// in all; then it fails with one [`Error::Connection`] naming the
+    /// address, how long it tried and the last failure. A refused identity
+    /// (wrong password, untrusted certificate) fails at once.
+    ///
+    /// Without it, `connect` tries a handful of times (about 9.5 s with
+    /// the default [`RedisConfig::retries`]) and a server that accepts but
+    /// never answers costs each attempt its [`RedisConfig::connection_timeout`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use crewq_redis::RedisConfig;
+    /// let config = RedisConfig::new("redis://127.0.0.1:6379/0")
+    ///     .wait_for_server(Duration::from_secs(60));
+    /// # drop(config);
+    /// ```
+    #[must_use]
+    pub fn wait_for_server(mut self, bound: Duration) -> Self {
+        self.wait_for_server = Some(bound);
+        self
+    }
+
+    /// TCP keepalive on every connection: after `idle` without traffic the
+    /// kernel probes the peer and closes a socket whose peer is gone (a
+    /// crashed host, a dropped NAT mapping), so even an idle connection
+    /// does not stay half-open. `None` turns it off.
+    #[must_use]
+    pub fn tcp_keepalive(mut self, idle: Option<Duration>) -> Self {
+        self.tcp_keepalive = idle;
         self
     }
 
@@ -169,7 +214,11 @@ impl RedisConfig {
     /// The redis-rs client for these settings (URL and TLS trust).
     pub(crate) fn client(&self, redacted_url: &str) -> Result<Client> {
         // redis-rs's URL errors never echo the URL, so they are safe to keep.
-        let client = Client::open(self.url.as_str()).map_err(|err| {
+        let info = self.url.as_str().into_connection_info().map_err(|err| {
+            Error::InvalidArgument(format!("not a Redis URL: {redacted_url} ({err})"))
+        })?;
+        let info = info.set_tcp_settings(tcp_settings(self.tcp_keepalive));
+        let client = Client::open(info).map_err(|err| {
             Error::InvalidArgument(format!("not a Redis URL: {redacted_url} ({err})"))
         })?;
         #[cfg(feature = "tls")]
@@ -186,8 +235,12 @@ impl RedisConfig {
     /// connection error or time-out when the server cannot be reached or
     /// (`rediss://`) its certificate is not trusted; a backend error when
     /// authentication fails.
+    ///
+    /// With [`RedisConfig::wait_for_server`], a server that is not up (or
+    /// does not answer) is waited for up to that bound, and the error then
+    /// names the address and how long it was tried.
     pub async fn connect(self) -> Result<RedisBroker> {
-        RedisBroker::connect_with(self).await
+        crate::connect::open(self).await
     }
 }
 
@@ -200,64 +253,32 @@ impl fmt::Debug for RedisConfig {
             .field("response_timeout", &self.response_timeout)
             .field("retries", &self.retries)
             .field("blocking_connections", &self.blocking_connections)
-            .field("block_margin", &self.block_margin);
+            .field("block_margin", &self.block_margin)
+            .field("tcp_keepalive", &self.tcp_keepalive)
+            .field("wait_for_server", &self.wait_for_server);
         #[cfg(feature = "tls")]
         debug.field("tls", &self.tls);
         debug.finish()
     }
 }
 
-/// Replaces the password of a Redis URL with `***`.
-///
-/// Errs on the side of hiding too much: everything between the first `:` of
-/// the user info and the *last* `@` is hidden, so a password holding an
-/// unescaped `@`, `/` or `?` does not leak either. Text that does not look
-/// like a URL is returned as is when it has no `@`, and hidden whole when it
-/// has one.
-pub(crate) fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return if url.contains('@') {
-            REDACTED.to_owned()
-        } else {
-            url.to_owned()
-        };
+/// The TCP settings of every connection: keepalive after `idle`.
+fn tcp_settings(idle: Option<Duration>) -> TcpSettings {
+    let settings = TcpSettings::default();
+    let Some(idle) = idle else {
+        return settings;
     };
-    let rest = match rest.rfind('@') {
-        Some(at) => {
-            let (user_info, after) = rest.split_at(at);
-            match user_info.split_once(':') {
-                Some((user, _password)) => format!("{user}:{REDACTED}{after}"),
-                None => rest.to_owned(),
-            }
-        }
-        None => rest.to_owned(),
-    };
-    format!("{scheme}://{}", redact_query(&rest))
+    let keepalive = TcpKeepalive::new().with_time(idle);
+    #[cfg(target_os = "linux")]
+    let keepalive = keepalive
+        .with_interval(idle / 2)
+        .with_retries(KEEPALIVE_PROBES);
+    settings.set_keepalive(keepalive)
 }
 
-/// Hides the values of password-carrying query parameters.
-fn redact_query(rest: &str) -> String {
-    let Some((before, query)) = rest.split_once('?') else {
-        return rest.to_owned();
-    };
-    let (query, fragment) = match query.split_once('#') {
-        Some((query, fragment)) => (query, Some(fragment)),
-        None => (query, None),
-    };
-    let pairs: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((key, _)) if SECRET_QUERY_KEYS.contains(&key) => format!("{key}={REDACTED}"),
-            _ => pair.to_owned(),
-        })
-        .collect();
-    let mut out = format!("{before}?{}", pairs.join("&"));
-    if let Some(fragment) = fragment {
-        out.push('#');
-        out.push_str(fragment);
-    }
-    out
-}
+/// Unanswered keepalive probes before the kernel closes the socket.
+#[cfg(target_os = "linux")]
+const KEEPALIVE_PROBES: u32 = 3;
 
 /// A `BLOCK` time in whole milliseconds, rounded up: Redis reads `BLOCK 0`
 /// as "forever", so a non-zero duration below 1 ms must never become 0.
@@ -283,77 +304,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn redacts_user_and_password() {
-        assert_eq!(
-            redact_url("redis://user:pass@host:6379/2"),
-            "redis://user:***@host:6379/2"
-        );
-    }
-
-    #[test]
-    fn redacts_rediss_urls_like_redis_ones() {
-        let cases = [
-            ("rediss://:pass@host:6380", "rediss://:***@host:6380"),
-            (
-                "rediss://crew:pass@host:6380/2",
-                "rediss://crew:***@host:6380/2",
-            ),
-            (
-                "rediss://u:p@ss/w@127.0.0.1:1/0",
-                "rediss://u:***@127.0.0.1:1/0",
-            ),
-            (
-                "rediss://u:pass@host/0?protocol=resp3#insecure",
-                "rediss://u:***@host/0?protocol=resp3#insecure",
-            ),
-            (
-                "rediss://host:6380/0#insecure",
-                "rediss://host:6380/0#insecure",
-            ),
-            ("rediss://user@host:6380", "rediss://user@host:6380"),
-        ];
-        for (url, redacted) in cases {
-            assert_eq!(redact_url(url), redacted, "{url}");
-        }
-    }
-
-    #[test]
-    fn keeps_urls_without_password() {
-        for url in [
-            "redis://127.0.0.1:6379",
-            "redis://user@host/0",
-            "redis://host/0?protocol=resp3",
-        ] {
-            assert_eq!(redact_url(url), url);
-        }
-    }
-
-    #[test]
-    fn hides_passwords_with_reserved_characters() {
-        let redacted = redact_url("redis://u:p@ss/w?rd@host:1/0");
-        assert_eq!(redacted, "redis://u:***@host:1/0");
-        assert!(!redact_url("redis://u:a%40b@h").contains("a%40b"));
-    }
-
-    #[test]
-    fn hides_query_passwords() {
-        assert_eq!(
-            redact_url("redis+unix:///tmp/r.sock?db=1&user=u&pass=secret"),
-            "redis+unix:///tmp/r.sock?db=1&user=u&pass=***"
-        );
-        assert_eq!(
-            redact_url("redis+unix:///s?password=x#frag"),
-            "redis+unix:///s?password=***#frag"
-        );
-    }
-
-    #[test]
-    fn hides_text_that_is_not_a_url() {
-        assert_eq!(redact_url("secret@host"), "***");
-        assert_eq!(redact_url("host:6379"), "host:6379");
-    }
-
-    #[test]
     fn debug_never_shows_the_password() {
         let config = RedisConfig::new("redis://admin:hunter2@localhost:6379/0");
         let debug = format!("{config:?}");
@@ -361,6 +311,29 @@ mod tests {
         assert!(
             debug.contains("redis://admin:***@localhost:6379/0"),
             "{debug}"
+        );
+    }
+
+    /// Every connection of a client gets TCP keepalive, unless turned off.
+    #[test]
+    fn connections_use_tcp_keepalive_by_default() {
+        let config = RedisConfig::new("redis://127.0.0.1:1/0");
+        let client = config.client("redis://127.0.0.1:1/0").expect("client");
+        assert!(
+            client
+                .get_connection_info()
+                .tcp_settings()
+                .keepalive()
+                .is_some()
+        );
+        let off = config.tcp_keepalive(None);
+        let client = off.client("redis://127.0.0.1:1/0").expect("client");
+        assert!(
+            client
+                .get_connection_info()
+                .tcp_settings()
+                .keepalive()
+                .is_none()
         );
     }
 

@@ -4,8 +4,31 @@ use crewq_core::{Error, StreamId};
 use redis::{ErrorKind as RedisKind, RedisError};
 
 /// Error codes meaning "not now, nothing was applied": a server loading its
-/// data set, a busy script, a cluster resharding or failing over.
-const UNAVAILABLE_CODES: &[&str] = &["LOADING", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN"];
+/// data set, a busy script, a cluster resharding or failing over, a node a
+/// failover demoted to a replica (`READONLY`: the shared connection is then
+/// replaced, see `shared.rs`), too few replicas for `min-replicas-to-write`,
+/// or memory full under `noeviction` (`OOM`). Callers wait these out.
+const UNAVAILABLE_CODES: &[&str] = &[
+    "LOADING",
+    "BUSY",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "MASTERDOWN",
+    "READONLY",
+    "NOREPLICAS",
+    "OOM",
+];
+
+/// Error codes of a cluster redirect: the server is a Redis Cluster node and
+/// the key lives on another one. This client speaks to a single node, so
+/// retrying cannot help.
+const REDIRECT_CODES: &[&str] = &["MOVED", "ASK"];
+
+/// `ERR` texts of an argument Redis refused (`XAUTOCLAIM`'s `COUNT`).
+const INVALID_ARGUMENT: &[&str] = &[
+    "COUNT must be > 0",
+    "Insufficient memory, failed allocating transient memory, COUNT too high",
+];
 
 /// Error codes of a refused identity or permission: retrying cannot help.
 const AUTH_CODES: &[&str] = &["WRONGPASS", "NOAUTH", "NOPERM"];
@@ -132,6 +155,11 @@ fn map_server_error(code: &str, detail: &str, op: &Op<'_>) -> Option<Error> {
             "{} on '{}': {code} {detail}",
             op.name, op.stream
         ))),
+        code if REDIRECT_CODES.contains(&code) => Some(Error::Unsupported(format!(
+            "{} on '{}': {code} {detail}: the server is a Redis Cluster node and crewq-redis \
+             speaks to a single node; point it at a standalone (or Sentinel-managed) server",
+            op.name, op.stream
+        ))),
         "ERR" => {
             if ID_TOO_SMALL.iter().any(|text| detail.starts_with(text)) {
                 // Redis does not say what the top id is; the caller may
@@ -147,7 +175,12 @@ fn map_server_error(code: &str, detail: &str, op: &Op<'_>) -> Option<Error> {
                 Some(Error::IdExhausted(stream))
             } else if INVALID_ID.iter().any(|text| detail.starts_with(text)) {
                 Some(Error::InvalidId(format!(
-                    "{} on '{}': {detail}",
+                    "{detail} ({} on '{}')",
+                    op.name, op.stream
+                )))
+            } else if INVALID_ARGUMENT.iter().any(|text| detail.starts_with(text)) {
+                Some(Error::InvalidArgument(format!(
+                    "ERR {detail} ({} on '{}')",
                     op.name, op.stream
                 )))
             } else {
@@ -205,154 +238,4 @@ pub(crate) fn from_server_error(err: redis::ServerError) -> RedisError {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crewq_core::ErrorKind;
-
-    /// An error reply as redis-rs parses it off the wire, so known codes
-    /// (`LOADING`, `TRYAGAIN` ...) get redis-rs's own kinds.
-    fn reply(code: &str, detail: &str) -> RedisError {
-        let wire = format!("-{code} {detail}\r\n");
-        match redis::parse_redis_value(wire.as_bytes()) {
-            Ok(redis::Value::ServerError(err)) => from_server_error(err),
-            other => panic!("not an error reply: {other:?}"),
-        }
-    }
-
-    fn kind_of(err: RedisError) -> ErrorKind {
-        map_error(err, &Op::group("XADD", "s", "g")).kind()
-    }
-
-    #[test]
-    fn maps_stream_error_replies() {
-        let cases = [
-            (
-                "NOGROUP",
-                "No such key 's' or consumer group 'g'",
-                ErrorKind::NoGroup,
-            ),
-            (
-                "BUSYGROUP",
-                "Consumer Group name already exists",
-                ErrorKind::GroupExists,
-            ),
-            (
-                "WRONGTYPE",
-                "Operation against a key holding the wrong kind of value",
-                ErrorKind::WrongType,
-            ),
-            (
-                "WRONGPASS",
-                "invalid username-password pair or user is disabled.",
-                ErrorKind::Auth,
-            ),
-            ("NOAUTH", "Authentication required.", ErrorKind::Auth),
-            (
-                "NOPERM",
-                "this user has no permissions to run the 'xadd' command",
-                ErrorKind::Auth,
-            ),
-            (
-                "ERR",
-                "The ID specified in XADD is equal or smaller than the target stream top item",
-                ErrorKind::IdTooSmall,
-            ),
-            (
-                "ERR",
-                "The ID specified in XADD must be greater than 0-0",
-                ErrorKind::IdTooSmall,
-            ),
-            ("ERR", "no such key", ErrorKind::NoSuchKey),
-            (
-                "ERR",
-                "The XGROUP subcommand requires the key to exist. Note that ...",
-                ErrorKind::NoSuchKey,
-            ),
-            (
-                "ERR",
-                "The stream has exhausted the last possible ID, unable to add more items",
-                ErrorKind::IdExhausted,
-            ),
-            (
-                "ERR",
-                "Invalid stream ID specified as stream command argument",
-                ErrorKind::InvalidId,
-            ),
-            (
-                "ERR",
-                "invalid start ID for the interval",
-                ErrorKind::InvalidId,
-            ),
-            (
-                "ERR",
-                "invalid end ID for the interval",
-                ErrorKind::InvalidId,
-            ),
-            (
-                "LOADING",
-                "Redis is loading the dataset in memory",
-                ErrorKind::Unavailable,
-            ),
-            (
-                "BUSY",
-                "Redis is busy running a script.",
-                ErrorKind::Unavailable,
-            ),
-            (
-                "TRYAGAIN",
-                "Multiple keys request during rehashing of slot",
-                ErrorKind::Unavailable,
-            ),
-            ("CLUSTERDOWN", "The cluster is down", ErrorKind::Unavailable),
-            (
-                "MASTERDOWN",
-                "Link with MASTER is down",
-                ErrorKind::Unavailable,
-            ),
-            ("ERR", "syntax error", ErrorKind::Backend),
-        ];
-        for (code, detail, kind) in cases {
-            assert_eq!(kind_of(reply(code, detail)), kind, "{code} {detail}");
-        }
-    }
-
-    #[test]
-    fn fills_in_stream_and_group() {
-        let err = map_error(
-            reply("NOGROUP", "x"),
-            &Op::group("XACK", "tasks", "workers"),
-        );
-        assert!(
-            matches!(&err, Error::NoGroup { stream, group } if stream == "tasks" && group == "workers"),
-            "{err:?}"
-        );
-        let err = map_error(
-            reply("ERR", ID_TOO_SMALL[0]),
-            &Op::new("XADD", "tasks").with_id(StreamId::new(5, 1)),
-        );
-        assert!(
-            matches!(&err, Error::IdTooSmall { id, .. } if *id == StreamId::new(5, 1)),
-            "{err:?}"
-        );
-    }
-
-    #[test]
-    fn maps_transport_failures_as_transient_with_source() {
-        use std::error::Error as _;
-        let dropped = RedisError::from(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
-        let err = map_error(dropped, &Op::new("XLEN", "s"));
-        assert_eq!(err.kind(), ErrorKind::Connection);
-        assert!(err.source().is_some());
-        let refused = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
-        assert_eq!(kind_of(refused), ErrorKind::Connection);
-        let timeout = RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
-        assert_eq!(kind_of(timeout), ErrorKind::Timeout);
-        assert!(
-            map_error(
-                RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)),
-                &Op::new("XLEN", "s")
-            )
-            .is_transient()
-        );
-    }
-}
+mod tests;

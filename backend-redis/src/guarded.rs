@@ -6,26 +6,31 @@
 //! the ownership check and the writes. redis-rs sends each script by its
 //! SHA1 (`EVALSHA`) and loads it once on `NOSCRIPT`.
 //!
+//! A settle's items succeed or fail alone: each item's appends run under
+//! `redis.pcall`, and a large settle goes as several script calls.
+//!
 //! Every key a script touches is passed in `KEYS`, so on Redis Cluster the
 //! task stream and the streams written to must share a hash slot (crewq's
 //! cluster keyspace uses hash tags for that).
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::sync::LazyLock;
 
 use crewq_core::{Result, Settle, Settled, StreamId, validate_settle};
-use redis::{ErrorKind, Script, ServerErrorKind, Value};
+use redis::{Script, Value};
 
 use crate::RedisBroker;
-use crate::error::Op;
+use crate::error::{Op, from_server_error};
 use crate::{commands, parse};
 
 /// `KEYS[1]` the stream, `KEYS[2..]` the streams written to.
 /// `ARGV`: group, consumer, the smallest and largest item id and a row
 /// limit for the ownership read, then per item its id and number of
 /// appends, and per append the index of its key, its argument count and the
-/// `XADD` arguments after the key. Replies per item: the appended ids, or
-/// false (nil) when the consumer does not own the item.
+/// `XADD` arguments after the key. Replies per item: the appended ids, false
+/// (nil) when the consumer does not own the item, or the error of its
+/// failed append.
 ///
 /// Ownership is read once for the batch: the consumer's pending entries
 /// between the smallest and the largest id. When that read was cut short by
@@ -33,12 +38,14 @@ use crate::{commands, parse};
 /// it did not list are looked up one by one, so the answer is exact either
 /// way.
 ///
-/// Every outcome is written before any acknowledgement, and the owned
-/// entries are acknowledged together by one `XACK` at the end: Redis does
-/// not roll a script back, so should a write fail part-way, the entries
-/// stay pending and are redelivered, never acknowledged without their
-/// outcome. No other client runs between the ownership read and the `XACK`:
-/// the script is atomic.
+/// Each item succeeds or fails alone: its appends run under `redis.pcall`,
+/// and the first that fails (a key of another type, `OOM`, an exhausted
+/// stream) stops that item, which is then not acknowledged. Every outcome
+/// is written before any acknowledgement, and the items written whole are
+/// acknowledged together by one `XACK` at the end: Redis does not roll a
+/// script back, so an entry is never acknowledged without its outcome. No
+/// other client runs between the ownership read and the `XACK`: the script
+/// is atomic.
 const SETTLE_LUA: &str = r"
 local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
 local limit = tonumber(ARGV[5])
@@ -54,20 +61,27 @@ while at <= #ARGV do
   -- for the end of the script, but its outcome is written): as if acked.
   local mine = not settled[id] and (listed[id]
     or (not complete and #redis.call('XPENDING', stream, group, id, id, 1, consumer) > 0))
-  local ids = {}
+  local ids, failure = {}, nil
   for _ = 1, appends do
     local key, argc = KEYS[tonumber(ARGV[at])], tonumber(ARGV[at + 1])
-    if mine then
-      ids[#ids + 1] = redis.call('XADD', key, unpack(ARGV, at + 2, at + 1 + argc))
+    if mine and not failure then
+      local added = redis.pcall('XADD', key, unpack(ARGV, at + 2, at + 1 + argc))
+      if type(added) == 'table' and added.err then
+        failure = added
+      else
+        ids[#ids + 1] = added
+      end
     end
     at = at + 2 + argc
   end
-  if mine then
+  if not mine then
+    out[#out + 1] = false
+  elseif failure then
+    out[#out + 1] = failure
+  else
     settled[id] = true
     owned[#owned + 1] = id
     out[#out + 1] = ids
-  else
-    out[#out + 1] = false
   end
 end
 if #owned > 0 then
@@ -94,81 +108,129 @@ return renewed
 /// Rows the batch's ownership read may return beyond twice the items.
 const OWNERSHIP_SLACK: usize = 16;
 
+/// Items per settle script call: a script holds the whole server while it
+/// runs, so a large batch goes as several calls (in one pipeline), each
+/// atomic for its items.
+const SETTLE_CHUNK: usize = 128;
+
+/// The error code of a script missing from the server's cache.
+const NOSCRIPT: &str = "NOSCRIPT";
+
 static SETTLE: LazyLock<Script> = LazyLock::new(|| Script::new(SETTLE_LUA));
 
 static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(RENEW_LUA));
 
 impl RedisBroker {
-    /// [`Broker::settle`](crewq_core::Broker::settle) in one script call.
+    /// [`Broker::settle`](crewq_core::Broker::settle): one script call per
+    /// chunk of at most [`SETTLE_CHUNK`] items, all in one pipeline.
     pub(crate) async fn settle_in_script(&self, settle: Settle) -> Result<Vec<Settled>> {
         validate_settle(&settle)?;
         let op = Op::group("settle", &settle.stream, &settle.group);
-        // Each stream written to is passed once, in KEYS, by its index.
-        let mut keys: Vec<&str> = vec![&settle.stream];
-        let mut key_index: BTreeMap<&str, usize> = BTreeMap::new();
-        for entry in settle.items.iter().flat_map(|item| &item.appends) {
-            if let std::collections::btree_map::Entry::Vacant(slot) =
-                key_index.entry(entry.stream.as_str())
-            {
-                keys.push(&entry.stream);
-                slot.insert(keys.len());
+        let mut chunks: Vec<Range<usize>> = (0..settle.items.len())
+            .step_by(SETTLE_CHUNK)
+            .map(|start| start..(start + SETTLE_CHUNK).min(settle.items.len()))
+            .collect();
+        if chunks.is_empty() {
+            // Still one call, so a missing group fails as it would.
+            chunks.push(Range { start: 0, end: 0 });
+        }
+        self.settle_chunks(&settle, &chunks, op).await
+    }
+
+    /// Sends one script call per chunk in a pipeline, re-sending those that
+    /// found the script missing, and reads the outcomes in item order.
+    ///
+    /// A chunk whose call failed as a whole applied nothing: when every
+    /// chunk failed the call fails with the first error (`NOGROUP` ...);
+    /// otherwise that chunk's items are [`Settled::Failed`] while the
+    /// others keep what was applied.
+    async fn settle_chunks(
+        &self,
+        settle: &Settle,
+        chunks: &[Range<usize>],
+        op: Op<'_>,
+    ) -> Result<Vec<Settled>> {
+        let send = |which: &[usize]| {
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            for &chunk in which {
+                pipe.add_command(settle_cmd(settle, chunks[chunk].clone()));
+            }
+            pipe
+        };
+        let all: Vec<usize> = (0..chunks.len()).collect();
+        let mut replies = self.query_pipe(&send(&all), op).await?;
+        let missing: Vec<usize> = all
+            .iter()
+            .copied()
+            .filter(|&chunk| matches!(replies.get(chunk), Some(Value::ServerError(err)) if err.code() == NOSCRIPT))
+            .collect();
+        if !missing.is_empty() {
+            // A restart or `SCRIPT FLUSH` emptied the script cache; the
+            // chunks that found it missing ran nothing.
+            tracing::debug!(url = %self.redacted_url(), "settle script not loaded; loading it");
+            self.load_script(SETTLE_LUA, op).await?;
+            let again = self.query_pipe(&send(&missing), op).await?;
+            for (chunk, reply) in missing.into_iter().zip(again) {
+                if let Some(slot) = replies.get_mut(chunk) {
+                    *slot = reply;
+                }
             }
         }
-        // The EVALSHA command is built here rather than by redis-rs's
-        // `ScriptInvocation`, which copies every argument once more: a
-        // batch carries every result's JSON.
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(SETTLE.get_hash()).arg(keys.len()).arg(&keys[..]);
-        cmd.arg(&settle.group).arg(&settle.consumer);
-        let mut id = IdText::new();
-        // The ownership read's range and limit: room for every item and as
-        // many of the consumer's other entries in between.
-        let first = settle.items.iter().map(|item| item.id).min();
-        let last = settle.items.iter().map(|item| item.id).max();
-        cmd.arg(id.format(first.unwrap_or(StreamId::ZERO)));
-        cmd.arg(id.format(last.unwrap_or(StreamId::ZERO)));
-        cmd.arg(2 * settle.items.len() + OWNERSHIP_SLACK);
-        for item in &settle.items {
-            cmd.arg(id.format(item.id)).arg(item.appends.len());
-            for entry in &item.appends {
-                cmd.arg(key_index.get(entry.stream.as_str()).copied().unwrap_or(0))
-                    .arg(commands::xadd_arg_count(entry));
-                commands::push_xadd_args(&mut cmd, entry);
-            }
-        }
-        let reply = self.eval_loaded(&cmd, &SETTLE, op).await?;
-        let outcomes = parse::array_or_nil(reply)
-            .and_then(|items| {
-                items
-                    .into_iter()
-                    .map(settled)
-                    .collect::<parse::Parsed<Vec<_>>>()
-            })
-            .map_err(|shape| op.protocol(shape))?;
-        if outcomes.len() != settle.items.len() {
+        if replies.len() != chunks.len() {
             return Err(op.protocol(format_args!(
-                "{} outcomes for {} items",
-                outcomes.len(),
-                settle.items.len()
+                "{} replies to {} script calls",
+                replies.len(),
+                chunks.len()
             )));
+        }
+        if let Some(Value::ServerError(err)) = replies.first()
+            && replies.iter().all(|r| matches!(r, Value::ServerError(_)))
+        {
+            return Err(op.error(from_server_error(err.clone())));
+        }
+        let mut outcomes = Vec::with_capacity(settle.items.len());
+        for (chunk, reply) in chunks.iter().zip(replies) {
+            match reply {
+                Value::ServerError(err) => {
+                    let why = server_text(&err);
+                    tracing::warn!(error = %why, "a settle script call failed; its items stay pending");
+                    outcomes.extend(chunk.clone().map(|_| Settled::Failed(why.clone())));
+                }
+                reply => {
+                    let items = parse::array_or_nil(reply).map_err(|shape| op.protocol(shape))?;
+                    if items.len() != chunk.len() {
+                        return Err(op.protocol(format_args!(
+                            "{} outcomes for {} items",
+                            items.len(),
+                            chunk.len()
+                        )));
+                    }
+                    for item in items {
+                        outcomes.push(settled(item).map_err(|shape| op.protocol(shape))?);
+                    }
+                }
+            }
         }
         Ok(outcomes)
     }
 
-    /// Runs an `EVALSHA` of `script`; on `NOSCRIPT` (a restarted or flushed
-    /// server) loads the script and sends the command once more.
-    async fn eval_loaded(&self, cmd: &redis::Cmd, script: &Script, op: Op<'_>) -> Result<Value> {
-        let mut conn = self.shared_connection();
-        match cmd.query_async::<Value>(&mut conn).await {
-            Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                script
-                    .prepare_invoke()
-                    .load_async(&mut conn)
-                    .await
-                    .map_err(|err| op.error(err))?;
-                cmd.query_async(&mut conn)
-                    .await
-                    .map_err(|err| op.error(err))
+    /// Loads a script's `source` into the server's script cache.
+    async fn load_script(&self, source: &str, op: Op<'_>) -> Result<()> {
+        let mut cmd = redis::cmd("SCRIPT");
+        cmd.arg("LOAD").arg(source);
+        self.send(&cmd).await.map(drop).map_err(|err| op.error(err))
+    }
+
+    /// Sends an `EVALSHA`; on `NOSCRIPT` (a restart or `SCRIPT FLUSH`
+    /// emptied the script cache, and nothing ran) loads the script and sends
+    /// it once more, so callers never see the cache was empty.
+    async fn eval_loaded(&self, cmd: &redis::Cmd, source: &str, op: Op<'_>) -> Result<Value> {
+        match self.send(cmd).await {
+            Err(err) if err.code() == Some(NOSCRIPT) => {
+                tracing::debug!(url = %self.redacted_url(), "script not loaded; loading it");
+                self.load_script(source, op).await?;
+                self.send(cmd).await.map_err(|err| op.error(err))
             }
             reply => reply.map_err(|err| op.error(err)),
         }
@@ -183,17 +245,65 @@ impl RedisBroker {
         ids: &[StreamId],
     ) -> Result<Vec<StreamId>> {
         let op = Op::group("renew", stream, group);
-        let mut invocation = RENEW.prepare_invoke();
-        invocation.key(stream).arg(group).arg(consumer);
-        for id in ids {
-            invocation.arg(id.to_string());
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(RENEW.get_hash())
+            .arg(1)
+            .arg(stream)
+            .arg(group)
+            .arg(consumer);
+        let mut id = IdText::new();
+        for &entry in ids {
+            cmd.arg(id.format(entry));
         }
-        let mut conn = self.shared_connection();
-        let reply: Value = invocation
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|err| op.error(err))?;
+        let reply = self.eval_loaded(&cmd, RENEW_LUA, op).await?;
         parse::ids(reply).map_err(|shape| op.protocol(shape))
+    }
+}
+
+/// The `EVALSHA` of the settle script for `settle`'s items in `chunk`.
+///
+/// Built here rather than by redis-rs's `ScriptInvocation`, which copies
+/// every argument once more: a batch carries every result's JSON.
+fn settle_cmd(settle: &Settle, chunk: Range<usize>) -> redis::Cmd {
+    let items = settle.items.get(chunk).unwrap_or_default();
+    // Each stream written to is passed once, in KEYS, by its index.
+    let mut keys: Vec<&str> = vec![&settle.stream];
+    let mut key_index: BTreeMap<&str, usize> = BTreeMap::new();
+    for entry in items.iter().flat_map(|item| &item.appends) {
+        if let std::collections::btree_map::Entry::Vacant(slot) =
+            key_index.entry(entry.stream.as_str())
+        {
+            keys.push(&entry.stream);
+            slot.insert(keys.len());
+        }
+    }
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(SETTLE.get_hash()).arg(keys.len()).arg(&keys[..]);
+    cmd.arg(&settle.group).arg(&settle.consumer);
+    let mut id = IdText::new();
+    // The ownership read's range and limit: room for every item and as
+    // many of the consumer's other entries in between.
+    let first = items.iter().map(|item| item.id).min();
+    let last = items.iter().map(|item| item.id).max();
+    cmd.arg(id.format(first.unwrap_or(StreamId::ZERO)));
+    cmd.arg(id.format(last.unwrap_or(StreamId::ZERO)));
+    cmd.arg(2 * items.len() + OWNERSHIP_SLACK);
+    for item in items {
+        cmd.arg(id.format(item.id)).arg(item.appends.len());
+        for entry in &item.appends {
+            cmd.arg(key_index.get(entry.stream.as_str()).copied().unwrap_or(0))
+                .arg(commands::xadd_arg_count(entry));
+            commands::push_xadd_args(&mut cmd, entry);
+        }
+    }
+    cmd
+}
+
+/// An error reply as Redis wrote it: `CODE detail`.
+fn server_text(err: &redis::ServerError) -> String {
+    match err.details() {
+        Some(detail) => format!("{} {detail}", err.code()),
+        None => err.code().to_owned(),
     }
 }
 
@@ -222,10 +332,12 @@ impl IdText {
     }
 }
 
-/// One item's outcome: nil when not owned, else the appended ids.
+/// One item's outcome: nil when not owned, the error of its failed
+/// append, else the appended ids.
 fn settled(value: Value) -> parse::Parsed<Settled> {
     match value {
         Value::Nil | Value::Boolean(false) => Ok(Settled::NotOwned),
+        Value::ServerError(err) => Ok(Settled::Failed(server_text(&err))),
         other => parse::ids(other).map(Settled::Done),
     }
 }

@@ -1,12 +1,16 @@
 //! crewq-redis: the [`Broker`](crewq_core::Broker) contract on Redis Streams.
 //!
 //! [`RedisBroker`] speaks to one Redis server (7.0 or later) through
-//! redis-rs: one shared multiplexed connection that reconnects after a drop,
+//! redis-rs: one shared multiplexed connection that reconnects after a drop
+//! and is replaced after a response time-out (a half-open link) or a
+//! `READONLY` reply (a failover), TCP keepalive on every connection,
 //! dedicated connections for blocking reads, pipelined batches of appends,
 //! and `MULTI`/`EXEC` for the atomic ack-and-append step. Replies are read
 //! into crewq's types by hand (RESP2, or RESP3 with `?protocol=resp3`), and
 //! Redis's error replies become crewq's [`Error`](crewq_core::Error) kinds
-//! (`NOGROUP` is `NoGroup`, `LOADING` is a transient `Unavailable` ...).
+//! (`NOGROUP` is `NoGroup`; `LOADING`, `READONLY`, `OOM` are a transient
+//! `Unavailable` ...). [`RedisConfig::wait_for_server`] makes connecting
+//! wait, with a bound, for a server that is not up yet.
 //!
 //! ```no_run
 //! # async fn demo() -> crewq_core::Result<()> {
@@ -37,10 +41,13 @@ mod blocking;
 mod broker;
 mod commands;
 mod config;
+mod connect;
 mod error;
 mod guarded;
 mod once;
 mod parse;
+mod redact;
+mod shared;
 #[cfg(feature = "tls")]
 mod tls;
 

@@ -298,6 +298,9 @@ pub trait Broker: Send + Sync {
     ///   (`autoclaim_scans_at_most_ten_times_count`).
     /// - A missing key or group fails with `NoGroup`
     ///   (`autoclaim_missing_group_is_nogroup`).
+    /// - A `count` of 0 or above Redis 7.0's bound (`LONG_MAX / 16`) fails
+    ///   with `InvalidArgument` and Redis's text, `ERR COUNT must be > 0`
+    ///   (`autoclaim_rejects_count_out_of_range`).
     async fn autoclaim(
         &self,
         stream: &str,
@@ -360,12 +363,14 @@ pub trait Broker: Send + Sync {
 
     /// Settles entries only while the consumer still owns them: for each
     /// item, if its id is pending for `consumer`, writes its appends and then
-    /// acknowledges it; otherwise writes nothing for it. One atomic step
-    /// (a Lua script on Redis, since `MULTI` cannot make a write conditional).
+    /// acknowledges it; otherwise writes nothing for it. Each item is one
+    /// atomic step (a Lua script on Redis, since `MULTI` cannot make a write
+    /// conditional) and succeeds or fails alone.
     ///
-    /// Appends come before the acknowledgement: should a write fail inside
-    /// the step (which Redis does not roll back), the entry stays pending and
-    /// is redelivered, rather than acknowledged with its outcome missing.
+    /// Appends come before the acknowledgement: should an item's write fail
+    /// (which Redis does not roll back), that entry stays pending and is
+    /// reported [`Settled::Failed`], rather than acknowledged with its
+    /// outcome missing.
     ///
     /// # Behavior
     ///
@@ -381,6 +386,13 @@ pub trait Broker: Send + Sync {
     ///   (`settle_rejects_malformed_steps_whole`).
     /// - A missing key or group fails with `NoGroup`
     ///   (`settle_missing_group_is_nogroup`).
+    /// - An item whose append fails (a key of another type, an exhausted
+    ///   stream, `OOM`) is `Failed` with the server's text and stays
+    ///   pending; its earlier appends stay written, and the other items
+    ///   settle as usual (`settle_fails_an_item_alone`).
+    /// - Batches of any size settle exactly, item by item; Redis sends them
+    ///   in chunks of at most 128 items per script call, each chunk atomic
+    ///   (`settle_settles_large_batches_exactly`).
     async fn settle(&self, settle: Settle) -> Result<Vec<Settled>>;
 
     /// Renews the lease of entries `consumer` still owns: like

@@ -9,8 +9,15 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 ///
 /// Each variant is one thing a caller can act on; [`Error::kind`] gives it as
 /// a plain value for matching and comparison, [`Error::is_transient`] says
-/// whether retrying the same call may succeed. Texts follow Redis's own error
-/// replies where there is one, so logs read the same on every backend.
+/// whether retrying the same call may succeed.
+///
+/// A variant that mirrors a Redis error reply displays as that reply does in
+/// Redis 7.0 (its code and message, `ERR no such key`), with crewq's context
+/// after it, so logs read the same on every backend. The others
+/// ([`Error::InvalidArgument`] from crewq's own checks, [`Error::Connection`],
+/// [`Error::Timeout`] ...) have no reply to follow; where one carries a
+/// server's reply ([`Error::Unavailable`], [`Error::Unsupported`] for a
+/// cluster redirect), its text holds it verbatim.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -36,14 +43,13 @@ pub enum Error {
     /// The key holds another type than a stream (`WRONGTYPE`).
     #[error("WRONGTYPE Operation against a key holding the wrong kind of value ('{0}')")]
     WrongType(String),
-    /// Text that is not a stream id.
-    #[error("ERR Invalid stream ID specified as stream command argument: {0:?}")]
+    /// Text that is not a stream id, or a range end that leaves nothing to
+    /// range over. Holds Redis's message (`invalid start ID for the
+    /// interval`) or the text that is not an id.
+    #[error("ERR {}", invalid_id_text(.0))]
     InvalidId(String),
     /// An explicit id not greater than the stream's top id (or `0-0`).
-    #[error(
-        "ERR The ID specified in XADD is equal or smaller than the target stream top item \
-         (stream '{stream}', id {id}, top {top})"
-    )]
+    #[error("ERR {} (stream '{stream}', id {id}, top {top})", id_too_small_text(*.id))]
     IdTooSmall {
         /// The stream key.
         stream: String,
@@ -101,6 +107,35 @@ pub enum Error {
         #[source]
         source: Option<BoxError>,
     },
+}
+
+/// Redis's messages for an invalid id, as `ERR` replies carry them.
+const INVALID_ID_MESSAGES: &[&str] = &[
+    "Invalid stream ID specified as stream command argument",
+    "invalid start ID for the interval",
+    "invalid end ID for the interval",
+];
+
+/// [`Error::InvalidId`]'s message: Redis's own when the payload starts with
+/// one, else Redis's generic one with the text that is not an id.
+fn invalid_id_text(payload: &str) -> String {
+    if INVALID_ID_MESSAGES
+        .iter()
+        .any(|message| payload.starts_with(message))
+    {
+        payload.to_owned()
+    } else {
+        format!("{}: {payload:?}", INVALID_ID_MESSAGES[0])
+    }
+}
+
+/// Redis answers an explicit `0-0` apart from an id not above the top.
+fn id_too_small_text(id: StreamId) -> &'static str {
+    if id == StreamId::ZERO {
+        "The ID specified in XADD must be greater than 0-0"
+    } else {
+        "The ID specified in XADD is equal or smaller than the target stream top item"
+    }
 }
 
 /// The kind of an [`Error`], without its details.
@@ -192,3 +227,72 @@ impl Error {
 
 /// `Result` with the contract's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each variant that mirrors a Redis reply starts with Redis 7.0's text
+    /// of that reply (as `redis-cli` prints it).
+    #[test]
+    fn texts_start_with_redis_replies() {
+        let id = StreamId::new(5, 0);
+        let cases = [
+            (
+                Error::no_group("s", "g"),
+                "NOGROUP No such key 's' or consumer group 'g'",
+            ),
+            (
+                Error::GroupExists {
+                    stream: "s".into(),
+                    group: "g".into(),
+                },
+                "BUSYGROUP Consumer Group name already exists",
+            ),
+            (Error::NoSuchKey("s".into()), "ERR no such key"),
+            (
+                Error::WrongType("s".into()),
+                "WRONGTYPE Operation against a key holding the wrong kind of value",
+            ),
+            (
+                Error::InvalidId("abc".into()),
+                "ERR Invalid stream ID specified as stream command argument",
+            ),
+            (
+                Error::InvalidId("invalid start ID for the interval".into()),
+                "ERR invalid start ID for the interval",
+            ),
+            (
+                Error::InvalidId("invalid end ID for the interval (XRANGE on 's')".into()),
+                "ERR invalid end ID for the interval",
+            ),
+            (
+                Error::IdTooSmall {
+                    stream: "s".into(),
+                    id,
+                    top: id,
+                },
+                "ERR The ID specified in XADD is equal or smaller than the target stream top item",
+            ),
+            (
+                Error::IdTooSmall {
+                    stream: "s".into(),
+                    id: StreamId::ZERO,
+                    top: StreamId::ZERO,
+                },
+                "ERR The ID specified in XADD must be greater than 0-0",
+            ),
+            (
+                Error::IdExhausted("s".into()),
+                "ERR The stream has exhausted the last possible ID, unable to add more items",
+            ),
+        ];
+        for (err, reply) in cases {
+            let text = err.to_string();
+            assert!(
+                text.starts_with(reply),
+                "{text:?} should start with {reply:?}"
+            );
+        }
+    }
+}

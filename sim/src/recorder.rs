@@ -245,6 +245,10 @@ impl<B: Broker> Broker for RecordingBroker<B> {
                     consumer: consumer.clone(),
                     id,
                 },
+                // Not acknowledged: the entry stays pending, as after a
+                // failed call; nothing to record (the simulated broker's
+                // streams cannot fail an append).
+                Settled::Failed(_) => continue,
             };
             self.recorder.record(event);
         }

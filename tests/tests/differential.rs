@@ -660,8 +660,9 @@ enum Reply {
         acked: Vec<u64>,
         ids: Vec<NId>,
     },
-    /// Per item: the appended ids, or `None` when not owned.
-    Settled(Vec<Option<Vec<NId>>>),
+    /// Per item: the appended ids, `None` when not owned, or `Err` when its
+    /// appends failed (the texts differ between backends; the fact does not).
+    Settled(Vec<Result<Option<Vec<NId>>, ()>>),
 }
 
 type Outcome = Result<Reply, ErrorKind>;
@@ -1194,8 +1195,9 @@ impl<'a> Side<'a> {
                 let mut settled = Vec::new();
                 for (streams, outcome) in streams.into_iter().zip(outcomes) {
                     settled.push(match outcome {
-                        Settled::NotOwned => None,
-                        Settled::Done(ids) => Some(
+                        Settled::NotOwned => Ok(None),
+                        Settled::Failed(_) => Err(()),
+                        Settled::Done(ids) => Ok(Some(
                             streams
                                 .into_iter()
                                 .zip(ids)
@@ -1204,7 +1206,7 @@ impl<'a> Side<'a> {
                                     self.norm(s, id)
                                 })
                                 .collect(),
-                        ),
+                        )),
                     });
                 }
                 Reply::Settled(settled)

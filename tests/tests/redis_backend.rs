@@ -8,6 +8,19 @@ use crewq_core::{Broker, Error, ErrorKind, Fields, GroupStart, NewEntry, ReadGro
 use crewq_redis::{RedisBroker, RedisConfig};
 use crewq_tests::redis_server::TestRedis;
 
+#[path = "redis_backend/connect.rs"]
+mod connect;
+#[path = "redis_backend/failover.rs"]
+mod failover;
+#[path = "redis_backend/half_open.rs"]
+mod half_open;
+#[path = "redis_backend/proxy.rs"]
+mod proxy;
+#[path = "redis_backend/redirect.rs"]
+mod redirect;
+#[path = "redis_backend/settle_items.rs"]
+mod settle_items;
+
 /// An ACL user and the default user's password, for the auth tests.
 const USER: &str = "alice";
 const USER_PASSWORD: &str = "wonderland-7f3a";

@@ -392,3 +392,24 @@ pub async fn autoclaim_missing_group_is_nogroup(broker: &dyn Broker, ctx: &Ctx) 
         );
     }
 }
+
+/// `autoclaim`: a COUNT of 0 or above Redis 7.0's bound (`LONG_MAX / 16`)
+/// fails with `InvalidArgument` and Redis's text.
+pub async fn autoclaim_rejects_count_out_of_range(broker: &dyn Broker, ctx: &Ctx) {
+    let tasks = ctx.key("tasks");
+    seed(broker, &tasks, 1).await;
+    group_from_start(broker, &tasks, "g").await;
+    let above = usize::try_from(i64::MAX.unsigned_abs() / 16 + 1).unwrap_or(usize::MAX);
+    for count in [0, above, usize::MAX] {
+        let result = broker
+            .autoclaim(&tasks, "g", "c", Duration::ZERO, StreamId::ZERO, count)
+            .await;
+        match result {
+            Err(err) if err.kind() == ErrorKind::InvalidArgument => assert!(
+                err.to_string().contains("ERR COUNT must be > 0"),
+                "{count}: {err}"
+            ),
+            other => panic!("COUNT {count}: expected InvalidArgument, got {other:?}"),
+        }
+    }
+}

@@ -119,6 +119,7 @@ macro_rules! conformance_cases {
             autoclaim_reports_and_removes_deleted_entries,
             autoclaim_scans_at_most_ten_times_count,
             autoclaim_missing_group_is_nogroup,
+            autoclaim_rejects_count_out_of_range,
             // info.rs
             info_stream_reports_counters_and_edges,
             info_missing_key_fails,
@@ -136,6 +137,8 @@ macro_rules! conformance_cases {
             settle_skips_entries_no_longer_pending,
             settle_rejects_malformed_steps_whole,
             settle_missing_group_is_nogroup,
+            settle_fails_an_item_alone,
+            settle_settles_large_batches_exactly,
             renew_resets_idle_of_own_entries,
             renew_never_takes_entries_of_others,
         }

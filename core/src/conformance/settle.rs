@@ -130,6 +130,101 @@ pub async fn settle_missing_group_is_nogroup(broker: &dyn Broker, ctx: &Ctx) {
     }
 }
 
+/// A stream whose last id is the largest possible: every append to it fails
+/// (`ERR The stream has exhausted the last possible ID`) on every backend.
+async fn exhausted_stream(broker: &dyn Broker, ctx: &Ctx) -> String {
+    let full = ctx.key("full");
+    broker
+        .xadd(NewEntry::new(&full, fields("last")).with_id(StreamId::MAX))
+        .await
+        .expect("xadd at the largest id");
+    full
+}
+
+/// `settle`: an item whose append fails is `Failed` with the error's text
+/// and stays pending; the items before and after it settle as usual. An
+/// item's appends before the failing one stay written.
+pub async fn settle_fails_an_item_alone(broker: &dyn Broker, ctx: &Ctx) {
+    let tasks = three_delivered(broker, ctx).await;
+    let results = ctx.key("results");
+    let full = exhausted_stream(broker, ctx).await;
+    let settle = Settle::new(&tasks, "g", "w")
+        .item(SettleItem::new(id(1)).append(NewEntry::new(&results, fields("ok 1"))))
+        .item(
+            SettleItem::new(id(2))
+                .append(NewEntry::new(&results, fields("written 2")))
+                .append(NewEntry::new(&full, fields("fails 2"))),
+        )
+        .item(SettleItem::new(id(3)).append(NewEntry::new(&results, fields("ok 3"))));
+    let outcomes = broker.settle(settle).await.expect("settle");
+    assert_eq!(outcomes.len(), 3, "{outcomes:?}");
+    assert!(
+        matches!(&outcomes[0], Settled::Done(ids) if ids.len() == 1),
+        "{outcomes:?}"
+    );
+    assert!(
+        matches!(&outcomes[1], Settled::Failed(why) if why.contains("exhausted the last possible ID")),
+        "{outcomes:?}"
+    );
+    assert!(
+        matches!(&outcomes[2], Settled::Done(ids) if ids.len() == 1),
+        "{outcomes:?}"
+    );
+    let stored = broker
+        .xrange(&results, crate::ALL_IDS, None)
+        .await
+        .expect("xrange");
+    let values: Vec<_> = stored.iter().map(|e| e.fields.get_str("n")).collect();
+    assert_eq!(values, [Some("ok 1"), Some("written 2"), Some("ok 3")]);
+    assert_eq!(broker.xlen(&full).await.expect("xlen"), 1);
+    assert_eq!(
+        pending_owners(broker, &tasks, "g").await,
+        vec![(id(2), "w".to_owned(), 1)],
+        "only the failed item stays pending"
+    );
+}
+
+/// `settle`: a batch larger than a backend's chunk (Redis sends at most 128
+/// items per script call) settles exactly, item by item, in order.
+pub async fn settle_settles_large_batches_exactly(broker: &dyn Broker, ctx: &Ctx) {
+    const ITEMS: u64 = 300;
+    let tasks = ctx.key("tasks");
+    let results = ctx.key("results");
+    seed(broker, &tasks, ITEMS).await;
+    group_from_start(broker, &tasks, "g").await;
+    read_new(broker, &tasks, "g", "w", 0).await;
+    // Items at the chunk edges are not owned any more.
+    let acked = [id(128), id(129), id(257)];
+    assert_eq!(broker.ack(&tasks, "g", &acked).await.expect("ack"), 3);
+    let mut settle = Settle::new(&tasks, "g", "w");
+    for ms in 1..=ITEMS {
+        settle = settle.item(SettleItem::new(id(ms)).append(NewEntry::new(&results, fields(ms))));
+    }
+    let outcomes = broker.settle(settle).await.expect("settle");
+    assert_eq!(outcomes.len(), 300);
+    for (ms, outcome) in (1..=ITEMS).zip(&outcomes) {
+        if acked.contains(&id(ms)) {
+            assert_eq!(outcome, &Settled::NotOwned, "{ms}");
+        } else {
+            assert!(
+                matches!(outcome, Settled::Done(ids) if ids.len() == 1),
+                "{ms}: {outcome:?}"
+            );
+        }
+    }
+    let stored = broker
+        .xrange(&results, crate::ALL_IDS, None)
+        .await
+        .expect("xrange");
+    let values: Vec<u64> = stored
+        .iter()
+        .filter_map(|e| e.fields.get_str("n")?.parse().ok())
+        .collect();
+    let expected: Vec<u64> = (1..=ITEMS).filter(|ms| !acked.contains(&id(*ms))).collect();
+    assert_eq!(values, expected);
+    assert!(pending_owners(broker, &tasks, "g").await.is_empty());
+}
+
 /// `renew`: the consumer's own entries get their idle time reset, their
 /// delivery count unchanged.
 pub async fn renew_resets_idle_of_own_entries(broker: &dyn Broker, ctx: &Ctx) {

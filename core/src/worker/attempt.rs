@@ -173,6 +173,13 @@ impl<B: Broker, H> Shared<B, H> {
         let mut reply_lost = false;
         for attempt in 1..=BROKER_TRIES {
             match self.settler.settle(item.clone()).await {
+                Ok(Settled::Failed(why)) => {
+                    // This item's write failed and it was not acknowledged:
+                    // waited out like a transient error.
+                    let wait = self.backoff_wait(attempt);
+                    tracing::warn!(%id, error = %why, ?wait, "settle failed for this entry; retrying");
+                    tokio::time::sleep(wait).await;
+                }
                 Ok(outcome) => {
                     return match outcome {
                         Settled::Done(_) => Outcome::Completed,
@@ -184,6 +191,7 @@ impl<B: Broker, H> Shared<B, H> {
                             tracing::warn!(%id, "entry was taken over by another consumer; not recording an outcome");
                             Outcome::Zombie
                         }
+                        Settled::Failed(_) => Outcome::Unsettled,
                     };
                 }
                 Err(err) if err.is_transient() => {

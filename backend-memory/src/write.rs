@@ -1,0 +1,66 @@
+//! Writes under the lock that span keys: `XADD` itself, and `settle`,
+//! which appends to other streams before it acknowledges.
+
+use std::collections::BTreeMap;
+
+use crewq_core::{NewEntry, Result, Settle, Settled, StreamId};
+
+use crate::stream::next_id;
+use crate::{Key, group_mut};
+
+/// `XADD` on the locked data: the stream is created only once the id is known
+/// to be valid, as Redis leaves no key behind a rejected add.
+pub(crate) fn add(
+    keys: &mut BTreeMap<String, Key>,
+    entry: NewEntry,
+    now_ms: u64,
+) -> Result<StreamId> {
+    let last_id = keys
+        .get(&entry.stream)
+        .map_or(StreamId::ZERO, |k| k.stream.last_id);
+    let id = next_id(&entry.stream, last_id, entry.id, now_ms)?;
+    let key = keys.entry(entry.stream).or_default();
+    key.stream.append(id, entry.fields, entry.trim);
+    Ok(id)
+}
+
+/// The body of [`Broker::settle`](crewq_core::Broker::settle), under the lock.
+pub(crate) fn settle_locked(
+    keys: &mut BTreeMap<String, Key>,
+    settle: Settle,
+    now_ms: u64,
+) -> Result<Vec<Settled>> {
+    group_mut(keys, &settle.stream, &settle.group)?;
+    let mut outcomes = Vec::with_capacity(settle.items.len());
+    for item in settle.items {
+        let (_, group) = group_mut(keys, &settle.stream, &settle.group)?;
+        if !group.owns(&settle.consumer, item.id) {
+            outcomes.push(Settled::NotOwned);
+            continue;
+        }
+        // Appends first, then the ack: as on Redis, where a failed write
+        // is not rolled back, the entry must never be acked without them.
+        // A failed append stops its item (the appends before it stay)
+        // and leaves it pending; the other items go on, as each item's
+        // writes on Redis are `redis.pcall`s of their own.
+        let mut ids = Vec::with_capacity(item.appends.len());
+        let mut failed = None;
+        for entry in item.appends {
+            match add(keys, entry, now_ms) {
+                Ok(id) => ids.push(id),
+                Err(err) => {
+                    failed = Some(err.to_string());
+                    break;
+                }
+            }
+        }
+        if let Some(why) = failed {
+            outcomes.push(Settled::Failed(why));
+            continue;
+        }
+        let (_, group) = group_mut(keys, &settle.stream, &settle.group)?;
+        group.ack(&[item.id]);
+        outcomes.push(Settled::Done(ids));
+    }
+    Ok(outcomes)
+}
