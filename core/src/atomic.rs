@@ -123,7 +123,10 @@ pub struct AckAndAddReply {
 /// id is still pending **and owned by** `consumer` has its appends written
 /// and is then acknowledged; an item the consumer no longer owns (reclaimed
 /// by another consumer after its lease ran out, or already acknowledged) is
-/// left untouched. The whole call is one atomic step.
+/// left untouched. Each item is one atomic step (its ownership check, its
+/// writes and its acknowledgement), and succeeds or fails alone
+/// ([`Settled::Failed`]); a backend may run a large call as several atomic
+/// chunks (Redis: 128 items per script call).
 ///
 /// This is how a worker records an outcome without ever recording a second
 /// one after it turned into a zombie: the ownership check and the writes
