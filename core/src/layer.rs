@@ -9,6 +9,8 @@
 //! makes the [`BrokerOp`] enum, the [`BrokerLayer`] trait whose every method
 //! forwards by default, and the one `impl Broker` for every layer.
 
+use std::time::Duration;
+
 use futures::future::BoxFuture;
 
 use crate::{
@@ -16,7 +18,6 @@ use crate::{
     GroupInfo, GroupStart, IdRange, NewEntry, OnceEntry, PendingEntry, PendingQuery,
     PendingSummary, ReadGroup, Result, Settle, Settled, StreamEntry, StreamId, StreamInfo, Trim,
 };
-use std::time::Duration;
 
 /// A call on a broker, not started yet, as [`BrokerLayer::around`] takes
 /// and returns it: boxed, as `async_trait` makes every [`Broker`] call.

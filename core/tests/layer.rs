@@ -4,12 +4,11 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crewq_memory::MemoryBroker;
-
 use crewq_core::{
     AckAndAdd, Broker, BrokerCall, BrokerLayer, BrokerOp, Fields, GroupStart, NewEntry, OnceEntry,
     PendingQuery, ReadGroup, Settle, SettleItem, StreamId, Trim,
 };
+use crewq_memory::MemoryBroker;
 
 /// Logs the op of every call it runs.
 struct Logging {
