@@ -52,7 +52,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// `crewq sim`: fails when an invariant was violated.
+/// `crewq sim`: exits 1 when an invariant was violated, 2 on a usage error.
 fn sim_main(args: &sim::SimArgs) -> ExitCode {
     match sim::run(args) {
         Ok(summary) => {
@@ -69,7 +69,7 @@ fn sim_main(args: &sim::SimArgs) -> ExitCode {
         }
         Err(err) => {
             print::error(&err);
-            ExitCode::FAILURE
+            ExitCode::from(sim::exit_code(&err))
         }
     }
 }

@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use crewq_sim::{
-    Campaign, CampaignReport, Counts, Faults, Mutant, Repeat, Report, Scenario, SimError,
-    Simulation, double_run_campaign, run_campaign,
+    Campaign, CampaignReport, Counts, Faults, Mutant, Report, Scenario, SimError, Simulation,
+    double_run_campaign, run_campaign,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -20,7 +20,8 @@ pub struct SimArgs {
     pub seed: Option<u64>,
     /// Run a campaign of this many seeds (from --first-seed), spread over
     /// the cores; each seed is deterministic. The default without --seed.
-    #[arg(long)]
+    /// At least 1: a campaign of no seed would pass having checked nothing.
+    #[arg(long, value_parser = parse_seeds)]
     pub seeds: Option<u64>,
     /// The first seed of a campaign.
     #[arg(long, default_value_t = 1)]
@@ -58,7 +59,8 @@ pub struct SimArgs {
     /// of a fresh `crewq-sim-<seed>-<time>` (both are left in place).
     #[arg(long, value_name = "PREFIX", requires = "redis")]
     pub key_prefix: Option<String>,
-    /// Run each seed twice and compare the histories event by event.
+    /// Run each seed twice: check every invariant of each run, and compare
+    /// the histories event by event.
     #[arg(long)]
     pub double_run: bool,
     /// Threads for a campaign (default: every core).
@@ -120,8 +122,15 @@ impl SimSummary {
 }
 
 /// Runs what `args` ask for.
+///
+/// # Errors
+///
+/// [`SimError::Scenario`] for a scenario that cannot run, before any seed
+/// runs (a usage error, see [`exit_code`]); other [`SimError`]s when a run
+/// cannot happen.
 pub fn run(args: &SimArgs) -> Result<SimSummary, SimError> {
     let simulation = Simulation::standard(scenario(args));
+    simulation.validate()?;
     let started = Instant::now();
     let mut summary = match (args.seed, &args.redis) {
         (Some(seed), _) if args.double_run => double_run(args, &simulation, seed, 1)?,
@@ -221,35 +230,55 @@ fn double_run(
         first_seed: first,
         ..campaign(args, count)
     };
-    let repeats = double_run_campaign(simulation, &campaign, |_| bar.inc(1));
+    let runs = double_run_campaign(simulation, &campaign, |_| bar.inc(1));
     bar.finish_and_clear();
-    let mut summary = empty(args);
-    summary.seeds = count;
-    for (seed, repeat) in repeats {
-        match repeat {
-            Repeat::Same(hash) => {
-                summary.passed += 1;
-                if count == 1 {
-                    summary.trace_hash = Some(hash.to_string());
+    // Each run is checked as a single run is; a seed whose two histories
+    // differ fails as well, even where both runs held every invariant.
+    let mut report = CampaignReport::default();
+    let mut diverged = Vec::new();
+    let mut hash = None;
+    for (seed, run) in runs {
+        match run {
+            Ok(run) => {
+                match run.repeat {
+                    Ok(repeated) => hash = Some(repeated),
+                    Err(d) => diverged.push((seed, run.report.passed(), d)),
                 }
+                report.add(seed, Ok(run.report));
             }
-            Repeat::Diverged(d) => {
-                summary.failing_seeds.push(seed);
-                summary.divergences.push(format!(
-                    "seed {seed}: event {}: first run `{}`, second run `{}`",
-                    d.index,
-                    d.first.as_deref().unwrap_or("(ended)"),
-                    d.second.as_deref().unwrap_or("(ended)")
-                ));
-            }
-            Repeat::Failed(err) => {
-                summary.failing_seeds.push(seed);
-                summary.errors.push(format!("seed {seed}: {err}"));
-            }
+            Err(err) => report.add(seed, Err(err)),
         }
+    }
+    let mut summary = from_campaign(args, report);
+    for (seed, passed, d) in diverged {
+        if passed {
+            summary.passed -= 1;
+            summary.failing_seeds.push(seed);
+        }
+        summary.divergences.push(format!(
+            "seed {seed}: event {}: first run `{}`, second run `{}`",
+            d.index,
+            d.first.as_deref().unwrap_or("(ended)"),
+            d.second.as_deref().unwrap_or("(ended)")
+        ));
+    }
+    summary.failing_seeds.sort_unstable();
+    if count == 1 {
+        summary.trace_hash = hash.map(|h| h.to_string());
     }
     summary.replay = summary.failing_seeds.first().map(|s| replay(args, *s));
     Ok(summary)
+}
+
+/// The process's exit status for an error that stopped `crewq sim` before
+/// a verdict: 2 for a usage error (a scenario that cannot run), as for a
+/// flag clap refuses; 1 otherwise. A broken invariant is 1 too, so that a
+/// script can tell "caught" from "misspelled".
+pub fn exit_code(err: &SimError) -> u8 {
+    match err {
+        SimError::Scenario(_) => 2,
+        _ => 1,
+    }
 }
 
 fn empty(args: &SimArgs) -> SimSummary {
@@ -368,4 +397,12 @@ fn progress(len: u64, quiet: bool) -> ProgressBar {
 
 fn parse_mutant(name: &str) -> Result<Mutant, String> {
     name.parse()
+}
+
+fn parse_seeds(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(0) => Err("a campaign needs at least one seed: 0 seeds would check nothing".into()),
+        Ok(seeds) => Ok(seeds),
+        Err(err) => Err(format!("not a number of seeds: {err}")),
+    }
 }

@@ -77,7 +77,7 @@ fn a_campaign_and_a_double_run_pass() {
 #[test]
 fn a_mutant_fails_with_the_seed_and_its_replay_command() {
     let output = sim(&["--seeds", "3", "--mutant", "dlq-without-ack"]);
-    assert!(!output.status.success(), "the checker must catch it");
+    assert_eq!(output.status.code(), Some(1), "the checker must catch it");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("FAILED seed 1"), "{stderr}");
     assert!(
@@ -86,16 +86,68 @@ fn a_mutant_fails_with_the_seed_and_its_replay_command() {
     );
     // The replay command reproduces the failure.
     let replay = sim(&["--seed", "1", "--mutant", "dlq-without-ack", "--json"]);
-    assert!(!replay.status.success());
+    assert_eq!(replay.status.code(), Some(1));
     assert!(n(&json(&replay), "violations") > 0);
 }
 
+/// A double run checks each run's invariants, not only that the two
+/// histories agree: a mutant repeats its broken history faithfully.
 #[test]
-fn an_unknown_mutant_is_refused_with_the_known_ones() {
-    let output = sim(&["--seed", "1", "--mutant", "no-such-bug"]);
-    assert!(!output.status.success());
+fn a_double_run_of_a_mutant_fails_with_a_violation() {
+    let output = sim(&[
+        "--seeds",
+        "5",
+        "--mutant",
+        "no-reclaim",
+        "--double-run",
+        "--json",
+    ]);
+    let report = json(&output);
+    assert_eq!(output.status.code(), Some(1), "{report}");
+    assert!(n(&report, "violations") > 0, "{report}");
+    assert!(n(&report, "passed") < 5, "{report}");
+    assert!(
+        n(&report, "ok") > 0,
+        "each run's tasks are counted: {report}"
+    );
+    let replay = report["replay"].as_str().expect("a replay command");
+    assert!(
+        replay.ends_with("--mutant no-reclaim --double-run"),
+        "{replay}"
+    );
+}
+
+/// A usage error exits 2, a caught violation 1: a script counting caught
+/// mutants can tell a misspelled name from a catch.
+#[test]
+fn an_unknown_mutant_exits_2_naming_the_known_ones() {
+    let output = sim(&["--seeds", "5", "--mutant", "no-such-mutant", "--json"]);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(output.stdout.is_empty(), "no report: {output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("unknown mutant 'no-such-mutant'"),
+        "{stderr}"
+    );
     assert!(stderr.contains("ack-before-handle"), "{stderr}");
+}
+
+/// A campaign of no seed, or of a scenario that cannot run, is refused as
+/// a usage error instead of passing having checked nothing.
+#[test]
+fn no_seeds_or_an_impossible_scenario_exits_2() {
+    let none = sim(&["--seeds", "0", "--json"]);
+    assert_eq!(none.status.code(), Some(2), "{none:?}");
+    let stderr = String::from_utf8_lossy(&none.stderr);
+    assert!(stderr.contains("at least one seed"), "{stderr}");
+
+    let lease = sim(&["--seeds", "2", "--lease-ms", "1", "--json"]);
+    assert_eq!(lease.status.code(), Some(2), "{lease:?}");
+    let stderr = String::from_utf8_lossy(&lease.stderr);
+    assert!(
+        stderr.contains("the lease must be at least 20 ms"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -490,126 +490,17 @@ pub fn validate_new_entry(entry: &NewEntry) -> Result<()> {
     Ok(())
 }
 
-/// Implements `Broker` for a smart pointer by delegating every method.
-macro_rules! delegate_broker {
+/// `Arc<B>`, `Box<B>` and `&B` are brokers: layers that change nothing.
+macro_rules! pointer_layers {
     ($($ty:ty),*) => {$(
-        #[async_trait]
-        impl<B: Broker + ?Sized> Broker for $ty {
-            async fn xadd(&self, entry: NewEntry) -> Result<StreamId> {
-                (**self).xadd(entry).await
-            }
-            async fn xadd_many(&self, entries: Vec<NewEntry>) -> Result<Vec<Result<StreamId>>> {
-                (**self).xadd_many(entries).await
-            }
-            async fn xadd_once(&self, entries: Vec<OnceEntry>) -> Result<Vec<Result<AddedOnce>>> {
-                (**self).xadd_once(entries).await
-            }
-            async fn xlen(&self, stream: &str) -> Result<u64> {
-                (**self).xlen(stream).await
-            }
-            async fn xrange(
-                &self,
-                stream: &str,
-                range: IdRange,
-                count: Option<usize>,
-            ) -> Result<Vec<StreamEntry>> {
-                (**self).xrange(stream, range, count).await
-            }
-            async fn xdel(&self, stream: &str, ids: &[StreamId]) -> Result<u64> {
-                (**self).xdel(stream, ids).await
-            }
-            async fn xtrim(&self, stream: &str, trim: Trim) -> Result<u64> {
-                (**self).xtrim(stream, trim).await
-            }
-            async fn group_create(
-                &self,
-                stream: &str,
-                group: &str,
-                start: GroupStart,
-                mkstream: bool,
-            ) -> Result<()> {
-                (**self).group_create(stream, group, start, mkstream).await
-            }
-            async fn group_destroy(&self, stream: &str, group: &str) -> Result<bool> {
-                (**self).group_destroy(stream, group).await
-            }
-            async fn consumer_delete(&self, stream: &str, group: &str, consumer: &str) -> Result<u64> {
-                (**self).consumer_delete(stream, group, consumer).await
-            }
-            async fn read_group(&self, read: &ReadGroup) -> Result<Vec<DeliveredEntry>> {
-                (**self).read_group(read).await
-            }
-            async fn ack(&self, stream: &str, group: &str, ids: &[StreamId]) -> Result<u64> {
-                (**self).ack(stream, group, ids).await
-            }
-            async fn pending_summary(&self, stream: &str, group: &str) -> Result<PendingSummary> {
-                (**self).pending_summary(stream, group).await
-            }
-            async fn pending(
-                &self,
-                stream: &str,
-                group: &str,
-                query: &PendingQuery,
-            ) -> Result<Vec<PendingEntry>> {
-                (**self).pending(stream, group, query).await
-            }
-            async fn claim(
-                &self,
-                stream: &str,
-                group: &str,
-                consumer: &str,
-                min_idle: Duration,
-                ids: &[StreamId],
-            ) -> Result<Vec<StreamEntry>> {
-                (**self).claim(stream, group, consumer, min_idle, ids).await
-            }
-            async fn claim_ids(
-                &self,
-                stream: &str,
-                group: &str,
-                consumer: &str,
-                min_idle: Duration,
-                ids: &[StreamId],
-            ) -> Result<Vec<StreamId>> {
-                (**self).claim_ids(stream, group, consumer, min_idle, ids).await
-            }
-            async fn autoclaim(
-                &self,
-                stream: &str,
-                group: &str,
-                consumer: &str,
-                min_idle: Duration,
-                start: StreamId,
-                count: usize,
-            ) -> Result<AutoClaimed> {
-                (**self).autoclaim(stream, group, consumer, min_idle, start, count).await
-            }
-            async fn info_stream(&self, stream: &str) -> Result<StreamInfo> {
-                (**self).info_stream(stream).await
-            }
-            async fn info_groups(&self, stream: &str) -> Result<Vec<GroupInfo>> {
-                (**self).info_groups(stream).await
-            }
-            async fn info_consumers(&self, stream: &str, group: &str) -> Result<Vec<ConsumerInfo>> {
-                (**self).info_consumers(stream, group).await
-            }
-            async fn ack_and_add(&self, step: AckAndAdd) -> Result<AckAndAddReply> {
-                (**self).ack_and_add(step).await
-            }
-            async fn settle(&self, settle: Settle) -> Result<Vec<Settled>> {
-                (**self).settle(settle).await
-            }
-            async fn renew(
-                &self,
-                stream: &str,
-                group: &str,
-                consumer: &str,
-                ids: &[StreamId],
-            ) -> Result<Vec<StreamId>> {
-                (**self).renew(stream, group, consumer, ids).await
+        impl<B: Broker + ?Sized> crate::BrokerLayer for $ty {
+            type Inner = B;
+
+            fn inner(&self) -> &B {
+                self
             }
         }
     )*};
 }
 
-delegate_broker!(Arc<B>, Box<B>, &B);
+pointer_layers!(Arc<B>, Box<B>, &B);

@@ -33,6 +33,7 @@ mod fields;
 mod group;
 mod id;
 mod info;
+mod layer;
 mod stream;
 mod task;
 
@@ -58,6 +59,7 @@ pub use group::{
 };
 pub use id::StreamId;
 pub use info::{ConsumerInfo, GroupInfo, StreamInfo};
+pub use layer::{BrokerCall, BrokerLayer, BrokerOp};
 pub use stream::{
     ALL_IDS, AddId, AddedOnce, DeliveredEntry, IdRange, NewEntry, OnceEntry, StreamEntry, Trim,
     TrimStrategy,

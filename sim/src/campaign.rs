@@ -8,9 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::history::{Divergence, TraceHash};
 use crate::report::{Counts, Report};
-use crate::simulation::Simulation;
+use crate::simulation::{DoubleRun, Simulation};
 
 /// Failing reports a campaign keeps in full; the rest are only counted.
 pub const KEPT_FAILURES: usize = 100;
@@ -125,36 +124,21 @@ pub fn run_campaign(
     report
 }
 
-/// What two runs of one seed gave.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Repeat {
-    /// The same history, with this hash.
-    Same(TraceHash),
-    /// Histories that part at this event.
-    Diverged(Divergence),
-    /// A run that could not happen.
-    Failed(String),
-}
-
-/// Runs every seed of `campaign` twice, returning for each seed whether
-/// the two histories are the same.
+/// Runs every seed of `campaign` twice, checking each run and comparing
+/// the two histories ([`Simulation::double_run`]), returning each seed's
+/// outcome in seed order, or why it could not run.
 pub fn double_run_campaign(
     simulation: &Simulation,
     campaign: &Campaign,
     mut progress: impl FnMut(u64),
-) -> Vec<(u64, Repeat)> {
+) -> Vec<(u64, Result<DoubleRun, String>)> {
     let mut results = Vec::new();
     for_each_seed(
         campaign,
         |seed| simulation.double_run(seed).map_err(|e| e.to_string()),
         |seed, result| {
             progress(seed);
-            let repeat = match result {
-                Ok(Ok(hash)) => Repeat::Same(hash),
-                Ok(Err(divergence)) => Repeat::Diverged(divergence),
-                Err(err) => Repeat::Failed(err),
-            };
-            results.push((seed, repeat));
+            results.push((seed, result));
         },
     );
     results.sort_by_key(|(seed, _)| *seed);

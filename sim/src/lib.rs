@@ -57,9 +57,7 @@ mod seed;
 mod simulation;
 pub mod strategy;
 
-pub use campaign::{
-    Campaign, CampaignReport, KEPT_FAILURES, Repeat, double_run_campaign, run_campaign,
-};
+pub use campaign::{Campaign, CampaignReport, KEPT_FAILURES, double_run_campaign, run_campaign};
 pub use crew::{
     Crew, InjectedPanic, StandardAgent, TASK_ID_PREFIX, WorkloadFn, silence_injected_panics,
     task_id, task_index,
@@ -76,7 +74,7 @@ pub use plan::{
 pub use report::{Class, Counts, Invariant, Report, RunStats, Violation};
 pub use scenario::{Faults, Scenario};
 pub use seed::SimRng;
-pub use simulation::{SimError, Simulation};
+pub use simulation::{DoubleRun, SimError, Simulation};
 
 use crewq_core::TokioClock;
 use crewq_memory::MemoryBroker;

@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use crewq_core::{
-    AckAndAdd, AckAndAddReply, AddedOnce, AutoClaimed, Broker, ConsumerInfo, DeliveredEntry,
-    GroupInfo, GroupStart, IdRange, NewEntry, OnceEntry, PendingEntry, PendingQuery,
-    PendingSummary, ReadGroup, Result, Settle, Settled, StreamEntry, StreamId, StreamInfo, Trim,
+    AckAndAdd, AckAndAddReply, AddedOnce, AutoClaimed, Broker, BrokerLayer, DeliveredEntry,
+    NewEntry, OnceEntry, ReadGroup, Result, Settle, Settled, StreamEntry, StreamId,
 };
 
 use crate::history::{Event, Recorder};
@@ -55,8 +54,16 @@ impl<B: Broker> RecordingBroker<B> {
     }
 }
 
+/// Writes are recorded; `claim_ids` (JUSTID counts no delivery), `renew`,
+/// the deletions and the queries pass through.
 #[async_trait]
-impl<B: Broker> Broker for RecordingBroker<B> {
+impl<B: Broker> BrokerLayer for RecordingBroker<B> {
+    type Inner = B;
+
+    fn inner(&self) -> &B {
+        &self.inner
+    }
+
     async fn xadd(&self, entry: NewEntry) -> Result<StreamId> {
         let stream = entry.stream.clone();
         let id = self.inner.xadd(entry).await?;
@@ -86,47 +93,6 @@ impl<B: Broker> Broker for RecordingBroker<B> {
         Ok(replies)
     }
 
-    async fn xlen(&self, stream: &str) -> Result<u64> {
-        self.inner.xlen(stream).await
-    }
-
-    async fn xrange(
-        &self,
-        stream: &str,
-        range: IdRange,
-        count: Option<usize>,
-    ) -> Result<Vec<StreamEntry>> {
-        self.inner.xrange(stream, range, count).await
-    }
-
-    async fn xdel(&self, stream: &str, ids: &[StreamId]) -> Result<u64> {
-        self.inner.xdel(stream, ids).await
-    }
-
-    async fn xtrim(&self, stream: &str, trim: Trim) -> Result<u64> {
-        self.inner.xtrim(stream, trim).await
-    }
-
-    async fn group_create(
-        &self,
-        stream: &str,
-        group: &str,
-        start: GroupStart,
-        mkstream: bool,
-    ) -> Result<()> {
-        self.inner
-            .group_create(stream, group, start, mkstream)
-            .await
-    }
-
-    async fn group_destroy(&self, stream: &str, group: &str) -> Result<bool> {
-        self.inner.group_destroy(stream, group).await
-    }
-
-    async fn consumer_delete(&self, stream: &str, group: &str, consumer: &str) -> Result<u64> {
-        self.inner.consumer_delete(stream, group, consumer).await
-    }
-
     async fn read_group(&self, read: &ReadGroup) -> Result<Vec<DeliveredEntry>> {
         let delivered = self.inner.read_group(read).await?;
         self.delivered(&read.stream, &read.consumer, delivered.iter().map(|e| e.id));
@@ -137,19 +103,6 @@ impl<B: Broker> Broker for RecordingBroker<B> {
         let count = self.inner.ack(stream, group, ids).await?;
         self.acked(stream, ids, count);
         Ok(count)
-    }
-
-    async fn pending_summary(&self, stream: &str, group: &str) -> Result<PendingSummary> {
-        self.inner.pending_summary(stream, group).await
-    }
-
-    async fn pending(
-        &self,
-        stream: &str,
-        group: &str,
-        query: &PendingQuery,
-    ) -> Result<Vec<PendingEntry>> {
-        self.inner.pending(stream, group, query).await
     }
 
     async fn claim(
@@ -168,20 +121,6 @@ impl<B: Broker> Broker for RecordingBroker<B> {
         Ok(claimed)
     }
 
-    async fn claim_ids(
-        &self,
-        stream: &str,
-        group: &str,
-        consumer: &str,
-        min_idle: Duration,
-        ids: &[StreamId],
-    ) -> Result<Vec<StreamId>> {
-        // JUSTID counts no delivery.
-        self.inner
-            .claim_ids(stream, group, consumer, min_idle, ids)
-            .await
-    }
-
     async fn autoclaim(
         &self,
         stream: &str,
@@ -197,18 +136,6 @@ impl<B: Broker> Broker for RecordingBroker<B> {
             .await?;
         self.delivered(stream, consumer, claimed.claimed.iter().map(|e| e.id));
         Ok(claimed)
-    }
-
-    async fn info_stream(&self, stream: &str) -> Result<StreamInfo> {
-        self.inner.info_stream(stream).await
-    }
-
-    async fn info_groups(&self, stream: &str) -> Result<Vec<GroupInfo>> {
-        self.inner.info_groups(stream).await
-    }
-
-    async fn info_consumers(&self, stream: &str, group: &str) -> Result<Vec<ConsumerInfo>> {
-        self.inner.info_consumers(stream, group).await
     }
 
     async fn ack_and_add(&self, step: AckAndAdd) -> Result<AckAndAddReply> {
@@ -253,15 +180,5 @@ impl<B: Broker> Broker for RecordingBroker<B> {
             self.recorder.record(event);
         }
         Ok(outcomes)
-    }
-
-    async fn renew(
-        &self,
-        stream: &str,
-        group: &str,
-        consumer: &str,
-        ids: &[StreamId],
-    ) -> Result<Vec<StreamId>> {
-        self.inner.renew(stream, group, consumer, ids).await
     }
 }

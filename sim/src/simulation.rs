@@ -34,6 +34,26 @@ pub enum SimError {
     Redis(#[source] crewq_core::Error),
 }
 
+/// What two runs of one seed gave: each checked, and their histories
+/// compared.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DoubleRun {
+    /// The first run's report, or the second's when only the second broke
+    /// an invariant.
+    pub report: Report,
+    /// The history's hash when both runs recorded the same one, else where
+    /// they part.
+    pub repeat: Result<TraceHash, Divergence>,
+}
+
+impl DoubleRun {
+    /// Whether every invariant held in both runs and the histories are the
+    /// same.
+    pub fn passed(&self) -> bool {
+        self.report.passed() && self.repeat.is_ok()
+    }
+}
+
 /// A scenario run by a crew: the real Producer, Supervisor and Workers,
 /// the fault plan drawn from a seed, the history checked.
 ///
@@ -132,19 +152,39 @@ impl Simulation {
         })
     }
 
-    /// Runs `seed` twice and compares the histories: the hash, or where
-    /// they part.
+    /// Runs `seed` twice, checks each run and compares the histories.
     ///
     /// # Errors
     ///
     /// As [`Simulation::run`].
-    pub fn double_run(&self, seed: u64) -> Result<Result<TraceHash, Divergence>, SimError> {
-        let (_, first) = self.run_recorded(seed)?;
-        let (_, second) = self.run_recorded(seed)?;
-        Ok(match first.first_difference(&second) {
-            None => Ok(first.hash()),
+    pub fn double_run(&self, seed: u64) -> Result<DoubleRun, SimError> {
+        let (first, first_history) = self.run_recorded(seed)?;
+        let (second, second_history) = self.run_recorded(seed)?;
+        let repeat = match first_history.first_difference(&second_history) {
+            None => Ok(first_history.hash()),
             Some(divergence) => Err(divergence),
-        })
+        };
+        // Both runs are judged: a run that repeats its history but breaks
+        // an invariant fails the seed as a single run would.
+        let report = if first.passed() && !second.passed() {
+            second
+        } else {
+            first
+        };
+        Ok(DoubleRun { report, repeat })
+    }
+
+    /// Checks the scenario before any seed runs, so that a caller can tell
+    /// a scenario that cannot run from a run that broke an invariant.
+    ///
+    /// # Errors
+    ///
+    /// [`SimError::Scenario`] saying what is wrong.
+    pub fn validate(&self) -> Result<(), SimError> {
+        match self.scenario.problem() {
+            Some(problem) => Err(SimError::Scenario(problem)),
+            None => Ok(()),
+        }
     }
 
     /// Runs `seed`'s scenario against the Redis at `url`, in real time:

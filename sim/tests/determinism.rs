@@ -1,23 +1,20 @@
 //! The same seed gives the same history, byte for byte: 50 seeds run twice
 //! each (the double-run check), in both fault modes; other seeds differ.
 
-use crewq_sim::{Campaign, Faults, Repeat, Scenario, Simulation, double_run_campaign};
+use crewq_sim::{Campaign, Faults, Scenario, Simulation, double_run_campaign};
 
 fn assert_repeatable(simulation: &Simulation, first_seed: u64, seeds: u64) {
     let repeats = double_run_campaign(simulation, &Campaign::new(first_seed, seeds), |_| {});
     assert_eq!(repeats.len() as u64, seeds);
     for (seed, repeat) in &repeats {
         match repeat {
-            Repeat::Same(_) => {}
+            Ok(run) if run.repeat.is_ok() => {}
             other => panic!("seed {seed} is not repeatable: {other:?}"),
         }
     }
     let hashes: std::collections::BTreeSet<_> = repeats
         .iter()
-        .filter_map(|(_, r)| match r {
-            Repeat::Same(hash) => Some(*hash),
-            _ => None,
-        })
+        .filter_map(|(_, r)| r.as_ref().ok()?.repeat.as_ref().ok().copied())
         .collect();
     assert_eq!(
         hashes.len() as u64,

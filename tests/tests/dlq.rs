@@ -627,145 +627,21 @@ struct LosesEveryReplayRace<'b> {
     inner: &'b dyn Broker,
 }
 
-mod racing {
-    use std::time::Duration;
+#[async_trait::async_trait]
+impl<'b> crewq_core::BrokerLayer for LosesEveryReplayRace<'b> {
+    type Inner = dyn Broker + 'b;
 
-    use async_trait::async_trait;
-    use crewq_core::{
-        AckAndAdd, AckAndAddReply, AddedOnce, AutoClaimed, Broker, ConsumerInfo, DeliveredEntry,
-        GroupInfo, GroupStart, IdRange, NewEntry, OnceEntry, PendingEntry, PendingQuery,
-        PendingSummary, ReadGroup, Result, Settle, Settled, StreamEntry, StreamId, StreamInfo,
-        Trim,
-    };
+    fn inner(&self) -> &Self::Inner {
+        self.inner
+    }
 
-    use super::LosesEveryReplayRace;
-
-    #[async_trait]
-    impl Broker for LosesEveryReplayRace<'_> {
-        async fn ack_and_add(&self, step: AckAndAdd) -> Result<AckAndAddReply> {
-            for delete in &step.deletes {
-                self.inner.xdel(&delete.stream, &delete.ids).await?;
-            }
-            self.inner.ack_and_add(step).await
+    async fn ack_and_add(
+        &self,
+        step: crewq_core::AckAndAdd,
+    ) -> crewq_core::Result<crewq_core::AckAndAddReply> {
+        for delete in &step.deletes {
+            self.inner.xdel(&delete.stream, &delete.ids).await?;
         }
-
-        async fn xadd(&self, entry: NewEntry) -> Result<StreamId> {
-            self.inner.xadd(entry).await
-        }
-        async fn xadd_many(&self, entries: Vec<NewEntry>) -> Result<Vec<Result<StreamId>>> {
-            self.inner.xadd_many(entries).await
-        }
-        async fn xadd_once(&self, entries: Vec<OnceEntry>) -> Result<Vec<Result<AddedOnce>>> {
-            self.inner.xadd_once(entries).await
-        }
-        async fn xlen(&self, stream: &str) -> Result<u64> {
-            self.inner.xlen(stream).await
-        }
-        async fn xrange(
-            &self,
-            stream: &str,
-            range: IdRange,
-            count: Option<usize>,
-        ) -> Result<Vec<StreamEntry>> {
-            self.inner.xrange(stream, range, count).await
-        }
-        async fn xdel(&self, stream: &str, ids: &[StreamId]) -> Result<u64> {
-            self.inner.xdel(stream, ids).await
-        }
-        async fn xtrim(&self, stream: &str, trim: Trim) -> Result<u64> {
-            self.inner.xtrim(stream, trim).await
-        }
-        async fn group_create(
-            &self,
-            stream: &str,
-            group: &str,
-            start: GroupStart,
-            mkstream: bool,
-        ) -> Result<()> {
-            self.inner
-                .group_create(stream, group, start, mkstream)
-                .await
-        }
-        async fn group_destroy(&self, stream: &str, group: &str) -> Result<bool> {
-            self.inner.group_destroy(stream, group).await
-        }
-        async fn consumer_delete(&self, stream: &str, group: &str, consumer: &str) -> Result<u64> {
-            self.inner.consumer_delete(stream, group, consumer).await
-        }
-        async fn read_group(&self, read: &ReadGroup) -> Result<Vec<DeliveredEntry>> {
-            self.inner.read_group(read).await
-        }
-        async fn ack(&self, stream: &str, group: &str, ids: &[StreamId]) -> Result<u64> {
-            self.inner.ack(stream, group, ids).await
-        }
-        async fn pending_summary(&self, stream: &str, group: &str) -> Result<PendingSummary> {
-            self.inner.pending_summary(stream, group).await
-        }
-        async fn pending(
-            &self,
-            stream: &str,
-            group: &str,
-            query: &PendingQuery,
-        ) -> Result<Vec<PendingEntry>> {
-            self.inner.pending(stream, group, query).await
-        }
-        async fn claim(
-            &self,
-            stream: &str,
-            group: &str,
-            consumer: &str,
-            min_idle: Duration,
-            ids: &[StreamId],
-        ) -> Result<Vec<StreamEntry>> {
-            self.inner
-                .claim(stream, group, consumer, min_idle, ids)
-                .await
-        }
-        async fn claim_ids(
-            &self,
-            stream: &str,
-            group: &str,
-            consumer: &str,
-            min_idle: Duration,
-            ids: &[StreamId],
-        ) -> Result<Vec<StreamId>> {
-            self.inner
-                .claim_ids(stream, group, consumer, min_idle, ids)
-                .await
-        }
-        async fn autoclaim(
-            &self,
-            stream: &str,
-            group: &str,
-            consumer: &str,
-            min_idle: Duration,
-            start: StreamId,
-            count: usize,
-        ) -> Result<AutoClaimed> {
-            self.inner
-                .autoclaim(stream, group, consumer, min_idle, start, count)
-                .await
-        }
-        async fn info_stream(&self, stream: &str) -> Result<StreamInfo> {
-            self.inner.info_stream(stream).await
-        }
-        async fn info_groups(&self, stream: &str) -> Result<Vec<GroupInfo>> {
-            self.inner.info_groups(stream).await
-        }
-        async fn info_consumers(&self, stream: &str, group: &str) -> Result<Vec<ConsumerInfo>> {
-            self.inner.info_consumers(stream, group).await
-        }
-        async fn settle(&self, settle: Settle) -> Result<Vec<Settled>> {
-            self.inner.settle(settle).await
-        }
-        async fn renew(
-            &self,
-            stream: &str,
-            group: &str,
-            consumer: &str,
-            ids: &[StreamId],
-        ) -> Result<Vec<StreamId>> {
-            self.inner.renew(stream, group, consumer, ids).await
-        }
+        self.inner.ack_and_add(step).await
     }
 }

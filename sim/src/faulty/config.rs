@@ -5,142 +5,15 @@
 use std::fmt;
 use std::time::Duration;
 
-/// A [`Broker`](crewq_core::Broker) method, one variant per trait method.
-/// Names operations in an [`OpSet`] and in the fault log.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Op {
-    /// [`Broker::xadd`](crewq_core::Broker::xadd).
-    Xadd,
-    /// [`Broker::xadd_many`](crewq_core::Broker::xadd_many).
-    XaddMany,
-    /// [`Broker::xadd_once`](crewq_core::Broker::xadd_once).
-    XaddOnce,
-    /// [`Broker::xlen`](crewq_core::Broker::xlen).
-    Xlen,
-    /// [`Broker::xrange`](crewq_core::Broker::xrange).
-    Xrange,
-    /// [`Broker::xdel`](crewq_core::Broker::xdel).
-    Xdel,
-    /// [`Broker::xtrim`](crewq_core::Broker::xtrim).
-    Xtrim,
-    /// [`Broker::group_create`](crewq_core::Broker::group_create).
-    GroupCreate,
-    /// [`Broker::group_destroy`](crewq_core::Broker::group_destroy).
-    GroupDestroy,
-    /// [`Broker::consumer_delete`](crewq_core::Broker::consumer_delete).
-    ConsumerDelete,
-    /// [`Broker::read_group`](crewq_core::Broker::read_group).
-    ReadGroup,
-    /// [`Broker::ack`](crewq_core::Broker::ack).
-    Ack,
-    /// [`Broker::pending_summary`](crewq_core::Broker::pending_summary).
-    PendingSummary,
-    /// [`Broker::pending`](crewq_core::Broker::pending).
-    Pending,
-    /// [`Broker::claim`](crewq_core::Broker::claim).
-    Claim,
-    /// [`Broker::claim_ids`](crewq_core::Broker::claim_ids).
-    ClaimIds,
-    /// [`Broker::autoclaim`](crewq_core::Broker::autoclaim).
-    Autoclaim,
-    /// [`Broker::info_stream`](crewq_core::Broker::info_stream).
-    InfoStream,
-    /// [`Broker::info_groups`](crewq_core::Broker::info_groups).
-    InfoGroups,
-    /// [`Broker::info_consumers`](crewq_core::Broker::info_consumers).
-    InfoConsumers,
-    /// [`Broker::ack_and_add`](crewq_core::Broker::ack_and_add).
-    AckAndAdd,
-    /// [`Broker::settle`](crewq_core::Broker::settle).
-    Settle,
-    /// [`Broker::renew`](crewq_core::Broker::renew).
-    Renew,
-}
+/// A [`Broker`](crewq_core::Broker) method: names operations in an
+/// [`OpSet`] and in the fault log. The same as
+/// [`BrokerOp`](crewq_core::BrokerOp), which
+/// [`BrokerLayer::around`](crewq_core::BrokerLayer::around) is told.
+pub use crewq_core::BrokerOp as Op;
 
-impl Op {
-    /// Every operation, in declaration order.
-    pub const ALL: [Op; 23] = [
-        Op::Xadd,
-        Op::XaddMany,
-        Op::XaddOnce,
-        Op::Xlen,
-        Op::Xrange,
-        Op::Xdel,
-        Op::Xtrim,
-        Op::GroupCreate,
-        Op::GroupDestroy,
-        Op::ConsumerDelete,
-        Op::ReadGroup,
-        Op::Ack,
-        Op::PendingSummary,
-        Op::Pending,
-        Op::Claim,
-        Op::ClaimIds,
-        Op::Autoclaim,
-        Op::InfoStream,
-        Op::InfoGroups,
-        Op::InfoConsumers,
-        Op::AckAndAdd,
-        Op::Settle,
-        Op::Renew,
-    ];
-
-    /// The trait method's name (`"read_group"`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Op::Xadd => "xadd",
-            Op::XaddMany => "xadd_many",
-            Op::XaddOnce => "xadd_once",
-            Op::Xlen => "xlen",
-            Op::Xrange => "xrange",
-            Op::Xdel => "xdel",
-            Op::Xtrim => "xtrim",
-            Op::GroupCreate => "group_create",
-            Op::GroupDestroy => "group_destroy",
-            Op::ConsumerDelete => "consumer_delete",
-            Op::ReadGroup => "read_group",
-            Op::Ack => "ack",
-            Op::PendingSummary => "pending_summary",
-            Op::Pending => "pending",
-            Op::Claim => "claim",
-            Op::ClaimIds => "claim_ids",
-            Op::Autoclaim => "autoclaim",
-            Op::InfoStream => "info_stream",
-            Op::InfoGroups => "info_groups",
-            Op::InfoConsumers => "info_consumers",
-            Op::AckAndAdd => "ack_and_add",
-            Op::Settle => "settle",
-            Op::Renew => "renew",
-        }
-    }
-
-    /// Whether the operation can change the broker's state.
-    ///
-    /// `read_group` counts as a write, as `XREADGROUP` does in Redis: it
-    /// moves entries into the pending list and counts deliveries. Only the
-    /// length, range, pending and info queries are reads.
-    pub fn is_write(self) -> bool {
-        !matches!(
-            self,
-            Op::Xlen
-                | Op::Xrange
-                | Op::PendingSummary
-                | Op::Pending
-                | Op::InfoStream
-                | Op::InfoGroups
-                | Op::InfoConsumers
-        )
-    }
-
-    fn bit(self) -> u32 {
-        1 << (self as u32)
-    }
-}
-
-impl fmt::Display for Op {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
+/// The bit of `op` in an [`OpSet`].
+fn bit(op: Op) -> u32 {
+    1 << (op as u32)
 }
 
 /// A set of [`Op`]s: the operations faults apply to.
@@ -181,18 +54,18 @@ impl OpSet {
     /// This set and `op`.
     #[must_use]
     pub fn with(self, op: Op) -> Self {
-        OpSet(self.0 | op.bit())
+        OpSet(self.0 | bit(op))
     }
 
     /// This set without `op`.
     #[must_use]
     pub fn without(self, op: Op) -> Self {
-        OpSet(self.0 & !op.bit())
+        OpSet(self.0 & !bit(op))
     }
 
     /// Whether `op` is in the set.
     pub fn contains(self, op: Op) -> bool {
-        self.0 & op.bit() != 0
+        self.0 & bit(op) != 0
     }
 
     /// The operations in the set, in [`Op::ALL`] order.
