@@ -32,8 +32,6 @@ pub struct Payload {
 pub struct Probe {
     base: Instant,
     started: AtomicU64,
-    /// Tasks handed to `dispatch_batch` so far, by all producers.
-    dispatched: AtomicU64,
     latencies: Mutex<Histogram<u64>>,
 }
 
@@ -52,7 +50,6 @@ impl Probe {
         Ok(Probe {
             base: Instant::now(),
             started: AtomicU64::new(0),
-            dispatched: AtomicU64::new(0),
             // 1 µs to 1 h at 3 significant digits.
             latencies: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3)?),
         })
@@ -113,9 +110,6 @@ pub struct ProducerPlan {
     pub batch: usize,
     /// `Some(tasks/s)`: open loop at this rate; `None`: as fast as it can.
     pub rate: Option<f64>,
-    /// Closed loop: dispatched but not yet started tasks, at most (so the
-    /// stream's retention never trims a task before a worker read it).
-    pub backlog: u64,
     /// The payload's filler.
     pub pad: String,
 }
@@ -144,12 +138,7 @@ pub async fn produce<B: Broker>(
                 let due = (now - start).as_secs_f64() * rate;
                 (due as u64).saturating_sub(sent).max(1)
             }
-            None => {
-                while probe.dispatched.load(Ordering::Relaxed) > probe.started() + plan.backlog {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                plan.batch as u64
-            }
+            None => plan.batch as u64,
         };
         let n = due.min(plan.batch as u64).min(plan.share - sent);
         let sent_ns = probe.now_ns();
@@ -162,7 +151,6 @@ pub async fn produce<B: Broker>(
                 Task::new(AGENT, ACTION, payload).build()
             })
             .collect::<Result<Vec<_>, _>>()?;
-        probe.dispatched.fetch_add(n, Ordering::Relaxed);
         for dispatched in producer.dispatch_batch(&tasks).await? {
             dispatched?;
         }

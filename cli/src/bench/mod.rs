@@ -70,9 +70,15 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 0)]
     pub dedupe_window_secs: u64,
     /// Trim the task and result streams to about this many entries each
-    /// (`MAXLEN ~`, the producer's and the worker's retention; 0: never).
-    #[arg(long, default_value_t = 100_000)]
-    pub retention: u64,
+    /// with `MAXLEN ~` in every append, cutting tasks no worker has read
+    /// yet (`Retention::MaxLenEvenUnread`): a backlog longer than this
+    /// loses tasks and the run fails. Without it, the default retention,
+    /// which trims only what every group has finished.
+    #[arg(long, value_name = "ENTRIES", conflicts_with = "no_retention")]
+    pub unsafe_max_len: Option<u64>,
+    /// Never trim the task and result streams.
+    #[arg(long)]
+    pub no_retention: bool,
     /// Fail the run when this process's peak RSS exceeded this many MiB.
     #[arg(long, value_name = "MIB")]
     pub max_rss_mb: Option<u64>,
@@ -119,8 +125,9 @@ pub struct BenchReport {
     pub payload_bytes: usize,
     /// The dedupe window, s (0: none).
     pub dedupe_window_secs: u64,
-    /// Task and result stream `MAXLEN ~` (0: none).
-    pub retention: u64,
+    /// The retention of the task and result streams: `acknowledged` (the
+    /// default), `none`, or `max-len-even-unread <n>`.
+    pub retention: String,
     /// Handler starts (more than `tasks` if some task ran twice).
     pub handled: u64,
     /// The workers' reports, added up.
@@ -198,16 +205,17 @@ async fn run_on<B: Broker + Clone + 'static>(
     let agent = AgentType::new(AGENT)?;
     let keys = keyspace.keys(&agent);
     let probe = Arc::new(Probe::new()?);
-    let retention = match args.retention {
-        0 => Retention::None,
-        len => Retention::MaxLen {
-            len,
-            approximate: true,
-        },
+    let (retention, result_retention) = match (args.no_retention, args.unsafe_max_len) {
+        (true, _) => (Retention::None, Retention::None),
+        (false, Some(len)) => (
+            Retention::unsafe_max_len(len),
+            Retention::unsafe_max_len(len),
+        ),
+        (false, None) => (Retention::DEFAULT, Retention::RESULTS),
     };
     let mut options = WorkerOptions::default().concurrency(args.concurrency);
     options.keyspace = keyspace.clone();
-    options.result_retention = retention;
+    options.result_retention = result_retention;
     let workers: Vec<_> = (0..args.workers)
         .map(|i| {
             Worker::new(
@@ -237,11 +245,6 @@ async fn run_on<B: Broker + Clone + 'static>(
                 share,
                 batch: args.batch,
                 rate: args.rate.map(|rate| rate / args.producers as f64),
-                // Half the retention, so a trim never reaches an unread task.
-                backlog: match args.retention {
-                    0 => u64::MAX / 2,
-                    len => (len / 2).max(args.batch as u64),
-                },
                 pad: load::padding(args.payload_bytes),
             };
             tokio::spawn(load::produce(producer.clone(), Arc::clone(&probe), plan))
@@ -319,7 +322,7 @@ async fn run_on<B: Broker + Clone + 'static>(
         batch: args.batch,
         payload_bytes: args.payload_bytes,
         dedupe_window_secs: args.dedupe_window_secs,
-        retention: args.retention,
+        retention: retention_name(args),
         handled: probe.started(),
         completed: total.completed,
         retried: total.retried,
@@ -327,6 +330,15 @@ async fn run_on<B: Broker + Clone + 'static>(
         peak_rss_mb: None,
         redis_peak_rss_mb: None,
     })
+}
+
+/// How the report names the retention `args` chose.
+fn retention_name(args: &BenchArgs) -> String {
+    match (args.no_retention, args.unsafe_max_len) {
+        (true, _) => "none".into(),
+        (false, Some(len)) => format!("max-len-even-unread {len}"),
+        (false, None) => "acknowledged".into(),
+    }
 }
 
 /// How many entries were ever added to `stream` (0 when it does not exist).
