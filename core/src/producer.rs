@@ -246,6 +246,11 @@ impl<B: Broker> Producer<B> {
         &self.broker
     }
 
+    /// "Now" on its clock, in ms since the epoch.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
     /// Dispatches one task.
     ///
     /// # Errors
