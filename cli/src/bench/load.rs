@@ -32,6 +32,8 @@ pub struct Payload {
 pub struct Probe {
     base: Instant,
     started: AtomicU64,
+    /// Tasks handed to `dispatch_batch` so far, by all producers.
+    dispatched: AtomicU64,
     latencies: Mutex<Histogram<u64>>,
 }
 
@@ -50,6 +52,7 @@ impl Probe {
         Ok(Probe {
             base: Instant::now(),
             started: AtomicU64::new(0),
+            dispatched: AtomicU64::new(0),
             // 1 µs to 1 h at 3 significant digits.
             latencies: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3)?),
         })
@@ -110,6 +113,9 @@ pub struct ProducerPlan {
     pub batch: usize,
     /// `Some(tasks/s)`: open loop at this rate; `None`: as fast as it can.
     pub rate: Option<f64>,
+    /// Closed loop: at most this many tasks dispatched and not yet started,
+    /// to bound memory (`--max-backlog`).
+    pub backlog: Option<u64>,
     /// The payload's filler.
     pub pad: String,
 }
@@ -138,10 +144,18 @@ pub async fn produce<B: Broker>(
                 let due = (now - start).as_secs_f64() * rate;
                 (due as u64).saturating_sub(sent).max(1)
             }
-            None => plan.batch as u64,
+            None => {
+                if let Some(backlog) = plan.backlog {
+                    while probe.dispatched.load(Ordering::Relaxed) > probe.started() + backlog {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+                plan.batch as u64
+            }
         };
         let n = due.min(plan.batch as u64).min(plan.share - sent);
         let sent_ns = probe.now_ns();
+        probe.dispatched.fetch_add(n, Ordering::Relaxed);
         let tasks = (0..n)
             .map(|_| {
                 let payload = Payload {

@@ -79,6 +79,12 @@ pub struct BenchArgs {
     /// Never trim the task and result streams.
     #[arg(long)]
     pub no_retention: bool,
+    /// Closed loop: keep at most this many tasks dispatched and not yet
+    /// started, for a run whose memory must stay bounded (the default
+    /// retention keeps every unread task, so an unbounded backlog is
+    /// memory). Not needed for correctness; none by default.
+    #[arg(long, value_name = "TASKS")]
+    pub max_backlog: Option<u64>,
     /// Fail the run when this process's peak RSS exceeded this many MiB.
     #[arg(long, value_name = "MIB")]
     pub max_rss_mb: Option<u64>,
@@ -245,6 +251,7 @@ async fn run_on<B: Broker + Clone + 'static>(
                 share,
                 batch: args.batch,
                 rate: args.rate.map(|rate| rate / args.producers as f64),
+                backlog: args.max_backlog,
                 pad: load::padding(args.payload_bytes),
             };
             tokio::spawn(load::produce(producer.clone(), Arc::clone(&probe), plan))
