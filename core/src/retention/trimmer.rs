@@ -151,3 +151,39 @@ impl Trimmer {
         due
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn schedule() -> Acknowledged {
+        Acknowledged::default()
+            .every_appends(100)
+            .every(Duration::from_secs(10))
+    }
+
+    #[test]
+    fn checks_the_first_append_then_every_n_appends_or_interval() {
+        let trimmer = Trimmer::new(Retention::Acknowledged(schedule()));
+        let due = |count, now_ms| trimmer.due("s", count, now_ms, &schedule());
+        assert!(due(1, 0), "the first append seen checks");
+        assert!(!due(98, 1));
+        assert!(!due(1, 2), "99 appends since the check");
+        assert!(due(1, 3), "the 100th");
+        assert!(!due(50, 4), "a new period started at the check");
+        assert!(due(1, 10_003), "10 s after the last check");
+        assert!(!due(1, 10_004));
+        // Streams are scheduled apart.
+        assert!(trimmer.due("other", 1, 10_005, &schedule()));
+    }
+
+    #[test]
+    fn clones_share_the_schedule() {
+        let trimmer = Trimmer::new(Retention::Acknowledged(schedule()));
+        let clone = trimmer.clone();
+        assert!(trimmer.due("s", 1, 0, &schedule()));
+        assert!(!clone.due("s", 1, 1, &schedule()), "the clone saw the check");
+    }
+}
