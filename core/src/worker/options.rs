@@ -92,7 +92,9 @@ pub struct WorkerOptions {
     /// not gathered, and keeps about 100,000 results of a stream no group
     /// reads. Only the `EvenUnread` kinds trim in the append itself; the
     /// group-aware default trims through a
-    /// [`Trimmer`](crate::retention::Trimmer).
+    /// [`Trimmer`](crate::retention::Trimmer), which supervisors run after
+    /// gathering (the worker itself does not run one yet: a results stream
+    /// no supervisor reads is not trimmed by the worker).
     pub result_retention: Retention,
 }
 
