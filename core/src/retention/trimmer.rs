@@ -184,6 +184,9 @@ mod tests {
         let trimmer = Trimmer::new(Retention::Acknowledged(schedule()));
         let clone = trimmer.clone();
         assert!(trimmer.due("s", 1, 0, &schedule()));
-        assert!(!clone.due("s", 1, 1, &schedule()), "the clone saw the check");
+        assert!(
+            !clone.due("s", 1, 1, &schedule()),
+            "the clone saw the check"
+        );
     }
 }
