@@ -43,6 +43,7 @@ pub mod dlq;
 pub mod metrics;
 pub mod monitor;
 pub mod producer;
+pub mod retention;
 pub mod supervisor;
 pub mod worker;
 

@@ -9,10 +9,14 @@
 //!    ([`DispatchError::Encode`] with [`WireError::Oversized`]);
 //! 3. the agent type's validator, if [`Validators`] has one, may refuse it
 //!    ([`DispatchError::Rejected`]);
-//! 4. the entry is appended with the [`Retention`] trim in the same command,
-//!    guarded by a marker key ([`Keyspace::dispatched_marker`]) so that a
+//! 4. the entry is appended, guarded by a marker key ([`Keyspace::dispatched_marker`]) so that a
 //!    retried dispatch of the same `task_id` within the dedupe window appends
 //!    nothing and reports the first entry's id ([`Dispatched::duplicate`]).
+//!
+//! After appends, the producer's [`Retention`] trims the task stream: by
+//! default only entries every consumer group on it has delivered and
+//! acknowledged, checked once per 1000 appends or 10 s per stream (see
+//! [`crate::retention`]), so a backlog of any size waits for its workers.
 //!
 //! Nothing is written for a task refused in steps 1 to 3. Each dispatch runs
 //! in a `dispatch` tracing span carrying `task_id`, `trace_id` and
@@ -27,74 +31,21 @@ use serde::Serialize;
 use tracing::{Instrument, Span, debug, info_span};
 
 use crate::metrics::{self, DISPATCHED};
+pub use crate::retention::Retention;
+use crate::retention::Trimmer;
 use crate::{
     AddedOnce, AgentType, Broker, Clock, Error, InvalidName, Keyspace, NewEntry, OnceEntry,
-    Rejected, StreamId, SystemClock, Task, Trim, Validators, WireCodec, WireError,
+    Rejected, StreamId, SystemClock, Task, Validators, WireCodec, WireError,
 };
 
 /// How long a producer remembers dispatched task ids by default: 24 hours.
-pub const DEFAULT_DEDUPE_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
-
-/// How much of a task stream a producer keeps, trimmed by each append.
 ///
-/// Trimming removes entries whether or not a group has read them yet, and
-/// never touches pending lists: an entry trimmed while pending reads back as
-/// deleted. Size retention to hold more than a backlog can grow to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Retention {
-    /// Never trim.
-    None,
-    /// `MAXLEN`: keep the newest `len` entries.
-    MaxLen {
-        /// How many entries to keep.
-        len: u64,
-        /// `~`: let Redis keep more when that is cheaper (it trims only whole
-        /// internal nodes); `false` keeps exactly `len`.
-        approximate: bool,
-    },
-    /// `MINID ~`: drop entries older than this age, by their ids' ms part,
-    /// approximately (Redis may keep older entries that share an internal
-    /// node with newer ones).
-    ///
-    /// The cut-off is computed from the producer's [`Clock`], and the ids
-    /// from the broker's: keep the age far above any clock skew between the
-    /// two, or an append can trim itself away.
-    MaxAge(Duration),
-}
-
-impl Retention {
-    /// What [`Producer::new`] uses: `MAXLEN ~ 100000`.
-    pub const DEFAULT: Retention = Retention::MaxLen {
-        len: 100_000,
-        approximate: true,
-    };
-
-    /// The trim an append at `now_ms` carries.
-    pub(crate) fn trim(self, now_ms: u64) -> Option<Trim> {
-        match self {
-            Retention::None => None,
-            Retention::MaxLen { len, approximate } => {
-                let trim = Trim::max_len(len);
-                Some(if approximate {
-                    trim.approximate()
-                } else {
-                    trim
-                })
-            }
-            Retention::MaxAge(age) => {
-                let age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
-                let cutoff = StreamId::new(now_ms.saturating_sub(age_ms), 0);
-                Some(Trim::min_id(cutoff).approximate())
-            }
-        }
-    }
-}
-
-impl Default for Retention {
-    fn default() -> Self {
-        Retention::DEFAULT
-    }
-}
+/// The cost on Redis: one marker key per dispatched task, kept for the
+/// window (a key of about 100 bytes with its expiry): at 1,000 tasks/s that
+/// is 86.4 million keys, several GiB, at any time. Size the window to how
+/// long a retry of a dispatch can come late (minutes, usually), not to a
+/// day, when the rate is high; see [`Producer::with_dedupe_window`].
+pub const DEFAULT_DEDUPE_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// A task that is in its stream: appended now, or found already appended
 /// within the dedupe window.
@@ -149,9 +100,10 @@ impl DispatchError {
 ///
 /// Built with [`Producer::new`] and configured with the `with_*` methods:
 /// the defaults are the seed's keys ([`Keyspace::default`]), the 512 KiB
-/// [`WireCodec`], no validators, [`Retention::DEFAULT`] (`MAXLEN ~ 100000`),
-/// a dedupe window of 24 hours ([`DEFAULT_DEDUPE_WINDOW`]) and the system
-/// clock. Cloning is cheap when the broker's clone is (`Arc<dyn Broker>`, a
+/// [`WireCodec`], no validators, [`Retention::DEFAULT`] (trims only what
+/// every group has finished), a dedupe window of 24 hours
+/// ([`DEFAULT_DEDUPE_WINDOW`]: one marker key per task on Redis, see its
+/// cost there) and the system clock. Cloning is cheap when the broker's clone is (`Arc<dyn Broker>`, a
 /// Redis connection).
 ///
 /// # Idempotence
@@ -181,7 +133,7 @@ impl DispatchError {
 /// });
 /// let producer = Producer::new(MemoryBroker::new())
 ///     .with_validators(validators)
-///     .with_retention(Retention::MaxLen { len: 10_000, approximate: true });
+///     .with_retention(Retention::DEFAULT);
 ///
 /// let task = Task::new("research", "analyze", json!({"repo": "r"})).build()?;
 /// let first = producer.dispatch(&task).await?;
@@ -204,6 +156,7 @@ pub struct Producer<B> {
     codec: WireCodec,
     validators: Validators,
     retention: Retention,
+    trimmer: Trimmer,
     dedupe_window: Option<Duration>,
     clock: Arc<dyn Clock>,
 }
@@ -224,6 +177,7 @@ impl<B: Broker> Producer<B> {
             codec: WireCodec::default(),
             validators: Validators::new(),
             retention: Retention::DEFAULT,
+            trimmer: Trimmer::new(Retention::DEFAULT),
             dedupe_window: Some(DEFAULT_DEDUPE_WINDOW),
             clock: Arc::new(SystemClock),
         }
@@ -250,23 +204,31 @@ impl<B: Broker> Producer<B> {
         self
     }
 
-    /// Trims task streams this way on each append.
+    /// Keeps this much of the task streams (see [`Retention`]; the
+    /// default, [`Retention::DEFAULT`], never cuts a task a worker has not
+    /// finished).
     #[must_use]
     pub fn with_retention(mut self, retention: Retention) -> Self {
         self.retention = retention;
+        self.trimmer = Trimmer::new(retention);
         self
     }
 
     /// Remembers dispatched task ids this long (`None`: not at all, every
     /// dispatch appends). A window under 1 ms makes every dispatch fail with
     /// [`Error::InvalidArgument`].
+    ///
+    /// Each remembered id is a key on Redis for the whole window: the
+    /// default 24 h keeps one key per task dispatched in the last day (86.4
+    /// million at 1,000 tasks/s). A window of a few minutes covers retries
+    /// of a dispatch whose reply was lost at a fraction of that memory.
     #[must_use]
     pub fn with_dedupe_window(mut self, window: Option<Duration>) -> Self {
         self.dedupe_window = window;
         self
     }
 
-    /// Takes "now" for [`Retention::MaxAge`] from this clock (for example
+    /// Takes "now" for age-based retention and the trim schedule from this clock (for example
     /// the [`TokioClock`](crate::TokioClock) of a test on paused time).
     #[must_use]
     pub fn with_clock(mut self, clock: impl Clock) -> Self {
@@ -282,6 +244,11 @@ impl<B: Broker> Producer<B> {
     /// The broker it dispatches through.
     pub fn broker(&self) -> &B {
         &self.broker
+    }
+
+    /// "Now" on its clock, in ms since the epoch.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
     }
 
     /// Dispatches one task.
@@ -342,6 +309,7 @@ impl<B: Broker> Producer<B> {
             }
             if !sent.is_empty() {
                 let replies = self.append_many(&sent).await?;
+                self.trim_after(&sent, &replies).await;
                 for ((index, prepared), reply) in sent.into_iter().zip(replies) {
                     let result = spans[index].in_scope(|| match reply {
                         Ok(added) => Ok(finish(prepared, added)),
@@ -379,6 +347,11 @@ impl<B: Broker> Producer<B> {
             }
             None => AddedOnce::Added(self.broker.xadd(prepared.entry.clone()).await?),
         };
+        if let AddedOnce::Added(_) = added {
+            self.trimmer
+                .appended(&self.broker, &prepared.entry.stream, 1, self.clock.now_ms())
+                .await;
+        }
         Ok(finish(prepared, added))
     }
 
@@ -405,6 +378,22 @@ impl<B: Broker> Producer<B> {
             agent,
             entry,
         })
+    }
+
+    /// Tells the trimmer what a batch appended, stream by stream.
+    async fn trim_after(&self, sent: &[(usize, Prepared)], replies: &[crate::Result<AddedOnce>]) {
+        let mut appended: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+        for ((_, prepared), reply) in sent.iter().zip(replies) {
+            if let Ok(AddedOnce::Added(_)) = reply {
+                *appended.entry(prepared.entry.stream.as_str()).or_default() += 1;
+            }
+        }
+        let now_ms = self.clock.now_ms();
+        for (stream, count) in appended {
+            self.trimmer
+                .appended(&self.broker, stream, count, now_ms)
+                .await;
+        }
     }
 
     fn once(&self, prepared: &Prepared, window: Duration) -> OnceEntry {

@@ -37,6 +37,32 @@
 //! results that no workflow claims within
 //! [`SupervisorOptions::unclaimed_grace`] are acknowledged and dropped.
 //!
+//! # Undecodable results
+//!
+//! A result this supervisor's codec ([`SupervisorOptions::codec`]) cannot
+//! decode (over its size limit, or not a result at all) is never
+//! acknowledged: it stays in the group's pending list, logged once (at
+//! `warn`) and counted ([`Supervisor::undecodable_results`]). Nothing is
+//! dropped that was not recorded: a supervisor restarted with a codec that
+//! reads it (a larger limit) gathers it from its pending list. The price is
+//! that it holds the results stream's retention at its id until then (the
+//! pending list, `XPENDING`, shows it); acknowledge it by hand to give it up.
+//!
+//! # Memory
+//!
+//! A workflow stays registered from its fan-out until a gather of it
+//! finishes. One never gathered is forgotten after
+//! [`SupervisorOptions::workflow_expiry`] (1 h by default), or at once with
+//! [`Supervisor::forget`].
+//!
+//! # Retention
+//!
+//! After acknowledging results, a supervisor trims the results streams with
+//! [`SupervisorOptions::result_retention`]: by default only below what every
+//! supervisor's group has gathered. A supervisor retired for good leaves its
+//! group behind, which holds every later result: destroy its group
+//! (`XGROUP DESTROY <results stream> supervisor:<name>`).
+//!
 //! # Concurrency
 //!
 //! Several workflows may run at once on one supervisor (clones share it).
@@ -47,6 +73,7 @@
 
 mod collector;
 mod error;
+mod expiry;
 mod options;
 mod reader;
 mod registry;
@@ -65,6 +92,7 @@ pub use options::SupervisorOptions;
 pub use workflow::{FanOut, Gathered, Pipeline, Workflow, new_trace_id};
 
 use crate::producer::{Dispatched, Producer};
+use crate::retention::Trimmer;
 use crate::{AgentType, BoxError, Broker, GroupStart, InvalidName, Task};
 use reader::ReaderState;
 use registry::Registry;
@@ -92,6 +120,8 @@ struct Inner<B> {
     known_groups: Mutex<BTreeSet<String>>,
     /// The reader role: one gather at a time reads, for all of them.
     reader: tokio::sync::Mutex<ReaderState>,
+    /// Trims the results streams after acknowledgements.
+    trimmer: Trimmer,
 }
 
 impl<B> Clone for Supervisor<B> {
@@ -156,6 +186,7 @@ impl<B: Broker> Supervisor<B> {
                 group: format!("{GROUP_PREFIX}{name}"),
                 name,
                 producer,
+                trimmer: Trimmer::new(options.result_retention),
                 options,
                 registry: Mutex::default(),
                 known_groups: Mutex::default(),
@@ -221,7 +252,9 @@ impl<B: Broker> Supervisor<B> {
             for stream in workflow.results_streams(self.inner.producer.keyspace()) {
                 self.inner.ensure_group(&stream, GroupStart::Latest).await?;
             }
-            registry::lock(&self.inner.registry).register(&workflow)?;
+            self.inner.expire_workflows().await;
+            registry::lock(&self.inner.registry)
+                .register(&workflow, tokio::time::Instant::now())?;
             // The registration stays if dispatch fails: results of the tasks
             // that made it are kept for a retried fan-out or a gather.
             let dispatched = self.dispatch_all(&tasks).await?;

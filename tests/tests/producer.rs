@@ -108,8 +108,8 @@ crewq_tests::on_both_backends!(
     oversized_payload_is_refused_and_nothing_written,
     validator_rejection_is_refused_and_nothing_written,
     invalid_agent_type_is_refused_and_nothing_written,
-    max_len_retention_keeps_the_newest_entries,
-    max_age_retention_drops_entries_older_than_the_age,
+    max_len_even_unread_keeps_the_newest_entries,
+    max_age_even_unread_drops_entries_older_than_the_age,
     dispatched_counter_counts_only_real_appends,
     cluster_layout_dispatches_to_the_hash_tagged_stream,
 );
@@ -356,8 +356,8 @@ async fn invalid_agent_type_is_refused_and_nothing_written(ctx: Ctx) {
     assert_eq!(ctx.len("research").await, 0);
 }
 
-async fn max_len_retention_keeps_the_newest_entries(ctx: Ctx) {
-    let producer = ctx.producer().with_retention(Retention::MaxLen {
+async fn max_len_even_unread_keeps_the_newest_entries(ctx: Ctx) {
+    let producer = ctx.producer().with_retention(Retention::MaxLenEvenUnread {
         len: 3,
         approximate: false,
     });
@@ -380,10 +380,12 @@ async fn max_len_retention_keeps_the_newest_entries(ctx: Ctx) {
 /// Redis, where `MINID ~` drops only whole internal nodes (at most 4096
 /// bytes each by default, so ~1 KiB entries fill one in a few), that the
 /// fresh entry stays and most old ones go, not which.
-async fn max_age_retention_drops_entries_older_than_the_age(ctx: Ctx) {
+async fn max_age_even_unread_drops_entries_older_than_the_age(ctx: Ctx) {
     const OLD: usize = 20;
     let age = Duration::from_millis(500);
-    let producer = ctx.producer().with_retention(Retention::MaxAge(age));
+    let producer = ctx
+        .producer()
+        .with_retention(Retention::MaxAgeEvenUnread(age));
     let padding = "p".repeat(1024);
     let old: Vec<Task> = (0..OLD)
         .map(|n| task("research", &format!("old-{n}"), json!({"pad": padding})))

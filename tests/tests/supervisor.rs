@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crewq_core::producer::Producer;
+use crewq_core::producer::{Producer, Retention};
 use crewq_core::supervisor::{Gathered, Supervisor, SupervisorOptions};
 use crewq_core::{
     AgentType, Broker, Error, GroupInfo, GroupStart, Keyspace, NewEntry, ReadGroup, StreamId, Task,
@@ -64,9 +64,12 @@ impl Env {
 
     fn supervisor(&self, name: &str) -> Sup {
         let producer = Producer::new(Arc::clone(&self.broker)).with_keyspace(self.keyspace.clone());
+        // No trimming of the results streams: these cases count what the
+        // streams hold; retention has its own cases (supervisor_retention.rs).
         let options = SupervisorOptions::default()
             .poll(POLL)
-            .workflow_timeout(ENOUGH);
+            .workflow_timeout(ENOUGH)
+            .result_retention(Retention::None);
         Supervisor::with_options(name, producer, options).expect("valid name")
     }
 

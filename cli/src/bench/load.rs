@@ -113,9 +113,9 @@ pub struct ProducerPlan {
     pub batch: usize,
     /// `Some(tasks/s)`: open loop at this rate; `None`: as fast as it can.
     pub rate: Option<f64>,
-    /// Closed loop: dispatched but not yet started tasks, at most (so the
-    /// stream's retention never trims a task before a worker read it).
-    pub backlog: u64,
+    /// Closed loop: at most this many tasks dispatched and not yet started,
+    /// to bound memory (`--max-backlog`).
+    pub backlog: Option<u64>,
     /// The payload's filler.
     pub pad: String,
 }
@@ -145,14 +145,17 @@ pub async fn produce<B: Broker>(
                 (due as u64).saturating_sub(sent).max(1)
             }
             None => {
-                while probe.dispatched.load(Ordering::Relaxed) > probe.started() + plan.backlog {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
+                if let Some(backlog) = plan.backlog {
+                    while probe.dispatched.load(Ordering::Relaxed) > probe.started() + backlog {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
                 }
                 plan.batch as u64
             }
         };
         let n = due.min(plan.batch as u64).min(plan.share - sent);
         let sent_ns = probe.now_ns();
+        probe.dispatched.fetch_add(n, Ordering::Relaxed);
         let tasks = (0..n)
             .map(|_| {
                 let payload = Payload {
@@ -162,7 +165,6 @@ pub async fn produce<B: Broker>(
                 Task::new(AGENT, ACTION, payload).build()
             })
             .collect::<Result<Vec<_>, _>>()?;
-        probe.dispatched.fetch_add(n, Ordering::Relaxed);
         for dispatched in producer.dispatch_batch(&tasks).await? {
             dispatched?;
         }

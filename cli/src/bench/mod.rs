@@ -22,8 +22,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crewq_core::producer::{Producer, Retention};
+use crewq_core::retention::Trimmer;
 use crewq_core::worker::{Worker, WorkerOptions, WorkerReport};
-use crewq_core::{AgentType, Broker, Keyspace, Trim};
+use crewq_core::{AgentType, Broker, Clock, Keyspace, SystemClock, Trim};
 use crewq_memory::MemoryBroker;
 use crewq_redis::RedisBroker;
 use serde::Serialize;
@@ -70,9 +71,21 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 0)]
     pub dedupe_window_secs: u64,
     /// Trim the task and result streams to about this many entries each
-    /// (`MAXLEN ~`, the producer's and the worker's retention; 0: never).
-    #[arg(long, default_value_t = 100_000)]
-    pub retention: u64,
+    /// with `MAXLEN ~` in every append, cutting tasks no worker has read
+    /// yet (`Retention::MaxLenEvenUnread`): a backlog longer than this
+    /// loses tasks and the run fails. Without it, the default retention,
+    /// which trims only what every group has finished.
+    #[arg(long, value_name = "ENTRIES", conflicts_with = "no_retention")]
+    pub unsafe_max_len: Option<u64>,
+    /// Never trim the task and result streams.
+    #[arg(long)]
+    pub no_retention: bool,
+    /// Closed loop: keep at most this many tasks dispatched and not yet
+    /// started, for a run whose memory must stay bounded (the default
+    /// retention keeps every unread task, so an unbounded backlog is
+    /// memory). Not needed for correctness; none by default.
+    #[arg(long, value_name = "TASKS")]
+    pub max_backlog: Option<u64>,
     /// Fail the run when this process's peak RSS exceeded this many MiB.
     #[arg(long, value_name = "MIB")]
     pub max_rss_mb: Option<u64>,
@@ -119,8 +132,9 @@ pub struct BenchReport {
     pub payload_bytes: usize,
     /// The dedupe window, s (0: none).
     pub dedupe_window_secs: u64,
-    /// Task and result stream `MAXLEN ~` (0: none).
-    pub retention: u64,
+    /// The retention of the task and result streams: `acknowledged` (the
+    /// default), `none`, or `max-len-even-unread <n>`.
+    pub retention: String,
     /// Handler starts (more than `tasks` if some task ran twice).
     pub handled: u64,
     /// The workers' reports, added up.
@@ -198,16 +212,17 @@ async fn run_on<B: Broker + Clone + 'static>(
     let agent = AgentType::new(AGENT)?;
     let keys = keyspace.keys(&agent);
     let probe = Arc::new(Probe::new()?);
-    let retention = match args.retention {
-        0 => Retention::None,
-        len => Retention::MaxLen {
-            len,
-            approximate: true,
-        },
+    let (retention, result_retention) = match (args.no_retention, args.unsafe_max_len) {
+        (true, _) => (Retention::None, Retention::None),
+        (false, Some(len)) => (
+            Retention::unsafe_max_len(len),
+            Retention::unsafe_max_len(len),
+        ),
+        (false, None) => (Retention::DEFAULT, Retention::RESULTS),
     };
     let mut options = WorkerOptions::default().concurrency(args.concurrency);
     options.keyspace = keyspace.clone();
-    options.result_retention = retention;
+    options.result_retention = result_retention;
     let workers: Vec<_> = (0..args.workers)
         .map(|i| {
             Worker::new(
@@ -227,6 +242,13 @@ async fn run_on<B: Broker + Clone + 'static>(
         .with_retention(retention)
         .with_dedupe_window(dedupe);
     let results_before = entries_added(&broker, &keys.results).await?;
+    // The worker does not run the results stream's group-aware retention
+    // itself yet; the bench does, so that a long run's results stay bounded.
+    let results_trim = tokio::spawn(trim_results(
+        broker.clone(),
+        keys.results.clone(),
+        result_retention,
+    ));
 
     let started = Instant::now();
     let producers: Vec<_> = (0..args.producers)
@@ -237,11 +259,7 @@ async fn run_on<B: Broker + Clone + 'static>(
                 share,
                 batch: args.batch,
                 rate: args.rate.map(|rate| rate / args.producers as f64),
-                // Half the retention, so a trim never reaches an unread task.
-                backlog: match args.retention {
-                    0 => u64::MAX / 2,
-                    len => (len / 2).max(args.batch as u64),
-                },
+                backlog: args.max_backlog,
                 pad: load::padding(args.payload_bytes),
             };
             tokio::spawn(load::produce(producer.clone(), Arc::clone(&probe), plan))
@@ -276,6 +294,7 @@ async fn run_on<B: Broker + Clone + 'static>(
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let seconds = started.elapsed().as_secs_f64();
+    results_trim.abort();
 
     let mut total = WorkerReport::default();
     for worker in workers {
@@ -319,7 +338,7 @@ async fn run_on<B: Broker + Clone + 'static>(
         batch: args.batch,
         payload_bytes: args.payload_bytes,
         dedupe_window_secs: args.dedupe_window_secs,
-        retention: args.retention,
+        retention: retention_name(args),
         handled: probe.started(),
         completed: total.completed,
         retried: total.retried,
@@ -327,6 +346,25 @@ async fn run_on<B: Broker + Clone + 'static>(
         peak_rss_mb: None,
         redis_peak_rss_mb: None,
     })
+}
+
+/// Checks the results stream's retention every 100 ms, until aborted.
+async fn trim_results<B: Broker>(broker: B, stream: String, retention: Retention) {
+    let trimmer = Trimmer::new(retention);
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // A failed check removes nothing; the next one retries.
+        let _ = trimmer.check(&broker, &stream, SystemClock.now_ms()).await;
+    }
+}
+
+/// How the report names the retention `args` chose.
+fn retention_name(args: &BenchArgs) -> String {
+    match (args.no_retention, args.unsafe_max_len) {
+        (true, _) => "none".into(),
+        (false, Some(len)) => format!("max-len-even-unread {len}"),
+        (false, None) => "acknowledged".into(),
+    }
 }
 
 /// How many entries were ever added to `stream` (0 when it does not exist).

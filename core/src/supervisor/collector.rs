@@ -95,7 +95,7 @@ impl<'a> Collector<'a> {
         registry: &'a Mutex<Registry>,
         workflow: &'a Workflow,
     ) -> Result<Self, SupervisorError> {
-        registry::lock(registry).begin_gather(workflow)?;
+        registry::lock(registry).begin_gather(workflow, Instant::now())?;
         Ok(Collector {
             registry,
             workflow,
@@ -150,7 +150,11 @@ impl Drop for Collector<'_> {
     fn drop(&mut self) {
         if !self.finished {
             let recorded = std::mem::take(&mut self.recorded);
-            registry::lock(self.registry).abandon(self.workflow.trace_id(), recorded);
+            registry::lock(self.registry).abandon(
+                self.workflow.trace_id(),
+                recorded,
+                Instant::now(),
+            );
         }
     }
 }

@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+use crate::WireCodec;
+use crate::retention::Retention;
+
 /// The shortest `BLOCK` sent: Redis reads `BLOCK 0` as "forever".
 pub(super) const MIN_BLOCK: Duration = Duration::from_millis(1);
 
@@ -31,6 +34,24 @@ pub struct SupervisorOptions {
     /// How long results found in the pending list after a restart wait for
     /// a workflow to claim them before they are dropped (default 10 min).
     pub unclaimed_grace: Duration,
+    /// Decodes results, with its size limit (default [`WireCodec::default`],
+    /// the workers' default, 512 KiB). Give the supervisor the codec its
+    /// workers encode with: a result it cannot decode is never
+    /// acknowledged (see [`Supervisor`](super::Supervisor), "Undecodable
+    /// results").
+    pub codec: WireCodec,
+    /// A workflow nobody gathers for this long (since its fan-out, or its
+    /// last gather stopped) is forgotten (default 1 h,
+    /// [`SupervisorOptions::DEFAULT_WORKFLOW_EXPIRY`]), as
+    /// [`Supervisor::forget`](super::Supervisor::forget) would, except that
+    /// results it had already read go to the unclaimed results (kept for
+    /// [`unclaimed_grace`](Self::unclaimed_grace) more). Without it, a
+    /// workflow fanned out and never gathered stays in memory for good.
+    pub workflow_expiry: Duration,
+    /// How much of the results streams to keep: this supervisor trims them
+    /// after acknowledging results (default [`Retention::RESULTS`], which
+    /// never cuts a result some supervisor's group has not gathered).
+    pub result_retention: Retention,
 }
 
 impl Default for SupervisorOptions {
@@ -40,11 +61,38 @@ impl Default for SupervisorOptions {
             workflow_timeout: Duration::from_secs(120),
             batch: 100,
             unclaimed_grace: Duration::from_secs(600),
+            codec: WireCodec::default(),
+            workflow_expiry: SupervisorOptions::DEFAULT_WORKFLOW_EXPIRY,
+            result_retention: Retention::RESULTS,
         }
     }
 }
 
 impl SupervisorOptions {
+    /// The default [`workflow_expiry`](Self::workflow_expiry): 1 hour.
+    pub const DEFAULT_WORKFLOW_EXPIRY: Duration = Duration::from_secs(60 * 60);
+
+    /// Sets [`codec`](Self::codec).
+    #[must_use]
+    pub fn codec(mut self, codec: WireCodec) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    /// Sets [`workflow_expiry`](Self::workflow_expiry).
+    #[must_use]
+    pub fn workflow_expiry(mut self, expiry: Duration) -> Self {
+        self.workflow_expiry = expiry;
+        self
+    }
+
+    /// Sets [`result_retention`](Self::result_retention).
+    #[must_use]
+    pub fn result_retention(mut self, retention: Retention) -> Self {
+        self.result_retention = retention;
+        self
+    }
+
     /// Sets [`poll`](Self::poll) (at least 1 ms).
     #[must_use]
     pub fn poll(mut self, poll: Duration) -> Self {

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::Inner;
 use super::registry::{self, Received};
-use crate::{Broker, DeliveredEntry, Error, GroupStart, ReadGroup, StreamId, result_from_fields};
+use crate::{Broker, DeliveredEntry, Error, GroupStart, ReadGroup, StreamId};
 
 /// What the one reader of a supervisor remembers between rounds.
 #[derive(Debug, Default)]
@@ -88,6 +88,7 @@ impl<B: Broker> Inner<B> {
                 state.drained.insert(stream.clone());
             }
         }
+        self.expire_workflows().await;
         self.expire_unclaimed().await;
 
         for stream in streams {
@@ -193,11 +194,14 @@ impl<B: Broker> Inner<B> {
                 done.push(entry.id);
                 continue;
             };
-            let result = match result_from_fields(&fields) {
+            let result = match self.options.codec.decode_result(&fields) {
                 Ok(result) => result,
                 Err(err) => {
-                    tracing::warn!(stream, id = %entry.id, error = %err, "skipping an undecodable result");
-                    done.push(entry.id);
+                    // Never acknowledged: left pending, it is what a
+                    // supervisor with a codec that reads it gathers.
+                    if registry::lock(&self.registry).undecodable(stream, entry.id) {
+                        tracing::warn!(stream, id = %entry.id, error = %err, group = %self.group, "cannot decode a result; leaving it pending, unacknowledged");
+                    }
                     continue;
                 }
             };
@@ -254,9 +258,20 @@ impl<B: Broker> Inner<B> {
     /// pending list: a restart reads them again, and releases them after the
     /// grace period if no workflow claims them. Nothing is lost, so the
     /// failure is reported and not returned.
+    ///
+    /// Acknowledged results are what lets the results stream be trimmed:
+    /// each acknowledgement counts towards this supervisor's next check of
+    /// its retention.
     async fn ack_or_warn(&self, stream: &str, ids: &[StreamId]) {
-        if let Err(err) = self.producer.broker().ack(stream, &self.group, ids).await {
-            tracing::warn!(stream, group = %self.group, entries = ids.len(), error = %err, "acknowledging results failed");
+        let broker = self.producer.broker();
+        match broker.ack(stream, &self.group, ids).await {
+            Ok(acked) => {
+                let now_ms = self.producer.now_ms();
+                self.trimmer.appended(broker, stream, acked, now_ms).await;
+            }
+            Err(err) => {
+                tracing::warn!(stream, group = %self.group, entries = ids.len(), error = %err, "acknowledging results failed");
+            }
         }
     }
 }

@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -31,12 +32,15 @@ impl Received {
 }
 
 /// One registered workflow.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Trace {
     /// Its results, read and routed here, not yet taken by its gather.
     inbox: Vec<Received>,
     /// Whether a gather is running for it.
     gathering: bool,
+    /// When it was last registered or a gather of it stopped: it expires
+    /// this long after, unless a gather is running.
+    touched: Instant,
 }
 
 /// The routing state of one supervisor.
@@ -54,6 +58,12 @@ pub(super) struct Registry {
     /// recorded by a running gather), so that reading it again (a pending
     /// list drained a second time) routes it once only.
     held: BTreeSet<(String, StreamId)>,
+    /// Results this supervisor's codec could not decode: left pending, never
+    /// acknowledged, noted once each.
+    undecodable: BTreeSet<(String, StreamId)>,
+    /// When workflows were last looked at for expiry: at most once per
+    /// interval, since each look walks every workflow.
+    expiry_checked: Option<Instant>,
 }
 
 /// Locks `state`. Nothing under these locks can panic half way through an
@@ -65,7 +75,7 @@ pub(super) fn lock<T>(state: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Registry {
     /// Makes `workflow`'s results route to it, and hands it the unclaimed
     /// results of its tasks. Registering again adds tasks.
-    pub fn register(&mut self, workflow: &Workflow) -> Result<(), SupervisorError> {
+    pub fn register(&mut self, workflow: &Workflow, now: Instant) -> Result<(), SupervisorError> {
         let trace_id = workflow.trace_id();
         for task_id in workflow.task_ids() {
             if let Some(owner) = self.owners.get(task_id)
@@ -80,7 +90,15 @@ impl Registry {
         for task_id in workflow.task_ids() {
             self.owners.insert(task_id.to_owned(), trace_id.to_owned());
         }
-        let trace = self.traces.entry(trace_id.to_owned()).or_default();
+        let trace = self
+            .traces
+            .entry(trace_id.to_owned())
+            .or_insert_with(|| Trace {
+                inbox: Vec::new(),
+                gathering: false,
+                touched: now,
+            });
+        trace.touched = now;
         let (mine, rest) = std::mem::take(&mut self.unclaimed)
             .into_iter()
             .partition(|(_, received)| workflow.contains(&received.result.task_id));
@@ -92,7 +110,11 @@ impl Registry {
     }
 
     /// Registers `workflow` and marks it gathered.
-    pub fn begin_gather(&mut self, workflow: &Workflow) -> Result<(), SupervisorError> {
+    pub fn begin_gather(
+        &mut self,
+        workflow: &Workflow,
+        now: Instant,
+    ) -> Result<(), SupervisorError> {
         let trace_id = workflow.trace_id();
         if self
             .traces
@@ -101,7 +123,7 @@ impl Registry {
         {
             return Err(SupervisorError::AlreadyGathering(trace_id.to_owned()));
         }
-        self.register(workflow)?;
+        self.register(workflow, now)?;
         if let Some(trace) = self.traces.get_mut(trace_id) {
             trace.gathering = true;
         }
@@ -163,9 +185,10 @@ impl Registry {
     /// A gather that stopped without finishing (an error, or its future
     /// dropped): what it recorded goes back to the front of the inbox, still
     /// held and unacknowledged, for the next gather of the workflow.
-    pub fn abandon(&mut self, trace_id: &str, recorded: Vec<Received>) {
+    pub fn abandon(&mut self, trace_id: &str, recorded: Vec<Received>, now: Instant) {
         if let Some(trace) = self.traces.get_mut(trace_id) {
             trace.gathering = false;
+            trace.touched = now;
             let later = std::mem::replace(&mut trace.inbox, recorded);
             trace.inbox.extend(later);
         }
@@ -205,6 +228,78 @@ impl Registry {
         let expired: Vec<Received> = expired.into_iter().map(|(_, received)| received).collect();
         self.release(&expired);
         expired
+    }
+
+    /// Forgets workflow `trace_id` unless a gather of it is running: its
+    /// task ids route nowhere any more. Returns whether it was registered
+    /// and the results in its inbox, released for the caller to
+    /// acknowledge.
+    pub fn forget(&mut self, trace_id: &str) -> Result<(bool, Vec<Received>), SupervisorError> {
+        match self.traces.get(trace_id) {
+            None => return Ok((false, Vec::new())),
+            Some(trace) if trace.gathering => {
+                return Err(SupervisorError::AlreadyGathering(trace_id.to_owned()));
+            }
+            Some(_) => {}
+        }
+        let inbox = self.drop_trace(trace_id);
+        self.release(&inbox);
+        Ok((true, inbox))
+    }
+
+    /// Forgets the workflows untouched since `cutoff` and not being
+    /// gathered; the results in their inboxes become unclaimed (found
+    /// `now`), still held. Returns the expired trace ids.
+    /// Does nothing when the last look was less than `every` ago.
+    pub fn expire_workflows(
+        &mut self,
+        cutoff: Instant,
+        now: Instant,
+        every: Duration,
+    ) -> Vec<String> {
+        if self
+            .expiry_checked
+            .is_some_and(|checked| now.saturating_duration_since(checked) < every)
+        {
+            return Vec::new();
+        }
+        self.expiry_checked = Some(now);
+        let expired: Vec<String> = self
+            .traces
+            .iter()
+            .filter(|(_, trace)| !trace.gathering && trace.touched <= cutoff)
+            .map(|(trace_id, _)| trace_id.clone())
+            .collect();
+        for trace_id in &expired {
+            let inbox = self.drop_trace(trace_id);
+            self.unclaimed
+                .extend(inbox.into_iter().map(|received| (now, received)));
+        }
+        expired
+    }
+
+    /// How many workflows are registered.
+    pub fn workflows(&self) -> usize {
+        self.traces.len()
+    }
+
+    /// Notes an undecodable result; returns whether it is new.
+    pub fn undecodable(&mut self, stream: &str, id: StreamId) -> bool {
+        self.undecodable.insert((stream.to_owned(), id))
+    }
+
+    /// How many distinct undecodable results this supervisor left pending.
+    pub fn undecodable_count(&self) -> usize {
+        self.undecodable.len()
+    }
+
+    /// Removes a workflow and its task ids' routes; returns its inbox.
+    fn drop_trace(&mut self, trace_id: &str) -> Vec<Received> {
+        self.owners.retain(|_, owner| owner != trace_id);
+        self.traces
+            .remove(trace_id)
+            .map(|trace| trace.inbox)
+            .unwrap_or_default()
     }
 
     /// Forgets entries that were acknowledged (or given up on).

@@ -87,11 +87,14 @@ pub struct WorkerOptions {
     /// next one, so under load one call records many outcomes; a lone
     /// attempt is settled at once.
     pub settle_batch: usize,
-    /// How much of the result stream to keep, trimmed by each result append
-    /// (like the producer's retention of task streams). Trimming removes
-    /// results whether or not anyone read them: size it above what readers
-    /// of results (a supervisor's gather) can fall behind. Default: never
-    /// trim.
+    /// How much of the results stream to keep. The default,
+    /// [`Retention::RESULTS`], never cuts a result a supervisor's group has
+    /// not gathered, and keeps about 100,000 results of a stream no group
+    /// reads. Only the `EvenUnread` kinds trim in the append itself; the
+    /// group-aware default trims through a
+    /// [`Trimmer`](crate::retention::Trimmer), which supervisors run after
+    /// gathering (the worker itself does not run one yet: a results stream
+    /// no supervisor reads is not trimmed by the worker).
     pub result_retention: Retention,
 }
 
@@ -113,7 +116,7 @@ impl Default for WorkerOptions {
             #[cfg(feature = "mutants")]
             mutant: None,
             settle_batch: 128,
-            result_retention: Retention::None,
+            result_retention: Retention::RESULTS,
         }
     }
 }

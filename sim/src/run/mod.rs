@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use crewq_core::producer::Producer;
+use crewq_core::producer::{Producer, Retention};
 use crewq_core::supervisor::{Supervisor, SupervisorOptions};
 use crewq_core::worker::WorkerReport;
 use crewq_core::{AgentKeys, AgentType, Broker, Clock, Keyspace};
@@ -115,11 +115,16 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
         Producer::new(brokers.handle(actor, stream))
             .with_keyspace(keyspace.clone())
             .with_clock(ClockRef(Arc::clone(&backend.clock)))
+            // The checker accounts for tasks from the streams' final
+            // contents: trimming finished entries would hide them from it.
+            .with_retention(Retention::None)
     };
     let supervisor = Supervisor::with_options(
         "sim-supervisor",
         producer("supervisor", SUPERVISOR),
-        SupervisorOptions::default().poll(scenario.lease / 4),
+        SupervisorOptions::default()
+            .poll(scenario.lease / 4)
+            .result_retention(Retention::None),
     )
     .map_err(|e| SimError::Scenario(e.to_string()))?;
     let dispatcher = Dispatcher {
