@@ -67,8 +67,9 @@ pub struct Snapshot {
     pub handler_failures: BTreeMap<String, u64>,
 }
 
-/// A scenario's figures. `lost`, `stuck`, `successes_dead_lettered` and
-/// `dead_lettered_early` must be 0 (see [`Tally::failures`]).
+/// A scenario's figures. `lost`, `stuck`, `successes_dead_lettered`,
+/// `dead_lettered_early` and `poison_completed` must be 0 (see
+/// [`Tally::failures`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Tally {
     /// Tasks acknowledged to the producer.
@@ -100,8 +101,23 @@ pub struct Tally {
     /// Poison entries that ended in the dead-letter stream.
     pub poison_dead_lettered: u64,
     /// Poison entries that ran and published a success (a task naming
-    /// another agent type, say).
+    /// another agent type, say): DESIGN.md wants those dead-lettered at once.
     pub poison_completed: u64,
+    /// Up to [`EXAMPLES`] task ids (or poison entry ids) per failing
+    /// figure, to start an investigation from.
+    pub examples: BTreeMap<String, Vec<String>>,
+}
+
+/// How many examples a failing figure keeps.
+pub const EXAMPLES: usize = 3;
+
+impl Tally {
+    fn example(&mut self, figure: &str, what: impl ToString) {
+        let list = self.examples.entry(figure.to_owned()).or_default();
+        if list.len() < EXAMPLES {
+            list.push(what.to_string());
+        }
+    }
 }
 
 impl Tally {
@@ -112,6 +128,7 @@ impl Tally {
             ("stuck", self.stuck),
             ("successes_dead_lettered", self.successes_dead_lettered),
             ("dead_lettered_early", self.dead_lettered_early),
+            ("poison_completed", self.poison_completed),
         ]
         .into_iter()
         .filter(|(_, n)| *n > 0)
@@ -176,16 +193,23 @@ pub fn classify(snap: &Snapshot) -> Tally {
             tally.dead_lettered += 1;
             if succeeded > 0 || ran_ok {
                 tally.successes_dead_lettered += 1;
+                tally.example("successes_dead_lettered", task_id);
             } else if dead.iter().any(|d| d.reason == MAX_RETRIES_REASON)
                 && failed_runs < u64::from(*max_retries) + 1
             {
                 tally.dead_lettered_early += 1;
+                tally.example(
+                    "dead_lettered_early",
+                    format!("{task_id} ({failed_runs} failed runs)"),
+                );
             }
         }
         if open.contains(task_id) {
             tally.stuck += 1;
+            tally.example("stuck", task_id);
         } else if succeeded == 0 && dead.is_empty() {
             tally.lost += 1;
+            tally.example("lost", task_id);
         }
     }
 
@@ -205,21 +229,23 @@ pub fn classify(snap: &Snapshot) -> Tally {
         }
         if completed {
             tally.poison_completed += 1;
+            tally.example("poison_completed", task_id.unwrap_or_default());
         }
         if in_stream.contains(id) && is_open(id) {
             tally.stuck += 1;
+            tally.example("stuck", format!("poison entry {id}"));
         } else if !dead && !completed {
             tally.lost += 1;
+            tally.example("lost", format!("poison entry {id}"));
         }
     }
 
     // Pending ids with no entry behind them: deleted while pending, and
     // nobody settled them.
-    tally.stuck += snap
-        .pending
-        .iter()
-        .filter(|id| !in_stream.contains(id))
-        .count() as u64;
+    for id in snap.pending.iter().filter(|id| !in_stream.contains(id)) {
+        tally.stuck += 1;
+        tally.example("stuck", format!("pending id {id} with no entry"));
+    }
     tally
 }
 

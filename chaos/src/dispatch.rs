@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crewq_core::producer::{Producer, Retention};
-use crewq_core::{Keyspace, Task};
+use crewq_core::{DEFAULT_MAX_RETRIES, Keyspace, Task};
 use crewq_redis::RedisBroker;
 use serde_json::Value;
 use tokio::time::Instant;
@@ -21,7 +21,9 @@ pub const AGENT: &str = "work";
 const BATCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The `n`th task of scenario `scenario`: 4% always fail, 20% are flaky
-/// (30% of runs fail), the rest succeed; each works up to `max_sleep_ms`.
+/// (30% of runs fail), the rest succeed; each works between `min_sleep_ms`
+/// and `max_sleep_ms`. 10% have `max_retries` 0, 10% have 1, the rest the
+/// default 3.
 ///
 /// # Errors
 ///
@@ -39,8 +41,16 @@ pub fn task(scenario: &str, n: u64, min_sleep_ms: u64, max_sleep_ms: u64) -> Res
         sleep_ms: min_sleep_ms + mix(&task_id, 0) % spread,
         fail_pct,
     };
+    // A tenth may not be retried at all and a tenth once: a delivery that
+    // ends without an outcome must not burn what little they have.
+    let max_retries = match n % 10 {
+        3 => 0,
+        4 => 1,
+        _ => DEFAULT_MAX_RETRIES,
+    };
     Task::new(AGENT, "chaos", plan.to_payload())
         .task_id(task_id)
+        .max_retries(max_retries)
         .build()
         .map_err(|e| e.to_string())
 }

@@ -49,8 +49,7 @@ pub struct Report {
     pub worker_exits: u64,
     /// Whole seconds the scenario took.
     pub seconds: u64,
-    /// Whether lost, stuck, successes_dead_lettered and
-    /// dead_lettered_early are all 0.
+    /// Whether every figure of [`Tally::failures`] is 0.
     pub passed: bool,
     /// What happened along the way.
     pub notes: Vec<String>,
@@ -270,6 +269,7 @@ impl Run {
         gather::read_run_logs(&crew.runs_dir(), &mut snap)
             .map_err(|e| format!("reading run logs: {e}"))?;
         let tally = classify(&snap);
+        self.notes.extend(reasons(&snap));
         let passed = tally.failures().is_empty();
         if self.settings.keep {
             let kept = self.dir.keep();
@@ -285,6 +285,26 @@ impl Run {
             notes: self.notes,
         })
     }
+}
+
+/// How many dead letters each `reason` has, for tasks and for poison.
+fn reasons(snap: &Snapshot) -> Vec<String> {
+    let mut tasks: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut poison: BTreeMap<&str, u64> = BTreeMap::new();
+    for row in &snap.dead_letters {
+        let of_poison = row.entry_id.is_some_and(|id| snap.poison.contains(&id));
+        let counts = if of_poison { &mut poison } else { &mut tasks };
+        *counts.entry(row.reason.as_str()).or_default() += 1;
+    }
+    let show = |what: &str, counts: &BTreeMap<&str, u64>| {
+        let parts: Vec<String> = counts.iter().map(|(r, n)| format!("{r}={n}")).collect();
+        format!("dead letters of {what} by reason: {}", parts.join(" "))
+    };
+    let mut notes = vec![show("tasks", &tasks)];
+    if !snap.poison.is_empty() {
+        notes.push(show("poison", &poison));
+    }
+    notes
 }
 
 /// Starts again every worker that exited by itself, noting it.

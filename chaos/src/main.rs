@@ -168,6 +168,9 @@ fn print_report(report: &Report, json: bool) {
         }
     } else {
         println!("{}", report.line());
+        for (figure, ids) in &report.tally.examples {
+            println!("    {figure}, e.g.: {}", ids.join(", "));
+        }
         for note in &report.notes {
             println!("    {note}");
         }

@@ -147,7 +147,8 @@ async fn proxy(settings: &Settings) -> Result<Report, String> {
         run.dispatcher(None).await?,
         tasks(&run, 2_000, 0, 150)?,
         50,
-        Duration::from_millis(150),
+        // Tasks keep coming until after the stall.
+        Duration::from_millis(350),
         Duration::from_secs(60),
     );
     pause(2_000).await;
@@ -277,7 +278,9 @@ async fn redis_outage(settings: &Settings, sizes: &Sizes) -> Result<Report, Stri
         Duration::from_secs(30),
     );
     let (acked, undispatched) = dispatched(producer).await?;
-    pause(2_500).await;
+    // Every handler of the first wave (1.5-3.5 s) finishes while Redis is
+    // down.
+    pause(1_000).await;
     run.server.stop();
     run.notes
         .push(format!("redis-server down for {}s", sizes.outage.as_secs()));

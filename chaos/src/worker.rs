@@ -71,8 +71,9 @@ pub struct WorkerArgs {
 /// `ok` always succeeds, `fail` always fails (so it must end in the
 /// dead-letter stream after `1 + max_retries` failed runs), `flaky` fails
 /// with probability P% per run. The handler cannot see the attempt number,
-/// so a flaky run's fate is drawn from the task id and how many times this
-/// process has run the task: deterministic for a given process history.
+/// so a flaky run's fate is drawn from the task id, the consumer name and
+/// how many times this process has run the task: deterministic for a given
+/// history of processes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
     /// How the handler ends.
@@ -197,11 +198,14 @@ pub async fn run(args: WorkerArgs) -> i32 {
     let handler = move |task: Task<Value>| {
         let plan = Plan::from_payload(&task.payload);
         let run = log.next_run(&task.task_id);
+        // Another consumer's runs draw differently: a flaky task retried
+        // elsewhere is not doomed to repeat its first fate.
+        let draw = format!("{}@{consumer}", task.task_id);
         let log = Arc::clone(&log);
         let consumer = consumer.clone();
         async move {
             tokio::time::sleep(Duration::from_millis(plan.sleep_ms)).await;
-            if plan.fails(&task.task_id, run) {
+            if plan.fails(&draw, run) {
                 log.record(false, &task.task_id);
                 return Err::<Value, HandlerError>(
                     format!("planned failure of {} (run {run})", task.task_id).into(),
