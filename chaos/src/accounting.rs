@@ -393,10 +393,13 @@ mod tests {
 
     #[test]
     fn max_retries_with_too_few_failed_runs_is_early() {
-        let mut snap = snapshot(1);
-        snap.handler_failures.insert("t1".into(), 1);
-        snap.dead_letters.push(letter("t1", 1, "max_retries"));
-        assert_eq!(classify(&snap).dead_lettered_early, 1);
+        // max_retries 3: four failed runs are needed, three are not enough.
+        for (failed, early) in [(1, 1), (3, 1), (4, 0)] {
+            let mut snap = snapshot(1);
+            snap.handler_failures.insert("t1".into(), failed);
+            snap.dead_letters.push(letter("t1", 1, "max_retries"));
+            assert_eq!(classify(&snap).dead_lettered_early, early, "{failed}");
+        }
     }
 
     #[test]

@@ -126,17 +126,18 @@ impl Crew {
     /// their consumer names, so the caller can start them again.
     pub fn reap(&mut self) -> Vec<String> {
         let mut ended = Vec::new();
-        self.members.retain_mut(|member| match member.child.try_wait() {
-            Ok(Some(status)) => {
-                self.exits.push(Exit {
-                    consumer: member.consumer.clone(),
-                    code: status.code(),
-                });
-                ended.push(member.consumer.clone());
-                false
-            }
-            _ => true,
-        });
+        self.members
+            .retain_mut(|member| match member.child.try_wait() {
+                Ok(Some(status)) => {
+                    self.exits.push(Exit {
+                        consumer: member.consumer.clone(),
+                        code: status.code(),
+                    });
+                    ended.push(member.consumer.clone());
+                    false
+                }
+                _ => true,
+            });
         ended
     }
 

@@ -20,7 +20,10 @@ use crewq_chaos::worker::{self, WorkerArgs};
 const DEFAULT_BACKLOG: u64 = 200_000;
 
 #[derive(Parser)]
-#[command(name = "crewq-chaos", about = "crewq under real faults, every task accounted for")]
+#[command(
+    name = "crewq-chaos",
+    about = "crewq under real faults, every task accounted for"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,

@@ -146,7 +146,12 @@ async fn accept_loop(
 }
 
 /// Forwards both ways until either side closes or the connection is reset.
-async fn serve(seq: u64, mut client: TcpStream, mut server: TcpStream, rx: watch::Receiver<Control>) {
+async fn serve(
+    seq: u64,
+    mut client: TcpStream,
+    mut server: TcpStream,
+    rx: watch::Receiver<Control>,
+) {
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
     let reset = {

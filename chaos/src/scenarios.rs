@@ -56,7 +56,9 @@ pub async fn run(name: &str, settings: &Settings, sizes: &Sizes) -> Result<Repor
 }
 
 fn tasks(run: &Run, count: u64, min_ms: u64, max_ms: u64) -> Result<Vec<Task<Value>>, String> {
-    (0..count).map(|n| task(&run.name, n, min_ms, max_ms)).collect()
+    (0..count)
+        .map(|n| task(&run.name, n, min_ms, max_ms))
+        .collect()
 }
 
 async fn pause(ms: u64) {
@@ -207,7 +209,10 @@ async fn poison(settings: &Settings) -> Result<Report, String> {
         let bad_name = raw_task(&n("bad-agent-name"), "no such agent");
         let huge = raw_task(&n("huge-attempts"), AGENT);
         let entries: [Vec<(&str, &str)>; 6] = [
-            vec![("data", "{\"task_id\": \"poison-bad-json\", \"agent_type\": ")],
+            vec![(
+                "data",
+                "{\"task_id\": \"poison-bad-json\", \"agent_type\": ",
+            )],
             vec![("note", "an entry without data")],
             vec![("data", "{\"action\": \"chaos\"}")],
             vec![("data", wrong.as_str())],
@@ -219,7 +224,8 @@ async fn poison(settings: &Settings) -> Result<Report, String> {
             pause(300).await;
         }
     }
-    run.notes.push(format!("{} poison entries", run.poison.len()));
+    run.notes
+        .push(format!("{} poison entries", run.poison.len()));
     let (acked, undispatched) = dispatched(producer).await?;
     restart_exited(&mut crew, &mut run.notes);
     run.finish(crew, acked, undispatched).await

@@ -79,7 +79,10 @@ impl RedisServer {
                 Err(why) => failures.push(why),
             }
         }
-        Err(format!("redis-server did not start: {}", failures.join("; ")))
+        Err(format!(
+            "redis-server did not start: {}",
+            failures.join("; ")
+        ))
     }
 
     /// The port it listens on.
@@ -177,7 +180,10 @@ impl RedisServer {
             }
             std::thread::sleep(Duration::from_millis(250));
         }
-        Err(format!("redis-server did not restart on {}: {last}", self.port))
+        Err(format!(
+            "redis-server did not restart on {}: {last}",
+            self.port
+        ))
     }
 }
 
