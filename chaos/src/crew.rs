@@ -2,7 +2,7 @@
 //! restarted and stopped by the runner, and killed on drop.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -174,7 +174,7 @@ impl Crew {
         }
     }
 
-    /// The stderr log of every worker, concatenated (for a failing run).
+    /// The directory of the workers' stderr files.
     pub fn stderr_dir(&self) -> PathBuf {
         self.config.dir.join("stderr")
     }
@@ -184,9 +184,4 @@ impl Drop for Crew {
     fn drop(&mut self) {
         self.kill_all();
     }
-}
-
-/// Whether `path` holds anything (a worker wrote to stderr).
-pub fn non_empty(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| m.len() > 0)
 }

@@ -90,10 +90,17 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Cmd::Worker(args) => {
-            let code = runtime.block_on(worker::run(args));
-            ExitCode::from(u8::try_from(code).unwrap_or(1))
-        }
+        Cmd::Worker(args) => match runtime.block_on(worker::run(args)) {
+            // Its stderr goes to the scenario's directory (see --keep).
+            Ok(report) => {
+                eprintln!("worker stopped: {report:?}");
+                ExitCode::SUCCESS
+            }
+            Err((code, why)) => {
+                eprintln!("worker failed: {why}");
+                ExitCode::from(u8::try_from(code).unwrap_or(1))
+            }
+        },
         Cmd::All(suite) => {
             let names: Vec<String> = NAMES
                 .iter()

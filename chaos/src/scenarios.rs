@@ -88,7 +88,7 @@ async fn kill_workers(settings: &Settings) -> Result<Report, String> {
         pause(1_000 + mix("kill-wait", kills) % 1_000).await;
         let index = usize::try_from(mix("kill-who", kills) % 4).unwrap_or(0);
         if let Some(victim) = crew.kill(index) {
-            let name = if kills % 2 == 0 {
+            let name = if kills.is_multiple_of(2) {
                 victim
             } else {
                 format!("w{index}-r{kills}")

@@ -29,7 +29,7 @@ pub struct RedisServer {
     child: Option<Child>,
 }
 
-/// Finds a program on `PATH` or in [`SEARCH_DIRS`].
+/// Finds a program on `PATH` or in the usual system directories.
 pub fn find_program(name: &str) -> Option<PathBuf> {
     let on_path = std::env::var_os("PATH")
         .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use crewq_core::worker::{HandlerError, Worker, WorkerOptions};
+use crewq_core::worker::{HandlerError, Worker, WorkerOptions, WorkerReport};
 use crewq_core::{AgentType, Keyspace, Task};
 use crewq_redis::RedisBroker;
 use serde_json::{Value, json};
@@ -171,29 +171,34 @@ impl RunLog {
     }
 }
 
-/// Runs the worker until SIGTERM; returns the process's exit code.
-pub async fn run(args: WorkerArgs) -> i32 {
-    let Ok(agent) = AgentType::new(args.agent.as_str()) else {
-        return EXIT_USAGE;
-    };
-    let Ok(keyspace) = Keyspace::default().with_prefix(args.prefix.as_str()) else {
-        return EXIT_USAGE;
-    };
-    let file = match OpenOptions::new()
+/// Why a worker process ended on its own: its exit code and a message.
+pub type Failure = (i32, String);
+
+/// Runs the worker until SIGTERM; returns its report, or the exit code and
+/// why.
+///
+/// # Errors
+///
+/// Bad arguments, Redis unreachable at start, or the worker's own error.
+pub async fn run(args: WorkerArgs) -> Result<WorkerReport, Failure> {
+    let usage = |e: String| (EXIT_USAGE, e);
+    let agent = AgentType::new(args.agent.as_str()).map_err(|e| usage(e.to_string()))?;
+    let keyspace = Keyspace::default()
+        .with_prefix(args.prefix.as_str())
+        .map_err(|e| usage(e.to_string()))?;
+    let file = OpenOptions::new()
         .create(true)
         .append(true)
         .open(&args.run_log)
-    {
-        Ok(file) => file,
-        Err(_) => return EXIT_USAGE,
-    };
+        .map_err(|e| usage(format!("{}: {e}", args.run_log.display())))?;
     let log = Arc::new(RunLog {
         file: Mutex::new(file),
         runs: Mutex::new(HashMap::new()),
     });
-    let Some(broker) = connect(&args.url, Duration::from_secs(args.connect_wait_secs)).await else {
-        return EXIT_NO_REDIS;
-    };
+    let wait = Duration::from_secs(args.connect_wait_secs);
+    let broker = connect(&args.url, wait)
+        .await
+        .map_err(|e| (EXIT_NO_REDIS, format!("no Redis within {wait:?}: {e}")))?;
     let consumer = args.consumer.clone();
     let handler = move |task: Task<Value>| {
         let plan = Plan::from_payload(&task.payload);
@@ -225,22 +230,22 @@ pub async fn run(args: WorkerArgs) -> i32 {
         grace
     };
     let worker = Worker::new(broker, agent, args.consumer, handler).options(options);
-    match worker.run(stop).await {
-        Ok(_) => 0,
-        Err(_) => EXIT_WORKER_ERROR,
-    }
+    worker
+        .run(stop)
+        .await
+        .map_err(|e| (EXIT_WORKER_ERROR, format!("the worker stopped: {e}")))
 }
 
 /// Connects, retrying while Redis is down, for at most `wait`.
-async fn connect(url: &str, wait: Duration) -> Option<RedisBroker> {
+async fn connect(url: &str, wait: Duration) -> crewq_core::Result<RedisBroker> {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         match RedisBroker::connect(url).await {
-            Ok(broker) => return Some(broker),
+            Ok(broker) => return Ok(broker),
             Err(_) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
-            Err(_) => return None,
+            Err(err) => return Err(err),
         }
     }
 }
