@@ -22,8 +22,8 @@ const BATCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The `n`th task of scenario `scenario`: 4% always fail, 20% are flaky
 /// (30% of runs fail), the rest succeed; each works between `min_sleep_ms`
-/// and `max_sleep_ms`. 10% have `max_retries` 0, 10% have 1, the rest the
-/// default 3.
+/// and `max_sleep_ms`. Of the tasks that succeed, a tenth have
+/// `max_retries` 0 and a tenth 1; every other task has the default 3.
 ///
 /// # Errors
 ///
@@ -41,11 +41,13 @@ pub fn task(scenario: &str, n: u64, min_sleep_ms: u64, max_sleep_ms: u64) -> Res
         sleep_ms: min_sleep_ms + mix(&task_id, 0) % spread,
         fail_pct,
     };
-    // A tenth may not be retried at all and a tenth once: a delivery that
-    // ends without an outcome must not burn what little they have.
-    let max_retries = match n % 10 {
-        3 => 0,
-        4 => 1,
+    // Some tasks that always succeed may not be retried at all, some once:
+    // a delivery that ends without an outcome must not burn what little
+    // they have. (Only those: a flaky task whose success died with its
+    // SIGKILLed worker may then fail for good, legitimately.)
+    let max_retries = match (mode, n % 10) {
+        (Mode::Ok, 3) => 0,
+        (Mode::Ok, 4) => 1,
         _ => DEFAULT_MAX_RETRIES,
     };
     Task::new(AGENT, "chaos", plan.to_payload())

@@ -218,7 +218,8 @@ impl Run {
         undispatched: usize,
     ) -> Result<Report, String> {
         let url = self.server.url();
-        let deadline = Instant::now() + self.settings.drain;
+        let drain_start = Instant::now();
+        let deadline = drain_start + self.settings.drain;
         let mut calm = 0;
         let mut conn = None;
         while Instant::now() < deadline {
@@ -247,6 +248,12 @@ impl Run {
             self.notes.push(format!(
                 "not drained within {}s",
                 self.settings.drain.as_secs()
+            ));
+        } else {
+            // How long the crew needed after the faults: a recovery time.
+            self.notes.push(format!(
+                "drained {:.1}s after the faults ended",
+                drain_start.elapsed().as_secs_f64()
             ));
         }
         let killed = crew.stop_all(Duration::from_secs(15));
