@@ -236,3 +236,100 @@ pub fn read_run_logs(dir: &Path, snap: &mut Snapshot) -> std::io::Result<()> {
     snap.handler_failures = failures;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accounting::classify;
+    use crate::server::RedisServer;
+
+    async fn cmd(conn: &mut MultiplexedConnection, args: &[&str]) -> Value {
+        let mut command = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            command.arg(*arg);
+        }
+        command.query_async(conn).await.expect("command")
+    }
+
+    fn task(id: &str) -> String {
+        format!(r#"{{"task_id":"{id}","agent_type":"work","action":"a","payload":{{}}}}"#)
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_snapshot_reads_entries_pending_unread_results_and_dead_letters() {
+        let dir = tempfile::tempdir().expect("dir");
+        let server = RedisServer::start(dir.path(), false).expect("redis-server");
+        let mut conn = connect(&server.url()).await.expect("connect");
+        let keys = Keys {
+            tasks: "p:tasks:work".into(),
+            results: "p:results".into(),
+            dlq: "p:dlq:work".into(),
+            group: "work-workers".into(),
+        };
+        for id in ["1-0", "2-0", "3-0"] {
+            let t = format!("t{}", &id[..1]);
+            cmd(&mut conn, &["XADD", &keys.tasks, id, "data", &task(&t)]).await;
+        }
+        cmd(
+            &mut conn,
+            &["XGROUP", "CREATE", &keys.tasks, &keys.group, "0"],
+        )
+        .await;
+        let g = keys.group.as_str();
+        cmd(
+            &mut conn,
+            &[
+                "XREADGROUP",
+                "GROUP",
+                g,
+                "c",
+                "COUNT",
+                "2",
+                "STREAMS",
+                &keys.tasks,
+                ">",
+            ],
+        )
+        .await;
+        cmd(&mut conn, &["XACK", &keys.tasks, g, "1-0"]).await;
+        let ok = r#"{"task_id":"t1","agent_type":"work","status":"success"}"#;
+        cmd(&mut conn, &["XADD", &keys.results, "*", "data", ok]).await;
+        let letter = [
+            "XADD",
+            &keys.dlq,
+            "*",
+            "task",
+            &task("t2"),
+            "error",
+            "e",
+            "retries",
+            "4",
+            "reason",
+            "max_retries",
+            "entry_id",
+            "2-0",
+        ];
+        cmd(&mut conn, &letter).await;
+
+        let mut snap = Snapshot {
+            dispatched: [("t1", 3), ("t2", 3), ("t3", 3)]
+                .map(|(t, n)| (t.to_owned(), n))
+                .into(),
+            ..Snapshot::default()
+        };
+        read_redis(&mut conn, &keys, &mut snap).await.expect("read");
+        assert_eq!(snap.entries.len(), 3);
+        assert_eq!(snap.last_delivered, Some(StreamId::new(2, 0)));
+        assert_eq!(snap.pending, [StreamId::new(2, 0)].into());
+        assert_eq!(snap.results.len(), 1);
+        assert_eq!(snap.dead_letters[0].entry_id, Some(StreamId::new(2, 0)));
+        assert_eq!(snap.dead_letters[0].task_id.as_deref(), Some("t2"));
+        assert!(!quiescent(&mut conn, &keys).await.expect("quiescent"));
+
+        snap.handler_failures.insert("t2".into(), 4);
+        let tally = classify(&snap);
+        assert_eq!((tally.completed, tally.dead_lettered), (1, 1));
+        // t2 is still pending, t3 was never read.
+        assert_eq!((tally.stuck, tally.lost), (2, 0));
+    }
+}
