@@ -144,14 +144,12 @@ pub fn classify(snap: &Snapshot) -> Tally {
     let is_open = |id: &StreamId| {
         snap.pending.contains(id) || snap.last_delivered.is_none_or(|last| *id > last)
     };
-    // Task id -> whether some entry of it is pending or unread.
+    // Task ids with some entry pending or unread (a retry of a poison
+    // entry that decodes carries its task id too).
     let mut open: BTreeSet<&str> = BTreeSet::new();
     let mut in_stream: BTreeSet<StreamId> = BTreeSet::new();
     for entry in &snap.entries {
         in_stream.insert(entry.id);
-        if snap.poison.contains(&entry.id) {
-            continue;
-        }
         if let Some(task_id) = entry.task_id.as_deref()
             && is_open(&entry.id)
         {
@@ -223,7 +221,9 @@ pub fn classify(snap: &Snapshot) -> Tally {
     for id in &snap.poison {
         let task_id = poison_tasks.get(id).copied().flatten();
         let completed = task_id.is_some_and(|t| successes.contains_key(t));
-        let dead = letter_entries.contains(id);
+        // Dead-lettered itself, or a retry of it was.
+        let dead = letter_entries.contains(id) || task_id.is_some_and(|t| letters.contains_key(t));
+        let retry_open = task_id.is_some_and(|t| open.contains(t));
         if dead {
             tally.poison_dead_lettered += 1;
         }
@@ -231,7 +231,7 @@ pub fn classify(snap: &Snapshot) -> Tally {
             tally.poison_completed += 1;
             tally.example("poison_completed", task_id.unwrap_or_default());
         }
-        if in_stream.contains(id) && is_open(id) {
+        if (in_stream.contains(id) && is_open(id)) || retry_open {
             tally.stuck += 1;
             tally.example("stuck", format!("poison entry {id}"));
         } else if !dead && !completed {
@@ -425,6 +425,26 @@ mod tests {
         snap.results.push(ok("t1"));
         let tally = classify(&snap);
         assert_eq!((tally.completed, tally.lost, tally.stuck), (1, 0, 0));
+    }
+
+    #[test]
+    fn a_poison_entry_retried_for_ever_is_stuck_and_one_retried_then_dead_is_not() {
+        let mut snap = snapshot(0);
+        snap.poison = [id(10), id(11)].into();
+        snap.entries = vec![
+            entry(10, "p-loop"),
+            entry(11, "p-retried"),
+            entry(20, "p-loop"),
+            entry(21, "p-retried"),
+            entry(30, "p-loop"),
+        ];
+        snap.last_delivered = Some(id(21)); // p-loop's latest retry unread
+        snap.dead_letters
+            .push(letter("p-retried", 21, "max_retries"));
+        let tally = classify(&snap);
+        assert_eq!((tally.stuck, tally.lost), (1, 0));
+        assert_eq!(tally.poison_dead_lettered, 1);
+        assert_eq!(tally.examples["stuck"], ["poison entry 10-0"]);
     }
 
     #[test]

@@ -187,8 +187,9 @@ fn raw_task(task_id: &str, agent_type: &str) -> String {
 
 /// 4. Poison written with `redis-cli XADD` while valid tasks flow: bad
 ///    JSON, no `data`, a task missing its fields, a task naming another
-///    agent type, an invalid agent type name, and `attempts` of
-///    4294967295.
+///    agent type, an invalid agent type name, `attempts` of 4294967295, and
+///    a failing task with `attempts` and `max_retries` both 4294967295
+///    (whose next failure overflows the count).
 async fn poison(settings: &Settings) -> Result<Report, String> {
     let mut run = Run::new("poison", settings, false)?;
     let mut crew = run.crew(&run.server.url(), 16)?;
@@ -208,7 +209,17 @@ async fn poison(settings: &Settings) -> Result<Report, String> {
         let wrong = raw_task(&n("wrong-type"), "elsewhere");
         let bad_name = raw_task(&n("bad-agent-name"), "no such agent");
         let huge = raw_task(&n("huge-attempts"), AGENT);
-        let entries: [Vec<(&str, &str)>; 6] = [
+        // Failing, with a count at the top of u32 and as many retries
+        // allowed: the next failure's count is one more than u32 holds.
+        let overflow = json!({
+            "task_id": n("attempts-overflow"),
+            "agent_type": AGENT,
+            "action": "chaos",
+            "payload": { "mode": "fail" },
+            "max_retries": u32::MAX,
+        })
+        .to_string();
+        let entries: [Vec<(&str, &str)>; 7] = [
             vec![(
                 "data",
                 "{\"task_id\": \"poison-bad-json\", \"agent_type\": ",
@@ -218,6 +229,7 @@ async fn poison(settings: &Settings) -> Result<Report, String> {
             vec![("data", wrong.as_str())],
             vec![("data", bad_name.as_str())],
             vec![("data", huge.as_str()), ("attempts", "4294967295")],
+            vec![("data", overflow.as_str()), ("attempts", "4294967295")],
         ];
         for fields in &entries {
             run.xadd_poison(fields)?;
