@@ -54,7 +54,7 @@ struct SuiteArgs {
     /// Tasks of the backlog scenario (default: twice the default retention).
     #[arg(long, default_value_t = DEFAULT_BACKLOG)]
     backlog: u64,
-    /// Trim the backlog scenario's task stream with `MAXLEN ~ N` instead of
+    /// Trim the backlog scenario's task stream with the unsafe opt-in `MAXLEN ~ N` (cuts unread work) instead of
     /// the producer's default (a smaller-scale run; not the default config).
     #[arg(long, value_name = "N")]
     backlog_retention: Option<u64>,

@@ -248,10 +248,12 @@ async fn poison(settings: &Settings) -> Result<Report, String> {
 ///    starts; then two workers drain it.
 async fn backlog(settings: &Settings, sizes: &Sizes) -> Result<Report, String> {
     let mut run = Run::new("backlog", settings, false)?;
-    let retention = sizes.backlog_retention.map(|len| Retention::MaxLen {
-        len,
-        approximate: true,
-    });
+    let retention = sizes
+        .backlog_retention
+        .map(|len| Retention::MaxLenEvenUnread {
+            len,
+            approximate: true,
+        });
     match retention {
         Some(_) => run.notes.push(format!(
             "retention MAXLEN ~ {} (not the default)",
