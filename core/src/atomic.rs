@@ -205,4 +205,9 @@ pub enum Settled {
     Done(Vec<StreamId>),
     /// It was not pending for the consumer any more; nothing was written.
     NotOwned,
+    /// Writing this item's appends failed (the server's error text, such as
+    /// a `WRONGTYPE` destination or `OOM`): it was not acknowledged and stays
+    /// pending; the other items of the call are unaffected. An item with
+    /// several appends may have had its earlier appends written.
+    Failed(String),
 }

@@ -245,6 +245,8 @@ impl<B: Broker> Broker for RecordingBroker<B> {
                     consumer: consumer.clone(),
                     id,
                 },
+                // Nothing acknowledged: the entry stays pending.
+                Settled::Failed(_) => continue,
             };
             self.recorder.record(event);
         }

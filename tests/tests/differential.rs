@@ -1194,7 +1194,7 @@ impl<'a> Side<'a> {
                 let mut settled = Vec::new();
                 for (streams, outcome) in streams.into_iter().zip(outcomes) {
                     settled.push(match outcome {
-                        Settled::NotOwned => None,
+                        Settled::NotOwned | Settled::Failed(_) => None,
                         Settled::Done(ids) => Some(
                             streams
                                 .into_iter()
