@@ -319,3 +319,82 @@ async fn an_entry_deleted_while_running_is_dead_lettered(env: Env) {
     assert_eq!(kept.task_id, "task-3");
     assert_eq!(env.pending().await, 0);
 }
+
+/// A handler that blocks its thread past the lease (which handlers must not
+/// do) still keeps its lease when the worker runs on a multi-thread
+/// runtime: renewals run in a task of their own, not behind the handler.
+/// The worker gets a runtime of its own, so the test's checks do not wait
+/// on the blocked thread. On Redis only: real time, and a lease that lapses
+/// without renewals is reclaimed by the peer (seen failing with renewals
+/// switched off).
+async fn renewals_go_on_while_a_handler_blocks_its_thread(env: Env) {
+    env.group().await;
+    env.dispatch(&task(1, 3)).await;
+    let calls = Calls::default();
+    let handler = {
+        let calls = calls.clone();
+        move |t: Task<Value>| {
+            calls.bump(&t.task_id);
+            async move {
+                std::thread::sleep(Duration::from_millis(2000));
+                Ok::<Value, HandlerError>(json!({}))
+            }
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let worker = {
+        let _inside = runtime.enter();
+        Worker::new(
+            Arc::clone(&env.gate) as Arc<dyn Broker>,
+            env.agent.clone(),
+            "w1",
+            handler,
+        )
+        .options(env.options())
+        .spawn()
+    };
+    while calls.of("task-1") == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let keys = env.keys();
+    let mut taken = 0;
+    while env.results().await.is_empty() {
+        let claimed = env
+            .broker
+            .autoclaim(
+                &keys.tasks,
+                &keys.group,
+                "peer",
+                Duration::from_millis(600),
+                crewq_core::StreamId::ZERO,
+                10,
+            )
+            .await
+            .expect("autoclaim");
+        taken += claimed.claimed.len();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let report = runtime
+        .spawn(worker.shutdown(Duration::from_secs(5)))
+        .await
+        .expect("join")
+        .expect("report");
+    runtime.shutdown_background();
+    assert_eq!(taken, 0, "the lease was renewed while the handler blocked");
+    assert_eq!((report.completed, report.zombies), (1, 0), "{report:?}");
+}
+
+mod blocking {
+    use super::*;
+    use crewq_tests::backends::Backend;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn redis_renewals_go_on_while_a_handler_blocks_its_thread() {
+        let backend = Backend::redis().await;
+        renewals_go_on_while_a_handler_blocks_its_thread(Env::from(backend)).await;
+    }
+}
