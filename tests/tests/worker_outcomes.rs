@@ -7,7 +7,7 @@ mod worker_common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crewq_core::worker::{HandlerError, Worker};
+use crewq_core::worker::{HandlerError, Health, Worker};
 use crewq_core::{Broker, Fields, ReadGroup, Task, TaskStatus, Validators, task_to_fields};
 use serde_json::{Value, json};
 use worker_common::{Calls, Env, When, counting, dropped, task};
@@ -41,8 +41,17 @@ async fn an_outcome_survives_an_outage_longer_than_the_settle_retries(env: Env) 
     let worker = env.spawn("w1", counting(&calls, Duration::ZERO));
     tokio::time::sleep(outage(&env)).await;
     assert!(env.gate.failed("settle") > 5, "the settle kept trying");
+    // Its reads succeed, but an outcome waits: the handle says so.
+    assert!(
+        matches!(worker.health(), Health::Degraded { ref error, .. } if error.is_transient()),
+        "{:?}",
+        worker.health()
+    );
     env.gate.heal();
     env.settled(1).await;
+    while !matches!(worker.health(), Health::Running) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let report = worker
         .shutdown(Duration::from_secs(5))
         .await

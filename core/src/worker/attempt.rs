@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use crate::{
     StreamId, Task, TaskResult, WireError,
 };
 
+use super::health::Reporter;
 use super::mutant::Mutant;
 use super::record::{ATTEMPTS_FIELD, BadAttempts, Prior, stored_failures};
 use super::settler::Settler;
@@ -66,6 +68,11 @@ pub(crate) struct Shared<B, H> {
     pub deleted: Mutex<BTreeSet<StreamId>>,
     /// Settles finished attempts in batches.
     pub settler: Settler,
+    /// Tells the handle when broker calls fail.
+    pub reporter: Reporter,
+    /// Attempts whose settle is failing now: the worker shows as degraded
+    /// until none is left, even while its reads succeed.
+    pub failing: AtomicUsize,
 }
 
 impl<B, H> Shared<B, H> {

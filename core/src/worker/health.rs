@@ -18,9 +18,9 @@ pub enum Health {
     /// Reading and running tasks.
     Running,
     /// Its broker calls are failing and it is waiting them out (with a
-    /// back-off capped at a few seconds), for as long as it takes; running
-    /// attempts keep their outcomes and retry recording them. `failures`
-    /// counts the failed calls in a row.
+    /// back-off capped at a few seconds), for as long as it takes: its reads
+    /// fail, or outcomes wait to be recorded (kept, and retried, while their
+    /// entries stay held). `failures` counts the failed calls in a row.
     Degraded {
         /// The last error.
         error: Arc<Error>,
@@ -117,5 +117,35 @@ impl Reporter {
                 false
             }
         });
+    }
+}
+
+/// A copy of `err` of the same kind and text, for the handle and the
+/// caller both (errors are not `Clone`: their sources are dropped).
+pub(crate) fn duplicate(err: &Error) -> Error {
+    let text = |message: &str| message.to_owned();
+    match err {
+        Error::NoGroup { stream, group } => Error::no_group(stream, group),
+        Error::NoSuchKey(m) => Error::NoSuchKey(text(m)),
+        Error::WrongType(m) => Error::WrongType(text(m)),
+        Error::InvalidId(m) => Error::InvalidId(text(m)),
+        Error::IdExhausted(m) => Error::IdExhausted(text(m)),
+        Error::InvalidArgument(m) => Error::InvalidArgument(text(m)),
+        Error::Unsupported(m) => Error::Unsupported(text(m)),
+        Error::Connection { message, .. } => Error::Connection {
+            message: text(message),
+            source: None,
+        },
+        Error::Timeout(m) => Error::Timeout(text(m)),
+        Error::Auth { message, .. } => Error::Auth {
+            message: text(message),
+            source: None,
+        },
+        Error::Unavailable(m) => Error::Unavailable(text(m)),
+        Error::Protocol(m) => Error::Protocol(text(m)),
+        other => Error::Backend {
+            message: other.to_string(),
+            source: None,
+        },
     }
 }

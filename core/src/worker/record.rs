@@ -2,6 +2,7 @@
 //! until it is recorded or provably another consumer's; dead letters; and
 //! the counts an attempt needs before it runs.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -9,11 +10,12 @@ use tracing::Instrument;
 
 use crate::metrics::{DEAD_LETTERED, DELETED_WHILE_PENDING, count};
 use crate::{
-    Ack, AckAndAdd, Broker, DeadLetter, DeadLetterReason, Fields, NewEntry, Origin, PendingQuery,
-    SettleItem, Settled, StreamId, Task, TaskResult, utc_isoformat,
+    Ack, AckAndAdd, Broker, DeadLetter, DeadLetterReason, Error, Fields, NewEntry, Origin,
+    PendingQuery, SettleItem, Settled, StreamId, Task, TaskResult, utc_isoformat,
 };
 
 use super::attempt::{Outcome, Shared, Source};
+use super::health::duplicate;
 use super::mutant::Mutant;
 
 /// The field of a retried task entry counting the handler runs that failed
@@ -165,31 +167,45 @@ impl<B: Broker, H> Shared<B, H> {
         let id = item.id;
         let mut reply_lost = false;
         let mut tries = 0u32;
-        loop {
-            match self.settler.settle(item.clone()).await {
-                Ok(Settled::Done(_)) => return Outcome::Completed,
+        let outcome = loop {
+            let error = match self.settler.settle(item.clone()).await {
+                Ok(Settled::Done(_)) => break Outcome::Completed,
                 Ok(Settled::NotOwned) if reply_lost => {
                     tracing::debug!(%id, "an earlier settle applied; its reply was lost");
-                    return Outcome::Completed;
+                    break Outcome::Completed;
                 }
                 Ok(Settled::NotOwned) => {
                     tracing::warn!(%id, "entry was taken over by another consumer; not recording an outcome");
-                    return Outcome::Zombie;
+                    break Outcome::Zombie;
                 }
                 Ok(Settled::Failed(error)) => {
                     tracing::error!(%id, %error, "the broker refused to record an outcome; the entry stays held, retrying");
+                    Error::Backend {
+                        message: error,
+                        source: None,
+                    }
                 }
                 Err(err) if err.is_transient() => {
                     reply_lost = true;
                     tracing::warn!(%id, error = %err, "settle failed; retrying");
+                    err
                 }
                 Err(err) => {
                     tracing::error!(%id, error = %err, "settle failed; the entry stays held, retrying");
+                    err
                 }
+            };
+            if tries == 0 {
+                self.failing.fetch_add(1, Ordering::SeqCst);
             }
             tries = tries.saturating_add(1);
+            self.reporter.degraded(duplicate(&error), tries);
             tokio::time::sleep(self.retry_wait(tries)).await;
+        };
+        if tries > 0 {
+            self.failing.fetch_sub(1, Ordering::SeqCst);
         }
+        outcome
     }
 
     /// The mutants' way to record an outcome: its appends (and its ack if

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -24,7 +25,7 @@ use crate::{
 
 use super::attempt::{Outcome, Shared, Source, panic_message};
 use super::group::{ensure_group, recreate_after};
-use super::health::{Health, Reporter, stops_the_worker};
+use super::health::{Health, Reporter, duplicate, stops_the_worker};
 use super::mutant::Mutant;
 use super::record::RETRY_CAP;
 use super::renew::renew_forever;
@@ -109,6 +110,8 @@ where
         held: Mutex::new(BTreeSet::new()),
         deleted: Mutex::new(BTreeSet::new()),
         settler,
+        reporter: reporter.clone(),
+        failing: AtomicUsize::new(0),
         options,
     });
     // The settler and the renewals live as long as this run, through the
@@ -231,7 +234,9 @@ where
         match read {
             Ok(batch) => {
                 self.failures = 0;
-                self.reporter.recovered();
+                if self.shared.failing.load(Ordering::SeqCst) == 0 {
+                    self.reporter.recovered();
+                }
                 for (entry, source) in batch {
                     self.start::<P>(entry, source);
                 }
@@ -493,35 +498,5 @@ impl<B, H> Shared<B, H> {
             .iter()
             .copied()
             .collect()
-    }
-}
-
-/// A copy of `err` of the same kind and text, for the handle and the
-/// caller both (errors are not `Clone`: their sources are dropped).
-fn duplicate(err: &Error) -> Error {
-    let text = |message: &str| message.to_owned();
-    match err {
-        Error::NoGroup { stream, group } => Error::no_group(stream, group),
-        Error::NoSuchKey(m) => Error::NoSuchKey(text(m)),
-        Error::WrongType(m) => Error::WrongType(text(m)),
-        Error::InvalidId(m) => Error::InvalidId(text(m)),
-        Error::IdExhausted(m) => Error::IdExhausted(text(m)),
-        Error::InvalidArgument(m) => Error::InvalidArgument(text(m)),
-        Error::Unsupported(m) => Error::Unsupported(text(m)),
-        Error::Connection { message, .. } => Error::Connection {
-            message: text(message),
-            source: None,
-        },
-        Error::Timeout(m) => Error::Timeout(text(m)),
-        Error::Auth { message, .. } => Error::Auth {
-            message: text(message),
-            source: None,
-        },
-        Error::Unavailable(m) => Error::Unavailable(text(m)),
-        Error::Protocol(m) => Error::Protocol(text(m)),
-        other => Error::Backend {
-            message: other.to_string(),
-            source: None,
-        },
     }
 }
