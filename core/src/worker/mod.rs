@@ -63,12 +63,14 @@
 mod attempt;
 mod group;
 mod health;
+mod held;
 mod mutant;
 mod options;
 mod record;
 mod renew;
 mod run;
 mod settler;
+mod stop;
 
 use std::future::Future;
 use std::sync::Arc;

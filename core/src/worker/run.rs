@@ -7,7 +7,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,7 +15,7 @@ use futures::FutureExt;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::de::DeserializeOwned;
-use tokio::task::{JoinError, JoinSet};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::metrics::{BROKER_ERRORS, RECLAIMED, count};
@@ -26,6 +26,7 @@ use crate::{
 use super::attempt::{Outcome, Shared, Source, panic_message};
 use super::group::{ensure_group, recreate_after};
 use super::health::{Health, Reporter, duplicate, stops_the_worker};
+use super::held::Held;
 use super::mutant::Mutant;
 use super::record::RETRY_CAP;
 use super::renew::renew_forever;
@@ -41,10 +42,10 @@ enum Read {
 }
 
 /// The worker's state between reads.
-struct Loop<B, H> {
+pub(super) struct Loop<B, H> {
     shared: Arc<Shared<B, H>>,
-    inflight: JoinSet<Outcome>,
-    report: WorkerReport,
+    pub(super) inflight: JoinSet<Outcome>,
+    pub(super) report: WorkerReport,
     /// `Some(after)` while draining this consumer's own pending entries.
     draining: Option<StreamId>,
     reclaim_cursor: StreamId,
@@ -394,109 +395,5 @@ where
         self.reporter.degraded(duplicate(&err), self.failures);
         tokio::time::sleep(wait).await;
         Ok(())
-    }
-
-    fn tally(&mut self, done: std::result::Result<Outcome, JoinError>) {
-        let report = &mut self.report;
-        match done {
-            Ok(Outcome::Completed) => report.completed += 1,
-            Ok(Outcome::Retried) => report.retried += 1,
-            Ok(Outcome::DeadLettered) => report.dead_lettered += 1,
-            Ok(Outcome::Zombie) => report.zombies += 1,
-            Ok(Outcome::Vanished) => report.vanished += 1,
-            Ok(Outcome::Unsettled) => report.unsettled += 1,
-            Err(err) => {
-                // Panics are caught inside the attempt; this is a bug.
-                tracing::error!(error = %err, "an attempt ended abnormally");
-                report.unsettled += 1;
-            }
-        }
-    }
-
-    /// After the stop: no more reads; running attempts have until `deadline`
-    /// to end (renewals and settles go on meanwhile), cut short by `stop`
-    /// resolving to a shorter grace.
-    async fn finish<F>(
-        mut self,
-        mut deadline: Instant,
-        mut stop: Option<Pin<&mut F>>,
-    ) -> WorkerReport
-    where
-        F: Future<Output = Duration>,
-    {
-        loop {
-            let stopping = async {
-                match stop.as_mut() {
-                    Some(stop) => stop.as_mut().await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                biased;
-                done = self.inflight.join_next() => match done {
-                    Some(done) => self.tally(done),
-                    None => break,
-                },
-                grace = stopping => {
-                    deadline = deadline.min(Instant::now() + grace);
-                    stop = None;
-                }
-                () = tokio::time::sleep_until(deadline) => {
-                    self.report.handed_back = self.inflight.len() as u64;
-                    tracing::warn!(n = self.inflight.len(), "grace period over; handing running tasks back");
-                    self.inflight.abort_all();
-                    while self.inflight.join_next().await.is_some() {}
-                    break;
-                }
-            }
-        }
-        self.report
-    }
-}
-
-/// Keeps an entry marked as worked on (its lease renewed) until dropped.
-struct Held<B, H>(Arc<Shared<B, H>>, StreamId);
-
-impl<B, H> Drop for Held<B, H> {
-    fn drop(&mut self) {
-        self.0.release(self.1);
-    }
-}
-
-impl<B, H> Shared<B, H> {
-    /// Marks `id` as being worked on; false if it already was.
-    fn hold(&self, id: StreamId) -> bool {
-        self.held
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id)
-    }
-
-    fn release(&self, id: StreamId) {
-        self.held
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&id);
-        self.deleted
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&id);
-    }
-
-    /// Whether a renewal found `id` deleted from the stream while held.
-    fn was_deleted(&self, id: StreamId) -> bool {
-        self.deleted
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains(&id)
-    }
-
-    pub(crate) fn held_ids(&self) -> Vec<StreamId> {
-        self.held
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .copied()
-            .collect()
     }
 }
