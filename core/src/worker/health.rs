@@ -14,6 +14,7 @@ use crate::{Error, ErrorKind};
 
 /// A worker's state, as its handle sees it.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum Health {
     /// Reading and running tasks.
     Running,

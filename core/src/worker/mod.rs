@@ -19,7 +19,14 @@
 //!   survives crashes and fail-overs; a task runs at most `1 + max_retries`
 //!   times, then moves to the dead-letter stream with its last error;
 //! - an entry that cannot be run at all (no `data`, bad JSON, a task that
-//!   fails validation or is over the size limit) is dead-lettered at once;
+//!   fails validation or is over the size limit, a task of another agent
+//!   type than its stream's, an impossible `attempts` count, one whose
+//!   decoding or validation panics) is dead-lettered at once;
+//! - an entry found deleted from its stream while pending is dead-lettered
+//!   as `deleted_while_pending` with what is known of it, and counted;
+//! - a consumer group destroyed under the worker is created again just
+//!   before the oldest entry it holds (or after the newest it read), never
+//!   at `0`, with a warning and a counter;
 //! - an outcome, once produced, is retried until it is recorded or the
 //!   entry is provably another consumer's; attempts count handler runs that
 //!   failed, never deliveries that ended without an outcome (a crash, a lost
