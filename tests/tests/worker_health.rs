@@ -13,6 +13,7 @@ use worker_common::{Calls, Env, When, counting, dropped, task};
 crewq_tests::on_both_backends!(
     Env:
     a_failing_reclaim_does_not_starve_new_work,
+    a_failing_drain_does_not_starve_new_work,
     an_error_waiting_cannot_fix_stops_the_worker_visibly_after_the_grace,
     transient_errors_are_waited_out_and_shown_on_the_handle,
     a_transient_error_recreating_a_missing_group_is_waited_out,
@@ -41,6 +42,22 @@ async fn a_failing_reclaim_does_not_starve_new_work(env: Env) {
         .expect("report");
     assert_eq!(report.completed, 3, "{report:?}");
     assert!(env.gate.failed("autoclaim") > 0, "the reclaim was tried");
+}
+
+async fn a_failing_drain_does_not_starve_new_work(env: Env) {
+    for n in 0..3 {
+        env.dispatch(&task(n, 3)).await;
+    }
+    env.gate.fail("read_history", When::Before, dropped);
+    let calls = Calls::default();
+    let worker = env.spawn("w1", counting(&calls, Duration::ZERO));
+    env.settled(3).await;
+    let report = worker
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("report");
+    assert_eq!(report.completed, 3, "{report:?}");
+    assert!(env.gate.failed("read_history") > 0, "the drain was tried");
 }
 
 async fn an_error_waiting_cannot_fix_stops_the_worker_visibly_after_the_grace(env: Env) {

@@ -12,7 +12,8 @@ use async_trait::async_trait;
 use crewq_core::{
     AckAndAdd, AckAndAddReply, AddedOnce, AutoClaimed, Broker, ConsumerInfo, DeliveredEntry, Error,
     GroupInfo, GroupStart, IdRange, NewEntry, OnceEntry, PendingEntry, PendingQuery,
-    PendingSummary, ReadGroup, Result, Settle, Settled, StreamEntry, StreamId, StreamInfo, Trim,
+    PendingSummary, ReadFrom, ReadGroup, Result, Settle, Settled, StreamEntry, StreamId,
+    StreamInfo, Trim,
 };
 
 /// When a gated call fails.
@@ -142,8 +143,14 @@ impl Broker for Gate {
         self.gate("consumer_delete", call).await
     }
 
+    /// Reads of a consumer's own history are gated as `read_history`, apart
+    /// from reads of new entries (`read_group`).
     async fn read_group(&self, read: &ReadGroup) -> Result<Vec<DeliveredEntry>> {
-        self.gate("read_group", self.inner.read_group(read)).await
+        let op = match read.from {
+            ReadFrom::PendingAfter(id) if id != StreamId::MAX => "read_history",
+            _ => "read_group",
+        };
+        self.gate(op, self.inner.read_group(read)).await
     }
 
     async fn ack(&self, stream: &str, group: &str, ids: &[StreamId]) -> Result<u64> {
