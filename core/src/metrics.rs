@@ -17,6 +17,13 @@ pub const RETRIED: &str = "crewq_tasks_retried_total";
 pub const DEAD_LETTERED: &str = "crewq_tasks_dead_lettered_total";
 /// Entries a worker took over from a crashed or stalled consumer.
 pub const RECLAIMED: &str = "crewq_tasks_reclaimed_total";
+/// Entries found deleted from their stream (trimmed, `XDEL`'d) while a
+/// worker held them; each is dead-lettered as `deleted_while_pending`.
+pub const DELETED_WHILE_PENDING: &str = "crewq_tasks_deleted_while_pending_total";
+/// Consumer groups a worker found missing and created again.
+pub const GROUP_RECREATED: &str = "crewq_groups_recreated_total";
+/// Broker errors a worker waited out or stopped on.
+pub const BROKER_ERRORS: &str = "crewq_worker_broker_errors_total";
 /// Dead letters replayed to their task stream.
 pub const REPLAYED: &str = "crewq_dead_letters_replayed_total";
 

@@ -174,7 +174,7 @@ crewq_tests::on_both_backends!(
     shutdown_lets_running_tasks_finish_or_hands_them_back,
     a_worker_dropped_mid_task_hands_its_tasks_to_another,
     a_task_from_the_seeds_python_producer_is_run,
-    entries_deleted_while_pending_are_cleaned_up_on_reclaim,
+    entries_deleted_while_pending_are_dead_lettered_on_reclaim,
     attempts_settled_together_each_keep_the_ownership_guard,
 );
 
@@ -690,9 +690,9 @@ async fn the_worker_counts_outcomes_through_metrics() {
         .await
         .expect("group");
     env.dispatch(&task(1, 3)).await; // fails once, then succeeds
-    // The crashed consumer's delivery counts as its first attempt; failing
-    // its second exhausts max_retries 1: dead-lettered.
-    env.dispatch(&task(2, 1)).await;
+    // The crashed consumer's delivery ended without an outcome: not a failed
+    // run. Its first run fails, which exhausts max_retries 0: dead-lettered.
+    env.dispatch(&task(2, 0)).await;
     // A consumer that died holding task 3, taken over after the lease.
     env.dispatch(&task(3, 3)).await;
     let read = ReadGroup::new(&keys.tasks, &keys.group, "crashed").count(0);
@@ -742,7 +742,7 @@ async fn the_worker_counts_outcomes_through_metrics() {
     assert_eq!(counts, expected);
 }
 
-async fn entries_deleted_while_pending_are_cleaned_up_on_reclaim(env: Env) {
+async fn entries_deleted_while_pending_are_dead_lettered_on_reclaim(env: Env) {
     let keys = env.keys();
     env.broker
         .group_create(
@@ -764,17 +764,40 @@ async fn entries_deleted_while_pending_are_cleaned_up_on_reclaim(env: Env) {
         .expect("xdel");
     let worker = env.spawn("w2", |t: Task<Value>| async move { ok(&t) });
     env.settled(1).await;
+    while env.dead_letters().await.is_empty() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let report = worker
         .shutdown(Duration::from_secs(5))
         .await
         .expect("report");
-    assert_eq!((report.reclaimed, report.completed), (1, 1), "{report:?}");
+    assert_eq!(
+        (report.reclaimed, report.completed, report.vanished),
+        (1, 1, 1),
+        "{report:?}"
+    );
     let ids: Vec<_> = env.results().await.into_iter().map(|r| r.task_id).collect();
     assert_eq!(ids, ["task-2"]);
     assert_eq!(
         env.pending().await,
         0,
         "the deleted entry left the pending list"
+    );
+    // Never silently: what is known of it is dead-lettered.
+    let letters = env.dead_letters().await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        letters[0]
+            .reason
+            .as_ref()
+            .map(ToString::to_string)
+            .as_deref(),
+        Some("deleted_while_pending")
+    );
+    let origin = letters[0].origin.as_ref().expect("origin");
+    assert_eq!(
+        (origin.entry_id, origin.consumer.as_str()),
+        (held[0].id, "w2")
     );
 }
 

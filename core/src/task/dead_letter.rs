@@ -33,6 +33,11 @@ pub const DLQ_DEAD_LETTERED_AT: &str = "dead_lettered_at";
 const POISON_PREFIX: &str = "poison:";
 const REJECTED: &str = "rejected";
 const MAX_RETRIES: &str = "max_retries";
+const MAX_DELIVERIES: &str = "max_deliveries";
+const DELETED_WHILE_PENDING: &str = "deleted_while_pending";
+const WRONG_AGENT_TYPE: &str = "wrong_agent_type";
+const PANICKED: &str = "panicked";
+const INVALID_ATTEMPTS: &str = "invalid_attempts";
 
 /// Why an entry was dead-lettered: the `reason` field.
 ///
@@ -53,6 +58,24 @@ pub enum DeadLetterReason {
     Poison(WireErrorKind),
     /// `poison:rejected`: the agent type's validator refused the task.
     Rejected,
+    /// `max_deliveries`: the entry was delivered more often than the
+    /// worker's `max_deliveries` without any delivery ending in an outcome
+    /// (each took its worker down, or was handed back): a crash loop. Not
+    /// failed runs, which [`DeadLetterReason::MaxRetries`] counts.
+    MaxDeliveries,
+    /// `deleted_while_pending`: the entry was removed from its stream (a
+    /// trim, an `XDEL`) while a consumer held it; the dead letter keeps what
+    /// was known of it.
+    DeletedWhilePending,
+    /// `poison:wrong_agent_type`: the task's `agent_type` is not the agent
+    /// type of the stream it was read from (or not a valid name at all).
+    WrongAgentType,
+    /// `poison:panicked`: reading or checking the entry panicked outside the
+    /// handler (a validator, the payload's decoding).
+    Panicked,
+    /// `poison:invalid_attempts`: the entry's `attempts` field is not a count
+    /// of failed runs.
+    InvalidAttempts,
     /// Any other text, kept as it was.
     Other(String),
 }
@@ -63,6 +86,11 @@ impl fmt::Display for DeadLetterReason {
             DeadLetterReason::MaxRetries => f.write_str(MAX_RETRIES),
             DeadLetterReason::Poison(kind) => write!(f, "{POISON_PREFIX}{kind}"),
             DeadLetterReason::Rejected => write!(f, "{POISON_PREFIX}{REJECTED}"),
+            DeadLetterReason::MaxDeliveries => f.write_str(MAX_DELIVERIES),
+            DeadLetterReason::DeletedWhilePending => f.write_str(DELETED_WHILE_PENDING),
+            DeadLetterReason::WrongAgentType => write!(f, "{POISON_PREFIX}{WRONG_AGENT_TYPE}"),
+            DeadLetterReason::Panicked => write!(f, "{POISON_PREFIX}{PANICKED}"),
+            DeadLetterReason::InvalidAttempts => write!(f, "{POISON_PREFIX}{INVALID_ATTEMPTS}"),
             DeadLetterReason::Other(text) => f.write_str(text),
         }
     }
@@ -74,8 +102,13 @@ impl FromStr for DeadLetterReason {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Ok(match s {
             MAX_RETRIES => DeadLetterReason::MaxRetries,
+            MAX_DELIVERIES => DeadLetterReason::MaxDeliveries,
+            DELETED_WHILE_PENDING => DeadLetterReason::DeletedWhilePending,
             _ => match s.strip_prefix(POISON_PREFIX) {
                 Some(REJECTED) => DeadLetterReason::Rejected,
+                Some(WRONG_AGENT_TYPE) => DeadLetterReason::WrongAgentType,
+                Some(PANICKED) => DeadLetterReason::Panicked,
+                Some(INVALID_ATTEMPTS) => DeadLetterReason::InvalidAttempts,
                 Some(kind) => match kind.parse() {
                     Ok(kind) => DeadLetterReason::Poison(kind),
                     Err(()) => DeadLetterReason::Other(s.to_owned()),
@@ -302,6 +335,11 @@ mod tests {
         let reasons = [
             DeadLetterReason::MaxRetries,
             DeadLetterReason::Rejected,
+            DeadLetterReason::MaxDeliveries,
+            DeadLetterReason::DeletedWhilePending,
+            DeadLetterReason::WrongAgentType,
+            DeadLetterReason::Panicked,
+            DeadLetterReason::InvalidAttempts,
             DeadLetterReason::Poison(WireErrorKind::MissingData),
             DeadLetterReason::Poison(WireErrorKind::InvalidJson),
             DeadLetterReason::Poison(WireErrorKind::InvalidTask),

@@ -19,9 +19,24 @@
 //!   survives crashes and fail-overs; a task runs at most `1 + max_retries`
 //!   times, then moves to the dead-letter stream with its last error;
 //! - an entry that cannot be run at all (no `data`, bad JSON, a task that
-//!   fails validation or is over the size limit) is dead-lettered at once;
-//! - transient broker errors are waited out with back-off, never in a hot
-//!   loop, and never stop the worker.
+//!   fails validation or is over the size limit, a task of another agent
+//!   type than its stream's, an impossible `attempts` count, one whose
+//!   decoding or validation panics) is dead-lettered at once;
+//! - an entry found deleted from its stream while pending is dead-lettered
+//!   as `deleted_while_pending` with what is known of it, and counted;
+//! - a consumer group destroyed under the worker is created again just
+//!   before the oldest entry it holds (or after the newest it read), never
+//!   at `0`, with a warning and a counter;
+//! - an outcome, once produced, is retried until it is recorded or the
+//!   entry is provably another consumer's; attempts count handler runs that
+//!   failed, never deliveries that ended without an outcome (a crash, a lost
+//!   reply, a hand-back), which a separate, larger bound
+//!   ([`WorkerOptions::max_deliveries`]) keeps from looping for ever;
+//! - broker errors are waited out with a back-off capped at a few seconds,
+//!   never in a hot loop; an error waiting cannot fix
+//!   ([`stops_the_worker`]) stops reading, gives running attempts their
+//!   grace, and shows on the handle at once ([`WorkerHandle::health`],
+//!   [`WorkerHandle::closed`]); a worker never stops silently.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
@@ -53,25 +68,33 @@
 //! ```
 
 mod attempt;
+mod group;
+mod health;
+mod held;
 mod mutant;
 mod options;
+mod record;
+mod renew;
 mod run;
 mod settler;
+mod stop;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::{AgentType, Broker, Error, Result, Task};
 
-pub use attempt::ATTEMPTS_FIELD;
+pub use health::{Health, stops_the_worker};
 #[cfg(feature = "mutants")]
 pub use mutant::Mutant;
-pub use options::{Backoff, WorkerOptions};
+pub use options::{Backoff, InvalidOptions, WorkerOptions};
+pub use record::ATTEMPTS_FIELD;
 
 /// What a handler returns when its attempt failed: any error.
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
@@ -82,6 +105,15 @@ pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 /// The output becomes the result's `output` (a JSON object; anything else is
 /// wrapped as `{"value": ...}`). An error, a panic or running past the
 /// worker's `task_timeout` fails the attempt.
+///
+/// A handler must not block its thread (a synchronous sleep, blocking I/O, a
+/// long computation): wrap such work in [`tokio::task::spawn_blocking`] (or
+/// `tokio::task::block_in_place` on a multi-thread runtime). The worker
+/// renews its running tasks' leases from a task of its own, so on a
+/// multi-thread runtime a blocked thread does not stop renewals; but on a
+/// current-thread runtime, or with every thread blocked, nothing else runs:
+/// leases lapse, peers take the tasks over and run them a second time, and
+/// the time-out cannot fire.
 #[async_trait]
 pub trait Handler<P>: Send + Sync + 'static {
     /// Runs `task`.
@@ -114,10 +146,14 @@ pub struct WorkerReport {
     /// Attempts whose entry another consumer had taken over by the time
     /// they finished: nothing was recorded for them.
     pub zombies: u64,
-    /// Entries deleted from the stream while pending, acknowledged.
+    /// Entries found deleted from the stream while pending, each
+    /// dead-lettered as `deleted_while_pending` (not counted in
+    /// `dead_lettered`).
     pub vanished: u64,
-    /// Attempts whose outcome the broker would not take; their entries stay
-    /// pending and are retried after the lease.
+    /// Attempts that ended without recording an outcome for a reason other
+    /// than the ones above (an attempt that ended abnormally; a mutant's
+    /// failed write); their entries stay pending and are retried after the
+    /// lease.
     pub unsettled: u64,
     /// Attempts still running at the shutdown deadline, left pending for
     /// another worker to take over after the lease.
@@ -192,11 +228,31 @@ where
     }
 
     /// Runs the worker in a tokio task until [`WorkerHandle::shutdown`]
-    /// (dropping the handle stops it too, with no grace).
+    /// (dropping the handle stops it too, with no grace), or until an error
+    /// it cannot wait out stops it, which the handle shows at once
+    /// ([`WorkerHandle::health`], [`WorkerHandle::closed`]).
+    ///
+    /// Options that cannot work ([`WorkerOptions::validate`]) stop it at
+    /// once with [`Error::InvalidArgument`]; [`Worker::try_spawn`] refuses
+    /// them up front instead.
+    #[must_use = "dropping the handle stops the worker"]
     pub fn spawn(self) -> WorkerHandle {
         let (stop, stopped) = oneshot::channel::<Duration>();
-        let join = tokio::spawn(self.run(async move { stopped.await.unwrap_or(Duration::ZERO) }));
-        WorkerHandle { stop, join }
+        let (reporter, health) = health::Reporter::new();
+        let stopped = async move { stopped.await.unwrap_or(Duration::ZERO) };
+        let join = tokio::spawn(run::run(self, stopped, reporter));
+        WorkerHandle { stop, join, health }
+    }
+
+    /// [`Worker::spawn`], after checking the options.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidOptions`] when they cannot work ([`WorkerOptions::validate`]);
+    /// nothing is spawned.
+    pub fn try_spawn(self) -> std::result::Result<WorkerHandle, InvalidOptions> {
+        self.options.validate()?;
+        Ok(self.spawn())
     }
 
     /// Runs the worker until `stop` resolves to a grace period; then it reads
@@ -205,18 +261,23 @@ where
     ///
     /// # Errors
     ///
-    /// A broker error that waiting cannot fix (an ACL refusing the commands,
-    /// say); transient ones are retried.
+    /// A broker error that waiting cannot fix ([`stops_the_worker`]: an ACL
+    /// refusing the commands, say), returned once running attempts had
+    /// their `stop_grace`; [`Error::InvalidArgument`] for options that
+    /// cannot work. Every other error is waited out.
     pub async fn run(self, stop: impl Future<Output = Duration> + Send) -> Result<WorkerReport> {
-        run::run(self, stop).await
+        let (reporter, _health) = health::Reporter::new();
+        run::run(self, stop, reporter).await
     }
 }
 
-/// Controls a spawned worker.
+/// Controls a spawned worker; dropping it stops the worker with no grace.
 #[derive(Debug)]
+#[must_use = "dropping the handle stops the worker"]
 pub struct WorkerHandle {
     stop: oneshot::Sender<Duration>,
     join: JoinHandle<Result<WorkerReport>>,
+    health: watch::Receiver<Health>,
 }
 
 impl WorkerHandle {
@@ -235,6 +296,30 @@ impl WorkerHandle {
             message: format!("worker task failed: {e}"),
             source: None,
         })?
+    }
+
+    /// The worker's state now: running, waiting out broker errors (with the
+    /// last one), stopping or stopped on an error it cannot wait out.
+    pub fn health(&self) -> Health {
+        self.health.borrow().clone()
+    }
+
+    /// Resolves when the worker has ended by itself, with the error that
+    /// stopped it (see [`stops_the_worker`]); then [`WorkerHandle::shutdown`]
+    /// returns its report at once. A worker never ends by itself otherwise,
+    /// so an application can `select!` on this beside its own work.
+    pub async fn closed(&self) -> Arc<Error> {
+        let mut health = self.health.clone();
+        let ended = health.wait_for(Health::is_stopped).await.map(|h| h.clone());
+        match ended {
+            Ok(Health::Stopped { error: Some(error) }) => error,
+            // Ended with no error recorded: only a worker task that panicked
+            // or was aborted drops its side without saying why.
+            _ => Arc::new(Error::Backend {
+                message: "the worker ended abnormally".to_owned(),
+                source: None,
+            }),
+        }
     }
 
     /// Kills the worker at once, as a crash would: its running attempts stop

@@ -96,6 +96,20 @@ pub struct WorkerOptions {
     /// gathering (the worker itself does not run one yet: a results stream
     /// no supervisor reads is not trimmed by the worker).
     pub result_retention: Retention,
+    /// An entry delivered this many times without any delivery ending in an
+    /// outcome (its worker crashed, was killed, or handed it back at
+    /// shutdown) is dead-lettered with reason `max_deliveries` at its next
+    /// delivery instead of run again: the bound on a task that takes its
+    /// worker down every time. Failed runs (an error, a panic, a time-out)
+    /// are counted apart, against the task's `max_retries`; this limit is
+    /// per entry (each retry is a new entry), so keep it well above the
+    /// restarts and hand-backs a healthy task may see. Default 10.
+    pub max_deliveries: u32,
+    /// When the worker stops by itself, on a broker error that waiting cannot
+    /// fix (see [`WorkerHandle::health`](super::WorkerHandle::health)),
+    /// running attempts get this long to finish and record their outcomes
+    /// (leases still renewed) before they are handed back. Default 30 s.
+    pub stop_grace: Duration,
 }
 
 impl Default for WorkerOptions {
@@ -117,6 +131,8 @@ impl Default for WorkerOptions {
             mutant: None,
             settle_batch: 128,
             result_retention: Retention::RESULTS,
+            max_deliveries: 10,
+            stop_grace: Duration::from_secs(30),
         }
     }
 }
@@ -140,6 +156,59 @@ impl WorkerOptions {
         self
     }
 
+    /// Checks that these options can run a worker that keeps its
+    /// guarantees: [`Worker::spawn`](super::Worker::spawn) and
+    /// [`Worker::run`](super::Worker::run) check them too.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidOptions`] naming the first setting that cannot work:
+    /// `concurrency` 0 (the worker would never read), a zero `lease`,
+    /// `renew_every` or `reclaim_every` (a loop that never yields), a
+    /// `renew_every` not shorter than the `lease` (leases would lapse between
+    /// renewals and peers re-run live tasks), a zero `settle_batch` or
+    /// `max_deliveries`, or a back-off whose `max` is zero (broker errors
+    /// retried in a hot loop).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use crewq_core::worker::WorkerOptions;
+    /// assert!(WorkerOptions::default().validate().is_ok());
+    /// let mut options = WorkerOptions::default();
+    /// options.renew_every = Duration::from_secs(60);
+    /// let err = options.validate().unwrap_err();
+    /// assert!(err.to_string().contains("renew_every"));
+    /// ```
+    pub fn validate(&self) -> Result<(), InvalidOptions> {
+        let fail = |message: String| Err(InvalidOptions(message));
+        if self.concurrency == 0 {
+            return fail("concurrency must be at least 1: with 0 the worker never reads".into());
+        }
+        for (name, value) in [
+            ("lease", self.lease),
+            ("renew_every", self.renew_every),
+            ("reclaim_every", self.reclaim_every),
+            ("backoff.max", self.backoff.max),
+        ] {
+            if value.is_zero() {
+                return fail(format!("{name} must be longer than zero"));
+            }
+        }
+        if self.renew_every >= self.lease {
+            return fail(format!(
+                "renew_every ({:?}) must be shorter than the lease ({:?}), or leases lapse between renewals",
+                self.renew_every, self.lease
+            ));
+        }
+        if self.settle_batch == 0 {
+            return fail("settle_batch must be at least 1".into());
+        }
+        if self.max_deliveries == 0 {
+            return fail("max_deliveries must be at least 1".into());
+        }
+        Ok(())
+    }
+
     /// Whether `mutant` is switched on; always false without the feature.
     pub(crate) fn is_mutant(&self, mutant: Mutant) -> bool {
         #[cfg(feature = "mutants")]
@@ -159,10 +228,47 @@ impl WorkerOptions {
     }
 }
 
+/// Why [`WorkerOptions`] cannot run a worker: see
+/// [`WorkerOptions::validate`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid worker options: {0}")]
+pub struct InvalidOptions(pub String);
+
+impl From<InvalidOptions> for crate::Error {
+    fn from(err: InvalidOptions) -> Self {
+        crate::Error::InvalidArgument(err.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    #[test]
+    fn options_that_cannot_work_are_refused() {
+        type Breaks = fn(&mut WorkerOptions);
+        let broken: [(&str, Breaks); 6] = [
+            ("concurrency", |o| o.concurrency = 0),
+            ("reclaim_every", |o| o.reclaim_every = Duration::ZERO),
+            ("renew_every", |o| o.renew_every = o.lease),
+            ("lease", |o| o.lease = Duration::ZERO),
+            ("settle_batch", |o| o.settle_batch = 0),
+            ("max_deliveries", |o| o.max_deliveries = 0),
+        ];
+        for (name, breaks) in broken {
+            let mut options = WorkerOptions::default();
+            breaks(&mut options);
+            let err = options.validate().expect_err(name);
+            assert!(err.to_string().contains(name), "{name}: {err}");
+        }
+        assert!(
+            WorkerOptions::default()
+                .lease(Duration::from_millis(3))
+                .validate()
+                .is_ok()
+        );
+    }
 
     #[test]
     fn backoff_doubles_up_to_its_ceiling() {

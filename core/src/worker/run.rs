@@ -1,44 +1,75 @@
 //! The worker's loop: drain its own pending entries, then read new ones;
-//! take over peers' stale entries; renew leases; stop with a grace period.
+//! take over peers' stale entries; wait out broker errors; stop with a grace
+//! period. Leases are renewed beside it (`renew.rs`).
 
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
+use futures::FutureExt;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::de::DeserializeOwned;
-use tokio::task::{JoinError, JoinSet};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::metrics::{RECLAIMED, count};
-use crate::{Broker, DeliveredEntry, Error, GroupStart, ReadGroup, Result, StreamId};
+use crate::metrics::{BROKER_ERRORS, RECLAIMED, count};
+use crate::{
+    Broker, DATA_FIELD, DeadLetterReason, DeliveredEntry, Error, ReadGroup, Result, StreamId, Task,
+};
 
-use super::attempt::{Outcome, Shared, Source};
+use super::attempt::{Outcome, Shared, Source, panic_message};
+use super::group::{ensure_group, recreate_after};
+use super::health::{Health, Reporter, duplicate, stops_the_worker};
+use super::held::Held;
 use super::mutant::Mutant;
+use super::record::RETRY_CAP;
+use super::renew::renew_forever;
 use super::settler::Settler;
 use super::{Handler, Worker, WorkerReport};
 
+/// Which read a turn made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Read {
+    Drain,
+    Reclaim,
+    New,
+}
+
 /// The worker's state between reads.
-struct Loop<B, H> {
+pub(super) struct Loop<B, H> {
     shared: Arc<Shared<B, H>>,
-    inflight: JoinSet<Outcome>,
-    report: WorkerReport,
+    pub(super) inflight: JoinSet<Outcome>,
+    pub(super) report: WorkerReport,
     /// `Some(after)` while draining this consumer's own pending entries.
     draining: Option<StreamId>,
     reclaim_cursor: StreamId,
-    next_renew: Instant,
     next_reclaim: Instant,
+    /// Set after a failed drain or reclaim: the next turn reads new entries,
+    /// so a failing scan never starves new work.
+    read_new_next: bool,
     /// Broker failures in a row, for the back-off.
     failures: u32,
     /// Whether the consumer group is known to exist.
     group_ready: bool,
+    /// Whether this run created or found the group once already: a group
+    /// missing after that was destroyed under it.
+    group_seen: bool,
+    /// The newest id this worker read as new: where a destroyed group is
+    /// re-created when it holds nothing older.
+    last_read: Option<StreamId>,
+    reporter: Reporter,
 }
 
 pub(crate) async fn run<B, P, H>(
     worker: Worker<B, P, H>,
     stop: impl Future<Output = Duration> + Send,
+    reporter: Reporter,
 ) -> Result<WorkerReport>
 where
     B: Broker + Clone + 'static,
@@ -53,6 +84,14 @@ where
         options,
         ..
     } = worker;
+    if let Err(invalid) = options.validate() {
+        let err = Error::from(invalid);
+        tracing::error!(error = %err, "the worker cannot start");
+        reporter.set(Health::Stopped {
+            error: Some(Arc::new(duplicate(&err))),
+        });
+        return Err(err);
+    }
     let seed = options.seed.unwrap_or_else(rand::random);
     let keys = options.keyspace.keys(&agent);
     let (settler, settling) = Settler::new(
@@ -62,10 +101,6 @@ where
         &consumer,
         options.settle_batch,
     );
-    // The settler lives as long as this run: dropping the set (the run
-    // ended, or was aborted like a crash) stops it with the attempts.
-    let mut background = JoinSet::new();
-    background.spawn(settling.run());
     let shared = Arc::new(Shared {
         keys,
         agent_type: agent.as_str().to_owned(),
@@ -74,57 +109,101 @@ where
         consumer,
         rng: Mutex::new(StdRng::seed_from_u64(seed)),
         held: Mutex::new(BTreeSet::new()),
+        deleted: Mutex::new(BTreeSet::new()),
         settler,
+        reporter: reporter.clone(),
+        failing: AtomicUsize::new(0),
         options,
     });
-    let now = Instant::now();
+    // The settler and the renewals live as long as this run, through the
+    // grace period: dropping the set (the run ended, or was aborted like a
+    // crash) stops them with the attempts.
+    let mut background = JoinSet::new();
+    background.spawn(settling.run());
+    background.spawn(renew_forever(Arc::clone(&shared)));
     let mut state = Loop {
-        next_renew: now + shared.options.renew_every,
         // Look for peers' stale entries at once: a restart after a crash of
         // the whole crew should not wait.
-        next_reclaim: now,
+        next_reclaim: Instant::now(),
         shared,
         inflight: JoinSet::new(),
         report: WorkerReport::default(),
         draining: Some(StreamId::ZERO),
         reclaim_cursor: StreamId::ZERO,
+        read_new_next: false,
         failures: 0,
         group_ready: false,
+        group_seen: false,
+        last_read: None,
+        reporter: reporter.clone(),
     };
     tokio::pin!(stop);
-    let grace = loop {
+    let ended = loop {
         tokio::select! {
             biased;
-            grace = &mut stop => break grace,
-            step = state.step::<P>() => step?,
+            grace = &mut stop => break Ok(grace),
+            step = state.step::<P>() => if let Err(err) = step { break Err(err) },
         }
     };
-    Ok(state.finish(grace).await)
+    match ended {
+        Ok(grace) => {
+            let report = state
+                .finish(Instant::now() + grace, None::<Pin<&mut Never>>)
+                .await;
+            reporter.set(Health::Stopped { error: None });
+            Ok(report)
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "the worker stops: an error waiting cannot fix; running tasks get their grace");
+            let shown = Arc::new(duplicate(&err));
+            reporter.set(Health::Stopping {
+                error: Arc::clone(&shown),
+            });
+            let deadline = Instant::now() + state.shared.options.stop_grace;
+            let report = state.finish(deadline, Some(stop)).await;
+            tracing::error!(?report, error = %err, "the worker stopped");
+            reporter.set(Health::Stopped { error: Some(shown) });
+            Err(err)
+        }
+    }
 }
+
+/// A stop future for a finish that has none left to watch.
+type Never = std::future::Pending<Duration>;
 
 impl<B, H> Loop<B, H>
 where
     B: Broker + Clone + 'static,
+    H: Send + Sync + 'static,
 {
-    /// One turn: collect finished attempts, renew leases, then read (own
-    /// history, peers' stale entries, or new entries) as far as there is room.
+    /// One turn: collect finished attempts, then read (own history, peers'
+    /// stale entries, or new entries) as far as there is room.
+    ///
+    /// # Errors
+    ///
+    /// Only an error that stops the worker ([`stops_the_worker`]); every
+    /// other one is waited out here.
     async fn step<P>(&mut self) -> Result<()>
     where
         H: Handler<P>,
         P: DeserializeOwned + Send + 'static,
     {
         if !self.group_ready {
-            match ensure_group(&self.shared).await {
-                Ok(()) => self.group_ready = true,
+            let after = if self.group_seen {
+                recreate_after(&self.shared.held_ids(), self.last_read)
+            } else {
+                StreamId::ZERO
+            };
+            match ensure_group(&self.shared, after, self.group_seen).await {
+                Ok(()) => {
+                    self.group_ready = true;
+                    self.group_seen = true;
+                }
                 Err(err) => return self.wait_out(err).await,
             }
         }
         while let Some(done) = self.inflight.try_join_next() {
             self.tally(done);
-        }
-        if Instant::now() >= self.next_renew {
-            self.renew().await;
-            self.next_renew = Instant::now() + self.shared.options.renew_every;
         }
         let free = self
             .shared
@@ -132,31 +211,47 @@ where
             .concurrency
             .saturating_sub(self.inflight.len());
         if free == 0 {
-            tokio::select! {
-                biased;
-                Some(done) = self.inflight.join_next() => self.tally(done),
-                () = tokio::time::sleep_until(self.next_renew) => {}
+            if let Some(done) = self.inflight.join_next().await {
+                self.tally(done);
             }
             return Ok(());
         }
-        let read = if self.draining.is_some() {
-            self.drain(free).await
+        let kind = if std::mem::take(&mut self.read_new_next) {
+            Read::New
+        } else if self.draining.is_some() {
+            Read::Drain
         } else if Instant::now() >= self.next_reclaim
             && !self.shared.options.is_mutant(Mutant::NoReclaim)
         {
-            self.reclaim(free).await
+            Read::Reclaim
         } else {
-            self.read_new(free).await
+            Read::New
+        };
+        let read = match kind {
+            Read::Drain => self.drain(free).await,
+            Read::Reclaim => self.reclaim(free).await,
+            Read::New => self.read_new(free).await,
         };
         match read {
             Ok(batch) => {
                 self.failures = 0;
+                if self.shared.failing.load(Ordering::SeqCst) == 0 {
+                    self.reporter.recovered();
+                }
                 for (entry, source) in batch {
                     self.start::<P>(entry, source);
                 }
                 Ok(())
             }
-            Err(err) => self.wait_out(err).await,
+            Err(err) => {
+                if kind == Read::Reclaim {
+                    // Look again after the usual interval, not at once: a
+                    // failing scan must not keep the worker from new work.
+                    self.next_reclaim = Instant::now() + self.shared.options.reclaim_every;
+                }
+                self.read_new_next = kind != Read::New;
+                self.wait_out(err).await
+            }
         }
     }
 
@@ -197,6 +292,13 @@ where
             count(RECLAIMED, &shared.agent_type, claimed.claimed.len() as u64);
             self.report.reclaimed += claimed.claimed.len() as u64;
         }
+        // Pending entries deleted from the stream: the broker dropped them
+        // from the pending list; each still gets its dead letter.
+        for id in claimed.deleted {
+            let shared = Arc::clone(&self.shared);
+            self.inflight
+                .spawn(async move { shared.deleted_while_pending(id, Bytes::new(), false).await });
+        }
         Ok(claimed
             .claimed
             .into_iter()
@@ -207,20 +309,24 @@ where
     async fn read_new(&mut self, count: usize) -> Result<Vec<(DeliveredEntry, Source)>> {
         let shared = &self.shared;
         let now = Instant::now();
-        // Wake for the next renewal or reclaim scan, whichever is first.
+        // Wake for the next reclaim scan at the latest.
         let block = shared
             .options
             .effective_block()
-            .min(self.next_renew.saturating_duration_since(now))
             .min(self.next_reclaim.saturating_duration_since(now))
             .max(Duration::from_millis(1));
         let read = ReadGroup::new(&shared.keys.tasks, &shared.keys.group, &shared.consumer)
             .count(count)
             .block(block);
         let entries = shared.broker.read_group(&read).await?;
+        if let Some(last) = entries.last() {
+            self.last_read = Some(self.last_read.map_or(last.id, |seen| seen.max(last.id)));
+        }
         Ok(entries.into_iter().map(|e| (e, Source::New)).collect())
     }
 
+    /// Starts an attempt at `entry`, the whole of it under `catch_unwind`
+    /// and its entry held (leases renewed) until it ends, however it ends.
     fn start<P>(&mut self, entry: DeliveredEntry, source: Source)
     where
         H: Handler<P>,
@@ -234,129 +340,60 @@ where
             tracing::debug!(%id, "already running; not starting a second attempt");
             return;
         }
+        let data = entry
+            .fields
+            .as_ref()
+            .and_then(|fields| fields.get(DATA_FIELD).cloned())
+            .unwrap_or_default();
         self.inflight.spawn(async move {
-            let outcome = shared.attempt::<P>(entry, source).await;
-            shared.release(id);
+            // Released on every path: an attempt that ends, panics, or is
+            // aborted at the grace's end.
+            let _held = Held(Arc::clone(&shared), id);
+            let attempt = AssertUnwindSafe(shared.attempt::<P>(entry, source)).catch_unwind();
+            let outcome = match attempt.await {
+                Ok(outcome) => outcome,
+                Err(panic) => {
+                    // Not the handler (its panics fail its run): a validator,
+                    // a decoder, arithmetic on peer-written fields. The entry
+                    // is poison: running it again panics again.
+                    let error = format!("panicked outside the handler: {}", panic_message(&*panic));
+                    tracing::error!(%id, %error, "an attempt panicked; dead-lettering its entry");
+                    shared
+                        .dead_letter(
+                            id,
+                            data.clone(),
+                            None::<&Task>,
+                            DeadLetterReason::Panicked,
+                            error,
+                            0,
+                        )
+                        .await
+                }
+            };
+            if outcome == Outcome::Zombie && shared.was_deleted(id) {
+                return shared.deleted_while_pending(id, data, false).await;
+            }
             outcome
         });
     }
 
-    /// Renews the leases of the entries being worked on.
-    async fn renew(&self) {
-        let held = self.shared.held_ids();
-        if held.is_empty() {
-            return;
-        }
-        let keys = &self.shared.keys;
-        match self
-            .shared
-            .broker
-            .renew(&keys.tasks, &keys.group, &self.shared.consumer, &held)
-            .await
-        {
-            Ok(renewed) if renewed.len() < held.len() => {
-                tracing::warn!(
-                    lost = held.len() - renewed.len(),
-                    "some running tasks were taken over by another consumer"
-                );
-            }
-            Ok(_) => {}
-            Err(err) => tracing::warn!(error = %err, "renewing leases failed"),
-        }
-    }
-
-    /// Waits out a failed read: back-off for transient errors, the group
-    /// made again if it vanished; anything else ends the worker.
+    /// Waits out a failed read with a back-off capped at [`RETRY_CAP`],
+    /// shown on the handle; a missing group is made again next turn. An
+    /// error that stops the worker is returned.
     async fn wait_out(&mut self, err: Error) -> Result<()> {
         self.failures = self.failures.saturating_add(1);
-        let wait = self.shared.backoff_wait(self.failures);
-        if matches!(err, Error::NoGroup { .. }) {
-            tracing::warn!("the consumer group is missing; creating it");
-            ensure_group(&self.shared).await?;
-        } else if !err.is_transient() {
+        count(BROKER_ERRORS, &self.shared.agent_type, 1);
+        if stops_the_worker(&err) {
             return Err(err);
         }
-        tracing::warn!(error = %err, ?wait, "broker read failed; waiting");
+        if matches!(err, Error::NoGroup { .. }) {
+            tracing::warn!("the consumer group is missing; creating it again");
+            self.group_ready = false;
+        }
+        let wait = self.shared.backoff_wait(self.failures).min(RETRY_CAP);
+        tracing::warn!(error = %err, ?wait, failures = self.failures, "broker call failed; waiting");
+        self.reporter.degraded(duplicate(&err), self.failures);
         tokio::time::sleep(wait).await;
         Ok(())
-    }
-
-    fn tally(&mut self, done: std::result::Result<Outcome, JoinError>) {
-        let report = &mut self.report;
-        match done {
-            Ok(Outcome::Completed) => report.completed += 1,
-            Ok(Outcome::Retried) => report.retried += 1,
-            Ok(Outcome::DeadLettered) => report.dead_lettered += 1,
-            Ok(Outcome::Zombie) => report.zombies += 1,
-            Ok(Outcome::Vanished) => report.vanished += 1,
-            Ok(Outcome::Unsettled) => report.unsettled += 1,
-            Err(err) => {
-                // Handler panics are caught inside the attempt; this is a bug.
-                tracing::error!(error = %err, "an attempt ended abnormally");
-                report.unsettled += 1;
-            }
-        }
-    }
-
-    /// After the stop: no more reads; running attempts get `grace` to end.
-    async fn finish(mut self, grace: Duration) -> WorkerReport {
-        let deadline = Instant::now() + grace;
-        loop {
-            tokio::select! {
-                biased;
-                done = self.inflight.join_next() => match done {
-                    Some(done) => self.tally(done),
-                    None => break,
-                },
-                () = tokio::time::sleep_until(deadline) => {
-                    self.report.handed_back = self.inflight.len() as u64;
-                    tracing::warn!(n = self.inflight.len(), "grace period over; handing running tasks back");
-                    self.inflight.abort_all();
-                    while self.inflight.join_next().await.is_some() {}
-                    break;
-                }
-            }
-        }
-        self.report
-    }
-}
-
-/// Creates the group at the stream's start (and the stream) unless it
-/// exists.
-pub(crate) async fn ensure_group<B: Broker, H>(shared: &Shared<B, H>) -> Result<()> {
-    let keys = &shared.keys;
-    match shared
-        .broker
-        .group_create(&keys.tasks, &keys.group, GroupStart::BEGINNING, true)
-        .await
-    {
-        Ok(()) | Err(Error::GroupExists { .. }) => Ok(()),
-        Err(err) => Err(err),
-    }
-}
-
-impl<B, H> Shared<B, H> {
-    /// Marks `id` as being worked on; false if it already was.
-    fn hold(&self, id: StreamId) -> bool {
-        self.held
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id)
-    }
-
-    fn release(&self, id: StreamId) {
-        self.held
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&id);
-    }
-
-    fn held_ids(&self) -> Vec<StreamId> {
-        self.held
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .copied()
-            .collect()
     }
 }

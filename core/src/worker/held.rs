@@ -1,0 +1,55 @@
+//! Which entries a worker is working on: held (their leases renewed) from
+//! the start of an attempt until it ends, however it ends.
+
+use std::sync::{Arc, PoisonError};
+
+use crate::StreamId;
+
+use super::attempt::Shared;
+
+/// Keeps an entry marked as worked on (its lease renewed) until dropped.
+pub(crate) struct Held<B, H>(pub(crate) Arc<Shared<B, H>>, pub(crate) StreamId);
+
+impl<B, H> Drop for Held<B, H> {
+    fn drop(&mut self) {
+        self.0.release(self.1);
+    }
+}
+
+impl<B, H> Shared<B, H> {
+    /// Marks `id` as being worked on; false if it already was.
+    pub(crate) fn hold(&self, id: StreamId) -> bool {
+        self.held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id)
+    }
+
+    pub(crate) fn release(&self, id: StreamId) {
+        self.held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+        self.deleted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+    }
+
+    /// Whether a renewal found `id` deleted from the stream while held.
+    pub(crate) fn was_deleted(&self, id: StreamId) -> bool {
+        self.deleted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&id)
+    }
+
+    pub(crate) fn held_ids(&self) -> Vec<StreamId> {
+        self.held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .copied()
+            .collect()
+    }
+}

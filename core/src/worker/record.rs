@@ -1,0 +1,307 @@
+//! Recording an attempt's outcome: the ownership-guarded settle, retried
+//! until it is recorded or provably another consumer's; dead letters; and
+//! the counts an attempt needs before it runs.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tracing::Instrument;
+
+use crate::metrics::{DEAD_LETTERED, DELETED_WHILE_PENDING, count};
+use crate::{
+    Ack, AckAndAdd, Broker, DeadLetter, DeadLetterReason, Error, Fields, NewEntry, Origin,
+    PendingQuery, SettleItem, Settled, StreamId, Task, TaskResult, utc_isoformat,
+};
+
+use super::attempt::{Outcome, Shared, Source};
+use super::health::duplicate;
+use super::mutant::Mutant;
+
+/// The field of a retried task entry counting the handler runs that failed
+/// before it: the durable attempt counter, since Redis's own delivery count
+/// is not replicated reliably, and counts deliveries, not failed runs.
+pub const ATTEMPTS_FIELD: &str = "attempts";
+
+/// The longest wait between two tries of one settle (or of one read of the
+/// pending list an attempt needs): an outcome is retried for as long as it
+/// takes, and should land within seconds of the broker coming back.
+pub(crate) const RETRY_CAP: Duration = Duration::from_secs(5);
+
+/// What is known of an entry before it runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Prior {
+    /// Handler runs that failed before this delivery ([`ATTEMPTS_FIELD`]).
+    pub failed: u32,
+    /// Deliveries of this entry, this one included.
+    pub deliveries: u64,
+}
+
+impl Prior {
+    /// Deliveries of this entry that ended with no outcome recorded: a
+    /// crash, a hand-back at shutdown, a lease lost.
+    pub(crate) fn unsettled(&self) -> u64 {
+        self.deliveries.saturating_sub(1)
+    }
+}
+
+/// Why an entry's `attempts` field cannot be read: a peer wrote something
+/// that is not a count of failed runs.
+pub(crate) struct BadAttempts(pub String);
+
+/// Reads the durable count of failed runs; missing means none.
+pub(crate) fn stored_failures(fields: &Fields) -> Result<u32, BadAttempts> {
+    match fields.get(ATTEMPTS_FIELD) {
+        None => Ok(0),
+        Some(raw) => std::str::from_utf8(raw)
+            .ok()
+            .and_then(|text| text.parse::<u32>().ok())
+            .ok_or_else(|| {
+                BadAttempts(format!(
+                    "the '{ATTEMPTS_FIELD}' field is not a count of failed runs: {:?}",
+                    String::from_utf8_lossy(raw)
+                ))
+            }),
+    }
+}
+
+impl<B: Broker, H> Shared<B, H> {
+    pub(crate) fn origin(&self, id: StreamId) -> Origin {
+        Origin {
+            stream: self.keys.tasks.clone(),
+            entry_id: id,
+            group: self.keys.group.clone(),
+            consumer: self.consumer.clone(),
+        }
+    }
+
+    /// A result's append, trimmed per the result retention.
+    pub(crate) fn result_entry(&self, fields: Fields) -> NewEntry {
+        let entry = NewEntry::new(&self.keys.results, fields);
+        match self
+            .options
+            .result_retention
+            .trim(self.options.clock.now_ms())
+        {
+            Some(trim) => entry.with_trim(trim),
+            None => entry,
+        }
+    }
+
+    pub(crate) fn now(&self) -> String {
+        utc_isoformat(self.options.clock.now_ms().saturating_mul(1000))
+    }
+
+    /// The wait before the `tries`th retry of one step of an attempt.
+    fn retry_wait(&self, tries: u32) -> Duration {
+        self.backoff_wait(tries).min(RETRY_CAP)
+    }
+
+    /// This delivery's place in the entry's history: failed runs recorded in
+    /// the entry, and how often it was delivered.
+    ///
+    /// An entry read as new was delivered once. Otherwise the pending list
+    /// says, read until it answers (the entry is held and its lease renewed
+    /// meanwhile): the count must be known before the handler runs, or a
+    /// task whose every delivery crashes its worker would run for ever. An
+    /// entry no longer pending for this consumer was taken over or settled by
+    /// another: it is not run ([`Outcome::Zombie`]).
+    pub(crate) async fn prior(
+        &self,
+        id: StreamId,
+        failed: u32,
+        source: Source,
+    ) -> Result<Prior, Outcome> {
+        if source == Source::New {
+            return Ok(Prior {
+                failed,
+                deliveries: 1,
+            });
+        }
+        let query = PendingQuery::new(1)
+            .range((std::ops::Bound::Included(id), std::ops::Bound::Included(id)));
+        let mut tries = 0u32;
+        let rows = loop {
+            match self
+                .broker
+                .pending(&self.keys.tasks, &self.keys.group, &query)
+                .await
+            {
+                Ok(rows) => break rows,
+                Err(err) => {
+                    tries = tries.saturating_add(1);
+                    let wait = self.retry_wait(tries);
+                    tracing::warn!(%id, error = %err, ?wait, "cannot count the deliveries; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        };
+        match rows.first() {
+            Some(row) if row.consumer == self.consumer => Ok(Prior {
+                failed,
+                deliveries: row.deliveries.max(1),
+            }),
+            _ => {
+                tracing::debug!(%id, "no longer pending for this consumer; not running it");
+                Err(Outcome::Zombie)
+            }
+        }
+    }
+
+    /// Settles one item: retried, with back-off capped at [`RETRY_CAP`],
+    /// until the outcome is recorded or the entry is provably another
+    /// consumer's. An outcome, once produced, is never dropped: broker errors
+    /// of any kind and items the broker refused to write
+    /// ([`Settled::Failed`]) are logged and tried again, while the entry
+    /// stays held and its lease renewed.
+    ///
+    /// A settle can apply and lose its reply (a time-out, a dropped
+    /// connection); its retry then finds the entry no longer pending. After
+    /// such an error that is this worker's own write, not a zombie: the lease
+    /// kept being renewed, so no other consumer could take the entry over.
+    pub(crate) async fn settle(&self, item: SettleItem) -> Outcome {
+        if self.options.is_mutant(Mutant::AckBeforeHandle) {
+            // No ownership guard: the outcome is written blindly.
+            return self.write_unguarded(item, true).await;
+        }
+        let id = item.id;
+        let mut reply_lost = false;
+        let mut tries = 0u32;
+        let outcome = loop {
+            let error = match self.settler.settle(item.clone()).await {
+                Ok(Settled::Done(_)) => break Outcome::Completed,
+                Ok(Settled::NotOwned) if reply_lost => {
+                    tracing::debug!(%id, "an earlier settle applied; its reply was lost");
+                    break Outcome::Completed;
+                }
+                Ok(Settled::NotOwned) => {
+                    tracing::warn!(%id, "entry was taken over by another consumer; not recording an outcome");
+                    break Outcome::Zombie;
+                }
+                Ok(Settled::Failed(error)) => {
+                    tracing::error!(%id, %error, "the broker refused to record an outcome; the entry stays held, retrying");
+                    Error::Backend {
+                        message: error,
+                        source: None,
+                    }
+                }
+                Err(err) if err.is_transient() => {
+                    reply_lost = true;
+                    tracing::warn!(%id, error = %err, "settle failed; retrying");
+                    err
+                }
+                Err(err) => {
+                    tracing::error!(%id, error = %err, "settle failed; the entry stays held, retrying");
+                    err
+                }
+            };
+            if tries == 0 {
+                self.failing.fetch_add(1, Ordering::SeqCst);
+            }
+            tries = tries.saturating_add(1);
+            self.reporter.degraded(duplicate(&error), tries);
+            tokio::time::sleep(self.retry_wait(tries)).await;
+        };
+        if tries > 0 {
+            self.failing.fetch_sub(1, Ordering::SeqCst);
+        }
+        outcome
+    }
+
+    /// The mutants' way to record an outcome: its appends (and its ack if
+    /// `ack`), with no ownership check.
+    pub(crate) async fn write_unguarded(&self, item: SettleItem, ack: bool) -> Outcome {
+        let mut step = item
+            .appends
+            .into_iter()
+            .fold(AckAndAdd::new(), AckAndAdd::append);
+        if ack {
+            step = step.ack(Ack::new(&self.keys.tasks, &self.keys.group, vec![item.id]));
+        }
+        match self.broker.ack_and_add(step).await {
+            Ok(_) => Outcome::Completed,
+            Err(_) => Outcome::Unsettled,
+        }
+    }
+
+    /// Moves the entry to the dead-letter stream (and, for a task that could
+    /// be read, publishes its failure so a supervisor stops waiting).
+    pub(crate) async fn dead_letter<P: Sync>(
+        &self,
+        id: StreamId,
+        data: Bytes,
+        task: Option<&Task<P>>,
+        reason: DeadLetterReason,
+        error: String,
+        failed: u32,
+    ) -> Outcome {
+        tracing::warn!(%id, %reason, %error, failed, "dead-lettering");
+        let letter = DeadLetter::new(data, error.clone(), failed)
+            .reason(reason)
+            .origin(self.origin(id))
+            .dead_lettered_at(self.now());
+        let mut item =
+            SettleItem::new(id).append(NewEntry::new(&self.keys.dlq, letter.to_fields()));
+        if let Some(task) = task {
+            let result = TaskResult::failure(task, error).completed_at(self.now());
+            if let Ok(fields) = self.options.codec.encode_result(&result) {
+                item = item.append(self.result_entry(fields));
+            }
+        }
+        let task_id = task.map_or("", |t| t.task_id.as_str());
+        let trace_id = task.and_then(|t| t.trace_id.as_deref()).unwrap_or("");
+        let span = tracing::info_span!("dead_letter", task_id, trace_id, %id);
+        let settled = if self.options.is_mutant(Mutant::DlqWithoutAck) {
+            self.write_unguarded(item, false).instrument(span).await
+        } else {
+            self.settle(item).instrument(span).await
+        };
+        match settled {
+            Outcome::Completed => {
+                count(DEAD_LETTERED, &self.agent_type, 1);
+                Outcome::DeadLettered
+            }
+            other => other,
+        }
+    }
+
+    /// Records an entry found deleted from the stream while it was pending:
+    /// never silently. It is logged, counted, and dead-lettered with reason
+    /// `deleted_while_pending` and what is known of it (`data` if this
+    /// worker still has it). `still_pending` says whether the entry is still
+    /// in this consumer's pending list: then the dead letter is settled (and
+    /// the entry acknowledged) under the ownership guard; otherwise the
+    /// broker already dropped it from the pending list and the dead letter
+    /// is a plain append, retried until it is written.
+    pub(crate) async fn deleted_while_pending(
+        &self,
+        id: StreamId,
+        data: Bytes,
+        still_pending: bool,
+    ) -> Outcome {
+        tracing::error!(%id, stream = %self.keys.tasks, "an entry was deleted from the stream while pending (trimmed or XDEL'd); dead-lettering what is known of it");
+        count(DELETED_WHILE_PENDING, &self.agent_type, 1);
+        let letter = DeadLetter::new(data, "deleted from the stream while pending", 0)
+            .reason(DeadLetterReason::DeletedWhilePending)
+            .origin(self.origin(id))
+            .dead_lettered_at(self.now());
+        let entry = NewEntry::new(&self.keys.dlq, letter.to_fields());
+        if still_pending {
+            return match self.settle(SettleItem::new(id).append(entry)).await {
+                Outcome::Completed => Outcome::Vanished,
+                other => other,
+            };
+        }
+        let mut tries = 0u32;
+        loop {
+            match self.broker.xadd(entry.clone()).await {
+                Ok(_) => return Outcome::Vanished,
+                Err(err) => {
+                    tries = tries.saturating_add(1);
+                    tracing::warn!(%id, error = %err, "writing a dead letter failed; retrying");
+                    tokio::time::sleep(self.retry_wait(tries)).await;
+                }
+            }
+        }
+    }
+}

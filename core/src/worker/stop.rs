@@ -1,0 +1,73 @@
+//! How the worker's loop ends: finished attempts tallied, and running ones
+//! given their grace (leases still renewed, outcomes still settled) before
+//! they are handed back.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::task::JoinError;
+use tokio::time::Instant;
+
+use super::WorkerReport;
+use super::attempt::Outcome;
+use super::run::Loop;
+
+impl<B, H> Loop<B, H> {
+    pub(super) fn tally(&mut self, done: std::result::Result<Outcome, JoinError>) {
+        let report = &mut self.report;
+        match done {
+            Ok(Outcome::Completed) => report.completed += 1,
+            Ok(Outcome::Retried) => report.retried += 1,
+            Ok(Outcome::DeadLettered) => report.dead_lettered += 1,
+            Ok(Outcome::Zombie) => report.zombies += 1,
+            Ok(Outcome::Vanished) => report.vanished += 1,
+            Ok(Outcome::Unsettled) => report.unsettled += 1,
+            Err(err) => {
+                // Panics are caught inside the attempt; this is a bug.
+                tracing::error!(error = %err, "an attempt ended abnormally");
+                report.unsettled += 1;
+            }
+        }
+    }
+
+    /// After the stop: no more reads; running attempts have until `deadline`
+    /// to end (renewals and settles go on meanwhile), cut short by `stop`
+    /// resolving to a shorter grace.
+    pub(super) async fn finish<F>(
+        mut self,
+        mut deadline: Instant,
+        mut stop: Option<Pin<&mut F>>,
+    ) -> WorkerReport
+    where
+        F: Future<Output = Duration>,
+    {
+        loop {
+            let stopping = async {
+                match stop.as_mut() {
+                    Some(stop) => stop.as_mut().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                done = self.inflight.join_next() => match done {
+                    Some(done) => self.tally(done),
+                    None => break,
+                },
+                grace = stopping => {
+                    deadline = deadline.min(Instant::now() + grace);
+                    stop = None;
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    self.report.handed_back = self.inflight.len() as u64;
+                    tracing::warn!(n = self.inflight.len(), "grace period over; handing running tasks back");
+                    self.inflight.abort_all();
+                    while self.inflight.join_next().await.is_some() {}
+                    break;
+                }
+            }
+        }
+        self.report
+    }
+}
