@@ -92,10 +92,15 @@ pub struct WorkerOptions {
     /// not gathered, and keeps about 100,000 results of a stream no group
     /// reads. Only the `EvenUnread` kinds trim in the append itself; the
     /// group-aware default trims through a
-    /// [`Trimmer`](crate::retention::Trimmer), which supervisors run after
-    /// gathering (the worker itself does not run one yet: a results stream
-    /// no supervisor reads is not trimmed by the worker).
+    /// [`Trimmer`](crate::retention::Trimmer), which the worker runs after
+    /// its settles (and supervisors after gathering).
     pub result_retention: Retention,
+    /// How much of the dead-letter stream to keep. The default,
+    /// [`Retention::DEAD_LETTERS`], keeps a dead letter about
+    /// [`Retention::DEAD_LETTERS_AGE`] (no group reads a dead-letter stream:
+    /// operators list and replay it by id); the worker trims it after its
+    /// settles, through a [`Trimmer`](crate::retention::Trimmer).
+    pub dead_letter_retention: Retention,
     /// An entry delivered this many times without any delivery ending in an
     /// outcome (its worker crashed, was killed, or handed it back at
     /// shutdown) is dead-lettered with reason `max_deliveries` at its next
@@ -131,6 +136,7 @@ impl Default for WorkerOptions {
             mutant: None,
             settle_batch: 128,
             result_retention: Retention::RESULTS,
+            dead_letter_retention: Retention::DEAD_LETTERS,
             max_deliveries: 10,
             stop_grace: Duration::from_secs(30),
         }

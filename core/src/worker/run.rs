@@ -30,7 +30,7 @@ use super::held::Held;
 use super::mutant::Mutant;
 use super::record::RETRY_CAP;
 use super::renew::renew_forever;
-use super::settler::Settler;
+use super::settler::{Retained, Settler};
 use super::{Handler, Worker, WorkerReport};
 
 /// Which read a turn made.
@@ -100,6 +100,13 @@ where
         &keys.group,
         &consumer,
         options.settle_batch,
+        Retained::new(
+            &keys.results,
+            options.result_retention,
+            &keys.dlq,
+            options.dead_letter_retention,
+            Arc::clone(&options.clock),
+        ),
     );
     let shared = Arc::new(Shared {
         keys,

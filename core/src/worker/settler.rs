@@ -18,7 +18,10 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{Broker, Error, Result, Settle, SettleItem, Settled};
+use std::sync::Arc;
+
+use crate::retention::{Retention, Trimmer};
+use crate::{Broker, Clock, Error, Result, Settle, SettleItem, Settled};
 
 /// Settles in flight at once per worker: enough to keep a batch on the wire
 /// while the next one fills, few enough to keep batches large.
@@ -43,6 +46,60 @@ pub(crate) struct Settling<B> {
     consumer: String,
     max_batch: usize,
     requests: mpsc::UnboundedReceiver<Request>,
+    retained: Retained,
+}
+
+/// The streams a worker's settles append to whose retention the worker
+/// runs: results and dead letters. Their [`Trimmer`]s are told what each
+/// batch recorded, and trim when a check is due (every so many appends or
+/// seconds), after the batch's waiters have their outcomes.
+pub(crate) struct Retained {
+    results: (String, Trimmer),
+    dead_letters: (String, Trimmer),
+    clock: Arc<dyn Clock>,
+}
+
+impl Retained {
+    /// Runs `results` on the stream `results_stream`, `dead_letters` on
+    /// `dlq_stream`, on `clock`'s time.
+    pub(crate) fn new(
+        results_stream: &str,
+        results: Retention,
+        dlq_stream: &str,
+        dead_letters: Retention,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Retained {
+            results: (results_stream.to_owned(), Trimmer::new(results)),
+            dead_letters: (dlq_stream.to_owned(), Trimmer::new(dead_letters)),
+            clock,
+        }
+    }
+
+    /// How many of `item`'s appends go to the results and to the
+    /// dead-letter stream.
+    fn count(&self, item: &SettleItem) -> (u64, u64) {
+        item.appends.iter().fold((0, 0), |(r, d), entry| {
+            if entry.stream == self.results.0 {
+                (r + 1, d)
+            } else if entry.stream == self.dead_letters.0 {
+                (r, d + 1)
+            } else {
+                (r, d)
+            }
+        })
+    }
+
+    /// Tells the trimmers what a batch recorded; each trims if due.
+    async fn recorded<B: Broker>(&self, broker: &B, (results, dead_letters): (u64, u64)) {
+        let now_ms = self.clock.now_ms();
+        for ((stream, trimmer), n) in [(&self.results, results), (&self.dead_letters, dead_letters)]
+        {
+            if n > 0 {
+                trimmer.appended(broker, stream, n, now_ms).await;
+            }
+        }
+    }
 }
 
 impl Settler {
@@ -54,6 +111,7 @@ impl Settler {
         group: &str,
         consumer: &str,
         max_batch: usize,
+        retained: Retained,
     ) -> (Settler, Settling<B>) {
         let (requests, receiver) = mpsc::unbounded_channel();
         let settling = Settling {
@@ -63,6 +121,7 @@ impl Settler {
             consumer: consumer.to_owned(),
             max_batch: max_batch.max(1),
             requests: receiver,
+            retained,
         };
         (Settler { requests }, settling)
     }
@@ -104,6 +163,7 @@ impl<B: Broker> Settling<B> {
                         &self.stream,
                         &self.group,
                         &self.consumer,
+                        &self.retained,
                         batch,
                     ));
                 }
@@ -119,21 +179,33 @@ async fn settle_batch<B: Broker>(
     stream: &str,
     group: &str,
     consumer: &str,
+    retained: &Retained,
     batch: Vec<Request>,
 ) {
     let mut settle = Settle::new(stream, group, consumer);
     let mut replies = Vec::with_capacity(batch.len());
+    let mut appends = Vec::with_capacity(batch.len());
     for request in batch {
+        appends.push(retained.count(&request.item));
         settle.items.push(request.item);
         replies.push(request.reply);
     }
     let count = replies.len();
     match broker.settle(settle).await {
         Ok(outcomes) if outcomes.len() == count => {
-            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+            let mut recorded = (0, 0);
+            for ((reply, outcome), (results, dead_letters)) in
+                replies.into_iter().zip(outcomes).zip(appends)
+            {
+                if matches!(outcome, Settled::Done(_)) {
+                    recorded.0 += results;
+                    recorded.1 += dead_letters;
+                }
                 // A waiter gone was aborted with its attempt: nothing to tell.
                 let _ = reply.send(Ok(outcome));
             }
+            // After the replies: trimming never delays an outcome.
+            retained.recorded(broker, recorded).await;
         }
         Ok(outcomes) => {
             let err = Error::Protocol(format!("{} outcomes for {count} items", outcomes.len()));

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crewq_core::producer::Retention;
 use crewq_core::worker::{Backoff, WorkerHandle, WorkerOptions, WorkerReport};
 use crewq_core::{AgentType, Broker, Clock, Keyspace, Validators, WireCodec};
 
@@ -95,6 +96,10 @@ impl<B: Broker + Clone + 'static> Crewing<'_, B> {
         ));
         options.clock = Arc::clone(&self.clock);
         options.mutant = scenario.mutant;
+        // The checker accounts for results and dead letters from the final
+        // streams, so nothing of them is trimmed in a simulation.
+        options.result_retention = Retention::None;
+        options.dead_letter_retention = Retention::None;
         options
     }
 
