@@ -22,9 +22,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crewq_core::producer::{Producer, Retention};
-use crewq_core::retention::Trimmer;
 use crewq_core::worker::{Worker, WorkerOptions, WorkerReport};
-use crewq_core::{AgentType, Broker, Clock, Keyspace, SystemClock, Trim};
+use crewq_core::{AgentType, Broker, Keyspace, Trim};
 use crewq_memory::MemoryBroker;
 use crewq_redis::RedisBroker;
 use serde::Serialize;
@@ -242,14 +241,6 @@ async fn run_on<B: Broker + Clone + 'static>(
         .with_retention(retention)
         .with_dedupe_window(dedupe);
     let results_before = entries_added(&broker, &keys.results).await?;
-    // The worker does not run the results stream's group-aware retention
-    // itself yet; the bench does, so that a long run's results stay bounded.
-    let results_trim = tokio::spawn(trim_results(
-        broker.clone(),
-        keys.results.clone(),
-        result_retention,
-    ));
-
     let started = Instant::now();
     let producers: Vec<_> = (0..args.producers)
         .map(|i| {
@@ -294,7 +285,6 @@ async fn run_on<B: Broker + Clone + 'static>(
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let seconds = started.elapsed().as_secs_f64();
-    results_trim.abort();
 
     let mut total = WorkerReport::default();
     for worker in workers {
@@ -346,16 +336,6 @@ async fn run_on<B: Broker + Clone + 'static>(
         peak_rss_mb: None,
         redis_peak_rss_mb: None,
     })
-}
-
-/// Checks the results stream's retention every 100 ms, until aborted.
-async fn trim_results<B: Broker>(broker: B, stream: String, retention: Retention) {
-    let trimmer = Trimmer::new(retention);
-    loop {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        // A failed check removes nothing; the next one retries.
-        let _ = trimmer.check(&broker, &stream, SystemClock.now_ms()).await;
-    }
 }
 
 /// How the report names the retention `args` chose.
