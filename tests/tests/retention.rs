@@ -254,10 +254,7 @@ async fn floor_is_the_minimum_over_groups_at_different_positions(ctx: Ctx) {
         .await
         .expect("destroy");
     let trimmer = Trimmer::new(often());
-    trimmer
-        .check(&*ctx.broker, &stream, ctx.now_ms())
-        .await
-        .expect("check");
+    trimmer.check(&*ctx.broker, &stream).await.expect("check");
     let kept = ctx.kept().await;
     assert!(kept.ends_with(&ids[10..]));
     if ctx.exact() {
@@ -315,9 +312,7 @@ async fn stream_without_a_group_keeps_its_bound(ctx: Ctx) {
         ))
         .await
         .expect("xadd");
-    aged.check(&*ctx.broker, &results, ctx.now_ms())
-        .await
-        .expect("check");
+    aged.check(&*ctx.broker, &results).await.expect("check");
     let kept = ctx
         .broker
         .xrange(&results, ALL_IDS, None)

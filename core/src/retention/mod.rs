@@ -47,9 +47,10 @@ pub enum WithoutGroup {
     KeepAll,
     /// Keep about the newest `n` entries (`MAXLEN ~ n`).
     MaxLen(u64),
-    /// Keep about the entries younger than this (`MINID ~` of now minus the
-    /// age, by the ids' ms part and the trimmer's clock: keep it far above
-    /// any clock skew between that clock and the broker's).
+    /// Keep about the entries younger than this, measured back from the
+    /// stream's newest id (`MINID ~` of its ms part minus the age): the
+    /// broker's own clock, so no skew between the trimmer's clock and the
+    /// broker's can cut fresh entries.
     MaxAge(Duration),
 }
 

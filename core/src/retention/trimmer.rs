@@ -67,7 +67,7 @@ impl Trimmer {
         if count == 0 || !self.due(stream, count, now_ms, &schedule) {
             return 0;
         }
-        match self.check(broker, stream, now_ms).await {
+        match self.check(broker, stream).await {
             Ok(trimmed) => trimmed,
             Err(err) => {
                 tracing::warn!(stream, error = %err, "trimming a stream failed; the next check retries");
@@ -84,12 +84,7 @@ impl Trimmer {
     /// # Errors
     ///
     /// A broker error; nothing beyond the floor is ever removed.
-    pub async fn check<B: Broker + ?Sized>(
-        &self,
-        broker: &B,
-        stream: &str,
-        now_ms: u64,
-    ) -> Result<u64> {
+    pub async fn check<B: Broker + ?Sized>(&self, broker: &B, stream: &str) -> Result<u64> {
         let Retention::Acknowledged(schedule) = self.retention else {
             return Ok(0);
         };
@@ -99,7 +94,14 @@ impl Trimmer {
             None => match schedule.without_group {
                 WithoutGroup::KeepAll => return Ok(0),
                 WithoutGroup::MaxLen(len) => Trim::max_len(len).approximate(),
-                WithoutGroup::MaxAge(age) => age_trim(age, now_ms),
+                // The age is measured from the stream's newest id, the
+                // broker's own clock, so no skew between the appender's
+                // clock and the broker's (a virtual clock in tests, a
+                // drifting host) can cut fresh entries.
+                WithoutGroup::MaxAge(age) => {
+                    let newest = broker.info_stream(stream).await?.last_generated_id;
+                    age_trim(age, newest.ms)
+                }
             },
         };
         let mut trimmed = 0;
