@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crewq_core::producer::{Producer, Retention};
-use crewq_core::{DEFAULT_MAX_RETRIES, Keyspace, Task};
-use crewq_redis::RedisBroker;
+use crewq_core::{AgentType, Broker, DEFAULT_MAX_RETRIES, GroupStart, Keyspace, Task};
+use crewq_redis::{RedisBroker, RedisConfig};
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -16,6 +16,9 @@ use crate::worker::{Mode, Plan, mix};
 
 /// The suite's one agent type.
 pub const AGENT: &str = "work";
+
+/// The group on the results stream that stands for the accounting's reader.
+const ACCOUNTING_GROUP: &str = "chaos-accounting";
 
 /// How long one batch may take before it is sent again.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -82,14 +85,25 @@ impl Dispatcher {
         let keyspace = Keyspace::default()
             .with_prefix(prefix)
             .map_err(|e| e.to_string())?;
-        let deadline = Instant::now() + wait;
-        let broker = loop {
-            match RedisBroker::connect(url).await {
-                Ok(broker) => break broker,
-                Err(err) if Instant::now() > deadline => return Err(err.to_string()),
-                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-            }
-        };
+        let broker = RedisConfig::new(url)
+            .wait_for_server(wait)
+            .connect()
+            .await
+            .map_err(|e| e.to_string())?;
+        // The accounting reads every result, as a supervisor would: like a
+        // supervisor it has a group on the results stream, so the default
+        // results retention keeps what it has not gathered (it reads the
+        // stream with XRANGE, never through the group, so nothing is
+        // trimmed).
+        let agent = AgentType::new(AGENT).map_err(|e| e.to_string())?;
+        let results = keyspace.keys(&agent).results;
+        match broker
+            .group_create(&results, ACCOUNTING_GROUP, GroupStart::BEGINNING, true)
+            .await
+        {
+            Ok(()) | Err(crewq_core::Error::GroupExists { .. }) => {}
+            Err(err) => return Err(format!("creating the accounting group: {err}")),
+        }
         let mut producer = Producer::new(broker).with_keyspace(keyspace);
         if let Some(retention) = retention {
             producer = producer.with_retention(retention);
