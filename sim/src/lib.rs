@@ -48,6 +48,7 @@ mod check;
 mod crew;
 mod faulty;
 mod history;
+mod hits;
 mod plan;
 mod recorder;
 mod report;
@@ -64,12 +65,14 @@ pub use crew::{
 };
 pub use crewq_core::worker::Mutant;
 pub use faulty::{
-    Fault, FaultConfig, FaultEvent, FaultLog, FaultObserver, FaultyBroker, Op, OpSet,
+    Fault, FaultConfig, FaultEvent, FaultLog, FaultObserver, FaultyBroker, HalfOpen, Op, OpSet,
+    ServerError,
 };
 pub use history::{Divergence, Event, History, Stamped, TraceHash};
+pub use hits::Hits;
 pub use plan::{
-    BrokerFaults, Crash, FaultPlan, FaultRates, HandlerFault, HandlerFaultAt, Pause, Poison,
-    PoisonKind,
+    BrokerFaults, Crash, FaultPlan, FaultRates, HalfOpenLink, HandlerFault, HandlerFaultAt, Pause,
+    Poison, PoisonKind,
 };
 pub use report::{Class, Counts, Invariant, Report, RunStats, Violation};
 pub use scenario::{Faults, Scenario};
