@@ -188,3 +188,29 @@ async fn the_new_classes_are_decided_by_the_seed() {
     assert_eq!(log(9).await, log(9).await);
     assert_ne!(log(9).await, log(10).await);
 }
+
+/// A small standard campaign reaches every broker-level class, and its hit
+/// counts say so: a class wired into the plan but never fired would show 0.
+#[test]
+fn a_standard_campaign_fires_every_broker_fault_class() {
+    use crewq_sim::{Campaign, Scenario, Simulation, run_campaign};
+
+    let simulation = Simulation::standard(Scenario::default());
+    let report = run_campaign(&simulation, &Campaign::new(1, 10).jobs(1), |_| {});
+    assert!(report.passed(), "{:?}", report.failures);
+    for class in [
+        "broker_error_before",
+        "broker_error_after",
+        "failover_readonly",
+        "failover_loading",
+        "failover_oom",
+        "failover_noscript",
+        "half_open",
+        "settle_item_failed",
+        "crash",
+        "pause",
+    ] {
+        let hits = report.hits.get(class).copied().unwrap_or(0);
+        assert!(hits > 0, "{class} never fired: {:?}", report.hits);
+    }
+}
