@@ -136,6 +136,14 @@ pub fn sim_text(args: &SimArgs, summary: &SimSummary) {
         summary.counts.unexpected,
         summary.violations
     );
+    if !summary.hits.is_empty() {
+        let hits: Vec<String> = summary
+            .hits
+            .iter()
+            .map(|(class, n)| format!("{class} {n}"))
+            .collect();
+        println!("faults fired: {}", hits.join(", "));
+    }
     if let Some(hash) = &summary.trace_hash {
         println!("trace {hash}");
     }

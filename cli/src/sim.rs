@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use crewq_sim::{
-    Campaign, CampaignReport, Counts, Faults, Mutant, Report, Scenario, SimError, Simulation,
+    Campaign, CampaignReport, Counts, Faults, Hits, Mutant, Report, Scenario, SimError, Simulation,
     double_run_campaign, run_campaign,
 };
 use indicatif::{ProgressBar, ProgressStyle};
@@ -90,6 +90,9 @@ pub struct SimSummary {
     pub counts: Counts,
     /// Invariant violations.
     pub violations: u64,
+    /// How often each fault class fired, by class name, over every seed:
+    /// a class missing here was never reached.
+    pub hits: Hits,
     /// Seeds per second of wall-clock time.
     pub seeds_per_sec: f64,
     /// The trace hash, for a single seed.
@@ -288,6 +291,7 @@ fn empty(args: &SimArgs) -> SimSummary {
         passed: 0,
         counts: Counts::default(),
         violations: 0,
+        hits: Hits::new(),
         seeds_per_sec: 0.0,
         trace_hash: None,
         failing_seeds: Vec::new(),
@@ -321,6 +325,7 @@ fn from_campaign(args: &SimArgs, report: CampaignReport) -> SimSummary {
         passed: report.passed,
         counts: report.counts,
         violations: report.violations,
+        hits: report.hits,
         ..empty(args)
     };
     summary.failing_seeds = report.failures.iter().map(|r| r.seed).collect();

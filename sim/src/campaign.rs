@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::hits::{self, Hits};
 use crate::report::{Counts, Report};
 use crate::simulation::{DoubleRun, Simulation};
 
@@ -55,6 +56,9 @@ pub struct CampaignReport {
     pub counts: Counts,
     /// Violations, over every seed.
     pub violations: u64,
+    /// How often each fault class fired, over every seed that ran: a class
+    /// at 0 (or missing) was never reached.
+    pub hits: Hits,
     /// Failing seeds' reports, the first [`KEPT_FAILURES`] in seed order.
     pub failures: Vec<Report>,
     /// Seeds that could not run, with why.
@@ -86,6 +90,7 @@ impl CampaignReport {
         match report {
             Ok(report) => {
                 self.counts.merge(&report.counts);
+                hits::merge(&mut self.hits, &report.hits);
                 self.violations += report.violations.len() as u64;
                 if report.passed() {
                     self.passed += 1;

@@ -8,8 +8,11 @@
 //! current-thread tokio runtime with paused time, while a [`FaultPlan`]
 //! drawn from one seed crashes and restarts workers, freezes them past
 //! their lease (zombies), makes handler calls fail, panic, hang or crawl,
-//! dispatches poison tasks, and makes broker calls fail before or after they
-//! apply, and slow. Then faults go off, the crew drains, and the checker
+//! dispatches poison tasks, makes broker calls fail before or after they
+//! apply, and slow, refuses them as a failing-over or restarting Redis does
+//! (`READONLY`, `LOADING`, `OOM`, `NOSCRIPT`), refuses single items of a
+//! settle (`WRONGTYPE`, `OOM`), and hangs one worker's calls until their
+//! time-out for a while (a half-open link). Then faults go off, the crew drains, and the checker
 //! classifies every task ([`Class`]) and holds the run to the invariants
 //! ([`Invariant`]). The same seed gives the same history, byte for byte
 //! ([`TraceHash`]); the same scenario also runs against a real Redis
@@ -22,7 +25,8 @@
 //! - [`Crew`]: your handlers per agent type (or [`Crew::standard`]);
 //! - [`Simulation`]: runs a seed, twice to compare, or on Redis;
 //! - [`run_campaign`], [`double_run_campaign`]: many seeds on every core;
-//! - [`Report`]: counts, violations, the trace hash;
+//! - [`Report`]: counts, violations, the trace hash, and [`Hits`]: how
+//!   often each fault class fired, summed over a campaign;
 //! - [`FaultyBroker`]: the fault-injecting wrapper around any broker, usable
 //!   on its own;
 //! - [`Mutant`]: deliberately broken workers that the checker must catch.
@@ -48,6 +52,7 @@ mod check;
 mod crew;
 mod faulty;
 mod history;
+mod hits;
 mod plan;
 mod recorder;
 mod report;
@@ -64,12 +69,14 @@ pub use crew::{
 };
 pub use crewq_core::worker::Mutant;
 pub use faulty::{
-    Fault, FaultConfig, FaultEvent, FaultLog, FaultObserver, FaultyBroker, Op, OpSet,
+    Fault, FaultConfig, FaultEvent, FaultLog, FaultObserver, FaultyBroker, HalfOpen, Op, OpSet,
+    ServerError,
 };
 pub use history::{Divergence, Event, History, Stamped, TraceHash};
+pub use hits::Hits;
 pub use plan::{
-    BrokerFaults, Crash, FaultPlan, FaultRates, HandlerFault, HandlerFaultAt, Pause, Poison,
-    PoisonKind,
+    BrokerFaults, Crash, FaultPlan, FaultRates, HalfOpenLink, HandlerFault, HandlerFaultAt, Pause,
+    Poison, PoisonKind,
 };
 pub use report::{Class, Counts, Invariant, Report, RunStats, Violation};
 pub use scenario::{Faults, Scenario};

@@ -13,6 +13,10 @@ use serde::Serialize;
 
 use crate::seed::SimRng;
 
+mod links;
+
+pub use links::HalfOpenLink;
+
 /// Everything that goes wrong in one run.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct FaultPlan {
@@ -28,6 +32,8 @@ pub struct FaultPlan {
     pub failing: Vec<u32>,
     /// Tasks dispatched as entries no worker can run.
     pub poison: Vec<Poison>,
+    /// One worker's link hanging until time-outs for a while.
+    pub half_open: Vec<HalfOpenLink>,
 }
 
 /// Faults of broker calls, drawn per call (see
@@ -40,6 +46,12 @@ pub struct BrokerFaults {
     pub error_after: f64,
     /// Extra latency of every call, uniform in `0..=latency_ms` (0: none).
     pub latency_ms: u64,
+    /// Chance a call is refused by the server (`READONLY`, `LOADING`,
+    /// `OOM`, `NOSCRIPT`): nothing applied.
+    pub refused: f64,
+    /// Chance each item of a settle is refused on its own (`WRONGTYPE`,
+    /// `OOM`) while the others settle.
+    pub item_failure: f64,
 }
 
 /// A worker killed at an await point, restarted after a while.
@@ -147,6 +159,14 @@ pub struct FaultRates {
     pub failing: f64,
     /// Share of tasks that are poison.
     pub poison: f64,
+    /// Chance a broker call is refused with a failover / restart / memory
+    /// error reply.
+    pub refused: f64,
+    /// Chance a settle item is refused on its own.
+    pub item_failure: f64,
+    /// Half-open links (one worker's calls hang until time-outs) in the
+    /// fault window.
+    pub half_open: u32,
 }
 
 impl FaultRates {
@@ -161,12 +181,16 @@ impl FaultRates {
         handler: 0.0,
         failing: 0.0,
         poison: 0.0,
+        refused: 0.0,
+        item_failure: 0.0,
+        half_open: 0,
     };
 
     /// A bit of everything: 5% of broker calls fail before they apply, 3%
     /// after, up to 3 ms latency, 2 crashes (half of them renamed), 1 pause,
     /// 10% of handler calls go wrong, 3% of tasks always fail, 3% are
-    /// poison.
+    /// poison; 2% of broker calls refused by a failing-over server, 5% of
+    /// settle items refused, 1 half-open link.
     pub const STANDARD: FaultRates = FaultRates {
         error_before: 0.05,
         error_after: 0.03,
@@ -177,6 +201,9 @@ impl FaultRates {
         handler: 0.1,
         failing: 0.03,
         poison: 0.03,
+        refused: 0.02,
+        item_failure: 0.05,
+        half_open: 1,
     };
 
     /// Swarm testing: each kind of fault is switched on or off at random,
@@ -198,7 +225,7 @@ impl FaultRates {
         let mut upto = |on: bool, max: f64| {
             if on { rng.random_range(0.0..max) } else { 0.0 }
         };
-        FaultRates {
+        let mut rates = FaultRates {
             error_before: upto(before, 0.12),
             error_after: upto(after, 0.08),
             latency_ms: upto(latency, 8.0) as u64,
@@ -208,7 +235,10 @@ impl FaultRates {
             handler: upto(handler, 0.25),
             failing: upto(failing, 0.08),
             poison: upto(poison, 0.08),
-        }
+            ..FaultRates::NONE
+        };
+        links::swarm(&mut rates, rng);
+        rates
     }
 }
 
@@ -252,6 +282,7 @@ impl FaultPlan {
                 error_before: rates.error_before,
                 error_after: rates.error_after,
                 latency_ms: rates.latency_ms,
+                ..BrokerFaults::default()
             },
             crashes,
             pauses,
@@ -280,6 +311,7 @@ impl FaultPlan {
                 }
             }
         }
+        links::draw(&mut plan, rates, shape, rng);
         plan
     }
 
@@ -323,6 +355,21 @@ impl fmt::Display for FaultPlan {
         }
         for p in &self.poison {
             write!(f, "; task {} poison ({:?})", p.task, p.kind)?;
+        }
+        if b.refused > 0.0 || b.item_failure > 0.0 {
+            write!(
+                f,
+                "; refused {:.1}%, settle items refused {:.1}%",
+                b.refused * 100.0,
+                b.item_failure * 100.0
+            )?;
+        }
+        for h in &self.half_open {
+            write!(
+                f,
+                "; half-open w{} at {} ms for {} ms (time-out {} ms)",
+                h.worker, h.at_ms, h.for_ms, h.timeout_ms
+            )?;
         }
         Ok(())
     }

@@ -7,6 +7,7 @@ use crewq_core::worker::WorkerReport;
 use serde::Serialize;
 
 use crate::history::TraceHash;
+use crate::hits::Hits;
 use crate::plan::FaultPlan;
 
 /// What became of one task.
@@ -187,6 +188,8 @@ pub struct Report {
     pub plan: FaultPlan,
     /// Figures.
     pub stats: RunStats,
+    /// How often each fault class fired ([`Hits`]).
+    pub hits: Hits,
     /// The workers' own counts, summed over the crew.
     #[serde(skip)]
     pub workers: WorkerReport,

@@ -43,6 +43,7 @@ pub fn fault_plan(scenario: &Scenario) -> impl Strategy<Value = FaultPlan> + use
             error_before: before,
             error_after: after,
             latency_ms: latency,
+            ..BrokerFaults::default()
         });
     let crash = (
         0..workers,
@@ -97,6 +98,7 @@ pub fn fault_plan(scenario: &Scenario) -> impl Strategy<Value = FaultPlan> + use
                 handler,
                 failing,
                 poison,
+                half_open: Vec::new(),
             },
         )
 }

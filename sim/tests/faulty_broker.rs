@@ -27,6 +27,7 @@ fn noisy(seed: u64) -> FaultConfig {
         error_after: 0.1,
         latency: Some((Duration::from_millis(1), Duration::from_millis(20))),
         ops: OpSet::all(),
+        ..FaultConfig::default()
     }
 }
 

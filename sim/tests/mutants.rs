@@ -53,3 +53,16 @@ fn dlq_without_ack_is_caught_dead_lettering_twice() {
 fn dlq_on_first_failure_is_caught_dead_lettering_early() {
     caught(Mutant::DlqOnFirstFailure, Invariant::DeadLetterRouting);
 }
+
+// Broker-level fault classes (issue 9): failover refusals and refused
+// settle items.
+
+#[test]
+fn fatal_on_unavailable_is_caught_stopping_the_worker() {
+    caught(Mutant::FatalOnUnavailable, Invariant::RunCompletes);
+}
+
+#[test]
+fn failed_item_acked_is_caught_losing_outcomes() {
+    caught(Mutant::FailedItemAcked, Invariant::NoLoss);
+}

@@ -112,6 +112,7 @@ async fn run_crew(seed: u64, latency: Option<(Duration, Duration)>) -> Run {
             error_after: 0.1,
             latency,
             ops: OpSet::all(),
+            ..FaultConfig::default()
         },
     );
     let agent = AgentType::new("research").expect("agent");

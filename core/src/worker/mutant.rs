@@ -24,16 +24,27 @@ pub enum Mutant {
     /// `dlq-on-first-failure`: dead-letters a task on its first failed
     /// attempt, whatever its `max_retries`.
     DlqOnFirstFailure,
+    /// `fatal-on-unavailable`: takes a server refusing calls during a
+    /// failover, restart or memory pressure (`READONLY`, `LOADING`, `OOM`:
+    /// [`Error::Unavailable`](crate::Error::Unavailable)) for a lasting
+    /// error and stops the worker, as crewq once did (issue 9, finding 4).
+    FatalOnUnavailable,
+    /// `failed-item-acked`: a settle item the broker refused to write
+    /// ([`Settled::Failed`](crate::Settled::Failed)) is acknowledged and
+    /// taken as recorded: its outcome is lost (issue 9, finding 6).
+    FailedItemAcked,
 }
 
 #[cfg(feature = "mutants")]
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 4] = [
+    pub const ALL: [Mutant; 6] = [
         Mutant::AckBeforeHandle,
         Mutant::NoReclaim,
         Mutant::DlqWithoutAck,
         Mutant::DlqOnFirstFailure,
+        Mutant::FatalOnUnavailable,
+        Mutant::FailedItemAcked,
     ];
 
     /// Its name on the command line (`ack-before-handle` ...).
@@ -43,6 +54,8 @@ impl Mutant {
             Mutant::NoReclaim => "no-reclaim",
             Mutant::DlqWithoutAck => "dlq-without-ack",
             Mutant::DlqOnFirstFailure => "dlq-on-first-failure",
+            Mutant::FatalOnUnavailable => "fatal-on-unavailable",
+            Mutant::FailedItemAcked => "failed-item-acked",
         }
     }
 }

@@ -178,6 +178,17 @@ impl<B: Broker, H> Shared<B, H> {
                     tracing::warn!(%id, "entry was taken over by another consumer; not recording an outcome");
                     break Outcome::Zombie;
                 }
+                Ok(Settled::Failed(_)) if self.options.is_mutant(Mutant::FailedItemAcked) => {
+                    let acked = self
+                        .broker
+                        .ack(&self.keys.tasks, &self.keys.group, &[id])
+                        .await;
+                    break if acked.is_ok() {
+                        Outcome::Completed
+                    } else {
+                        Outcome::Unsettled
+                    };
+                }
                 Ok(Settled::Failed(error)) => {
                     tracing::error!(%id, %error, "the broker refused to record an outcome; the entry stays held, retrying");
                     Error::Backend {

@@ -390,7 +390,10 @@ where
     async fn wait_out(&mut self, err: Error) -> Result<()> {
         self.failures = self.failures.saturating_add(1);
         count(BROKER_ERRORS, &self.shared.agent_type, 1);
-        if stops_the_worker(&err) {
+        let unavailable = err.kind() == crate::ErrorKind::Unavailable;
+        if stops_the_worker(&err)
+            || (unavailable && self.shared.options.is_mutant(Mutant::FatalOnUnavailable))
+        {
             return Err(err);
         }
         if matches!(err, Error::NoGroup { .. }) {

@@ -57,6 +57,7 @@ pub(crate) fn check(scenario: &Scenario, seed: u64, record: &RunRecord) -> Repor
         violations: verdict.violations,
         plan: record.plan.clone(),
         stats,
+        hits: crate::hits::count(&record.history),
         workers: record.reports.iter().copied().sum(),
     }
 }

@@ -130,6 +130,37 @@ pub struct FaultConfig {
     pub latency: Option<(Duration, Duration)>,
     /// The operations faults apply to; the others pass through untouched.
     pub ops: OpSet,
+    /// The probability that a call is refused by the server with an error
+    /// reply of a failover, restart or memory pressure
+    /// ([`ServerError`](super::ServerError): `READONLY`, `LOADING`, `OOM`,
+    /// `NOSCRIPT`), as [`Error::Unavailable`](crewq_core::Error::Unavailable):
+    /// nothing applied. Drawn after the two above, from its own generator
+    /// stream, only for a call they leave alone. 0 (never) to 1 (always).
+    pub refused: f64,
+    /// The probability that each item of a `settle` call is refused on its
+    /// own ([`Settled::Failed`](crewq_core::Settled::Failed) with a
+    /// `WRONGTYPE` or `OOM` text): nothing is written for it and it stays
+    /// pending, while the other items of the call settle. 0 to 1.
+    pub item_failure: f64,
+    /// Half-open links: calls that start in one's window hang until its
+    /// time-out (see [`HalfOpen`]).
+    pub half_open: Vec<HalfOpen>,
+}
+
+/// A link gone silent (no FIN, no RST) for a window of time: every call
+/// that starts in `[from, until)` hangs for `timeout`, as the Redis
+/// backend's response time-out lets it, then fails with
+/// [`Error::Timeout`](crewq_core::Error::Timeout). Whether the server got
+/// the command before the link went silent is drawn per call: it may have
+/// applied. Faults switched off end the window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HalfOpen {
+    /// When the link goes silent (tokio time).
+    pub from: tokio::time::Instant,
+    /// When it works again (a new connection).
+    pub until: tokio::time::Instant,
+    /// How long a call hangs before it times out.
+    pub timeout: Duration,
 }
 
 impl Default for FaultConfig {
@@ -140,6 +171,9 @@ impl Default for FaultConfig {
             error_after: 0.0,
             latency: None,
             ops: OpSet::all(),
+            refused: 0.0,
+            item_failure: 0.0,
+            half_open: Vec::new(),
         }
     }
 }

@@ -1,15 +1,17 @@
 //! `Broker` for [`FaultyBroker`], as a [`BrokerLayer`]: every call goes
 //! through [`FaultyBroker::inject`], blocking reads through the same
-//! [`FaultyBroker::apply`] with their `BLOCK` time shortened by the delay.
+//! [`FaultyBroker::apply`] with their `BLOCK` time shortened by the delay,
+//! settles with their refused items taken out.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use crewq_core::{
-    Broker, BrokerCall, BrokerLayer, DeliveredEntry, ReadFrom, ReadGroup, Result, StreamId,
+    Broker, BrokerCall, BrokerLayer, DeliveredEntry, Error, ReadFrom, ReadGroup, Result, Settle,
+    Settled, StreamId,
 };
 
-use super::{FaultyBroker, Op};
+use super::{Fault, FaultyBroker, Op};
 
 #[async_trait]
 impl<B: Broker> BrokerLayer for FaultyBroker<B> {
@@ -43,6 +45,51 @@ impl<B: Broker> BrokerLayer for FaultyBroker<B> {
                 self.apply(plan, self.inner.read_group(&read)).await
             }
         }
+    }
+
+    /// A settle whose refused items (drawn per item) never reach the inner
+    /// broker: nothing is written for them and they stay pending, as when
+    /// Redis refuses one item's append (`WRONGTYPE`, `OOM`) and the script
+    /// goes on with the next; the other items settle as usual.
+    async fn settle(&self, settle: Settle) -> Result<Vec<Settled>> {
+        self.wait_while_paused().await;
+        let plan = self.plan(Op::Settle);
+        let refused = self.item_failures(&plan, settle.items.len());
+        if refused.iter().all(Option::is_none) {
+            return self.apply(plan, self.inner.settle(settle)).await;
+        }
+        let kept = Settle {
+            items: settle
+                .items
+                .iter()
+                .zip(&refused)
+                .filter(|(_, refused)| refused.is_none())
+                .map(|(item, _)| item.clone())
+                .collect(),
+            ..settle.clone()
+        };
+        let call = async {
+            if kept.items.is_empty() {
+                Ok(Vec::new())
+            } else {
+                self.inner.settle(kept).await
+            }
+        };
+        let mut replies = self.apply(plan, call).await?.into_iter();
+        let mut settled = Vec::with_capacity(refused.len());
+        for (item, refused) in refused.into_iter().enumerate() {
+            match refused {
+                Some(reply) => {
+                    let item = u32::try_from(item).unwrap_or(u32::MAX);
+                    self.record(&plan, Fault::ItemFailed { item });
+                    settled.push(Settled::Failed(reply.to_owned()));
+                }
+                None => settled.push(replies.next().ok_or_else(|| {
+                    Error::Protocol("the inner broker settled fewer items than asked".into())
+                })?),
+            }
+        }
+        Ok(settled)
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod config;
 mod delegate;
+mod server;
 
 use std::fmt;
 use std::future::Future;
@@ -13,7 +14,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 use tokio::time::Instant;
 
-pub use config::{FaultConfig, Op, OpSet};
+pub use config::{FaultConfig, HalfOpen, Op, OpSet};
+pub use server::ServerError;
 
 /// A fault that took effect on one call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -26,6 +28,41 @@ pub enum Fault {
     After,
     /// The call was held back this many milliseconds before it went on.
     Delay(u64),
+    /// The server refused the call with an error reply (a failover, a
+    /// restart, memory pressure): nothing applied.
+    Refused(ServerError),
+    /// The call hung on a half-open link until the time-out; `applied`
+    /// says whether the server had run it.
+    HalfOpen {
+        /// Whether the call was applied.
+        applied: bool,
+    },
+    /// Item `item` (from 0) of a settle was refused on its own
+    /// ([`Settled::Failed`](crewq_core::Settled::Failed)); the rest settled.
+    ItemFailed {
+        /// The item's index in the call.
+        item: u32,
+    },
+}
+
+impl Fault {
+    /// The fault class it counts under in a campaign's hit counts
+    /// (`broker_error_before`, `failover_readonly`, `half_open` ...).
+    pub fn class(self) -> &'static str {
+        match self {
+            Fault::Before => "broker_error_before",
+            Fault::After => "broker_error_after",
+            Fault::Delay(_) => "broker_latency",
+            Fault::Refused(server) => server.class(),
+            Fault::HalfOpen { .. } => "half_open",
+            Fault::ItemFailed { .. } => "settle_item_failed",
+        }
+    }
+
+    /// Whether the caller saw an error or a refused item (not only a delay).
+    pub fn is_error(self) -> bool {
+        !matches!(self, Fault::Delay(_))
+    }
 }
 
 /// One entry of the fault log.
@@ -104,6 +141,9 @@ pub type FaultObserver = Arc<dyn Fn(&FaultEvent) + Send + Sync>;
 /// The generator streams of one seed: errors and latency are drawn apart.
 const ERROR_STREAM: u64 = 0;
 const LATENCY_STREAM: u64 = 1;
+/// Refusals, refused settle items and half-open draws: a stream of their
+/// own, so switching them on moves none of the faults above.
+const SERVER_STREAM: u64 = 2;
 
 /// What clones share.
 struct State {
@@ -116,6 +156,7 @@ struct State {
 struct Dice {
     errors: ChaCha12Rng,
     latency: ChaCha12Rng,
+    server: ChaCha12Rng,
     enabled: bool,
     paused_until: Option<Instant>,
     calls: u64,
@@ -131,6 +172,10 @@ struct Plan {
     op: Op,
     delay: Duration,
     error: Option<ErrorAt>,
+    refused: Option<ServerError>,
+    /// Hangs this long on a half-open link, then times out; whether it
+    /// applied.
+    half_open: Option<(Duration, bool)>,
 }
 
 /// When an injected error strikes.
@@ -151,6 +196,7 @@ impl<B: Broker> FaultyBroker<B> {
         let dice = Dice {
             errors: stream(ERROR_STREAM),
             latency: stream(LATENCY_STREAM),
+            server: stream(SERVER_STREAM),
             enabled: true,
             paused_until: None,
             calls: 0,
@@ -231,8 +277,8 @@ impl<B: Broker> FaultyBroker<B> {
         self.dice().calls
     }
 
-    /// Calls failed by an injected error so far ([`Fault::Before`] and
-    /// [`Fault::After`]; delays are not counted).
+    /// Calls failed by an injected error, and settle items refused, so far
+    /// (every [`Fault`] but [`Fault::Delay`]).
     pub fn injected(&self) -> u64 {
         self.dice().injected
     }
@@ -257,8 +303,19 @@ impl<B: Broker> FaultyBroker<B> {
             op,
             delay: Duration::ZERO,
             error: None,
+            refused: None,
+            half_open: None,
         };
         if !dice.enabled || !config.ops.contains(op) {
+            return plan;
+        }
+        let now = Instant::now();
+        if let Some(link) = config
+            .half_open
+            .iter()
+            .find(|link| link.from <= now && now < link.until)
+        {
+            plan.half_open = Some((link.timeout, dice.server.random_bool(0.5)));
             return plan;
         }
         if let Some((a, b)) = config.latency {
@@ -274,7 +331,33 @@ impl<B: Broker> FaultyBroker<B> {
         } else {
             None
         };
+        if config.refused > 0.0 {
+            let roll: f64 = dice.server.random();
+            let choices = ServerError::for_op(op);
+            let pick = dice.server.random_range(0..choices.len());
+            if plan.error.is_none() && roll < config.refused {
+                plan.refused = Some(choices[pick]);
+            }
+        }
         plan
+    }
+
+    /// Draws which items of a settle of `items` items the server refuses,
+    /// with the reply text of each (none when the call itself fails).
+    fn item_failures(&self, plan: &Plan, items: usize) -> Vec<Option<&'static str>> {
+        let config = &self.state.config;
+        let mut dice = self.dice();
+        let faulted = plan.error.is_some() || plan.refused.is_some() || plan.half_open.is_some();
+        if !dice.enabled || !config.ops.contains(plan.op) || config.item_failure <= 0.0 || faulted {
+            return vec![None; items];
+        }
+        (0..items)
+            .map(|_| {
+                let roll: f64 = dice.server.random();
+                let reply = server::ITEM_REPLIES[dice.server.random_range(0..2)];
+                (roll < config.item_failure).then_some(reply)
+            })
+            .collect()
     }
 
     fn record(&self, plan: &Plan, fault: Fault) {
@@ -286,7 +369,7 @@ impl<B: Broker> FaultyBroker<B> {
         };
         let observer = {
             let mut dice = self.dice();
-            if matches!(fault, Fault::Before | Fault::After) {
+            if fault.is_error() {
                 dice.injected += 1;
             }
             dice.log.push(event);
@@ -323,6 +406,30 @@ impl<B: Broker> FaultyBroker<B> {
         if !plan.delay.is_zero() {
             self.record(&plan, Fault::Delay(millis(plan.delay)));
             tokio::time::sleep(plan.delay).await;
+        }
+        if let Some((timeout, applied)) = plan.half_open {
+            // The command reached the server (or not) before the link went
+            // silent; the caller hears nothing until its time-out.
+            if applied {
+                let _lost = call.await;
+            }
+            tokio::time::sleep(timeout).await;
+            self.record(&plan, Fault::HalfOpen { applied });
+            let applied = if applied {
+                "it was applied"
+            } else {
+                "nothing applied"
+            };
+            return Err(Error::Timeout(format!(
+                "injected fault: no reply to {} within {} ms on a half-open link (call {}); {applied}",
+                plan.op,
+                millis(timeout),
+                plan.seq
+            )));
+        }
+        if let Some(server) = plan.refused {
+            self.record(&plan, Fault::Refused(server));
+            return Err(server.error());
         }
         match plan.error {
             Some(ErrorAt::Before) => {

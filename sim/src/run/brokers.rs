@@ -8,10 +8,10 @@ use std::time::Duration;
 use crewq_core::Broker;
 
 use crate::history::{Event, Recorder};
-use crate::plan::BrokerFaults;
+use crate::plan::{BrokerFaults, HalfOpenLink};
 use crate::recorder::RecordingBroker;
 use crate::seed::{Purpose, derive};
-use crate::{Fault, FaultConfig, FaultyBroker, OpSet};
+use crate::{FaultConfig, FaultyBroker, HalfOpen, OpSet};
 
 /// A fault-injecting handle over the run's recording broker.
 pub(crate) type Handle<B> = FaultyBroker<RecordingBroker<B>>;
@@ -28,6 +28,7 @@ pub(crate) fn worker_stream(worker: u32, incarnation: u32) -> u64 {
 pub(crate) struct Brokers<B> {
     recorded: RecordingBroker<B>,
     faults: BrokerFaults,
+    links: Vec<HalfOpenLink>,
     seed: u64,
     recorder: Recorder,
     state: Mutex<Switch<B>>,
@@ -42,12 +43,14 @@ impl<B: Broker + Clone + 'static> Brokers<B> {
     pub fn new(
         recorded: RecordingBroker<B>,
         faults: BrokerFaults,
+        links: Vec<HalfOpenLink>,
         seed: u64,
         recorder: Recorder,
     ) -> Self {
         Brokers {
             recorded,
             faults,
+            links,
             seed,
             recorder,
             state: Mutex::new(Switch {
@@ -77,12 +80,15 @@ impl<B: Broker + Clone + 'static> Brokers<B> {
             error_after: self.faults.error_after,
             latency,
             ops: OpSet::all(),
+            refused: self.faults.refused,
+            item_failure: self.faults.item_failure,
+            half_open: self.half_open_of(stream),
         };
         let handle = FaultyBroker::new(self.recorded.clone(), config);
         let (recorder, actor) = (self.recorder.clone(), actor.to_owned());
         handle.set_observer(Arc::new(move |event| {
             // Latency shows in the timestamps; only errors are events.
-            if matches!(event.fault, Fault::Before | Fault::After) {
+            if event.fault.is_error() {
                 recorder.record(Event::Fault {
                     actor: actor.clone(),
                     seq: event.seq,
@@ -97,6 +103,24 @@ impl<B: Broker + Clone + 'static> Brokers<B> {
         }
         state.handles.push(handle.clone());
         handle
+    }
+
+    /// The half-open links of the worker whose handle draws from `stream`
+    /// (none for the producer and the supervisor): every incarnation of
+    /// that worker slot shares its link's window.
+    fn half_open_of(&self, stream: u64) -> Vec<HalfOpen> {
+        let Some(worker) = stream.checked_sub(2).map(|n| n >> 20) else {
+            return Vec::new();
+        };
+        self.links
+            .iter()
+            .filter(|link| u64::from(link.worker) == worker)
+            .map(|link| HalfOpen {
+                from: self.recorder.at(link.at_ms),
+                until: self.recorder.at(link.at_ms.saturating_add(link.for_ms)),
+                timeout: Duration::from_millis(link.timeout_ms),
+            })
+            .collect()
     }
 
     /// Switches faults off for every handle, present and future, and ends

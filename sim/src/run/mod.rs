@@ -86,7 +86,13 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
     }
     let recorder = Recorder::new();
     let recorded = RecordingBroker::new(backend.broker.clone(), recorder.clone());
-    let brokers = Brokers::new(recorded, plan.broker, seed, recorder.clone());
+    let brokers = Brokers::new(
+        recorded,
+        plan.broker,
+        plan.half_open.clone(),
+        seed,
+        recorder.clone(),
+    );
     let handler_faults = Arc::new(HandlerFaults::new(&plan, recorder.clone()));
     let keyspace = backend.keyspace.clone();
     let crewing = Crewing {
