@@ -115,15 +115,44 @@ pub enum PoisonKind {
     Rejected,
     /// Larger than the workers' size limit.
     Oversized,
+    // --- malformed peer-written fields and panics outside the handler
+    // (written raw, as a foreign producer would) ---
+    /// The agent type's validator panics on it: a panic outside the
+    /// handler, which must poison the entry, not hold it forever.
+    PanickingValidator,
+    /// Its `attempts` field is `"4294967295"`: more failed runs than any
+    /// `max_retries` allows (an overflow if added to unchecked).
+    AttemptsOverflow,
+    /// Its `attempts` field is `"abc"`: not a count at all.
+    AttemptsGarbage,
+    /// Its `agent_type` names another type than its stream's.
+    WrongAgentType,
 }
 
 impl PoisonKind {
     /// Every kind.
-    pub const ALL: [PoisonKind; 3] = [
+    pub const ALL: [PoisonKind; 7] = [
         PoisonKind::Undecodable,
         PoisonKind::Rejected,
         PoisonKind::Oversized,
+        PoisonKind::PanickingValidator,
+        PoisonKind::AttemptsOverflow,
+        PoisonKind::AttemptsGarbage,
+        PoisonKind::WrongAgentType,
     ];
+
+    /// Its fault class name in the hit counts (`poison_<kind>`).
+    pub fn class(self) -> &'static str {
+        match self {
+            PoisonKind::Undecodable => "poison_undecodable",
+            PoisonKind::Rejected => "poison_rejected",
+            PoisonKind::Oversized => "poison_oversized",
+            PoisonKind::PanickingValidator => "poison_panicking_validator",
+            PoisonKind::AttemptsOverflow => "poison_attempts_overflow",
+            PoisonKind::AttemptsGarbage => "poison_attempts_garbage",
+            PoisonKind::WrongAgentType => "poison_wrong_agent_type",
+        }
+    }
 }
 
 /// How often things go wrong; a [`FaultPlan`] is drawn from these and a seed.

@@ -75,11 +75,7 @@ pub fn fault_plan(scenario: &Scenario) -> impl Strategy<Value = FaultPlan> + use
         call,
         fault,
     });
-    let kind = prop_oneof![
-        Just(PoisonKind::Undecodable),
-        Just(PoisonKind::Rejected),
-        Just(PoisonKind::Oversized),
-    ];
+    let kind = prop::sample::select(PoisonKind::ALL.to_vec());
     let poison = (0..tasks, kind).prop_map(|(task, kind)| Poison { task, kind });
     (
         broker,

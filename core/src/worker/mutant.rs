@@ -24,16 +24,22 @@ pub enum Mutant {
     /// `dlq-on-first-failure`: dead-letters a task on its first failed
     /// attempt, whatever its `max_retries`.
     DlqOnFirstFailure,
+    // --- simulator state-level fault classes (issue 9) ---
+    /// `trust-task-agent-type`: validates and runs a task as the agent type
+    /// its own `agent_type` field names, not as its stream's (finding 10).
+    TrustTaskAgentType,
 }
 
 #[cfg(feature = "mutants")]
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 4] = [
+    pub const ALL: [Mutant; 5] = [
         Mutant::AckBeforeHandle,
         Mutant::NoReclaim,
         Mutant::DlqWithoutAck,
         Mutant::DlqOnFirstFailure,
+        // simulator state-level fault classes
+        Mutant::TrustTaskAgentType,
     ];
 
     /// Its name on the command line (`ack-before-handle` ...).
@@ -43,6 +49,7 @@ impl Mutant {
             Mutant::NoReclaim => "no-reclaim",
             Mutant::DlqWithoutAck => "dlq-without-ack",
             Mutant::DlqOnFirstFailure => "dlq-on-first-failure",
+            Mutant::TrustTaskAgentType => "trust-task-agent-type",
         }
     }
 }

@@ -81,6 +81,11 @@ fn expected_reason(poison: Option<PoisonKind>) -> DeadLetterReason {
         Some(PoisonKind::Undecodable) => DeadLetterReason::Poison(WireErrorKind::InvalidJson),
         Some(PoisonKind::Rejected) => DeadLetterReason::Rejected,
         Some(PoisonKind::Oversized) => DeadLetterReason::Poison(WireErrorKind::Oversized),
+        Some(PoisonKind::PanickingValidator) => DeadLetterReason::Panicked,
+        Some(PoisonKind::AttemptsOverflow | PoisonKind::AttemptsGarbage) => {
+            DeadLetterReason::InvalidAttempts
+        }
+        Some(PoisonKind::WrongAgentType) => DeadLetterReason::WrongAgentType,
     }
 }
 

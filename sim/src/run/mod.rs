@@ -8,8 +8,11 @@
 
 mod brokers;
 mod dispatch;
+mod hits;
 mod slots;
 pub(crate) mod state;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -29,6 +32,7 @@ use crate::{Scenario, SimError};
 use brokers::{Brokers, PRODUCER, SUPERVISOR};
 use dispatch::{Dispatcher, Gathers};
 pub(crate) use dispatch::{GatherOutcome, GatherRecord};
+pub(crate) use hits::Hits;
 use slots::Crewing;
 use state::FinalState;
 
@@ -55,6 +59,10 @@ pub(crate) struct RunRecord {
     pub drained: bool,
     /// Broker faults injected.
     pub injected: u64,
+    /// How often each fault class fired, by class name. The campaign's
+    /// per-class hit report (campaign.rs, report.rs) reads it once merged.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub hits: BTreeMap<&'static str, u64>,
 }
 
 /// What a crash or a pause does, in timeline order.
@@ -110,6 +118,7 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
         crewing.start(slot);
     }
 
+    let hits = Hits::default();
     let gathers: Gathers = Arc::new(Mutex::new(Vec::new()));
     let producer = |actor: &str, stream| {
         Producer::new(brokers.handle(actor, stream))
@@ -136,6 +145,7 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
         supervisor,
         raw: brokers.recorded().clone(),
         recorder: recorder.clone(),
+        hits: hits.clone(),
         gathers: Arc::clone(&gathers),
         gather_timeout: scenario.fault_window + scenario.drain_limit + scenario.lease * 10,
     };
@@ -209,6 +219,7 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
         problems,
         drained,
         injected: brokers.injected(),
+        hits: hits.counts(),
     })
 }
 
