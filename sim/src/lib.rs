@@ -69,7 +69,7 @@ pub use faulty::{
 pub use history::{Divergence, Event, History, Stamped, TraceHash};
 pub use plan::{
     BrokerFaults, Crash, FaultPlan, FaultRates, HandlerFault, HandlerFaultAt, Pause, Poison,
-    PoisonKind,
+    PoisonKind, TrimAt, TrimCut,
 };
 pub use report::{Class, Counts, Invariant, Report, RunStats, Violation};
 pub use scenario::{Faults, Scenario};

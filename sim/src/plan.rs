@@ -28,6 +28,40 @@ pub struct FaultPlan {
     pub failing: Vec<u32>,
     /// Tasks dispatched as entries no worker can run.
     pub poison: Vec<Poison>,
+    // --- state-level fault classes (issue 9) ---
+    /// Trims of a task stream in the fault window, as an operator's `XTRIM`
+    /// or an unsafe retention opt-in does: they cut pending (and maybe
+    /// unread) entries.
+    pub trims: Vec<TrimAt>,
+}
+
+/// An `XTRIM` of one agent type's task stream.
+///
+/// Not yet on in [`FaultRates::STANDARD`] or swarms: with one trim per run
+/// about 5% of seeds lose a task silently, an entry trimmed while pending
+/// whose loss no worker records (e.g. `crewq sim --seed 30` with
+/// `FaultRates { trims: 1, ..FaultRates::STANDARD }`). Set
+/// [`FaultRates::trims`] to reach them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct TrimAt {
+    /// The agent type's index in the scenario.
+    pub agent: u32,
+    /// When, in ms of virtual time from the start.
+    pub at_ms: u64,
+    /// What it cuts.
+    pub cut: TrimCut,
+}
+
+/// What an injected trim removes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrimCut {
+    /// Everything the group has delivered (`MINID` just past its last
+    /// delivered id): finished entries and pending ones, never unread.
+    Delivered,
+    /// `MAXLEN` this many (exact): unread entries too, which are then lost
+    /// to the trim (reported apart, not as violations).
+    MaxLen(u64),
 }
 
 /// Faults of broker calls, drawn per call (see
@@ -176,6 +210,9 @@ pub struct FaultRates {
     pub failing: f64,
     /// Share of tasks that are poison.
     pub poison: f64,
+    // --- state-level fault classes (issue 9) ---
+    /// Injected task-stream trims in the fault window.
+    pub trims: u32,
 }
 
 impl FaultRates {
@@ -190,6 +227,7 @@ impl FaultRates {
         handler: 0.0,
         failing: 0.0,
         poison: 0.0,
+        trims: 0,
     };
 
     /// A bit of everything: 5% of broker calls fail before they apply, 3%
@@ -206,6 +244,8 @@ impl FaultRates {
         handler: 0.1,
         failing: 0.03,
         poison: 0.03,
+        // Off until the worker survives them: see TrimAt (issue 9).
+        trims: 0,
     };
 
     /// Swarm testing: each kind of fault is switched on or off at random,
@@ -224,6 +264,9 @@ impl FaultRates {
             on(0.5),
             on(0.5),
         );
+        // Injected trims stay off in swarms until the worker survives them
+        // (see TrimAt; issue 9).
+        let trims = 0;
         let mut upto = |on: bool, max: f64| {
             if on { rng.random_range(0.0..max) } else { 0.0 }
         };
@@ -237,6 +280,7 @@ impl FaultRates {
             handler: upto(handler, 0.25),
             failing: upto(failing, 0.08),
             poison: upto(poison, 0.08),
+            trims,
         }
     }
 }
@@ -248,6 +292,7 @@ pub(crate) struct PlanShape {
     pub max_retries: u32,
     pub lease_ms: u64,
     pub fault_window_ms: u64,
+    pub agent_types: u32,
 }
 
 impl FaultPlan {
@@ -286,6 +331,17 @@ impl FaultPlan {
             pauses,
             ..FaultPlan::default()
         };
+        plan.trims = (0..rates.trims)
+            .map(|_| TrimAt {
+                agent: rng.random_range(0..shape.agent_types.max(1)),
+                at_ms: rng.random_range(0..window),
+                cut: if rng.random_bool(0.75) {
+                    TrimCut::Delivered
+                } else {
+                    TrimCut::MaxLen(rng.random_range(0..=10))
+                },
+            })
+            .collect();
         for task in 0..shape.tasks {
             if rng.random_bool(rates.poison.clamp(0.0, 1.0)) {
                 let kind = PoisonKind::ALL[rng.random_range(0..PoisonKind::ALL.len())];
@@ -352,6 +408,13 @@ impl fmt::Display for FaultPlan {
         }
         for p in &self.poison {
             write!(f, "; task {} poison ({:?})", p.task, p.kind)?;
+        }
+        for t in &self.trims {
+            write!(
+                f,
+                "; trim agent {} at {} ms ({:?})",
+                t.agent, t.at_ms, t.cut
+            )?;
         }
         Ok(())
     }
