@@ -28,18 +28,23 @@ pub enum Mutant {
     /// `trust-task-agent-type`: validates and runs a task as the agent type
     /// its own `agent_type` field names, not as its stream's (finding 10).
     TrustTaskAgentType,
+    /// `ignore-deleted`: a renewal that finds a held entry deleted from the
+    /// stream takes it for taken over, so its attempt ends silently as a
+    /// zombie's, the old behaviour (finding 1).
+    IgnoreDeleted,
 }
 
 #[cfg(feature = "mutants")]
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 5] = [
+    pub const ALL: [Mutant; 6] = [
         Mutant::AckBeforeHandle,
         Mutant::NoReclaim,
         Mutant::DlqWithoutAck,
         Mutant::DlqOnFirstFailure,
         // simulator state-level fault classes
         Mutant::TrustTaskAgentType,
+        Mutant::IgnoreDeleted,
     ];
 
     /// Its name on the command line (`ack-before-handle` ...).
@@ -50,6 +55,7 @@ impl Mutant {
             Mutant::DlqWithoutAck => "dlq-without-ack",
             Mutant::DlqOnFirstFailure => "dlq-on-first-failure",
             Mutant::TrustTaskAgentType => "trust-task-agent-type",
+            Mutant::IgnoreDeleted => "ignore-deleted",
         }
     }
 }
