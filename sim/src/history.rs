@@ -143,6 +143,13 @@ pub enum Event {
         /// The workflow's index.
         workflow: u32,
     },
+    /// A trim (`XTRIM`, a retention's or an injected one) removed entries.
+    Trimmed {
+        /// The stream.
+        stream: String,
+        /// How many entries it removed.
+        removed: u64,
+    },
 }
 
 /// An event and when it happened, in ms from the start of the run.
@@ -363,6 +370,9 @@ impl fmt::Display for Event {
             ),
             Event::GatherAbandoned { workflow } => {
                 write!(f, "gather-abandoned workflow={workflow}")
+            }
+            Event::Trimmed { stream, removed } => {
+                write!(f, "trimmed {stream} removed={removed}")
             }
         }
     }

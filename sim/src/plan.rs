@@ -34,6 +34,40 @@ pub struct FaultPlan {
     pub poison: Vec<Poison>,
     /// One worker's link hanging until time-outs for a while.
     pub half_open: Vec<HalfOpenLink>,
+    // --- state-level fault classes (issue 9) ---
+    /// Trims of a task stream in the fault window, as an operator's `XTRIM`
+    /// or an unsafe retention opt-in does: they cut pending (and maybe
+    /// unread) entries.
+    pub trims: Vec<TrimAt>,
+}
+
+/// An `XTRIM` of one agent type's task stream.
+///
+/// Not yet on in [`FaultRates::STANDARD`] or swarms: with one trim per run
+/// about 5% of seeds lose a task silently, an entry trimmed while pending
+/// whose loss no worker records (e.g. `crewq sim --seed 30` with
+/// `FaultRates { trims: 1, ..FaultRates::STANDARD }`). Set
+/// [`FaultRates::trims`] to reach them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct TrimAt {
+    /// The agent type's index in the scenario.
+    pub agent: u32,
+    /// When, in ms of virtual time from the start.
+    pub at_ms: u64,
+    /// What it cuts.
+    pub cut: TrimCut,
+}
+
+/// What an injected trim removes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrimCut {
+    /// Everything the group has delivered (`MINID` just past its last
+    /// delivered id): finished entries and pending ones, never unread.
+    Delivered,
+    /// `MAXLEN` this many (exact): unread entries too, which are then lost
+    /// to the trim (reported apart, not as violations).
+    MaxLen(u64),
 }
 
 /// Faults of broker calls, drawn per call (see
@@ -127,15 +161,44 @@ pub enum PoisonKind {
     Rejected,
     /// Larger than the workers' size limit.
     Oversized,
+    // --- malformed peer-written fields and panics outside the handler
+    // (written raw, as a foreign producer would) ---
+    /// The agent type's validator panics on it: a panic outside the
+    /// handler, which must poison the entry, not hold it forever.
+    PanickingValidator,
+    /// Its `attempts` field is `"4294967295"`: more failed runs than any
+    /// `max_retries` allows (an overflow if added to unchecked).
+    AttemptsOverflow,
+    /// Its `attempts` field is `"abc"`: not a count at all.
+    AttemptsGarbage,
+    /// Its `agent_type` names another type than its stream's.
+    WrongAgentType,
 }
 
 impl PoisonKind {
     /// Every kind.
-    pub const ALL: [PoisonKind; 3] = [
+    pub const ALL: [PoisonKind; 7] = [
         PoisonKind::Undecodable,
         PoisonKind::Rejected,
         PoisonKind::Oversized,
+        PoisonKind::PanickingValidator,
+        PoisonKind::AttemptsOverflow,
+        PoisonKind::AttemptsGarbage,
+        PoisonKind::WrongAgentType,
     ];
+
+    /// Its fault class name in the hit counts (`poison_<kind>`).
+    pub fn class(self) -> &'static str {
+        match self {
+            PoisonKind::Undecodable => "poison_undecodable",
+            PoisonKind::Rejected => "poison_rejected",
+            PoisonKind::Oversized => "poison_oversized",
+            PoisonKind::PanickingValidator => "poison_panicking_validator",
+            PoisonKind::AttemptsOverflow => "poison_attempts_overflow",
+            PoisonKind::AttemptsGarbage => "poison_attempts_garbage",
+            PoisonKind::WrongAgentType => "poison_wrong_agent_type",
+        }
+    }
 }
 
 /// How often things go wrong; a [`FaultPlan`] is drawn from these and a seed.
@@ -167,6 +230,9 @@ pub struct FaultRates {
     /// Half-open links (one worker's calls hang until time-outs) in the
     /// fault window.
     pub half_open: u32,
+    // --- state-level fault classes (issue 9) ---
+    /// Injected task-stream trims in the fault window.
+    pub trims: u32,
 }
 
 impl FaultRates {
@@ -184,6 +250,7 @@ impl FaultRates {
         refused: 0.0,
         item_failure: 0.0,
         half_open: 0,
+        trims: 0,
     };
 
     /// A bit of everything: 5% of broker calls fail before they apply, 3%
@@ -204,6 +271,8 @@ impl FaultRates {
         refused: 0.02,
         item_failure: 0.05,
         half_open: 1,
+        // Off until the worker survives them: see TrimAt (issue 9).
+        trims: 0,
     };
 
     /// Swarm testing: each kind of fault is switched on or off at random,
@@ -222,6 +291,9 @@ impl FaultRates {
             on(0.5),
             on(0.5),
         );
+        // Injected trims stay off in swarms until the worker survives them
+        // (see TrimAt; issue 9).
+        let trims = 0;
         let mut upto = |on: bool, max: f64| {
             if on { rng.random_range(0.0..max) } else { 0.0 }
         };
@@ -235,6 +307,7 @@ impl FaultRates {
             handler: upto(handler, 0.25),
             failing: upto(failing, 0.08),
             poison: upto(poison, 0.08),
+            trims,
             ..FaultRates::NONE
         };
         links::swarm(&mut rates, rng);
@@ -249,6 +322,7 @@ pub(crate) struct PlanShape {
     pub max_retries: u32,
     pub lease_ms: u64,
     pub fault_window_ms: u64,
+    pub agent_types: u32,
 }
 
 impl FaultPlan {
@@ -288,6 +362,17 @@ impl FaultPlan {
             pauses,
             ..FaultPlan::default()
         };
+        plan.trims = (0..rates.trims)
+            .map(|_| TrimAt {
+                agent: rng.random_range(0..shape.agent_types.max(1)),
+                at_ms: rng.random_range(0..window),
+                cut: if rng.random_bool(0.75) {
+                    TrimCut::Delivered
+                } else {
+                    TrimCut::MaxLen(rng.random_range(0..=10))
+                },
+            })
+            .collect();
         for task in 0..shape.tasks {
             if rng.random_bool(rates.poison.clamp(0.0, 1.0)) {
                 let kind = PoisonKind::ALL[rng.random_range(0..PoisonKind::ALL.len())];
@@ -369,6 +454,13 @@ impl fmt::Display for FaultPlan {
                 f,
                 "; half-open w{} at {} ms for {} ms (time-out {} ms)",
                 h.worker, h.at_ms, h.for_ms, h.timeout_ms
+            )?;
+        }
+        for t in &self.trims {
+            write!(
+                f,
+                "; trim agent {} at {} ms ({:?})",
+                t.agent, t.at_ms, t.cut
             )?;
         }
         Ok(())

@@ -6,33 +6,65 @@
 //! reply was lost is still a delivery, as Redis's delivery counter says.
 //! Queries pass through unrecorded.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use crewq_core::{
-    AckAndAdd, AckAndAddReply, AddedOnce, AutoClaimed, Broker, BrokerLayer, DeliveredEntry,
-    NewEntry, OnceEntry, ReadGroup, Result, Settle, Settled, StreamEntry, StreamId,
+    AckAndAdd, AckAndAddReply, AddedOnce, AutoClaimed, Broker, BrokerLayer, DeliveredEntry, Fields,
+    NewEntry, OnceEntry, ReadGroup, Result, Settle, Settled, StreamEntry, StreamId, Trim,
 };
 
 use crate::history::{Event, Recorder};
+
+/// Every entry the broker appended, with its fields, in order: what the
+/// checker accounts from, since retention (and injected trims) remove
+/// entries from the streams before the run ends.
+pub(crate) type Journal = Arc<Mutex<Vec<(String, StreamId, Fields)>>>;
 
 /// A broker that records the writes `B` applied.
 #[derive(Clone, Debug)]
 pub(crate) struct RecordingBroker<B> {
     inner: B,
     recorder: Recorder,
+    journal: Journal,
 }
 
 impl<B: Broker> RecordingBroker<B> {
     pub fn new(inner: B, recorder: Recorder) -> Self {
-        RecordingBroker { inner, recorder }
+        RecordingBroker {
+            inner,
+            recorder,
+            journal: Journal::default(),
+        }
     }
 
-    fn appended(&self, stream: &str, id: StreamId) {
+    /// Every append so far, in order.
+    pub fn journal(&self) -> Vec<(String, StreamId, Fields)> {
+        self.journal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn appended(&self, stream: &str, id: StreamId, fields: Fields) {
+        self.journal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((stream.to_owned(), id, fields));
         self.recorder.record(Event::Appended {
             stream: stream.to_owned(),
             id,
         });
+    }
+
+    fn trimmed(&self, stream: &str, removed: u64) {
+        if removed > 0 {
+            self.recorder.record(Event::Trimmed {
+                stream: stream.to_owned(),
+                removed,
+            });
+        }
     }
 
     fn delivered(&self, stream: &str, consumer: &str, ids: impl Iterator<Item = StreamId>) {
@@ -65,32 +97,50 @@ impl<B: Broker> BrokerLayer for RecordingBroker<B> {
     }
 
     async fn xadd(&self, entry: NewEntry) -> Result<StreamId> {
-        let stream = entry.stream.clone();
+        let (stream, fields) = (entry.stream.clone(), entry.fields.clone());
         let id = self.inner.xadd(entry).await?;
-        self.appended(&stream, id);
+        self.appended(&stream, id, fields);
         Ok(id)
     }
 
     async fn xadd_many(&self, entries: Vec<NewEntry>) -> Result<Vec<Result<StreamId>>> {
-        let streams: Vec<String> = entries.iter().map(|e| e.stream.clone()).collect();
+        let adds: Vec<(String, Fields)> = entries
+            .iter()
+            .map(|e| (e.stream.clone(), e.fields.clone()))
+            .collect();
         let replies = self.inner.xadd_many(entries).await?;
-        for (stream, reply) in streams.iter().zip(&replies) {
+        for ((stream, fields), reply) in adds.into_iter().zip(&replies) {
             if let Ok(id) = reply {
-                self.appended(stream, *id);
+                self.appended(&stream, *id, fields);
             }
         }
         Ok(replies)
     }
 
     async fn xadd_once(&self, entries: Vec<OnceEntry>) -> Result<Vec<Result<AddedOnce>>> {
-        let streams: Vec<String> = entries.iter().map(|e| e.entry.stream.clone()).collect();
+        let adds: Vec<(String, Fields)> = entries
+            .iter()
+            .map(|e| (e.entry.stream.clone(), e.entry.fields.clone()))
+            .collect();
         let replies = self.inner.xadd_once(entries).await?;
-        for (stream, reply) in streams.iter().zip(&replies) {
+        for ((stream, fields), reply) in adds.into_iter().zip(&replies) {
             if let Ok(AddedOnce::Added(id)) = reply {
-                self.appended(stream, *id);
+                self.appended(&stream, *id, fields);
             }
         }
         Ok(replies)
+    }
+
+    async fn xtrim(&self, stream: &str, trim: Trim) -> Result<u64> {
+        let removed = self.inner.xtrim(stream, trim).await?;
+        self.trimmed(stream, removed);
+        Ok(removed)
+    }
+
+    async fn xdel(&self, stream: &str, ids: &[StreamId]) -> Result<u64> {
+        let removed = self.inner.xdel(stream, ids).await?;
+        self.trimmed(stream, removed);
+        Ok(removed)
     }
 
     async fn read_group(&self, read: &ReadGroup) -> Result<Vec<DeliveredEntry>> {
@@ -139,15 +189,19 @@ impl<B: Broker> BrokerLayer for RecordingBroker<B> {
     }
 
     async fn ack_and_add(&self, step: AckAndAdd) -> Result<AckAndAddReply> {
-        let streams: Vec<String> = step.adds.iter().map(|e| e.stream.clone()).collect();
+        let adds: Vec<(String, Fields)> = step
+            .adds
+            .iter()
+            .map(|e| (e.stream.clone(), e.fields.clone()))
+            .collect();
         let acks: Vec<(String, Vec<StreamId>)> = step
             .acks
             .iter()
             .map(|a| (a.stream.clone(), a.ids.clone()))
             .collect();
         let reply = self.inner.ack_and_add(step).await?;
-        for (stream, id) in streams.iter().zip(&reply.ids) {
-            self.appended(stream, *id);
+        for ((stream, fields), id) in adds.into_iter().zip(&reply.ids) {
+            self.appended(&stream, *id, fields);
         }
         for ((stream, ids), count) in acks.iter().zip(&reply.acked) {
             self.acked(stream, ids, *count);
@@ -157,16 +211,33 @@ impl<B: Broker> BrokerLayer for RecordingBroker<B> {
 
     async fn settle(&self, settle: Settle) -> Result<Vec<Settled>> {
         let items: Vec<StreamId> = settle.items.iter().map(|item| item.id).collect();
+        let appends: Vec<Vec<(String, Fields)>> = settle
+            .items
+            .iter()
+            .map(|item| {
+                item.appends
+                    .iter()
+                    .map(|e| (e.stream.clone(), e.fields.clone()))
+                    .collect()
+            })
+            .collect();
         let (stream, consumer) = (settle.stream.clone(), settle.consumer.clone());
         let outcomes = self.inner.settle(settle).await?;
-        for (id, outcome) in items.into_iter().zip(&outcomes) {
+        for ((id, adds), outcome) in items.into_iter().zip(appends).zip(&outcomes) {
             let event = match outcome {
-                Settled::Done(appended) => Event::Settled {
-                    stream: stream.clone(),
-                    consumer: consumer.clone(),
-                    id,
-                    appended: appended.clone(),
-                },
+                Settled::Done(appended) => {
+                    let mut journal = self.journal.lock().unwrap_or_else(PoisonError::into_inner);
+                    for ((stream, fields), new) in adds.into_iter().zip(appended) {
+                        journal.push((stream, *new, fields));
+                    }
+                    drop(journal);
+                    Event::Settled {
+                        stream: stream.clone(),
+                        consumer: consumer.clone(),
+                        id,
+                        appended: appended.clone(),
+                    }
+                }
                 Settled::NotOwned => Event::Refused {
                     stream: stream.clone(),
                     consumer: consumer.clone(),

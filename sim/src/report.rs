@@ -29,6 +29,11 @@ pub enum Class {
     /// Outcomes that contradict each other (success and dead letter, two
     /// dead letters).
     Unexpected,
+    /// No outcome: its entry was trimmed from the stream before any
+    /// delivery, which only a trim that cuts unread entries does (the
+    /// unsafe retention opt-ins, an operator's `XTRIM`). What that setting
+    /// costs, reported apart: not a crewq violation.
+    LostToTrim,
 }
 
 /// An invariant the checker holds every run to (DESIGN.md, "The
@@ -129,6 +134,8 @@ pub struct Counts {
     pub stuck: u64,
     /// [`Class::Unexpected`].
     pub unexpected: u64,
+    /// [`Class::LostToTrim`]: not a violation, reported apart.
+    pub lost_to_trim: u64,
 }
 
 impl Counts {
@@ -140,6 +147,7 @@ impl Counts {
             Class::Lost => &mut self.lost,
             Class::Stuck => &mut self.stuck,
             Class::Unexpected => &mut self.unexpected,
+            Class::LostToTrim => &mut self.lost_to_trim,
         };
         *slot += 1;
     }
@@ -152,6 +160,7 @@ impl Counts {
         self.lost += other.lost;
         self.stuck += other.stuck;
         self.unexpected += other.unexpected;
+        self.lost_to_trim += other.lost_to_trim;
     }
 }
 

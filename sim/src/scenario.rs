@@ -67,6 +67,14 @@ pub struct Scenario {
     /// A deliberately broken worker, to check the checker.
     #[serde(serialize_with = "mutant_name")]
     pub mutant: Option<Mutant>,
+    /// Whether the producer and the supervisor trim with crewq's safe
+    /// default retention (checked every few appends so that it fires in a
+    /// short run) instead of never. The checker accounts from the journal
+    /// of appends, so it copes either way. Off by default for now: with it
+    /// on, a zombie worker whose entry a peer completed and retention then
+    /// trimmed dead-letters it `deleted_while_pending` beside its success
+    /// (`crewq sim --seed 49` with it on; issue 9).
+    pub safe_retention: bool,
 }
 
 /// What goes wrong in a run.
@@ -104,6 +112,7 @@ impl Default for Scenario {
             worker_max_bytes: 16 * 1024,
             faults: Faults::Rates(FaultRates::STANDARD),
             mutant: None,
+            safe_retention: false,
         }
     }
 }
@@ -159,6 +168,13 @@ impl Scenario {
         self
     }
 
+    /// Sets [`safe_retention`](Self::safe_retention).
+    #[must_use]
+    pub fn safe_retention(mut self, on: bool) -> Self {
+        self.safe_retention = on;
+        self
+    }
+
     /// Workers of all agent types.
     pub fn total_workers(&self) -> u32 {
         self.workers.saturating_mul(self.agent_types.len() as u32)
@@ -191,6 +207,7 @@ impl Scenario {
             max_retries: self.max_retries,
             lease_ms: millis_of(self.lease),
             fault_window_ms: millis_of(self.fault_window),
+            agent_types: self.agent_types.len() as u32,
         }
     }
 

@@ -25,6 +25,7 @@ use proptest::prelude::*;
 
 use crate::plan::{
     BrokerFaults, Crash, FaultPlan, HandlerFault, HandlerFaultAt, Pause, Poison, PoisonKind,
+    TrimAt, TrimCut,
 };
 use crate::scenario::{Faults, Scenario};
 
@@ -76,12 +77,17 @@ pub fn fault_plan(scenario: &Scenario) -> impl Strategy<Value = FaultPlan> + use
         call,
         fault,
     });
-    let kind = prop_oneof![
-        Just(PoisonKind::Undecodable),
-        Just(PoisonKind::Rejected),
-        Just(PoisonKind::Oversized),
-    ];
+    let kind = prop::sample::select(PoisonKind::ALL.to_vec());
     let poison = (0..tasks, kind).prop_map(|(task, kind)| Poison { task, kind });
+    let cut = prop_oneof![
+        3 => Just(TrimCut::Delivered),
+        1 => (0..=10u64).prop_map(TrimCut::MaxLen),
+    ];
+    let trim = (0..window, cut).prop_map(|(at_ms, cut)| TrimAt {
+        agent: 0,
+        at_ms,
+        cut,
+    });
     (
         broker,
         prop::collection::vec(crash, 0..=3),
@@ -89,9 +95,12 @@ pub fn fault_plan(scenario: &Scenario) -> impl Strategy<Value = FaultPlan> + use
         prop::collection::vec(handler, 0..=12),
         prop::collection::vec(0..tasks, 0..=3),
         prop::collection::vec(poison, 0..=3),
+        // Injected trims: none until the worker survives them (see
+        // TrimAt; issue 9).
+        prop::collection::vec(trim, 0..=0),
     )
         .prop_map(
-            |(broker, crashes, pauses, handler, failing, poison)| FaultPlan {
+            |(broker, crashes, pauses, handler, failing, poison, trims)| FaultPlan {
                 broker,
                 crashes,
                 pauses,
@@ -99,6 +108,7 @@ pub fn fault_plan(scenario: &Scenario) -> impl Strategy<Value = FaultPlan> + use
                 failing,
                 poison,
                 half_open: Vec::new(),
+                trims,
             },
         )
 }

@@ -138,7 +138,8 @@ where
                     .await;
             }
         };
-        if task.agent_type != self.agent_type {
+        if task.agent_type != self.agent_type && !self.options.is_mutant(Mutant::TrustTaskAgentType)
+        {
             // Checked (and published) as the stream's agent type, never as
             // whatever the entry claims to be.
             let error = format!(

@@ -33,18 +33,30 @@ pub enum Mutant {
     /// ([`Settled::Failed`](crate::Settled::Failed)) is acknowledged and
     /// taken as recorded: its outcome is lost (issue 9, finding 6).
     FailedItemAcked,
+    // --- simulator state-level fault classes (issue 9) ---
+    /// `trust-task-agent-type`: validates and runs a task as the agent type
+    /// its own `agent_type` field names, not as its stream's (finding 10).
+    TrustTaskAgentType,
+    /// `ignore-deleted`: pending entries that `XAUTOCLAIM` reports deleted
+    /// from the stream (the broker has already dropped them from the
+    /// pending list) are ignored instead of dead-lettered: they vanish
+    /// silently, the old behaviour (finding 1).
+    IgnoreDeleted,
 }
 
 #[cfg(feature = "mutants")]
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 6] = [
+    pub const ALL: [Mutant; 8] = [
         Mutant::AckBeforeHandle,
         Mutant::NoReclaim,
         Mutant::DlqWithoutAck,
         Mutant::DlqOnFirstFailure,
         Mutant::FatalOnUnavailable,
         Mutant::FailedItemAcked,
+        // simulator state-level fault classes
+        Mutant::TrustTaskAgentType,
+        Mutant::IgnoreDeleted,
     ];
 
     /// Its name on the command line (`ack-before-handle` ...).
@@ -56,6 +68,8 @@ impl Mutant {
             Mutant::DlqOnFirstFailure => "dlq-on-first-failure",
             Mutant::FatalOnUnavailable => "fatal-on-unavailable",
             Mutant::FailedItemAcked => "failed-item-acked",
+            Mutant::TrustTaskAgentType => "trust-task-agent-type",
+            Mutant::IgnoreDeleted => "ignore-deleted",
         }
     }
 }

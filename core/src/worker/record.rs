@@ -10,8 +10,8 @@ use tracing::Instrument;
 
 use crate::metrics::{DEAD_LETTERED, DELETED_WHILE_PENDING, count};
 use crate::{
-    Ack, AckAndAdd, Broker, DeadLetter, DeadLetterReason, Error, Fields, NewEntry, Origin,
-    PendingQuery, SettleItem, Settled, StreamId, Task, TaskResult, utc_isoformat,
+    Ack, AckAndAdd, Broker, DeadLetter, DeadLetterReason, Error, Fields, NewEntry, OnceEntry,
+    Origin, PendingQuery, SettleItem, Settled, StreamId, Task, TaskResult, utc_isoformat,
 };
 
 use super::attempt::{Outcome, Shared, Source};
@@ -27,6 +27,10 @@ pub const ATTEMPTS_FIELD: &str = "attempts";
 /// pending list an attempt needs): an outcome is retried for as long as it
 /// takes, and should land within seconds of the broker coming back.
 pub(crate) const RETRY_CAP: Duration = Duration::from_secs(5);
+
+/// How long the marker of a `deleted_while_pending` dead letter written
+/// outside a settle is kept: long past any retry of that write.
+const DELETED_MARKER_WINDOW: Duration = Duration::from_secs(3600);
 
 /// What is known of an entry before it runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,12 +169,17 @@ impl<B: Broker, H> Shared<B, H> {
             return self.write_unguarded(item, true).await;
         }
         let id = item.id;
+        let deleted_before = self.was_deleted(id);
         let mut reply_lost = false;
         let mut tries = 0u32;
         let outcome = loop {
             let error = match self.settler.settle(item.clone()).await {
                 Ok(Settled::Done(_)) => break Outcome::Completed,
-                Ok(Settled::NotOwned) if reply_lost => {
+                // Unless a renewal had seen the entry deleted from the
+                // stream before this settle began: then no try of it applied
+                // (found by the simulator, issue 9). A deletion seen later may
+                // be retention trimming what this settle acknowledged.
+                Ok(Settled::NotOwned) if reply_lost && !deleted_before => {
                     tracing::debug!(%id, "an earlier settle applied; its reply was lost");
                     break Outcome::Completed;
                 }
@@ -303,9 +312,18 @@ impl<B: Broker, H> Shared<B, H> {
                 other => other,
             };
         }
+        // Written once per entry, whoever finds it gone (a renewal, a
+        // reclaim) and however often a lost reply makes it try again.
+        let marker = format!("{}:deleted-while-pending:{id}", self.keys.dlq);
+        let once = OnceEntry::new(entry, marker, DELETED_MARKER_WINDOW);
         let mut tries = 0u32;
         loop {
-            match self.broker.xadd(entry.clone()).await {
+            let reply = self.broker.xadd_once(vec![once.clone()]).await;
+            match reply.and_then(|mut replies| {
+                replies
+                    .pop()
+                    .unwrap_or_else(|| Err(Error::Protocol("no reply to an append".into())))
+            }) {
                 Ok(_) => return Outcome::Vanished,
                 Err(err) => {
                     tries = tries.saturating_add(1);

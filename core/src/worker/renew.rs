@@ -11,6 +11,7 @@ use std::sync::{Arc, PoisonError};
 use crate::{Broker, IdRange, StreamId};
 
 use super::attempt::Shared;
+use super::mutant::Mutant;
 
 /// Renews the leases of the held entries every `renew_every`, until dropped.
 pub(crate) async fn renew_forever<B: Broker, H>(shared: Arc<Shared<B, H>>) {
@@ -49,14 +50,14 @@ pub(crate) async fn renew<B: Broker, H>(shared: &Shared<B, H>) {
     let mut lost = 0usize;
     for id in held.into_iter().filter(|id| !renewed.contains(id)) {
         match exists(shared, id).await {
-            Some(false) => {
+            Some(false) if !shared.options.is_mutant(Mutant::IgnoreDeleted) => {
                 shared
                     .deleted
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .insert(id);
             }
-            Some(true) | None => lost += 1,
+            _ => lost += 1,
         }
     }
     if lost > 0 {

@@ -1,9 +1,9 @@
 //! What the history and the final state say about each task: its entries,
 //! deliveries, runs and outcomes, gathered before any judgement.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use crewq_core::{DeadLetter, StreamId, TaskStatus};
+use crewq_core::{DeadLetter, DeadLetterReason, StreamId, TaskStatus};
 
 use crate::Scenario;
 use crate::crew::task_index;
@@ -29,6 +29,8 @@ pub(super) struct TaskFacts {
     pub pending: u32,
     /// Its entries never delivered.
     pub unread: u32,
+    /// Its entries trimmed from the stream before any delivery.
+    pub trimmed_unread: u32,
 }
 
 /// A span of time in which a task's delivery could be wasted.
@@ -61,9 +63,31 @@ impl Facts {
             handler_calls: 0,
         };
         let entries = facts.map_entries(record);
-        facts.read_history(scenario, record, &entries);
+        let delivered = facts.read_history(scenario, record, &entries);
         facts.read_outcomes(record, &entries);
+        facts.read_trims(record, &entries, &delivered);
         facts
+    }
+
+    /// Entries trimmed from their stream (appended, gone at the end)
+    /// before any delivery: lost to the trim, not to crewq.
+    fn read_trims(
+        &mut self,
+        record: &RunRecord,
+        entries: &BTreeMap<(String, StreamId), u32>,
+        delivered: &BTreeSet<(String, StreamId)>,
+    ) {
+        for agent in &record.state.agents {
+            for (id, _) in &agent.entries {
+                let key = (agent.keys.tasks.clone(), *id);
+                if agent.present.contains(id) || delivered.contains(&key) {
+                    continue;
+                }
+                if let Some(facts) = entries.get(&key).and_then(|t| self.tasks.get_mut(t)) {
+                    facts.trimmed_unread += 1;
+                }
+            }
+        }
     }
 
     fn violate(&mut self, invariant: Invariant, task: Option<u32>, detail: String) {
@@ -115,7 +139,8 @@ impl Facts {
         scenario: &Scenario,
         record: &RunRecord,
         entries: &BTreeMap<(String, StreamId), u32>,
-    ) {
+    ) -> BTreeSet<(String, StreamId)> {
+        let mut delivered = BTreeSet::new();
         let task_streams = record.state.task_streams();
         // A crashed worker's in-flight read may still deliver a little
         // after the crash (on Redis, a command already on the wire).
@@ -130,6 +155,7 @@ impl Facts {
                 }
                 Event::Delivered { stream, id, .. } if task_streams.contains(stream) => {
                     self.deliveries += 1;
+                    delivered.insert((stream.clone(), *id));
                     match entries.get(&(stream.clone(), *id)) {
                         Some(task) => {
                             if let Some(facts) = self.task(*task) {
@@ -171,6 +197,7 @@ impl Facts {
                 _ => {}
             }
         }
+        delivered
     }
 
     fn read_outcomes(&mut self, record: &RunRecord, entries: &BTreeMap<(String, StreamId), u32>) {
@@ -236,6 +263,18 @@ impl Facts {
                         continue;
                     }
                 };
+                if letter.reason == Some(DeadLetterReason::DeletedWhilePending)
+                    && let Some(origin) = &letter.origin
+                    && (origin.stream != agent.keys.tasks
+                        || agent.present.contains(&origin.entry_id))
+                {
+                    // Never a cover for losing an entry that is still there.
+                    let detail = format!(
+                        "dead letter {id} says entry {} was deleted while pending, but it is in {}",
+                        origin.entry_id, agent.keys.tasks
+                    );
+                    self.violate(Invariant::DeadLetterRouting, Some(task), detail);
+                }
                 match self.task(task) {
                     Some(facts) => facts.dead_letters.push(letter.clone()),
                     None => self.violate(

@@ -71,8 +71,27 @@ fn classify(facts: &TaskFacts) -> Class {
         (1, _) => Class::Ok,
         (_, 1) => Class::DeadLettered,
         _ if facts.pending > 0 || facts.unread > 0 || !facts.acked => Class::Stuck,
+        _ if facts.trimmed_unread > 0 => Class::LostToTrim,
         _ => Class::Lost,
     }
+}
+
+/// What `letters` say: reason, entry and consumer of each.
+fn letters(letters: &[crewq_core::DeadLetter]) -> String {
+    letters
+        .iter()
+        .map(|d| {
+            let reason = d.reason.as_ref().map(ToString::to_string);
+            let entry = d.origin.as_ref().map(|o| o.entry_id.to_string());
+            format!(
+                "{} of entry {} by {}",
+                reason.unwrap_or_default(),
+                entry.unwrap_or_default(),
+                d.origin.as_ref().map_or("?", |o| o.consumer.as_str())
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The reason a dead letter of a task should give.
@@ -82,6 +101,11 @@ fn expected_reason(poison: Option<PoisonKind>) -> DeadLetterReason {
         Some(PoisonKind::Undecodable) => DeadLetterReason::Poison(WireErrorKind::InvalidJson),
         Some(PoisonKind::Rejected) => DeadLetterReason::Rejected,
         Some(PoisonKind::Oversized) => DeadLetterReason::Poison(WireErrorKind::Oversized),
+        Some(PoisonKind::PanickingValidator) => DeadLetterReason::Panicked,
+        Some(PoisonKind::AttemptsOverflow | PoisonKind::AttemptsGarbage) => {
+            DeadLetterReason::InvalidAttempts
+        }
+        Some(PoisonKind::WrongAgentType) => DeadLetterReason::WrongAgentType,
     }
 }
 
@@ -115,15 +139,20 @@ impl Verdict {
                 Invariant::NotOkAndDeadLettered,
                 t,
                 format!(
-                    "{} success result(s) and {} dead letter(s)",
+                    "{} success result(s) and {} dead letter(s) ({})",
                     f.successes,
-                    f.dead_letters.len()
+                    f.dead_letters.len(),
+                    letters(&f.dead_letters)
                 ),
             ),
             Class::Unexpected => self.violate(
                 Invariant::OneDeadLetter,
                 t,
-                format!("{} dead letters", f.dead_letters.len()),
+                format!(
+                    "{} dead letters ({})",
+                    f.dead_letters.len(),
+                    letters(&f.dead_letters)
+                ),
             ),
             Class::Lost => self.violate(
                 Invariant::NoLoss,
@@ -146,12 +175,18 @@ impl Verdict {
                     "never acknowledged as dispatched".to_owned()
                 },
             ),
-            Class::Ok | Class::Duplicated | Class::DeadLettered => {}
+            Class::Ok | Class::Duplicated | Class::DeadLettered | Class::LostToTrim => {}
         }
         let poison = record.plan.poison_kind(task);
         let expected = expected_reason(poison);
         for letter in &f.dead_letters {
             let reason = letter.reason.clone();
+            if reason == Some(DeadLetterReason::DeletedWhilePending) {
+                // Its entry was trimmed while pending: what is known of it
+                // is dead-lettered, whatever it was (facts.rs checked the
+                // entry is indeed gone).
+                continue;
+            }
             if reason.as_ref() != Some(&expected) {
                 let got = reason.map_or_else(|| "none".to_owned(), |r| r.to_string());
                 let detail = format!("dead-lettered as {got}, expected {expected}");

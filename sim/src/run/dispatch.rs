@@ -9,12 +9,14 @@ use std::time::Duration;
 
 use crewq_core::producer::Producer;
 use crewq_core::supervisor::{Gathered, Supervisor, Workflow};
-use crewq_core::{Broker, DATA_FIELD, Fields, Keyspace, NewEntry, StreamId, Task};
+use crewq_core::worker::ATTEMPTS_FIELD;
+use crewq_core::{Broker, DATA_FIELD, Fields, Keyspace, NewEntry, StreamId, Task, task_to_fields};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
 use super::brokers::Handle;
-use super::slots::POISON_FIELD;
+use super::hits::Hits;
+use super::slots::{OTHER_AGENT_TYPE, POISON_FIELD};
 use crate::crew::{Crew, task_id};
 use crate::history::{Event, Recorder};
 use crate::plan::{FaultPlan, PoisonKind};
@@ -58,6 +60,7 @@ pub(crate) struct Dispatcher<B> {
     pub supervisor: Supervisor<Handle<B>>,
     pub raw: RecordingBroker<B>,
     pub recorder: Recorder,
+    pub hits: Hits,
     pub gathers: Gathers,
     pub gather_timeout: Duration,
 }
@@ -149,21 +152,44 @@ impl<B: Broker + Clone + 'static> Dispatcher<B> {
 
     async fn poison(&self, index: u32, kind: PoisonKind) -> Result<(), SimError> {
         let agent = self.scenario.agent_of(index);
-        let entry = match kind {
+        let stream = self.keyspace.tasks(
+            &crewq_core::AgentType::new(agent).map_err(|e| SimError::Scenario(e.to_string()))?,
+        );
+        let raw = match kind {
             PoisonKind::Undecodable => {
-                let stream = self.keyspace.tasks(
-                    &crewq_core::AgentType::new(agent)
-                        .map_err(|e| SimError::Scenario(e.to_string()))?,
-                );
                 let data = format!("{{\"task_id\": \"{}\", this is not JSON", task_id(index));
-                let entry = NewEntry::new(stream, Fields::new().with(DATA_FIELD, data));
+                Some(Fields::new().with(DATA_FIELD, data))
+            }
+            PoisonKind::AttemptsOverflow | PoisonKind::AttemptsGarbage => {
+                let task = self.task(index, json!({ "n": index }), "poison".to_owned())?;
+                let attempts = match kind {
+                    PoisonKind::AttemptsOverflow => u32::MAX.to_string(),
+                    _ => "abc".to_owned(),
+                };
+                Some(self.fields(index, &task)?.with(ATTEMPTS_FIELD, attempts))
+            }
+            PoisonKind::WrongAgentType => {
+                // A task claiming another (valid, unserved) agent type, in
+                // this agent type's stream.
+                let task = Task::new(OTHER_AGENT_TYPE, "poison", json!({ "n": index }))
+                    .task_id(task_id(index))
+                    .max_retries(self.scenario.max_retries)
+                    .created_at(CREATED_AT)
+                    .build()
+                    .map_err(|e| SimError::Scenario(format!("task {index}: {e}")))?;
+                Some(self.fields(index, &task)?)
+            }
+            PoisonKind::Rejected | PoisonKind::Oversized | PoisonKind::PanickingValidator => None,
+        };
+        let entry = match raw {
+            Some(fields) => {
                 // Written once, without faults: a foreign producer's entry.
                 self.raw
-                    .xadd(entry)
+                    .xadd(NewEntry::new(stream, fields))
                     .await
                     .map_err(|e| SimError::Run(format!("poison task {index}: {e}")))?
             }
-            PoisonKind::Rejected | PoisonKind::Oversized => {
+            None => {
                 let mut payload = json!({ "n": index, POISON_FIELD: format!("{kind:?}") });
                 if kind == PoisonKind::Oversized {
                     payload["padding"] = json!("x".repeat(self.scenario.worker_max_bytes + 1));
@@ -175,8 +201,14 @@ impl<B: Broker + Clone + 'static> Dispatcher<B> {
                     .entry_id
             }
         };
+        self.hits.hit(kind.class());
         self.dispatched(index, entry);
         Ok(())
+    }
+
+    /// `task` as a task entry's fields.
+    fn fields(&self, index: u32, task: &Task<Value>) -> Result<Fields, SimError> {
+        task_to_fields(task).map_err(|e| SimError::Scenario(format!("task {index}: {e}")))
     }
 
     fn dispatched(&self, task: u32, entry: StreamId) {

@@ -8,8 +8,12 @@
 
 mod brokers;
 mod dispatch;
+mod hits;
 mod slots;
 pub(crate) mod state;
+#[cfg(test)]
+mod tests;
+mod trims;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -29,6 +33,7 @@ use crate::{Scenario, SimError};
 use brokers::{Brokers, PRODUCER, SUPERVISOR};
 use dispatch::{Dispatcher, Gathers};
 pub(crate) use dispatch::{GatherOutcome, GatherRecord};
+pub(crate) use hits::Hits;
 use slots::Crewing;
 use state::FinalState;
 
@@ -55,6 +60,10 @@ pub(crate) struct RunRecord {
     pub drained: bool,
     /// Broker faults injected.
     pub injected: u64,
+    /// How often each fault class fired, by class name. The campaign's
+    /// per-class hit report (campaign.rs, report.rs) reads it once merged.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub hits: BTreeMap<&'static str, u64>,
 }
 
 /// What a crash or a pause does, in timeline order.
@@ -71,6 +80,11 @@ enum Action {
     Pause {
         worker: u32,
         for_ms: u64,
+    },
+    /// An injected trim of agent type `agent`'s task stream.
+    Trim {
+        agent: u32,
+        cut: crate::plan::TrimCut,
     },
 }
 
@@ -116,21 +130,21 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
         crewing.start(slot);
     }
 
+    let hits = Hits::default();
     let gathers: Gathers = Arc::new(Mutex::new(Vec::new()));
     let producer = |actor: &str, stream| {
         Producer::new(brokers.handle(actor, stream))
             .with_keyspace(keyspace.clone())
             .with_clock(ClockRef(Arc::clone(&backend.clock)))
-            // The checker accounts for tasks from the streams' final
-            // contents: trimming finished entries would hide them from it.
-            .with_retention(Retention::None)
+            // The safe default, checked often enough to fire in a short
+            // run: the checker accounts from the journal of appends, not
+            // the final streams.
+            .with_retention(retention(scenario))
     };
     let supervisor = Supervisor::with_options(
         "sim-supervisor",
         producer("supervisor", SUPERVISOR),
-        SupervisorOptions::default()
-            .poll(scenario.lease / 4)
-            .result_retention(Retention::None),
+        SupervisorOptions::default().poll(scenario.lease / 4),
     )
     .map_err(|e| SimError::Scenario(e.to_string()))?;
     let dispatcher = Dispatcher {
@@ -142,6 +156,7 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
         supervisor,
         raw: brokers.recorded().clone(),
         recorder: recorder.clone(),
+        hits: hits.clone(),
         gathers: Arc::clone(&gathers),
         gather_timeout: scenario.fault_window + scenario.drain_limit + scenario.lease * 10,
     };
@@ -155,6 +170,14 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
             break;
         }
         tokio::time::sleep_until(recorder.at(at)).await;
+        if let Action::Trim { agent, cut } = action {
+            if let Some(keys) = agents.get(agent as usize)
+                && trims::trim(brokers.recorded(), keys, cut).await > 0
+            {
+                hits.hit(TRIM_FAULT);
+            }
+            continue;
+        }
         let Some(slot) = slots.get_mut(worker_of(action) as usize) else {
             continue;
         };
@@ -171,6 +194,7 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
             }
             Action::Restart { .. } => crewing.start(slot),
             Action::Pause { for_ms, .. } => slot.pause(at + for_ms, &recorder),
+            Action::Trim { .. } => {}
         }
     }
     tokio::time::sleep_until(recorder.at(fault_end)).await;
@@ -203,7 +227,18 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
             Err(err) => problems.push(format!("the dispatcher panicked: {err}")),
         }
     }
-    let state = state::read(&backend.broker, &agents)
+    let fault_trims = hits.counts().get(TRIM_FAULT).copied().unwrap_or(0);
+    let all_trims = recorder
+        .history()
+        .events()
+        .iter()
+        .filter(|e| matches!(e.event, Event::Trimmed { .. }))
+        .count() as u64;
+    for _ in fault_trims..all_trims {
+        hits.hit(RETENTION_TRIM);
+    }
+    let journal = brokers.recorded().journal();
+    let state = state::read(&backend.broker, &agents, &journal)
         .await
         .map_err(|e| SimError::Run(format!("reading the final state: {e}")))?;
     Ok(RunRecord {
@@ -215,6 +250,7 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
         problems,
         drained,
         injected: brokers.injected(),
+        hits: hits.counts(),
     })
 }
 
@@ -239,8 +275,18 @@ fn timeline(plan: &FaultPlan) -> BTreeMap<(u64, u32), Action> {
             },
         )
     });
+    let trims = plan.trims.iter().map(|t| {
+        (
+            t.at_ms,
+            Action::Trim {
+                agent: t.agent,
+                cut: t.cut,
+            },
+        )
+    });
     crashes
         .chain(pauses)
+        .chain(trims)
         .enumerate()
         .map(|(n, (at, action))| ((at, n as u32), action))
         .collect()
@@ -251,6 +297,7 @@ fn worker_of(action: Action) -> u32 {
         Action::Crash { worker, .. }
         | Action::Restart { worker }
         | Action::Pause { worker, .. } => worker,
+        Action::Trim { .. } => u32::MAX,
     }
 }
 
@@ -304,6 +351,28 @@ async fn finish_gathers(
         });
     }
     records
+}
+
+/// Hit count class of an injected trim that removed entries.
+const TRIM_FAULT: &str = "trim_task_stream";
+/// Hit count class of a retention trim (producer, supervisor, workers)
+/// that removed entries.
+const RETENTION_TRIM: &str = "retention_trim";
+
+/// The producer's task-stream retention: with
+/// [`Scenario::safe_retention`], the safe default ([`Retention::DEFAULT`])
+/// checked every few appends and leases so that it trims within a short
+/// run; otherwise none.
+fn retention(scenario: &Scenario) -> Retention {
+    if !scenario.safe_retention {
+        return Retention::None;
+    }
+    match Retention::DEFAULT {
+        Retention::Acknowledged(ack) => {
+            Retention::Acknowledged(ack.every_appends(8).every(scenario.lease))
+        }
+        other => other,
+    }
 }
 
 /// A shared clock as a `Clock` value (the producer takes one by value).

@@ -18,6 +18,14 @@ use crate::{Scenario, SimError};
 /// The payload field that makes a task fail the workers' validation.
 pub(crate) const POISON_FIELD: &str = "sim_poison";
 
+/// The [`POISON_FIELD`] value that makes the validator panic: a panic
+/// outside the handler.
+pub(crate) const PANIC_IN_VALIDATOR: &str = "PanickingValidator";
+
+/// The agent type a wrong-agent-type poison task claims: valid, served by
+/// no worker, never its stream's.
+pub(crate) const OTHER_AGENT_TYPE: &str = "sim-elsewhere";
+
 /// One worker's place in the crew.
 pub(crate) struct Slot<B> {
     worker: u32,
@@ -80,6 +88,9 @@ impl<B: Broker + Clone + 'static> Crewing<'_, B> {
         options.codec = WireCodec::with_max_bytes(scenario.worker_max_bytes);
         options.validators = Validators::new().with(slot.agent.clone(), |task| {
             match task.payload.get(POISON_FIELD) {
+                Some(kind) if kind == PANIC_IN_VALIDATOR => {
+                    std::panic::panic_any(crate::crew::InjectedPanic)
+                }
                 Some(_) => Err("a poison task of the simulation".to_owned()),
                 None => Ok(()),
             }

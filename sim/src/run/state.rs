@@ -1,11 +1,13 @@
-//! The broker's state after the drain, read without faults: what the
-//! checker holds the history against.
+//! The broker's state after the drain, read without faults, and every
+//! entry ever appended (the recorder's journal): what the checker holds the
+//! history against. Outcomes are taken from the journal, not the final
+//! streams, so retention may trim what is finished.
 
 use std::collections::BTreeSet;
 use std::ops::Bound;
 
 use crewq_core::{
-    AgentKeys, Broker, DeadLetter, Error, PendingEntry, PendingQuery, StreamId, TaskStatus,
+    AgentKeys, Broker, DeadLetter, Error, Fields, PendingEntry, PendingQuery, StreamId, TaskStatus,
     WireCodec,
 };
 use serde_json::Value;
@@ -15,9 +17,13 @@ use serde_json::Value;
 pub(crate) struct AgentState {
     /// Its keys.
     pub keys: AgentKeys,
-    /// Every task-stream entry, with its task id when it decodes.
+    /// Every task-stream entry ever appended, with its task id when it
+    /// decodes.
     pub entries: Vec<(StreamId, Option<String>)>,
-    /// Every dead letter, decoded (or why not).
+    /// The task-stream entries still in the stream after the drain; the
+    /// others were trimmed (by retention, or an injected trim).
+    pub present: BTreeSet<StreamId>,
+    /// Every dead letter ever appended, decoded (or why not).
     pub dead_letters: Vec<(StreamId, Result<DeadLetter, String>)>,
     /// The group's pending entries.
     pub pending: Vec<PendingEntry>,
@@ -58,10 +64,12 @@ impl FinalState {
     }
 }
 
-/// Reads the final state of `agents`' streams.
+/// Reads the final state of `agents`' streams; outcomes and entries from
+/// `journal`, every append of the run in order.
 pub(crate) async fn read<B: Broker>(
     broker: &B,
     agents: &[AgentKeys],
+    journal: &[(String, StreamId, Fields)],
 ) -> crewq_core::Result<FinalState> {
     // Decoding is not the workers' job here: no size limit.
     let codec = WireCodec::with_max_bytes(usize::MAX);
@@ -69,61 +77,64 @@ pub(crate) async fn read<B: Broker>(
     let mut results_streams = BTreeSet::new();
     for keys in agents {
         results_streams.insert(keys.results.clone());
-        let entries = broker
+        let entries = appended(journal, &keys.tasks)
+            .map(|(id, fields)| {
+                let task = codec.decode_task::<Value>(fields).ok().map(|t| t.task_id);
+                (id, task)
+            })
+            .collect();
+        let dead_letters = appended(journal, &keys.dlq)
+            .map(|(id, fields)| {
+                (
+                    id,
+                    DeadLetter::from_fields(fields).map_err(|e| e.to_string()),
+                )
+            })
+            .collect();
+        let present: BTreeSet<StreamId> = broker
             .xrange(&keys.tasks, crewq_core::ALL_IDS, None)
             .await?
             .into_iter()
-            .map(|e| {
-                let task = codec
-                    .decode_task::<Value>(&e.fields)
-                    .ok()
-                    .map(|t| t.task_id);
-                (e.id, task)
-            })
-            .collect();
-        let dead_letters = broker
-            .xrange(&keys.dlq, crewq_core::ALL_IDS, None)
-            .await?
-            .into_iter()
-            .map(|e| {
-                (
-                    e.id,
-                    DeadLetter::from_fields(&e.fields).map_err(|e| e.to_string()),
-                )
-            })
+            .map(|e| e.id)
             .collect();
         let (pending, unread) = match group_state(broker, keys).await {
             Ok(state) => state,
             // Never read by any worker: everything in it is unread.
             Err(Error::NoGroup { .. } | Error::NoSuchKey(_)) => {
-                let all = broker
-                    .xrange(&keys.tasks, crewq_core::ALL_IDS, None)
-                    .await?;
-                (Vec::new(), all.into_iter().map(|e| e.id).collect())
+                (Vec::new(), present.iter().copied().collect())
             }
             Err(err) => return Err(err),
         };
         state.agents.push(AgentState {
             keys: keys.clone(),
             entries,
+            present,
             dead_letters,
             pending,
             unread,
         });
     }
     for stream in results_streams {
-        for entry in broker.xrange(&stream, crewq_core::ALL_IDS, None).await? {
+        for (id, fields) in appended(journal, &stream) {
             let result = codec
-                .decode_result(&entry.fields)
+                .decode_result(fields)
                 .ok()
                 .map(|r| (r.task_id, r.status));
-            state.results.push(ResultEntry {
-                id: entry.id,
-                result,
-            });
+            state.results.push(ResultEntry { id, result });
         }
     }
     Ok(state)
+}
+
+/// The entries appended to `stream`, in order.
+fn appended<'a>(
+    journal: &'a [(String, StreamId, Fields)],
+    stream: &'a str,
+) -> impl Iterator<Item = (StreamId, &'a Fields)> + 'a {
+    journal
+        .iter()
+        .filter(move |(s, _, _)| s == stream)
+        .map(|(_, id, fields)| (*id, fields))
 }
 
 async fn group_state<B: Broker>(
