@@ -377,6 +377,9 @@ impl Broker for MemoryBroker {
                 .iter()
                 .copied()
                 .filter(|id| group.owns(consumer, *id))
+                // A deleted entry stays pending, unrenewed (see the Redis
+                // backend's renew script): claiming it would drop it.
+                .filter(|id| stream.entries.contains_key(id))
                 .collect();
             let renewed = group.claim(stream, consumer, Duration::ZERO, &own, Count::JustId, now);
             Ok(renewed.into_iter().map(|entry| entry.id).collect())

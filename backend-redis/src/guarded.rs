@@ -97,7 +97,10 @@ local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
 redis.call('XPENDING', stream, group) -- NOGROUP for a missing key or group
 local renewed = {}
 for i = 3, #ARGV do
-  if #redis.call('XPENDING', stream, group, ARGV[i], ARGV[i], 1, consumer) > 0 then
+  -- An entry deleted from the stream is left pending, unrenewed: XCLAIM
+  -- would drop it from the pending list, and its attempt's outcome with it.
+  if #redis.call('XPENDING', stream, group, ARGV[i], ARGV[i], 1, consumer) > 0
+    and #redis.call('XRANGE', stream, ARGV[i], ARGV[i], 'COUNT', 1) > 0 then
     local claimed = redis.call('XCLAIM', stream, group, consumer, 0, ARGV[i], 'JUSTID')
     if claimed[1] then renewed[#renewed + 1] = claimed[1] end
   end

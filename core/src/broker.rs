@@ -407,6 +407,10 @@ pub trait Broker: Send + Sync {
     /// - Leaves entries of other consumers, ids not pending, and entries
     ///   deleted from the stream out of the reply, with owners unchanged
     ///   (`renew_never_takes_entries_of_others`).
+    /// - An entry of the consumer's deleted from the stream is not renewed
+    ///   and stays pending for it, where `XCLAIM` would drop it from the
+    ///   pending list, so its attempt can still settle an outcome
+    ///   (`renew_leaves_deleted_entries_pending`).
     async fn renew(
         &self,
         stream: &str,

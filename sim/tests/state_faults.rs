@@ -70,12 +70,12 @@ fn an_entry_trimmed_while_pending_gets_one_dead_letter_never_silence() {
     }
 }
 
-/// Known gap (issue 9), not yet fixed in the worker: a zombie (paused past
-/// its lease) whose entry a peer completed and safe retention then trimmed
-/// takes the entry for deleted while pending and dead-letters it beside its
-/// success.
+/// Found by the simulator (issue 9): a zombie (paused past its lease) whose
+/// entry a peer completed and safe retention then trimmed took the entry for
+/// deleted while pending and dead-lettered it beside the peer's success. A
+/// renewal now counts an entry as deleted only while it is still pending for
+/// this consumer.
 #[test]
-#[ignore = "known worker gap: zombie + retention trim (issue 9)"]
 fn a_zombie_does_not_dead_letter_an_entry_a_peer_completed_and_retention_trimmed() {
     let scenario = Scenario::default().safe_retention(true);
     let report = Simulation::standard(scenario).run(49).expect("runs");

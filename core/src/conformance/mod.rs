@@ -141,6 +141,7 @@ macro_rules! conformance_cases {
             settle_settles_large_batches_exactly,
             renew_resets_idle_of_own_entries,
             renew_never_takes_entries_of_others,
+            renew_leaves_deleted_entries_pending,
         }
     };
 }

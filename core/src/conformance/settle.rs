@@ -268,3 +268,21 @@ pub async fn renew_never_takes_entries_of_others(broker: &dyn Broker, ctx: &Ctx)
     let owners = pending_owners(broker, &tasks, "g").await;
     assert_eq!(owners.first(), Some(&(id(1), "rescuer".to_owned(), 2)));
 }
+
+/// `renew`: a deleted entry of the consumer's stays pending for it.
+pub async fn renew_leaves_deleted_entries_pending(broker: &dyn Broker, ctx: &Ctx) {
+    let tasks = three_delivered(broker, ctx).await;
+    broker.xdel(&tasks, &[id(2)]).await.expect("xdel");
+    let renewed = broker
+        .renew(&tasks, "g", "w", &[id(1), id(2)])
+        .await
+        .expect("renew");
+    assert_eq!(renewed, vec![id(1)]);
+    let owners = pending_owners(broker, &tasks, "g").await;
+    assert!(
+        owners
+            .iter()
+            .any(|(pending, owner, _)| *pending == id(2) && owner == "w"),
+        "the deleted entry stays pending for its consumer: {owners:?}"
+    );
+}

@@ -36,6 +36,22 @@ impl<B, H> Shared<B, H> {
             .remove(&id);
     }
 
+    /// Marks a held `id` as found deleted from the stream while pending, so
+    /// its attempt dead-letters it (with the data it has) if its settle
+    /// finds it gone from the pending list. Returns false, marking nothing,
+    /// when `id` is not held: then nothing of this worker will record it.
+    pub(crate) fn mark_deleted_if_held(&self, id: StreamId) -> bool {
+        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if !held.contains(&id) {
+            return false;
+        }
+        self.deleted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id);
+        true
+    }
+
     /// Whether a renewal found `id` deleted from the stream while held.
     pub(crate) fn was_deleted(&self, id: StreamId) -> bool {
         self.deleted

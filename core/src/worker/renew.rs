@@ -8,10 +8,10 @@
 
 use std::sync::{Arc, PoisonError};
 
-use crate::{Broker, IdRange, StreamId};
+use crate::metrics::{DELETED_WHILE_PENDING, count};
+use crate::{Broker, IdRange, PendingQuery, StreamId};
 
 use super::attempt::Shared;
-use super::mutant::Mutant;
 
 /// Renews the leases of the held entries every `renew_every`, until dropped.
 pub(crate) async fn renew_forever<B: Broker, H>(shared: Arc<Shared<B, H>>) {
@@ -23,10 +23,15 @@ pub(crate) async fn renew_forever<B: Broker, H>(shared: Arc<Shared<B, H>>) {
 
 /// Renews the leases of the entries being worked on once.
 ///
-/// An id the renewal did not return was taken over by another consumer or
-/// deleted from the stream. The first ends the attempt as a zombie when it
-/// settles; the second is remembered, so the attempt dead-letters the entry
-/// as `deleted_while_pending` instead of discarding its outcome.
+/// An id the renewal did not return was taken over (or acknowledged) by
+/// another consumer, or deleted from the stream while still pending for
+/// this one (a renewal leaves such an entry pending, unrenewed). The first
+/// ends the attempt as a zombie when it settles. The second is logged,
+/// counted and remembered; the attempt still settles its outcome under the
+/// ownership guard. Being gone from the stream alone proves nothing: an
+/// entry a peer took over and completed is trimmed by retention too, and a
+/// zombie must not dead-letter it beside the peer's success (found by the
+/// simulator with safe retention on, seed 49).
 pub(crate) async fn renew<B: Broker, H>(shared: &Shared<B, H>) {
     let held = shared.held_ids();
     if held.is_empty() {
@@ -49,13 +54,17 @@ pub(crate) async fn renew<B: Broker, H>(shared: &Shared<B, H>) {
     }
     let mut lost = 0usize;
     for id in held.into_iter().filter(|id| !renewed.contains(id)) {
-        match exists(shared, id).await {
-            Some(false) if !shared.options.is_mutant(Mutant::IgnoreDeleted) => {
-                shared
+        match deleted_but_mine(shared, id).await {
+            Some(true) => {
+                let first = shared
                     .deleted
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .insert(id);
+                if first {
+                    tracing::error!(%id, stream = %keys.tasks, "a running task's entry was deleted from the stream while pending (trimmed or XDEL'd); its outcome is still recorded");
+                    count(DELETED_WHILE_PENDING, &shared.agent_type, 1);
+                }
             }
             _ => lost += 1,
         }
@@ -68,16 +77,27 @@ pub(crate) async fn renew<B: Broker, H>(shared: &Shared<B, H>) {
     }
 }
 
-/// Whether entry `id` is still in the task stream; `None` if the broker
-/// cannot tell now.
-async fn exists<B: Broker, H>(shared: &Shared<B, H>, id: StreamId) -> Option<bool> {
+/// Whether entry `id` is gone from the task stream while still pending for
+/// this consumer; `None` if the broker cannot tell now.
+async fn deleted_but_mine<B: Broker, H>(shared: &Shared<B, H>, id: StreamId) -> Option<bool> {
     let range: IdRange = (std::ops::Bound::Included(id), std::ops::Bound::Included(id));
-    match shared
+    let keys = &shared.keys;
+    let gone = shared
         .broker
-        .xrange(&shared.keys.tasks, range, Some(1))
+        .xrange(&keys.tasks, range, Some(1))
         .await
-    {
-        Ok(entries) => Some(!entries.is_empty()),
-        Err(_) => None,
+        .ok()?
+        .is_empty();
+    if !gone {
+        return Some(false);
     }
+    let query = PendingQuery::new(1)
+        .range(range)
+        .consumer(shared.consumer.clone());
+    let mine = shared
+        .broker
+        .pending(&keys.tasks, &keys.group, &query)
+        .await
+        .ok()?;
+    Some(!mine.is_empty())
 }

@@ -300,8 +300,20 @@ where
             self.report.reclaimed += claimed.claimed.len() as u64;
         }
         // Pending entries deleted from the stream: the broker dropped them
-        // from the pending list; each still gets its dead letter.
-        for id in claimed.deleted {
+        // from the pending list; each still gets its dead letter (the
+        // `ignore-deleted` mutant drops them silently, the old behaviour).
+        let deleted = if shared.options.is_mutant(Mutant::IgnoreDeleted) {
+            Vec::new()
+        } else {
+            claimed.deleted
+        };
+        for id in deleted {
+            if shared.mark_deleted_if_held(id) {
+                // Our own running attempt (its lease lapsed: a deleted entry
+                // cannot be renewed): it dead-letters the entry with the
+                // data it holds when its settle finds it gone.
+                continue;
+            }
             let shared = Arc::clone(&self.shared);
             self.inflight
                 .spawn(async move { shared.deleted_while_pending(id, Bytes::new(), false).await });
