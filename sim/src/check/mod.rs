@@ -57,7 +57,16 @@ pub(crate) fn check(scenario: &Scenario, seed: u64, record: &RunRecord) -> Repor
         violations: verdict.violations,
         plan: record.plan.clone(),
         stats,
-        hits: crate::hits::count(&record.history),
+        hits: {
+            // Broker faults, crashes and pauses from the history; the
+            // state-level classes (poison kinds, trims) as the run counted
+            // them.
+            let mut hits = crate::hits::count(&record.history);
+            for (class, n) in &record.hits {
+                *hits.entry((*class).to_owned()).or_default() += n;
+            }
+            hits
+        },
         workers: record.reports.iter().copied().sum(),
     }
 }
