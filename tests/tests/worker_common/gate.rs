@@ -4,16 +4,10 @@
 //! (applied, reply lost). Works over either backend.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use async_trait::async_trait;
 use crewq_core::{
-    AckAndAdd, AckAndAddReply, AddedOnce, AutoClaimed, Broker, ConsumerInfo, DeliveredEntry, Error,
-    GroupInfo, GroupStart, IdRange, NewEntry, OnceEntry, PendingEntry, PendingQuery,
-    PendingSummary, ReadFrom, ReadGroup, Result, Settle, Settled, StreamEntry, StreamId,
-    StreamInfo, Trim,
+    Broker, BrokerCall, BrokerOp, DeliveredEntry, Error, ReadFrom, ReadGroup, Result, StreamId,
 };
 
 /// When a gated call fails.
@@ -65,7 +59,7 @@ impl Gate {
             .unwrap_or(0)
     }
 
-    async fn gate<T>(&self, op: &'static str, call: impl Future<Output = Result<T>>) -> Result<T> {
+    async fn gate<T>(&self, op: &'static str, call: BrokerCall<'_, T>) -> Result<T> {
         let rule = self.rules.lock().expect("rules").get(op).copied();
         let Some((when, error)) = rule else {
             return call.await;
@@ -86,162 +80,30 @@ pub fn dropped() -> Error {
     }
 }
 
-#[async_trait]
-impl Broker for Gate {
-    async fn xadd(&self, entry: NewEntry) -> Result<StreamId> {
-        self.gate("xadd", self.inner.xadd(entry)).await
+/// Every call goes through [`Gate::gate`] under its method's name; reads
+/// of a consumer's own history are gated as `read_history`, apart from
+/// reads of new entries (`read_group`).
+#[async_trait::async_trait]
+impl crewq_core::BrokerLayer for Gate {
+    type Inner = dyn Broker;
+
+    fn inner(&self) -> &(dyn Broker + 'static) {
+        &*self.inner
     }
 
-    async fn xadd_many(&self, entries: Vec<NewEntry>) -> Result<Vec<Result<StreamId>>> {
-        self.gate("xadd_many", self.inner.xadd_many(entries)).await
+    fn around<'a, T: Send + 'a>(
+        &'a self,
+        op: BrokerOp,
+        call: BrokerCall<'a, T>,
+    ) -> BrokerCall<'a, T> {
+        Box::pin(self.gate(op.name(), call))
     }
 
-    async fn xadd_once(&self, entries: Vec<OnceEntry>) -> Result<Vec<Result<AddedOnce>>> {
-        self.gate("xadd_once", self.inner.xadd_once(entries)).await
-    }
-
-    async fn xlen(&self, stream: &str) -> Result<u64> {
-        self.gate("xlen", self.inner.xlen(stream)).await
-    }
-
-    async fn xrange(
-        &self,
-        stream: &str,
-        range: IdRange,
-        count: Option<usize>,
-    ) -> Result<Vec<StreamEntry>> {
-        self.gate("xrange", self.inner.xrange(stream, range, count))
-            .await
-    }
-
-    async fn xdel(&self, stream: &str, ids: &[StreamId]) -> Result<u64> {
-        self.gate("xdel", self.inner.xdel(stream, ids)).await
-    }
-
-    async fn xtrim(&self, stream: &str, trim: Trim) -> Result<u64> {
-        self.gate("xtrim", self.inner.xtrim(stream, trim)).await
-    }
-
-    async fn group_create(
-        &self,
-        stream: &str,
-        group: &str,
-        start: GroupStart,
-        mkstream: bool,
-    ) -> Result<()> {
-        let call = self.inner.group_create(stream, group, start, mkstream);
-        self.gate("group_create", call).await
-    }
-
-    async fn group_destroy(&self, stream: &str, group: &str) -> Result<bool> {
-        self.gate("group_destroy", self.inner.group_destroy(stream, group))
-            .await
-    }
-
-    async fn consumer_delete(&self, stream: &str, group: &str, consumer: &str) -> Result<u64> {
-        let call = self.inner.consumer_delete(stream, group, consumer);
-        self.gate("consumer_delete", call).await
-    }
-
-    /// Reads of a consumer's own history are gated as `read_history`, apart
-    /// from reads of new entries (`read_group`).
     async fn read_group(&self, read: &ReadGroup) -> Result<Vec<DeliveredEntry>> {
         let op = match read.from {
             ReadFrom::PendingAfter(id) if id != StreamId::MAX => "read_history",
             _ => "read_group",
         };
-        self.gate(op, self.inner.read_group(read)).await
-    }
-
-    async fn ack(&self, stream: &str, group: &str, ids: &[StreamId]) -> Result<u64> {
-        self.gate("ack", self.inner.ack(stream, group, ids)).await
-    }
-
-    async fn pending_summary(&self, stream: &str, group: &str) -> Result<PendingSummary> {
-        let call = self.inner.pending_summary(stream, group);
-        self.gate("pending_summary", call).await
-    }
-
-    async fn pending(
-        &self,
-        stream: &str,
-        group: &str,
-        query: &PendingQuery,
-    ) -> Result<Vec<PendingEntry>> {
-        self.gate("pending", self.inner.pending(stream, group, query))
-            .await
-    }
-
-    async fn claim(
-        &self,
-        stream: &str,
-        group: &str,
-        consumer: &str,
-        min_idle: Duration,
-        ids: &[StreamId],
-    ) -> Result<Vec<StreamEntry>> {
-        let call = self.inner.claim(stream, group, consumer, min_idle, ids);
-        self.gate("claim", call).await
-    }
-
-    async fn claim_ids(
-        &self,
-        stream: &str,
-        group: &str,
-        consumer: &str,
-        min_idle: Duration,
-        ids: &[StreamId],
-    ) -> Result<Vec<StreamId>> {
-        let call = self.inner.claim_ids(stream, group, consumer, min_idle, ids);
-        self.gate("claim_ids", call).await
-    }
-
-    async fn autoclaim(
-        &self,
-        stream: &str,
-        group: &str,
-        consumer: &str,
-        min_idle: Duration,
-        start: StreamId,
-        count: usize,
-    ) -> Result<AutoClaimed> {
-        let call = self
-            .inner
-            .autoclaim(stream, group, consumer, min_idle, start, count);
-        self.gate("autoclaim", call).await
-    }
-
-    async fn info_stream(&self, stream: &str) -> Result<StreamInfo> {
-        self.gate("info_stream", self.inner.info_stream(stream))
-            .await
-    }
-
-    async fn info_groups(&self, stream: &str) -> Result<Vec<GroupInfo>> {
-        self.gate("info_groups", self.inner.info_groups(stream))
-            .await
-    }
-
-    async fn info_consumers(&self, stream: &str, group: &str) -> Result<Vec<ConsumerInfo>> {
-        let call = self.inner.info_consumers(stream, group);
-        self.gate("info_consumers", call).await
-    }
-
-    async fn ack_and_add(&self, step: AckAndAdd) -> Result<AckAndAddReply> {
-        self.gate("ack_and_add", self.inner.ack_and_add(step)).await
-    }
-
-    async fn settle(&self, settle: Settle) -> Result<Vec<Settled>> {
-        self.gate("settle", self.inner.settle(settle)).await
-    }
-
-    async fn renew(
-        &self,
-        stream: &str,
-        group: &str,
-        consumer: &str,
-        ids: &[StreamId],
-    ) -> Result<Vec<StreamId>> {
-        let call = self.inner.renew(stream, group, consumer, ids);
-        self.gate("renew", call).await
+        self.gate(op, Broker::read_group(&*self.inner, read)).await
     }
 }
