@@ -60,9 +60,9 @@ pub(crate) struct RunRecord {
     pub drained: bool,
     /// Broker faults injected.
     pub injected: u64,
-    /// How often each fault class fired, by class name. The campaign's
-    /// per-class hit report (campaign.rs, report.rs) reads it once merged.
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// How often each state-level fault class (poison kinds, trims) fired,
+    /// by class name; the checker adds them to the hits it counts from the
+    /// history.
     pub hits: BTreeMap<&'static str, u64>,
 }
 
