@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use crewq_core::StreamId;
 use tokio::time::Instant;
 
-use crate::{Fault, Op};
+use crate::{Conn, Fault, Op};
 
 /// One thing that happened.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -149,6 +149,19 @@ pub enum Event {
         stream: String,
         /// How many entries it removed.
         removed: u64,
+    },
+    /// A worker's read (a `read_group`: of its own pending entries on the
+    /// shared connection, of new ones on a blocking one; or an `autoclaim`)
+    /// returned, while faults were on.
+    Read {
+        /// The worker's consumer name.
+        consumer: String,
+        /// `read_group` or `autoclaim`.
+        op: Op,
+        /// The connection it went on.
+        conn: Conn,
+        /// Whether it got a reply rather than an error.
+        ok: bool,
     },
 }
 
@@ -374,6 +387,12 @@ impl fmt::Display for Event {
             Event::Trimmed { stream, removed } => {
                 write!(f, "trimmed {stream} removed={removed}")
             }
+            Event::Read {
+                consumer,
+                op,
+                conn,
+                ok,
+            } => write!(f, "read {consumer} {op} conn={conn:?} ok={ok}"),
         }
     }
 }

@@ -69,8 +69,8 @@ pub use crew::{
 };
 pub use crewq_core::worker::Mutant;
 pub use faulty::{
-    Fault, FaultConfig, FaultEvent, FaultLog, FaultObserver, FaultyBroker, HalfOpen, Op, OpSet,
-    ServerError,
+    CallEnd, CallObserver, Conn, Fault, FaultConfig, FaultEvent, FaultLog, FaultObserver,
+    FaultyBroker, Flows, HalfOpen, Op, OpSet, ServerError,
 };
 pub use history::{Divergence, Event, History, Stamped, TraceHash};
 pub use hits::Hits;

@@ -452,8 +452,8 @@ impl fmt::Display for FaultPlan {
         for h in &self.half_open {
             write!(
                 f,
-                "; half-open w{} at {} ms for {} ms (time-out {} ms)",
-                h.worker, h.at_ms, h.for_ms, h.timeout_ms
+                "; half-open w{} {:?} at {} ms for {} ms (time-out {} ms)",
+                h.worker, h.flows, h.at_ms, h.for_ms, h.timeout_ms
             )?;
         }
         for t in &self.trims {

@@ -11,7 +11,7 @@ use crate::history::{Event, Recorder};
 use crate::plan::{BrokerFaults, HalfOpenLink};
 use crate::recorder::RecordingBroker;
 use crate::seed::{Purpose, derive};
-use crate::{FaultConfig, FaultyBroker, HalfOpen, OpSet};
+use crate::{FaultConfig, FaultyBroker, HalfOpen, Op, OpSet};
 
 /// A fault-injecting handle over the run's recording broker.
 pub(crate) type Handle<B> = FaultyBroker<RecordingBroker<B>>;
@@ -23,6 +23,11 @@ pub(crate) const SUPERVISOR: u64 = 1;
 /// The fault stream of worker slot `worker`'s `incarnation`th life.
 pub(crate) fn worker_stream(worker: u32, incarnation: u32) -> u64 {
     2 + (u64::from(worker) << 20) + u64::from(incarnation)
+}
+
+/// Whether `stream` is a worker's (not the producer's or supervisor's).
+fn is_worker(stream: u64) -> bool {
+    stream >= 2
 }
 
 pub(crate) struct Brokers<B> {
@@ -85,18 +90,33 @@ impl<B: Broker + Clone + 'static> Brokers<B> {
             half_open: self.half_open_of(stream),
         };
         let handle = FaultyBroker::new(self.recorded.clone(), config);
-        let (recorder, actor) = (self.recorder.clone(), actor.to_owned());
+        let (recorder, name) = (self.recorder.clone(), actor.to_owned());
         handle.set_observer(Arc::new(move |event| {
             // Latency shows in the timestamps; only errors are events.
             if event.fault.is_error() {
                 recorder.record(Event::Fault {
-                    actor: actor.clone(),
+                    actor: name.clone(),
                     seq: event.seq,
                     op: event.op,
                     fault: event.fault,
                 });
             }
         }));
+        if is_worker(stream) {
+            // What a worker read, and whether it failed: how the checker
+            // sees that failing scans never starve reading new work.
+            let (recorder, consumer) = (self.recorder.clone(), actor.to_owned());
+            handle.set_call_observer(Arc::new(move |call| {
+                if matches!(call.op, Op::ReadGroup | Op::Autoclaim) {
+                    recorder.record(Event::Read {
+                        consumer: consumer.clone(),
+                        op: call.op,
+                        conn: call.conn,
+                        ok: call.ok,
+                    });
+                }
+            }));
+        }
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if state.off {
             handle.set_enabled(false);
@@ -109,9 +129,10 @@ impl<B: Broker + Clone + 'static> Brokers<B> {
     /// (none for the producer and the supervisor): every incarnation of
     /// that worker slot shares its link's window.
     fn half_open_of(&self, stream: u64) -> Vec<HalfOpen> {
-        let Some(worker) = stream.checked_sub(2).map(|n| n >> 20) else {
+        if !is_worker(stream) {
             return Vec::new();
-        };
+        }
+        let worker = (stream - 2) >> 20;
         self.links
             .iter()
             .filter(|link| u64::from(link.worker) == worker)
@@ -119,6 +140,7 @@ impl<B: Broker + Clone + 'static> Brokers<B> {
                 from: self.recorder.at(link.at_ms),
                 until: self.recorder.at(link.at_ms.saturating_add(link.for_ms)),
                 timeout: Duration::from_millis(link.timeout_ms),
+                flows: link.flows,
             })
             .collect()
     }
