@@ -71,6 +71,10 @@ pub enum Invariant {
     /// The run itself completed (workers, dispatcher and gathers ended
     /// without errors).
     RunCompletes,
+    /// A failing scan never starves reading: after a worker's read of its
+    /// own pending entries or of peers' stale ones (`autoclaim`) failed,
+    /// its next read is of new entries (issue 9, finding 2).
+    ReadingNotStarved,
 }
 
 impl Invariant {
@@ -89,6 +93,7 @@ impl Invariant {
             Invariant::OutcomesConsistent => "outcomes_consistent",
             Invariant::SupervisorGathers => "supervisor_gathers",
             Invariant::RunCompletes => "run_completes",
+            Invariant::ReadingNotStarved => "reading_not_starved",
         }
     }
 }

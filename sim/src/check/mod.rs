@@ -6,6 +6,7 @@
 //! and the streams after the drain.
 
 mod facts;
+mod reads;
 #[cfg(test)]
 mod tests;
 
@@ -31,6 +32,7 @@ pub(crate) fn check(scenario: &Scenario, seed: u64, record: &RunRecord) -> Repor
         verdict.judge(scenario, record, &facts, task, task_facts, class);
     }
     verdict.gathers(record, &facts);
+    verdict.violations.extend(reads::starved(&record.history));
     for problem in &record.problems {
         verdict.violate(Invariant::RunCompletes, None, problem.clone());
     }
