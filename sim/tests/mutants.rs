@@ -130,3 +130,52 @@ fn ignore_deleted_is_caught_losing_a_trimmed_entry() {
     }
     panic!("ignore-deleted survived {MORE_SEEDS} seeds");
 }
+
+// Half-open links (issue 9, finding 2).
+
+#[test]
+fn reclaim_failure_starves_read_is_caught_by_half_open_links_alone() {
+    // Only half-open links go wrong: a scan that hangs on a silent shared
+    // connection is what the mutant retries instead of reading new work.
+    let rates = FaultRates {
+        half_open: 1,
+        ..FaultRates::NONE
+    };
+    let scenario = Scenario::default().faults(Faults::Rates(rates));
+    let mutant = Simulation::standard(
+        scenario
+            .clone()
+            .mutant(Some(Mutant::ReclaimFailureStarvesRead)),
+    );
+    let real = Simulation::standard(scenario);
+    for seed in 1..=MORE_SEEDS {
+        let report = mutant.run(seed).expect("runs");
+        if report.passed() {
+            continue;
+        }
+        assert!(
+            report
+                .violations
+                .iter()
+                .all(|v| v.invariant == Invariant::ReadingNotStarved),
+            "reclaim-failure-starves-read was caught, but not (only) by reading_not_starved: {report}"
+        );
+        assert!(
+            report.hits.get("half_open").copied().unwrap_or(0) > 0,
+            "{report}"
+        );
+        let real = real.run(seed).expect("runs");
+        assert!(real.passed(), "the real worker fails seed {seed}: {real}");
+        return;
+    }
+    panic!("reclaim-failure-starves-read survived {MORE_SEEDS} seeds of half-open links");
+}
+
+#[test]
+fn reclaim_failure_starves_read_is_caught_in_the_standard_campaign() {
+    caught_within(
+        Mutant::ReclaimFailureStarvesRead,
+        Invariant::ReadingNotStarved,
+        MORE_SEEDS,
+    );
+}

@@ -42,12 +42,18 @@ pub enum Mutant {
     /// pending list) are ignored instead of dead-lettered: they vanish
     /// silently, the old behaviour (finding 1).
     IgnoreDeleted,
+    // --- simulator half-open links (issue 9) ---
+    /// `reclaim-failure-starves-read`: a failed reclaim scan neither puts
+    /// the next scan off nor lets the next turn read new entries, so while
+    /// scans fail (a silent shared connection) the worker scans again and
+    /// again and never reads new work, as crewq once did (finding 2).
+    ReclaimFailureStarvesRead,
 }
 
 #[cfg(feature = "mutants")]
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 8] = [
+    pub const ALL: [Mutant; 9] = [
         Mutant::AckBeforeHandle,
         Mutant::NoReclaim,
         Mutant::DlqWithoutAck,
@@ -57,6 +63,8 @@ impl Mutant {
         // simulator state-level fault classes
         Mutant::TrustTaskAgentType,
         Mutant::IgnoreDeleted,
+        // simulator half-open links
+        Mutant::ReclaimFailureStarvesRead,
     ];
 
     /// Its name on the command line (`ack-before-handle` ...).
@@ -70,6 +78,7 @@ impl Mutant {
             Mutant::FailedItemAcked => "failed-item-acked",
             Mutant::TrustTaskAgentType => "trust-task-agent-type",
             Mutant::IgnoreDeleted => "ignore-deleted",
+            Mutant::ReclaimFailureStarvesRead => "reclaim-failure-starves-read",
         }
     }
 }

@@ -251,12 +251,17 @@ where
                 Ok(())
             }
             Err(err) => {
-                if kind == Read::Reclaim {
+                let starve = kind == Read::Reclaim
+                    && self
+                        .shared
+                        .options
+                        .is_mutant(Mutant::ReclaimFailureStarvesRead);
+                if kind == Read::Reclaim && !starve {
                     // Look again after the usual interval, not at once: a
                     // failing scan must not keep the worker from new work.
                     self.next_reclaim = Instant::now() + self.shared.options.reclaim_every;
                 }
-                self.read_new_next = kind != Read::New;
+                self.read_new_next = kind != Read::New && !starve;
                 self.wait_out(err).await
             }
         }
