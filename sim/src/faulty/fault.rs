@@ -65,7 +65,7 @@ pub struct FaultEvent {
     pub fault: Fault,
 }
 
-/// The faults a [`FaultyBroker`] injected, in the order they took effect
+/// The faults a [`FaultyBroker`](super::FaultyBroker) injected, in the order they took effect
 /// (a call's delay before its error; an [`Fault::After`] once the inner
 /// call has returned).
 pub type FaultLog = Vec<FaultEvent>;
