@@ -228,7 +228,12 @@ impl RedisBroker {
     /// Sends an `EVALSHA`; on `NOSCRIPT` (a restart or `SCRIPT FLUSH`
     /// emptied the script cache, and nothing ran) loads the script and sends
     /// it once more, so callers never see the cache was empty.
-    async fn eval_loaded(&self, cmd: &redis::Cmd, source: &str, op: Op<'_>) -> Result<Value> {
+    pub(crate) async fn eval_loaded(
+        &self,
+        cmd: &redis::Cmd,
+        source: &str,
+        op: Op<'_>,
+    ) -> Result<Value> {
         match self.send(cmd).await {
             Err(err) if err.code() == Some(NOSCRIPT) => {
                 tracing::debug!(url = %self.redacted_url(), "script not loaded; loading it");
