@@ -93,7 +93,9 @@ impl RedisBroker {
             // Lua counts from 1.
             .arg(fields_at + 2 * slot + 2);
         commands::push_xadd_args(&mut cmd, &record.entry);
-        let reply = self.eval_loaded(&cmd, AUTOCLAIM_RECORDED_LUA, op).await?;
+        let reply = self
+            .eval_keeping_errors(&cmd, AUTOCLAIM_RECORDED_LUA, op)
+            .await?;
         let parts = parse::array_or_nil(reply).map_err(|shape| op.protocol(shape))?;
         let [claimed, records] = <[Value; 2]>::try_from(parts).map_err(|parts| {
             op.protocol(format_args!("expected [claim, records], got {parts:?}"))

@@ -8,6 +8,8 @@ use crewq_core::{Broker, Error, ErrorKind, Fields, GroupStart, NewEntry, ReadGro
 use crewq_redis::{RedisBroker, RedisConfig};
 use crewq_tests::redis_server::TestRedis;
 
+#[path = "redis_backend/autoclaim_recorded.rs"]
+mod autoclaim_recorded;
 #[path = "redis_backend/connect.rs"]
 mod connect;
 #[path = "redis_backend/failover.rs"]
