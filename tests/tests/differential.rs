@@ -53,6 +53,10 @@ const HUGE_IDLE: Duration = Duration::from_secs(24 * 60 * 60);
 /// Rows asked of `XPENDING` when reading back the whole pending list.
 const ALL_ROWS: usize = 10_000;
 const DEFAULT_CASES: u32 = 256;
+/// The field of an `autoclaim_recorded` record naming the claimed stream.
+const RECORD_FROM: &str = "deleted_from";
+/// The field of an `autoclaim_recorded` record holding the deleted id.
+const RECORD_ID: &str = "deleted_id";
 const REGRESSIONS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/proptest-regressions/differential.txt"
@@ -928,8 +932,29 @@ impl<'a> Side<'a> {
     fn norm_entry(&mut self, s: usize, e: StreamEntry) -> Entry {
         Entry {
             id: self.norm(s, e.id),
-            fields: Some(e.fields),
+            fields: Some(self.norm_record(e.fields)),
         }
+    }
+
+    /// A record `autoclaim_recorded` wrote names the deleted id (in
+    /// [`RECORD_ID`]) of the stream its [`RECORD_FROM`] names: a clock-made
+    /// id there becomes its token too. Other fields are kept as they are.
+    fn norm_record(&mut self, fields: Fields) -> Fields {
+        let from = fields
+            .get_str(RECORD_FROM)
+            .and_then(|f| f.parse::<usize>().ok());
+        let id = fields.get_str(RECORD_ID).and_then(|id| id.parse().ok());
+        let (Some(si), Some(id)) = (from, id) else {
+            return fields;
+        };
+        let named = format!("{:?}", self.norm(si % STREAMS, id));
+        fields
+            .iter()
+            .map(|(name, value)| match name.as_ref() {
+                n if n == RECORD_ID.as_bytes() => (name.clone(), named.clone().into()),
+                _ => (name.clone(), value.clone()),
+            })
+            .collect()
     }
 
     fn norm_entries(&mut self, s: usize, entries: Vec<StreamEntry>) -> Vec<Entry> {
@@ -1121,9 +1146,10 @@ impl<'a> Side<'a> {
                         .min_idle(idle(*min_idle))
                         .start(start)
                         .count(*count);
-                let template = NewEntry::new(self.key(*r), Fields::new().with("reason", "gone"));
+                let fields = Fields::new().with(RECORD_FROM, si.to_string());
+                let template = NewEntry::new(self.key(*r), fields);
                 let marker = format!("{}:gone:", self.key(*r));
-                let record = DeletedRecord::new(template, "entry_id", marker, HUGE_IDLE);
+                let record = DeletedRecord::new(template, RECORD_ID, marker, HUGE_IDLE);
                 let got = b.autoclaim_recorded(&claim, &record).await.map_err(k)?;
                 self.cursors.insert((si, gi), got.claim.next);
                 let ri = usize::from(*r) % STREAMS;
