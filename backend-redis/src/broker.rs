@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use crewq_core::{
-    AckAndAdd, AckAndAddReply, AddedOnce, AutoClaimed, Broker, ConsumerInfo, DeliveredEntry, Error,
-    GroupInfo, GroupStart, IdRange, NewEntry, OnceEntry, PendingEntry, PendingQuery,
-    PendingSummary, ReadFrom, ReadGroup, Result, Settle, Settled, StreamEntry, StreamId,
-    StreamInfo, Trim, validate_new_entry,
+    AckAndAdd, AckAndAddReply, AddedOnce, AutoClaim, AutoClaimed, AutoClaimedRecorded, Broker,
+    ConsumerInfo, DeletedRecord, DeliveredEntry, Error, GroupInfo, GroupStart, IdRange, NewEntry,
+    OnceEntry, PendingEntry, PendingQuery, PendingSummary, ReadFrom, ReadGroup, Result, Settle,
+    Settled, StreamEntry, StreamId, StreamInfo, Trim, validate_new_entry,
 };
 use redis::{Cmd, Pipeline, Value};
 
@@ -396,6 +396,14 @@ impl Broker for RedisBroker {
             parse::autoclaim,
         )
         .await
+    }
+
+    async fn autoclaim_recorded(
+        &self,
+        claim: &AutoClaim,
+        record: &DeletedRecord,
+    ) -> Result<AutoClaimedRecorded> {
+        self.autoclaim_recorded_in_script(claim, record).await
     }
 
     async fn info_stream(&self, stream: &str) -> Result<StreamInfo> {

@@ -46,6 +46,7 @@ mod error;
 mod guarded;
 mod once;
 mod parse;
+mod reclaim;
 mod redact;
 mod shared;
 #[cfg(feature = "tls")]

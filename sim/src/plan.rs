@@ -43,11 +43,13 @@ pub struct FaultPlan {
 
 /// An `XTRIM` of one agent type's task stream.
 ///
-/// Not yet on in [`FaultRates::STANDARD`] or swarms: with one trim per run
-/// about 5% of seeds lose a task silently, an entry trimmed while pending
-/// whose loss no worker records (e.g. `crewq sim --seed 30` with
-/// `FaultRates { trims: 1, ..FaultRates::STANDARD }`). Set
-/// [`FaultRates::trims`] to reach them.
+/// On in [`FaultRates::STANDARD`] (one per run) and in half of the swarm
+/// draws. They once lost about 5% of seeds' tasks silently: `XAUTOCLAIM`
+/// dropped a trimmed entry from the pending list before the worker wrote
+/// its dead letter, so a crash or a lost reply in between left no record
+/// (`crewq sim --seed 30` with one trim). The worker now reclaims with
+/// [`Broker::autoclaim_recorded`](crewq_core::Broker::autoclaim_recorded),
+/// which writes the dead letter in the same atomic step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct TrimAt {
     /// The agent type's index in the scenario.
@@ -257,7 +259,7 @@ impl FaultRates {
     /// after, up to 3 ms latency, 2 crashes (half of them renamed), 1 pause,
     /// 10% of handler calls go wrong, 3% of tasks always fail, 3% are
     /// poison; 2% of broker calls refused by a failing-over server, 5% of
-    /// settle items refused, 1 half-open link.
+    /// settle items refused, 1 half-open link, 1 trim of a task stream.
     pub const STANDARD: FaultRates = FaultRates {
         error_before: 0.05,
         error_after: 0.03,
@@ -271,8 +273,7 @@ impl FaultRates {
         refused: 0.02,
         item_failure: 0.05,
         half_open: 1,
-        // Off until the worker survives them: see TrimAt (issue 9).
-        trims: 0,
+        trims: 1,
     };
 
     /// Swarm testing: each kind of fault is switched on or off at random,
@@ -291,9 +292,8 @@ impl FaultRates {
             on(0.5),
             on(0.5),
         );
-        // Injected trims stay off in swarms until the worker survives them
-        // (see TrimAt; issue 9).
-        let trims = 0;
+        // Up to 3 trims racing the readers, in half of the swarms.
+        let trims = if on(0.5) { rng.random_range(1..=3) } else { 0 };
         let mut upto = |on: bool, max: f64| {
             if on { rng.random_range(0.0..max) } else { 0.0 }
         };

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use crewq_core::{
-    AckAndAdd, AckAndAddReply, AddedOnce, AutoClaimed, Broker, BrokerLayer, DeliveredEntry, Fields,
-    NewEntry, OnceEntry, ReadGroup, Result, Settle, Settled, StreamEntry, StreamId, Trim,
+    AckAndAdd, AckAndAddReply, AddedOnce, AutoClaim, AutoClaimed, AutoClaimedRecorded, Broker,
+    BrokerLayer, DeletedRecord, DeliveredEntry, Fields, NewEntry, OnceEntry, ReadGroup, Result,
+    Settle, Settled, StreamEntry, StreamId, Trim,
 };
 
 use crate::history::{Event, Recorder};
@@ -186,6 +187,23 @@ impl<B: Broker> BrokerLayer for RecordingBroker<B> {
             .await?;
         self.delivered(stream, consumer, claimed.claimed.iter().map(|e| e.id));
         Ok(claimed)
+    }
+
+    async fn autoclaim_recorded(
+        &self,
+        claim: &AutoClaim,
+        record: &DeletedRecord,
+    ) -> Result<AutoClaimedRecorded> {
+        let reply = self.inner.autoclaim_recorded(claim, record).await?;
+        let ids = reply.claim.claimed.iter().map(|e| e.id);
+        self.delivered(&claim.stream, &claim.consumer, ids);
+        for (&deleted, written) in reply.claim.deleted.iter().zip(&reply.records) {
+            if let Ok(AddedOnce::Added(id)) = written {
+                let once = record.for_id(deleted);
+                self.appended(&once.entry.stream, *id, once.entry.fields);
+            }
+        }
+        Ok(reply)
     }
 
     async fn ack_and_add(&self, step: AckAndAdd) -> Result<AckAndAddReply> {

@@ -10,6 +10,8 @@ use crewq_tests::redis_server::TestRedis;
 
 #[path = "redis_backend/auth.rs"]
 mod auth;
+#[path = "redis_backend/autoclaim_recorded.rs"]
+mod autoclaim_recorded;
 #[path = "redis_backend/blocking.rs"]
 mod blocking;
 #[path = "redis_backend/connect.rs"]

@@ -32,7 +32,7 @@ async fn a_failing_reclaim_does_not_starve_new_work(env: Env) {
     for n in 0..3 {
         env.dispatch(&task(n, 3)).await;
     }
-    env.gate.fail("autoclaim", When::Before, dropped);
+    env.gate.fail("autoclaim_recorded", When::Before, dropped);
     let calls = Calls::default();
     let worker = env.spawn("w1", counting(&calls, Duration::ZERO));
     env.settled(3).await;
@@ -41,7 +41,10 @@ async fn a_failing_reclaim_does_not_starve_new_work(env: Env) {
         .await
         .expect("report");
     assert_eq!(report.completed, 3, "{report:?}");
-    assert!(env.gate.failed("autoclaim") > 0, "the reclaim was tried");
+    assert!(
+        env.gate.failed("autoclaim_recorded") > 0,
+        "the reclaim was tried"
+    );
 }
 
 async fn a_failing_drain_does_not_starve_new_work(env: Env) {

@@ -37,10 +37,12 @@ pub enum Mutant {
     /// `trust-task-agent-type`: validates and runs a task as the agent type
     /// its own `agent_type` field names, not as its stream's (finding 10).
     TrustTaskAgentType,
-    /// `ignore-deleted`: pending entries that `XAUTOCLAIM` reports deleted
-    /// from the stream (the broker has already dropped them from the
-    /// pending list) are ignored instead of dead-lettered: they vanish
-    /// silently, the old behaviour (finding 1).
+    /// `ignore-deleted`: the reclaim is a plain `XAUTOCLAIM`, not
+    /// [`Broker::autoclaim_recorded`](crate::Broker::autoclaim_recorded), and
+    /// the pending entries it reports deleted from the stream (the broker
+    /// has already dropped them from the pending list) are ignored instead
+    /// of dead-lettered: they vanish silently, the old behaviour
+    /// (finding 1).
     IgnoreDeleted,
     // --- simulator half-open links (issue 9) ---
     /// `reclaim-failure-starves-read`: a failed reclaim scan neither puts

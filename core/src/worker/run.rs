@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::FutureExt;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -18,7 +17,7 @@ use serde::de::DeserializeOwned;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::metrics::{BROKER_ERRORS, RECLAIMED, count};
+use crate::metrics::{BROKER_ERRORS, count};
 use crate::{
     Broker, DATA_FIELD, DeadLetterReason, DeliveredEntry, Error, ReadGroup, Result, StreamId, Task,
 };
@@ -32,6 +31,8 @@ use super::record::RETRY_CAP;
 use super::renew::renew_forever;
 use super::settler::{Retained, Settler};
 use super::{Handler, Worker, WorkerReport};
+
+mod reclaim;
 
 /// Which read a turn made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -279,55 +280,6 @@ where
             tracing::debug!("own pending entries drained");
         }
         Ok(entries.into_iter().map(|e| (e, Source::Drained)).collect())
-    }
-
-    async fn reclaim(&mut self, limit: usize) -> Result<Vec<(DeliveredEntry, Source)>> {
-        let shared = &self.shared;
-        let claimed = shared
-            .broker
-            .autoclaim(
-                &shared.keys.tasks,
-                &shared.keys.group,
-                &shared.consumer,
-                shared.options.lease,
-                self.reclaim_cursor,
-                limit,
-            )
-            .await?;
-        self.reclaim_cursor = claimed.next;
-        if claimed.next == StreamId::ZERO {
-            // The scan reached the end: look again after a while.
-            self.next_reclaim = Instant::now() + shared.options.reclaim_every;
-        }
-        if !claimed.claimed.is_empty() {
-            tracing::info!(n = claimed.claimed.len(), "took over stale entries");
-            count(RECLAIMED, &shared.agent_type, claimed.claimed.len() as u64);
-            self.report.reclaimed += claimed.claimed.len() as u64;
-        }
-        // Pending entries deleted from the stream: the broker dropped them
-        // from the pending list; each still gets its dead letter (the
-        // `ignore-deleted` mutant drops them silently, the old behaviour).
-        let deleted = if shared.options.is_mutant(Mutant::IgnoreDeleted) {
-            Vec::new()
-        } else {
-            claimed.deleted
-        };
-        for id in deleted {
-            if shared.mark_deleted_if_held(id) {
-                // Our own running attempt (its lease lapsed: a deleted entry
-                // cannot be renewed): it dead-letters the entry with the
-                // data it holds when its settle finds it gone.
-                continue;
-            }
-            let shared = Arc::clone(&self.shared);
-            self.inflight
-                .spawn(async move { shared.deleted_while_pending(id, Bytes::new(), false).await });
-        }
-        Ok(claimed
-            .claimed
-            .into_iter()
-            .map(|e| (e.into(), Source::Reclaimed))
-            .collect())
     }
 
     async fn read_new(&mut self, count: usize) -> Result<Vec<(DeliveredEntry, Source)>> {
