@@ -23,6 +23,7 @@
 
 use proptest::prelude::*;
 
+use crate::Flows;
 use crate::plan::{
     BrokerFaults, Crash, FaultPlan, HalfOpenLink, HandlerFault, HandlerFaultAt, Pause, Poison,
     PoisonKind, TrimAt, TrimCut,
@@ -103,12 +104,14 @@ pub fn fault_plan(scenario: &Scenario) -> impl Strategy<Value = FaultPlan> + use
         0..window,
         lease / 2..=lease * 3,
         (lease / 10).max(1)..=lease,
+        prop::sample::select(Flows::ALL.to_vec()),
     )
-        .prop_map(|(worker, at_ms, for_ms, timeout_ms)| HalfOpenLink {
+        .prop_map(|(worker, at_ms, for_ms, timeout_ms, flows)| HalfOpenLink {
             worker,
             at_ms,
             for_ms,
             timeout_ms,
+            flows,
         });
     (
         broker,

@@ -2,7 +2,7 @@
 //! invariant within a few seeds, while the real worker passes the very
 //! same seeds.
 
-use crewq_sim::{Invariant, Mutant, Report, Scenario, Simulation};
+use crewq_sim::{FaultRates, Faults, Invariant, Mutant, Report, Scenario, Simulation};
 
 /// Seeds each mutant gets to be caught in.
 const SEEDS: u64 = 5;
