@@ -71,6 +71,17 @@ pub enum Invariant {
     /// The run itself completed (workers, dispatcher and gathers ended
     /// without errors).
     RunCompletes,
+    /// A task never runs on two consumers at once while the first still
+    /// holds its lease: a run of an entry begins on one consumer while
+    /// another runs it only if the other's lease could have lapsed (it was
+    /// paused, or its broker calls failed, within a lease of the takeover),
+    /// also through a shutdown's grace.
+    NoConcurrentRuns,
+    /// A handler's success is never dropped: its worker records the outcome
+    /// or finds the entry another consumer's, unless it crashed or its stop's
+    /// grace ended first; so no task whose handler succeeded is
+    /// dead-lettered for want of an outcome.
+    SuccessRecorded,
 }
 
 impl Invariant {
@@ -89,6 +100,8 @@ impl Invariant {
             Invariant::OutcomesConsistent => "outcomes_consistent",
             Invariant::SupervisorGathers => "supervisor_gathers",
             Invariant::RunCompletes => "run_completes",
+            Invariant::NoConcurrentRuns => "no_concurrent_runs",
+            Invariant::SuccessRecorded => "success_recorded",
         }
     }
 }

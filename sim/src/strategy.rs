@@ -109,6 +109,8 @@ pub fn fault_plan(scenario: &Scenario) -> impl Strategy<Value = FaultPlan> + use
                 poison,
                 half_open: Vec::new(),
                 trims,
+                stops: Vec::new(),
+                outages: Vec::new(),
             },
         )
 }

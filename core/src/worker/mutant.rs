@@ -42,12 +42,27 @@ pub enum Mutant {
     /// pending list) are ignored instead of dead-lettered: they vanish
     /// silently, the old behaviour (finding 1).
     IgnoreDeleted,
+    /// `no-renew-in-grace`: stops renewing leases as soon as a shutdown
+    /// begins, while running tasks still have their grace: with a grace
+    /// longer than the lease, peers take those tasks over and run them a
+    /// second time while the stopping worker still runs them (finding 7).
+    NoRenewInGrace,
+    /// `settle-gives-up`: a settle gives up after [`SETTLE_TRIES`] failed
+    /// tries and drops the handler's output, the old behaviour: the entry
+    /// is delivered again later and that delivery counts as one that ended
+    /// without an outcome (finding 3).
+    SettleGivesUp,
 }
+
+/// Tries of one settle before the `settle-gives-up` mutant drops its
+/// outcome (the old worker's limit).
+#[cfg_attr(not(feature = "mutants"), allow(dead_code))]
+pub(crate) const SETTLE_TRIES: u32 = 5;
 
 #[cfg(feature = "mutants")]
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 8] = [
+    pub const ALL: [Mutant; 10] = [
         Mutant::AckBeforeHandle,
         Mutant::NoReclaim,
         Mutant::DlqWithoutAck,
@@ -57,6 +72,9 @@ impl Mutant {
         // simulator state-level fault classes
         Mutant::TrustTaskAgentType,
         Mutant::IgnoreDeleted,
+        // shutdown grace longer than the lease; outcomes kept through outages
+        Mutant::NoRenewInGrace,
+        Mutant::SettleGivesUp,
     ];
 
     /// Its name on the command line (`ack-before-handle` ...).
@@ -70,6 +88,8 @@ impl Mutant {
             Mutant::FailedItemAcked => "failed-item-acked",
             Mutant::TrustTaskAgentType => "trust-task-agent-type",
             Mutant::IgnoreDeleted => "ignore-deleted",
+            Mutant::NoRenewInGrace => "no-renew-in-grace",
+            Mutant::SettleGivesUp => "settle-gives-up",
         }
     }
 }

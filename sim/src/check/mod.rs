@@ -6,6 +6,11 @@
 //! and the streams after the drain.
 
 mod facts;
+mod overlap;
+#[cfg(test)]
+mod run_tests;
+mod runs;
+mod success;
 #[cfg(test)]
 mod tests;
 
@@ -31,6 +36,13 @@ pub(crate) fn check(scenario: &Scenario, seed: u64, record: &RunRecord) -> Repor
         verdict.judge(scenario, record, &facts, task, task_facts, class);
     }
     verdict.gathers(record, &facts);
+    // Invariants about handler runs: no second run while the first holds
+    // its lease; no success dropped.
+    let runs = runs::runs(record);
+    verdict
+        .violations
+        .extend(overlap::check(scenario, record, &runs));
+    verdict.violations.extend(success::check(record, &runs));
     for problem in &record.problems {
         verdict.violate(Invariant::RunCompletes, None, problem.clone());
     }
@@ -64,6 +76,10 @@ pub(crate) fn check(scenario: &Scenario, seed: u64, record: &RunRecord) -> Repor
             let mut hits = crate::hits::count(&record.history);
             for (class, n) in &record.hits {
                 *hits.entry((*class).to_owned()).or_default() += n;
+            }
+            let stopped_running = overlap::running_at_stops(record, &runs);
+            if stopped_running > 0 {
+                hits.insert("graceful_stop_running_tasks".to_owned(), stopped_running);
             }
             hits
         },

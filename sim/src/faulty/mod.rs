@@ -43,6 +43,9 @@ pub enum Fault {
         /// The item's index in the call.
         item: u32,
     },
+    /// The call started during an outage of the broker: refused at once,
+    /// nothing applied.
+    Outage,
 }
 
 impl Fault {
@@ -56,6 +59,7 @@ impl Fault {
             Fault::Refused(server) => server.class(),
             Fault::HalfOpen { .. } => "half_open",
             Fault::ItemFailed { .. } => "settle_item_failed",
+            Fault::Outage => "outage",
         }
     }
 
@@ -176,6 +180,8 @@ struct Plan {
     /// Hangs this long on a half-open link, then times out; whether it
     /// applied.
     half_open: Option<(Duration, bool)>,
+    /// The broker is down: refused at once.
+    outage: bool,
 }
 
 /// When an injected error strikes.
@@ -305,11 +311,16 @@ impl<B: Broker> FaultyBroker<B> {
             error: None,
             refused: None,
             half_open: None,
+            outage: false,
         };
         if !dice.enabled || !config.ops.contains(op) {
             return plan;
         }
         let now = Instant::now();
+        if config.outages.iter().any(|window| window.contains(&now)) {
+            plan.outage = true;
+            return plan;
+        }
         if let Some(link) = config
             .half_open
             .iter()
@@ -347,7 +358,10 @@ impl<B: Broker> FaultyBroker<B> {
     fn item_failures(&self, plan: &Plan, items: usize) -> Vec<Option<&'static str>> {
         let config = &self.state.config;
         let mut dice = self.dice();
-        let faulted = plan.error.is_some() || plan.refused.is_some() || plan.half_open.is_some();
+        let faulted = plan.error.is_some()
+            || plan.refused.is_some()
+            || plan.half_open.is_some()
+            || plan.outage;
         if !dice.enabled || !config.ops.contains(plan.op) || config.item_failure <= 0.0 || faulted {
             return vec![None; items];
         }
@@ -403,6 +417,16 @@ impl<B: Broker> FaultyBroker<B> {
         plan: Plan,
         call: impl Future<Output = Result<T>>,
     ) -> Result<T> {
+        if plan.outage {
+            self.record(&plan, Fault::Outage);
+            return Err(Error::Connection {
+                message: format!(
+                    "injected fault: the broker is down; connection refused for {} (call {})",
+                    plan.op, plan.seq
+                ),
+                source: None,
+            });
+        }
         if !plan.delay.is_zero() {
             self.record(&plan, Fault::Delay(millis(plan.delay)));
             tokio::time::sleep(plan.delay).await;
