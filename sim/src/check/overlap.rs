@@ -80,9 +80,11 @@ pub(super) fn check(scenario: &Scenario, record: &RunRecord, runs: &[Run]) -> Ve
     let lapses = Lapses::gather(record);
     let mut violations = Vec::new();
     for (n, second) in runs.iter().enumerate() {
-        let Some(entry) = second.entry else { continue };
+        let Some((stream, entry)) = &second.entry else {
+            continue;
+        };
         let first = runs[..n].iter().find(|first| {
-            first.entry == Some(entry)
+            first.entry == second.entry
                 && first.consumer != second.consumer
                 // A run that never returned (a hang) ended at its time-out
                 // at the latest.
@@ -105,7 +107,7 @@ pub(super) fn check(scenario: &Scenario, record: &RunRecord, runs: &[Run]) -> Ve
             invariant: Invariant::NoConcurrentRuns,
             task: Some(second.task),
             detail: format!(
-                "entry {entry} began running on {} at {} ms (delivered at {} ms) \
+                "entry {entry} of {stream} began running on {} at {} ms (delivered at {} ms) \
                  while {} had run it since {} ms (delivered at {} ms): \
                  no pause, half-open link or failed call of {holder} in the lease before {claimed} ms",
                 second.consumer,

@@ -16,9 +16,9 @@ pub(super) struct Run {
     pub task: u32,
     pub consumer: String,
     pub call: u32,
-    /// The entry it ran: the last one of its task delivered to its consumer
-    /// before it began (none if no delivery was seen).
-    pub entry: Option<StreamId>,
+    /// The entry it ran (stream and id): the last one of its task delivered
+    /// to its consumer before it began (none if no delivery was seen).
+    pub entry: Option<(String, StreamId)>,
     /// When that entry was delivered (read or claimed) to its consumer.
     pub delivered_ms: u64,
     pub start_ms: u64,
@@ -34,7 +34,7 @@ pub(super) fn runs(record: &RunRecord) -> Vec<Run> {
     let entries = entry_tasks(record);
     let task_streams = record.state.task_streams();
     // (consumer, task) -> the entry last delivered, and when.
-    let mut delivered: BTreeMap<(String, u32), (StreamId, u64)> = BTreeMap::new();
+    let mut delivered: BTreeMap<(String, u32), ((String, StreamId), u64)> = BTreeMap::new();
     let mut runs: Vec<Run> = Vec::new();
     // (task, call) -> index in `runs`, while under way.
     let mut open: BTreeMap<(u32, u32), usize> = BTreeMap::new();
@@ -46,8 +46,9 @@ pub(super) fn runs(record: &RunRecord) -> Vec<Run> {
                 consumer,
                 id,
             } if task_streams.contains(stream) => {
-                if let Some(&task) = entries.get(&(stream.clone(), *id)) {
-                    delivered.insert((consumer.clone(), task), (*id, at));
+                let entry = (stream.clone(), *id);
+                if let Some(&task) = entries.get(&entry) {
+                    delivered.insert((consumer.clone(), task), (entry, at));
                 }
             }
             Event::HandlerStarted {
@@ -61,7 +62,7 @@ pub(super) fn runs(record: &RunRecord) -> Vec<Run> {
                     task: *task,
                     consumer: consumer.clone(),
                     call: *call,
-                    entry: last.map(|(id, _)| *id),
+                    entry: last.map(|(entry, _)| entry.clone()),
                     delivered_ms: last.map_or(at, |(_, ms)| *ms),
                     start_ms: at,
                     end_ms: None,

@@ -23,7 +23,7 @@ pub(super) fn check(record: &RunRecord, runs: &[Run]) -> Vec<Violation> {
     let events = record.history.events();
     let mut violations = Vec::new();
     for run in runs.iter().filter(|run| run.ok) {
-        let (Some(entry), Some(ended)) = (run.entry, run.end_ms) else {
+        let (Some((stream, entry)), Some(ended)) = (&run.entry, run.end_ms) else {
             continue;
         };
         let consumer = run.consumer.as_str();
@@ -32,11 +32,16 @@ pub(super) fn check(record: &RunRecord, runs: &[Run]) -> Vec<Violation> {
             .filter(|e| e.at_ms >= ended)
             .any(|e| match &e.event {
                 Event::Settled {
-                    consumer: by, id, ..
+                    stream: of,
+                    consumer: by,
+                    id,
+                    ..
                 }
                 | Event::Refused {
-                    consumer: by, id, ..
-                } => by == consumer && *id == entry,
+                    stream: of,
+                    consumer: by,
+                    id,
+                } => by == consumer && id == entry && of == stream,
                 Event::Crashed { consumer: by, .. } => by == consumer,
                 // A stop cut off only the attempts it handed back.
                 Event::Stopped {
