@@ -86,9 +86,10 @@ pub(super) fn check(scenario: &Scenario, record: &RunRecord, runs: &[Run]) -> Ve
         let first = runs[..n].iter().find(|first| {
             first.entry == second.entry
                 && first.consumer != second.consumer
-                // A run that never returned (a hang) ended at its time-out
-                // at the latest.
-                && second.start_ms < first.end_ms.unwrap_or(first.start_ms + timeout)
+                // A run ended at its time-out at the latest: one that never
+                // returned (a hang) was cut off there, whenever its
+                // worker ended later.
+                && second.start_ms < first.end_ms.unwrap_or(u64::MAX).min(first.start_ms + timeout)
         });
         let Some(first) = first else { continue };
         // The takeover needed the entry idle for the lease before it. A

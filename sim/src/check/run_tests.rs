@@ -236,3 +236,48 @@ fn a_stop_that_handed_nothing_back_does_not_excuse_a_dropped_success() {
     });
     assert_eq!(broken(&record), vec![Invariant::SuccessRecorded]);
 }
+
+#[test]
+fn a_run_that_never_returned_ends_at_its_time_out() {
+    let mut record = record();
+    let run = an_ok_run(&record);
+    let stream = record.state.task_stream_of(run.task);
+    let consumer = run.consumer.clone();
+    let timeout = crate::scenario::millis_of(scenario().task_timeout);
+    with_history(&mut record, |events| {
+        // It hangs (no end), and its worker is stopped long after.
+        events.remove(run.ended);
+        let started = events[run.started].at_ms;
+        let last = events.last().map_or(0, |e| e.at_ms);
+        let later = |at_ms, event| Stamped { at_ms, event };
+        events.push(later(
+            last.max(started + timeout) + 1,
+            Event::Delivered {
+                stream,
+                consumer: "intruder".to_owned(),
+                id: run.entry,
+            },
+        ));
+        events.push(later(
+            last.max(started + timeout) + 1,
+            Event::HandlerStarted {
+                task: run.task,
+                consumer: "intruder".to_owned(),
+                call: 99,
+            },
+        ));
+        events.push(later(
+            last.max(started + timeout) + 2,
+            Event::Stopped {
+                worker: 0,
+                consumer,
+                handed_back: 1,
+            },
+        ));
+    });
+    assert!(
+        !broken(&record).contains(&Invariant::NoConcurrentRuns),
+        "{:?}",
+        broken(&record)
+    );
+}
