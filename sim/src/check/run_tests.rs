@@ -245,35 +245,41 @@ fn a_run_that_never_returned_ends_at_its_time_out() {
     let consumer = run.consumer.clone();
     let timeout = crate::scenario::millis_of(scenario().task_timeout);
     with_history(&mut record, |events| {
-        // It hangs (no end), and its worker is stopped long after.
+        // It hangs (no end); a peer runs its entry just after its time-out;
+        // its worker is stopped (at the end of the run) after that.
         events.remove(run.ended);
-        let started = events[run.started].at_ms;
-        let last = events.last().map_or(0, |e| e.at_ms);
-        let later = |at_ms, event| Stamped { at_ms, event };
-        events.push(later(
-            last.max(started + timeout) + 1,
+        let after = events[run.started].at_ms + timeout + 1;
+        let at = events
+            .iter()
+            .position(|e| e.at_ms > after)
+            .expect("the run goes on past the time-out");
+        let intruder = || "intruder".to_owned();
+        let peer_runs = [
             Event::Delivered {
                 stream,
-                consumer: "intruder".to_owned(),
+                consumer: intruder(),
                 id: run.entry,
             },
-        ));
-        events.push(later(
-            last.max(started + timeout) + 1,
             Event::HandlerStarted {
                 task: run.task,
-                consumer: "intruder".to_owned(),
+                consumer: intruder(),
                 call: 99,
             },
-        ));
-        events.push(later(
-            last.max(started + timeout) + 2,
-            Event::Stopped {
-                worker: 0,
-                consumer,
-                handed_back: 1,
-            },
-        ));
+        ];
+        for (n, event) in peer_runs.into_iter().enumerate() {
+            events.insert(
+                at + n,
+                Stamped {
+                    at_ms: after,
+                    event,
+                },
+            );
+        }
+        assert!(
+            events[at..].iter().any(|e| matches!(&e.event,
+                Event::Stopped { consumer: by, .. } if *by == consumer)),
+            "its worker is stopped later"
+        );
     });
     assert!(
         !broken(&record).contains(&Invariant::NoConcurrentRuns),
