@@ -47,10 +47,10 @@ pub enum Mutant {
     /// longer than the lease, peers take those tasks over and run them a
     /// second time while the stopping worker still runs them (finding 7).
     NoRenewInGrace,
-    /// `settle-gives-up`: a settle gives up after [`SETTLE_TRIES`] failed
-    /// tries and drops the handler's output, the old behaviour: the entry
-    /// is delivered again later and that delivery counts as one that ended
-    /// without an outcome (finding 3).
+    /// `settle-gives-up`: a settle gives up after 5 failed tries and drops
+    /// the handler's output, the old behaviour: the entry is delivered again
+    /// later and that delivery counts as one that ended without an outcome
+    /// (finding 3).
     SettleGivesUp,
 }
 
