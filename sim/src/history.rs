@@ -163,6 +163,28 @@ pub enum Event {
         /// Whether it got a reply rather than an error.
         ok: bool,
     },
+    /// A worker was asked to stop gracefully: it reads no more, and its
+    /// running tasks get `grace_ms` to finish.
+    StopRequested {
+        /// Its slot.
+        worker: u32,
+        /// Its consumer name.
+        consumer: String,
+        /// The grace given, in ms.
+        grace_ms: u64,
+    },
+    /// A worker asked to stop (by the plan, or at the end of the run) has
+    /// stopped: its running tasks finished or, at the end of the grace,
+    /// were cut off and handed back.
+    Stopped {
+        /// Its slot.
+        worker: u32,
+        /// Its consumer name.
+        consumer: String,
+        /// Attempts cut off at the end of the grace and handed back (its
+        /// report's count).
+        handed_back: u64,
+    },
 }
 
 /// An event and when it happened, in ms from the start of the run.
@@ -216,6 +238,12 @@ impl History {
     /// Whether nothing was recorded.
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
+    }
+
+    /// A history of `events` (for tests that tamper with one).
+    #[cfg(test)]
+    pub(crate) fn from_events(events: Vec<Stamped>) -> History {
+        History { events }
     }
 
     /// Appends an event (for tests that tamper with a history).
@@ -393,6 +421,16 @@ impl fmt::Display for Event {
                 conn,
                 ok,
             } => write!(f, "read {consumer} {op} conn={conn:?} ok={ok}"),
+            Event::StopRequested {
+                worker,
+                consumer,
+                grace_ms,
+            } => write!(f, "stop w{worker} {consumer} grace={grace_ms}"),
+            Event::Stopped {
+                worker,
+                consumer,
+                handed_back,
+            } => write!(f, "stopped w{worker} {consumer} handed_back={handed_back}"),
         }
     }
 }

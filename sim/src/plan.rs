@@ -14,8 +14,10 @@ use serde::Serialize;
 use crate::seed::SimRng;
 
 mod links;
+mod stops;
 
 pub use links::HalfOpenLink;
+pub use stops::{GracefulStop, Outage};
 
 /// Everything that goes wrong in one run.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -39,6 +41,11 @@ pub struct FaultPlan {
     /// or an unsafe retention opt-in does: they cut pending (and maybe
     /// unread) entries.
     pub trims: Vec<TrimAt>,
+    /// Workers asked to stop with a grace longer than the lease while long
+    /// tasks run, restarted later.
+    pub stops: Vec<GracefulStop>,
+    /// Every actor's broker calls failing for a while.
+    pub outages: Vec<Outage>,
 }
 
 /// An `XTRIM` of one agent type's task stream.
@@ -235,6 +242,10 @@ pub struct FaultRates {
     // --- state-level fault classes (issue 9) ---
     /// Injected task-stream trims in the fault window.
     pub trims: u32,
+    /// Graceful stops (grace longer than the lease) in the fault window.
+    pub stops: u32,
+    /// Outages of the broker for every actor in the fault window.
+    pub outages: u32,
 }
 
 impl FaultRates {
@@ -253,13 +264,17 @@ impl FaultRates {
         item_failure: 0.0,
         half_open: 0,
         trims: 0,
+        stops: 0,
+        outages: 0,
     };
 
     /// A bit of everything: 5% of broker calls fail before they apply, 3%
     /// after, up to 3 ms latency, 2 crashes (half of them renamed), 1 pause,
     /// 10% of handler calls go wrong, 3% of tasks always fail, 3% are
     /// poison; 2% of broker calls refused by a failing-over server, 5% of
-    /// settle items refused, 1 half-open link, 1 trim of a task stream.
+    /// settle items refused, 1 half-open link, 1 trim of a task stream;
+    /// 1 graceful stop with a grace longer than the lease, 1 outage of the
+    /// broker for everyone.
     pub const STANDARD: FaultRates = FaultRates {
         error_before: 0.05,
         error_after: 0.03,
@@ -274,6 +289,8 @@ impl FaultRates {
         item_failure: 0.05,
         half_open: 1,
         trims: 1,
+        stops: 1,
+        outages: 1,
     };
 
     /// Swarm testing: each kind of fault is switched on or off at random,
@@ -311,6 +328,7 @@ impl FaultRates {
             ..FaultRates::NONE
         };
         links::swarm(&mut rates, rng);
+        stops::swarm(&mut rates, rng);
         rates
     }
 }
@@ -397,6 +415,7 @@ impl FaultPlan {
             }
         }
         links::draw(&mut plan, rates, shape, rng);
+        stops::draw(&mut plan, rates, shape, rng);
         plan
     }
 
@@ -462,6 +481,16 @@ impl fmt::Display for FaultPlan {
                 "; trim agent {} at {} ms ({:?})",
                 t.agent, t.at_ms, t.cut
             )?;
+        }
+        for s in &self.stops {
+            write!(
+                f,
+                "; stop w{} at {} ms, grace {} ms, runs {} ms longer, back {} ms later",
+                s.worker, s.at_ms, s.grace_ms, s.long_ms, s.down_ms
+            )?;
+        }
+        for o in &self.outages {
+            write!(f, "; outage at {} ms for {} ms", o.at_ms, o.for_ms)?;
         }
         Ok(())
     }

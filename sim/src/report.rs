@@ -75,6 +75,17 @@ pub enum Invariant {
     /// own pending entries or of peers' stale ones (`autoclaim`) failed,
     /// its next read is of new entries (issue 9, finding 2).
     ReadingNotStarved,
+    /// A task never runs on two consumers at once while the first still
+    /// holds its lease: a run of an entry begins on one consumer while
+    /// another runs it only if the other's lease could have lapsed (it was
+    /// paused, or its broker calls failed, within a lease of the takeover),
+    /// also through a shutdown's grace.
+    NoConcurrentRuns,
+    /// A handler's success is never dropped: its worker records the outcome
+    /// or finds the entry another consumer's, unless it crashed or its stop's
+    /// grace ended first; so no task whose handler succeeded is
+    /// dead-lettered for want of an outcome.
+    SuccessRecorded,
 }
 
 impl Invariant {
@@ -94,6 +105,8 @@ impl Invariant {
             Invariant::SupervisorGathers => "supervisor_gathers",
             Invariant::RunCompletes => "run_completes",
             Invariant::ReadingNotStarved => "reading_not_starved",
+            Invariant::NoConcurrentRuns => "no_concurrent_runs",
+            Invariant::SuccessRecorded => "success_recorded",
         }
     }
 }

@@ -133,6 +133,8 @@ pub fn fault_plan(scenario: &Scenario) -> impl Strategy<Value = FaultPlan> + use
                 poison,
                 half_open,
                 trims,
+                stops: Vec::new(),
+                outages: Vec::new(),
             },
         )
 }

@@ -142,3 +142,24 @@ fn reclaim_failure_starves_read_is_caught_in_the_standard_campaign() {
         MORE_SEEDS,
     );
 }
+
+// Shutdown with a grace longer than the lease, and outcomes kept through
+// outages (issue 9, findings 7 and 3): on in the standard rates.
+
+#[test]
+fn no_renew_in_grace_is_caught_running_a_task_twice_at_once() {
+    caught_within(
+        Mutant::NoRenewInGrace,
+        Invariant::NoConcurrentRuns,
+        MORE_SEEDS,
+    );
+}
+
+#[test]
+fn settle_gives_up_is_caught_dropping_a_success() {
+    caught_within(
+        Mutant::SettleGivesUp,
+        Invariant::SuccessRecorded,
+        MORE_SEEDS,
+    );
+}

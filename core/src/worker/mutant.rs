@@ -50,12 +50,27 @@ pub enum Mutant {
     /// scans fail (a silent shared connection) the worker scans again and
     /// again and never reads new work, as crewq once did (finding 2).
     ReclaimFailureStarvesRead,
+    /// `no-renew-in-grace`: stops renewing leases as soon as a shutdown
+    /// begins, while running tasks still have their grace: with a grace
+    /// longer than the lease, peers take those tasks over and run them a
+    /// second time while the stopping worker still runs them (finding 7).
+    NoRenewInGrace,
+    /// `settle-gives-up`: a settle gives up after 5 failed tries and drops
+    /// the handler's output, the old behaviour: the entry is delivered again
+    /// later and that delivery counts as one that ended without an outcome
+    /// (finding 3).
+    SettleGivesUp,
 }
+
+/// Tries of one settle before the `settle-gives-up` mutant drops its
+/// outcome (the old worker's limit).
+#[cfg_attr(not(feature = "mutants"), allow(dead_code))]
+pub(crate) const SETTLE_TRIES: u32 = 5;
 
 #[cfg(feature = "mutants")]
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 9] = [
+    pub const ALL: [Mutant; 11] = [
         Mutant::AckBeforeHandle,
         Mutant::NoReclaim,
         Mutant::DlqWithoutAck,
@@ -67,6 +82,9 @@ impl Mutant {
         Mutant::IgnoreDeleted,
         // simulator half-open links
         Mutant::ReclaimFailureStarvesRead,
+        // shutdown grace longer than the lease; outcomes kept through outages
+        Mutant::NoRenewInGrace,
+        Mutant::SettleGivesUp,
     ];
 
     /// Its name on the command line (`ack-before-handle` ...).
@@ -81,6 +99,8 @@ impl Mutant {
             Mutant::TrustTaskAgentType => "trust-task-agent-type",
             Mutant::IgnoreDeleted => "ignore-deleted",
             Mutant::ReclaimFailureStarvesRead => "reclaim-failure-starves-read",
+            Mutant::NoRenewInGrace => "no-renew-in-grace",
+            Mutant::SettleGivesUp => "settle-gives-up",
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::{
 
 use super::attempt::{Outcome, Shared, Source};
 use super::health::duplicate;
-use super::mutant::Mutant;
+use super::mutant::{Mutant, SETTLE_TRIES};
 
 /// The field of a retried task entry counting the handler runs that failed
 /// before it: the durable attempt counter, since Redis's own delivery count
@@ -220,6 +220,10 @@ impl<B: Broker, H> Shared<B, H> {
                 self.failing.fetch_add(1, Ordering::SeqCst);
             }
             tries = tries.saturating_add(1);
+            if tries >= SETTLE_TRIES && self.options.is_mutant(Mutant::SettleGivesUp) {
+                tracing::error!(%id, "settle failed {tries} times; dropping the outcome");
+                break Outcome::Unsettled;
+            }
             self.reporter.degraded(duplicate(&error), tries);
             tokio::time::sleep(self.retry_wait(tries)).await;
         };

@@ -128,7 +128,7 @@ where
     // crash) stops them with the attempts.
     let mut background = JoinSet::new();
     background.spawn(settling.run());
-    background.spawn(renew_forever(Arc::clone(&shared)));
+    let renewing = background.spawn(renew_forever(Arc::clone(&shared)));
     let mut state = Loop {
         // Look for peers' stale entries at once: a restart after a crash of
         // the whole crew should not wait.
@@ -155,6 +155,9 @@ where
     };
     match ended {
         Ok(grace) => {
+            if state.shared.options.is_mutant(Mutant::NoRenewInGrace) {
+                renewing.abort();
+            }
             let report = state
                 .finish(Instant::now() + grace, None::<Pin<&mut Never>>)
                 .await;

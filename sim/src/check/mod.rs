@@ -6,7 +6,12 @@
 //! and the streams after the drain.
 
 mod facts;
+mod overlap;
 mod reads;
+#[cfg(test)]
+mod run_tests;
+mod runs;
+mod success;
 #[cfg(test)]
 mod tests;
 
@@ -33,6 +38,13 @@ pub(crate) fn check(scenario: &Scenario, seed: u64, record: &RunRecord) -> Repor
     }
     verdict.gathers(record, &facts);
     verdict.violations.extend(reads::starved(&record.history));
+    // Invariants about handler runs: no second run while the first holds
+    // its lease; no success dropped.
+    let runs = runs::runs(record);
+    verdict
+        .violations
+        .extend(overlap::check(scenario, record, &runs));
+    verdict.violations.extend(success::check(record, &runs));
     for problem in &record.problems {
         verdict.violate(Invariant::RunCompletes, None, problem.clone());
     }
@@ -66,6 +78,10 @@ pub(crate) fn check(scenario: &Scenario, seed: u64, record: &RunRecord) -> Repor
             let mut hits = crate::hits::count(&record.history);
             for (class, n) in &record.hits {
                 *hits.entry((*class).to_owned()).or_default() += n;
+            }
+            let stopped_running = overlap::running_at_stops(record, &runs);
+            if stopped_running > 0 {
+                hits.insert("graceful_stop_running_tasks".to_owned(), stopped_running);
             }
             hits
         },

@@ -147,6 +147,10 @@ pub struct FaultConfig {
     /// Half-open links: calls on a connection one silenced hang until its
     /// time-out (see [`HalfOpen`]).
     pub half_open: Vec<HalfOpen>,
+    /// Outages: every call that starts in one of these windows (tokio
+    /// time) fails at once with a transient connection error, nothing
+    /// applied, as against a server that is down ([`Fault::Outage`](super::Fault::Outage)).
+    pub outages: Vec<std::ops::Range<tokio::time::Instant>>,
 }
 
 /// A link gone silent (no FIN, no RST) for a window of time, on some of
@@ -240,6 +244,7 @@ impl Default for FaultConfig {
             refused: 0.0,
             item_failure: 0.0,
             half_open: Vec::new(),
+            outages: Vec::new(),
         }
     }
 }

@@ -22,6 +22,8 @@ pub(super) struct Plan {
     pub(super) refused: Option<ServerError>,
     /// Hangs on a silent connection of a half-open link.
     pub(super) half_open: Option<links::Hang>,
+    /// The broker is down: refused at once.
+    pub(super) outage: bool,
 }
 
 /// When an injected error strikes.
@@ -47,11 +49,17 @@ impl<B: Broker> FaultyBroker<B> {
             error: None,
             refused: None,
             half_open: None,
+            outage: false,
         };
         if !dice.enabled || !config.ops.contains(op) {
             return plan;
         }
         plan.watched = true;
+        let now = tokio::time::Instant::now();
+        if config.outages.iter().any(|window| window.contains(&now)) {
+            plan.outage = true;
+            return plan;
+        }
         plan.half_open = links::hang(config, &mut dice, conn);
         if plan.half_open.is_some() {
             return plan;
@@ -85,7 +93,10 @@ impl<B: Broker> FaultyBroker<B> {
     pub(super) fn item_failures(&self, plan: &Plan, items: usize) -> Vec<Option<&'static str>> {
         let config = &self.state.config;
         let mut dice = self.dice();
-        let faulted = plan.error.is_some() || plan.refused.is_some() || plan.half_open.is_some();
+        let faulted = plan.error.is_some()
+            || plan.refused.is_some()
+            || plan.half_open.is_some()
+            || plan.outage;
         if !dice.enabled || !config.ops.contains(plan.op) || config.item_failure <= 0.0 || faulted {
             return vec![None; items];
         }

@@ -31,6 +31,9 @@ pub enum Fault {
         /// The item's index in the call.
         item: u32,
     },
+    /// The call started during an outage of the broker: refused at once,
+    /// nothing applied.
+    Outage,
 }
 
 impl Fault {
@@ -44,6 +47,7 @@ impl Fault {
             Fault::Refused(server) => server.class(),
             Fault::HalfOpen { .. } => "half_open",
             Fault::ItemFailed { .. } => "settle_item_failed",
+            Fault::Outage => "outage",
         }
     }
 

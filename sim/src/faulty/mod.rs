@@ -268,6 +268,16 @@ impl<B: Broker> FaultyBroker<B> {
         plan: Plan,
         call: impl Future<Output = Result<T>>,
     ) -> Result<T> {
+        if plan.outage {
+            self.record(&plan, Fault::Outage);
+            return Err(Error::Connection {
+                message: format!(
+                    "injected fault: the broker is down; connection refused for {} (call {})",
+                    plan.op, plan.seq
+                ),
+                source: None,
+            });
+        }
         if !plan.delay.is_zero() {
             self.record(&plan, Fault::Delay(millis(plan.delay)));
             tokio::time::sleep(plan.delay).await;

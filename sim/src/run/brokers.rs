@@ -8,7 +8,7 @@ use std::time::Duration;
 use crewq_core::Broker;
 
 use crate::history::{Event, Recorder};
-use crate::plan::{BrokerFaults, HalfOpenLink};
+use crate::plan::{BrokerFaults, HalfOpenLink, Outage};
 use crate::recorder::RecordingBroker;
 use crate::seed::{Purpose, derive};
 use crate::{FaultConfig, FaultyBroker, HalfOpen, Op, OpSet};
@@ -34,6 +34,8 @@ pub(crate) struct Brokers<B> {
     recorded: RecordingBroker<B>,
     faults: BrokerFaults,
     links: Vec<HalfOpenLink>,
+    /// Outages of the broker: every handle's calls fail in them.
+    outages: Vec<Outage>,
     seed: u64,
     recorder: Recorder,
     state: Mutex<Switch<B>>,
@@ -49,6 +51,7 @@ impl<B: Broker + Clone + 'static> Brokers<B> {
         recorded: RecordingBroker<B>,
         faults: BrokerFaults,
         links: Vec<HalfOpenLink>,
+        outages: Vec<Outage>,
         seed: u64,
         recorder: Recorder,
     ) -> Self {
@@ -56,6 +59,7 @@ impl<B: Broker + Clone + 'static> Brokers<B> {
             recorded,
             faults,
             links,
+            outages,
             seed,
             recorder,
             state: Mutex::new(Switch {
@@ -88,6 +92,13 @@ impl<B: Broker + Clone + 'static> Brokers<B> {
             refused: self.faults.refused,
             item_failure: self.faults.item_failure,
             half_open: self.half_open_of(stream),
+            outages: self
+                .outages
+                .iter()
+                .map(|o| {
+                    self.recorder.at(o.at_ms)..self.recorder.at(o.at_ms.saturating_add(o.for_ms))
+                })
+                .collect(),
         };
         let handle = FaultyBroker::new(self.recorded.clone(), config);
         let (recorder, name) = (self.recorder.clone(), actor.to_owned());

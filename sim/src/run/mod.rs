@@ -81,6 +81,12 @@ enum Action {
         worker: u32,
         for_ms: u64,
     },
+    /// A graceful stop of a worker, back after the grace and `down_ms`.
+    Stop {
+        worker: u32,
+        grace_ms: u64,
+        down_ms: u64,
+    },
     /// An injected trim of agent type `agent`'s task stream.
     Trim {
         agent: u32,
@@ -104,6 +110,7 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
         recorded,
         plan.broker,
         plan.half_open.clone(),
+        plan.outages.clone(),
         seed,
         recorder.clone(),
     );
@@ -192,7 +199,20 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
                     timeline.insert(back, Action::Restart { worker });
                 }
             }
-            Action::Restart { .. } => crewing.start(slot),
+            Action::Restart { .. } => {
+                slot.finish_stop().await;
+                crewing.start(slot);
+            }
+            Action::Stop {
+                worker,
+                grace_ms,
+                down_ms,
+            } => {
+                if slot.stop(Duration::from_millis(grace_ms), &recorder) {
+                    let back = (at + grace_ms + down_ms, u32::MAX - worker);
+                    timeline.insert(back, Action::Restart { worker });
+                }
+            }
             Action::Pause { for_ms, .. } => slot.pause(at + for_ms, &recorder),
             Action::Trim { .. } => {}
         }
@@ -204,6 +224,13 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
     handler_faults.switch_off();
     recorder.record(Event::FaultsOff);
     for slot in &mut slots {
+        if !slot.is_stopping() {
+            crewing.start(slot);
+        }
+    }
+    for slot in &mut slots {
+        // Back once its stop has ended (its grace bounds the wait).
+        slot.finish_stop().await;
         crewing.start(slot);
     }
     let drained = drain(scenario, &backend.broker, &agents, &dispatching, &recorder).await;
@@ -211,10 +238,12 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
     let mut problems = Vec::new();
     let mut reports = Vec::new();
     for slot in &mut slots {
-        match slot.shutdown(scenario.lease).await {
-            Some(Ok(report)) => reports.push(report),
-            Some(Err(err)) => problems.push(format!("a worker stopped with an error: {err}")),
-            None => {}
+        let last = slot.shutdown(scenario.lease, &recorder).await;
+        for ended in slot.take_ended().into_iter().chain(last) {
+            match ended {
+                Ok(report) => reports.push(report),
+                Err(err) => problems.push(format!("a worker stopped with an error: {err}")),
+            }
         }
     }
     if !dispatching.is_finished() {
@@ -284,9 +313,20 @@ fn timeline(plan: &FaultPlan) -> BTreeMap<(u64, u32), Action> {
             },
         )
     });
+    let stops = plan.stops.iter().map(|s| {
+        (
+            s.at_ms,
+            Action::Stop {
+                worker: s.worker,
+                grace_ms: s.grace_ms,
+                down_ms: s.down_ms,
+            },
+        )
+    });
     crashes
         .chain(pauses)
         .chain(trims)
+        .chain(stops)
         .enumerate()
         .map(|(n, (at, action))| ((at, n as u32), action))
         .collect()
@@ -296,7 +336,8 @@ fn worker_of(action: Action) -> u32 {
     match action {
         Action::Crash { worker, .. }
         | Action::Restart { worker }
-        | Action::Pause { worker, .. } => worker,
+        | Action::Pause { worker, .. }
+        | Action::Stop { worker, .. } => worker,
         Action::Trim { .. } => u32::MAX,
     }
 }
