@@ -156,7 +156,7 @@ pub enum Event {
     Read {
         /// The worker's consumer name.
         consumer: String,
-        /// `read_group` or `autoclaim`.
+        /// `read_group`, `autoclaim` or `autoclaim_recorded` (the worker's reclaim scan).
         op: Op,
         /// The connection it went on.
         conn: Conn,

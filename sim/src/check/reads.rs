@@ -77,7 +77,7 @@ mod tests {
     }
 
     fn scan(ok: bool) -> Event {
-        read(Op::Autoclaim, Conn::Shared, ok)
+        read(Op::AutoclaimRecorded, Conn::Shared, ok)
     }
 
     fn read_new(ok: bool) -> Event {

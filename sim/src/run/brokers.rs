@@ -118,7 +118,10 @@ impl<B: Broker + Clone + 'static> Brokers<B> {
             // sees that failing scans never starve reading new work.
             let (recorder, consumer) = (self.recorder.clone(), actor.to_owned());
             handle.set_call_observer(Arc::new(move |call| {
-                if matches!(call.op, Op::ReadGroup | Op::Autoclaim) {
+                if matches!(
+                    call.op,
+                    Op::ReadGroup | Op::Autoclaim | Op::AutoclaimRecorded
+                ) {
                     recorder.record(Event::Read {
                         consumer: consumer.clone(),
                         op: call.op,
