@@ -42,12 +42,16 @@ pub enum Mutant {
     /// pending list) are ignored instead of dead-lettered: they vanish
     /// silently, the old behaviour (finding 1).
     IgnoreDeleted,
+    /// `recreate-group-at-end`: re-creates a destroyed consumer group at
+    /// `$`: entries unread or pending when it was destroyed, and those
+    /// appended before it is made again, are never delivered.
+    RecreateGroupAtEnd,
 }
 
 #[cfg(feature = "mutants")]
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 8] = [
+    pub const ALL: [Mutant; 9] = [
         Mutant::AckBeforeHandle,
         Mutant::NoReclaim,
         Mutant::DlqWithoutAck,
@@ -57,6 +61,7 @@ impl Mutant {
         // simulator state-level fault classes
         Mutant::TrustTaskAgentType,
         Mutant::IgnoreDeleted,
+        Mutant::RecreateGroupAtEnd,
     ];
 
     /// Its name on the command line (`ack-before-handle` ...).
@@ -70,6 +75,7 @@ impl Mutant {
             Mutant::FailedItemAcked => "failed-item-acked",
             Mutant::TrustTaskAgentType => "trust-task-agent-type",
             Mutant::IgnoreDeleted => "ignore-deleted",
+            Mutant::RecreateGroupAtEnd => "recreate-group-at-end",
         }
     }
 }

@@ -24,7 +24,7 @@ use crate::{
 };
 
 use super::attempt::{Outcome, Shared, Source, panic_message};
-use super::group::{ensure_group, recreate_after};
+use super::group::GroupWatch;
 use super::health::{Health, Reporter, duplicate, stops_the_worker};
 use super::held::Held;
 use super::mutant::Mutant;
@@ -55,14 +55,9 @@ pub(super) struct Loop<B, H> {
     read_new_next: bool,
     /// Broker failures in a row, for the back-off.
     failures: u32,
-    /// Whether the consumer group is known to exist.
-    group_ready: bool,
-    /// Whether this run created or found the group once already: a group
-    /// missing after that was destroyed under it.
-    group_seen: bool,
-    /// The newest id this worker read as new: where a destroyed group is
-    /// re-created when it holds nothing older.
-    last_read: Option<StreamId>,
+    /// What is known of the consumer group: whether it exists, and where
+    /// to make it again should it be destroyed.
+    group: GroupWatch,
     reporter: Reporter,
 }
 
@@ -139,9 +134,7 @@ where
         reclaim_cursor: StreamId::ZERO,
         read_new_next: false,
         failures: 0,
-        group_ready: false,
-        group_seen: false,
-        last_read: None,
+        group: GroupWatch::default(),
         reporter: reporter.clone(),
     };
     tokio::pin!(stop);
@@ -195,19 +188,8 @@ where
         H: Handler<P>,
         P: DeserializeOwned + Send + 'static,
     {
-        if !self.group_ready {
-            let after = if self.group_seen {
-                recreate_after(&self.shared.held_ids(), self.last_read)
-            } else {
-                StreamId::ZERO
-            };
-            match ensure_group(&self.shared, after, self.group_seen).await {
-                Ok(()) => {
-                    self.group_ready = true;
-                    self.group_seen = true;
-                }
-                Err(err) => return self.wait_out(err).await,
-            }
+        if let Err(err) = self.group.ensure(&self.shared).await {
+            return self.wait_out(err).await;
         }
         while let Some(done) = self.inflight.try_join_next() {
             self.tally(done);
@@ -338,9 +320,6 @@ where
             .count(count)
             .block(block);
         let entries = shared.broker.read_group(&read).await?;
-        if let Some(last) = entries.last() {
-            self.last_read = Some(self.last_read.map_or(last.id, |seen| seen.max(last.id)));
-        }
         Ok(entries.into_iter().map(|e| (e, Source::New)).collect())
     }
 
@@ -410,7 +389,7 @@ where
         }
         if matches!(err, Error::NoGroup { .. }) {
             tracing::warn!("the consumer group is missing; creating it again");
-            self.group_ready = false;
+            self.group.lost();
         }
         let wait = self.shared.backoff_wait(self.failures).min(RETRY_CAP);
         tracing::warn!(error = %err, ?wait, failures = self.failures, "broker call failed; waiting");
