@@ -150,6 +150,11 @@ pub enum Event {
         /// How many entries it removed.
         removed: u64,
     },
+    /// A stream's worker group was destroyed (`XGROUP DESTROY`, injected).
+    GroupDestroyed {
+        /// The stream.
+        stream: String,
+    },
 }
 
 /// An event and when it happened, in ms from the start of the run.
@@ -374,6 +379,7 @@ impl fmt::Display for Event {
             Event::Trimmed { stream, removed } => {
                 write!(f, "trimmed {stream} removed={removed}")
             }
+            Event::GroupDestroyed { stream } => write!(f, "group-destroyed {stream}"),
         }
     }
 }

@@ -13,8 +13,10 @@ use serde::Serialize;
 
 use crate::seed::SimRng;
 
+mod groups;
 mod links;
 
+pub use groups::GroupDestroyAt;
 pub use links::HalfOpenLink;
 
 /// Everything that goes wrong in one run.
@@ -39,6 +41,8 @@ pub struct FaultPlan {
     /// or an unsafe retention opt-in does: they cut pending (and maybe
     /// unread) entries.
     pub trims: Vec<TrimAt>,
+    /// Worker groups destroyed in the fault window (`XGROUP DESTROY`).
+    pub group_destroys: Vec<GroupDestroyAt>,
 }
 
 /// An `XTRIM` of one agent type's task stream.
@@ -233,6 +237,8 @@ pub struct FaultRates {
     // --- state-level fault classes (issue 9) ---
     /// Injected task-stream trims in the fault window.
     pub trims: u32,
+    /// Worker groups destroyed in the fault window.
+    pub group_destroys: u32,
 }
 
 impl FaultRates {
@@ -251,13 +257,14 @@ impl FaultRates {
         item_failure: 0.0,
         half_open: 0,
         trims: 0,
+        group_destroys: 0,
     };
 
     /// A bit of everything: 5% of broker calls fail before they apply, 3%
     /// after, up to 3 ms latency, 2 crashes (half of them renamed), 1 pause,
     /// 10% of handler calls go wrong, 3% of tasks always fail, 3% are
     /// poison; 2% of broker calls refused by a failing-over server, 5% of
-    /// settle items refused, 1 half-open link.
+    /// settle items refused, 1 half-open link, 1 worker group destroyed.
     pub const STANDARD: FaultRates = FaultRates {
         error_before: 0.05,
         error_after: 0.03,
@@ -273,6 +280,7 @@ impl FaultRates {
         half_open: 1,
         // Off until the worker survives them: see TrimAt (issue 9).
         trims: 0,
+        group_destroys: 1,
     };
 
     /// Swarm testing: each kind of fault is switched on or off at random,
@@ -311,6 +319,7 @@ impl FaultRates {
             ..FaultRates::NONE
         };
         links::swarm(&mut rates, rng);
+        groups::swarm(&mut rates, rng);
         rates
     }
 }
@@ -397,6 +406,7 @@ impl FaultPlan {
             }
         }
         links::draw(&mut plan, rates, shape, rng);
+        groups::draw(&mut plan, rates, shape, rng);
         plan
     }
 
@@ -461,6 +471,13 @@ impl fmt::Display for FaultPlan {
                 f,
                 "; trim agent {} at {} ms ({:?})",
                 t.agent, t.at_ms, t.cut
+            )?;
+        }
+        for g in &self.group_destroys {
+            write!(
+                f,
+                "; group of agent {} destroyed at {} ms",
+                g.agent, g.at_ms
             )?;
         }
         Ok(())

@@ -24,14 +24,15 @@
 use proptest::prelude::*;
 
 use crate::plan::{
-    BrokerFaults, Crash, FaultPlan, HandlerFault, HandlerFaultAt, Pause, Poison, PoisonKind,
-    TrimAt, TrimCut,
+    BrokerFaults, Crash, FaultPlan, GroupDestroyAt, HandlerFault, HandlerFaultAt, Pause, Poison,
+    PoisonKind, TrimAt, TrimCut,
 };
 use crate::scenario::{Faults, Scenario};
 
 /// Plans for `scenario`'s shape: up to 3 crashes and 2 pauses in its fault
 /// window, up to 12 handler faults, 3 failing and 3 poison tasks, broker
-/// errors up to 15% before and 10% after, latency up to 5 ms.
+/// errors up to 15% before and 10% after, latency up to 5 ms, and up to
+/// one destroyed worker group.
 pub fn fault_plan(scenario: &Scenario) -> impl Strategy<Value = FaultPlan> + use<> {
     let shape = scenario.shape();
     let tasks = shape.tasks.max(1);
@@ -88,6 +89,7 @@ pub fn fault_plan(scenario: &Scenario) -> impl Strategy<Value = FaultPlan> + use
         at_ms,
         cut,
     });
+    let destroy = (0..window).prop_map(|at_ms| GroupDestroyAt { agent: 0, at_ms });
     (
         broker,
         prop::collection::vec(crash, 0..=3),
@@ -98,17 +100,21 @@ pub fn fault_plan(scenario: &Scenario) -> impl Strategy<Value = FaultPlan> + use
         // Injected trims: none until the worker survives them (see
         // TrimAt; issue 9).
         prop::collection::vec(trim, 0..=0),
+        prop::collection::vec(destroy, 0..=1),
     )
         .prop_map(
-            |(broker, crashes, pauses, handler, failing, poison, trims)| FaultPlan {
-                broker,
-                crashes,
-                pauses,
-                handler,
-                failing,
-                poison,
-                half_open: Vec::new(),
-                trims,
+            |(broker, crashes, pauses, handler, failing, poison, trims, group_destroys)| {
+                FaultPlan {
+                    broker,
+                    crashes,
+                    pauses,
+                    handler,
+                    failing,
+                    poison,
+                    half_open: Vec::new(),
+                    trims,
+                    group_destroys,
+                }
             },
         )
 }

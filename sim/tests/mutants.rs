@@ -98,6 +98,11 @@ fn trust_task_agent_type_is_caught_running_a_poison_task() {
 }
 
 #[test]
+fn recreate_group_at_end_is_caught_losing_what_the_destroyed_group_had_not_delivered() {
+    caught_within(Mutant::RecreateGroupAtEnd, Invariant::NoLoss, MORE_SEEDS);
+}
+
+#[test]
 fn ignore_deleted_is_caught_losing_a_trimmed_entry() {
     // Injected trims are off in the standard rates (TrimAt): on here.
     let rates = FaultRates {
