@@ -240,6 +240,13 @@ impl fmt::Display for Report {
             self.violations.len(),
             self.trace_hash
         )?;
+        if c.lost_to_trim > 0 || c.replayed > 0 {
+            write!(
+                f,
+                " (apart: {} lost to trims, {} replayed after their group was destroyed)",
+                c.lost_to_trim, c.replayed
+            )?;
+        }
         for violation in &self.violations {
             write!(f, "\n  {violation}")?;
         }
