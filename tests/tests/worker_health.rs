@@ -20,6 +20,7 @@ crewq_tests::on_both_backends!(
     a_destroyed_group_is_recreated_without_rerunning_completed_tasks,
     a_destroyed_group_is_recreated_below_what_other_consumers_held,
     a_group_destroyed_while_its_entries_run_is_made_again_and_they_run_again,
+    what_finished_between_pending_entries_does_not_run_again_after_a_destroy,
     options_that_cannot_work_are_refused_at_spawn,
 );
 
@@ -243,6 +244,46 @@ async fn a_group_destroyed_while_its_entries_run_is_made_again_and_they_run_agai
     done.sort();
     assert_eq!(done, ["task-0", "task-1"], "{report:?}");
     assert_eq!(calls.total(), 4, "each ran again: {report:?}");
+}
+
+async fn what_finished_between_pending_entries_does_not_run_again_after_a_destroy(env: Env) {
+    env.group().await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(env.dispatch(&task(n, 3)).await);
+    }
+    // A peer read all five and finished tasks 1 to 3; it still holds 0
+    // and 4 when the group is destroyed.
+    let keys = env.keys();
+    let read = env
+        .broker
+        .read_group(&ReadGroup::new(&keys.tasks, &keys.group, "peer").count(5))
+        .await
+        .expect("peer reads");
+    assert_eq!(read.len(), 5);
+    let acked = env
+        .broker
+        .ack(&keys.tasks, &keys.group, &ids[1..4])
+        .await
+        .expect("peer acks");
+    assert_eq!(acked, 3);
+    // The worker samples the group as it starts: 0 and 4 pending.
+    let options = env.options().lease(Duration::from_secs(20));
+    let calls = Calls::default();
+    let worker = env.spawn_with("w1", options, counting(&calls, Duration::ZERO));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    env.broker
+        .group_destroy(&keys.tasks, &keys.group)
+        .await
+        .expect("destroy");
+    env.settled(2).await;
+    let report = worker
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("report");
+    let runs: Vec<u32> = (0..5).map(|n| calls.of(&format!("task-{n}"))).collect();
+    assert_eq!(runs, [1, 0, 0, 0, 1], "{report:?}");
+    assert_eq!(env.pending().await, 0);
 }
 
 async fn options_that_cannot_work_are_refused_at_spawn(env: Env) {

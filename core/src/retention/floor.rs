@@ -1,6 +1,6 @@
 //! The floor of a stream: the smallest id some consumer group still needs.
 
-use crate::{Broker, Error, GroupInfo, Result, StreamId};
+use crate::{Broker, Error, Result, StreamId};
 
 /// The smallest id that some consumer group on `stream` has not yet both
 /// delivered and acknowledged: for each group, its oldest pending id, or
@@ -39,39 +39,18 @@ pub async fn safe_floor<B: Broker + ?Sized>(broker: &B, stream: &str) -> Result<
     };
     let mut floor: Option<StreamId> = None;
     for group in groups {
-        // Destroyed since it was listed: it needs nothing any more.
-        let Some(needed) = needed_by(broker, stream, &group).await? else {
-            continue;
+        let needed = match broker.pending_summary(stream, &group.name).await {
+            Ok(summary) => match summary.min_id {
+                Some(oldest_pending) => oldest_pending,
+                // `successor` is `None` only after the largest possible id,
+                // which no entry can exceed: nothing is left to keep.
+                None => group.last_delivered_id.successor().unwrap_or(StreamId::MAX),
+            },
+            // Destroyed since it was listed: it needs nothing any more.
+            Err(Error::NoGroup { .. }) => continue,
+            Err(err) => return Err(err),
         };
         floor = Some(floor.map_or(needed, |f| f.min(needed)));
     }
     Ok(floor)
-}
-
-/// The smallest id `group` (as `XINFO GROUPS` just listed it) has not yet
-/// both delivered and acknowledged: its oldest pending id, or when nothing
-/// is pending, the id just after its last-delivered one. `Ok(None)` when the
-/// group was destroyed since it was listed.
-///
-/// The listing must come first (see [`safe_floor`]'s races): a pending
-/// list read after the last-delivered id still bounds what the group needs.
-///
-/// # Errors
-///
-/// A broker error from `XPENDING` other than a missing group.
-pub(crate) async fn needed_by<B: Broker + ?Sized>(
-    broker: &B,
-    stream: &str,
-    group: &GroupInfo,
-) -> Result<Option<StreamId>> {
-    match broker.pending_summary(stream, &group.name).await {
-        Ok(summary) => Ok(Some(match summary.min_id {
-            Some(oldest_pending) => oldest_pending,
-            // `successor` is `None` only after the largest possible id,
-            // which no entry can exceed: nothing is left to keep.
-            None => group.last_delivered_id.successor().unwrap_or(StreamId::MAX),
-        })),
-        Err(Error::NoGroup { .. }) => Ok(None),
-        Err(err) => Err(err),
-    }
 }

@@ -32,7 +32,6 @@ mod trimmer;
 
 use std::time::Duration;
 
-pub(crate) use floor::needed_by;
 pub use floor::safe_floor;
 pub use trimmer::Trimmer;
 

@@ -22,10 +22,11 @@
 //!   again: its ids started over, so everything in it is unread).
 //!
 //! Every entry the old group had not delivered and acknowledged is then
-//! delivered again; so are the finished entries above the floor, which
-//! run again: duplicates, the price of not losing. How many depends on the
-//! oldest entry pending when the floor was sampled: one held for long by a
-//! stalled or crashed consumer re-runs everything finished after it.
+//! delivered again; so are the finished entries above the floor. Those
+//! the sample's pending list shows finished (between its oldest and its
+//! newest entry, not on it) are acknowledged without running again; the
+//! others run again: entries finished after the newest pending one, or
+//! since the sample. Duplicates, the price of not losing.
 //! Holders of entries pending in the old group find them no longer theirs
 //! at their settle and record nothing: the re-delivery runs them again.
 //!
@@ -38,11 +39,12 @@
 //! two calls and its new group have nothing pending, the sampled floor may
 //! be above what the new group has not yet delivered.
 
+use std::collections::BTreeSet;
+
 use tokio::time::Instant;
 
 use crate::metrics::{GROUP_RECREATED, count};
-use crate::retention::needed_by;
-use crate::{Broker, Error, GroupStart, Result, StreamId};
+use crate::{Broker, Error, GroupStart, PendingQuery, Result, StreamId};
 
 use super::attempt::Shared;
 use super::mutant::Mutant;
@@ -56,6 +58,14 @@ pub(crate) struct GroupWatch {
     seen: bool,
     /// The position to re-create the group after (see [`recreate_after`]).
     floor: Option<StreamId>,
+    /// The last-delivered id of the last sample: a later one below it
+    /// means the group was made again meanwhile.
+    last_delivered: Option<StreamId>,
+    /// Entries the last sample shows finished.
+    finished: Finished,
+    /// Entries the last sample before the group was lost showed finished:
+    /// the new group delivers them again, and they are not run again.
+    finished_before_loss: Finished,
     next_sample: Instant,
 }
 
@@ -65,6 +75,9 @@ impl Default for GroupWatch {
             ready: false,
             seen: false,
             floor: None,
+            last_delivered: None,
+            finished: Finished::default(),
+            finished_before_loss: Finished::default(),
             next_sample: Instant::now(),
         }
     }
@@ -82,7 +95,15 @@ impl GroupWatch {
     pub async fn ensure<B: Broker, H>(&mut self, shared: &Shared<B, H>) -> Result<()> {
         if !self.ready {
             let after = if self.seen {
-                recreate_after(self.floor, &shared.held_ids(), stream_top(shared).await?)
+                let top = stream_top(shared).await?;
+                let after = recreate_after(self.floor, &shared.held_ids(), top);
+                if after == StreamId::ZERO {
+                    // Maybe a new stream, whose ids may repeat the old
+                    // one's: nothing known of the old one applies.
+                    self.finished = Finished::default();
+                    self.finished_before_loss = Finished::default();
+                }
+                after
             } else {
                 StreamId::ZERO
             };
@@ -102,8 +123,19 @@ impl GroupWatch {
         }
         if Instant::now() >= self.next_sample {
             self.next_sample = Instant::now() + shared.options.reclaim_every;
-            match sample_floor(shared).await {
-                Ok(Some(floor)) => self.floor = Some(floor),
+            match sample(shared).await {
+                Ok(Some(sample)) => {
+                    if self
+                        .last_delivered
+                        .is_some_and(|before| sample.last_delivered < before)
+                    {
+                        // Made again (by a peer) since the last sample.
+                        self.remember_finished_before_loss();
+                    }
+                    self.floor = Some(sample.after);
+                    self.last_delivered = Some(sample.last_delivered);
+                    self.finished = sample.finished;
+                }
                 // Missing: the next read finds out, and the floor from
                 // before is what the re-creation needs.
                 Ok(None) => {}
@@ -116,8 +148,65 @@ impl GroupWatch {
     /// The group was found missing: make it again next turn.
     pub fn lost(&mut self) {
         self.ready = false;
+        self.remember_finished_before_loss();
+    }
+
+    /// Whether `id` is known finished (delivered and acknowledged) in an
+    /// earlier life of the group: delivered again only because the group
+    /// was destroyed, it is acknowledged without running again.
+    pub fn finished(&self, id: StreamId) -> bool {
+        self.finished.contains(id) || self.finished_before_loss.contains(id)
+    }
+
+    fn remember_finished_before_loss(&mut self) {
+        if !self.finished.is_empty() {
+            self.finished_before_loss = std::mem::take(&mut self.finished);
+        }
     }
 }
+
+/// Entries known finished from one pending list: those between its oldest
+/// and its newest entry that are not on it. Pending ids never exceed the
+/// group's last-delivered id, so each of them was delivered; no longer
+/// pending, it was acknowledged, its outcome recorded for good. One
+/// `XPENDING` call, so no race with the group's life.
+#[derive(Clone, Debug, Default)]
+struct Finished {
+    /// The oldest and the newest pending id (both excluded).
+    span: Option<(StreamId, StreamId)>,
+    pending: BTreeSet<StreamId>,
+}
+
+impl Finished {
+    /// `pending`: one pending list, in id order (a truncated one spans less).
+    fn from_pending(pending: BTreeSet<StreamId>) -> Finished {
+        let span = pending.first().zip(pending.last()).map(|(a, b)| (*a, *b));
+        Finished { span, pending }
+    }
+
+    fn is_empty(&self) -> bool {
+        !self.span.is_some_and(|(oldest, newest)| oldest < newest)
+    }
+
+    fn contains(&self, id: StreamId) -> bool {
+        self.span
+            .is_some_and(|(oldest, newest)| oldest < id && id < newest)
+            && !self.pending.contains(&id)
+    }
+}
+
+/// What one look at the group shows.
+struct Sample {
+    /// The position to re-create the group after: just before its oldest
+    /// pending entry, else its last-delivered id.
+    after: StreamId,
+    last_delivered: StreamId,
+    finished: Finished,
+}
+
+/// Pending entries a sample lists at most: the span it knows finished
+/// ends at the last one listed.
+const SAMPLE_PENDING: usize = 1000;
 
 /// Creates the group (and the stream) after `after` unless it exists;
 /// returns whether it created it. `recreating` says it existed before in
@@ -159,14 +248,18 @@ async fn ensure_group<B: Broker, H>(
     }
 }
 
-/// The position just before the group's floor (see the module doc): the
-/// position to re-create it after should it be destroyed. `Ok(None)` when
-/// the group or the stream is missing (nothing learnt).
+/// The group's floor (see the module doc) and the entries its pending
+/// list shows finished. `Ok(None)` when the group or the stream is missing
+/// (nothing learnt).
+///
+/// The last-delivered id is read first, then the pending list, as
+/// [`safe_floor`](crate::retention::safe_floor) does: an entry delivered
+/// in between is above that id, pending or not.
 ///
 /// # Errors
 ///
 /// A broker error of `XINFO GROUPS` or `XPENDING`.
-async fn sample_floor<B: Broker, H>(shared: &Shared<B, H>) -> Result<Option<StreamId>> {
+async fn sample<B: Broker, H>(shared: &Shared<B, H>) -> Result<Option<Sample>> {
     let keys = &shared.keys;
     let groups = match shared.broker.info_groups(&keys.tasks).await {
         Ok(groups) => groups,
@@ -176,8 +269,24 @@ async fn sample_floor<B: Broker, H>(shared: &Shared<B, H>) -> Result<Option<Stre
     let Some(group) = groups.iter().find(|g| g.name == keys.group) else {
         return Ok(None);
     };
-    let needed = needed_by(&shared.broker, &keys.tasks, group).await?;
-    Ok(needed.map(predecessor))
+    let pending = match shared
+        .broker
+        .pending(&keys.tasks, &keys.group, &PendingQuery::new(SAMPLE_PENDING))
+        .await
+    {
+        Ok(pending) => pending,
+        Err(Error::NoSuchKey(_) | Error::NoGroup { .. }) => return Ok(None),
+        Err(err) => return Err(err),
+    };
+    let pending: BTreeSet<StreamId> = pending.into_iter().map(|p| p.id).collect();
+    let after = pending
+        .first()
+        .map_or(group.last_delivered_id, |oldest| predecessor(*oldest));
+    Ok(Some(Sample {
+        after,
+        last_delivered: group.last_delivered_id,
+        finished: Finished::from_pending(pending),
+    }))
 }
 
 /// The top id of the task stream (`XINFO STREAM`'s last-generated id), or
@@ -195,7 +304,7 @@ async fn stream_top<B: Broker, H>(shared: &Shared<B, H>) -> Result<Option<Stream
 }
 
 /// Where a destroyed group is created again: the lowest of `floor` (the
-/// position last sampled by [`sample_floor`]; `0` if none was), and just
+/// position last sampled by [`sample`]; `0` if none was), and just
 /// before the oldest entry in `held`; `0` when the stream is missing or new
 /// (`top`, its last-generated id, below that position: ids never go down in
 /// one stream, so it was deleted and made again).
@@ -266,6 +375,22 @@ mod tests {
             StreamId::ZERO
         );
         assert_eq!(recreate_after(None, &[], TOP), StreamId::ZERO);
+    }
+
+    #[test]
+    fn entries_between_pending_ones_and_not_pending_are_finished() {
+        let id = |ms| StreamId::new(ms, 0);
+        let finished = Finished::from_pending([id(2), id(5), id(9)].into());
+        let known: Vec<u64> = (0..12).filter(|ms| finished.contains(id(*ms))).collect();
+        // Not the pending ones, nothing at or below the oldest (below the
+        // floor: never delivered again), nothing at or above the newest
+        // (maybe not yet delivered).
+        assert_eq!(known, [3, 4, 6, 7, 8]);
+        assert!(!finished.is_empty());
+        // One pending entry, or none, spans nothing.
+        assert!(Finished::from_pending([id(4)].into()).is_empty());
+        assert!(!Finished::from_pending([id(4)].into()).contains(id(4)));
+        assert!(Finished::from_pending(BTreeSet::new()).is_empty());
     }
 
     #[test]

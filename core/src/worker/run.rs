@@ -227,9 +227,15 @@ where
                 if self.shared.failing.load(Ordering::SeqCst) == 0 {
                     self.reporter.recovered();
                 }
+                let mut finished = Vec::new();
                 for (entry, source) in batch {
-                    self.start::<P>(entry, source);
+                    if self.group.finished(entry.id) {
+                        finished.push(entry.id);
+                    } else {
+                        self.start::<P>(entry, source);
+                    }
                 }
+                self.ack_finished(finished).await;
                 Ok(())
             }
             Err(err) => {
@@ -373,6 +379,26 @@ where
             }
             outcome
         });
+    }
+
+    /// Acknowledges entries delivered again only because the group was
+    /// destroyed and made again below them, whose outcomes are recorded
+    /// already ([`GroupWatch::finished`]). Should that fail, they stay
+    /// pending and are reclaimed after the lease, and maybe run again.
+    async fn ack_finished(&self, ids: Vec<StreamId>) {
+        if ids.is_empty() {
+            return;
+        }
+        let keys = &self.shared.keys;
+        match self.shared.broker.ack(&keys.tasks, &keys.group, &ids).await {
+            Ok(acked) => tracing::info!(
+                acked,
+                "entries finished before the group was destroyed were delivered again; acknowledged, not run again"
+            ),
+            Err(err) => {
+                tracing::warn!(error = %err, n = ids.len(), "could not acknowledge entries finished before the group was destroyed")
+            }
+        }
     }
 
     /// Waits out a failed read with a back-off capped at [`RETRY_CAP`],
