@@ -185,7 +185,7 @@ impl Finished {
     }
 
     fn is_empty(&self) -> bool {
-        !self.span.is_some_and(|(oldest, newest)| oldest < newest)
+        self.span.is_none_or(|(oldest, newest)| oldest >= newest)
     }
 
     fn contains(&self, id: StreamId) -> bool {
