@@ -136,6 +136,15 @@ pub fn sim_text(args: &SimArgs, summary: &SimSummary) {
         summary.counts.unexpected,
         summary.violations
     );
+    let apart = &summary.counts;
+    if apart.lost_to_trim > 0 || apart.replayed > 0 {
+        // What an operator's trim or group destruction costs: not crewq's
+        // violations, but never counted silently.
+        println!(
+            "reported apart: {} lost to trims, {} replayed after their group was destroyed",
+            apart.lost_to_trim, apart.replayed
+        );
+    }
     if !summary.hits.is_empty() {
         let hits: Vec<String> = summary
             .hits

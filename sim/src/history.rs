@@ -185,6 +185,11 @@ pub enum Event {
         /// report's count).
         handed_back: u64,
     },
+    /// A stream's worker group was destroyed (`XGROUP DESTROY`, injected).
+    GroupDestroyed {
+        /// The stream.
+        stream: String,
+    },
 }
 
 /// An event and when it happened, in ms from the start of the run.
@@ -431,6 +436,7 @@ impl fmt::Display for Event {
                 consumer,
                 handed_back,
             } => write!(f, "stopped w{worker} {consumer} handed_back={handed_back}"),
+            Event::GroupDestroyed { stream } => write!(f, "group-destroyed {stream}"),
         }
     }
 }

@@ -77,8 +77,8 @@ pub use faulty::{
 pub use history::{Divergence, Event, History, Stamped, TraceHash};
 pub use hits::Hits;
 pub use plan::{
-    BrokerFaults, Crash, FaultPlan, FaultRates, GracefulStop, HalfOpenLink, HandlerFault,
-    HandlerFaultAt, Outage, Pause, Poison, PoisonKind, TrimAt, TrimCut,
+    BrokerFaults, Crash, FaultPlan, FaultRates, GracefulStop, GroupDestroyAt, HalfOpenLink,
+    HandlerFault, HandlerFaultAt, Outage, Pause, Poison, PoisonKind, TrimAt, TrimCut,
 };
 pub use report::{Class, Counts, Invariant, Report, RunStats, Violation};
 pub use scenario::{Faults, Scenario};

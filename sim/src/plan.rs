@@ -13,9 +13,11 @@ use serde::Serialize;
 
 use crate::seed::SimRng;
 
+mod groups;
 mod links;
 mod stops;
 
+pub use groups::GroupDestroyAt;
 pub use links::HalfOpenLink;
 pub use stops::{GracefulStop, Outage};
 
@@ -46,6 +48,8 @@ pub struct FaultPlan {
     pub stops: Vec<GracefulStop>,
     /// Every actor's broker calls failing for a while.
     pub outages: Vec<Outage>,
+    /// Worker groups destroyed in the fault window (`XGROUP DESTROY`).
+    pub group_destroys: Vec<GroupDestroyAt>,
 }
 
 /// An `XTRIM` of one agent type's task stream.
@@ -246,6 +250,8 @@ pub struct FaultRates {
     pub stops: u32,
     /// Outages of the broker for every actor in the fault window.
     pub outages: u32,
+    /// Worker groups destroyed in the fault window.
+    pub group_destroys: u32,
 }
 
 impl FaultRates {
@@ -266,6 +272,7 @@ impl FaultRates {
         trims: 0,
         stops: 0,
         outages: 0,
+        group_destroys: 0,
     };
 
     /// A bit of everything: 5% of broker calls fail before they apply, 3%
@@ -274,7 +281,7 @@ impl FaultRates {
     /// poison; 2% of broker calls refused by a failing-over server, 5% of
     /// settle items refused, 1 half-open link, 1 trim of a task stream;
     /// 1 graceful stop with a grace longer than the lease, 1 outage of the
-    /// broker for everyone.
+    /// broker for everyone, 1 worker group destroyed.
     pub const STANDARD: FaultRates = FaultRates {
         error_before: 0.05,
         error_after: 0.03,
@@ -291,6 +298,7 @@ impl FaultRates {
         trims: 1,
         stops: 1,
         outages: 1,
+        group_destroys: 1,
     };
 
     /// Swarm testing: each kind of fault is switched on or off at random,
@@ -329,6 +337,7 @@ impl FaultRates {
         };
         links::swarm(&mut rates, rng);
         stops::swarm(&mut rates, rng);
+        groups::swarm(&mut rates, rng);
         rates
     }
 }
@@ -416,6 +425,7 @@ impl FaultPlan {
         }
         links::draw(&mut plan, rates, shape, rng);
         stops::draw(&mut plan, rates, shape, rng);
+        groups::draw(&mut plan, rates, shape, rng);
         plan
     }
 
@@ -491,6 +501,13 @@ impl fmt::Display for FaultPlan {
         }
         for o in &self.outages {
             write!(f, "; outage at {} ms for {} ms", o.at_ms, o.for_ms)?;
+        }
+        for g in &self.group_destroys {
+            write!(
+                f,
+                "; group of agent {} destroyed at {} ms",
+                g.agent, g.at_ms
+            )?;
         }
         Ok(())
     }

@@ -34,6 +34,13 @@ pub enum Class {
     /// unsafe retention opt-ins, an operator's `XTRIM`). What that setting
     /// costs, reported apart: not a crewq violation.
     LostToTrim,
+    /// Outcomes that would contradict each other (a success and a dead
+    /// letter, two dead letters) because its worker group was destroyed
+    /// (`XGROUP DESTROY`) and made again below an entry of it already
+    /// delivered: that entry, and the attempts after it, ran again. What
+    /// destroying a group costs under at-least-once, reported apart: not a
+    /// crewq violation.
+    Replayed,
 }
 
 /// An invariant the checker holds every run to (DESIGN.md, "The
@@ -154,6 +161,8 @@ pub struct Counts {
     pub unexpected: u64,
     /// [`Class::LostToTrim`]: not a violation, reported apart.
     pub lost_to_trim: u64,
+    /// [`Class::Replayed`]: not a violation, reported apart.
+    pub replayed: u64,
 }
 
 impl Counts {
@@ -166,6 +175,7 @@ impl Counts {
             Class::Stuck => &mut self.stuck,
             Class::Unexpected => &mut self.unexpected,
             Class::LostToTrim => &mut self.lost_to_trim,
+            Class::Replayed => &mut self.replayed,
         };
         *slot += 1;
     }
@@ -179,6 +189,7 @@ impl Counts {
         self.stuck += other.stuck;
         self.unexpected += other.unexpected;
         self.lost_to_trim += other.lost_to_trim;
+        self.replayed += other.replayed;
     }
 }
 
@@ -247,6 +258,13 @@ impl fmt::Display for Report {
             self.violations.len(),
             self.trace_hash
         )?;
+        if c.lost_to_trim > 0 || c.replayed > 0 {
+            write!(
+                f,
+                " (apart: {} lost to trims, {} replayed after their group was destroyed)",
+                c.lost_to_trim, c.replayed
+            )?;
+        }
         for violation in &self.violations {
             write!(f, "\n  {violation}")?;
         }

@@ -25,8 +25,8 @@ use proptest::prelude::*;
 
 use crate::Flows;
 use crate::plan::{
-    BrokerFaults, Crash, FaultPlan, HalfOpenLink, HandlerFault, HandlerFaultAt, Pause, Poison,
-    PoisonKind, TrimAt, TrimCut,
+    BrokerFaults, Crash, FaultPlan, GroupDestroyAt, HalfOpenLink, HandlerFault, HandlerFaultAt,
+    Pause, Poison, PoisonKind, TrimAt, TrimCut,
 };
 use crate::scenario::{Faults, Scenario};
 
@@ -34,8 +34,9 @@ use crate::scenario::{Faults, Scenario};
 /// window, up to 12 handler faults, 3 failing and 3 poison tasks (of every
 /// kind), broker errors up to 15% before and 10% after, latency up to 5 ms,
 /// failover refusals up to 6% and refused settle items up to 20%, up to 2
-/// half-open links and 2 trims of a task stream: every fault class a
-/// campaign draws.
+/// half-open links and 2 trims of a task stream, and up to one destroyed
+/// worker group: every fault class a campaign draws but graceful stops
+/// and outages.
 pub fn fault_plan(scenario: &Scenario) -> impl Strategy<Value = FaultPlan> + use<> {
     let shape = scenario.shape();
     let tasks = shape.tasks.max(1);
@@ -113,6 +114,7 @@ pub fn fault_plan(scenario: &Scenario) -> impl Strategy<Value = FaultPlan> + use
             timeout_ms,
             flows,
         });
+    let destroy = (0..agents, 0..window).prop_map(|(agent, at_ms)| GroupDestroyAt { agent, at_ms });
     (
         broker,
         prop::collection::vec(crash, 0..=3),
@@ -122,9 +124,20 @@ pub fn fault_plan(scenario: &Scenario) -> impl Strategy<Value = FaultPlan> + use
         prop::collection::vec(poison, 0..=3),
         prop::collection::vec(link, 0..=2),
         prop::collection::vec(trim, 0..=2),
+        prop::collection::vec(destroy, 0..=1),
     )
         .prop_map(
-            |(broker, crashes, pauses, handler, failing, poison, half_open, trims)| FaultPlan {
+            |(
+                broker,
+                crashes,
+                pauses,
+                handler,
+                failing,
+                poison,
+                half_open,
+                trims,
+                group_destroys,
+            )| FaultPlan {
                 broker,
                 crashes,
                 pauses,
@@ -135,6 +148,7 @@ pub fn fault_plan(scenario: &Scenario) -> impl Strategy<Value = FaultPlan> + use
                 trims,
                 stops: Vec::new(),
                 outages: Vec::new(),
+                group_destroys,
             },
         )
 }

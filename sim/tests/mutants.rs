@@ -107,6 +107,11 @@ fn trust_task_agent_type_is_caught_running_a_poison_task() {
 /// Trims racing readers are in the standard rates: the real worker records
 /// every entry trimmed while pending, the mutant loses them.
 #[test]
+fn recreate_group_at_end_is_caught_losing_what_the_destroyed_group_had_not_delivered() {
+    caught_within(Mutant::RecreateGroupAtEnd, Invariant::NoLoss, MORE_SEEDS);
+}
+
+#[test]
 fn ignore_deleted_is_caught_losing_a_trimmed_entry() {
     caught_within(Mutant::IgnoreDeleted, Invariant::NoLoss, MORE_SEEDS);
 }

@@ -38,7 +38,10 @@ pub struct SimArgs {
     #[arg(long, conflicts_with = "swarm")]
     pub no_faults: bool,
     /// Run a deliberately broken worker: ack-before-handle, no-reclaim,
-    /// dlq-without-ack or dlq-on-first-failure. The checker must catch it.
+    /// dlq-without-ack, dlq-on-first-failure, fatal-on-unavailable,
+    /// failed-item-acked, trust-task-agent-type, ignore-deleted,
+    /// reclaim-failure-starves-read, no-renew-in-grace, settle-gives-up or
+    /// recreate-group-at-end. The checker must catch it.
     #[arg(long, value_name = "NAME", value_parser = parse_mutant)]
     pub mutant: Option<Mutant>,
     /// Run against this Redis (redis:// or rediss://) in real time instead

@@ -60,6 +60,10 @@ pub enum Mutant {
     /// later and that delivery counts as one that ended without an outcome
     /// (finding 3).
     SettleGivesUp,
+    /// `recreate-group-at-end`: re-creates a destroyed consumer group at
+    /// `$`: entries unread or pending when it was destroyed, and those
+    /// appended before it is made again, are never delivered.
+    RecreateGroupAtEnd,
 }
 
 /// Tries of one settle before the `settle-gives-up` mutant drops its
@@ -70,7 +74,7 @@ pub(crate) const SETTLE_TRIES: u32 = 5;
 #[cfg(feature = "mutants")]
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 11] = [
+    pub const ALL: [Mutant; 12] = [
         Mutant::AckBeforeHandle,
         Mutant::NoReclaim,
         Mutant::DlqWithoutAck,
@@ -85,6 +89,7 @@ impl Mutant {
         // shutdown grace longer than the lease; outcomes kept through outages
         Mutant::NoRenewInGrace,
         Mutant::SettleGivesUp,
+        Mutant::RecreateGroupAtEnd,
     ];
 
     /// Its name on the command line (`ack-before-handle` ...).
@@ -101,6 +106,7 @@ impl Mutant {
             Mutant::ReclaimFailureStarvesRead => "reclaim-failure-starves-read",
             Mutant::NoRenewInGrace => "no-renew-in-grace",
             Mutant::SettleGivesUp => "settle-gives-up",
+            Mutant::RecreateGroupAtEnd => "recreate-group-at-end",
         }
     }
 }

@@ -23,7 +23,7 @@ use crate::{
 };
 
 use super::attempt::{Outcome, Shared, Source, panic_message};
-use super::group::{ensure_group, recreate_after};
+use super::group::GroupWatch;
 use super::health::{Health, Reporter, duplicate, stops_the_worker};
 use super::held::Held;
 use super::mutant::Mutant;
@@ -56,14 +56,9 @@ pub(super) struct Loop<B, H> {
     read_new_next: bool,
     /// Broker failures in a row, for the back-off.
     failures: u32,
-    /// Whether the consumer group is known to exist.
-    group_ready: bool,
-    /// Whether this run created or found the group once already: a group
-    /// missing after that was destroyed under it.
-    group_seen: bool,
-    /// The newest id this worker read as new: where a destroyed group is
-    /// re-created when it holds nothing older.
-    last_read: Option<StreamId>,
+    /// What is known of the consumer group: whether it exists, and where
+    /// to make it again should it be destroyed.
+    group: GroupWatch,
     reporter: Reporter,
 }
 
@@ -140,9 +135,7 @@ where
         reclaim_cursor: StreamId::ZERO,
         read_new_next: false,
         failures: 0,
-        group_ready: false,
-        group_seen: false,
-        last_read: None,
+        group: GroupWatch::default(),
         reporter: reporter.clone(),
     };
     tokio::pin!(stop);
@@ -199,19 +192,8 @@ where
         H: Handler<P>,
         P: DeserializeOwned + Send + 'static,
     {
-        if !self.group_ready {
-            let after = if self.group_seen {
-                recreate_after(&self.shared.held_ids(), self.last_read)
-            } else {
-                StreamId::ZERO
-            };
-            match ensure_group(&self.shared, after, self.group_seen).await {
-                Ok(()) => {
-                    self.group_ready = true;
-                    self.group_seen = true;
-                }
-                Err(err) => return self.wait_out(err).await,
-            }
+        if let Err(err) = self.group.ensure(&self.shared).await {
+            return self.wait_out(err).await;
         }
         while let Some(done) = self.inflight.try_join_next() {
             self.tally(done);
@@ -249,9 +231,15 @@ where
                 if self.shared.failing.load(Ordering::SeqCst) == 0 {
                     self.reporter.recovered();
                 }
+                let mut finished = Vec::new();
                 for (entry, source) in batch {
-                    self.start::<P>(entry, source);
+                    if self.group.finished(entry.id) {
+                        finished.push(entry.id);
+                    } else {
+                        self.start::<P>(entry, source);
+                    }
                 }
+                self.ack_finished(finished).await;
                 Ok(())
             }
             Err(err) => {
@@ -298,9 +286,6 @@ where
             .count(count)
             .block(block);
         let entries = shared.broker.read_group(&read).await?;
-        if let Some(last) = entries.last() {
-            self.last_read = Some(self.last_read.map_or(last.id, |seen| seen.max(last.id)));
-        }
         Ok(entries.into_iter().map(|e| (e, Source::New)).collect())
     }
 
@@ -356,6 +341,26 @@ where
         });
     }
 
+    /// Acknowledges entries delivered again only because the group was
+    /// destroyed and made again below them, whose outcomes are recorded
+    /// already ([`GroupWatch::finished`]). Should that fail, they stay
+    /// pending and are reclaimed after the lease, and maybe run again.
+    async fn ack_finished(&self, ids: Vec<StreamId>) {
+        if ids.is_empty() {
+            return;
+        }
+        let keys = &self.shared.keys;
+        match self.shared.broker.ack(&keys.tasks, &keys.group, &ids).await {
+            Ok(acked) => tracing::info!(
+                acked,
+                "entries finished before the group was destroyed were delivered again; acknowledged, not run again"
+            ),
+            Err(err) => {
+                tracing::warn!(error = %err, n = ids.len(), "could not acknowledge entries finished before the group was destroyed")
+            }
+        }
+    }
+
     /// Waits out a failed read with a back-off capped at [`RETRY_CAP`],
     /// shown on the handle; a missing group is made again next turn. An
     /// error that stops the worker is returned.
@@ -370,7 +375,7 @@ where
         }
         if matches!(err, Error::NoGroup { .. }) {
             tracing::warn!("the consumer group is missing; creating it again");
-            self.group_ready = false;
+            self.group.lost();
         }
         let wait = self.shared.backoff_wait(self.failures).min(RETRY_CAP);
         tracing::warn!(error = %err, ?wait, failures = self.failures, "broker call failed; waiting");

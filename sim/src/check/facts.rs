@@ -31,6 +31,11 @@ pub(super) struct TaskFacts {
     pub unread: u32,
     /// Its entries trimmed from the stream before any delivery.
     pub trimmed_unread: u32,
+    /// One of its entries was delivered again after its group was
+    /// destroyed and made again below it: the group's memory of what was
+    /// done went with it, so this task may run again (see
+    /// [`Class::Replayed`](crate::report::Class::Replayed)).
+    pub replayed: bool,
 }
 
 /// A span of time in which a task's delivery could be wasted.
@@ -141,6 +146,7 @@ impl Facts {
         entries: &BTreeMap<(String, StreamId), u32>,
     ) -> BTreeSet<(String, StreamId)> {
         let mut delivered = BTreeSet::new();
+        let mut replays = Replays::default();
         let task_streams = record.state.task_streams();
         // A crashed worker's in-flight read may still deliver a little
         // after the crash (on Redis, a command already on the wire).
@@ -156,9 +162,11 @@ impl Facts {
                 Event::Delivered { stream, id, .. } if task_streams.contains(stream) => {
                     self.deliveries += 1;
                     delivered.insert((stream.clone(), *id));
+                    let replayed = replays.delivered(stream, *id);
                     match entries.get(&(stream.clone(), *id)) {
                         Some(task) => {
                             if let Some(facts) = self.task(*task) {
+                                facts.replayed |= replayed;
                                 facts.deliveries += 1;
                                 facts.first_delivery_ms.get_or_insert(at);
                                 facts.last_delivery_ms = Some(at);
@@ -194,6 +202,7 @@ impl Facts {
                     from_ms: at,
                     to_ms: at,
                 }),
+                Event::GroupDestroyed { stream } => replays.destroyed(stream),
                 _ => {}
             }
         }
@@ -325,5 +334,28 @@ impl Facts {
             .iter()
             .filter(|d| d.from_ms <= last && d.to_ms >= first)
             .count() as u32
+    }
+}
+
+/// Which deliveries replay an entry: delivered before its stream's group was
+/// destroyed, and again after.
+#[derive(Default)]
+struct Replays {
+    /// Destructions so far, by stream.
+    generation: BTreeMap<String, u32>,
+    /// The generation of each entry's first delivery.
+    first: BTreeMap<(String, StreamId), u32>,
+}
+
+impl Replays {
+    fn destroyed(&mut self, stream: &str) {
+        *self.generation.entry(stream.to_owned()).or_default() += 1;
+    }
+
+    /// Notes a delivery; whether it replays the entry.
+    fn delivered(&mut self, stream: &str, id: StreamId) -> bool {
+        let now = self.generation.get(stream).copied().unwrap_or(0);
+        let first = *self.first.entry((stream.to_owned(), id)).or_insert(now);
+        first < now
     }
 }

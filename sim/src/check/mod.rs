@@ -92,6 +92,7 @@ pub(crate) fn check(scenario: &Scenario, seed: u64, record: &RunRecord) -> Repor
 fn classify(facts: &TaskFacts) -> Class {
     let dead = facts.dead_letters.len();
     match (facts.successes, dead) {
+        (s, d) if facts.replayed && (d > 1 || (s > 0 && d > 0)) => Class::Replayed,
         (s, d) if s > 0 && d > 0 => Class::Unexpected,
         (_, d) if d > 1 => Class::Unexpected,
         (s, _) if s > 1 => Class::Duplicated,
@@ -202,7 +203,11 @@ impl Verdict {
                     "never acknowledged as dispatched".to_owned()
                 },
             ),
-            Class::Ok | Class::Duplicated | Class::DeadLettered | Class::LostToTrim => {}
+            Class::Ok
+            | Class::Duplicated
+            | Class::DeadLettered
+            | Class::LostToTrim
+            | Class::Replayed => {}
         }
         let poison = record.plan.poison_kind(task);
         let expected = expected_reason(poison);
@@ -236,6 +241,12 @@ impl Verdict {
         if f.failures > 0 && f.dead_letters.is_empty() {
             let detail = format!("{} failure result(s) but no dead letter", f.failures);
             self.violate(Invariant::OutcomesConsistent, t, detail);
+        }
+        if f.replayed {
+            // Its group was destroyed and made again below an entry of it
+            // that had been delivered: the attempts it had run are run
+            // again, so retries and deliveries start over (at-least-once).
+            return;
         }
         let retries = f.entries.saturating_sub(1);
         if retries > max_retries {

@@ -8,6 +8,7 @@
 
 mod brokers;
 mod dispatch;
+mod groups;
 mod hits;
 mod slots;
 pub(crate) mod state;
@@ -60,7 +61,8 @@ pub(crate) struct RunRecord {
     pub drained: bool,
     /// Broker faults injected.
     pub injected: u64,
-    /// How often each state-level fault class (poison kinds, trims) fired,
+    /// How often each state-level fault class (poison kinds, trims, group
+    /// destructions) fired,
     /// by class name; the checker adds them to the hits it counts from the
     /// history.
     pub hits: BTreeMap<&'static str, u64>,
@@ -91,6 +93,10 @@ enum Action {
     Trim {
         agent: u32,
         cut: crate::plan::TrimCut,
+    },
+    /// An injected `XGROUP DESTROY` of agent type `agent`'s worker group.
+    DestroyGroup {
+        agent: u32,
     },
 }
 
@@ -185,6 +191,14 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
             }
             continue;
         }
+        if let Action::DestroyGroup { agent } = action {
+            if let Some(keys) = agents.get(agent as usize)
+                && groups::destroy(brokers.recorded(), keys, &recorder).await
+            {
+                hits.hit(GROUP_DESTROYED);
+            }
+            continue;
+        }
         let Some(slot) = slots.get_mut(worker_of(action) as usize) else {
             continue;
         };
@@ -214,7 +228,7 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
                 }
             }
             Action::Pause { for_ms, .. } => slot.pause(at + for_ms, &recorder),
-            Action::Trim { .. } => {}
+            Action::Trim { .. } | Action::DestroyGroup { .. } => {}
         }
     }
     tokio::time::sleep_until(recorder.at(fault_end)).await;
@@ -323,10 +337,15 @@ fn timeline(plan: &FaultPlan) -> BTreeMap<(u64, u32), Action> {
             },
         )
     });
+    let destroys = plan
+        .group_destroys
+        .iter()
+        .map(|g| (g.at_ms, Action::DestroyGroup { agent: g.agent }));
     crashes
         .chain(pauses)
         .chain(trims)
         .chain(stops)
+        .chain(destroys)
         .enumerate()
         .map(|(n, (at, action))| ((at, n as u32), action))
         .collect()
@@ -338,7 +357,7 @@ fn worker_of(action: Action) -> u32 {
         | Action::Restart { worker }
         | Action::Pause { worker, .. }
         | Action::Stop { worker, .. } => worker,
-        Action::Trim { .. } => u32::MAX,
+        Action::Trim { .. } | Action::DestroyGroup { .. } => u32::MAX,
     }
 }
 
@@ -396,6 +415,8 @@ async fn finish_gathers(
 
 /// Hit count class of an injected trim that removed entries.
 const TRIM_FAULT: &str = "trim_task_stream";
+/// Hit count class of an injected `XGROUP DESTROY` of a worker group.
+const GROUP_DESTROYED: &str = "group_destroyed";
 /// Hit count class of a retention trim (producer, supervisor, workers)
 /// that removed entries.
 const RETENTION_TRIM: &str = "retention_trim";
