@@ -116,10 +116,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(10)).await;
         broker.xadd(entry(2)).await.expect("xadd");
         assert_eq!(broker.read_group(&read("w1")).await.expect("read").len(), 2);
-        broker
-            .ack("tasks", "workers", &[first])
-            .await
-            .expect("ack");
+        broker.ack("tasks", "workers", &[first]).await.expect("ack");
         broker
             .group_create("other", "g", GroupStart::BEGINNING, true)
             .await

@@ -136,6 +136,14 @@ pub fn sim_text(args: &SimArgs, summary: &SimSummary) {
         summary.counts.unexpected,
         summary.violations
     );
+    let c = &summary.counts;
+    if c.lost_to_trim + c.lost_to_rollback > 0 {
+        // What a setting outside crewq cost: not violations.
+        println!(
+            "lost outside crewq: {} to trims that cut unread entries, {} to broker rollbacks (writes the broker acknowledged, then forgot)",
+            c.lost_to_trim, c.lost_to_rollback
+        );
+    }
     if !summary.hits.is_empty() {
         let hits: Vec<String> = summary
             .hits

@@ -76,7 +76,7 @@ pub use history::{Divergence, Event, History, Stamped, TraceHash};
 pub use hits::Hits;
 pub use plan::{
     BrokerFaults, Crash, FaultPlan, FaultRates, HalfOpenLink, HandlerFault, HandlerFaultAt, Pause,
-    Poison, PoisonKind, TrimAt, TrimCut,
+    Poison, PoisonKind, Rollback, TrimAt, TrimCut,
 };
 pub use report::{Class, Counts, Invariant, Report, RunStats, Violation};
 pub use scenario::{Faults, Scenario};

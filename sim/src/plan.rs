@@ -14,8 +14,11 @@ use serde::Serialize;
 use crate::seed::SimRng;
 
 mod links;
+mod rollbacks;
 
 pub use links::HalfOpenLink;
+pub(crate) use rollbacks::EARLIEST_SNAPSHOT_MS;
+pub use rollbacks::{MAX_ROLLBACK_LAG_MS, Rollback};
 
 /// Everything that goes wrong in one run.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -39,6 +42,9 @@ pub struct FaultPlan {
     /// or an unsafe retention opt-in does: they cut pending (and maybe
     /// unread) entries.
     pub trims: Vec<TrimAt>,
+    /// The broker restored to an earlier state: writes lost, as AOF
+    /// `everysec` or a failover to a lagging replica loses them.
+    pub rollbacks: Vec<Rollback>,
 }
 
 /// An `XTRIM` of one agent type's task stream.
@@ -233,6 +239,9 @@ pub struct FaultRates {
     // --- state-level fault classes (issue 9) ---
     /// Injected task-stream trims in the fault window.
     pub trims: u32,
+    /// Chance the broker is rolled back once in the fault window (see
+    /// [`Rollback`]).
+    pub rollback: f64,
 }
 
 impl FaultRates {
@@ -251,13 +260,15 @@ impl FaultRates {
         item_failure: 0.0,
         half_open: 0,
         trims: 0,
+        rollback: 0.0,
     };
 
     /// A bit of everything: 5% of broker calls fail before they apply, 3%
     /// after, up to 3 ms latency, 2 crashes (half of them renamed), 1 pause,
     /// 10% of handler calls go wrong, 3% of tasks always fail, 3% are
     /// poison; 2% of broker calls refused by a failing-over server, 5% of
-    /// settle items refused, 1 half-open link.
+    /// settle items refused, 1 half-open link; a quarter of the runs
+    /// rolled back once, losing up to 2 s of writes.
     pub const STANDARD: FaultRates = FaultRates {
         error_before: 0.05,
         error_after: 0.03,
@@ -273,6 +284,8 @@ impl FaultRates {
         half_open: 1,
         // Off until the worker survives them: see TrimAt (issue 9).
         trims: 0,
+        // A quarter of the runs lose up to 2 s of writes once.
+        rollback: 0.25,
     };
 
     /// Swarm testing: each kind of fault is switched on or off at random,
@@ -311,6 +324,7 @@ impl FaultRates {
             ..FaultRates::NONE
         };
         links::swarm(&mut rates, rng);
+        rollbacks::swarm(&mut rates, rng);
         rates
     }
 }
@@ -397,6 +411,7 @@ impl FaultPlan {
             }
         }
         links::draw(&mut plan, rates, shape, rng);
+        rollbacks::draw(&mut plan, rates, shape, rng);
         plan
     }
 
@@ -461,6 +476,15 @@ impl fmt::Display for FaultPlan {
                 f,
                 "; trim agent {} at {} ms ({:?})",
                 t.agent, t.at_ms, t.cut
+            )?;
+        }
+        for r in &self.rollbacks {
+            write!(
+                f,
+                "; rollback at {} ms to {} ms ({} ms lost)",
+                r.at_ms,
+                r.snapshot_ms(),
+                r.lag_ms
             )?;
         }
         Ok(())

@@ -34,6 +34,11 @@ pub enum Class {
     /// unsafe retention opt-ins, an operator's `XTRIM`). What that setting
     /// costs, reported apart: not a crewq violation.
     LostToTrim,
+    /// No outcome: its dispatch was acknowledged after the snapshot a
+    /// broker rollback restored (AOF `everysec`, a failover to a lagging
+    /// replica), so the broker forgot its entry. What that persistence
+    /// setting costs, reported apart: not a crewq violation.
+    LostToRollback,
 }
 
 /// An invariant the checker holds every run to (DESIGN.md, "The
@@ -136,6 +141,8 @@ pub struct Counts {
     pub unexpected: u64,
     /// [`Class::LostToTrim`]: not a violation, reported apart.
     pub lost_to_trim: u64,
+    /// [`Class::LostToRollback`]: not a violation, reported apart.
+    pub lost_to_rollback: u64,
 }
 
 impl Counts {
@@ -148,6 +155,7 @@ impl Counts {
             Class::Stuck => &mut self.stuck,
             Class::Unexpected => &mut self.unexpected,
             Class::LostToTrim => &mut self.lost_to_trim,
+            Class::LostToRollback => &mut self.lost_to_rollback,
         };
         *slot += 1;
     }
@@ -161,6 +169,7 @@ impl Counts {
         self.stuck += other.stuck;
         self.unexpected += other.unexpected;
         self.lost_to_trim += other.lost_to_trim;
+        self.lost_to_rollback += other.lost_to_rollback;
     }
 }
 

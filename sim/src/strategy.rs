@@ -24,14 +24,15 @@
 use proptest::prelude::*;
 
 use crate::plan::{
-    BrokerFaults, Crash, FaultPlan, HandlerFault, HandlerFaultAt, Pause, Poison, PoisonKind,
-    TrimAt, TrimCut,
+    BrokerFaults, Crash, FaultPlan, HandlerFault, HandlerFaultAt, MAX_ROLLBACK_LAG_MS, Pause,
+    Poison, PoisonKind, Rollback, TrimAt, TrimCut,
 };
 use crate::scenario::{Faults, Scenario};
 
 /// Plans for `scenario`'s shape: up to 3 crashes and 2 pauses in its fault
 /// window, up to 12 handler faults, 3 failing and 3 poison tasks, broker
-/// errors up to 15% before and 10% after, latency up to 5 ms.
+/// errors up to 15% before and 10% after, latency up to 5 ms, and at most
+/// one broker rollback.
 pub fn fault_plan(scenario: &Scenario) -> impl Strategy<Value = FaultPlan> + use<> {
     let shape = scenario.shape();
     let tasks = shape.tasks.max(1);
@@ -88,6 +89,16 @@ pub fn fault_plan(scenario: &Scenario) -> impl Strategy<Value = FaultPlan> + use
         at_ms,
         cut,
     });
+    // Snapshots no earlier than the draws from rates take them.
+    let earliest = crate::plan::EARLIEST_SNAPSHOT_MS;
+    let rollback = (
+        earliest + 1..window.max(earliest + 2),
+        1..=MAX_ROLLBACK_LAG_MS,
+    )
+        .prop_map(move |(at_ms, lag_ms)| Rollback {
+            at_ms,
+            lag_ms: lag_ms.min(at_ms - earliest),
+        });
     (
         broker,
         prop::collection::vec(crash, 0..=3),
@@ -98,9 +109,10 @@ pub fn fault_plan(scenario: &Scenario) -> impl Strategy<Value = FaultPlan> + use
         // Injected trims: none until the worker survives them (see
         // TrimAt; issue 9).
         prop::collection::vec(trim, 0..=0),
+        prop::collection::vec(rollback, 0..=1),
     )
         .prop_map(
-            |(broker, crashes, pauses, handler, failing, poison, trims)| FaultPlan {
+            |(broker, crashes, pauses, handler, failing, poison, trims, rollbacks)| FaultPlan {
                 broker,
                 crashes,
                 pauses,
@@ -109,6 +121,7 @@ pub fn fault_plan(scenario: &Scenario) -> impl Strategy<Value = FaultPlan> + use
                 poison,
                 half_open: Vec::new(),
                 trims,
+                rollbacks,
             },
         )
 }

@@ -97,6 +97,14 @@ fn trust_task_agent_type_is_caught_running_a_poison_task() {
     );
 }
 
+/// A rollback makes the broker deliver again an entry whose settle it
+/// forgot; the mutant's cache acknowledges it unrun. The entry survived
+/// the rollback, so its loss is crewq's, not the rollback's.
+#[test]
+fn remember_settled_is_caught_losing_a_task_a_rollback_redelivered() {
+    caught_within(Mutant::RememberSettled, Invariant::NoLoss, MORE_SEEDS);
+}
+
 #[test]
 fn ignore_deleted_is_caught_losing_a_trimmed_entry() {
     // Injected trims are off in the standard rates (TrimAt): on here.

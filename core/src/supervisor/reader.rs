@@ -83,7 +83,18 @@ impl<B: Broker> Inner<B> {
                     .get(stream)
                     .copied()
                     .unwrap_or(StreamId::ZERO);
-                let last = self.drain_pending(stream, after).await?;
+                let last = match self.drain_pending(stream, after).await {
+                    Ok(last) => last,
+                    // The group went away (deleted by hand, or forgotten
+                    // by a broker restored from an older state): forget
+                    // it, so the next round creates it again and drains.
+                    Err(Error::NoGroup { .. }) => {
+                        tracing::warn!(stream, group = %self.group, "the supervisor's group is gone; creating it again");
+                        registry::lock(&self.known_groups).remove(stream);
+                        continue;
+                    }
+                    Err(err) => return Err(err),
+                };
                 state.saw(stream, last);
                 state.drained.insert(stream.clone());
             }

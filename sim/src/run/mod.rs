@@ -9,6 +9,7 @@
 mod brokers;
 mod dispatch;
 mod hits;
+mod rollbacks;
 mod slots;
 pub(crate) mod state;
 #[cfg(test)]
@@ -34,6 +35,7 @@ use brokers::{Brokers, PRODUCER, SUPERVISOR};
 use dispatch::{Dispatcher, Gathers};
 pub(crate) use dispatch::{GatherOutcome, GatherRecord};
 pub(crate) use hits::Hits;
+use rollbacks::Rollbacks;
 use slots::Crewing;
 use state::FinalState;
 
@@ -43,6 +45,9 @@ pub(crate) struct Backend<B> {
     /// Stamps results and dead letters; virtual on the memory backend.
     pub clock: Arc<dyn Clock>,
     pub keyspace: Keyspace,
+    /// The broker again, where it can be rolled back (the memory backend):
+    /// the plan's rollbacks fire only there.
+    pub rollback: Option<crewq_memory::MemoryBroker>,
 }
 
 /// Everything a run leaves for the checker.
@@ -64,6 +69,10 @@ pub(crate) struct RunRecord {
     /// by class name; the checker adds them to the hits it counts from the
     /// history.
     pub hits: BTreeMap<&'static str, u64>,
+    /// The appends a broker rollback forgot, in order (the history's
+    /// `RolledBack` events list them too); the final state's outcomes and
+    /// entries leave them out.
+    pub forgotten: Vec<rollbacks::Append>,
 }
 
 /// What a crash or a pause does, in timeline order.
@@ -85,6 +94,14 @@ enum Action {
     Trim {
         agent: u32,
         cut: crate::plan::TrimCut,
+    },
+    /// The snapshot a planned rollback will restore.
+    Snapshot {
+        rollback: u32,
+    },
+    /// A planned rollback: its snapshot restored.
+    Restore {
+        rollback: u32,
     },
 }
 
@@ -131,6 +148,7 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
     }
 
     let hits = Hits::default();
+    let mut rollbacks = Rollbacks::new(backend.rollback.clone());
     let gathers: Gathers = Arc::new(Mutex::new(Vec::new()));
     let producer = |actor: &str, stream| {
         Producer::new(brokers.handle(actor, stream))
@@ -178,6 +196,19 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
             }
             continue;
         }
+        match action {
+            Action::Snapshot { rollback } => {
+                rollbacks.snapshot(rollback, at, brokers.recorded());
+                continue;
+            }
+            Action::Restore { rollback } => {
+                if rollbacks.restore(rollback, brokers.recorded(), &recorder) {
+                    hits.hit(ROLLBACK);
+                }
+                continue;
+            }
+            _ => {}
+        }
         let Some(slot) = slots.get_mut(worker_of(action) as usize) else {
             continue;
         };
@@ -194,7 +225,7 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
             }
             Action::Restart { .. } => crewing.start(slot),
             Action::Pause { for_ms, .. } => slot.pause(at + for_ms, &recorder),
-            Action::Trim { .. } => {}
+            Action::Trim { .. } | Action::Snapshot { .. } | Action::Restore { .. } => {}
         }
     }
     tokio::time::sleep_until(recorder.at(fault_end)).await;
@@ -237,7 +268,7 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
     for _ in fault_trims..all_trims {
         hits.hit(RETENTION_TRIM);
     }
-    let journal = brokers.recorded().journal();
+    let (journal, forgotten) = rollbacks.split(brokers.recorded().journal());
     let state = state::read(&backend.broker, &agents, &journal)
         .await
         .map_err(|e| SimError::Run(format!("reading the final state: {e}")))?;
@@ -251,6 +282,7 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
         drained,
         injected: brokers.injected(),
         hits: hits.counts(),
+        forgotten,
     })
 }
 
@@ -284,9 +316,16 @@ fn timeline(plan: &FaultPlan) -> BTreeMap<(u64, u32), Action> {
             },
         )
     });
+    let rollbacks = plan.rollbacks.iter().zip(0u32..).flat_map(|(r, rollback)| {
+        [
+            (r.snapshot_ms(), Action::Snapshot { rollback }),
+            (r.at_ms, Action::Restore { rollback }),
+        ]
+    });
     crashes
         .chain(pauses)
         .chain(trims)
+        .chain(rollbacks)
         .enumerate()
         .map(|(n, (at, action))| ((at, n as u32), action))
         .collect()
@@ -297,7 +336,7 @@ fn worker_of(action: Action) -> u32 {
         Action::Crash { worker, .. }
         | Action::Restart { worker }
         | Action::Pause { worker, .. } => worker,
-        Action::Trim { .. } => u32::MAX,
+        Action::Trim { .. } | Action::Snapshot { .. } | Action::Restore { .. } => u32::MAX,
     }
 }
 
@@ -355,6 +394,8 @@ async fn finish_gathers(
 
 /// Hit count class of an injected trim that removed entries.
 const TRIM_FAULT: &str = "trim_task_stream";
+/// Hit count class of a broker rollback that fired.
+const ROLLBACK: &str = "rollback";
 /// Hit count class of a retention trim (producer, supervisor, workers)
 /// that removed entries.
 const RETENTION_TRIM: &str = "retention_trim";

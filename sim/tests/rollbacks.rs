@@ -1,0 +1,76 @@
+//! Broker rollbacks (issue 9): the memory broker restored to a snapshot
+//! taken some milliseconds earlier, as Redis restarted from an AOF written
+//! with `appendfsync everysec` or a failover to a lagging replica does. The
+//! checker reports the tasks the rollback lost apart from crewq's
+//! violations; every other task still ends as the invariants say.
+
+use crewq_sim::{FaultPlan, FaultRates, Faults, Rollback, Scenario, Simulation};
+
+/// One rollback at `at_ms` losing `lag_ms`, nothing else wrong.
+fn rolled_back(at_ms: u64, lag_ms: u64) -> Scenario {
+    let plan = FaultPlan {
+        rollbacks: vec![Rollback { at_ms, lag_ms }],
+        ..FaultPlan::none()
+    };
+    Scenario::default().faults(Faults::Plan(plan))
+}
+
+/// Tasks are dispatched over 2.5 s: a second lost in the middle of it
+/// forgets dispatches, deliveries, results and acknowledgements. The
+/// dispatches are lost to the rollback; everything else is re-run.
+#[test]
+fn dispatches_a_rollback_forgot_are_lost_to_it_and_everything_else_completes() {
+    for seed in 1..=3 {
+        let report = Simulation::standard(rolled_back(1_500, 1_000))
+            .run(seed)
+            .expect("runs");
+        assert!(report.passed(), "{report}");
+        assert_eq!(report.hits.get("rollback"), Some(&1), "{report}");
+        let c = report.counts;
+        assert!(c.lost_to_rollback > 0, "nothing forgotten: {report}");
+        assert_eq!(c.lost, 0);
+        assert_eq!(
+            c.ok + c.duplicated + c.dead_lettered + c.lost_to_rollback,
+            u64::from(Scenario::default().tasks),
+            "{report}"
+        );
+    }
+}
+
+/// A rollback after the last dispatch forgets only what workers did: every
+/// task is re-run and completes; none is lost.
+#[test]
+fn a_rollback_after_the_last_dispatch_loses_nothing_and_reruns_what_it_forgot() {
+    for seed in 1..=3 {
+        let report = Simulation::standard(rolled_back(2_900, 300))
+            .run(seed)
+            .expect("runs");
+        assert!(report.passed(), "{report}");
+        assert_eq!(report.hits.get("rollback"), Some(&1), "{report}");
+        assert_eq!(report.counts.lost_to_rollback, 0, "{report}");
+        assert_eq!(
+            report.counts.ok + report.counts.duplicated,
+            u64::from(Scenario::default().tasks),
+            "{report}"
+        );
+    }
+}
+
+/// With every other fault class on, at the standard rates.
+#[test]
+fn the_real_crew_keeps_every_invariant_through_rollbacks_under_the_standard_faults() {
+    let rates = FaultRates {
+        rollback: 1.0,
+        ..FaultRates::STANDARD
+    };
+    let scenario = Scenario::default().faults(Faults::Rates(rates));
+    crewq_sim::silence_injected_panics();
+    for seed in 1..=10 {
+        let run = Simulation::standard(scenario.clone())
+            .double_run(seed)
+            .expect("runs");
+        assert!(run.report.passed(), "{}", run.report);
+        assert!(run.repeat.is_ok(), "seed {seed} is not deterministic");
+        assert_eq!(run.report.hits.get("rollback"), Some(&1));
+    }
+}
