@@ -74,3 +74,18 @@ fn the_real_crew_keeps_every_invariant_through_rollbacks_under_the_standard_faul
         assert_eq!(run.report.hits.get("rollback"), Some(&1));
     }
 }
+
+/// Found by the simulator (seed 65 of the standard campaign): a rollback
+/// forgot the supervisor's group on the results stream, which it had
+/// created after the snapshot; its next drain of its own pending results
+/// failed with `NOGROUP`, and so did every gather after it. The supervisor
+/// now forgets the group and creates it again, as its reads already did.
+#[test]
+fn a_supervisor_whose_group_a_rollback_forgot_creates_it_again() {
+    crewq_sim::silence_injected_panics();
+    let report = Simulation::standard(Scenario::default())
+        .run(65)
+        .expect("runs");
+    assert_eq!(report.hits.get("rollback"), Some(&1), "{report}");
+    assert!(report.passed(), "{report}");
+}
