@@ -89,3 +89,18 @@ fn a_supervisor_whose_group_a_rollback_forgot_creates_it_again() {
     assert_eq!(report.hits.get("rollback"), Some(&1), "{report}");
     assert!(report.passed(), "{report}");
 }
+
+/// Found by the simulator (seed 8226, beyond the standard campaign): a
+/// rollback forgot the supervisor's group; the supervisor noticed, but its
+/// next fan-out created the group again at `$`, skipping the results
+/// written since, and a gather waited forever with every result in. A
+/// group that vanished is now created again at the start.
+#[test]
+fn a_supervisor_group_made_again_after_a_rollback_reads_the_results_written_since() {
+    crewq_sim::silence_injected_panics();
+    let report = Simulation::standard(Scenario::default())
+        .run(8226)
+        .expect("runs");
+    assert_eq!(report.hits.get("rollback"), Some(&1), "{report}");
+    assert!(report.passed(), "{report}");
+}
