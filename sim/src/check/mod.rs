@@ -233,12 +233,10 @@ impl Verdict {
             self.violate(Invariant::RetriesBounded, t, detail);
         }
         let disruptions = facts.disruptions_during(f);
-        // Deliveries a rollback undid may all happen again.
-        let undone = f.rolled_back_deliveries;
-        let bound = max_retries + 2 + disruptions + undone;
+        let bound = max_retries + 2 + disruptions;
         if f.deliveries > bound {
             let detail = format!(
-                "{} deliveries; at most {bound} ({max_retries} retries + 2 + {disruptions} disruptions + {undone} rolled back)",
+                "{} deliveries; at most {bound} ({max_retries} retries + 2 + {disruptions} disruptions)",
                 f.deliveries
             );
             self.violate(Invariant::RedeliveriesBounded, t, detail);
@@ -254,12 +252,8 @@ impl Verdict {
                     for &task in &gather.tasks {
                         let expected = facts.first_results.get(&task);
                         let got = gathered.results.get(&task_id(task)).map(|r| r.status);
-                        // Or the first result a rollback forgot, if it
-                        // was gathered before the rollback.
-                        let forgotten = facts.rollbacks.first_results.get(&task);
                         if let Some(status) = expected
                             && got != Some(*status)
-                            && (got.is_none() || got.as_ref() != forgotten)
                         {
                             let detail = format!(
                                 "workflow {workflow}'s gather got {got:?}, the first result is {status:?}"

@@ -1,6 +1,8 @@
 //! What broker rollbacks did, read before any judgement: which dispatches
-//! and deliveries were of entries a rollback then forgot, which tasks those
-//! entries were, and which results it forgot.
+//! and deliveries were of entries a rollback then forgot, and which tasks
+//! those entries were. (The results, acknowledgements and dead letters it
+//! forgot are left out of the journal the final state is read from: their
+//! tasks run again and are judged on what the broker kept.)
 //!
 //! A rollback forgets every append since its snapshot, and the ids it
 //! handed out can be handed out again (Redis's `*` follows the restored
@@ -12,7 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crewq_core::{StreamId, TaskStatus, WireCodec};
+use crewq_core::{StreamId, WireCodec};
 use serde_json::Value;
 
 use crate::crew::task_index;
@@ -29,11 +31,6 @@ pub(super) struct Forgetting {
     forgotten_refs: BTreeSet<usize>,
     /// The task of each forgotten task-stream entry.
     tasks: BTreeMap<Key, u32>,
-    /// Each rollback: when its snapshot was taken, and its event's index.
-    windows: Vec<(u64, usize)>,
-    /// The first forgotten result of each task: a supervisor may have
-    /// gathered it before the rollback.
-    pub first_results: BTreeMap<u32, TaskStatus>,
 }
 
 impl Forgetting {
@@ -47,13 +44,6 @@ impl Forgetting {
                 if let Some(task) = task.and_then(|t| task_index(&t.task_id)) {
                     forgetting.tasks.insert((stream.clone(), *id), task);
                 }
-            } else if let Ok(result) = codec.decode_result(fields)
-                && let Some(task) = task_index(&result.task_id)
-            {
-                forgetting
-                    .first_results
-                    .entry(task)
-                    .or_insert(result.status);
             }
         }
         let events = record.history.events();
@@ -61,11 +51,7 @@ impl Forgetting {
             .iter()
             .enumerate()
             .filter_map(|(index, stamped)| match &stamped.event {
-                Event::RolledBack {
-                    snapshot_ms,
-                    forgotten,
-                } => {
-                    forgetting.windows.push((*snapshot_ms, index));
+                Event::RolledBack { forgotten, .. } => {
                     Some((index, forgotten.iter().cloned().collect()))
                 }
                 _ => None,
@@ -111,14 +97,5 @@ impl Forgetting {
     /// The task of forgotten entry `id` of `stream`.
     pub fn task_of(&self, stream: &str, id: StreamId) -> Option<u32> {
         self.tasks.get(&(stream.to_owned(), id)).copied()
-    }
-
-    /// Whether the event at `index`, at `at_ms`, happened in a rollback's
-    /// window: after its snapshot, before its restore. What it did the
-    /// broker forgot, so it may happen again.
-    pub fn rolled_back(&self, index: usize, at_ms: u64) -> bool {
-        self.windows
-            .iter()
-            .any(|&(snapshot_ms, restored)| snapshot_ms <= at_ms && index < restored)
     }
 }

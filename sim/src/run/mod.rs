@@ -196,18 +196,8 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
             }
             continue;
         }
-        match action {
-            Action::Snapshot { rollback } => {
-                rollbacks.snapshot(rollback, at, brokers.recorded());
-                continue;
-            }
-            Action::Restore { rollback } => {
-                if rollbacks.restore(rollback, brokers.recorded(), &recorder) {
-                    hits.hit(ROLLBACK);
-                }
-                continue;
-            }
-            _ => {}
+        if rollbacks.act(action, at, brokers.recorded(), &recorder, &hits) {
+            continue;
         }
         let Some(slot) = slots.get_mut(worker_of(action) as usize) else {
             continue;
@@ -316,16 +306,10 @@ fn timeline(plan: &FaultPlan) -> BTreeMap<(u64, u32), Action> {
             },
         )
     });
-    let rollbacks = plan.rollbacks.iter().zip(0u32..).flat_map(|(r, rollback)| {
-        [
-            (r.snapshot_ms(), Action::Snapshot { rollback }),
-            (r.at_ms, Action::Restore { rollback }),
-        ]
-    });
     crashes
         .chain(pauses)
         .chain(trims)
-        .chain(rollbacks)
+        .chain(rollbacks::actions(plan))
         .enumerate()
         .map(|(n, (at, action))| ((at, n as u32), action))
         .collect()
@@ -394,8 +378,6 @@ async fn finish_gathers(
 
 /// Hit count class of an injected trim that removed entries.
 const TRIM_FAULT: &str = "trim_task_stream";
-/// Hit count class of a broker rollback that fired.
-const ROLLBACK: &str = "rollback";
 /// Hit count class of a retention trim (producer, supervisor, workers)
 /// that removed entries.
 const RETENTION_TRIM: &str = "retention_trim";

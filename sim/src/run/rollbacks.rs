@@ -12,8 +12,24 @@ use std::ops::Range;
 use crewq_core::{Broker, Fields, StreamId};
 use crewq_memory::{MemoryBroker, Snapshot};
 
+use super::{Action, Hits};
 use crate::history::{Event, Recorder};
+use crate::plan::FaultPlan;
 use crate::recorder::RecordingBroker;
+
+/// Hit count class of a broker rollback that fired.
+const ROLLBACK: &str = "rollback";
+
+/// The timeline's actions of `plan`'s rollbacks: each one's snapshot, then
+/// its restore.
+pub(super) fn actions(plan: &FaultPlan) -> impl Iterator<Item = (u64, Action)> + '_ {
+    plan.rollbacks.iter().zip(0u32..).flat_map(|(r, rollback)| {
+        [
+            (r.snapshot_ms(), Action::Snapshot { rollback }),
+            (r.at_ms, Action::Restore { rollback }),
+        ]
+    })
+}
 
 /// One appended entry of the journal: stream, id, fields.
 pub(crate) type Append = (String, StreamId, Fields);
@@ -51,16 +67,33 @@ impl Rollbacks {
         }
     }
 
+    /// Does `action`, at `at_ms`, if it is a rollback's; returns whether it
+    /// was.
+    pub fn act<B: Broker>(
+        &mut self,
+        action: Action,
+        at_ms: u64,
+        recorded: &RecordingBroker<B>,
+        recorder: &Recorder,
+        hits: &Hits,
+    ) -> bool {
+        match action {
+            Action::Snapshot { rollback } => self.snapshot(rollback, at_ms, recorded),
+            Action::Restore { rollback } => {
+                if self.restore(rollback, recorded, recorder) {
+                    hits.hit(ROLLBACK);
+                }
+            }
+            _ => return false,
+        }
+        true
+    }
+
     /// Takes rollback `rollback`'s snapshot, at `at_ms`. No await between
     /// the copy and the journal's length: the current-thread runtime runs
     /// nothing else in between, and the memory broker applies each call
     /// in one poll, so the two agree.
-    pub fn snapshot<B: Broker>(
-        &mut self,
-        rollback: u32,
-        at_ms: u64,
-        recorded: &RecordingBroker<B>,
-    ) {
+    fn snapshot<B: Broker>(&mut self, rollback: u32, at_ms: u64, recorded: &RecordingBroker<B>) {
         let Some(broker) = &self.broker else {
             return;
         };
@@ -76,7 +109,7 @@ impl Rollbacks {
     /// Restores rollback `rollback`'s snapshot and records what it forgot.
     /// Returns whether it fired. A snapshot taken before another restore
     /// is not restored: it would bring back what that restore forgot.
-    pub fn restore<B: Broker>(
+    fn restore<B: Broker>(
         &mut self,
         rollback: u32,
         recorded: &RecordingBroker<B>,
