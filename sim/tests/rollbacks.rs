@@ -4,7 +4,11 @@
 //! checker reports the tasks the rollback lost apart from crewq's
 //! violations; every other task still ends as the invariants say.
 
-use crewq_sim::{FaultPlan, FaultRates, Faults, Rollback, Scenario, Simulation};
+use std::time::Duration;
+
+use crewq_sim::{
+    FaultPlan, FaultRates, Faults, HandlerFault, HandlerFaultAt, Rollback, Scenario, Simulation,
+};
 
 /// One rollback at `at_ms` losing `lag_ms`, nothing else wrong.
 fn rolled_back(at_ms: u64, lag_ms: u64) -> Scenario {
@@ -82,12 +86,7 @@ fn the_real_crew_keeps_every_invariant_through_rollbacks_under_the_standard_faul
 /// now forgets the group and creates it again, as its reads already did.
 #[test]
 fn a_supervisor_whose_group_a_rollback_forgot_creates_it_again() {
-    crewq_sim::silence_injected_panics();
-    let report = Simulation::standard(Scenario::default())
-        .run(65)
-        .expect("runs");
-    assert_eq!(report.hits.get("rollback"), Some(&1), "{report}");
-    assert!(report.passed(), "{report}");
+    standard_seed_passes_through_its_rollback(65);
 }
 
 /// Found by the simulator (seed 8226, beyond the standard campaign): a
@@ -97,10 +96,48 @@ fn a_supervisor_whose_group_a_rollback_forgot_creates_it_again() {
 /// group that vanished is now created again at the start.
 #[test]
 fn a_supervisor_group_made_again_after_a_rollback_reads_the_results_written_since() {
+    standard_seed_passes_through_its_rollback(8226);
+}
+
+/// Runs `seed` at the standard rates: its rollback fires and every
+/// invariant holds.
+fn standard_seed_passes_through_its_rollback(seed: u64) {
     crewq_sim::silence_injected_panics();
     let report = Simulation::standard(Scenario::default())
-        .run(8226)
+        .run(seed)
         .expect("runs");
     assert_eq!(report.hits.get("rollback"), Some(&1), "{report}");
     assert!(report.passed(), "{report}");
+}
+
+/// Found by the proptest of generated scenarios: task 0 hangs, its only
+/// run times out and it is dead-lettered with a failure result, which the
+/// supervisor gathers; 1 ms later a rollback forgets result and dead
+/// letter, and the task runs again and succeeds. The gather's failure is
+/// the first result the broker acknowledged, not a crewq violation.
+#[test]
+fn a_gather_may_hold_a_result_a_rollback_then_forgot() {
+    let plan = FaultPlan {
+        handler: vec![HandlerFaultAt {
+            task: 0,
+            call: 1,
+            fault: HandlerFault::Hang,
+        }],
+        rollbacks: vec![Rollback {
+            at_ms: 1_357,
+            lag_ms: 1,
+        }],
+        ..FaultPlan::none()
+    };
+    let scenario = Scenario::default()
+        .tasks(9)
+        .agent_types(["research", "report"])
+        .workers(1)
+        .max_retries(0)
+        .lease(Duration::from_millis(678))
+        .faults(Faults::Plan(plan));
+    let report = Simulation::standard(scenario).run(110).expect("runs");
+    assert_eq!(report.hits.get("rollback"), Some(&1), "{report}");
+    assert!(report.passed(), "{report}");
+    assert_eq!(report.counts.ok, 9, "task 0 ran again and succeeded");
 }

@@ -1,8 +1,10 @@
 //! What broker rollbacks did, read before any judgement: which dispatches
 //! and deliveries were of entries a rollback then forgot, and which tasks
-//! those entries were. (The results, acknowledgements and dead letters it
-//! forgot are left out of the journal the final state is read from: their
-//! tasks run again and are judged on what the broker kept.)
+//! those entries were, and the first result it forgot of each task. (The
+//! results, acknowledgements and dead letters it forgot are left out of the
+//! journal the final state is read from: their tasks run again and are
+//! judged on what the broker kept; only a gather may have seen a forgotten
+//! result first.)
 //!
 //! A rollback forgets every append since its snapshot, and the ids it
 //! handed out can be handed out again (Redis's `*` follows the restored
@@ -14,7 +16,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crewq_core::{StreamId, WireCodec};
+use crewq_core::{StreamId, TaskStatus, WireCodec};
 use serde_json::Value;
 
 use crate::crew::task_index;
@@ -31,6 +33,9 @@ pub(super) struct Forgetting {
     forgotten_refs: BTreeSet<usize>,
     /// The task of each forgotten task-stream entry.
     tasks: BTreeMap<Key, u32>,
+    /// The first forgotten result of each task: a supervisor may have
+    /// gathered it before the rollback.
+    pub first_results: BTreeMap<u32, TaskStatus>,
 }
 
 impl Forgetting {
@@ -44,6 +49,11 @@ impl Forgetting {
                 if let Some(task) = task.and_then(|t| task_index(&t.task_id)) {
                     forgetting.tasks.insert((stream.clone(), *id), task);
                 }
+            } else if let Ok(result) = codec.decode_result(fields)
+                && let Some(task) = task_index(&result.task_id)
+            {
+                let first = forgetting.first_results.entry(task);
+                first.or_insert(result.status);
             }
         }
         let events = record.history.events();
