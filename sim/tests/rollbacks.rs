@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use crewq_sim::{
-    FaultPlan, FaultRates, Faults, HandlerFault, HandlerFaultAt, Rollback, Scenario, Simulation,
+    Crash, FaultPlan, FaultRates, Faults, HandlerFault, HandlerFaultAt, Rollback, Scenario,
+    Simulation,
 };
 
 /// One rollback at `at_ms` losing `lag_ms`, nothing else wrong.
@@ -140,4 +141,35 @@ fn a_gather_may_hold_a_result_a_rollback_then_forgot() {
     assert_eq!(report.hits.get("rollback"), Some(&1), "{report}");
     assert!(report.passed(), "{report}");
     assert_eq!(report.counts.ok, 9, "task 0 ran again and succeeded");
+}
+
+/// Found by the scenario proptest: the only worker crashed at the start,
+/// so its group did not exist at the snapshot's time; the rollback
+/// destroyed it, and the worker made it again after what it had read,
+/// leaving every task unread. That is a destroyed group, a fault class of
+/// its own: such a rollback does not fire.
+#[test]
+fn a_rollback_to_before_the_worker_group_existed_does_not_fire() {
+    let plan = FaultPlan {
+        crashes: vec![Crash {
+            worker: 0,
+            at_ms: 0,
+            down_ms: 189,
+            rename: false,
+        }],
+        rollbacks: vec![Rollback {
+            at_ms: 192,
+            lag_ms: 3,
+        }],
+        ..FaultPlan::none()
+    };
+    let scenario = Scenario::default()
+        .tasks(9)
+        .workers(1)
+        .max_retries(0)
+        .lease(Duration::from_millis(596))
+        .faults(Faults::Plan(plan));
+    let report = Simulation::standard(scenario).run(376).expect("runs");
+    assert_eq!(report.hits.get("rollback"), None, "{report}");
+    assert!(report.passed(), "{report}");
 }

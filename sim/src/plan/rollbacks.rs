@@ -14,14 +14,17 @@ use crate::seed::SimRng;
 /// delays the next one.
 pub const MAX_ROLLBACK_LAG_MS: u64 = 2_000;
 
-/// The earliest snapshot a rollback restores: the workers have created
-/// their groups by then, so a rollback never restores a broker without
-/// them (a group destroyed mid-run is a fault class of its own).
+/// The earliest snapshot a rollback restores: the workers have usually
+/// created their groups by then. A rollback never restores a broker
+/// without a worker group (a group destroyed mid-run is a fault class of
+/// its own): when one is still missing at the snapshot's time (its only
+/// worker crashed at the start), the rollback does not fire.
 pub(crate) const EARLIEST_SNAPSHOT_MS: u64 = 100;
 
 /// The broker rolled back: at `at_ms` it is restored to its state at
 /// `at_ms - lag_ms`; every write applied in between is forgotten. Only the
-/// memory backend can be rolled back; on Redis the rollback does not fire.
+/// memory backend can be rolled back; on Redis the rollback does not fire,
+/// nor where a worker group did not exist yet at the snapshot's time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Rollback {
     /// When, in ms of virtual time from the start.

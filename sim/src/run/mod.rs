@@ -196,7 +196,10 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
             }
             continue;
         }
-        if rollbacks.act(action, at, brokers.recorded(), &recorder, &hits) {
+        if rollbacks
+            .act(action, at, brokers.recorded(), &agents, &recorder, &hits)
+            .await
+        {
             continue;
         }
         let Some(slot) = slots.get_mut(worker_of(action) as usize) else {

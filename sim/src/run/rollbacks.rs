@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
-use crewq_core::{Broker, Fields, StreamId};
+use crewq_core::{AgentKeys, Broker, Fields, StreamId};
 use crewq_memory::{MemoryBroker, Snapshot};
 
 use super::{Action, Hits};
@@ -69,16 +69,23 @@ impl Rollbacks {
 
     /// Does `action`, at `at_ms`, if it is a rollback's; returns whether it
     /// was.
-    pub fn act<B: Broker>(
+    pub async fn act<B: Broker>(
         &mut self,
         action: Action,
         at_ms: u64,
         recorded: &RecordingBroker<B>,
+        agents: &[AgentKeys],
         recorder: &Recorder,
         hits: &Hits,
     ) -> bool {
         match action {
-            Action::Snapshot { rollback } => self.snapshot(rollback, at_ms, recorded),
+            Action::Snapshot { rollback } => {
+                // A snapshot from before a worker group existed would
+                // destroy the group: a fault class of its own, not this.
+                if groups_exist(recorded, agents).await {
+                    self.snapshot(rollback, at_ms, recorded);
+                }
+            }
             Action::Restore { rollback } => {
                 if self.restore(rollback, recorded, recorder) {
                     hits.hit(ROLLBACK);
@@ -149,4 +156,17 @@ impl Rollbacks {
         }
         (kept, forgotten)
     }
+}
+
+/// Whether every agent type's worker group exists.
+async fn groups_exist<B: Broker>(broker: &RecordingBroker<B>, agents: &[AgentKeys]) -> bool {
+    for keys in agents {
+        let Ok(groups) = broker.info_groups(&keys.tasks).await else {
+            return false;
+        };
+        if !groups.iter().any(|g| g.name == keys.group) {
+            return false;
+        }
+    }
+    true
 }
