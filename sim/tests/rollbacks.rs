@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use crewq_sim::{
-    Crash, FaultPlan, FaultRates, Faults, HandlerFault, HandlerFaultAt, Rollback, Scenario,
-    Simulation,
+    Crash, FaultPlan, FaultRates, Faults, HandlerFault, HandlerFaultAt, Poison, PoisonKind,
+    Rollback, Scenario, Simulation,
 };
 
 /// One rollback at `at_ms` losing `lag_ms`, nothing else wrong.
@@ -171,5 +171,40 @@ fn a_rollback_to_before_the_worker_group_existed_does_not_fire() {
         .faults(Faults::Plan(plan));
     let report = Simulation::standard(scenario).run(376).expect("runs");
     assert_eq!(report.hits.get("rollback"), None, "{report}");
+    assert!(report.passed(), "{report}");
+}
+
+/// Found by the scenario proptest: task 1 always fails; the deliveries of
+/// its runs after the snapshot were undone by the rollback (the retries it
+/// had put back forgotten), so they happened again. The redelivery bound
+/// counts undone deliveries as disruptions.
+#[test]
+fn deliveries_a_rollback_undid_may_happen_again() {
+    let plan = FaultPlan {
+        crashes: vec![Crash {
+            worker: 0,
+            at_ms: 393,
+            down_ms: 578,
+            rename: false,
+        }],
+        failing: vec![0, 1],
+        poison: vec![Poison {
+            task: 2,
+            kind: PoisonKind::Undecodable,
+        }],
+        rollbacks: vec![Rollback {
+            at_ms: 1_457,
+            lag_ms: 453,
+        }],
+        ..FaultPlan::none()
+    };
+    let scenario = Scenario::default()
+        .tasks(17)
+        .workers(1)
+        .max_retries(3)
+        .lease(Duration::from_millis(815))
+        .faults(Faults::Plan(plan));
+    let report = Simulation::standard(scenario).run(295).expect("runs");
+    assert_eq!(report.hits.get("rollback"), Some(&1), "{report}");
     assert!(report.passed(), "{report}");
 }

@@ -35,6 +35,9 @@ pub(super) struct TaskFacts {
     /// A dispatch of it was acknowledged, and a broker rollback then
     /// forgot its entry (`acked` says whether another one stayed).
     pub dispatch_rolled_back: bool,
+    /// Its deliveries that a broker rollback then undid (they happened
+    /// after the restored snapshot), so they may happen again.
+    pub rolled_back_deliveries: u32,
 }
 
 /// A span of time in which a task's delivery could be wasted.
@@ -157,6 +160,17 @@ impl Facts {
         let slack = crate::scenario::millis_of(scenario.lease);
         for (index, stamped) in record.history.events().iter().enumerate() {
             let at = stamped.at_ms;
+            if self.rollbacks.undone(index, at)
+                && let Event::Delivered { stream, id, .. } = &stamped.event
+            {
+                let task = match self.rollbacks.forgot(index) {
+                    true => self.rollbacks.task_of(stream, *id),
+                    false => entries.get(&(stream.clone(), *id)).copied(),
+                };
+                if let Some(facts) = task.and_then(|t| self.tasks.get_mut(&t)) {
+                    facts.rolled_back_deliveries += 1;
+                }
+            }
             if self.rollbacks.forgot(index) {
                 self.forgotten_ref(&stamped.event, at);
                 continue;

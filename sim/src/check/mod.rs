@@ -233,10 +233,12 @@ impl Verdict {
             self.violate(Invariant::RetriesBounded, t, detail);
         }
         let disruptions = facts.disruptions_during(f);
-        let bound = max_retries + 2 + disruptions;
+        // Deliveries a rollback undid may all happen again.
+        let undone = f.rolled_back_deliveries;
+        let bound = max_retries + 2 + disruptions + undone;
         if f.deliveries > bound {
             let detail = format!(
-                "{} deliveries; at most {bound} ({max_retries} retries + 2 + {disruptions} disruptions)",
+                "{} deliveries; at most {bound} ({max_retries} retries + 2 + {disruptions} disruptions + {undone} rolled back)",
                 f.deliveries
             );
             self.violate(Invariant::RedeliveriesBounded, t, detail);

@@ -36,6 +36,8 @@ pub(super) struct Forgetting {
     /// The first forgotten result of each task: a supervisor may have
     /// gathered it before the rollback.
     pub first_results: BTreeMap<u32, TaskStatus>,
+    /// Each rollback: when its snapshot was taken, and its event's index.
+    windows: Vec<(u64, usize)>,
 }
 
 impl Forgetting {
@@ -61,7 +63,11 @@ impl Forgetting {
             .iter()
             .enumerate()
             .filter_map(|(index, stamped)| match &stamped.event {
-                Event::RolledBack { forgotten, .. } => {
+                Event::RolledBack {
+                    snapshot_ms,
+                    forgotten,
+                } => {
+                    forgetting.windows.push((*snapshot_ms, index));
                     Some((index, forgotten.iter().cloned().collect()))
                 }
                 _ => None,
@@ -102,6 +108,15 @@ impl Forgetting {
     /// entry a rollback forgot.
     pub fn forgot(&self, index: usize) -> bool {
         self.forgotten_refs.contains(&index)
+    }
+
+    /// Whether the event at `index`, at `at_ms`, happened in a rollback's
+    /// window: after its snapshot, before its restore. The broker forgot
+    /// what it did, so it may happen again.
+    pub fn undone(&self, index: usize, at_ms: u64) -> bool {
+        self.windows
+            .iter()
+            .any(|&(snapshot_ms, restored)| snapshot_ms <= at_ms && index < restored)
     }
 
     /// The task of forgotten entry `id` of `stream`.
