@@ -136,13 +136,13 @@ pub fn sim_text(args: &SimArgs, summary: &SimSummary) {
         summary.counts.unexpected,
         summary.violations
     );
-    let apart = &summary.counts;
-    if apart.lost_to_trim > 0 || apart.replayed > 0 {
-        // What an operator's trim or group destruction costs: not crewq's
-        // violations, but never counted silently.
+    let c = &summary.counts;
+    if c.lost_to_trim + c.lost_to_rollback + c.replayed > 0 {
+        // What a setting or an operator's command outside crewq cost: not
+        // crewq's violations, but never counted silently.
         println!(
-            "reported apart: {} lost to trims, {} replayed after their group was destroyed",
-            apart.lost_to_trim, apart.replayed
+            "reported apart: {} lost to trims that cut unread entries, {} lost to broker rollbacks (writes the broker acknowledged, then forgot), {} replayed after their group was destroyed",
+            c.lost_to_trim, c.lost_to_rollback, c.replayed
         );
     }
     if !summary.hits.is_empty() {

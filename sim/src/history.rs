@@ -190,6 +190,15 @@ pub enum Event {
         /// The stream.
         stream: String,
     },
+    /// The broker was restored to its state at `snapshot_ms` (a rollback):
+    /// the appends since are forgotten, and so are the acknowledgements,
+    /// deliveries and trims since, which the history does not list again.
+    RolledBack {
+        /// When the restored state was taken, in ms from the start.
+        snapshot_ms: u64,
+        /// The appends it forgot, in the order they were applied.
+        forgotten: Vec<(String, StreamId)>,
+    },
 }
 
 /// An event and when it happened, in ms from the start of the run.
@@ -437,6 +446,17 @@ impl fmt::Display for Event {
                 handed_back,
             } => write!(f, "stopped w{worker} {consumer} handed_back={handed_back}"),
             Event::GroupDestroyed { stream } => write!(f, "group-destroyed {stream}"),
+            Event::RolledBack {
+                snapshot_ms,
+                forgotten,
+            } => {
+                write!(f, "rolled-back to={snapshot_ms} forgotten=[")?;
+                for (n, (stream, id)) in forgotten.iter().enumerate() {
+                    let comma = if n > 0 { "," } else { "" };
+                    write!(f, "{comma}{stream} {id}")?;
+                }
+                f.write_str("]")
+            }
         }
     }
 }

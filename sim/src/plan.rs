@@ -15,10 +15,13 @@ use crate::seed::SimRng;
 
 mod groups;
 mod links;
+mod rollbacks;
 mod stops;
 
 pub use groups::GroupDestroyAt;
 pub use links::HalfOpenLink;
+pub(crate) use rollbacks::EARLIEST_SNAPSHOT_MS;
+pub use rollbacks::{MAX_ROLLBACK_LAG_MS, Rollback};
 pub use stops::{GracefulStop, Outage};
 
 /// Everything that goes wrong in one run.
@@ -50,6 +53,9 @@ pub struct FaultPlan {
     pub outages: Vec<Outage>,
     /// Worker groups destroyed in the fault window (`XGROUP DESTROY`).
     pub group_destroys: Vec<GroupDestroyAt>,
+    /// The broker restored to an earlier state: writes lost, as AOF
+    /// `everysec` or a failover to a lagging replica loses them.
+    pub rollbacks: Vec<Rollback>,
 }
 
 /// An `XTRIM` of one agent type's task stream.
@@ -252,6 +258,9 @@ pub struct FaultRates {
     pub outages: u32,
     /// Worker groups destroyed in the fault window.
     pub group_destroys: u32,
+    /// Chance the broker is rolled back once in the fault window (see
+    /// [`Rollback`]).
+    pub rollback: f64,
 }
 
 impl FaultRates {
@@ -273,6 +282,7 @@ impl FaultRates {
         stops: 0,
         outages: 0,
         group_destroys: 0,
+        rollback: 0.0,
     };
 
     /// A bit of everything: 5% of broker calls fail before they apply, 3%
@@ -281,7 +291,8 @@ impl FaultRates {
     /// poison; 2% of broker calls refused by a failing-over server, 5% of
     /// settle items refused, 1 half-open link, 1 trim of a task stream;
     /// 1 graceful stop with a grace longer than the lease, 1 outage of the
-    /// broker for everyone, 1 worker group destroyed.
+    /// broker for everyone, 1 worker group destroyed; a quarter of the runs
+    /// rolled back once, losing up to 2 s of writes.
     pub const STANDARD: FaultRates = FaultRates {
         error_before: 0.05,
         error_after: 0.03,
@@ -299,6 +310,8 @@ impl FaultRates {
         stops: 1,
         outages: 1,
         group_destroys: 1,
+        // A quarter of the runs lose up to 2 s of writes once.
+        rollback: 0.25,
     };
 
     /// Swarm testing: each kind of fault is switched on or off at random,
@@ -338,6 +351,7 @@ impl FaultRates {
         links::swarm(&mut rates, rng);
         stops::swarm(&mut rates, rng);
         groups::swarm(&mut rates, rng);
+        rollbacks::swarm(&mut rates, rng);
         rates
     }
 }
@@ -426,6 +440,7 @@ impl FaultPlan {
         links::draw(&mut plan, rates, shape, rng);
         stops::draw(&mut plan, rates, shape, rng);
         groups::draw(&mut plan, rates, shape, rng);
+        rollbacks::draw(&mut plan, rates, shape, rng);
         plan
     }
 
@@ -507,6 +522,15 @@ impl fmt::Display for FaultPlan {
                 f,
                 "; group of agent {} destroyed at {} ms",
                 g.agent, g.at_ms
+            )?;
+        }
+        for r in &self.rollbacks {
+            write!(
+                f,
+                "; rollback at {} ms to {} ms ({} ms lost)",
+                r.at_ms,
+                r.snapshot_ms(),
+                r.lag_ms
             )?;
         }
         Ok(())

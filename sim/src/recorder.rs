@@ -48,6 +48,21 @@ impl<B: Broker> RecordingBroker<B> {
             .clone()
     }
 
+    /// How many appends the journal holds: where a snapshot of the broker
+    /// taken now would cut it.
+    pub fn journal_len(&self) -> usize {
+        self.journal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// The appends from the `from`th on, in order.
+    pub fn journal_since(&self, from: usize) -> Vec<(String, StreamId, Fields)> {
+        let journal = self.journal.lock().unwrap_or_else(PoisonError::into_inner);
+        journal.get(from..).unwrap_or_default().to_vec()
+    }
+
     fn appended(&self, stream: &str, id: StreamId, fields: Fields) {
         self.journal
             .lock()

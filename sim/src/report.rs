@@ -41,6 +41,11 @@ pub enum Class {
     /// destroying a group costs under at-least-once, reported apart: not a
     /// crewq violation.
     Replayed,
+    /// No outcome: its dispatch was acknowledged after the snapshot a
+    /// broker rollback restored (AOF `everysec`, a failover to a lagging
+    /// replica), so the broker forgot its entry. What that persistence
+    /// setting costs, reported apart: not a crewq violation.
+    LostToRollback,
 }
 
 /// An invariant the checker holds every run to (DESIGN.md, "The
@@ -163,6 +168,8 @@ pub struct Counts {
     pub lost_to_trim: u64,
     /// [`Class::Replayed`]: not a violation, reported apart.
     pub replayed: u64,
+    /// [`Class::LostToRollback`]: not a violation, reported apart.
+    pub lost_to_rollback: u64,
 }
 
 impl Counts {
@@ -176,6 +183,7 @@ impl Counts {
             Class::Unexpected => &mut self.unexpected,
             Class::LostToTrim => &mut self.lost_to_trim,
             Class::Replayed => &mut self.replayed,
+            Class::LostToRollback => &mut self.lost_to_rollback,
         };
         *slot += 1;
     }
@@ -190,6 +198,7 @@ impl Counts {
         self.unexpected += other.unexpected;
         self.lost_to_trim += other.lost_to_trim;
         self.replayed += other.replayed;
+        self.lost_to_rollback += other.lost_to_rollback;
     }
 }
 

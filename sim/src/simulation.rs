@@ -146,10 +146,12 @@ impl Simulation {
         runtime.block_on(async {
             // Created inside the runtime: virtual time starts now.
             let clock = TokioClock::default();
+            let broker = MemoryBroker::with_clock(clock);
             let backend = Backend {
-                broker: MemoryBroker::with_clock(clock),
+                broker: broker.clone(),
                 clock: Arc::new(clock),
                 keyspace: Keyspace::default(),
+                rollback: Some(broker),
             };
             run::run(&self.scenario, &self.crew, seed, plan, backend).await
         })
@@ -235,6 +237,7 @@ impl Simulation {
                 broker,
                 clock: Arc::new(SystemClock),
                 keyspace,
+                rollback: None,
             };
             run::run(&self.scenario, &self.crew, seed, plan, backend).await
         })?;

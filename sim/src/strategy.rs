@@ -26,7 +26,7 @@ use proptest::prelude::*;
 use crate::Flows;
 use crate::plan::{
     BrokerFaults, Crash, FaultPlan, GroupDestroyAt, HalfOpenLink, HandlerFault, HandlerFaultAt,
-    Pause, Poison, PoisonKind, TrimAt, TrimCut,
+    MAX_ROLLBACK_LAG_MS, Pause, Poison, PoisonKind, Rollback, TrimAt, TrimCut,
 };
 use crate::scenario::{Faults, Scenario};
 
@@ -34,9 +34,9 @@ use crate::scenario::{Faults, Scenario};
 /// window, up to 12 handler faults, 3 failing and 3 poison tasks (of every
 /// kind), broker errors up to 15% before and 10% after, latency up to 5 ms,
 /// failover refusals up to 6% and refused settle items up to 20%, up to 2
-/// half-open links and 2 trims of a task stream, and up to one destroyed
-/// worker group: every fault class a campaign draws but graceful stops
-/// and outages.
+/// half-open links and 2 trims of a task stream, up to one destroyed
+/// worker group and at most one broker rollback: every fault class a
+/// campaign draws but graceful stops and outages.
 pub fn fault_plan(scenario: &Scenario) -> impl Strategy<Value = FaultPlan> + use<> {
     let shape = scenario.shape();
     let tasks = shape.tasks.max(1);
@@ -115,6 +115,16 @@ pub fn fault_plan(scenario: &Scenario) -> impl Strategy<Value = FaultPlan> + use
             flows,
         });
     let destroy = (0..agents, 0..window).prop_map(|(agent, at_ms)| GroupDestroyAt { agent, at_ms });
+    // Snapshots no earlier than the draws from rates take them.
+    let earliest = crate::plan::EARLIEST_SNAPSHOT_MS;
+    let rollback = (
+        earliest + 1..window.max(earliest + 2),
+        1..=MAX_ROLLBACK_LAG_MS,
+    )
+        .prop_map(move |(at_ms, lag_ms)| Rollback {
+            at_ms,
+            lag_ms: lag_ms.min(at_ms - earliest),
+        });
     (
         broker,
         prop::collection::vec(crash, 0..=3),
@@ -125,6 +135,7 @@ pub fn fault_plan(scenario: &Scenario) -> impl Strategy<Value = FaultPlan> + use
         prop::collection::vec(link, 0..=2),
         prop::collection::vec(trim, 0..=2),
         prop::collection::vec(destroy, 0..=1),
+        prop::collection::vec(rollback, 0..=1),
     )
         .prop_map(
             |(
@@ -137,6 +148,7 @@ pub fn fault_plan(scenario: &Scenario) -> impl Strategy<Value = FaultPlan> + use
                 half_open,
                 trims,
                 group_destroys,
+                rollbacks,
             )| FaultPlan {
                 broker,
                 crashes,
@@ -149,6 +161,7 @@ pub fn fault_plan(scenario: &Scenario) -> impl Strategy<Value = FaultPlan> + use
                 stops: Vec::new(),
                 outages: Vec::new(),
                 group_destroys,
+                rollbacks,
             },
         )
 }

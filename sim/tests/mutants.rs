@@ -104,13 +104,23 @@ fn trust_task_agent_type_is_caught_running_a_poison_task() {
     );
 }
 
-/// Trims racing readers are in the standard rates: the real worker records
-/// every entry trimmed while pending, the mutant loses them.
+/// A destroyed worker group is in the standard rates: the real worker
+/// re-creates it below everything unfinished, the mutant at `$`.
 #[test]
 fn recreate_group_at_end_is_caught_losing_what_the_destroyed_group_had_not_delivered() {
     caught_within(Mutant::RecreateGroupAtEnd, Invariant::NoLoss, MORE_SEEDS);
 }
 
+/// A rollback makes the broker deliver again an entry whose settle it
+/// forgot; the mutant's cache acknowledges it unrun. The entry survived
+/// the rollback, so its loss is crewq's, not the rollback's.
+#[test]
+fn remember_settled_is_caught_losing_a_task_a_rollback_redelivered() {
+    caught_within(Mutant::RememberSettled, Invariant::NoLoss, MORE_SEEDS);
+}
+
+/// Trims racing readers are in the standard rates: the real worker records
+/// every entry trimmed while pending, the mutant loses them.
 #[test]
 fn ignore_deleted_is_caught_losing_a_trimmed_entry() {
     caught_within(Mutant::IgnoreDeleted, Invariant::NoLoss, MORE_SEEDS);

@@ -13,7 +13,7 @@ proptest! {
         prop_assert!(report.passed(), "{report}\nplan: {}", report.plan);
         let c = report.counts;
         prop_assert_eq!(
-            c.ok + c.duplicated + c.dead_lettered + c.lost_to_trim + c.replayed,
+            c.ok + c.duplicated + c.dead_lettered + c.lost_to_trim + c.replayed + c.lost_to_rollback,
             u64::from(scenario.tasks)
         );
     }

@@ -7,6 +7,12 @@
 //! seeds. Each is a one-line change at the place the real worker keeps the
 //! promise the mutant breaks. Never switch one on outside a test.
 
+use std::collections::BTreeSet;
+use std::sync::{Mutex, PoisonError};
+
+use super::attempt::{Outcome, Shared};
+use crate::{Broker, StreamId};
+
 /// A deliberate bug in the worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[cfg_attr(not(feature = "mutants"), allow(dead_code))]
@@ -64,6 +70,14 @@ pub enum Mutant {
     /// `$`: entries unread or pending when it was destroyed, and those
     /// appended before it is made again, are never delivered.
     RecreateGroupAtEnd,
+    /// `remember-settled`: a consumer-side idempotency cache, as consumers
+    /// that "dedupe by message id" keep: the worker remembers the entries
+    /// it settled and acknowledges, without running it, any later delivery
+    /// of one of them. A broker rolled back (AOF `everysec`, a failover to
+    /// a lagging replica) forgot the settle and delivers the entry again:
+    /// the cache acknowledges it unrun, and the task is lost although its
+    /// entry survived the rollback.
+    RememberSettled,
 }
 
 /// Tries of one settle before the `settle-gives-up` mutant drops its
@@ -74,7 +88,7 @@ pub(crate) const SETTLE_TRIES: u32 = 5;
 #[cfg(feature = "mutants")]
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 12] = [
+    pub const ALL: [Mutant; 13] = [
         Mutant::AckBeforeHandle,
         Mutant::NoReclaim,
         Mutant::DlqWithoutAck,
@@ -90,6 +104,7 @@ impl Mutant {
         Mutant::NoRenewInGrace,
         Mutant::SettleGivesUp,
         Mutant::RecreateGroupAtEnd,
+        Mutant::RememberSettled,
     ];
 
     /// Its name on the command line (`ack-before-handle` ...).
@@ -107,6 +122,7 @@ impl Mutant {
             Mutant::NoRenewInGrace => "no-renew-in-grace",
             Mutant::SettleGivesUp => "settle-gives-up",
             Mutant::RecreateGroupAtEnd => "recreate-group-at-end",
+            Mutant::RememberSettled => "remember-settled",
         }
     }
 }
@@ -137,5 +153,45 @@ impl std::str::FromStr for Mutant {
                 let names: Vec<_> = Mutant::ALL.iter().map(|m| m.name()).collect();
                 format!("unknown mutant '{s}'; known: {}", names.join(", "))
             })
+    }
+}
+
+/// The `remember-settled` mutant's cache: the entries this worker settled.
+/// Empty and unused in the real worker.
+#[derive(Debug, Default)]
+pub(crate) struct SettledIds(Mutex<BTreeSet<StreamId>>);
+
+impl<B: Broker, H> Shared<B, H> {
+    /// The `remember-settled` mutant: acknowledges entry `id` unrun if this
+    /// worker settled it before. Returns whether it did.
+    pub(crate) async fn skips_remembered(&self, id: StreamId) -> bool {
+        if !self.options.is_mutant(Mutant::RememberSettled) || !self.settled_ids.holds(id) {
+            return false;
+        }
+        let keys = &self.keys;
+        let _ = self.broker.ack(&keys.tasks, &keys.group, &[id]).await;
+        true
+    }
+
+    /// The `remember-settled` mutant: remembers entry `id` if its attempt
+    /// settled it.
+    pub(crate) fn remember_settled(&self, id: StreamId, outcome: Outcome) {
+        let settled = matches!(
+            outcome,
+            Outcome::Completed | Outcome::Retried | Outcome::DeadLettered
+        );
+        if settled && self.options.is_mutant(Mutant::RememberSettled) {
+            self.settled_ids.lock().insert(id);
+        }
+    }
+}
+
+impl SettledIds {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<StreamId>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn holds(&self, id: StreamId) -> bool {
+        self.lock().contains(&id)
     }
 }

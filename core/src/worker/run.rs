@@ -116,6 +116,7 @@ where
         settler,
         reporter: reporter.clone(),
         failing: AtomicUsize::new(0),
+        settled_ids: Default::default(),
         options,
     });
     // The settler and the renewals live as long as this run, through the
@@ -313,6 +314,9 @@ where
             // Released on every path: an attempt that ends, panics, or is
             // aborted at the grace's end.
             let _held = Held(Arc::clone(&shared), id);
+            if shared.skips_remembered(id).await {
+                return Outcome::Completed;
+            }
             let attempt = AssertUnwindSafe(shared.attempt::<P>(entry, source)).catch_unwind();
             let outcome = match attempt.await {
                 Ok(outcome) => outcome,
@@ -334,6 +338,7 @@ where
                         .await
                 }
             };
+            shared.remember_settled(id, outcome);
             if outcome == Outcome::Zombie && shared.was_deleted(id) {
                 return shared.deleted_while_pending(id, data, false).await;
             }

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crewq_core::{DeadLetter, DeadLetterReason, StreamId, TaskStatus};
 
+use super::rollback::Forgetting;
 use crate::Scenario;
 use crate::crew::task_index;
 use crate::history::Event;
@@ -36,6 +37,12 @@ pub(super) struct TaskFacts {
     /// done went with it, so this task may run again (see
     /// [`Class::Replayed`](crate::report::Class::Replayed)).
     pub replayed: bool,
+    /// A dispatch of it was acknowledged, and a broker rollback then
+    /// forgot its entry (`acked` says whether another one stayed).
+    pub dispatch_rolled_back: bool,
+    /// Its deliveries that a broker rollback then undid (they happened
+    /// after the restored snapshot), so they may happen again.
+    pub rolled_back_deliveries: u32,
 }
 
 /// A span of time in which a task's delivery could be wasted.
@@ -53,6 +60,8 @@ pub(super) struct Facts {
     pub violations: Vec<Violation>,
     pub deliveries: u64,
     pub handler_calls: u64,
+    /// What broker rollbacks forgot.
+    pub rollbacks: Forgetting,
 }
 
 impl Facts {
@@ -66,6 +75,7 @@ impl Facts {
             violations: Vec::new(),
             deliveries: 0,
             handler_calls: 0,
+            rollbacks: Forgetting::gather(record),
         };
         let entries = facts.map_entries(record);
         let delivered = facts.read_history(scenario, record, &entries);
@@ -118,7 +128,10 @@ impl Facts {
                 }
             }
         }
-        for stamped in record.history.events() {
+        for (index, stamped) in record.history.events().iter().enumerate() {
+            if self.rollbacks.forgot(index) {
+                continue;
+            }
             if let Event::Dispatched { task, entry } = &stamped.event {
                 let stream = record.state.task_stream_of(*task);
                 match map.insert((stream, *entry), *task) {
@@ -151,8 +164,23 @@ impl Facts {
         // A crashed worker's in-flight read may still deliver a little
         // after the crash (on Redis, a command already on the wire).
         let slack = crate::scenario::millis_of(scenario.lease);
-        for stamped in record.history.events() {
+        for (index, stamped) in record.history.events().iter().enumerate() {
             let at = stamped.at_ms;
+            if self.rollbacks.undone(index, at)
+                && let Event::Delivered { stream, id, .. } = &stamped.event
+            {
+                let task = match self.rollbacks.forgot(index) {
+                    true => self.rollbacks.task_of(stream, *id),
+                    false => entries.get(&(stream.clone(), *id)).copied(),
+                };
+                if let Some(facts) = task.and_then(|t| self.tasks.get_mut(&t)) {
+                    facts.rolled_back_deliveries += 1;
+                }
+            }
+            if self.rollbacks.forgot(index) {
+                self.forgotten_ref(&stamped.event, at);
+                continue;
+            }
             match &stamped.event {
                 Event::Dispatched { task, .. } => {
                     if let Some(facts) = self.task(*task) {
@@ -207,6 +235,28 @@ impl Facts {
             }
         }
         delivered
+    }
+
+    /// A dispatch or delivery of an entry a rollback forgot: it counts for
+    /// its task, but names no entry the broker still knows.
+    fn forgotten_ref(&mut self, event: &Event, at: u64) {
+        match event {
+            Event::Dispatched { task, .. } => {
+                if let Some(facts) = self.task(*task) {
+                    facts.dispatch_rolled_back = true;
+                }
+            }
+            Event::Delivered { stream, id, .. } => {
+                self.deliveries += 1;
+                let task = self.rollbacks.task_of(stream, *id);
+                if let Some(facts) = task.and_then(|t| self.tasks.get_mut(&t)) {
+                    facts.deliveries += 1;
+                    facts.first_delivery_ms.get_or_insert(at);
+                    facts.last_delivery_ms = Some(at);
+                }
+            }
+            _ => {}
+        }
     }
 
     fn read_outcomes(&mut self, record: &RunRecord, entries: &BTreeMap<(String, StreamId), u32>) {

@@ -8,6 +8,7 @@
 mod facts;
 mod overlap;
 mod reads;
+mod rollback;
 #[cfg(test)]
 mod run_tests;
 mod runs;
@@ -98,7 +99,10 @@ fn classify(facts: &TaskFacts) -> Class {
         (s, _) if s > 1 => Class::Duplicated,
         (1, _) => Class::Ok,
         (_, 1) => Class::DeadLettered,
-        _ if facts.pending > 0 || facts.unread > 0 || !facts.acked => Class::Stuck,
+        _ if facts.pending > 0 || facts.unread > 0 => Class::Stuck,
+        // Every acknowledged dispatch of it was forgotten by a rollback.
+        _ if !facts.acked && facts.dispatch_rolled_back => Class::LostToRollback,
+        _ if !facts.acked => Class::Stuck,
         _ if facts.trimmed_unread > 0 => Class::LostToTrim,
         _ => Class::Lost,
     }
@@ -207,7 +211,8 @@ impl Verdict {
             | Class::Duplicated
             | Class::DeadLettered
             | Class::LostToTrim
-            | Class::Replayed => {}
+            | Class::Replayed
+            | Class::LostToRollback => {}
         }
         let poison = record.plan.poison_kind(task);
         let expected = expected_reason(poison);
@@ -254,10 +259,12 @@ impl Verdict {
             self.violate(Invariant::RetriesBounded, t, detail);
         }
         let disruptions = facts.disruptions_during(f);
-        let bound = max_retries + 2 + disruptions;
+        // Deliveries a rollback undid may all happen again.
+        let undone = f.rolled_back_deliveries;
+        let bound = max_retries + 2 + disruptions + undone;
         if f.deliveries > bound {
             let detail = format!(
-                "{} deliveries; at most {bound} ({max_retries} retries + 2 + {disruptions} disruptions)",
+                "{} deliveries; at most {bound} ({max_retries} retries + 2 + {disruptions} disruptions + {undone} rolled back)",
                 f.deliveries
             );
             self.violate(Invariant::RedeliveriesBounded, t, detail);
@@ -273,8 +280,12 @@ impl Verdict {
                     for &task in &gather.tasks {
                         let expected = facts.first_results.get(&task);
                         let got = gathered.results.get(&task_id(task)).map(|r| r.status);
+                        // Or the first result a rollback then forgot: the
+                        // supervisor may have read it before the rollback.
+                        let forgotten = facts.rollbacks.first_results.get(&task);
                         if let Some(status) = expected
                             && got != Some(*status)
+                            && (got.is_none() || got.as_ref() != forgotten)
                         {
                             let detail = format!(
                                 "workflow {workflow}'s gather got {got:?}, the first result is {status:?}"

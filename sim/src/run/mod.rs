@@ -10,6 +10,7 @@ mod brokers;
 mod dispatch;
 mod groups;
 mod hits;
+mod rollbacks;
 mod slots;
 pub(crate) mod state;
 #[cfg(test)]
@@ -35,6 +36,7 @@ use brokers::{Brokers, PRODUCER, SUPERVISOR};
 use dispatch::{Dispatcher, Gathers};
 pub(crate) use dispatch::{GatherOutcome, GatherRecord};
 pub(crate) use hits::Hits;
+use rollbacks::Rollbacks;
 use slots::Crewing;
 use state::FinalState;
 
@@ -44,6 +46,9 @@ pub(crate) struct Backend<B> {
     /// Stamps results and dead letters; virtual on the memory backend.
     pub clock: Arc<dyn Clock>,
     pub keyspace: Keyspace,
+    /// The broker again, where it can be rolled back (the memory backend):
+    /// the plan's rollbacks fire only there.
+    pub rollback: Option<crewq_memory::MemoryBroker>,
 }
 
 /// Everything a run leaves for the checker.
@@ -66,6 +71,10 @@ pub(crate) struct RunRecord {
     /// by class name; the checker adds them to the hits it counts from the
     /// history.
     pub hits: BTreeMap<&'static str, u64>,
+    /// The appends a broker rollback forgot, in order (the history's
+    /// `RolledBack` events list them too); the final state's outcomes and
+    /// entries leave them out.
+    pub forgotten: Vec<rollbacks::Append>,
 }
 
 /// What a crash or a pause does, in timeline order.
@@ -97,6 +106,14 @@ enum Action {
     /// An injected `XGROUP DESTROY` of agent type `agent`'s worker group.
     DestroyGroup {
         agent: u32,
+    },
+    /// The snapshot a planned rollback will restore.
+    Snapshot {
+        rollback: u32,
+    },
+    /// A planned rollback: its snapshot restored.
+    Restore {
+        rollback: u32,
     },
 }
 
@@ -144,6 +161,7 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
     }
 
     let hits = Hits::default();
+    let mut rollbacks = Rollbacks::new(backend.rollback.clone());
     let gathers: Gathers = Arc::new(Mutex::new(Vec::new()));
     let producer = |actor: &str, stream| {
         Producer::new(brokers.handle(actor, stream))
@@ -199,6 +217,12 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
             }
             continue;
         }
+        if rollbacks
+            .act(action, at, brokers.recorded(), &agents, &recorder, &hits)
+            .await
+        {
+            continue;
+        }
         let Some(slot) = slots.get_mut(worker_of(action) as usize) else {
             continue;
         };
@@ -228,7 +252,10 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
                 }
             }
             Action::Pause { for_ms, .. } => slot.pause(at + for_ms, &recorder),
-            Action::Trim { .. } | Action::DestroyGroup { .. } => {}
+            Action::Trim { .. }
+            | Action::DestroyGroup { .. }
+            | Action::Snapshot { .. }
+            | Action::Restore { .. } => {}
         }
     }
     tokio::time::sleep_until(recorder.at(fault_end)).await;
@@ -280,7 +307,7 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
     for _ in fault_trims..all_trims {
         hits.hit(RETENTION_TRIM);
     }
-    let journal = brokers.recorded().journal();
+    let (journal, forgotten) = rollbacks.split(brokers.recorded().journal());
     let state = state::read(&backend.broker, &agents, &journal)
         .await
         .map_err(|e| SimError::Run(format!("reading the final state: {e}")))?;
@@ -294,6 +321,7 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
         drained,
         injected: brokers.injected(),
         hits: hits.counts(),
+        forgotten,
     })
 }
 
@@ -346,6 +374,7 @@ fn timeline(plan: &FaultPlan) -> BTreeMap<(u64, u32), Action> {
         .chain(trims)
         .chain(stops)
         .chain(destroys)
+        .chain(rollbacks::actions(plan))
         .enumerate()
         .map(|(n, (at, action))| ((at, n as u32), action))
         .collect()
@@ -357,7 +386,10 @@ fn worker_of(action: Action) -> u32 {
         | Action::Restart { worker }
         | Action::Pause { worker, .. }
         | Action::Stop { worker, .. } => worker,
-        Action::Trim { .. } | Action::DestroyGroup { .. } => u32::MAX,
+        Action::Trim { .. }
+        | Action::DestroyGroup { .. }
+        | Action::Snapshot { .. }
+        | Action::Restore { .. } => u32::MAX,
     }
 }
 
