@@ -9,8 +9,11 @@
 //! the plan shows in the lease before the takeover: A was paused, A's
 //! broker calls failed (injected errors, refusals, an outage), or A's link
 //! was half-open (a call hung on a link is seen only when it times out, and
-//! not at all if its caller is gone by then, so the plan's windows count).
-//! A crash or the end of a stop's grace ends A's run there and then.
+//! not at all if its caller is gone by then, so the plan's windows count,
+//! up to a time-out past their end, when the silent connection is
+//! replaced). A crash or the end of a stop's grace ends A's run there and
+//! then. And the broker may forget A's lease outright: its group destroyed
+//! (and made again below the entry), or a rollback to before A's delivery.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -30,6 +33,9 @@ struct Lapses {
     paused: BTreeMap<String, Vec<(u64, u64)>>,
     /// Times of failed calls per consumer.
     faults: BTreeMap<String, Vec<u64>>,
+    /// When the broker forgot leases: a stream's group destroyed (`Some`
+    /// stream), or a rollback (`None`: every stream).
+    forgotten: Vec<(Option<String>, u64)>,
 }
 
 impl Lapses {
@@ -52,13 +58,18 @@ impl Lapses {
                 Event::Fault { actor, .. } => {
                     lapses.faults.entry(actor.clone()).or_default().push(at);
                 }
+                Event::GroupDestroyed { stream } => {
+                    lapses.forgotten.push((Some(stream.clone()), at));
+                }
+                Event::RolledBack { .. } => lapses.forgotten.push((None, at)),
                 _ => {}
             }
         }
         for link in &record.plan.half_open {
             for name in names.get(&link.worker).into_iter().flatten() {
                 let windows = lapses.paused.entry(name.clone()).or_default();
-                windows.push((link.at_ms, link.at_ms.saturating_add(link.for_ms)));
+                let end = link.at_ms.saturating_add(link.for_ms);
+                windows.push((link.at_ms, end.saturating_add(link.timeout_ms)));
             }
         }
         lapses
@@ -70,6 +81,13 @@ impl Lapses {
         let mut faults = self.faults.get(consumer).into_iter().flatten();
         windows.any(|&(p, until)| p <= to && until >= from)
             || faults.any(|&at| from <= at && at <= to)
+    }
+
+    /// Whether the broker forgot leases of `stream` within `from..=to`.
+    fn forgot(&self, stream: &str, from: u64, to: u64) -> bool {
+        self.forgotten
+            .iter()
+            .any(|(of, at)| of.as_deref().is_none_or(|of| of == stream) && from <= *at && *at <= to)
     }
 }
 
@@ -101,7 +119,9 @@ pub(super) fn check(scenario: &Scenario, record: &RunRecord, runs: &[Run]) -> Ve
         } else {
             (&first.consumer, second.delivered_ms)
         };
-        if lapses.explained(holder, claimed.saturating_sub(lease), claimed) {
+        if lapses.explained(holder, claimed.saturating_sub(lease), claimed)
+            || lapses.forgot(stream, first.delivered_ms.min(second.delivered_ms), claimed)
+        {
             continue;
         }
         violations.push(Violation {

@@ -4,8 +4,9 @@
 //! the outcome is recorded or the entry is provably another consumer's, so
 //! after every successful run the history shows that worker's settle of the
 //! entry (`settled`) or its refusal (`refused`: the lease was lost, to a
-//! pause, a link or an outage, and a peer owns the entry). Only a crash or
-//! the end of a stop's grace may cut it short. A success dropped instead is
+//! pause, a link or an outage, and a peer owns the entry). Only a crash,
+//! the end of a stop's grace, or its group destroyed while it ran or
+//! before its settle may cut it short. A success dropped instead is
 //! what dead-lettered succeeded tasks after an outage (issue 9, finding 3):
 //! the entry is delivered again and counts as a delivery without outcome.
 
@@ -29,7 +30,10 @@ pub(super) fn check(record: &RunRecord, runs: &[Run]) -> Vec<Violation> {
         let consumer = run.consumer.as_str();
         let kept = events
             .iter()
-            .filter(|e| e.at_ms >= ended)
+            .filter(|e| {
+                e.at_ms >= ended
+                    || (e.at_ms >= run.start_ms && matches!(e.event, Event::GroupDestroyed { .. }))
+            })
             .any(|e| match &e.event {
                 Event::Settled {
                     stream: of,
@@ -43,6 +47,11 @@ pub(super) fn check(record: &RunRecord, runs: &[Run]) -> Vec<Violation> {
                     id,
                 } => by == consumer && id == entry && of == stream,
                 Event::Crashed { consumer: by, .. } => by == consumer,
+                // The group destroyed under the run took its pending entry
+                // along: the settle finds no group (or, once it is made
+                // again, the entry not this consumer's) and the re-created
+                // group delivers the entry again, so the outcome may go.
+                Event::GroupDestroyed { stream: of } => of == stream,
                 // A stop cut off only the attempts it handed back.
                 Event::Stopped {
                     consumer: by,
