@@ -190,6 +190,22 @@ pub enum Event {
         /// The stream.
         stream: String,
     },
+    /// An injected trim cut these entries while they were pending: only
+    /// the group's pending list still names them.
+    CutWhilePending {
+        /// The stream.
+        stream: String,
+        /// The pending entries it removed.
+        ids: Vec<StreamId>,
+    },
+    /// A reclaim scan (`XAUTOCLAIM`) reported a pending entry deleted from
+    /// its stream: a worker learned of it.
+    FoundDeleted {
+        /// The stream.
+        stream: String,
+        /// The entry.
+        id: StreamId,
+    },
     /// The broker was restored to its state at `snapshot_ms` (a rollback):
     /// the appends since are forgotten, and so are the acknowledgements,
     /// deliveries and trims since, which the history does not list again.
@@ -446,6 +462,15 @@ impl fmt::Display for Event {
                 handed_back,
             } => write!(f, "stopped w{worker} {consumer} handed_back={handed_back}"),
             Event::GroupDestroyed { stream } => write!(f, "group-destroyed {stream}"),
+            Event::CutWhilePending { stream, ids } => {
+                write!(f, "cut-while-pending {stream} [")?;
+                for (n, id) in ids.iter().enumerate() {
+                    let comma = if n > 0 { "," } else { "" };
+                    write!(f, "{comma}{id}")?;
+                }
+                f.write_str("]")
+            }
+            Event::FoundDeleted { stream, id } => write!(f, "found-deleted {stream} {id}"),
             Event::RolledBack {
                 snapshot_ms,
                 forgotten,

@@ -93,6 +93,16 @@ impl<B: Broker> RecordingBroker<B> {
         }
     }
 
+    /// A reclaim scan's report of pending entries deleted from the stream.
+    fn found_deleted(&self, stream: &str, ids: &[StreamId]) {
+        for &id in ids {
+            self.recorder.record(Event::FoundDeleted {
+                stream: stream.to_owned(),
+                id,
+            });
+        }
+    }
+
     fn acked(&self, stream: &str, ids: &[StreamId], count: u64) {
         self.recorder.record(Event::Acked {
             stream: stream.to_owned(),
@@ -201,6 +211,7 @@ impl<B: Broker> BrokerLayer for RecordingBroker<B> {
             .autoclaim(stream, group, consumer, min_idle, start, count)
             .await?;
         self.delivered(stream, consumer, claimed.claimed.iter().map(|e| e.id));
+        self.found_deleted(stream, &claimed.deleted);
         Ok(claimed)
     }
 
@@ -212,6 +223,7 @@ impl<B: Broker> BrokerLayer for RecordingBroker<B> {
         let reply = self.inner.autoclaim_recorded(claim, record).await?;
         let ids = reply.claim.claimed.iter().map(|e| e.id);
         self.delivered(&claim.stream, &claim.consumer, ids);
+        self.found_deleted(&claim.stream, &reply.claim.deleted);
         for (&deleted, written) in reply.claim.deleted.iter().zip(&reply.records) {
             if let Ok(AddedOnce::Added(id)) = written {
                 let once = record.for_id(deleted);

@@ -31,8 +31,11 @@ pub enum Class {
     Unexpected,
     /// No outcome: its entry was trimmed from the stream before any
     /// delivery, which only a trim that cuts unread entries does (the
-    /// unsafe retention opt-ins, an operator's `XTRIM`). What that setting
-    /// costs, reported apart: not a crewq violation.
+    /// unsafe retention opt-ins, an operator's `XTRIM`); or trimmed while
+    /// pending and then its group destroyed before any reclaim scan
+    /// reported it deleted, so that nothing in the broker names it. What
+    /// that setting or command costs, reported apart: not a crewq
+    /// violation.
     LostToTrim,
     /// Outcomes that would contradict each other (a success and a dead
     /// letter, two dead letters) because its worker group was destroyed

@@ -111,14 +111,6 @@ fn recreate_group_at_end_is_caught_losing_what_the_destroyed_group_had_not_deliv
     caught_within(Mutant::RecreateGroupAtEnd, Invariant::NoLoss, MORE_SEEDS);
 }
 
-/// A rollback makes the broker deliver again an entry whose settle it
-/// forgot; the mutant's cache acknowledges it unrun. The entry survived
-/// the rollback, so its loss is crewq's, not the rollback's.
-#[test]
-fn remember_settled_is_caught_losing_a_task_a_rollback_redelivered() {
-    caught_within(Mutant::RememberSettled, Invariant::NoLoss, MORE_SEEDS);
-}
-
 /// Trims racing readers are in the standard rates: the real worker records
 /// every entry trimmed while pending, the mutant loses them.
 #[test]

@@ -32,6 +32,11 @@ pub(super) struct TaskFacts {
     pub unread: u32,
     /// Its entries trimmed from the stream before any delivery.
     pub trimmed_unread: u32,
+    /// An injected trim cut an entry of it while pending, and its group
+    /// was destroyed before any reclaim scan reported the entry deleted:
+    /// the trim took the data and the destroy the pending list that named
+    /// it, so nothing in the broker knows of it any more.
+    pub cut_then_forgotten: bool,
     /// One of its entries was delivered again after its group was
     /// destroyed and made again below it: the group's memory of what was
     /// done went with it, so this task may run again (see
@@ -160,6 +165,8 @@ impl Facts {
     ) -> BTreeSet<(String, StreamId)> {
         let mut delivered = BTreeSet::new();
         let mut replays = Replays::default();
+        // Entries cut while pending and not yet reported deleted.
+        let mut cut: BTreeSet<(String, StreamId)> = BTreeSet::new();
         let task_streams = record.state.task_streams();
         // A crashed worker's in-flight read may still deliver a little
         // after the crash (on Redis, a command already on the wire).
@@ -230,7 +237,23 @@ impl Facts {
                     from_ms: at,
                     to_ms: at,
                 }),
-                Event::GroupDestroyed { stream } => replays.destroyed(stream),
+                Event::GroupDestroyed { stream } => {
+                    replays.destroyed(stream);
+                    let forgotten: Vec<_> =
+                        cut.iter().filter(|(s, _)| s == stream).cloned().collect();
+                    for key in forgotten {
+                        cut.remove(&key);
+                        if let Some(facts) = entries.get(&key).and_then(|t| self.tasks.get_mut(t)) {
+                            facts.cut_then_forgotten = true;
+                        }
+                    }
+                }
+                Event::CutWhilePending { stream, ids } => {
+                    cut.extend(ids.iter().map(|id| (stream.clone(), *id)));
+                }
+                Event::FoundDeleted { stream, id } => {
+                    cut.remove(&(stream.clone(), *id));
+                }
                 _ => {}
             }
         }

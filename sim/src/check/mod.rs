@@ -103,7 +103,7 @@ fn classify(facts: &TaskFacts) -> Class {
         // Every acknowledged dispatch of it was forgotten by a rollback.
         _ if !facts.acked && facts.dispatch_rolled_back => Class::LostToRollback,
         _ if !facts.acked => Class::Stuck,
-        _ if facts.trimmed_unread > 0 => Class::LostToTrim,
+        _ if facts.trimmed_unread > 0 || facts.cut_then_forgotten => Class::LostToTrim,
         _ => Class::Lost,
     }
 }

@@ -203,7 +203,7 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
         tokio::time::sleep_until(recorder.at(at)).await;
         if let Action::Trim { agent, cut } = action {
             if let Some(keys) = agents.get(agent as usize)
-                && trims::trim(brokers.recorded(), keys, cut).await > 0
+                && trims::trim(brokers.recorded(), keys, cut, &recorder).await > 0
             {
                 hits.hit(TRIM_FAULT);
             }
