@@ -190,13 +190,16 @@ pub enum Event {
         /// The stream.
         stream: String,
     },
-    /// An injected trim cut these entries while they were pending: only
-    /// the group's pending list still names them.
-    CutWhilePending {
+    /// What an injected trim removed.
+    Cut {
         /// The stream.
         stream: String,
-        /// The pending entries it removed.
-        ids: Vec<StreamId>,
+        /// Entries the group's pending list still names: crewq must report
+        /// them.
+        pending: Vec<StreamId>,
+        /// Entries not pending (finished, or unread by the group's current
+        /// life): lost to the trim if they had no outcome.
+        unread: Vec<StreamId>,
     },
     /// A reclaim scan (`XAUTOCLAIM`) reported a pending entry deleted from
     /// its stream: a worker learned of it.
@@ -462,14 +465,16 @@ impl fmt::Display for Event {
                 handed_back,
             } => write!(f, "stopped w{worker} {consumer} handed_back={handed_back}"),
             Event::GroupDestroyed { stream } => write!(f, "group-destroyed {stream}"),
-            Event::CutWhilePending { stream, ids } => {
-                write!(f, "cut-while-pending {stream} [")?;
-                for (n, id) in ids.iter().enumerate() {
-                    let comma = if n > 0 { "," } else { "" };
-                    write!(f, "{comma}{id}")?;
-                }
-                f.write_str("]")
-            }
+            Event::Cut {
+                stream,
+                pending,
+                unread,
+            } => write!(
+                f,
+                "cut {stream} pending={} unread={}",
+                pending.len(),
+                unread.len()
+            ),
             Event::FoundDeleted { stream, id } => write!(f, "found-deleted {stream} {id}"),
             Event::RolledBack {
                 snapshot_ms,

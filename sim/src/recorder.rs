@@ -267,7 +267,24 @@ impl<B: Broker> BrokerLayer for RecordingBroker<B> {
             })
             .collect();
         let (stream, consumer) = (settle.stream.clone(), settle.consumer.clone());
-        let outcomes = self.inner.settle(settle).await?;
+        let outcomes = match self.inner.settle(settle).await {
+            Ok(outcomes) => outcomes,
+            Err(err) => {
+                if matches!(err, crewq_core::Error::NoGroup { .. }) {
+                    // The group is gone, and its pending list with it: no
+                    // item is this consumer's any more (refused, as when a
+                    // peer owns it; the re-created group delivers it again).
+                    for id in items {
+                        self.recorder.record(Event::Refused {
+                            stream: stream.clone(),
+                            consumer: consumer.clone(),
+                            id,
+                        });
+                    }
+                }
+                return Err(err);
+            }
+        };
         for ((id, adds), outcome) in items.into_iter().zip(appends).zip(&outcomes) {
             let event = match outcome {
                 Settled::Done(appended) => {

@@ -248,8 +248,18 @@ impl Facts {
                         }
                     }
                 }
-                Event::CutWhilePending { stream, ids } => {
-                    cut.extend(ids.iter().map(|id| (stream.clone(), *id)));
+                Event::Cut {
+                    stream,
+                    pending,
+                    unread,
+                } => {
+                    cut.extend(pending.iter().map(|id| (stream.clone(), *id)));
+                    for id in unread {
+                        let key = (stream.clone(), *id);
+                        if let Some(facts) = entries.get(&key).and_then(|t| self.tasks.get_mut(t)) {
+                            facts.cut_then_forgotten = true;
+                        }
+                    }
                 }
                 Event::FoundDeleted { stream, id } => {
                     cut.remove(&(stream.clone(), *id));

@@ -4,9 +4,10 @@
 //! the outcome is recorded or the entry is provably another consumer's, so
 //! after every successful run the history shows that worker's settle of the
 //! entry (`settled`) or its refusal (`refused`: the lease was lost, to a
-//! pause, a link or an outage, and a peer owns the entry). Only a crash,
-//! the end of a stop's grace, or its group destroyed while it ran or
-//! before its settle may cut it short. A success dropped instead is
+//! pause, a link or an outage, and a peer owns the entry; or the group is
+//! gone, destroyed with its pending list). Only a crash, the end of a
+//! stop's grace, the group destroyed while the run went on, or the entry
+//! trimmed and dead-lettered by a reclaim scan may cut it short. A success dropped instead is
 //! what dead-lettered succeeded tasks after an outage (issue 9, finding 3):
 //! the entry is delivered again and counts as a delivery without outcome.
 
@@ -31,8 +32,22 @@ pub(super) fn check(record: &RunRecord, runs: &[Run]) -> Vec<Violation> {
         let kept = events
             .iter()
             .filter(|e| {
+                // The group destroyed while the run went on took the
+                // entry's pending record along: the worker may learn it
+                // only as a settle that fails or finds nothing.
+                // So did an acknowledgement of the entry meanwhile (one
+                // delivered twice after its group was made again, taken
+                // for finished): nothing is left to settle.
+                if matches!(e.event, Event::GroupDestroyed { .. } | Event::Acked { .. }) {
+                    return run.start_ms <= e.at_ms && e.at_ms <= ended;
+                }
                 e.at_ms >= ended
-                    || (e.at_ms >= run.start_ms && matches!(e.event, Event::GroupDestroyed { .. }))
+                    // A settle of the entry by another run of the same
+                    // consumer (an entry delivered to it twice after its
+                    // group was made again), or a reclaim scan finding it
+                    // deleted, while this run went on.
+                    || (e.at_ms >= run.start_ms
+                        && matches!(e.event, Event::Settled { .. } | Event::FoundDeleted { .. }))
             })
             .any(|e| match &e.event {
                 Event::Settled {
@@ -47,11 +62,17 @@ pub(super) fn check(record: &RunRecord, runs: &[Run]) -> Vec<Violation> {
                     id,
                 } => by == consumer && id == entry && of == stream,
                 Event::Crashed { consumer: by, .. } => by == consumer,
-                // The group destroyed under the run took its pending entry
-                // along: the settle finds no group (or, once it is made
-                // again, the entry not this consumer's) and the re-created
-                // group delivers the entry again, so the outcome may go.
                 Event::GroupDestroyed { stream: of } => of == stream,
+                Event::Acked {
+                    stream: of,
+                    ids,
+                    count,
+                } => of == stream && *count > 0 && ids.contains(entry),
+                // Trimmed under the run, and a reclaim scan took the entry
+                // off the pending list and dead-lettered it in the same
+                // step (`deleted_while_pending`): no entry is left to
+                // settle.
+                Event::FoundDeleted { stream: of, id } => of == stream && id == entry,
                 // A stop cut off only the attempts it handed back.
                 Event::Stopped {
                     consumer: by,

@@ -4,9 +4,9 @@
 //! `deleted_while_pending`; entries cut before any delivery are lost to the
 //! trim, which the checker reports apart from crewq's violations.
 
-use std::ops::Bound;
+use std::collections::BTreeSet;
 
-use crewq_core::{ALL_IDS, AgentKeys, Broker, PendingQuery, Trim};
+use crewq_core::{ALL_IDS, AgentKeys, Broker, PendingQuery, StreamId, Trim};
 
 use crate::history::{Event, Recorder};
 use crate::plan::TrimCut;
@@ -21,35 +21,37 @@ pub(crate) async fn trim<B: Broker>(
     cut: TrimCut,
     recorder: &Recorder,
 ) -> u64 {
+    let before = ids(broker, keys).await;
     let removed = apply(broker, keys, cut).await;
     if removed == 0 {
         return 0;
     }
-    // The pending entries now gone from the stream: what the pending list
-    // alone still names (a group destroyed next takes that along too).
+    // What the cut removed, split by whether the group's pending list still
+    // names it (crewq must then report it) or not (finished, or unread by
+    // the group's current life: lost to the trim if it had no outcome).
+    let after = ids(broker, keys).await;
     let query = PendingQuery::new(100_000).range(ALL_IDS);
-    let pending = broker.pending(&keys.tasks, &keys.group, &query).await;
-    let mut cut_ids = Vec::new();
-    for entry in pending.into_iter().flatten() {
-        let gone = broker
-            .xrange(
-                &keys.tasks,
-                (Bound::Included(entry.id), Bound::Included(entry.id)),
-                Some(1),
-            )
-            .await
-            .is_ok_and(|found| found.is_empty());
-        if gone {
-            cut_ids.push(entry.id);
-        }
-    }
-    if !cut_ids.is_empty() {
-        recorder.record(Event::CutWhilePending {
-            stream: keys.tasks.clone(),
-            ids: cut_ids,
-        });
-    }
+    let pending: BTreeSet<StreamId> = match broker.pending(&keys.tasks, &keys.group, &query).await {
+        Ok(entries) => entries.into_iter().map(|e| e.id).collect(),
+        Err(_) => BTreeSet::new(),
+    };
+    let (pending, unread): (Vec<StreamId>, Vec<StreamId>) = before
+        .difference(&after)
+        .partition(|id| pending.contains(id));
+    recorder.record(Event::Cut {
+        stream: keys.tasks.clone(),
+        pending,
+        unread,
+    });
     removed
+}
+
+/// The ids in `keys`' task stream.
+async fn ids<B: Broker>(broker: &RecordingBroker<B>, keys: &AgentKeys) -> BTreeSet<StreamId> {
+    match broker.xrange(&keys.tasks, ALL_IDS, None).await {
+        Ok(entries) => entries.into_iter().map(|e| e.id).collect(),
+        Err(_) => BTreeSet::new(),
+    }
 }
 
 async fn apply<B: Broker>(broker: &RecordingBroker<B>, keys: &AgentKeys, cut: TrimCut) -> u64 {
