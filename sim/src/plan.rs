@@ -281,7 +281,7 @@ impl FaultRates {
         trims: 0,
         stops: 0,
         outages: 0,
-        group_destroys: 1,
+        group_destroys: 0,
         rollback: 0.0,
     };
 

@@ -101,7 +101,11 @@ mod tests {
         let violations = judged(vec![read_new(true), scan(false), scan(true)]);
         assert_eq!(violations.len(), 1, "{violations:?}");
         assert_eq!(violations[0].invariant, Invariant::ReadingNotStarved);
-        assert!(violations[0].detail.contains("autoclaim failed at 1 ms"));
+        assert!(
+            violations[0]
+                .detail
+                .contains("autoclaim_recorded failed at 1 ms")
+        );
         // A failed drain owes a read of new entries too.
         assert_eq!(judged(vec![drain(false), scan(false)]).len(), 1);
     }
