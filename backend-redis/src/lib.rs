@@ -39,6 +39,7 @@
 mod batch;
 mod blocking;
 mod broker;
+mod cluster;
 mod commands;
 mod config;
 mod connect;
