@@ -110,10 +110,7 @@ pub(crate) fn client(
 }
 
 /// Opens one cluster connection (to every master) with `client`.
-pub(crate) async fn connect(
-    client: &ClusterClient,
-    redacted: &str,
-) -> Result<ClusterConnection> {
+pub(crate) async fn connect(client: &ClusterClient, redacted: &str) -> Result<ClusterConnection> {
     client
         .get_async_connection()
         .await
@@ -184,7 +181,11 @@ fn one_slot(keys: &[&[u8]], op: Op<'_>) -> Result<Option<Slot>> {
 
 /// Sends one command on the cluster, refusing a script whose keys span
 /// slots.
-pub(crate) async fn send(conn: &ClusterConnection, cmd: &Cmd, op: Op<'_>) -> Result<RedisResult<Value>> {
+pub(crate) async fn send(
+    conn: &ClusterConnection,
+    cmd: &Cmd,
+    op: Op<'_>,
+) -> Result<RedisResult<Value>> {
     one_slot(&keys_of(cmd), op)?;
     Ok(cmd.query_async(&mut conn.clone()).await)
 }
@@ -272,7 +273,10 @@ mod tests {
         );
         assert_eq!(
             seed_urls("rediss://u:p@a:1/0?protocol=resp3,b:2"),
-            vec!["rediss://u:p@a:1/0?protocol=resp3", "rediss://u:p@b:2/0?protocol=resp3"]
+            vec![
+                "rediss://u:p@a:1/0?protocol=resp3",
+                "rediss://u:p@b:2/0?protocol=resp3"
+            ]
         );
         assert_eq!(
             redacted_seeds("redis://u:secret@a:1,b:2"),
@@ -299,7 +303,10 @@ mod tests {
         let apart: [&[u8]; 2] = [b"agent:tasks:a", b"agent:results"];
         let err = one_slot(&apart, op).expect_err("two slots");
         let text = err.to_string();
-        assert!(text.contains("'agent:tasks:a'") && text.contains("'agent:results'"), "{text}");
+        assert!(
+            text.contains("'agent:tasks:a'") && text.contains("'agent:results'"),
+            "{text}"
+        );
         assert_eq!(err.kind(), crewq_core::ErrorKind::InvalidArgument);
     }
 }

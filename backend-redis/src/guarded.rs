@@ -222,7 +222,10 @@ impl RedisBroker {
     async fn load_script(&self, source: &str, op: Op<'_>) -> Result<()> {
         let mut cmd = redis::cmd("SCRIPT");
         cmd.arg("LOAD").arg(source);
-        self.send(&cmd, op).await?.map(drop).map_err(|err| op.error(err))
+        self.send(&cmd, op)
+            .await?
+            .map(drop)
+            .map_err(|err| op.error(err))
     }
 
     /// Sends an `EVALSHA`; on `NOSCRIPT` (a restart or `SCRIPT FLUSH`

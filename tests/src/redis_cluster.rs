@@ -17,8 +17,8 @@
 //! the prefixes handed out, on every master (never `FLUSHALL`).
 
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, OnceLock};
 use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::redis_server::{OwnedServer, find_binary, spawn_plain_on};
@@ -150,7 +150,11 @@ impl TestCluster {
     ///
     /// When it cannot connect.
     pub async fn broker(&self) -> crewq_redis::RedisBroker {
-        match crewq_redis::RedisConfig::new(self.seeds()).cluster().connect().await {
+        match crewq_redis::RedisConfig::new(self.seeds())
+            .cluster()
+            .connect()
+            .await
+        {
             Ok(broker) => broker,
             Err(err) => panic!("cannot connect to the test cluster {}: {err}", self.seeds()),
         }
@@ -318,7 +322,10 @@ fn form(server: &std::path::Path, cli: &std::path::Path) -> Result<TestCluster, 
         ];
         nodes.push(Some(spawn_plain_on(server, port, &args)?));
     }
-    let seeds: Vec<String> = ports.iter().map(|port| format!("127.0.0.1:{port}")).collect();
+    let seeds: Vec<String> = ports
+        .iter()
+        .map(|port| format!("127.0.0.1:{port}"))
+        .collect();
     let created = Command::new(cli)
         .arg("--cluster")
         .arg("create")
@@ -438,7 +445,9 @@ fn cluster_info(addr: &str) -> redis::RedisResult<String> {
 }
 
 fn cluster_nodes(addr: &str) -> redis::RedisResult<String> {
-    redis::cmd("CLUSTER").arg("NODES").query(&mut connect(addr)?)
+    redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query(&mut connect(addr)?)
 }
 
 /// The `host:port` of the nodes in `CLUSTER NODES` output whose flags

@@ -1323,11 +1323,7 @@ fn differential_memory_vs_cluster() {
 
 /// Runs `PROPTEST_CASES` generated cases on `redis` and memory, each under
 /// a fresh prefix from `prefix`.
-fn run_campaign(
-    rt: &tokio::runtime::Runtime,
-    redis: &dyn Broker,
-    prefix: impl Fn() -> String,
-) {
+fn run_campaign(rt: &tokio::runtime::Runtime, redis: &dyn Broker, prefix: impl Fn() -> String) {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
