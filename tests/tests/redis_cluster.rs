@@ -196,7 +196,11 @@ async fn a_blocked_read_holds_up_no_other_command() {
         broker.xlen(&waiting).await.expect("xlen")
     };
     let held = tokio::time::timeout(Duration::from_secs(5), others).await;
-    assert_eq!(held.ok(), Some(0), "other commands were held up by the read");
+    assert_eq!(
+        held.ok(),
+        Some(0),
+        "other commands were held up by the read"
+    );
     assert!(!reader.is_finished());
     broker
         .xadd(NewEntry::new(&waiting, one_field(0)))

@@ -25,7 +25,6 @@ use crewq_core::producer::{Producer, Retention};
 use crewq_core::worker::{Worker, WorkerOptions, WorkerReport};
 use crewq_core::{AgentType, Broker, Keyspace, Trim};
 use crewq_memory::MemoryBroker;
-use crewq_redis::RedisBroker;
 use serde::Serialize;
 
 use load::{AGENT, Probe, ProducerPlan};
@@ -42,6 +41,8 @@ pub struct BenchArgs {
     /// (and stop it after) instead of `--broker`.
     #[arg(long, conflicts_with = "broker")]
     pub spawn_redis: bool,
+    #[arg(long, conflicts_with = "spawn_redis", help = crate::target::CLUSTER_HELP)]
+    pub cluster: bool,
     /// Tasks to run.
     #[arg(long, default_value_t = 200_000)]
     pub tasks: u64,
@@ -167,9 +168,10 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, Box<dyn Error>> {
         )
         .await?
     } else {
-        let broker = RedisBroker::connect(target).await?;
+        let broker = crate::target::connect(target, args.cluster).await?;
         let millis = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis();
-        let keyspace = Keyspace::default().with_prefix(format!("crewq-bench-{millis}"))?;
+        let keyspace =
+            crate::target::layout(args.cluster).with_prefix(format!("crewq-bench-{millis}"))?;
         let backend = broker.redacted_url().to_owned();
         run_on(broker, keyspace, backend, &args).await?
     };
