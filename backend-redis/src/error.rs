@@ -112,6 +112,11 @@ pub(crate) fn map_error(err: RedisError, op: &Op<'_>) -> Error {
             source: Some(Box::new(err)),
         };
     }
+    if err.kind() == RedisKind::ClusterConnectionNotFound {
+        // The cluster client has no connection to the slot's node yet (a
+        // failover under way): as `CLUSTERDOWN`, wait it out.
+        return Error::Unavailable(format!("{} on '{}': {err}", op.name, op.stream));
+    }
     if err.is_timeout() {
         return Error::Timeout(format!(
             "{} on '{}': no reply in time ({err})",
