@@ -59,8 +59,8 @@ struct Inner {
 /// The connection the broker's (non-blocking) commands go out on.
 pub(crate) enum Link {
     /// One server: a shared multiplexed connection, replaced when it can no
-    /// longer be trusted.
-    Single(Shared),
+    /// longer be trusted. Boxed: far larger than the cluster's handle.
+    Single(Box<Shared>),
     /// A Redis Cluster: redis-rs's cluster connection, which keeps one
     /// multiplexed connection per node and follows the topology.
     Cluster(ClusterConnection),

@@ -28,12 +28,12 @@ const MAX_PAUSE: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 enum Target {
     /// One server.
-    Single(Client),
+    Single(Box<Client>),
     /// A Redis Cluster: the client of the shared connection, and the one
     /// of blocking reads (no response time-out).
     Cluster {
-        client: ClusterClient,
-        blocking: ClusterClient,
+        client: Box<ClusterClient>,
+        blocking: Box<ClusterClient>,
     },
 }
 
@@ -43,11 +43,12 @@ pub(crate) async fn open(config: RedisConfig) -> Result<RedisBroker> {
         let redacted = cluster::redacted_seeds(&config.url);
         let client = cluster::client(&config, &redacted, Some(config.response_timeout))?;
         let blocking = cluster::client(&config, &redacted, None)?;
+        let (client, blocking) = (Box::new(client), Box::new(blocking));
         (redacted, Target::Cluster { client, blocking })
     } else {
         let redacted = config.redacted_url();
         let client = config.client(&redacted)?;
-        (redacted, Target::Single(client))
+        (redacted, Target::Single(Box::new(client)))
     };
     let Some(bound) = config.wait_for_server else {
         return open_now(config, client, redacted_url).await;
@@ -130,12 +131,12 @@ async fn open_now(
     redacted_url: String,
 ) -> Result<RedisBroker> {
     let client = match target {
-        Target::Single(client) => client,
+        Target::Single(client) => *client,
         Target::Cluster { client, blocking } => {
             tracing::debug!(url = %redacted_url, "connecting to the Redis Cluster");
             let conn = cluster::connect(&client, &redacted_url).await?;
             let blocking = BlockingPool::with_opener(
-                Opener::Cluster(blocking),
+                Opener::Cluster(*blocking),
                 config.blocking_connections,
                 redacted_url.clone(),
             );
@@ -156,7 +157,7 @@ async fn open_now(
     // error, so a wrong password or an untrusted certificate would cost
     // the whole back-off and then look transient. One plain attempt
     // first tells a refused identity from a server not up yet.
-    if let Err(err) = probe(&Target::Single(client.clone()), &config, &redacted_url).await
+    if let Err(err) = probe(&Target::Single(Box::new(client.clone())), &config, &redacted_url).await
         && err.kind() == ErrorKind::Auth
     {
         return Err(err);
@@ -178,7 +179,7 @@ async fn open_now(
         redacted_url.clone(),
     );
     Ok(RedisBroker::from_parts(
-        Link::Single(shared),
+        Link::Single(Box::new(shared)),
         blocking,
         config,
         redacted_url,
