@@ -157,7 +157,12 @@ async fn open_now(
     // error, so a wrong password or an untrusted certificate would cost
     // the whole back-off and then look transient. One plain attempt
     // first tells a refused identity from a server not up yet.
-    if let Err(err) = probe(&Target::Single(Box::new(client.clone())), &config, &redacted_url).await
+    if let Err(err) = probe(
+        &Target::Single(Box::new(client.clone())),
+        &config,
+        &redacted_url,
+    )
+    .await
         && err.kind() == ErrorKind::Auth
     {
         return Err(err);

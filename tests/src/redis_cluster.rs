@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::redis_server::{OwnedServer, find_binary, spawn_plain_on};
+use crate::redis_server::{OwnedServer, find_binary, keys_matching, spawn_plain_on};
 
 /// The environment variable naming an existing cluster to use instead.
 pub const REDIS_CLUSTER_URL_VAR: &str = "CREWQ_REDIS_CLUSTER_URL";
@@ -212,15 +212,7 @@ impl TestCluster {
         for master in self.masters() {
             let mut conn = connect(&master)?;
             for prefix in prefixes {
-                let keys: Vec<Vec<u8>> = redis::cmd("SCAN")
-                    .cursor_arg(0)
-                    .arg("MATCH")
-                    .arg(format!("*{prefix}*"))
-                    .arg("COUNT")
-                    .arg(1000)
-                    .clone()
-                    .iter(&mut conn)?
-                    .collect::<Result<_, _>>()?;
+                let keys = keys_matching(&mut conn, &format!("*{prefix}*"))?;
                 for key in keys {
                     redis::cmd("DEL").arg(key).exec(&mut conn)?;
                 }

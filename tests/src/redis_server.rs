@@ -251,15 +251,7 @@ impl TestRedis {
         let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
         for prefix in prefixes {
             let pattern = format!("{prefix}*");
-            let keys: Vec<Vec<u8>> = redis::cmd("SCAN")
-                .cursor_arg(0)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .clone()
-                .iter(&mut conn)?
-                .collect::<Result<_, _>>()?;
+            let keys = keys_matching(&mut conn, &pattern)?;
             for batch in keys.chunks(SCAN_BATCH) {
                 redis::cmd("DEL").arg(batch).exec(&mut conn)?;
             }
@@ -283,6 +275,23 @@ impl Drop for TestRedis {
             }
         }
     }
+}
+
+/// Every key of the server behind `conn` that matches `pattern` (`SCAN`,
+/// so a shared server is not blocked as by `KEYS`).
+pub(crate) fn keys_matching(
+    conn: &mut redis::Connection,
+    pattern: &str,
+) -> redis::RedisResult<Vec<Vec<u8>>> {
+    redis::cmd("SCAN")
+        .cursor_arg(0)
+        .arg("MATCH")
+        .arg(pattern)
+        .arg("COUNT")
+        .arg(1000)
+        .clone()
+        .iter(conn)?
+        .collect()
 }
 
 /// A key prefix unique in this process and across runs, with a

@@ -12,6 +12,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crewq_core::producer::Producer;
@@ -106,10 +107,19 @@ async fn workers_and_a_producer_ride_out_a_master_failover() {
     let mut options = WorkerOptions::default().lease(Duration::from_secs(3));
     options.keyspace = keyspace.clone();
     options.block = Duration::from_millis(500);
-    let handler = |_task: Task<Value>| async { Ok::<Value, HandlerError>(json!({"ok": true})) };
+    // Counts runs: a result and ack the failover rolled back come back as
+    // the task's second run (at least once, never lost).
+    let runs = Arc::new(AtomicU64::new(0));
+    let handler = {
+        let runs = Arc::clone(&runs);
+        move |_task: Task<Value>| {
+            runs.fetch_add(1, Ordering::Relaxed);
+            async { Ok::<Value, HandlerError>(json!({"ok": true})) }
+        }
+    };
     let workers: Vec<_> = (0..TYPES)
         .map(|n| {
-            Worker::new(broker.clone(), agent(n), format!("w{n}"), handler)
+            Worker::new(broker.clone(), agent(n), format!("w{n}"), handler.clone())
                 .options(options.clone())
                 .spawn()
         })
@@ -168,7 +178,10 @@ async fn workers_and_a_producer_ride_out_a_master_failover() {
     eprintln!(
         "failover: {TASKS} tasks, killed {victim} after {KILL_AFTER}; dispatch resumed on its \
          slot after {resumed_after:?}; {dispatch_errors} transient dispatch errors; \
-         {rolled_back} acknowledged dispatches rolled back by the failover"
+         {rolled_back} acknowledged dispatches rolled back by the failover; {} handler runs \
+         for {} tasks ended",
+        runs.load(Ordering::Relaxed),
+        TASKS - rolled_back
     );
     assert!(
         unfinished.is_empty(),

@@ -10,6 +10,7 @@ use crewq_core::{
     Ack, AckAndAdd, AgentType, Broker, ErrorKind, Fields, GroupStart, Keyspace, NewEntry,
     ReadGroup, Settle, SettleItem,
 };
+use crewq_tests::backends::Backend;
 use crewq_tests::redis_cluster::{MASTERS, TestCluster};
 
 /// Enough agent types that their hash tags land on every master.
@@ -164,12 +165,14 @@ async fn a_batch_of_appends_to_streams_on_every_master_lands_in_one_call() {
 
 #[tokio::test]
 async fn a_blocked_read_holds_up_no_other_command() {
-    let cluster = TestCluster::shared();
-    let prefix = cluster.scoped_prefix();
-    let broker = cluster.broker().await;
-    let keyspace = Keyspace::cluster()
-        .with_prefix(prefix.as_str())
-        .expect("prefix");
+    // The prefix guard lives to the end: it deletes the keys (on an
+    // external cluster) when the test is done.
+    let Backend {
+        broker,
+        keyspace,
+        cluster_prefix: _prefix,
+        ..
+    } = Backend::cluster().await;
     let types = agent_types();
     let waiting = keyspace.tasks(&types[0]);
     broker
@@ -212,12 +215,14 @@ async fn a_blocked_read_holds_up_no_other_command() {
 
 #[tokio::test]
 async fn monitor_stats_and_dead_letters_span_every_master() {
-    let cluster = TestCluster::shared();
-    let prefix = cluster.scoped_prefix();
-    let broker = cluster.broker().await;
-    let keyspace = Keyspace::cluster()
-        .with_prefix(prefix.as_str())
-        .expect("prefix");
+    // The prefix guard lives to the end: it deletes the keys (on an
+    // external cluster) when the test is done.
+    let Backend {
+        broker,
+        keyspace,
+        cluster_prefix: _prefix,
+        ..
+    } = Backend::cluster().await;
     let types = agent_types();
     for (n, agent) in types.iter().enumerate() {
         for _ in 0..=n {
