@@ -21,7 +21,10 @@ use crate::error::Op;
 use crate::shared::Shared;
 use crate::{cluster, commands, parse};
 
-/// A [`Broker`] on a Redis server (7.0 or later).
+/// A [`Broker`] on a Redis server (7.0 or later), or on a Redis Cluster
+/// ([`RedisConfig::cluster`]: what follows is the single-node connection
+/// handling; on a cluster redis-rs's cluster client keeps a connection per
+/// node and follows the topology).
 ///
 /// Commands share one multiplexed connection, re-opened in the background
 /// when it drops (the command that saw the drop fails with a transient
