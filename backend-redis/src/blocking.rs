@@ -11,14 +11,48 @@
 //! read is cancelled (its future dropped) or times out, the server is still
 //! blocked on that connection and would hold the next command behind it; the
 //! connection is then closed instead, which also unblocks it on the server.
+//!
+//! On a Redis Cluster each pooled connection is a cluster connection of its
+//! own (one socket per master), so a blocked read holds no other command's
+//! socket on any node, and redirects are followed as for other commands.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, Client, Cmd, RedisError, Value};
 
 use crate::error::breaks_connection;
+
+/// How the pool opens a connection.
+pub(crate) enum Opener {
+    /// A connection to one server.
+    Single {
+        client: Client,
+        config: AsyncConnectionConfig,
+    },
+    /// A cluster connection (one connection per master, following the
+    /// topology) with no response time-out of its own.
+    Cluster(ClusterClient),
+}
+
+/// One pooled connection: a clone shares it.
+#[derive(Clone)]
+enum Conn {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl Conn {
+    async fn query(&mut self, cmd: &Cmd) -> Result<Value, RedisError> {
+        match self {
+            Conn::Single(conn) => cmd.query_async(conn).await,
+            Conn::Cluster(conn) => cmd.query_async(conn).await,
+        }
+    }
+}
 
 /// A pool of idle connections for blocking reads.
 #[derive(Clone)]
@@ -27,9 +61,8 @@ pub(crate) struct BlockingPool {
 }
 
 struct Inner {
-    client: Client,
-    config: AsyncConnectionConfig,
-    idle: Mutex<Vec<MultiplexedConnection>>,
+    opener: Opener,
+    idle: Mutex<Vec<Conn>>,
     max_idle: usize,
     redacted_url: String,
 }
@@ -55,10 +88,14 @@ impl BlockingPool {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(connection_timeout))
             .set_response_timeout(None);
+        Self::with_opener(Opener::Single { client, config }, max_idle, redacted_url)
+    }
+
+    /// A pool opening connections with `opener`.
+    pub fn with_opener(opener: Opener, max_idle: usize, redacted_url: String) -> Self {
         BlockingPool {
             inner: Arc::new(Inner {
-                client,
-                config,
+                opener,
                 idle: Mutex::new(Vec::new()),
                 max_idle,
                 redacted_url,
@@ -82,7 +119,7 @@ impl BlockingPool {
         };
         let reply = match deadline {
             Some(deadline) => {
-                match tokio::time::timeout(deadline, cmd.query_async(&mut lease.conn)).await {
+                match tokio::time::timeout(deadline, lease.conn.query(cmd)).await {
                     Ok(reply) => reply,
                     Err(_) => {
                         if reused {
@@ -96,7 +133,7 @@ impl BlockingPool {
                     }
                 }
             }
-            None => cmd.query_async(&mut lease.conn).await,
+            None => lease.conn.query(cmd).await,
         };
         // An error reply (NOGROUP ...) leaves the connection in step; a
         // transport failure does not. `READONLY` says a failover demoted
@@ -131,20 +168,23 @@ impl BlockingPool {
     }
 
     /// An idle connection (`true`: reused) or a new one (`false`).
-    async fn checkout(&self) -> Result<(MultiplexedConnection, bool), RedisError> {
+    async fn checkout(&self) -> Result<(Conn, bool), RedisError> {
         if let Some(conn) = self.lock_idle().pop() {
             return Ok((conn, true));
         }
         tracing::debug!(url = %self.inner.redacted_url, "opening a connection for blocking reads");
-        let conn = self
-            .inner
-            .client
-            .get_multiplexed_async_connection_with_config(&self.inner.config)
-            .await?;
+        let conn = match &self.inner.opener {
+            Opener::Single { client, config } => Conn::Single(
+                client
+                    .get_multiplexed_async_connection_with_config(config)
+                    .await?,
+            ),
+            Opener::Cluster(client) => Conn::Cluster(client.get_async_connection().await?),
+        };
         Ok((conn, false))
     }
 
-    fn give_back(&self, conn: MultiplexedConnection) {
+    fn give_back(&self, conn: Conn) {
         let mut idle = self.lock_idle();
         if idle.len() < self.inner.max_idle {
             idle.push(conn);
@@ -154,7 +194,7 @@ impl BlockingPool {
         }
     }
 
-    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<MultiplexedConnection>> {
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Conn>> {
         // The list stays valid whatever panicked while it was locked.
         self.inner
             .idle
@@ -167,7 +207,7 @@ impl BlockingPool {
 /// otherwise (cancelled, timed out, broken).
 struct Lease<'a> {
     pool: &'a BlockingPool,
-    conn: MultiplexedConnection,
+    conn: Conn,
     healthy: bool,
 }
 

@@ -11,6 +11,7 @@ use crewq_core::{
     OnceEntry, PendingEntry, PendingQuery, PendingSummary, ReadFrom, ReadGroup, Result, Settle,
     Settled, StreamEntry, StreamId, StreamInfo, Trim, validate_new_entry,
 };
+use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, Value};
 
 use crate::batch::entry_op;
@@ -18,9 +19,12 @@ use crate::blocking::{BlockingError, BlockingPool};
 use crate::config::RedisConfig;
 use crate::error::Op;
 use crate::shared::Shared;
-use crate::{commands, parse};
+use crate::{cluster, commands, parse};
 
-/// A [`Broker`] on a Redis server (7.0 or later).
+/// A [`Broker`] on a Redis server (7.0 or later), or on a Redis Cluster
+/// ([`RedisConfig::cluster`]: what follows is the single-node connection
+/// handling; on a cluster redis-rs's cluster client keeps a connection per
+/// node and follows the topology).
 ///
 /// Commands share one multiplexed connection, re-opened in the background
 /// when it drops (the command that saw the drop fails with a transient
@@ -49,10 +53,20 @@ pub struct RedisBroker {
 }
 
 struct Inner {
-    shared: Shared,
+    link: Link,
     blocking: BlockingPool,
     config: RedisConfig,
     redacted_url: String,
+}
+
+/// The connection the broker's (non-blocking) commands go out on.
+pub(crate) enum Link {
+    /// One server: a shared multiplexed connection, replaced when it can no
+    /// longer be trusted. Boxed: far larger than the cluster's handle.
+    Single(Box<Shared>),
+    /// A Redis Cluster: redis-rs's cluster connection, which keeps one
+    /// multiplexed connection per node and follows the topology.
+    Cluster(ClusterConnection),
 }
 
 impl RedisBroker {
@@ -67,14 +81,14 @@ impl RedisBroker {
 
     /// A broker on connections [`crate::connect`] opened.
     pub(crate) fn from_parts(
-        shared: Shared,
+        link: Link,
         blocking: BlockingPool,
         config: RedisConfig,
         redacted_url: String,
     ) -> RedisBroker {
         RedisBroker {
             inner: Arc::new(Inner {
-                shared,
+                link,
                 blocking,
                 config,
                 redacted_url,
@@ -95,35 +109,57 @@ impl RedisBroker {
     /// How many times the shared connection was replaced after a response
     /// time-out or a `READONLY` reply (for tests and diagnostics).
     pub fn connection_replacements(&self) -> u64 {
-        self.inner.shared.replacements()
-    }
-
-    /// Sends one command on the shared connection, unmapped; replaces the
-    /// connection when the error says it cannot be trusted.
-    pub(crate) async fn send(&self, cmd: &Cmd) -> redis::RedisResult<Value> {
-        let mut handle = self.inner.shared.get();
-        let reply = cmd.query_async(&mut handle.conn).await;
-        if let Err(err) = &reply {
-            self.inner.shared.after_error(handle.generation, err);
+        match &self.inner.link {
+            Link::Single(shared) => shared.replacements(),
+            Link::Cluster(_) => 0,
         }
-        reply
     }
 
-    /// Sends one command on the shared connection.
+    /// Whether this broker speaks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.inner.link, Link::Cluster(_))
+    }
+
+    /// Sends one command, unmapped (the outer `Result` is a call refused
+    /// before sending: a script whose keys span cluster slots); on one
+    /// server, replaces the shared connection when the error says it cannot
+    /// be trusted.
+    pub(crate) async fn send(&self, cmd: &Cmd, op: Op<'_>) -> Result<redis::RedisResult<Value>> {
+        match &self.inner.link {
+            Link::Single(shared) => {
+                let mut handle = shared.get();
+                let reply = cmd.query_async(&mut handle.conn).await;
+                if let Err(err) = &reply {
+                    shared.after_error(handle.generation, err);
+                }
+                Ok(reply)
+            }
+            Link::Cluster(conn) => cluster::send(conn, cmd, op).await,
+        }
+    }
+
+    /// Sends one command.
     async fn query(&self, cmd: &Cmd, op: Op<'_>) -> Result<Value> {
-        let reply = self.send(cmd).await;
+        let reply = self.send(cmd, op).await?;
         reply.map_err(|err| self.failed(op, err))
     }
 
-    /// Sends a pipeline (or transaction) on the shared connection; with
-    /// `ignore_errors` its error replies come back in place.
+    /// Sends a pipeline (or transaction); with `ignore_errors` its error
+    /// replies come back in place. On a cluster a transaction's keys must
+    /// share a slot, and a pipeline is split by slot.
     pub(crate) async fn query_pipe(&self, pipe: &Pipeline, op: Op<'_>) -> Result<Vec<Value>> {
-        let mut handle = self.inner.shared.get();
-        let replies = pipe.query_async::<Vec<Value>>(&mut handle.conn).await;
-        match &replies {
-            Ok(replies) => self.inner.shared.after_replies(handle.generation, replies),
-            Err(err) => self.inner.shared.after_error(handle.generation, err),
-        }
+        let replies = match &self.inner.link {
+            Link::Single(shared) => {
+                let mut handle = shared.get();
+                let replies = pipe.query_async::<Vec<Value>>(&mut handle.conn).await;
+                match &replies {
+                    Ok(replies) => shared.after_replies(handle.generation, replies),
+                    Err(err) => shared.after_error(handle.generation, err),
+                }
+                replies
+            }
+            Link::Cluster(conn) => cluster::send_pipe(conn, pipe, op).await?,
+        };
         replies.map_err(|err| self.failed(op, err))
     }
 

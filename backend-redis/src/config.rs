@@ -48,6 +48,7 @@ pub struct RedisConfig {
     pub(crate) block_margin: Duration,
     pub(crate) tcp_keepalive: Option<Duration>,
     pub(crate) wait_for_server: Option<Duration>,
+    pub(crate) cluster: bool,
     #[cfg(feature = "tls")]
     pub(crate) tls: crate::tls::TlsTrust,
 }
@@ -81,6 +82,7 @@ impl RedisConfig {
             block_margin: Self::DEFAULT_BLOCK_MARGIN,
             tcp_keepalive: Some(Self::DEFAULT_TCP_KEEPALIVE),
             wait_for_server: None,
+            cluster: false,
             #[cfg(feature = "tls")]
             tls: crate::tls::TlsTrust::default(),
         }
@@ -156,6 +158,34 @@ impl RedisConfig {
     #[must_use]
     pub fn wait_for_server(mut self, bound: Duration) -> Self {
         self.wait_for_server = Some(bound);
+        self
+    }
+
+    /// Speaks to a Redis Cluster: the URL is then one node's, or a
+    /// comma-separated list of seed nodes (`host:port,host:port` or full
+    /// URLs; a seed without a scheme takes the first one's scheme, user
+    /// and password).
+    ///
+    /// Commands go out on redis-rs's cluster client, which follows `MOVED`
+    /// and `ASK` redirects and a failover's new topology, and waits out
+    /// `TRYAGAIN`, `CLUSTERDOWN` and `LOADING` (those that outlast its
+    /// retries are a transient `Unavailable`, as on a single node). Every
+    /// script and `MULTI` must keep all its keys in one hash slot: a call
+    /// whose keys span slots is refused before anything is sent, with an
+    /// [`Error::InvalidArgument`](crewq_core::Error::InvalidArgument)
+    /// naming the keys. [`Keyspace::cluster`](crewq_core::Keyspace::cluster)
+    /// lays keys out that way. Pipelined batches are split by slot, one
+    /// pipeline per slot; blocking reads each get a cluster connection of
+    /// their own.
+    ///
+    /// ```
+    /// use crewq_redis::RedisConfig;
+    /// let config = RedisConfig::new("10.0.0.1:7000,10.0.0.2:7000").cluster();
+    /// # drop(config);
+    /// ```
+    #[must_use]
+    pub fn cluster(mut self) -> Self {
+        self.cluster = true;
         self
     }
 
@@ -255,7 +285,8 @@ impl fmt::Debug for RedisConfig {
             .field("blocking_connections", &self.blocking_connections)
             .field("block_margin", &self.block_margin)
             .field("tcp_keepalive", &self.tcp_keepalive)
-            .field("wait_for_server", &self.wait_for_server);
+            .field("wait_for_server", &self.wait_for_server)
+            .field("cluster", &self.cluster);
         #[cfg(feature = "tls")]
         debug.field("tls", &self.tls);
         debug.finish()
@@ -263,7 +294,7 @@ impl fmt::Debug for RedisConfig {
 }
 
 /// The TCP settings of every connection: keepalive after `idle`.
-fn tcp_settings(idle: Option<Duration>) -> TcpSettings {
+pub(crate) fn tcp_settings(idle: Option<Duration>) -> TcpSettings {
     let settings = TcpSettings::default();
     let Some(idle) = idle else {
         return settings;

@@ -7,11 +7,14 @@ use std::time::Duration;
 
 use crewq_core::{Error, ErrorKind, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
 use redis::{AsyncConnectionConfig, Client};
 use tokio::time::Instant;
 
 use crate::RedisBroker;
-use crate::blocking::BlockingPool;
+use crate::blocking::{BlockingPool, Opener};
+use crate::broker::Link;
+use crate::cluster;
 use crate::config::RedisConfig;
 use crate::error::Op;
 use crate::shared::Shared;
@@ -21,10 +24,32 @@ use crate::shared::Shared;
 const FIRST_PAUSE: Duration = Duration::from_millis(100);
 const MAX_PAUSE: Duration = Duration::from_secs(2);
 
+/// What a broker connects to.
+#[derive(Clone)]
+enum Target {
+    /// One server.
+    Single(Box<Client>),
+    /// A Redis Cluster: the client of the shared connection, and the one
+    /// of blocking reads (no response time-out).
+    Cluster {
+        client: Box<ClusterClient>,
+        blocking: Box<ClusterClient>,
+    },
+}
+
 /// Connects with `config`.
 pub(crate) async fn open(config: RedisConfig) -> Result<RedisBroker> {
-    let redacted_url = config.redacted_url();
-    let client = config.client(&redacted_url)?;
+    let (redacted_url, client) = if config.cluster {
+        let redacted = cluster::redacted_seeds(&config.url);
+        let client = cluster::client(&config, &redacted, Some(config.response_timeout))?;
+        let blocking = cluster::client(&config, &redacted, None)?;
+        let (client, blocking) = (Box::new(client), Box::new(blocking));
+        (redacted, Target::Cluster { client, blocking })
+    } else {
+        let redacted = config.redacted_url();
+        let client = config.client(&redacted)?;
+        (redacted, Target::Single(Box::new(client)))
+    };
     let Some(bound) = config.wait_for_server else {
         return open_now(config, client, redacted_url).await;
     };
@@ -82,7 +107,13 @@ pub(crate) async fn open(config: RedisConfig) -> Result<RedisBroker> {
 }
 
 /// One plain connection attempt, dropped at once.
-async fn probe(client: &Client, config: &RedisConfig, redacted_url: &str) -> Result<()> {
+async fn probe(target: &Target, config: &RedisConfig, redacted_url: &str) -> Result<()> {
+    let client = match target {
+        Target::Single(client) => client,
+        Target::Cluster { client, .. } => {
+            return cluster::connect(client, redacted_url).await.map(drop);
+        }
+    };
     let probe_config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(config.connection_timeout))
         .set_response_timeout(Some(config.response_timeout));
@@ -96,9 +127,27 @@ async fn probe(client: &Client, config: &RedisConfig, redacted_url: &str) -> Res
 /// Connects without waiting beyond redis-rs's own retries.
 async fn open_now(
     config: RedisConfig,
-    client: Client,
+    target: Target,
     redacted_url: String,
 ) -> Result<RedisBroker> {
+    let client = match target {
+        Target::Single(client) => *client,
+        Target::Cluster { client, blocking } => {
+            tracing::debug!(url = %redacted_url, "connecting to the Redis Cluster");
+            let conn = cluster::connect(&client, &redacted_url).await?;
+            let blocking = BlockingPool::with_opener(
+                Opener::Cluster(*blocking),
+                config.blocking_connections,
+                redacted_url.clone(),
+            );
+            return Ok(RedisBroker::from_parts(
+                Link::Cluster(conn),
+                blocking,
+                config,
+                redacted_url,
+            ));
+        }
+    };
     let manager_config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(config.connection_timeout))
         .set_response_timeout(Some(config.response_timeout))
@@ -108,7 +157,12 @@ async fn open_now(
     // error, so a wrong password or an untrusted certificate would cost
     // the whole back-off and then look transient. One plain attempt
     // first tells a refused identity from a server not up yet.
-    if let Err(err) = probe(&client, &config, &redacted_url).await
+    if let Err(err) = probe(
+        &Target::Single(Box::new(client.clone())),
+        &config,
+        &redacted_url,
+    )
+    .await
         && err.kind() == ErrorKind::Auth
     {
         return Err(err);
@@ -130,7 +184,7 @@ async fn open_now(
         redacted_url.clone(),
     );
     Ok(RedisBroker::from_parts(
-        shared,
+        Link::Single(Box::new(shared)),
         blocking,
         config,
         redacted_url,

@@ -20,8 +20,8 @@ const UNAVAILABLE_CODES: &[&str] = &[
 ];
 
 /// Error codes of a cluster redirect: the server is a Redis Cluster node and
-/// the key lives on another one. This client speaks to a single node, so
-/// retrying cannot help.
+/// the key lives on another one. A single-node broker cannot follow it, so
+/// retrying cannot help; the cluster client follows redirects itself.
 const REDIRECT_CODES: &[&str] = &["MOVED", "ASK"];
 
 /// `ERR` texts of an argument Redis refused (`XAUTOCLAIM`'s `COUNT`).
@@ -112,6 +112,11 @@ pub(crate) fn map_error(err: RedisError, op: &Op<'_>) -> Error {
             source: Some(Box::new(err)),
         };
     }
+    if err.kind() == RedisKind::ClusterConnectionNotFound {
+        // The cluster client has no connection to the slot's node yet (a
+        // failover under way): as `CLUSTERDOWN`, wait it out.
+        return Error::Unavailable(format!("{} on '{}': {err}", op.name, op.stream));
+    }
     if err.is_timeout() {
         return Error::Timeout(format!(
             "{} on '{}': no reply in time ({err})",
@@ -156,8 +161,9 @@ fn map_server_error(code: &str, detail: &str, op: &Op<'_>) -> Option<Error> {
             op.name, op.stream
         ))),
         code if REDIRECT_CODES.contains(&code) => Some(Error::Unsupported(format!(
-            "{} on '{}': {code} {detail}: the server is a Redis Cluster node and crewq-redis \
-             speaks to a single node; point it at a standalone (or Sentinel-managed) server",
+            "{} on '{}': {code} {detail}: the server is a Redis Cluster node; connect with \
+             RedisConfig::cluster (crewq ... --cluster) and the cluster keyspace, or point \
+             crewq at a standalone (or Sentinel-managed) server",
             op.name, op.stream
         ))),
         "ERR" => {

@@ -222,7 +222,10 @@ impl RedisBroker {
     async fn load_script(&self, source: &str, op: Op<'_>) -> Result<()> {
         let mut cmd = redis::cmd("SCRIPT");
         cmd.arg("LOAD").arg(source);
-        self.send(&cmd).await.map(drop).map_err(|err| op.error(err))
+        self.send(&cmd, op)
+            .await?
+            .map(drop)
+            .map_err(|err| op.error(err))
     }
 
     /// Sends an `EVALSHA`; on `NOSCRIPT` (a restart or `SCRIPT FLUSH`
@@ -234,11 +237,11 @@ impl RedisBroker {
         source: &str,
         op: Op<'_>,
     ) -> Result<Value> {
-        match self.send(cmd).await {
+        match self.send(cmd, op).await? {
             Err(err) if err.code() == Some(NOSCRIPT) => {
                 tracing::debug!(url = %self.redacted_url(), "script not loaded; loading it");
                 self.load_script(source, op).await?;
-                self.send(cmd).await.map_err(|err| op.error(err))
+                self.send(cmd, op).await?.map_err(|err| op.error(err))
             }
             reply => reply.map_err(|err| op.error(err)),
         }

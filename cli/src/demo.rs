@@ -15,7 +15,6 @@ use crewq_core::supervisor::{Gathered, Supervisor, new_trace_id};
 use crewq_core::worker::{Backoff, HandlerError, Worker, WorkerOptions, WorkerReport};
 use crewq_core::{AgentType, Broker, Keyspace, Task, TaskStatus};
 use crewq_memory::MemoryBroker;
-use crewq_redis::RedisBroker;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -28,6 +27,8 @@ pub struct DemoArgs {
     /// broker; keys go under a fresh `crewq-demo-<time>` prefix.
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
+    #[arg(long, requires = "redis", help = crate::target::CLUSTER_HELP)]
+    pub cluster: bool,
     /// Print one JSON object instead of tables.
     #[arg(long)]
     pub json: bool,
@@ -132,9 +133,10 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport, Box<dyn Error>> {
             .await
         }
         Some(url) => {
-            let broker = RedisBroker::connect(url).await?;
+            let broker = crate::target::connect(url, args.cluster).await?;
             let millis = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis();
-            let keyspace = Keyspace::default().with_prefix(format!("crewq-demo-{millis}"))?;
+            let keyspace =
+                crate::target::layout(args.cluster).with_prefix(format!("crewq-demo-{millis}"))?;
             let backend = broker.redacted_url().to_owned();
             run_on(broker, keyspace, backend, &args).await
         }

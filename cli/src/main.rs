@@ -7,6 +7,7 @@ mod bench;
 mod demo;
 mod print;
 mod sim;
+mod target;
 
 use std::process::ExitCode;
 

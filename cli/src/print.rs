@@ -77,8 +77,9 @@ pub fn bench_text(report: &BenchReport) {
         println!("largest lag behind the dispatch schedule: {lag} us");
     }
     println!(
-        "{} producer(s), {} worker(s) x {} concurrent, batches of {}, payload ~{} B, \
-         dedupe window {} s, retention {}",
+        "{} agent type(s), {} producer(s), {} worker(s) per type x {} concurrent, batches of {}, \
+         payload ~{} B, dedupe window {} s, retention {}",
+        report.agent_types,
         report.producers,
         report.workers,
         report.concurrency,

@@ -3,6 +3,7 @@
 
 use std::process::Command;
 
+use crewq_tests::redis_cluster::TestCluster;
 use crewq_tests::redis_server::TestRedis;
 use serde_json::Value;
 
@@ -70,5 +71,12 @@ fn demo_runs_on_redis() {
             .as_str()
             .is_some_and(|b| b.starts_with("redis://"))
     );
+    check(&report);
+}
+
+#[test]
+fn demo_runs_on_a_redis_cluster() {
+    let cluster = TestCluster::start();
+    let report = demo(&["--redis", &cluster.url(), "--cluster"]);
     check(&report);
 }

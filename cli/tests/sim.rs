@@ -4,6 +4,7 @@
 
 use std::process::{Command, Output};
 
+use crewq_tests::redis_cluster::TestCluster;
 use crewq_tests::redis_server::TestRedis;
 use serde_json::Value;
 
@@ -177,4 +178,32 @@ fn a_scenario_runs_on_redis() {
         "{report}"
     );
     assert_eq!(report["backend"], redis.url());
+}
+
+#[test]
+fn a_scenario_runs_on_a_redis_cluster() {
+    let cluster = TestCluster::start();
+    let prefix = cluster.unique_prefix();
+    let seeds = cluster.seeds();
+    let output = sim(&[
+        "--seed",
+        "2",
+        "--tasks",
+        "20",
+        "--workers",
+        "2",
+        "--redis",
+        &seeds,
+        "--cluster",
+        "--key-prefix",
+        &prefix,
+        "--json",
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    let report = json(&output);
+    assert_eq!(
+        n(&report, "ok") + n(&report, "dead_lettered"),
+        20,
+        "{report}"
+    );
 }

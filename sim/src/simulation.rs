@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crewq_core::{Keyspace, SystemClock, TokioClock};
 use crewq_memory::MemoryBroker;
-use crewq_redis::RedisBroker;
+use crewq_redis::RedisConfig;
 
 use crate::Scenario;
 use crate::check::check;
@@ -222,17 +222,34 @@ impl Simulation {
         prefix: &str,
         seed: u64,
     ) -> Result<Report, SimError> {
-        silence_injected_panics();
         let keyspace = Keyspace::default()
             .with_prefix(prefix)
             .map_err(|e| SimError::Scenario(e.to_string()))?;
+        self.run_on_redis_with(RedisConfig::new(url), keyspace, seed)
+    }
+
+    /// Like [`Simulation::run_on_redis_under`], connecting with `config`
+    /// (a Redis Cluster's, with [`RedisConfig::cluster`]) and keeping every
+    /// key in `keyspace` (which should be fresh; on a cluster, the cluster
+    /// layout).
+    ///
+    /// # Errors
+    ///
+    /// As [`Simulation::run_on_redis`].
+    pub fn run_on_redis_with(
+        &self,
+        config: RedisConfig,
+        keyspace: Keyspace,
+        seed: u64,
+    ) -> Result<Report, SimError> {
+        silence_injected_panics();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(SimError::Runtime)?;
         let plan = self.scenario.plan_for(seed);
         let record = runtime.block_on(async {
-            let broker = RedisBroker::connect(url).await.map_err(SimError::Redis)?;
+            let broker = config.connect().await.map_err(SimError::Redis)?;
             let backend = Backend {
                 broker,
                 clock: Arc::new(SystemClock),

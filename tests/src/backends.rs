@@ -1,6 +1,6 @@
-//! A broker for one test on either backend, and
+//! A broker for one test on any backend, and
 //! [`on_both_backends!`](crate::on_both_backends), which runs each case on
-//! both.
+//! memory, one Redis and a Redis Cluster.
 
 use std::sync::Arc;
 
@@ -8,6 +8,7 @@ use crewq_core::producer::Producer;
 use crewq_core::{Broker, Clock, Keyspace, SystemClock, TokioClock};
 use crewq_memory::MemoryBroker;
 
+use crate::redis_cluster::{ScopedPrefix, TestCluster};
 use crate::redis_server::TestRedis;
 
 /// What one test runs against.
@@ -25,6 +26,9 @@ pub struct Backend {
     /// Keeps a private redis-server running for the test (or deletes the
     /// test's keys from a `CREWQ_REDIS_URL` server) when dropped.
     pub server: Option<TestRedis>,
+    /// On the shared test cluster, the test's prefix (its keys deleted from
+    /// a `CREWQ_REDIS_CLUSTER_URL` cluster when dropped).
+    pub cluster_prefix: Option<ScopedPrefix>,
 }
 
 impl Backend {
@@ -38,6 +42,7 @@ impl Backend {
             prefix,
             clock: Some(clock),
             server: None,
+            cluster_prefix: None,
         }
     }
 
@@ -53,12 +58,32 @@ impl Backend {
             prefix,
             clock: None,
             server: Some(server),
+            cluster_prefix: None,
         }
     }
 
-    /// Whether this is the memory backend.
+    /// The test binary's shared Redis Cluster (or
+    /// `CREWQ_REDIS_CLUSTER_URL`), the cluster keyspace under a unique
+    /// prefix: an agent type's keys in one slot, agent types spread over
+    /// the masters.
+    pub async fn cluster() -> Backend {
+        let cluster = TestCluster::shared();
+        let prefix = cluster.scoped_prefix();
+        Backend {
+            broker: Arc::new(cluster.broker().await),
+            keyspace: Keyspace::cluster()
+                .with_prefix(prefix.as_str())
+                .unwrap_or_else(|e| panic!("a test prefix is a valid key prefix: {e}")),
+            prefix: prefix.as_str().to_owned(),
+            clock: None,
+            server: None,
+            cluster_prefix: Some(prefix),
+        }
+    }
+
+    /// Whether this is the memory backend (the only one on tokio's clock).
     pub fn is_memory(&self) -> bool {
-        self.server.is_none()
+        self.clock.is_some()
     }
 
     /// A producer with crewq's defaults on this backend's keys and clock:
@@ -83,8 +108,9 @@ impl Backend {
 }
 
 /// Expands each case into `memory::<case>` (a [`Backend::memory`] on
-/// tokio's paused clock, so sleeps are instant and exact) and
-/// `redis::<case>` (a [`Backend::redis`], real time).
+/// tokio's paused clock, so sleeps are instant and exact),
+/// `redis::<case>` (a [`Backend::redis`], real time) and `cluster::<case>`
+/// (a [`Backend::cluster`]: the cluster keyspace on a Redis Cluster).
 ///
 /// - `on_both_backends!(by_ref: a, b)` for cases
 ///   `async fn a(broker: &dyn Broker, keyspace: &Keyspace)`;
@@ -111,6 +137,15 @@ macro_rules! on_both_backends {
                 }
             )*
         }
+        mod cluster {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let backend = $crate::backends::Backend::cluster().await;
+                    super::$case(&*backend.broker, &backend.keyspace).await;
+                }
+            )*
+        }
     };
     ($ctx:ident: $($case:ident),* $(,)?) => {
         mod memory {
@@ -126,6 +161,15 @@ macro_rules! on_both_backends {
                 #[tokio::test]
                 async fn $case() {
                     let backend = $crate::backends::Backend::redis().await;
+                    super::$case(super::$ctx::from(backend)).await;
+                }
+            )*
+        }
+        mod cluster {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let backend = $crate::backends::Backend::cluster().await;
                     super::$case(super::$ctx::from(backend)).await;
                 }
             )*

@@ -76,10 +76,25 @@ pub struct TestRedis {
     prefixes: Mutex<Vec<String>>,
 }
 
-/// A server this process started.
-struct OwnedServer {
-    child: Child,
-    dir: tempfile::TempDir,
+/// A server this process started; killed (and its directory removed) when
+/// dropped, also while a test panics.
+pub(crate) struct OwnedServer {
+    pub(crate) child: Child,
+    pub(crate) dir: tempfile::TempDir,
+}
+
+impl OwnedServer {
+    /// Kills the server (`SIGKILL`: nothing is persisted) and reaps it.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnedServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
 
 impl TestRedis {
@@ -130,7 +145,7 @@ impl TestRedis {
     }
 
     fn start_listening(listen: Listen<'_>, args: &[&str]) -> TestRedis {
-        let binary = find_redis_server();
+        let binary = find_binary("redis-server");
         let mut failures = Vec::new();
         for _ in 0..START_ATTEMPTS {
             match spawn(&binary, listen, args) {
@@ -172,9 +187,7 @@ impl TestRedis {
     /// Prefixes have a fixed-width counter, so none is a prefix of another
     /// and cleaning up `p*` never touches another test's keys.
     pub fn unique_prefix(&self) -> String {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let prefix = format!("crewqtest-{}-{:08}", process_token(), n);
+        let prefix = next_unique_prefix();
         self.prefixes
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -238,15 +251,7 @@ impl TestRedis {
         let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
         for prefix in prefixes {
             let pattern = format!("{prefix}*");
-            let keys: Vec<Vec<u8>> = redis::cmd("SCAN")
-                .cursor_arg(0)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .clone()
-                .iter(&mut conn)?
-                .collect::<Result<_, _>>()?;
+            let keys = keys_matching(&mut conn, &pattern)?;
             for batch in keys.chunks(SCAN_BATCH) {
                 redis::cmd("DEL").arg(batch).exec(&mut conn)?;
             }
@@ -261,8 +266,7 @@ impl Drop for TestRedis {
             Some(server) => {
                 // Killing is enough: nothing is persisted, and the temp dir
                 // goes with `server.dir`.
-                let _ = server.child.kill();
-                let _ = server.child.wait();
+                server.kill();
             }
             None => {
                 // Best effort: a failing clean-up must not turn a passing
@@ -271,6 +275,31 @@ impl Drop for TestRedis {
             }
         }
     }
+}
+
+/// Every key of the server behind `conn` that matches `pattern` (`SCAN`,
+/// so a shared server is not blocked as by `KEYS`).
+pub(crate) fn keys_matching(
+    conn: &mut redis::Connection,
+    pattern: &str,
+) -> redis::RedisResult<Vec<Vec<u8>>> {
+    redis::cmd("SCAN")
+        .cursor_arg(0)
+        .arg("MATCH")
+        .arg(pattern)
+        .arg("COUNT")
+        .arg(1000)
+        .clone()
+        .iter(conn)?
+        .collect()
+}
+
+/// A key prefix unique in this process and across runs, with a
+/// fixed-width counter so that none is a prefix of another.
+pub(crate) fn next_unique_prefix() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("crewqtest-{}-{:08}", process_token(), n)
 }
 
 /// Process id and start time, so prefixes differ between runs too.
@@ -284,22 +313,27 @@ fn process_token() -> &'static str {
     })
 }
 
-fn find_redis_server() -> PathBuf {
+/// `redis-server` or `redis-cli` on `PATH` or in [`SEARCH_DIRS`].
+///
+/// # Panics
+///
+/// When it is not found, saying how to install it.
+pub(crate) fn find_binary(name: &str) -> PathBuf {
     let on_path = std::env::var_os("PATH")
         .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
         .unwrap_or_default();
     let candidates = on_path
         .into_iter()
         .chain(SEARCH_DIRS.iter().map(PathBuf::from))
-        .map(|dir| dir.join("redis-server"));
+        .map(|dir| dir.join(name));
     for candidate in candidates {
         if candidate.is_file() {
             return candidate;
         }
     }
     panic!(
-        "redis-server not found on PATH or in {SEARCH_DIRS:?}. The Redis tests need a \
-         redis-server (7.0 or later): install it with `apt-get install redis-server` \
+        "{name} not found on PATH or in {SEARCH_DIRS:?}. The Redis tests need \
+         redis-server and redis-cli (7.0 or later): install it with `apt-get install redis-server` \
          (Debian/Ubuntu), `brew install redis` (macOS), or set {REDIS_URL_VAR} to a \
          server whose keys the tests may create and delete"
     );
@@ -310,7 +344,7 @@ fn log_path(dir: &Path) -> PathBuf {
 }
 
 /// A port that was free a moment ago.
-fn free_port() -> Result<u16, String> {
+pub(crate) fn free_port() -> Result<u16, String> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|err| format!("bind: {err}"))?;
     listener
         .local_addr()
@@ -347,17 +381,37 @@ fn listen_args(listen: Listen<'_>, port: u16, dir: &Path) -> Result<Vec<OsString
     ])
 }
 
-/// Starts one server and waits until it is ready; `Err` says why not.
+/// Starts one server on a free port and waits until it is ready; `Err`
+/// says why not.
 fn spawn(
     binary: &Path,
     listen: Listen<'_>,
+    args: &[&str],
+) -> Result<(String, OwnedServer), String> {
+    spawn_on(binary, listen, free_port()?, args)
+}
+
+/// Starts one plain-TCP server on `port` with extra `args` and waits until
+/// it is ready; `Err` says why not (the port taken ...).
+pub(crate) fn spawn_plain_on(
+    binary: &Path,
+    port: u16,
+    args: &[&str],
+) -> Result<OwnedServer, String> {
+    spawn_on(binary, Listen::Plain, port, args).map(|(_, server)| server)
+}
+
+/// Starts one server on `port` and waits until it is ready.
+fn spawn_on(
+    binary: &Path,
+    listen: Listen<'_>,
+    port: u16,
     args: &[&str],
 ) -> Result<(String, OwnedServer), String> {
     let dir = tempfile::Builder::new()
         .prefix("crewq-redis-")
         .tempdir()
         .map_err(|err| format!("temp dir: {err}"))?;
-    let port = free_port()?;
     let log = File::create(log_path(dir.path())).map_err(|err| format!("log file: {err}"))?;
     let log_err = log.try_clone().map_err(|err| format!("log file: {err}"))?;
     let child = Command::new(binary)
@@ -379,8 +433,7 @@ fn spawn(
     match wait_ready(&mut server, port, probe) {
         Ok(()) => Ok((url, server)),
         Err(why) => {
-            let _ = server.child.kill();
-            let _ = server.child.wait();
+            server.kill();
             let log = std::fs::read_to_string(log_path(server.dir.path())).unwrap_or_default();
             Err(format!("port {port}: {why}; log:\n{log}"))
         }

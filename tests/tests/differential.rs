@@ -3,7 +3,8 @@
 //!
 //! proptest generates 10–60 operations over three streams, two groups and
 //! three consumers. Each case runs them on a fresh `MemoryBroker` and, under a
-//! fresh key prefix, on one private redis-server shared by the whole run;
+//! fresh key prefix, on one private redis-server shared by the whole run
+//! (and, in `differential_memory_vs_cluster`, on a private Redis Cluster);
 //! then it reads back the whole state of both (the epilogue). Every reply is
 //! compared: `Ok` values after normalisation, errors by `kind()`.
 //!
@@ -33,6 +34,7 @@ use crewq_core::{
     StreamEntry, StreamId, Trim,
 };
 use crewq_memory::MemoryBroker;
+use crewq_tests::redis_cluster::TestCluster;
 use crewq_tests::redis_server::TestRedis;
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -1391,6 +1393,26 @@ fn differential_memory_vs_redis() {
         .expect("a tokio runtime");
     let server = TestRedis::start();
     let redis = rt.block_on(server.broker());
+    run_campaign(&rt, &redis, || server.unique_prefix());
+}
+
+/// The same campaign against a Redis Cluster: each case's keys under one
+/// hash tag, its prefix, as its atomic steps write several streams; the
+/// cases spread over the masters.
+#[test]
+fn differential_memory_vs_cluster() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let cluster = TestCluster::start();
+    let redis = rt.block_on(cluster.broker());
+    run_campaign(&rt, &redis, || format!("{{{}}}", cluster.unique_prefix()));
+}
+
+/// Runs `PROPTEST_CASES` generated cases on `redis` and memory, each under
+/// a fresh prefix from `prefix`.
+fn run_campaign(rt: &tokio::runtime::Runtime, redis: &dyn Broker, prefix: impl Fn() -> String) {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -1404,8 +1426,7 @@ fn differential_memory_vs_redis() {
     let mut runner = TestRunner::new(config);
     let result = runner.run(&sequence(), |ops| {
         let ops: Vec<Op> = ops.into_iter().flatten().collect();
-        let prefix = server.unique_prefix();
-        rt.block_on(run_case(&redis, &prefix, &ops))
+        rt.block_on(run_case(redis, &prefix(), &ops))
     });
     match result {
         Ok(()) => {}

@@ -95,7 +95,8 @@ async fn dispatch_writes_one_seed_compatible_entry(ctx: Backend) {
     let task = task("research", "t-1", json!({"repo": "crewq", "depth": 2}));
     let dispatched = producer.dispatch(&task).await.expect("dispatch");
 
-    let stream = format!("{}:tasks:research", ctx.keyspace.prefix());
+    // The backend's layout: the seed's, or the cluster's on a cluster.
+    let stream = ctx.tasks("research");
     assert_eq!(
         dispatched,
         Dispatched {
@@ -481,5 +482,9 @@ async fn cluster_layout_dispatches_to_the_hash_tagged_stream(ctx: Backend) {
     assert!(producer.dispatch(&task).await.expect("retry").duplicate);
     assert_eq!(producer.broker().xlen(&stream).await.expect("xlen"), 1);
     // Nothing went to the seed layout's stream.
-    assert_eq!(ctx.len("research").await, 0);
+    let seed = Keyspace::seed()
+        .with_prefix(ctx.keyspace.prefix())
+        .expect("valid prefix");
+    let seed_stream = seed.tasks(&agent_type("research"));
+    assert_eq!(producer.broker().xlen(&seed_stream).await.expect("xlen"), 0);
 }

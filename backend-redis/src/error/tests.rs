@@ -207,3 +207,12 @@ fn maps_transport_failures_as_transient_with_source() {
         .is_transient()
     );
 }
+
+#[test]
+fn a_cluster_node_not_connected_yet_is_waited_out() {
+    let err = RedisError::from((
+        redis::ErrorKind::ClusterConnectionNotFound,
+        "connection to node in cluster not found",
+    ));
+    assert_eq!(kind_of(err), ErrorKind::Unavailable);
+}

@@ -52,6 +52,8 @@ pub struct SimArgs {
     /// of a fresh `crewq-sim-<seed>-<time>` (both are left in place).
     #[arg(long, value_name = "PREFIX", requires = "redis")]
     pub key_prefix: Option<String>,
+    #[arg(long, requires = "redis", help = crate::target::CLUSTER_HELP)]
+    pub cluster: bool,
     /// Run each seed twice: check every invariant of each run, and compare
     /// the histories event by event.
     #[arg(long)]

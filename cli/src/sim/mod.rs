@@ -3,8 +3,9 @@
 //! double run that compares histories, a mutant that the checker must
 //! catch, or the same scenario against a real Redis.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crewq_redis::RedisConfig;
 use crewq_sim::{
     Campaign, CampaignReport, Counts, Faults, Hits, Report, Scenario, SimError, Simulation,
     double_run_campaign, run_campaign,
@@ -126,10 +127,25 @@ fn on_redis(
     url: &str,
     seed: u64,
 ) -> Result<Report, SimError> {
-    match &args.key_prefix {
-        Some(prefix) => simulation.run_on_redis_under(url, &format!("{prefix}-{seed}"), seed),
-        None => simulation.run_on_redis(url, seed),
+    if !args.cluster {
+        return match &args.key_prefix {
+            Some(prefix) => simulation.run_on_redis_under(url, &format!("{prefix}-{seed}"), seed),
+            None => simulation.run_on_redis(url, seed),
+        };
     }
+    let prefix = match &args.key_prefix {
+        Some(prefix) => format!("{prefix}-{seed}"),
+        None => {
+            let stamp = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros());
+            format!("crewq-sim-{seed}-{stamp}")
+        }
+    };
+    let keyspace = crate::target::layout(true)
+        .with_prefix(prefix)
+        .map_err(|e| SimError::Scenario(e.to_string()))?;
+    simulation.run_on_redis_with(RedisConfig::new(url).cluster(), keyspace, seed)
 }
 
 fn scenario(args: &SimArgs) -> Scenario {
@@ -316,6 +332,9 @@ pub fn replay(args: &SimArgs, seed: u64) -> String {
     }
     if let Some(url) = &args.redis {
         flag("redis", url.clone());
+    }
+    if args.cluster {
+        command.push_str(" --cluster");
     }
     if args.swarm {
         command.push_str(" --swarm");
