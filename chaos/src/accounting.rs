@@ -89,9 +89,19 @@ pub struct Tally {
     /// after the drain deadline, plus pending ids whose entry is gone from
     /// the stream (deleted while pending and never settled).
     pub stuck: u64,
-    /// Dispatched tasks dead-lettered although a handler run succeeded (a
-    /// success result, or a success in the handlers' log).
+    /// Dispatched tasks dead-lettered although a handler run succeeded: a
+    /// success result beside the dead letter, or a success in the handlers'
+    /// log without the `1 + max_retries` failed runs that earn a dead
+    /// letter (the success was counted as a failure: issue 9, finding 3).
     pub successes_dead_lettered: u64,
+    /// Dispatched tasks with a success in the handlers' log, no success
+    /// result, and a dead letter earned by `1 + max_retries` failed runs:
+    /// the successful run lost its lease (a link stalled past it) before
+    /// it could record the outcome, a peer took the entry over, and the
+    /// peer's runs failed. crewq keeps an outcome until it is recorded or
+    /// the entry is provably another consumer's, so this is allowed;
+    /// reported so that its rate is seen.
+    pub successes_taken_over: u64,
     /// Dispatched tasks dead-lettered as `max_retries` with fewer failed
     /// handler runs than `1 + max_retries` and no success: deliveries that
     /// never ran to an outcome were counted as failures.
@@ -189,9 +199,12 @@ pub fn classify(snap: &Snapshot) -> Tally {
         }
         if !dead.is_empty() {
             tally.dead_lettered += 1;
-            if succeeded > 0 || ran_ok {
+            let earned = failed_runs >= u64::from(*max_retries) + 1;
+            if succeeded > 0 || (ran_ok && !earned) {
                 tally.successes_dead_lettered += 1;
                 tally.example("successes_dead_lettered", task_id);
+            } else if ran_ok {
+                tally.successes_taken_over += 1;
             } else if dead.iter().any(|d| d.reason == MAX_RETRIES_REASON)
                 && failed_runs < u64::from(*max_retries) + 1
             {
@@ -389,6 +402,20 @@ mod tests {
         let tally = classify(&snap);
         assert_eq!(tally.successes_dead_lettered, 1);
         assert_eq!(tally.dead_lettered_early, 0, "counted once");
+    }
+
+    #[test]
+    fn a_success_taken_over_then_failed_for_good_is_reported_not_failed() {
+        // The successful run lost its lease; the peer's runs earned the
+        // dead letter: 1 + max_retries (3) failed runs.
+        let mut snap = snapshot(1);
+        snap.handler_successes.insert("t1".into(), 1);
+        snap.handler_failures.insert("t1".into(), 4);
+        snap.dead_letters.push(letter("t1", 2, "max_retries"));
+        let tally = classify(&snap);
+        assert_eq!(tally.successes_dead_lettered, 0);
+        assert_eq!(tally.successes_taken_over, 1);
+        assert!(tally.failures().is_empty(), "{tally:?}");
     }
 
     #[test]

@@ -61,8 +61,8 @@ impl Report {
         let t = &self.tally;
         format!(
             "{:<16} dispatched={} completed={} dead_lettered={} duplicated={} lost={} stuck={} \
-             successes_dead_lettered={} dead_lettered_early={} poison={} (dead_lettered={} \
-             completed={}) undispatched={} worker_exits={} {}s {}",
+             successes_dead_lettered={} successes_taken_over={} dead_lettered_early={} poison={} \
+             (dead_lettered={} completed={}) undispatched={} worker_exits={} {}s {}",
             self.scenario,
             t.dispatched,
             t.completed,
@@ -71,6 +71,7 @@ impl Report {
             t.lost,
             t.stuck,
             t.successes_dead_lettered,
+            t.successes_taken_over,
             t.dead_lettered_early,
             t.poison,
             t.poison_dead_lettered,
