@@ -24,9 +24,14 @@ use serde_json::{Value, json};
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
     /// Run on this Redis (redis:// or rediss://) instead of the in-memory
-    /// broker; keys go under a fresh `crewq-demo-<time>` prefix.
+    /// broker; keys go under a fresh `crewq-demo-<time>` prefix unless
+    /// `--key-prefix` names one.
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
+    /// The key prefix on Redis, so that `crewq stats`, `crewq dlq` ... can
+    /// look at the demo's streams afterwards with the same `--key-prefix`.
+    #[arg(long, value_name = "P", requires = "redis")]
+    pub key_prefix: Option<String>,
     #[arg(long, requires = "redis", help = crate::target::CLUSTER_HELP)]
     pub cluster: bool,
     /// Print one JSON object instead of tables.
@@ -134,9 +139,14 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport, Box<dyn Error>> {
         }
         Some(url) => {
             let broker = crate::target::connect(url, args.cluster).await?;
-            let millis = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis();
-            let keyspace =
-                crate::target::layout(args.cluster).with_prefix(format!("crewq-demo-{millis}"))?;
+            let prefix = match &args.key_prefix {
+                Some(prefix) => prefix.clone(),
+                None => {
+                    let millis = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis();
+                    format!("crewq-demo-{millis}")
+                }
+            };
+            let keyspace = crate::target::layout(args.cluster).with_prefix(prefix)?;
             let backend = broker.redacted_url().to_owned();
             run_on(broker, keyspace, backend, &args).await
         }
