@@ -4,8 +4,13 @@
 //! an error.
 
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Writes `text` to stdout and flushes; a closed pipe is quietly fine.
+/// Set once a write found the reader gone.
+static CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Writes `text` to stdout and flushes; a closed pipe is quietly fine (see
+/// [`closed`]).
 ///
 /// # Errors
 ///
@@ -16,9 +21,18 @@ pub fn emit(text: &str) -> io::Result<()> {
         .write_all(text.as_bytes())
         .and_then(|()| stdout.flush())
     {
-        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => {
+            CLOSED.store(true, Ordering::Relaxed);
+            Ok(())
+        }
         other => other,
     }
+}
+
+/// Whether the reader of stdout went away: printing more with `println!`
+/// would panic, so a caller stops writing.
+pub fn closed() -> bool {
+    CLOSED.load(Ordering::Relaxed)
 }
 
 /// `value` as one line of JSON.

@@ -97,13 +97,13 @@ fn table(stream: &str, group: &str, rows: &[PendingRow]) -> String {
     }
     let _ = writeln!(
         text,
-        "{:<20} {:<24} {:>10} {:>10}  {:<36} {}",
-        "entry", "consumer", "idle", "deliveries", "task", "action"
+        "{:<20} {:<24} {:>10} {:>10}  {:<42} action",
+        "entry", "consumer", "idle", "deliveries", "task"
     );
     for row in rows {
         let _ = writeln!(
             text,
-            "{:<20} {:<24} {:>10} {:>10}  {:<36} {}",
+            "{:<20} {:<24} {:>10} {:>10}  {:<42} {}",
             row.entry_id,
             row.consumer,
             show(Duration::from_millis(row.idle_ms)),

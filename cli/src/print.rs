@@ -117,7 +117,11 @@ pub fn error(err: &dyn Error) {
 /// replays each) on stderr.
 pub fn sim_text(args: &SimArgs, summary: &SimSummary) {
     if let Some(history) = &summary.history {
-        print!("{history}");
+        // `crewq sim --trace ... | head`: a reader that stopped reading wants
+        // no summary either (and `println!` would panic on the closed pipe).
+        if crate::out::emit(history).is_err() || crate::out::closed() {
+            return;
+        }
     }
     let failed = summary.seeds - summary.passed;
     // Campaigns on Redis run in real time: fractions matter there.

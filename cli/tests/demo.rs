@@ -80,3 +80,37 @@ fn demo_runs_on_a_redis_cluster() {
     let report = demo(&["--redis", &cluster.url(), "--cluster"]);
     check(&report);
 }
+
+#[test]
+fn demo_keys_under_key_prefix_are_what_stats_and_dlq_read() {
+    let server = TestRedis::start();
+    let prefix = server.unique_prefix();
+    let report = demo(&["--redis", server.url(), "--key-prefix", &prefix]);
+    assert_eq!(report["prefix"], prefix.as_str());
+    let on = ["--redis", server.url(), "--key-prefix", &prefix, "--json"];
+    let run = |args: &[&str]| -> Value {
+        let output = Command::new(env!("CARGO_BIN_EXE_crewq"))
+            .args(args)
+            .args(on)
+            .output()
+            .expect("run crewq");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).expect("JSON")
+    };
+    let stats = run(&["stats", "research", "report"]);
+    assert_eq!(stats[0]["tasks"]["exists"], true, "{stats}");
+    assert_eq!(
+        stats[0]["tasks"]["entries_added"].as_u64().map(|n| n >= 8),
+        Some(true)
+    );
+    let dead = run(&["dlq", "list", "--agent", "research"]);
+    assert_eq!(
+        dead.as_array().map(|d| d.len() as u64),
+        report["dead_lettered"].as_u64(),
+        "the demo's dead letters, listed: {dead}"
+    );
+}

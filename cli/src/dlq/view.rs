@@ -62,13 +62,13 @@ pub fn table(letters: &[LetterView]) -> String {
     }
     let _ = writeln!(
         text,
-        "{:<12} {:<20} {:<36} {:<16} {:<18} {:>7}  error",
+        "{:<12} {:<20} {:<42} {:<16} {:<18} {:>7}  error",
         "agent", "entry", "task", "action", "reason", "retries"
     );
     for letter in letters {
         let _ = writeln!(
             text,
-            "{:<12} {:<20} {:<36} {:<16} {:<18} {:>7}  {}",
+            "{:<12} {:<20} {:<42} {:<16} {:<18} {:>7}  {}",
             letter.agent_type,
             letter.entry_id,
             letter.task_id.as_deref().unwrap_or("-"),
