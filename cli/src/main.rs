@@ -15,6 +15,7 @@ mod print;
 mod sim;
 mod stats;
 mod target;
+mod task;
 
 use std::process::ExitCode;
 
@@ -67,6 +68,9 @@ enum Command {
     /// Manages an agent type's consumers.
     #[command(subcommand)]
     Consumers(consumers::ConsumersCommand),
+    /// Where a task is: waiting, pending with which consumer, completed
+    /// with its result, dead-lettered with its reason (or a whole trace).
+    Task(task::TaskArgs),
 }
 
 fn main() -> ExitCode {
@@ -81,6 +85,7 @@ fn main() -> ExitCode {
         Command::Dlq(command) => operate(dlq::run(command)),
         Command::Dispatch(args) => operate(dispatch::run(args)),
         Command::Consumers(command) => operate(consumers::run(command)),
+        Command::Task(args) => operate(task::run(args)),
     }
 }
 

@@ -40,6 +40,7 @@ mod task;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod dlq;
+pub mod locate;
 pub mod metrics;
 pub mod monitor;
 pub mod producer;
