@@ -2,6 +2,7 @@
 //! prefix, as one set of flags every operator command shares.
 
 use std::error::Error;
+use std::time::Duration;
 
 use crewq_core::{AgentType, Keyspace, Result};
 use crewq_redis::{RedisBroker, RedisConfig};
@@ -26,14 +27,29 @@ pub struct Target {
     /// Print JSON instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// Give up connecting after this long (a Redis that refuses, or that
+    /// accepts and never answers), with one error naming the address.
+    #[arg(long, value_name = "D", value_parser = crate::duration::parse, default_value = "5s")]
+    pub connect_timeout: Duration,
 }
 
 impl Target {
     /// Connects, and names the keys as the flags say.
     pub async fn open(&self) -> std::result::Result<(RedisBroker, Keyspace), Box<dyn Error>> {
         let keyspace = layout(self.cluster).with_prefix(&self.key_prefix)?;
-        let broker = connect(&self.redis, self.cluster).await?;
-        Ok((broker, keyspace))
+        let config = RedisConfig::new(&self.redis)
+            // No one attempt may outlast the whole bound.
+            .connection_timeout(
+                self.connect_timeout
+                    .min(RedisConfig::DEFAULT_CONNECTION_TIMEOUT),
+            )
+            .wait_for_server(self.connect_timeout);
+        let config = if self.cluster {
+            config.cluster()
+        } else {
+            config
+        };
+        Ok((config.connect().await?, keyspace))
     }
 }
 
