@@ -20,7 +20,7 @@ pub struct Target {
     pub redis: String,
     #[arg(long, help = CLUSTER_HELP)]
     pub cluster: bool,
-    /// The prefix of every key: the seed's `agent` (agent:tasks:<type> ...)
+    /// The prefix of every key: the seed's `agent` (`agent:tasks:<type>` ...)
     /// unless the crew was configured with another.
     #[arg(long, value_name = "P", default_value = Keyspace::SEED_PREFIX)]
     pub key_prefix: String,
