@@ -110,18 +110,7 @@ async fn pending_lists_entries_by_consumer_and_idle_time() {
 async fn stats_into_a_closed_pipe_exits_cleanly() {
     let crew = Crew::start();
     crew.tasks("research", 1).await;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_crewq"))
-        .args(["stats", "research", "--redis", crew.server.url()])
-        .args(["--key-prefix", &crew.prefix])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run crewq");
-    drop(child.stdout.take());
-    let output = child.wait_with_output().expect("crewq ran");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let on = ["--redis", crew.server.url(), "--key-prefix", &crew.prefix];
+    let output = common::into_a_closed_pipe(&[&["stats", "research"], &on[..]].concat());
+    common::succeeded(&output);
 }

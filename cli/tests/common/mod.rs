@@ -138,6 +138,20 @@ impl Crew {
     }
 }
 
+/// Runs crewq with `args` after closing the read end of its stdout, as a
+/// reader that stopped (`| head -2`) leaves it: every write finds the pipe
+/// broken.
+pub fn into_a_closed_pipe(args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_crewq"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run crewq");
+    drop(child.stdout.take());
+    child.wait_with_output().expect("crewq ran")
+}
+
 pub fn succeeded(output: &Output) {
     assert!(
         output.status.success(),
