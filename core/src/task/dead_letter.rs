@@ -145,7 +145,7 @@ pub struct Origin {
 ///
 /// Its first fields are the seed's own, which the seed's `recovery.py`
 /// replays from (`json.loads(msg_data["task"])`): `task` (the task JSON),
-/// `error`, `retries`. crewq adds `reason`, `stream`, `entry_id`, `group`,
+/// `error`, `retries`. crewq adds `reason`, `origin_stream`, `entry_id`, `group`,
 /// `consumer` and `dead_lettered_at`. Entries written by the seed have only
 /// the first three, so the rest read as `None`; fields crewq does not know
 /// are ignored.
@@ -189,7 +189,7 @@ pub struct DeadLetter {
     pub retries: u32,
     /// Why (field `reason`); `None` in entries the seed wrote.
     pub reason: Option<DeadLetterReason>,
-    /// Where it was read (fields `stream`, `entry_id`, `group`, `consumer`);
+    /// Where it was read (fields `origin_stream`, `entry_id`, `group`, `consumer`);
     /// `None` unless all four are present.
     pub origin: Option<Origin>,
     /// When (field `dead_lettered_at`).
