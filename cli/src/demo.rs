@@ -260,12 +260,18 @@ where
         .filter(|r| r.status == TaskStatus::Success)
         .filter_map(|r| r.output.clone())
         .collect();
-    let summary = Task::new("report", "summarize", json!({ "findings": findings }))
-        .max_retries(args.max_retries)
-        .build()?;
-    actions.insert(summary.task_id.clone(), summary.action.clone());
-    let (report_step, reported) =
-        step(&supervisor, &trace_id, "report", vec![summary], timeout).await?;
+    // Nothing to summarise when every research task failed: the report
+    // agent would only summarise an empty list.
+    let reported = if findings.is_empty() {
+        None
+    } else {
+        let summary = Task::new("report", "summarize", json!({ "findings": findings }))
+            .max_retries(args.max_retries)
+            .build()?;
+        actions.insert(summary.task_id.clone(), summary.action.clone());
+        Some(step(&supervisor, &trace_id, "report", vec![summary], timeout).await?)
+    };
+    let (report_step, reported) = reported.unzip();
 
     let mut per_step: BTreeMap<&str, WorkerReport> = BTreeMap::new();
     for (step_name, worker) in workers {
@@ -274,13 +280,13 @@ where
         total.retried += done.retried;
         total.dead_lettered += done.dead_lettered;
     }
-    let mut steps = vec![research_step, report_step];
+    let mut steps: Vec<StepReport> = std::iter::once(research_step).chain(report_step).collect();
     for step in &mut steps {
         if let Some(done) = per_step.get(step.step.as_str()) {
             step.retried = done.retried;
         }
     }
-    let gathered = [&researched, &reported];
+    let gathered: Vec<&Gathered> = std::iter::once(&researched).chain(&reported).collect();
     Ok(DemoReport {
         backend,
         prefix: keyspace.prefix().to_owned(),

@@ -114,3 +114,26 @@ fn demo_keys_under_key_prefix_are_what_stats_and_dlq_read() {
         "the demo's dead letters, listed: {dead}"
     );
 }
+
+#[test]
+fn demo_skips_the_report_when_every_research_task_failed() {
+    let output = Command::new(env!("CARGO_BIN_EXE_crewq"))
+        .args(["demo", "--json", "--tasks", "4", "--failure-rate", "1"])
+        .output()
+        .expect("run crewq");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+    let steps: Vec<&str> = report["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter_map(|s| s["step"].as_str())
+        .collect();
+    assert_eq!(steps, ["research"], "no report of nothing: {report}");
+    assert_eq!(report["dispatched"], 4);
+    assert_eq!(report["dead_lettered"], 4);
+}
