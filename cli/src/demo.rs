@@ -43,7 +43,7 @@ pub struct DemoArgs {
     /// The chance that one attempt of a research task fails, 0 to 1.
     #[arg(long, default_value_t = 0.25)]
     pub failure_rate: f64,
-    /// Retries before a task is dead-lettered.
+    /// Retries before a task is dead-lettered: it runs at most this many + 1 times.
     #[arg(long, default_value_t = 2)]
     pub max_retries: u32,
     /// Seeds the simulated work and failures.

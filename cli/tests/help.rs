@@ -34,3 +34,25 @@ fn top_level_help_says_what_crewq_is_and_lists_the_commands() {
         );
     }
 }
+
+#[test]
+fn max_retries_means_the_same_in_demo_and_sim() {
+    let line = |command: &str| {
+        let output = Command::new(env!("CARGO_BIN_EXE_crewq"))
+            .args([command, "--help"])
+            .output()
+            .expect("run crewq");
+        let help = String::from_utf8_lossy(&output.stdout).into_owned();
+        let line = help
+            .lines()
+            .find(|l| l.trim_start().starts_with("--max-retries"))
+            .expect("a --max-retries flag");
+        // "--max-retries <MAX_RETRIES>  <what it means> [default: N]"
+        let described = line.split_once('>').map_or("", |(_, rest)| rest);
+        let described = described.split(" [default").next().unwrap_or_default();
+        described.trim().to_owned()
+    };
+    let (demo, sim) = (line("demo"), line("sim"));
+    assert_eq!(demo, sim);
+    assert!(demo.contains("at most this many + 1 times"), "{demo}");
+}
