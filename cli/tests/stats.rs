@@ -114,3 +114,31 @@ async fn stats_into_a_closed_pipe_exits_cleanly() {
     let output = common::into_a_closed_pipe(&[&["stats", "research"], &on[..]].concat());
     common::succeeded(&output);
 }
+
+#[test]
+fn dispatch_and_stats_on_a_redis_cluster() {
+    let cluster = crewq_tests::redis_cluster::TestCluster::start();
+    let url = cluster.url();
+    let prefix = cluster.unique_prefix();
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_crewq"))
+            .args(args)
+            .args([
+                "--redis",
+                &url,
+                "--cluster",
+                "--key-prefix",
+                &prefix,
+                "--json",
+            ])
+            .output()
+            .expect("run crewq");
+        common::succeeded(&output);
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).expect("JSON")
+    };
+    let dispatched = run(&["dispatch", "research", "search_docs"]);
+    assert_eq!(dispatched["stream"], format!("{prefix}:{{research}}:tasks"));
+    let stats = run(&["stats", "research"]);
+    assert_eq!(stats[0]["tasks"]["length"], 1);
+    assert_eq!(stats[0]["dlq_stream"], format!("{prefix}:{{research}}:dlq"));
+}
