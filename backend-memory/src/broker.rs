@@ -6,19 +6,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use crewq_core::{
-    AckAndAdd, AckAndAddReply, AddedOnce, AutoClaimed, Broker, ConsumerInfo, DeliveredEntry, Error,
-    GroupInfo, GroupStart, IdRange, NewEntry, OnceEntry, PendingEntry, PendingQuery,
-    PendingSummary, ReadFrom, ReadGroup, Result, Settle, Settled, StreamEntry, StreamId,
-    StreamInfo, Trim, validate_ack_and_add, validate_new_entry, validate_once_entry,
+    AckAndAdd, AckAndAddReply, AddedOnce, AutoClaim, AutoClaimed, AutoClaimedRecorded, Broker,
+    ConsumerInfo, DeletedRecord, DeliveredEntry, Error, GroupInfo, GroupStart, IdRange, NewEntry,
+    OnceEntry, PendingEntry, PendingQuery, PendingSummary, ReadFrom, ReadGroup, Result, Settle,
+    Settled, StreamEntry, StreamId, StreamInfo, Trim, validate_ack_and_add,
+    validate_autoclaim_count, validate_autoclaim_recorded, validate_new_entry, validate_once_entry,
     validate_settle,
 };
 
 use crate::group::{Count, Group};
-use crate::write::{add, settle_locked};
+use crate::write::{add, add_once, autoclaim_recorded_locked, settle_locked};
 use crate::{Key, MemoryBroker, group_mut};
-
-/// The largest `XAUTOCLAIM` COUNT Redis 7.0 accepts: `LONG_MAX / 16`.
-const MAX_AUTOCLAIM_COUNT: u64 = i64::MAX.unsigned_abs() / 16;
 
 #[async_trait]
 impl Broker for MemoryBroker {
@@ -47,15 +45,7 @@ impl Broker for MemoryBroker {
                 .into_iter()
                 .map(|once| {
                     validate_once_entry(&once)?;
-                    if let Some(id) = state.markers.live(&once.marker, now) {
-                        return Ok(AddedOnce::Duplicate(id));
-                    }
-                    let id = add(&mut state.streams, once.entry, now)?;
-                    let window = u64::try_from(once.window.as_millis()).unwrap_or(u64::MAX);
-                    state
-                        .markers
-                        .set(once.marker, id, now.saturating_add(window));
-                    Ok(AddedOnce::Added(id))
+                    add_once(state, once, now)
                 })
                 .collect()
         }))
@@ -250,20 +240,22 @@ impl Broker for MemoryBroker {
         start: StreamId,
         count: usize,
     ) -> Result<AutoClaimed> {
-        // Redis 7.0 takes COUNT in 1..=LONG_MAX / 16 (16: the size of a
-        // stream id, the larger of it and the attempts factor 10) and
-        // answers anything else, even a number too large to parse, so.
-        let in_range = u64::try_from(count).is_ok_and(|n| (1..=MAX_AUTOCLAIM_COUNT).contains(&n));
-        if !in_range {
-            return Err(Error::InvalidArgument(format!(
-                "ERR COUNT must be > 0 (XAUTOCLAIM on '{stream}')"
-            )));
-        }
+        validate_autoclaim_count(stream, count)?;
         let now = self.now_ms();
         self.with_keys(|keys| {
             let (stream, group) = group_mut(keys, stream, group)?;
             Ok(group.autoclaim(stream, consumer, min_idle, start, count, now))
         })
+    }
+
+    async fn autoclaim_recorded(
+        &self,
+        claim: &AutoClaim,
+        record: &DeletedRecord,
+    ) -> Result<AutoClaimedRecorded> {
+        validate_autoclaim_recorded(claim, record)?;
+        let now = self.now_ms();
+        self.with_state(|state| autoclaim_recorded_locked(state, claim, record, now))
     }
 
     async fn info_stream(&self, stream: &str) -> Result<StreamInfo> {

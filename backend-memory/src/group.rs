@@ -21,14 +21,14 @@ pub(crate) struct Pending {
 }
 
 /// A consumer: when it last acted and which pending entries it owns.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Consumer {
     pub(crate) seen_ms: u64,
     pub(crate) pending: BTreeSet<StreamId>,
 }
 
 /// A consumer group.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Group {
     pub(crate) last_delivered: StreamId,
     /// Redis's logical read counter; `None` is its "invalid" value.

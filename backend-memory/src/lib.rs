@@ -37,11 +37,16 @@
 //! - Keys are streams only, so `WrongType` never happens here; an append
 //!   can still fail (a stream whose last id is the largest), which is how a
 //!   settle item fails alone here (`Settled::Failed`).
-//! - Nothing is persisted or shared between processes.
+//! - Nothing is persisted or shared between processes; instead, for tests
+//!   and simulations, [`MemoryBroker::snapshot`] and
+//!   [`MemoryBroker::restore`] lose the latest writes as a restart from an
+//!   AOF with `appendfsync everysec`, or a failover to an asynchronous
+//!   replica, does.
 
 mod broker;
 mod group;
 mod markers;
+mod snapshot;
 mod stream;
 mod write;
 
@@ -53,6 +58,7 @@ use crewq_core::{Clock, Error, Result, SystemClock};
 
 use crate::group::Group;
 use crate::markers::Markers;
+pub use crate::snapshot::Snapshot;
 use crate::stream::Stream;
 
 /// An in-memory broker. Clones share the same data.
@@ -67,7 +73,7 @@ struct Inner {
 }
 
 /// Everything the broker holds, behind one lock.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct State {
     streams: BTreeMap<String, Key>,
     /// Append-once markers: the id they recorded and when they expire.
@@ -76,7 +82,7 @@ struct State {
 
 /// What one stream key holds. Entries and groups are kept side by side so a
 /// group can be changed while the entries are read.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Key {
     stream: Stream,
     groups: BTreeMap<String, Group>,

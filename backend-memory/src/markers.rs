@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crewq_core::StreamId;
 
 /// Markers by key, and the same markers by expiry (ms).
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Markers {
     by_key: BTreeMap<String, (StreamId, u64)>,
     by_expiry: BTreeSet<(u64, String)>,

@@ -10,7 +10,7 @@ use crewq_core::{
 use tokio::sync::Notify;
 
 /// A stream's entries by id and the counters Redis keeps with them.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Stream {
     pub(crate) entries: BTreeMap<StreamId, Fields>,
     /// The largest id ever added; survives deletion and trimming, as in Redis.
@@ -18,7 +18,9 @@ pub(crate) struct Stream {
     /// The largest id removed by XDEL (not by trimming, as in Redis 7.0).
     pub(crate) max_deleted_id: StreamId,
     pub(crate) entries_added: u64,
-    /// Wakes blocked group reads when an entry is appended.
+    /// Wakes blocked group reads when an entry is appended. A clone (a
+    /// [`Snapshot`](crate::Snapshot)) shares it, so reads blocked when a
+    /// snapshot is restored are woken by the restore and later appends.
     pub(crate) appended: Arc<Notify>,
 }
 

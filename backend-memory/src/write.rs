@@ -1,12 +1,16 @@
-//! Writes under the lock that span keys: `XADD` itself, and `settle`,
-//! which appends to other streams before it acknowledges.
+//! Writes under the lock that span keys: `XADD` itself; `settle`, which
+//! appends to other streams before it acknowledges; and
+//! `autoclaim_recorded`, which records what its claim found deleted.
 
 use std::collections::BTreeMap;
 
-use crewq_core::{NewEntry, Result, Settle, Settled, StreamId};
+use crewq_core::{
+    AddedOnce, AutoClaim, AutoClaimedRecorded, DeletedRecord, NewEntry, OnceEntry, Result, Settle,
+    Settled, StreamId,
+};
 
 use crate::stream::next_id;
-use crate::{Key, group_mut};
+use crate::{Key, State, group_mut};
 
 /// `XADD` on the locked data: the stream is created only once the id is known
 /// to be valid, as Redis leaves no key behind a rejected add.
@@ -63,4 +67,47 @@ pub(crate) fn settle_locked(
         outcomes.push(Settled::Done(ids));
     }
     Ok(outcomes)
+}
+
+/// One append-once on the locked data: nothing if the marker is live.
+pub(crate) fn add_once(state: &mut State, once: OnceEntry, now_ms: u64) -> Result<AddedOnce> {
+    if let Some(id) = state.markers.live(&once.marker, now_ms) {
+        return Ok(AddedOnce::Duplicate(id));
+    }
+    let id = add(&mut state.streams, once.entry, now_ms)?;
+    let window = u64::try_from(once.window.as_millis()).unwrap_or(u64::MAX);
+    state
+        .markers
+        .set(once.marker, id, now_ms.saturating_add(window));
+    Ok(AddedOnce::Added(id))
+}
+
+/// The body of [`Broker::autoclaim_recorded`](crewq_core::Broker::autoclaim_recorded),
+/// under the lock (the call was validated): the claim, then one record per
+/// deleted id, so no other call sees the one without the other.
+pub(crate) fn autoclaim_recorded_locked(
+    state: &mut State,
+    claim: &AutoClaim,
+    record: &DeletedRecord,
+    now_ms: u64,
+) -> Result<AutoClaimedRecorded> {
+    let (stream, group) = group_mut(&mut state.streams, &claim.stream, &claim.group)?;
+    let claimed = group.autoclaim(
+        stream,
+        &claim.consumer,
+        claim.min_idle,
+        claim.start,
+        claim.count,
+        now_ms,
+    );
+    state.markers.evict_expired(now_ms);
+    let records = claimed
+        .deleted
+        .iter()
+        .map(|&id| add_once(state, record.for_id(id), now_ms))
+        .collect();
+    Ok(AutoClaimedRecorded {
+        claim: claimed,
+        records,
+    })
 }

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use crewq_core::{
-    AckAndAdd, AckAndAddReply, AddedOnce, AutoClaimed, Broker, ConsumerInfo, DeliveredEntry, Error,
-    GroupInfo, GroupStart, IdRange, NewEntry, OnceEntry, PendingEntry, PendingQuery,
-    PendingSummary, ReadFrom, ReadGroup, Result, Settle, Settled, StreamEntry, StreamId,
-    StreamInfo, Trim, validate_new_entry,
+    AckAndAdd, AckAndAddReply, AddedOnce, AutoClaim, AutoClaimed, AutoClaimedRecorded, Broker,
+    ConsumerInfo, DeletedRecord, DeliveredEntry, Error, GroupInfo, GroupStart, IdRange, NewEntry,
+    OnceEntry, PendingEntry, PendingQuery, PendingSummary, ReadFrom, ReadGroup, Result, Settle,
+    Settled, StreamEntry, StreamId, StreamInfo, Trim, validate_new_entry,
 };
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, Value};
@@ -21,7 +21,10 @@ use crate::error::Op;
 use crate::shared::Shared;
 use crate::{cluster, commands, parse};
 
-/// A [`Broker`] on a Redis server (7.0 or later).
+/// A [`Broker`] on a Redis server (7.0 or later), or on a Redis Cluster
+/// ([`RedisConfig::cluster`]: what follows is the single-node connection
+/// handling; on a cluster redis-rs's cluster client keeps a connection per
+/// node and follows the topology).
 ///
 /// Commands share one multiplexed connection, re-opened in the background
 /// when it drops (the command that saw the drop fails with a transient
@@ -429,6 +432,14 @@ impl Broker for RedisBroker {
             parse::autoclaim,
         )
         .await
+    }
+
+    async fn autoclaim_recorded(
+        &self,
+        claim: &AutoClaim,
+        record: &DeletedRecord,
+    ) -> Result<AutoClaimedRecorded> {
+        self.autoclaim_recorded_in_script(claim, record).await
     }
 
     async fn info_stream(&self, stream: &str) -> Result<StreamInfo> {

@@ -231,7 +231,12 @@ impl RedisBroker {
     /// Sends an `EVALSHA`; on `NOSCRIPT` (a restart or `SCRIPT FLUSH`
     /// emptied the script cache, and nothing ran) loads the script and sends
     /// it once more, so callers never see the cache was empty.
-    async fn eval_loaded(&self, cmd: &redis::Cmd, source: &str, op: Op<'_>) -> Result<Value> {
+    pub(crate) async fn eval_loaded(
+        &self,
+        cmd: &redis::Cmd,
+        source: &str,
+        op: Op<'_>,
+    ) -> Result<Value> {
         match self.send(cmd, op).await? {
             Err(err) if err.code() == Some(NOSCRIPT) => {
                 tracing::debug!(url = %self.redacted_url(), "script not loaded; loading it");
@@ -239,6 +244,32 @@ impl RedisBroker {
                 self.send(cmd, op).await?.map_err(|err| op.error(err))
             }
             reply => reply.map_err(|err| op.error(err)),
+        }
+    }
+
+    /// Like [`eval_loaded`](Self::eval_loaded), for a script whose reply
+    /// holds errors of its own (a step that failed alone): sent as a
+    /// pipeline that keeps them in place, where a plain command would turn
+    /// the whole reply into its first error. An error reply of the script
+    /// itself is the call's error.
+    pub(crate) async fn eval_keeping_errors(
+        &self,
+        cmd: &redis::Cmd,
+        source: &str,
+        op: Op<'_>,
+    ) -> Result<Value> {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors().add_command(cmd.clone());
+        let mut reply = self.query_pipe(&pipe, op).await?.pop();
+        if matches!(&reply, Some(Value::ServerError(err)) if err.code() == NOSCRIPT) {
+            tracing::debug!(url = %self.redacted_url(), "script not loaded; loading it");
+            self.load_script(source, op).await?;
+            reply = self.query_pipe(&pipe, op).await?.pop();
+        }
+        match reply {
+            Some(Value::ServerError(err)) => Err(op.error(from_server_error(err))),
+            Some(value) => Ok(value),
+            None => Err(op.protocol("no reply to a script call")),
         }
     }
 

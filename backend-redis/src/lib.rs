@@ -12,6 +12,12 @@
 //! `Unavailable` ...). [`RedisConfig::wait_for_server`] makes connecting
 //! wait, with a bound, for a server that is not up yet.
 //!
+//! With [`RedisConfig::cluster`], the same broker speaks to a Redis Cluster
+//! through redis-rs's cluster client (redirects, failovers and retries are
+//! its job); the commands, scripts and reply parsing are shared with the
+//! single-node path, each script or `MULTI` is checked to keep its keys in
+//! one slot before it is sent, and batches are split by slot.
+//!
 //! ```no_run
 //! # async fn demo() -> crewq_core::Result<()> {
 //! use std::time::Duration;
@@ -47,6 +53,7 @@ mod error;
 mod guarded;
 mod once;
 mod parse;
+mod reclaim;
 mod redact;
 mod shared;
 #[cfg(feature = "tls")]

@@ -146,7 +146,7 @@ fn once_op(once: &OnceEntry) -> Op<'_> {
 }
 
 /// Reads one script reply: `{1, id}`, `{0, id}` or an error.
-fn added_once(reply: Value, op: Op<'_>) -> Result<AddedOnce> {
+pub(crate) fn added_once(reply: Value, op: Op<'_>) -> Result<AddedOnce> {
     if let Value::ServerError(err) = reply {
         return Err(op.error(from_server_error(err)));
     }

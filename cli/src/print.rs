@@ -77,8 +77,9 @@ pub fn bench_text(report: &BenchReport) {
         println!("largest lag behind the dispatch schedule: {lag} us");
     }
     println!(
-        "{} producer(s), {} worker(s) x {} concurrent, batches of {}, payload ~{} B, \
-         dedupe window {} s, retention {}",
+        "{} agent type(s), {} producer(s), {} worker(s) per type x {} concurrent, batches of {}, \
+         payload ~{} B, dedupe window {} s, retention {}",
+        report.agent_types,
         report.producers,
         report.workers,
         report.concurrency,
@@ -155,6 +156,15 @@ pub fn sim_text(args: &SimArgs, summary: &SimSummary) {
         summary.counts.unexpected,
         summary.violations
     );
+    let c = &summary.counts;
+    if c.lost_to_trim + c.lost_to_rollback + c.replayed > 0 {
+        // What a setting or an operator's command outside crewq cost: not
+        // crewq's violations, but never counted silently.
+        println!(
+            "reported apart: {} lost to trims that cut unread entries, {} lost to broker rollbacks (writes the broker acknowledged, then forgot), {} replayed after their group was destroyed",
+            c.lost_to_trim, c.lost_to_rollback, c.replayed
+        );
+    }
     if !summary.hits.is_empty() {
         let hits: Vec<String> = summary
             .hits

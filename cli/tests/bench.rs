@@ -56,3 +56,39 @@ fn a_peak_rss_over_the_bound_fails_the_run() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--max-rss-mb 1"), "{stderr}");
 }
+
+/// The JSON report of a successful run.
+fn report_of(output: &Output) -> Value {
+    assert!(
+        output.status.success(),
+        "crewq bench failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("one JSON object")
+}
+
+#[test]
+fn tasks_dealt_to_several_agent_types_all_complete_in_memory() {
+    let report = report_of(&bench(&["--agent-types", "3", "--workers", "1"]));
+    assert_eq!(report["agent_types"], 3);
+    assert_eq!(report["completed"], 500);
+    assert_eq!(report["handled"], 500);
+}
+
+#[test]
+fn tasks_dealt_to_agent_types_on_every_master_of_a_cluster_all_complete() {
+    let cluster = crewq_tests::redis_cluster::TestCluster::start();
+    let seeds = cluster.seeds();
+    let report = report_of(&bench(&[
+        "--broker",
+        &seeds,
+        "--cluster",
+        "--agent-types",
+        "6",
+        "--workers",
+        "1",
+    ]));
+    assert_eq!(report["agent_types"], 6);
+    assert_eq!(report["completed"], 500);
+    assert_eq!(report["handled"], 500);
+}

@@ -6,9 +6,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::{
-    AckAndAdd, AckAndAddReply, AddedOnce, AutoClaimed, ConsumerInfo, DeliveredEntry, GroupInfo,
-    GroupStart, IdRange, NewEntry, OnceEntry, PendingEntry, PendingQuery, PendingSummary,
-    ReadGroup, Result, Settle, Settled, StreamEntry, StreamId, StreamInfo, Trim,
+    AckAndAdd, AckAndAddReply, AddedOnce, AutoClaim, AutoClaimed, AutoClaimedRecorded,
+    ConsumerInfo, DeletedRecord, DeliveredEntry, GroupInfo, GroupStart, IdRange, NewEntry,
+    OnceEntry, PendingEntry, PendingQuery, PendingSummary, ReadGroup, Result, Settle, Settled,
+    StreamEntry, StreamId, StreamInfo, Trim,
 };
 
 /// A store of streams with consumer groups, with Redis Streams semantics.
@@ -310,6 +311,34 @@ pub trait Broker: Send + Sync {
         start: StreamId,
         count: usize,
     ) -> Result<AutoClaimed>;
+
+    /// [`Broker::autoclaim`] that records, in the same atomic step (one
+    /// script on Redis), each pending entry it finds deleted from the stream:
+    /// per deleted id it appends `record`'s entry with the id in
+    /// `record.id_field`, at most once per id within `record.window`, as
+    /// [`Broker::xadd_once`] does. The pending list forgets a deleted entry
+    /// the moment it is reported, so a record written afterwards by the
+    /// caller is lost to a crash or a lost reply in between; this one is not.
+    ///
+    /// # Behavior
+    ///
+    /// - Claims as [`Broker::autoclaim`] does, and appends one record per
+    ///   deleted id, in order, each holding its id; the reply carries each
+    ///   record's id (`autoclaim_recorded_claims_and_records_deleted_entries`).
+    /// - A record whose marker is still set is not appended again: its id
+    ///   is reported as a duplicate, so a retried call writes nothing twice
+    ///   (`autoclaim_recorded_records_each_id_once`).
+    /// - A call that finds nothing deleted appends nothing
+    ///   (`autoclaim_recorded_appends_nothing_without_deletions`).
+    /// - A `count` out of range, or a record with an explicit id, without
+    ///   fields or with a window under 1 ms, fails with `InvalidArgument`
+    ///   before anything applies; a missing key or group with `NoGroup`
+    ///   (`autoclaim_recorded_rejects_bad_calls_whole`).
+    async fn autoclaim_recorded(
+        &self,
+        claim: &AutoClaim,
+        record: &DeletedRecord,
+    ) -> Result<AutoClaimedRecorded>;
 
     /// `XINFO STREAM`.
     ///

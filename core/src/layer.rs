@@ -14,9 +14,10 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use crate::{
-    AckAndAdd, AckAndAddReply, AddedOnce, AutoClaimed, Broker, ConsumerInfo, DeliveredEntry,
-    GroupInfo, GroupStart, IdRange, NewEntry, OnceEntry, PendingEntry, PendingQuery,
-    PendingSummary, ReadGroup, Result, Settle, Settled, StreamEntry, StreamId, StreamInfo, Trim,
+    AckAndAdd, AckAndAddReply, AddedOnce, AutoClaim, AutoClaimed, AutoClaimedRecorded, Broker,
+    ConsumerInfo, DeletedRecord, DeliveredEntry, GroupInfo, GroupStart, IdRange, NewEntry,
+    OnceEntry, PendingEntry, PendingQuery, PendingSummary, ReadGroup, Result, Settle, Settled,
+    StreamEntry, StreamId, StreamInfo, Trim,
 };
 
 /// A call on a broker, not started yet, as [`BrokerLayer::around`] takes
@@ -209,6 +210,8 @@ broker_ops! {
         stream: &str, group: &str, consumer: &str, min_idle: Duration, start: StreamId,
         count: usize
     ) -> Result<AutoClaimed>;
+    AutoclaimRecorded write fn autoclaim_recorded(claim: &AutoClaim, record: &DeletedRecord)
+        -> Result<AutoClaimedRecorded>;
     InfoStream read fn info_stream(stream: &str) -> Result<StreamInfo>;
     InfoGroups read fn info_groups(stream: &str) -> Result<Vec<GroupInfo>>;
     InfoConsumers read fn info_consumers(stream: &str, group: &str) -> Result<Vec<ConsumerInfo>>;

@@ -26,6 +26,7 @@
 //! ```
 
 mod atomic;
+mod autoclaim;
 mod broker;
 mod clock;
 mod error;
@@ -49,6 +50,10 @@ pub mod supervisor;
 pub mod worker;
 
 pub use atomic::{Ack, AckAndAdd, AckAndAddReply, Delete, Settle, SettleItem, Settled};
+pub use autoclaim::{
+    AutoClaim, AutoClaimedRecorded, DeletedRecord, validate_autoclaim_count,
+    validate_autoclaim_recorded,
+};
 pub use broker::{
     Broker, validate_ack_and_add, validate_new_entry, validate_once_entry, validate_settle,
 };

@@ -118,6 +118,11 @@ struct Inner<B> {
     registry: Mutex<Registry>,
     /// Results streams on which the group is known to exist.
     known_groups: Mutex<BTreeSet<String>>,
+    /// Results streams whose group this supervisor found gone (deleted by
+    /// hand, or forgotten by a broker restored from an older state): made
+    /// again at the start, never at `$`, which would skip the results
+    /// written since it vanished.
+    vanished_groups: Mutex<BTreeSet<String>>,
     /// The reader role: one gather at a time reads, for all of them.
     reader: tokio::sync::Mutex<ReaderState>,
     /// Trims the results streams after acknowledgements.
@@ -190,6 +195,7 @@ impl<B: Broker> Supervisor<B> {
                 options,
                 registry: Mutex::default(),
                 known_groups: Mutex::default(),
+                vanished_groups: Mutex::default(),
                 reader: tokio::sync::Mutex::default(),
             }),
         })

@@ -5,8 +5,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crewq_core::{
-    AckAndAdd, Broker, BrokerCall, BrokerLayer, BrokerOp, Fields, GroupStart, NewEntry, OnceEntry,
-    PendingQuery, ReadGroup, Settle, SettleItem, StreamId, Trim,
+    AckAndAdd, AutoClaim, Broker, BrokerCall, BrokerLayer, BrokerOp, DeletedRecord, Fields,
+    GroupStart, NewEntry, OnceEntry, PendingQuery, ReadGroup, Settle, SettleItem, StreamId, Trim,
 };
 use crewq_memory::MemoryBroker;
 
@@ -103,6 +103,13 @@ async fn every_default_method_forwards_through_around_with_its_own_op() {
         .await
         .expect("auto");
     assert_eq!(claimed.claimed.len(), 2);
+    let scan = AutoClaim::new(s, g, c);
+    let record = DeletedRecord::new(new(), "id", "gone:", Duration::from_secs(1));
+    let recorded = broker
+        .autoclaim_recorded(&scan, &record)
+        .await
+        .expect("auto, recorded");
+    assert_eq!(recorded.claim.claimed.len(), 2);
     assert_eq!(broker.info_stream(s).await.expect("stream").length, 3);
     assert_eq!(broker.info_groups(s).await.expect("groups").len(), 1);
     assert_eq!(

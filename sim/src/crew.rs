@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::history::{Event, Recorder};
-use crate::plan::{FaultPlan, HandlerFault};
+use crate::plan::{FaultPlan, GracefulStop, HandlerFault};
 
 /// The prefix of every simulated task's id: task `i` is `sim-<i>`.
 pub const TASK_ID_PREFIX: &str = "sim-";
@@ -228,6 +228,9 @@ pub(crate) struct HandlerFaults {
     calls: Mutex<BTreeMap<u32, u32>>,
     on: AtomicBool,
     recorder: Recorder,
+    /// Graceful stops: calls a stopping worker starts just before its stop
+    /// run long.
+    stops: Vec<GracefulStop>,
 }
 
 impl HandlerFaults {
@@ -242,6 +245,7 @@ impl HandlerFaults {
             calls: Mutex::default(),
             on: AtomicBool::new(true),
             recorder,
+            stops: plan.stops.clone(),
         }
     }
 
@@ -252,6 +256,19 @@ impl HandlerFaults {
     }
 
     /// Numbers a call of `task` and says what goes wrong with it.
+    /// How much longer a call that worker slot `worker` starts now runs:
+    /// it is about to be stopped (see [`GracefulStop`]).
+    fn lengthened(&self, worker: u32) -> Option<Duration> {
+        if !self.on.load(Ordering::Relaxed) {
+            return None;
+        }
+        let now = self.recorder.now_ms();
+        self.stops
+            .iter()
+            .find(|stop| stop.lengthens(worker, now))
+            .map(|stop| Duration::from_millis(stop.long_ms))
+    }
+
     fn next_call(&self, task: u32) -> (u32, Option<HandlerFault>) {
         let call = {
             let mut calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
@@ -276,6 +293,8 @@ impl HandlerFaults {
 pub(crate) struct CallContext {
     pub faults: Arc<HandlerFaults>,
     pub consumer: String,
+    /// The worker slot.
+    pub worker: u32,
     /// The end of the worker's pause, if it is paused.
     pub paused_until: Arc<dyn Fn() -> Option<Instant> + Send + Sync>,
 }
@@ -316,6 +335,9 @@ where
             consumer: context.consumer.clone(),
             call,
         });
+        if let Some(longer) = context.faults.lengthened(context.worker) {
+            tokio::time::sleep(longer).await;
+        }
         let outcome = match fault {
             None => self.inner.handle(task).await,
             Some(HandlerFault::Error) => Err(format!("injected error (call {call})").into()),

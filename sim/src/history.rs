@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use crewq_core::StreamId;
 use tokio::time::Instant;
 
-use crate::{Fault, Op};
+use crate::{Conn, Fault, Op};
 
 /// One thing that happened.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -150,6 +150,74 @@ pub enum Event {
         /// How many entries it removed.
         removed: u64,
     },
+    /// A worker's read (a `read_group`: of its own pending entries on the
+    /// shared connection, of new ones on a blocking one; or an `autoclaim`)
+    /// returned, while faults were on.
+    Read {
+        /// The worker's consumer name.
+        consumer: String,
+        /// `read_group`, `autoclaim` or `autoclaim_recorded` (the worker's reclaim scan).
+        op: Op,
+        /// The connection it went on.
+        conn: Conn,
+        /// Whether it got a reply rather than an error.
+        ok: bool,
+    },
+    /// A worker was asked to stop gracefully: it reads no more, and its
+    /// running tasks get `grace_ms` to finish.
+    StopRequested {
+        /// Its slot.
+        worker: u32,
+        /// Its consumer name.
+        consumer: String,
+        /// The grace given, in ms.
+        grace_ms: u64,
+    },
+    /// A worker asked to stop (by the plan, or at the end of the run) has
+    /// stopped: its running tasks finished or, at the end of the grace,
+    /// were cut off and handed back.
+    Stopped {
+        /// Its slot.
+        worker: u32,
+        /// Its consumer name.
+        consumer: String,
+        /// Attempts cut off at the end of the grace and handed back (its
+        /// report's count).
+        handed_back: u64,
+    },
+    /// A stream's worker group was destroyed (`XGROUP DESTROY`, injected).
+    GroupDestroyed {
+        /// The stream.
+        stream: String,
+    },
+    /// What an injected trim removed.
+    Cut {
+        /// The stream.
+        stream: String,
+        /// Entries the group's pending list still names: crewq must report
+        /// them.
+        pending: Vec<StreamId>,
+        /// Entries not pending (finished, or unread by the group's current
+        /// life): lost to the trim if they had no outcome.
+        unread: Vec<StreamId>,
+    },
+    /// A reclaim scan (`XAUTOCLAIM`) reported a pending entry deleted from
+    /// its stream: a worker learned of it.
+    FoundDeleted {
+        /// The stream.
+        stream: String,
+        /// The entry.
+        id: StreamId,
+    },
+    /// The broker was restored to its state at `snapshot_ms` (a rollback):
+    /// the appends since are forgotten, and so are the acknowledgements,
+    /// deliveries and trims since, which the history does not list again.
+    RolledBack {
+        /// When the restored state was taken, in ms from the start.
+        snapshot_ms: u64,
+        /// The appends it forgot, in the order they were applied.
+        forgotten: Vec<(String, StreamId)>,
+    },
 }
 
 /// An event and when it happened, in ms from the start of the run.
@@ -203,6 +271,12 @@ impl History {
     /// Whether nothing was recorded.
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
+    }
+
+    /// A history of `events` (for tests that tamper with one).
+    #[cfg(test)]
+    pub(crate) fn from_events(events: Vec<Stamped>) -> History {
+        History { events }
     }
 
     /// Appends an event (for tests that tamper with a history).
@@ -373,6 +447,45 @@ impl fmt::Display for Event {
             }
             Event::Trimmed { stream, removed } => {
                 write!(f, "trimmed {stream} removed={removed}")
+            }
+            Event::Read {
+                consumer,
+                op,
+                conn,
+                ok,
+            } => write!(f, "read {consumer} {op} conn={conn:?} ok={ok}"),
+            Event::StopRequested {
+                worker,
+                consumer,
+                grace_ms,
+            } => write!(f, "stop w{worker} {consumer} grace={grace_ms}"),
+            Event::Stopped {
+                worker,
+                consumer,
+                handed_back,
+            } => write!(f, "stopped w{worker} {consumer} handed_back={handed_back}"),
+            Event::GroupDestroyed { stream } => write!(f, "group-destroyed {stream}"),
+            Event::Cut {
+                stream,
+                pending,
+                unread,
+            } => write!(
+                f,
+                "cut {stream} pending={} unread={}",
+                pending.len(),
+                unread.len()
+            ),
+            Event::FoundDeleted { stream, id } => write!(f, "found-deleted {stream} {id}"),
+            Event::RolledBack {
+                snapshot_ms,
+                forgotten,
+            } => {
+                write!(f, "rolled-back to={snapshot_ms} forgotten=[")?;
+                for (n, (stream, id)) in forgotten.iter().enumerate() {
+                    let comma = if n > 0 { "," } else { "" };
+                    write!(f, "{comma}{stream} {id}")?;
+                }
+                f.write_str("]")
             }
         }
     }

@@ -22,6 +22,7 @@ pub(crate) fn count(history: &History) -> Hits {
             Event::Fault { fault, .. } => fault.class(),
             Event::Crashed { .. } => "crash",
             Event::Paused { .. } => "pause",
+            Event::StopRequested { .. } => "graceful_stop",
             _ => continue,
         };
         *hits.entry(class.to_owned()).or_default() += 1;

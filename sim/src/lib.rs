@@ -12,7 +12,9 @@
 //! apply, and slow, refuses them as a failing-over or restarting Redis does
 //! (`READONLY`, `LOADING`, `OOM`, `NOSCRIPT`), refuses single items of a
 //! settle (`WRONGTYPE`, `OOM`), and hangs one worker's calls until their
-//! time-out for a while (a half-open link). Then faults go off, the crew drains, and the checker
+//! time-out for a while (a half-open link), asks a worker to stop with a
+//! grace longer than the lease while long tasks run, and takes the broker
+//! down for every actor for a while (an outage). Then faults go off, the crew drains, and the checker
 //! classifies every task ([`Class`]) and holds the run to the invariants
 //! ([`Invariant`]). The same seed gives the same history, byte for byte
 //! ([`TraceHash`]); the same scenario also runs against a real Redis
@@ -69,14 +71,14 @@ pub use crew::{
 };
 pub use crewq_core::worker::Mutant;
 pub use faulty::{
-    Fault, FaultConfig, FaultEvent, FaultLog, FaultObserver, FaultyBroker, HalfOpen, Op, OpSet,
-    ServerError,
+    CallEnd, CallObserver, Conn, Fault, FaultConfig, FaultEvent, FaultLog, FaultObserver,
+    FaultyBroker, Flows, HalfOpen, Op, OpSet, ServerError,
 };
 pub use history::{Divergence, Event, History, Stamped, TraceHash};
 pub use hits::Hits;
 pub use plan::{
-    BrokerFaults, Crash, FaultPlan, FaultRates, HalfOpenLink, HandlerFault, HandlerFaultAt, Pause,
-    Poison, PoisonKind, TrimAt, TrimCut,
+    BrokerFaults, Crash, FaultPlan, FaultRates, GracefulStop, GroupDestroyAt, HalfOpenLink,
+    HandlerFault, HandlerFaultAt, Outage, Pause, Poison, PoisonKind, Rollback, TrimAt, TrimCut,
 };
 pub use report::{Class, Counts, Invariant, Report, RunStats, Violation};
 pub use scenario::{Faults, Scenario};

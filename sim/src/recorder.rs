@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use crewq_core::{
-    AckAndAdd, AckAndAddReply, AddedOnce, AutoClaimed, Broker, BrokerLayer, DeliveredEntry, Fields,
-    NewEntry, OnceEntry, ReadGroup, Result, Settle, Settled, StreamEntry, StreamId, Trim,
+    AckAndAdd, AckAndAddReply, AddedOnce, AutoClaim, AutoClaimed, AutoClaimedRecorded, Broker,
+    BrokerLayer, DeletedRecord, DeliveredEntry, Fields, NewEntry, OnceEntry, ReadGroup, Result,
+    Settle, Settled, StreamEntry, StreamId, Trim,
 };
 
 use crate::history::{Event, Recorder};
@@ -47,6 +48,21 @@ impl<B: Broker> RecordingBroker<B> {
             .clone()
     }
 
+    /// How many appends the journal holds: where a snapshot of the broker
+    /// taken now would cut it.
+    pub fn journal_len(&self) -> usize {
+        self.journal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// The appends from the `from`th on, in order.
+    pub fn journal_since(&self, from: usize) -> Vec<(String, StreamId, Fields)> {
+        let journal = self.journal.lock().unwrap_or_else(PoisonError::into_inner);
+        journal.get(from..).unwrap_or_default().to_vec()
+    }
+
     fn appended(&self, stream: &str, id: StreamId, fields: Fields) {
         self.journal
             .lock()
@@ -72,6 +88,16 @@ impl<B: Broker> RecordingBroker<B> {
             self.recorder.record(Event::Delivered {
                 stream: stream.to_owned(),
                 consumer: consumer.to_owned(),
+                id,
+            });
+        }
+    }
+
+    /// A reclaim scan's report of pending entries deleted from the stream.
+    fn found_deleted(&self, stream: &str, ids: &[StreamId]) {
+        for &id in ids {
+            self.recorder.record(Event::FoundDeleted {
+                stream: stream.to_owned(),
                 id,
             });
         }
@@ -185,7 +211,26 @@ impl<B: Broker> BrokerLayer for RecordingBroker<B> {
             .autoclaim(stream, group, consumer, min_idle, start, count)
             .await?;
         self.delivered(stream, consumer, claimed.claimed.iter().map(|e| e.id));
+        self.found_deleted(stream, &claimed.deleted);
         Ok(claimed)
+    }
+
+    async fn autoclaim_recorded(
+        &self,
+        claim: &AutoClaim,
+        record: &DeletedRecord,
+    ) -> Result<AutoClaimedRecorded> {
+        let reply = self.inner.autoclaim_recorded(claim, record).await?;
+        let ids = reply.claim.claimed.iter().map(|e| e.id);
+        self.delivered(&claim.stream, &claim.consumer, ids);
+        self.found_deleted(&claim.stream, &reply.claim.deleted);
+        for (&deleted, written) in reply.claim.deleted.iter().zip(&reply.records) {
+            if let Ok(AddedOnce::Added(id)) = written {
+                let once = record.for_id(deleted);
+                self.appended(&once.entry.stream, *id, once.entry.fields);
+            }
+        }
+        Ok(reply)
     }
 
     async fn ack_and_add(&self, step: AckAndAdd) -> Result<AckAndAddReply> {
@@ -222,7 +267,24 @@ impl<B: Broker> BrokerLayer for RecordingBroker<B> {
             })
             .collect();
         let (stream, consumer) = (settle.stream.clone(), settle.consumer.clone());
-        let outcomes = self.inner.settle(settle).await?;
+        let outcomes = match self.inner.settle(settle).await {
+            Ok(outcomes) => outcomes,
+            Err(err) => {
+                if matches!(err, crewq_core::Error::NoGroup { .. }) {
+                    // The group is gone, and its pending list with it: no
+                    // item is this consumer's any more (refused, as when a
+                    // peer owns it; the re-created group delivers it again).
+                    for id in items {
+                        self.recorder.record(Event::Refused {
+                            stream: stream.clone(),
+                            consumer: consumer.clone(),
+                            id,
+                        });
+                    }
+                }
+                return Err(err);
+            }
+        };
         for ((id, adds), outcome) in items.into_iter().zip(appends).zip(&outcomes) {
             let event = match outcome {
                 Settled::Done(appended) => {

@@ -31,9 +31,24 @@ pub enum Class {
     Unexpected,
     /// No outcome: its entry was trimmed from the stream before any
     /// delivery, which only a trim that cuts unread entries does (the
-    /// unsafe retention opt-ins, an operator's `XTRIM`). What that setting
-    /// costs, reported apart: not a crewq violation.
+    /// unsafe retention opt-ins, an operator's `XTRIM`); or trimmed while
+    /// pending and then its group destroyed before any reclaim scan
+    /// reported it deleted, so that nothing in the broker names it. What
+    /// that setting or command costs, reported apart: not a crewq
+    /// violation.
     LostToTrim,
+    /// Outcomes that would contradict each other (a success and a dead
+    /// letter, two dead letters) because its worker group was destroyed
+    /// (`XGROUP DESTROY`) and made again below an entry of it already
+    /// delivered: that entry, and the attempts after it, ran again. What
+    /// destroying a group costs under at-least-once, reported apart: not a
+    /// crewq violation.
+    Replayed,
+    /// No outcome: its dispatch was acknowledged after the snapshot a
+    /// broker rollback restored (AOF `everysec`, a failover to a lagging
+    /// replica), so the broker forgot its entry. What that persistence
+    /// setting costs, reported apart: not a crewq violation.
+    LostToRollback,
 }
 
 /// An invariant the checker holds every run to (DESIGN.md, "The
@@ -71,6 +86,21 @@ pub enum Invariant {
     /// The run itself completed (workers, dispatcher and gathers ended
     /// without errors).
     RunCompletes,
+    /// A failing scan never starves reading: after a worker's read of its
+    /// own pending entries or of peers' stale ones (`autoclaim`) failed,
+    /// its next read is of new entries (issue 9, finding 2).
+    ReadingNotStarved,
+    /// A task never runs on two consumers at once while the first still
+    /// holds its lease: a run of an entry begins on one consumer while
+    /// another runs it only if the other's lease could have lapsed (it was
+    /// paused, or its broker calls failed, within a lease of the takeover),
+    /// also through a shutdown's grace.
+    NoConcurrentRuns,
+    /// A handler's success is never dropped: its worker records the outcome
+    /// or finds the entry another consumer's, unless it crashed or its stop's
+    /// grace ended first; so no task whose handler succeeded is
+    /// dead-lettered for want of an outcome.
+    SuccessRecorded,
 }
 
 impl Invariant {
@@ -89,6 +119,9 @@ impl Invariant {
             Invariant::OutcomesConsistent => "outcomes_consistent",
             Invariant::SupervisorGathers => "supervisor_gathers",
             Invariant::RunCompletes => "run_completes",
+            Invariant::ReadingNotStarved => "reading_not_starved",
+            Invariant::NoConcurrentRuns => "no_concurrent_runs",
+            Invariant::SuccessRecorded => "success_recorded",
         }
     }
 }
@@ -136,6 +169,10 @@ pub struct Counts {
     pub unexpected: u64,
     /// [`Class::LostToTrim`]: not a violation, reported apart.
     pub lost_to_trim: u64,
+    /// [`Class::Replayed`]: not a violation, reported apart.
+    pub replayed: u64,
+    /// [`Class::LostToRollback`]: not a violation, reported apart.
+    pub lost_to_rollback: u64,
 }
 
 impl Counts {
@@ -148,6 +185,8 @@ impl Counts {
             Class::Stuck => &mut self.stuck,
             Class::Unexpected => &mut self.unexpected,
             Class::LostToTrim => &mut self.lost_to_trim,
+            Class::Replayed => &mut self.replayed,
+            Class::LostToRollback => &mut self.lost_to_rollback,
         };
         *slot += 1;
     }
@@ -161,6 +200,8 @@ impl Counts {
         self.stuck += other.stuck;
         self.unexpected += other.unexpected;
         self.lost_to_trim += other.lost_to_trim;
+        self.replayed += other.replayed;
+        self.lost_to_rollback += other.lost_to_rollback;
     }
 }
 
@@ -229,6 +270,13 @@ impl fmt::Display for Report {
             self.violations.len(),
             self.trace_hash
         )?;
+        if c.lost_to_trim > 0 || c.replayed > 0 {
+            write!(
+                f,
+                " (apart: {} lost to trims, {} replayed after their group was destroyed)",
+                c.lost_to_trim, c.replayed
+            )?;
+        }
         for violation in &self.violations {
             write!(f, "\n  {violation}")?;
         }

@@ -70,10 +70,11 @@ pub struct Scenario {
     /// Whether the producer and the supervisor trim with crewq's safe
     /// default retention (checked every few appends so that it fires in a
     /// short run) instead of never. The checker accounts from the journal
-    /// of appends, so it copes either way. Off by default for now: with it
-    /// on, a zombie worker whose entry a peer completed and retention then
-    /// trimmed dead-letters it `deleted_while_pending` beside its success
-    /// (`crewq sim --seed 49` with it on; issue 9).
+    /// of appends, so it copes either way. On by default, so campaigns run
+    /// what users run. (It was off while a zombie whose entry a peer
+    /// completed and retention then trimmed dead-lettered it beside its
+    /// success, `crewq sim --seed 49`; a renewal now counts an entry as
+    /// deleted only while it is still pending for its consumer.)
     pub safe_retention: bool,
 }
 
@@ -95,7 +96,8 @@ impl Default for Scenario {
     /// 100 tasks of one agent type (`research`), 4 workers running 4 tasks
     /// each, 3 retries, a 1 s lease, workflows of 10 dispatched over 2.5 s,
     /// faults at [`FaultRates::STANDARD`] for 3 s, then a drain of up to
-    /// 30 s.
+    /// 30 s; the producer and supervisor trim with the safe default
+    /// retention.
     fn default() -> Self {
         Scenario {
             tasks: 100,
@@ -112,7 +114,7 @@ impl Default for Scenario {
             worker_max_bytes: 16 * 1024,
             faults: Faults::Rates(FaultRates::STANDARD),
             mutant: None,
-            safe_retention: false,
+            safe_retention: true,
         }
     }
 }

@@ -23,15 +23,20 @@
 
 use proptest::prelude::*;
 
+use crate::Flows;
 use crate::plan::{
-    BrokerFaults, Crash, FaultPlan, HandlerFault, HandlerFaultAt, Pause, Poison, PoisonKind,
-    TrimAt, TrimCut,
+    BrokerFaults, Crash, FaultPlan, GroupDestroyAt, HalfOpenLink, HandlerFault, HandlerFaultAt,
+    MAX_ROLLBACK_LAG_MS, Pause, Poison, PoisonKind, Rollback, TrimAt, TrimCut,
 };
 use crate::scenario::{Faults, Scenario};
 
 /// Plans for `scenario`'s shape: up to 3 crashes and 2 pauses in its fault
-/// window, up to 12 handler faults, 3 failing and 3 poison tasks, broker
-/// errors up to 15% before and 10% after, latency up to 5 ms.
+/// window, up to 12 handler faults, 3 failing and 3 poison tasks (of every
+/// kind), broker errors up to 15% before and 10% after, latency up to 5 ms,
+/// failover refusals up to 6% and refused settle items up to 20%, up to 2
+/// half-open links and 2 trims of a task stream, up to one destroyed
+/// worker group and at most one broker rollback: every fault class a
+/// campaign draws but graceful stops and outages.
 pub fn fault_plan(scenario: &Scenario) -> impl Strategy<Value = FaultPlan> + use<> {
     let shape = scenario.shape();
     let tasks = shape.tasks.max(1);
@@ -39,13 +44,22 @@ pub fn fault_plan(scenario: &Scenario) -> impl Strategy<Value = FaultPlan> + use
     let window = shape.fault_window_ms.max(1);
     let lease = shape.lease_ms.max(20);
     let calls = shape.max_retries + 1;
-    let broker =
-        (0.0..0.15f64, 0.0..0.10f64, 0..=5u64).prop_map(|(before, after, latency)| BrokerFaults {
-            error_before: before,
-            error_after: after,
-            latency_ms: latency,
-            ..BrokerFaults::default()
-        });
+    let broker = (
+        0.0..0.15f64,
+        0.0..0.10f64,
+        0..=5u64,
+        0.0..0.06f64,
+        0.0..0.2f64,
+    )
+        .prop_map(
+            |(before, after, latency, refused, item_failure)| BrokerFaults {
+                error_before: before,
+                error_after: after,
+                latency_ms: latency,
+                refused,
+                item_failure,
+            },
+        );
     let crash = (
         0..workers,
         0..window,
@@ -83,11 +97,34 @@ pub fn fault_plan(scenario: &Scenario) -> impl Strategy<Value = FaultPlan> + use
         3 => Just(TrimCut::Delivered),
         1 => (0..=10u64).prop_map(TrimCut::MaxLen),
     ];
-    let trim = (0..window, cut).prop_map(|(at_ms, cut)| TrimAt {
-        agent: 0,
-        at_ms,
-        cut,
-    });
+    let agents = shape.agent_types.max(1);
+    let trim =
+        (0..agents, 0..window, cut).prop_map(|(agent, at_ms, cut)| TrimAt { agent, at_ms, cut });
+    let link = (
+        0..workers,
+        0..window,
+        lease / 2..=lease * 3,
+        (lease / 10).max(1)..=lease,
+        prop::sample::select(Flows::ALL.to_vec()),
+    )
+        .prop_map(|(worker, at_ms, for_ms, timeout_ms, flows)| HalfOpenLink {
+            worker,
+            at_ms,
+            for_ms,
+            timeout_ms,
+            flows,
+        });
+    let destroy = (0..agents, 0..window).prop_map(|(agent, at_ms)| GroupDestroyAt { agent, at_ms });
+    // Snapshots no earlier than the draws from rates take them.
+    let earliest = crate::plan::EARLIEST_SNAPSHOT_MS;
+    let rollback = (
+        earliest + 1..window.max(earliest + 2),
+        1..=MAX_ROLLBACK_LAG_MS,
+    )
+        .prop_map(move |(at_ms, lag_ms)| Rollback {
+            at_ms,
+            lag_ms: lag_ms.min(at_ms - earliest),
+        });
     (
         broker,
         prop::collection::vec(crash, 0..=3),
@@ -95,20 +132,36 @@ pub fn fault_plan(scenario: &Scenario) -> impl Strategy<Value = FaultPlan> + use
         prop::collection::vec(handler, 0..=12),
         prop::collection::vec(0..tasks, 0..=3),
         prop::collection::vec(poison, 0..=3),
-        // Injected trims: none until the worker survives them (see
-        // TrimAt; issue 9).
-        prop::collection::vec(trim, 0..=0),
+        prop::collection::vec(link, 0..=2),
+        prop::collection::vec(trim, 0..=2),
+        prop::collection::vec(destroy, 0..=1),
+        prop::collection::vec(rollback, 0..=1),
     )
         .prop_map(
-            |(broker, crashes, pauses, handler, failing, poison, trims)| FaultPlan {
+            |(
                 broker,
                 crashes,
                 pauses,
                 handler,
                 failing,
                 poison,
-                half_open: Vec::new(),
+                half_open,
                 trims,
+                group_destroys,
+                rollbacks,
+            )| FaultPlan {
+                broker,
+                crashes,
+                pauses,
+                handler,
+                failing,
+                poison,
+                half_open,
+                trims,
+                stops: Vec::new(),
+                outages: Vec::new(),
+                group_destroys,
+                rollbacks,
             },
         )
 }

@@ -9,7 +9,8 @@ use crewq_core::{
 };
 use crewq_memory::MemoryBroker;
 use crewq_sim::{
-    Fault, FaultConfig, FaultyBroker, HalfOpen, Op, ServerError, memory_broker_on_virtual_time,
+    Fault, FaultConfig, FaultyBroker, Flows, HalfOpen, Op, ServerError,
+    memory_broker_on_virtual_time,
 };
 use tokio::time::Instant;
 
@@ -133,6 +134,7 @@ async fn a_half_open_link_hangs_calls_until_the_time_out_within_its_window() {
         from: now + Duration::from_millis(100),
         until: now + Duration::from_millis(500),
         timeout: Duration::from_millis(200),
+        flows: Flows::All,
     };
     let broker = faulty(FaultConfig {
         seed: 3,

@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use crewq_core::{ALL_IDS, Broker, ErrorKind, Fields, GroupStart, NewEntry, ReadGroup};
+use crewq_core::{
+    ALL_IDS, AutoClaim, Broker, DeletedRecord, ErrorKind, Fields, GroupStart, NewEntry,
+    PendingQuery, ReadGroup,
+};
 use crewq_memory::MemoryBroker;
 use crewq_sim::{
     Fault, FaultConfig, FaultEvent, FaultyBroker, Op, OpSet, memory_broker_on_virtual_time,
@@ -110,6 +113,52 @@ async fn an_error_after_applies_the_call_then_fails_it() {
     let _ = broker.xadd(entry(1)).await;
     assert_eq!(broker.xlen(STREAM).await.expect("xlen"), 2);
     assert_eq!(broker.faults()[0].fault, Fault::After);
+}
+
+/// `autoclaim_recorded` is faulted whole, like every call: an error
+/// before it applies neither the claim nor its records; an error after it
+/// keeps both, so the lost reply loses no deleted entry's record.
+#[tokio::test(start_paused = true)]
+async fn a_recorded_autoclaim_is_faulted_as_one_step() {
+    for (before, after, applied) in [(1.0, 0.0, false), (0.0, 1.0, true)] {
+        let broker = faulty(FaultConfig {
+            error_before: before,
+            error_after: after,
+            ops: OpSet::only([Op::AutoclaimRecorded]),
+            ..FaultConfig::default()
+        });
+        broker
+            .group_create(STREAM, "g", GroupStart::BEGINNING, true)
+            .await
+            .expect("group");
+        let gone = broker.xadd(entry(1)).await.expect("xadd");
+        let kept = broker.xadd(entry(2)).await.expect("xadd");
+        let read = ReadGroup::new(STREAM, "g", "old").count(2);
+        broker.read_group(&read).await.expect("read");
+        broker.xdel(STREAM, &[gone]).await.expect("xdel");
+        let template = NewEntry::new("dlq", Fields::new().with("reason", "gone"));
+        let record = DeletedRecord::new(template, "entry_id", "m:", Duration::from_secs(60));
+        let claim = AutoClaim::new(STREAM, "g", "new");
+        let err = broker
+            .autoclaim_recorded(&claim, &record)
+            .await
+            .expect_err("injected");
+        assert!(err.is_transient(), "{err}");
+        let pending = broker
+            .pending(STREAM, "g", &PendingQuery::new(10))
+            .await
+            .expect("pending");
+        let owners: Vec<_> = pending.iter().map(|p| (p.id, p.consumer.clone())).collect();
+        let records = broker.xlen("dlq").await.expect("xlen");
+        if applied {
+            assert_eq!(owners, [(kept, "new".to_owned())]);
+            assert_eq!(records, 1, "the record came with the claim");
+        } else {
+            let old = "old".to_owned();
+            assert_eq!(owners, [(gone, old.clone()), (kept, old)]);
+            assert_eq!(records, 0);
+        }
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -29,9 +29,16 @@ fn caught(mutant: Mutant, expected: Invariant) {
 /// Asserts `mutant` is caught within `seeds` seeds, breaking `expected`,
 /// while the real worker passes the seed that caught it.
 fn caught_within(mutant: Mutant, expected: Invariant, seeds: u64) {
-    let simulation = Simulation::standard(Scenario::default());
+    caught_in(Scenario::default(), mutant, expected, seeds);
+}
+
+/// Asserts `mutant` is caught in `scenario` within `seeds` seeds, breaking
+/// `expected`, while the real worker passes the seed that caught it;
+/// returns the report that caught it.
+fn caught_in(scenario: Scenario, mutant: Mutant, expected: Invariant, seeds: u64) -> Report {
+    let simulation = Simulation::standard(scenario.clone());
     for seed in 1..=seeds {
-        let report = Simulation::standard(Scenario::default().mutant(Some(mutant)))
+        let report = Simulation::standard(scenario.clone().mutant(Some(mutant)))
             .run(seed)
             .expect("runs");
         if report.passed() {
@@ -43,7 +50,7 @@ fn caught_within(mutant: Mutant, expected: Invariant, seeds: u64) {
         );
         let real = simulation.run(seed).expect("runs");
         assert!(real.passed(), "the real worker fails seed {seed}: {real}");
-        return;
+        return report;
     }
     panic!("{mutant} survived {seeds} seeds");
 }
@@ -97,36 +104,69 @@ fn trust_task_agent_type_is_caught_running_a_poison_task() {
     );
 }
 
+/// A destroyed worker group is in the standard rates: the real worker
+/// re-creates it below everything unfinished, the mutant at `$`.
+#[test]
+fn recreate_group_at_end_is_caught_losing_what_the_destroyed_group_had_not_delivered() {
+    caught_within(Mutant::RecreateGroupAtEnd, Invariant::NoLoss, MORE_SEEDS);
+}
+
+/// Trims racing readers are in the standard rates: the real worker records
+/// every entry trimmed while pending, the mutant loses them.
 #[test]
 fn ignore_deleted_is_caught_losing_a_trimmed_entry() {
-    // Injected trims are off in the standard rates (TrimAt): on here.
+    caught_within(Mutant::IgnoreDeleted, Invariant::NoLoss, MORE_SEEDS);
+}
+
+// Half-open links (issue 9, finding 2).
+
+#[test]
+fn reclaim_failure_starves_read_is_caught_by_half_open_links_alone() {
+    // Only half-open links go wrong: a scan that hangs on a silent shared
+    // connection is what the mutant retries instead of reading new work.
     let rates = FaultRates {
-        trims: 1,
-        ..FaultRates::STANDARD
+        half_open: 1,
+        ..FaultRates::NONE
     };
     let scenario = Scenario::default().faults(Faults::Rates(rates));
-    for seed in 1..=MORE_SEEDS {
-        let mutant = Simulation::standard(scenario.clone().mutant(Some(Mutant::IgnoreDeleted)));
-        let report = mutant.run(seed).expect("runs");
-        if report.passed() {
-            continue;
-        }
-        let real = Simulation::standard(scenario.clone())
-            .run(seed)
-            .expect("runs");
-        if !real.passed() {
-            // A seed the real worker fails too (a known gap with trims on)
-            // proves nothing about the mutant.
-            continue;
-        }
-        assert!(
-            report
-                .violations
-                .iter()
-                .any(|v| v.invariant == Invariant::NoLoss),
-            "ignore-deleted was caught, but not by no_loss: {report}"
-        );
-        return;
-    }
-    panic!("ignore-deleted survived {MORE_SEEDS} seeds");
+    let report = caught_in(
+        scenario,
+        Mutant::ReclaimFailureStarvesRead,
+        Invariant::ReadingNotStarved,
+        MORE_SEEDS,
+    );
+    assert!(
+        report.hits.get("half_open").copied().unwrap_or(0) > 0,
+        "{report}"
+    );
+}
+
+#[test]
+fn reclaim_failure_starves_read_is_caught_in_the_standard_campaign() {
+    caught_within(
+        Mutant::ReclaimFailureStarvesRead,
+        Invariant::ReadingNotStarved,
+        MORE_SEEDS,
+    );
+}
+
+// Shutdown with a grace longer than the lease, and outcomes kept through
+// outages (issue 9, findings 7 and 3): on in the standard rates.
+
+#[test]
+fn no_renew_in_grace_is_caught_running_a_task_twice_at_once() {
+    caught_within(
+        Mutant::NoRenewInGrace,
+        Invariant::NoConcurrentRuns,
+        MORE_SEEDS,
+    );
+}
+
+#[test]
+fn settle_gives_up_is_caught_dropping_a_success() {
+    caught_within(
+        Mutant::SettleGivesUp,
+        Invariant::SuccessRecorded,
+        MORE_SEEDS,
+    );
 }

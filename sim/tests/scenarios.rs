@@ -12,6 +12,9 @@ proptest! {
         let report = Simulation::standard(scenario.clone()).run(seed).expect("runs");
         prop_assert!(report.passed(), "{report}\nplan: {}", report.plan);
         let c = report.counts;
-        prop_assert_eq!(c.ok + c.duplicated + c.dead_lettered + c.lost_to_trim, u64::from(scenario.tasks));
+        prop_assert_eq!(
+            c.ok + c.duplicated + c.dead_lettered + c.lost_to_trim + c.replayed + c.lost_to_rollback,
+            u64::from(scenario.tasks)
+        );
     }
 }

@@ -70,6 +70,32 @@ fn an_entry_trimmed_while_pending_gets_one_dead_letter_never_silence() {
     }
 }
 
+/// Seed 30 (the standard rates, one trim, no retention) lost a task
+/// silently (issue 9): `XAUTOCLAIM` dropped an entry trimmed while pending
+/// from the pending list and the dead letter written after it was lost to a
+/// fault. The reclaim now writes it in the same atomic step
+/// (`Broker::autoclaim_recorded`).
+#[test]
+fn an_entry_reclaimed_after_a_trim_is_dead_lettered_in_the_same_step() {
+    let scenario = Scenario::default().safe_retention(false);
+    let report = Simulation::standard(scenario).run(30).expect("runs");
+    assert!(report.passed(), "{report}");
+}
+
+/// Found by the campaign once trims went on (seed 635): a running task's
+/// entry trimmed while pending stays pending for its worker, whose settle
+/// applied and lost its reply; the retry found it no longer pending and,
+/// since a renewal had seen it deleted, dead-lettered it beside its own
+/// recorded outcome. Either its own try applied or a peer's reclaim
+/// dead-lettered it in the claim: the worker writes nothing more.
+#[test]
+fn a_settle_retried_after_a_trim_does_not_dead_letter_its_own_outcome() {
+    let report = Simulation::standard(Scenario::default())
+        .run(635)
+        .expect("runs");
+    assert!(report.passed(), "{report}");
+}
+
 /// Found by the simulator (issue 9): a zombie (paused past its lease) whose
 /// entry a peer completed and safe retention then trimmed took the entry for
 /// deleted while pending and dead-lettered it beside the peer's success. A

@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use crewq_core::{Broker, Keyspace, TokioClock};
+use crewq_core::producer::Producer;
+use crewq_core::{Broker, Clock, Keyspace, SystemClock, TokioClock};
 use crewq_memory::MemoryBroker;
 
 use crate::redis_cluster::{ScopedPrefix, TestCluster};
@@ -83,6 +84,26 @@ impl Backend {
     /// Whether this is the memory backend (the only one on tokio's clock).
     pub fn is_memory(&self) -> bool {
         self.clock.is_some()
+    }
+
+    /// A producer with crewq's defaults on this backend's keys and clock:
+    /// on the memory backend it must share the broker's clock; Redis takes
+    /// ids from its own clock, the producer from the system's.
+    pub fn producer(&self) -> Producer<Arc<dyn Broker>> {
+        let producer = Producer::new(Arc::clone(&self.broker)).with_keyspace(self.keyspace.clone());
+        match self.clock {
+            Some(clock) => producer.with_clock(clock),
+            None => producer,
+        }
+    }
+
+    /// The broker's time in ms: the memory backend's clock, else the
+    /// system's.
+    pub fn now_ms(&self) -> u64 {
+        match self.clock {
+            Some(clock) => clock.now_ms(),
+            None => SystemClock.now_ms(),
+        }
     }
 }
 

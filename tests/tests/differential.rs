@@ -29,8 +29,9 @@ use std::ops::Bound;
 use std::time::Duration;
 
 use crewq_core::{
-    Ack, AckAndAdd, AddId, Broker, ErrorKind, Fields, GroupStart, IdRange, NewEntry, PendingQuery,
-    ReadFrom, ReadGroup, Settle, SettleItem, Settled, StreamEntry, StreamId, Trim,
+    Ack, AckAndAdd, AddId, AddedOnce, AutoClaim, Broker, DeletedRecord, ErrorKind, Fields,
+    GroupStart, IdRange, NewEntry, PendingQuery, ReadFrom, ReadGroup, Settle, SettleItem, Settled,
+    StreamEntry, StreamId, Trim,
 };
 use crewq_memory::MemoryBroker;
 use crewq_tests::redis_cluster::TestCluster;
@@ -54,6 +55,10 @@ const HUGE_IDLE: Duration = Duration::from_secs(24 * 60 * 60);
 /// Rows asked of `XPENDING` when reading back the whole pending list.
 const ALL_ROWS: usize = 10_000;
 const DEFAULT_CASES: u32 = 256;
+/// The field of an `autoclaim_recorded` record naming the claimed stream.
+const RECORD_FROM: &str = "deleted_from";
+/// The field of an `autoclaim_recorded` record holding the deleted id.
+const RECORD_ID: &str = "deleted_id";
 const REGRESSIONS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/proptest-regressions/differential.txt"
@@ -225,6 +230,8 @@ enum Op {
         min_idle: Idle,
         from: ClaimFrom,
         count: usize,
+        /// `autoclaim_recorded`, its records appended to this stream.
+        record: Option<u8>,
     },
     InfoStream(u8),
     InfoGroups(u8),
@@ -472,14 +479,16 @@ fn op() -> impl Strategy<Value = Op> {
                     1 => Just(ClaimFrom::Cursor),
                 ],
                 prop_oneof![1 => Just(0usize), 8 => 1..4usize],
+                prop_oneof![1 => Just(None), 1 => stream().prop_map(Some)],
             )
-                .prop_map(|(s, g, c, min_idle, from, count)| Op::AutoClaim {
+                .prop_map(|(s, g, c, min_idle, from, count, record)| Op::AutoClaim {
                     s,
                     g,
                     c,
                     min_idle,
                     from,
                     count,
+                    record,
                 })
                 .boxed(),
         ),
@@ -644,6 +653,9 @@ enum Reply {
         next: NId,
         claimed: Vec<Entry>,
         deleted: Vec<NId>,
+        /// `autoclaim_recorded`'s records: appended now (`true`) or found
+        /// by their marker, and the id; `Err` when the append failed.
+        records: Option<Vec<Result<(bool, NId), ()>>>,
     },
     Stream {
         length: u64,
@@ -691,6 +703,13 @@ impl Plan {
                 for (_, adds) in items.iter_mut() {
                     self.pin(adds);
                 }
+                return op;
+            }
+            // Records get automatic ids (maybe none: it is safe to assume).
+            Op::AutoClaim {
+                record: Some(r), ..
+            } => {
+                self.auto[usize::from(*r) % STREAMS] = true;
                 return op;
             }
             _ => &mut [],
@@ -779,6 +798,18 @@ impl<'a> Side<'a> {
 
     fn group_name(&self, s: u8, g: u8) -> String {
         format!("g{}", self.group(s, g))
+    }
+
+    /// Where an autoclaim starts: at an id, or at the last cursor.
+    fn claim_start(&self, si: usize, gi: usize, s: u8, from: ClaimFrom) -> StreamId {
+        match from {
+            ClaimFrom::At(r) => self.id(s, r),
+            ClaimFrom::Cursor => self
+                .cursors
+                .get(&(si, gi))
+                .copied()
+                .unwrap_or(StreamId::ZERO),
+        }
     }
 
     fn key(&self, s: u8) -> &'a str {
@@ -903,8 +934,29 @@ impl<'a> Side<'a> {
     fn norm_entry(&mut self, s: usize, e: StreamEntry) -> Entry {
         Entry {
             id: self.norm(s, e.id),
-            fields: Some(e.fields),
+            fields: Some(self.norm_record(e.fields)),
         }
+    }
+
+    /// A record `autoclaim_recorded` wrote names the deleted id (in
+    /// [`RECORD_ID`]) of the stream its [`RECORD_FROM`] names: a clock-made
+    /// id there becomes its token too. Other fields are kept as they are.
+    fn norm_record(&mut self, fields: Fields) -> Fields {
+        let from = fields
+            .get_str(RECORD_FROM)
+            .and_then(|f| f.parse::<usize>().ok());
+        let id = fields.get_str(RECORD_ID).and_then(|id| id.parse().ok());
+        let (Some(si), Some(id)) = (from, id) else {
+            return fields;
+        };
+        let named = format!("{:?}", self.norm(si % STREAMS, id));
+        fields
+            .iter()
+            .map(|(name, value)| match name.as_ref() {
+                n if n == RECORD_ID.as_bytes() => (name.clone(), named.clone().into()),
+                _ => (name.clone(), value.clone()),
+            })
+            .collect()
     }
 
     fn norm_entries(&mut self, s: usize, entries: Vec<StreamEntry>) -> Vec<Entry> {
@@ -1086,17 +1138,53 @@ impl<'a> Side<'a> {
                 min_idle,
                 from,
                 count,
+                record: Some(r),
             } => {
                 let si = usize::from(*s) % STREAMS;
                 let gi = self.group(*s, *g);
-                let start = match from {
-                    ClaimFrom::At(r) => self.id(*s, *r),
-                    ClaimFrom::Cursor => self
-                        .cursors
-                        .get(&(si, gi))
-                        .copied()
-                        .unwrap_or(StreamId::ZERO),
-                };
+                let start = self.claim_start(si, gi, *s, *from);
+                let claim =
+                    AutoClaim::new(self.key(*s), self.group_name(*s, *g), consumer_name(*c))
+                        .min_idle(idle(*min_idle))
+                        .start(start)
+                        .count(*count);
+                let fields = Fields::new().with(RECORD_FROM, si.to_string());
+                let template = NewEntry::new(self.key(*r), fields);
+                let marker = format!("{}:gone:", self.key(*r));
+                let record = DeletedRecord::new(template, RECORD_ID, marker, HUGE_IDLE);
+                let got = b.autoclaim_recorded(&claim, &record).await.map_err(k)?;
+                self.cursors.insert((si, gi), got.claim.next);
+                let ri = usize::from(*r) % STREAMS;
+                let mut records = Vec::new();
+                for written in got.records {
+                    records.push(match written {
+                        Ok(AddedOnce::Added(id)) => {
+                            self.added[ri].push(id);
+                            Ok((true, self.norm(ri, id)))
+                        }
+                        Ok(AddedOnce::Duplicate(id)) => Ok((false, self.norm(ri, id))),
+                        Err(_) => Err(()),
+                    });
+                }
+                Reply::AutoClaimed {
+                    next: self.norm(si, got.claim.next),
+                    claimed: self.norm_entries(si, got.claim.claimed),
+                    deleted: self.norm_ids(si, got.claim.deleted),
+                    records: Some(records),
+                }
+            }
+            Op::AutoClaim {
+                s,
+                g,
+                c,
+                min_idle,
+                from,
+                count,
+                record: None,
+            } => {
+                let si = usize::from(*s) % STREAMS;
+                let gi = self.group(*s, *g);
+                let start = self.claim_start(si, gi, *s, *from);
                 let got = b
                     .autoclaim(
                         self.key(*s),
@@ -1113,6 +1201,7 @@ impl<'a> Side<'a> {
                     next: self.norm(si, got.next),
                     claimed: self.norm_entries(si, got.claimed),
                     deleted: self.norm_ids(si, got.deleted),
+                    records: None,
                 }
             }
             Op::InfoStream(s) => {

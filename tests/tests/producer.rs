@@ -4,56 +4,32 @@
 //! redis-server, keys under a unique prefix, real sleeps).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crewq_core::metrics::{AGENT_TYPE, DISPATCHED};
-use crewq_core::producer::{DispatchError, Dispatched, Producer, Retention};
+use crewq_core::producer::{DispatchError, Dispatched, Retention};
 use crewq_core::{
-    ALL_IDS, AgentType, Broker, Keyspace, StreamEntry, Task, TokioClock, Validators, WireCodec,
-    WireError, task_from_fields,
+    ALL_IDS, AgentType, Broker, Keyspace, StreamEntry, Task, Validators, WireCodec, WireError,
+    task_from_fields,
 };
 use crewq_tests::backends::Backend;
-use crewq_tests::redis_server::TestRedis;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use serde_json::{Value, json};
 
-/// What a case runs against.
-struct Ctx {
-    broker: Arc<dyn Broker>,
-    keyspace: Keyspace,
-    /// The memory backend's clock, which the producer must share; Redis
-    /// takes ids from its own clock, the producer from the system's.
-    clock: Option<TokioClock>,
-    /// Keeps the private server running; deletes the test's keys on drop.
-    _server: Option<TestRedis>,
-}
-
-impl From<Backend> for Ctx {
-    fn from(backend: Backend) -> Ctx {
-        Ctx {
-            broker: backend.broker,
-            keyspace: backend.keyspace,
-            clock: backend.clock,
-            _server: backend.server,
-        }
-    }
-}
-
-impl Ctx {
-    /// A producer with the defaults, on this backend's keys and clock.
-    fn producer(&self) -> Producer<Arc<dyn Broker>> {
-        let producer = Producer::new(Arc::clone(&self.broker)).with_keyspace(self.keyspace.clone());
-        match self.clock {
-            Some(clock) => producer.with_clock(clock),
-            None => producer,
-        }
-    }
-
+/// What the cases look at on their backend (a [`Backend::producer`] makes
+/// the producer).
+trait Streams {
     /// Whether approximate trims are exact here. The memory backend trims
     /// exactly; Redis removes only whole internal nodes.
+    fn trims_exactly(&self) -> bool;
+    fn tasks(&self, agent: &str) -> String;
+    async fn entries(&self, agent: &str) -> Vec<StreamEntry>;
+    async fn len(&self, agent: &str) -> u64;
+}
+
+impl Streams for Backend {
     fn trims_exactly(&self) -> bool {
-        self.clock.is_some()
+        self.is_memory()
     }
 
     fn tasks(&self, agent: &str) -> String {
@@ -99,7 +75,7 @@ fn ok(result: &Result<Dispatched, DispatchError>) -> &Dispatched {
 }
 
 crewq_tests::on_both_backends!(
-    Ctx:
+    Backend:
     dispatch_writes_one_seed_compatible_entry,
     dispatch_batch_appends_in_order_and_refused_tasks_fail_alone,
     retried_dispatch_within_the_window_is_a_duplicate,
@@ -114,7 +90,7 @@ crewq_tests::on_both_backends!(
     cluster_layout_dispatches_to_the_hash_tagged_stream,
 );
 
-async fn dispatch_writes_one_seed_compatible_entry(ctx: Ctx) {
+async fn dispatch_writes_one_seed_compatible_entry(ctx: Backend) {
     let producer = ctx.producer();
     let task = task("research", "t-1", json!({"repo": "crewq", "depth": 2}));
     let dispatched = producer.dispatch(&task).await.expect("dispatch");
@@ -144,7 +120,7 @@ async fn dispatch_writes_one_seed_compatible_entry(ctx: Ctx) {
     assert_eq!(decoded, task);
 }
 
-async fn dispatch_batch_appends_in_order_and_refused_tasks_fail_alone(ctx: Ctx) {
+async fn dispatch_batch_appends_in_order_and_refused_tasks_fail_alone(ctx: Backend) {
     let validators = Validators::new().with(agent_type("research"), |t| {
         if t.payload.get("forbidden").is_some() {
             Err("forbidden".into())
@@ -210,7 +186,7 @@ async fn dispatch_batch_appends_in_order_and_refused_tasks_fail_alone(ctx: Ctx) 
     );
 }
 
-async fn retried_dispatch_within_the_window_is_a_duplicate(ctx: Ctx) {
+async fn retried_dispatch_within_the_window_is_a_duplicate(ctx: Backend) {
     let producer = ctx.producer();
     let task = task("research", "t-1", json!({}));
     let first = producer.dispatch(&task).await.expect("dispatch");
@@ -234,7 +210,7 @@ async fn retried_dispatch_within_the_window_is_a_duplicate(ctx: Ctx) {
     assert_eq!(ctx.len("research").await, 2);
 }
 
-async fn dispatch_after_the_window_appends_again(ctx: Ctx) {
+async fn dispatch_after_the_window_appends_again(ctx: Backend) {
     let window = Duration::from_millis(300);
     let producer = ctx.producer().with_dedupe_window(Some(window));
     let task = task("research", "t-1", json!({}));
@@ -248,7 +224,7 @@ async fn dispatch_after_the_window_appends_again(ctx: Ctx) {
     assert_eq!(ctx.len("research").await, 2);
 }
 
-async fn without_dedupe_every_dispatch_appends(ctx: Ctx) {
+async fn without_dedupe_every_dispatch_appends(ctx: Backend) {
     let producer = ctx.producer().with_dedupe_window(None);
     let task = task("research", "t-1", json!({}));
     let first = producer.dispatch(&task).await.expect("dispatch");
@@ -263,7 +239,7 @@ async fn without_dedupe_every_dispatch_appends(ctx: Ctx) {
     assert_eq!(ctx.len("research").await, 4);
 }
 
-async fn oversized_payload_is_refused_and_nothing_written(ctx: Ctx) {
+async fn oversized_payload_is_refused_and_nothing_written(ctx: Backend) {
     let producer = ctx.producer();
     let big = task("research", "t-1", oversized_payload());
     let err = producer.dispatch(&big).await.expect_err("over 512 KiB");
@@ -296,7 +272,7 @@ async fn oversized_payload_is_refused_and_nothing_written(ctx: Ctx) {
     assert_eq!(ctx.len("research").await, 1);
 }
 
-async fn validator_rejection_is_refused_and_nothing_written(ctx: Ctx) {
+async fn validator_rejection_is_refused_and_nothing_written(ctx: Backend) {
     #[derive(serde::Serialize)]
     struct Analyze {
         repo: String,
@@ -343,7 +319,7 @@ async fn validator_rejection_is_refused_and_nothing_written(ctx: Ctx) {
     assert_eq!(ctx.len("review").await, 1);
 }
 
-async fn invalid_agent_type_is_refused_and_nothing_written(ctx: Ctx) {
+async fn invalid_agent_type_is_refused_and_nothing_written(ctx: Backend) {
     let producer = ctx.producer();
     for bad in ["", "re search", "a{b}"] {
         let mut task = task("research", "t-1", json!({}));
@@ -357,7 +333,7 @@ async fn invalid_agent_type_is_refused_and_nothing_written(ctx: Ctx) {
     assert_eq!(ctx.len("research").await, 0);
 }
 
-async fn max_len_even_unread_keeps_the_newest_entries(ctx: Ctx) {
+async fn max_len_even_unread_keeps_the_newest_entries(ctx: Backend) {
     let producer = ctx.producer().with_retention(Retention::MaxLenEvenUnread {
         len: 3,
         approximate: false,
@@ -381,7 +357,7 @@ async fn max_len_even_unread_keeps_the_newest_entries(ctx: Ctx) {
 /// Redis, where `MINID ~` drops only whole internal nodes (at most 4096
 /// bytes each by default, so ~1 KiB entries fill one in a few), that the
 /// fresh entry stays and most old ones go, not which.
-async fn max_age_even_unread_drops_entries_older_than_the_age(ctx: Ctx) {
+async fn max_age_even_unread_drops_entries_older_than_the_age(ctx: Backend) {
     const OLD: usize = 20;
     let age = Duration::from_millis(500);
     let producer = ctx
@@ -444,7 +420,7 @@ fn counts(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
     pairs.iter().map(|&(a, n)| (a.to_owned(), n)).collect()
 }
 
-async fn dispatched_counter_counts_only_real_appends(ctx: Ctx) {
+async fn dispatched_counter_counts_only_real_appends(ctx: Backend) {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     // The test runtime is single-threaded, so every dispatch runs on this
@@ -493,7 +469,7 @@ async fn dispatched_counter_counts_only_real_appends(ctx: Ctx) {
     assert_eq!(dispatched_since(&snapshotter), counts(&[("research", 2)]));
 }
 
-async fn cluster_layout_dispatches_to_the_hash_tagged_stream(ctx: Ctx) {
+async fn cluster_layout_dispatches_to_the_hash_tagged_stream(ctx: Backend) {
     let keyspace = Keyspace::cluster()
         .with_prefix(ctx.keyspace.prefix())
         .expect("valid prefix");

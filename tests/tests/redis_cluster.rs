@@ -1,7 +1,7 @@
 //! What is particular to the cluster backend, on a private Redis Cluster:
 //! calls whose keys span slots are refused before anything is sent, batches
 //! over streams on every master go in one call, a blocked read holds up no
-//! other command, and the operator's views span the masters.
+//! other command, and the monitor's statistics span the masters.
 
 use std::time::Duration;
 
@@ -214,7 +214,7 @@ async fn a_blocked_read_holds_up_no_other_command() {
 }
 
 #[tokio::test]
-async fn monitor_stats_and_dead_letters_span_every_master() {
+async fn monitor_stats_of_tasks_and_dead_letters_span_every_master() {
     // The prefix guard lives to the end: it deletes the keys (on an
     // external cluster) when the test is done.
     let Backend {

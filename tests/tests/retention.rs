@@ -13,63 +13,38 @@ use std::time::Duration;
 use crewq_core::producer::{Producer, Retention};
 use crewq_core::retention::{Acknowledged, Trimmer, WithoutGroup, safe_floor};
 use crewq_core::{
-    ALL_IDS, AgentType, Broker, Fields, GroupStart, Keyspace, NewEntry, ReadGroup, StreamId, Task,
-    TokioClock,
+    ALL_IDS, AgentType, Broker, Fields, GroupStart, NewEntry, ReadGroup, StreamId, Task,
 };
 use crewq_tests::backends::Backend;
-use crewq_tests::redis_server::TestRedis;
 use serde_json::json;
-
-struct Ctx {
-    broker: Arc<dyn Broker>,
-    keyspace: Keyspace,
-    clock: Option<TokioClock>,
-    _server: Option<TestRedis>,
-}
-
-impl From<Backend> for Ctx {
-    fn from(backend: Backend) -> Ctx {
-        Ctx {
-            broker: backend.broker,
-            keyspace: backend.keyspace,
-            clock: backend.clock,
-            _server: backend.server,
-        }
-    }
-}
 
 /// Checks after every 10 appends: small enough for a test to cross often.
 fn often() -> Retention {
     Retention::Acknowledged(Acknowledged::default().every_appends(10))
 }
 
-impl Ctx {
-    fn producer(&self, retention: Retention) -> Producer<Arc<dyn Broker>> {
-        let producer = Producer::new(Arc::clone(&self.broker))
-            .with_keyspace(self.keyspace.clone())
+/// What the cases do on their backend's `research` task stream.
+trait Research {
+    /// A producer on the backend with `retention` and no dedupe.
+    fn producer_with(&self, retention: Retention) -> Producer<Arc<dyn Broker>>;
+    fn tasks(&self) -> String;
+    async fn group(&self, group: &str);
+    /// Reads `n` new entries as `group`'s consumer `c`.
+    async fn read(&self, group: &str, n: usize) -> Vec<StreamId>;
+    async fn ack(&self, group: &str, ids: &[StreamId]);
+    async fn kept(&self) -> Vec<StreamId>;
+}
+
+impl Research for Backend {
+    fn producer_with(&self, retention: Retention) -> Producer<Arc<dyn Broker>> {
+        self.producer()
             .with_dedupe_window(None)
-            .with_retention(retention);
-        match self.clock {
-            Some(clock) => producer.with_clock(clock),
-            None => producer,
-        }
+            .with_retention(retention)
     }
 
     fn tasks(&self) -> String {
         self.keyspace
             .tasks(&AgentType::new("research").expect("valid"))
-    }
-
-    fn exact(&self) -> bool {
-        self.clock.is_some()
-    }
-
-    fn now_ms(&self) -> u64 {
-        use crewq_core::Clock;
-        match self.clock {
-            Some(clock) => clock.now_ms(),
-            None => crewq_core::SystemClock.now_ms(),
-        }
     }
 
     async fn group(&self, group: &str) {
@@ -79,7 +54,6 @@ impl Ctx {
             .expect("group");
     }
 
-    /// Reads `n` new entries as `group`'s consumer `c`.
     async fn read(&self, group: &str, n: usize) -> Vec<StreamId> {
         let stream = self.tasks();
         let read = ReadGroup::new(stream.as_str(), group, "c").count(n);
@@ -128,7 +102,7 @@ async fn dispatch(producer: &Producer<Arc<dyn Broker>>, from: usize, n: usize) -
 }
 
 crewq_tests::on_both_backends!(
-    Ctx:
+    Backend:
     pending_entries_of_a_slow_worker_are_never_trimmed,
     acknowledged_entries_are_trimmed,
     unsafe_max_len_still_cuts_unread_entries,
@@ -136,8 +110,8 @@ crewq_tests::on_both_backends!(
     stream_without_a_group_keeps_its_bound,
 );
 
-async fn pending_entries_of_a_slow_worker_are_never_trimmed(ctx: Ctx) {
-    let producer = ctx.producer(often());
+async fn pending_entries_of_a_slow_worker_are_never_trimmed(ctx: Backend) {
+    let producer = ctx.producer_with(often());
     ctx.group("workers").await;
     let ids = dispatch(&producer, 0, 300).await;
     // A slow worker: it took 250 and finished all but one, the 20th.
@@ -152,7 +126,7 @@ async fn pending_entries_of_a_slow_worker_are_never_trimmed(ctx: Ctx) {
     let first_kept = kept.iter().position(|id| *id == ids[20]);
     let first_kept = first_kept.expect("the pending entry stays");
     assert_eq!(kept[first_kept..], [&ids[20..], &more[..]].concat());
-    if ctx.exact() {
+    if ctx.is_memory() {
         assert_eq!(first_kept, 0, "exactly what was finished goes");
     }
     // It can still be settled: it is in the stream with its fields.
@@ -163,8 +137,8 @@ async fn pending_entries_of_a_slow_worker_are_never_trimmed(ctx: Ctx) {
     assert!(pending[0].fields.is_some(), "the pending entry was trimmed");
 }
 
-async fn acknowledged_entries_are_trimmed(ctx: Ctx) {
-    let producer = ctx.producer(often());
+async fn acknowledged_entries_are_trimmed(ctx: Backend) {
+    let producer = ctx.producer_with(often());
     ctx.group("workers").await;
     let mut all = Vec::new();
     for round in 0..20 {
@@ -176,7 +150,7 @@ async fn acknowledged_entries_are_trimmed(ctx: Ctx) {
     let last = dispatch(&producer, 2000, 10).await;
     let kept = ctx.kept().await;
     assert!(kept.ends_with(&last), "unread entries stay");
-    if ctx.exact() {
+    if ctx.is_memory() {
         assert_eq!(kept, last, "everything finished goes");
     } else {
         // Whole nodes of 100 entries go; 2,000 finished entries leave a
@@ -185,8 +159,8 @@ async fn acknowledged_entries_are_trimmed(ctx: Ctx) {
     }
 }
 
-async fn unsafe_max_len_still_cuts_unread_entries(ctx: Ctx) {
-    let producer = ctx.producer(Retention::MaxLenEvenUnread {
+async fn unsafe_max_len_still_cuts_unread_entries(ctx: Backend) {
+    let producer = ctx.producer_with(Retention::MaxLenEvenUnread {
         len: 10,
         approximate: false,
     });
@@ -203,9 +177,9 @@ async fn unsafe_max_len_still_cuts_unread_entries(ctx: Ctx) {
     );
 }
 
-async fn floor_is_the_minimum_over_groups_at_different_positions(ctx: Ctx) {
+async fn floor_is_the_minimum_over_groups_at_different_positions(ctx: Backend) {
     let stream = ctx.tasks();
-    let producer = ctx.producer(Retention::None);
+    let producer = ctx.producer_with(Retention::None);
     assert_eq!(
         safe_floor(&*ctx.broker, &stream).await.expect("floor"),
         None,
@@ -257,14 +231,14 @@ async fn floor_is_the_minimum_over_groups_at_different_positions(ctx: Ctx) {
     trimmer.check(&*ctx.broker, &stream).await.expect("check");
     let kept = ctx.kept().await;
     assert!(kept.ends_with(&ids[10..]));
-    if ctx.exact() {
+    if ctx.is_memory() {
         assert_eq!(kept, ids[10..]);
     }
 }
 
-async fn stream_without_a_group_keeps_its_bound(ctx: Ctx) {
+async fn stream_without_a_group_keeps_its_bound(ctx: Backend) {
     let stream = ctx.tasks();
-    let producer = ctx.producer(often());
+    let producer = ctx.producer_with(often());
     let ids = dispatch(&producer, 0, 300).await;
     assert_eq!(
         ctx.kept().await,
@@ -294,7 +268,7 @@ async fn stream_without_a_group_keeps_its_bound(ctx: Ctx) {
             .await;
     }
     let len = ctx.broker.xlen(&results).await.expect("xlen");
-    if ctx.exact() {
+    if ctx.is_memory() {
         assert!((50..=60).contains(&len), "kept {len}");
     } else {
         assert!((50..=160).contains(&len), "kept {len}");
@@ -319,7 +293,7 @@ async fn stream_without_a_group_keeps_its_bound(ctx: Ctx) {
         .await
         .expect("xrange");
     assert_eq!(kept.last().map(|e| e.id), Some(fresh));
-    if ctx.exact() {
+    if ctx.is_memory() {
         assert_eq!(kept.len(), 1);
     } else {
         assert!(kept.len() <= 101, "whole old nodes go: kept {}", kept.len());

@@ -8,9 +8,8 @@
 use std::sync::Arc;
 
 use crewq_core::producer::Producer;
-use crewq_core::{AgentType, Broker, GroupStart, Keyspace, ReadGroup, Task, TokioClock};
+use crewq_core::{AgentType, Broker, GroupStart, ReadGroup, Task};
 use crewq_tests::backends::Backend;
-use crewq_tests::redis_server::TestRedis;
 use serde_json::json;
 
 /// More than the old default kept (100,000), in both halves together.
@@ -18,25 +17,7 @@ const BEFORE_GROUP: u64 = 60_000;
 const AFTER_GROUP: u64 = 60_000;
 const BATCH: u64 = 2_000;
 
-struct Ctx {
-    broker: Arc<dyn Broker>,
-    keyspace: Keyspace,
-    clock: Option<TokioClock>,
-    _server: Option<TestRedis>,
-}
-
-impl From<Backend> for Ctx {
-    fn from(backend: Backend) -> Ctx {
-        Ctx {
-            broker: backend.broker,
-            keyspace: backend.keyspace,
-            clock: backend.clock,
-            _server: backend.server,
-        }
-    }
-}
-
-crewq_tests::on_both_backends!(Ctx: default_retention_keeps_a_backlog_beyond_the_old_max_len);
+crewq_tests::on_both_backends!(Backend: default_retention_keeps_a_backlog_beyond_the_old_max_len);
 
 async fn dispatch(producer: &Producer<Arc<dyn Broker>>, from: u64, n: u64) {
     let mut next = from;
@@ -56,13 +37,10 @@ async fn dispatch(producer: &Producer<Arc<dyn Broker>>, from: u64, n: u64) {
     }
 }
 
-async fn default_retention_keeps_a_backlog_beyond_the_old_max_len(ctx: Ctx) {
+async fn default_retention_keeps_a_backlog_beyond_the_old_max_len(ctx: Backend) {
     let agent = AgentType::new("research").expect("valid");
     let keys = ctx.keyspace.keys(&agent);
-    let mut producer = Producer::new(Arc::clone(&ctx.broker)).with_keyspace(ctx.keyspace.clone());
-    if let Some(clock) = ctx.clock {
-        producer = producer.with_clock(clock);
-    }
+    let producer = ctx.producer();
     // No group yet: nobody has said what is safe to cut.
     dispatch(&producer, 0, BEFORE_GROUP).await;
     // The worker's group, created at the beginning as a worker does, has

@@ -1,159 +1,21 @@
 //! The worker's guarantees (DESIGN.md, "What the worker guarantees"), each a
 //! named test on the memory backend (paused time) and on a private Redis.
 
+mod worker_common;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crewq_core::worker::{ATTEMPTS_FIELD, Backoff, HandlerError, Worker, WorkerOptions};
+use crewq_core::worker::{ATTEMPTS_FIELD, HandlerError, Worker};
 use crewq_core::{
-    AgentType, Broker, DeadLetter, Fields, Keyspace, NewEntry, PendingQuery, ReadGroup, Task,
-    TaskResult, TaskStatus, Validators, WireCodec, result_from_fields, task_to_fields,
+    Broker, Fields, NewEntry, PendingQuery, ReadGroup, Task, TaskStatus, Validators, WireCodec,
+    task_to_fields,
 };
 use crewq_tests::backends::Backend;
-use crewq_tests::redis_server::TestRedis;
 use serde_json::{Value, json};
-
-/// A broker and the keyspace a case uses on it.
-struct Env {
-    broker: Arc<dyn Broker>,
-    keyspace: Keyspace,
-    agent: AgentType,
-    /// Keeps a private Redis running for the case.
-    server: Option<TestRedis>,
-}
-
-impl From<Backend> for Env {
-    fn from(backend: Backend) -> Env {
-        Env {
-            broker: backend.broker,
-            keyspace: backend.keyspace,
-            agent: AgentType::new("research").expect("agent"),
-            server: backend.server,
-        }
-    }
-}
-
-impl Env {
-    fn keys(&self) -> crewq_core::AgentKeys {
-        self.keyspace.keys(&self.agent)
-    }
-
-    /// Options with a short lease and back-off, so cases run fast on Redis.
-    fn options(&self) -> WorkerOptions {
-        let mut options = WorkerOptions::default().lease(Duration::from_millis(600));
-        options.keyspace = self.keyspace.clone();
-        options.backoff = Backoff {
-            base: Duration::from_millis(10),
-            max: Duration::from_millis(40),
-        };
-        options.seed = Some(7);
-        options
-    }
-
-    /// Spawns a worker named `consumer` with [`Env::options`].
-    fn spawn(
-        &self,
-        consumer: &str,
-        handler: impl crewq_core::worker::Handler<Value>,
-    ) -> crewq_core::worker::WorkerHandle {
-        Worker::new(
-            Arc::clone(&self.broker),
-            self.agent.clone(),
-            consumer,
-            handler,
-        )
-        .options(self.options())
-        .spawn()
-    }
-
-    async fn dispatch(&self, task: &Task<Value>) {
-        let fields = task_to_fields(task).expect("encode");
-        self.xadd(fields).await;
-    }
-
-    async fn xadd(&self, fields: Fields) {
-        self.broker
-            .xadd(NewEntry::new(self.keys().tasks, fields))
-            .await
-            .expect("xadd task");
-    }
-
-    async fn results(&self) -> Vec<TaskResult> {
-        self.broker
-            .xrange(&self.keys().results, crewq_core::ALL_IDS, None)
-            .await
-            .expect("xrange results")
-            .iter()
-            .map(|e| result_from_fields(&e.fields).expect("result"))
-            .collect()
-    }
-
-    async fn dead_letters(&self) -> Vec<DeadLetter> {
-        self.broker
-            .xrange(&self.keys().dlq, crewq_core::ALL_IDS, None)
-            .await
-            .expect("xrange dlq")
-            .iter()
-            .map(|e| DeadLetter::from_fields(&e.fields).expect("dead letter"))
-            .collect()
-    }
-
-    async fn pending(&self) -> u64 {
-        let keys = self.keys();
-        match self.broker.pending_summary(&keys.tasks, &keys.group).await {
-            Ok(summary) => summary.count,
-            Err(_) => 0,
-        }
-    }
-
-    /// Waits (virtual or real time) until `n` results and dead letters
-    /// together are recorded and nothing is pending, or panics after 20 s.
-    async fn settled(&self, n: usize) {
-        for _ in 0..400 {
-            let done = self
-                .results()
-                .await
-                .len()
-                .max(self.dead_letters().await.len());
-            if done >= n && self.pending().await == 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!(
-            "not settled: {} results, {} dead letters, {} pending",
-            self.results().await.len(),
-            self.dead_letters().await.len(),
-            self.pending().await
-        );
-    }
-}
-
-fn task(n: u32, max_retries: u32) -> Task<Value> {
-    Task::new("research", "analyze", json!({ "n": n }))
-        .task_id(format!("task-{n}"))
-        .max_retries(max_retries)
-        .build()
-        .expect("task")
-}
-
-/// Counts calls per task id.
-#[derive(Clone, Default)]
-struct Calls(Arc<Mutex<BTreeMap<String, u32>>>);
-
-impl Calls {
-    fn bump(&self, task_id: &str) -> u32 {
-        let mut calls = self.0.lock().expect("calls");
-        let n = calls.entry(task_id.to_owned()).or_default();
-        *n += 1;
-        *n
-    }
-    fn total(&self) -> u32 {
-        self.0.lock().expect("calls").values().sum()
-    }
-}
+use worker_common::{Calls, Env, task};
 
 fn ok(task: &Task<Value>) -> Result<Value, HandlerError> {
     Ok(json!({ "done": task.task_id }))
@@ -183,7 +45,7 @@ async fn completed_tasks_are_acked_with_their_result(env: Env) {
         env.dispatch(&task(n, 3)).await;
     }
     let worker = env.spawn("w1", |t: Task<Value>| async move { ok(&t) });
-    env.settled(3).await;
+    env.settled_either(3).await;
     let report = worker
         .shutdown(Duration::from_secs(5))
         .await
@@ -216,7 +78,7 @@ async fn failed_attempts_are_retried_with_a_durable_attempt_count(env: Env) {
         }
     };
     let worker = env.spawn("w1", handler);
-    env.settled(1).await;
+    env.settled_either(1).await;
     let report = worker
         .shutdown(Duration::from_secs(5))
         .await
@@ -248,7 +110,7 @@ async fn tasks_failing_every_attempt_are_dead_lettered_after_max_retries(env: En
         }
     };
     let worker = env.spawn("w1", handler);
-    env.settled(1).await;
+    env.settled_either(1).await;
     let report = worker
         .shutdown(Duration::from_secs(5))
         .await
@@ -310,27 +172,15 @@ async fn poison_entries_are_dead_lettered_at_once(env: Env) {
     let worker = Worker::new(Arc::clone(&env.broker), env.agent.clone(), "w1", handler)
         .options(options)
         .spawn();
-    env.settled(5).await;
+    env.settled_either(5).await;
     let report = worker
         .shutdown(Duration::from_secs(5))
         .await
         .expect("report");
     assert_eq!(calls.total(), 0, "no poison entry reaches the handler");
     assert_eq!(report.dead_lettered, 5, "{report:?}");
-    let mut reasons: Vec<_> = env
-        .dead_letters()
-        .await
-        .iter()
-        .map(|l| {
-            l.reason
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_default()
-        })
-        .collect();
-    reasons.sort();
     assert_eq!(
-        reasons,
+        env.reasons().await,
         [
             "poison:invalid_json",
             "poison:invalid_task",
@@ -357,7 +207,7 @@ async fn a_handler_panic_is_a_failed_attempt(env: Env) {
         }
     };
     let worker = env.spawn("w1", handler);
-    env.settled(2).await;
+    env.settled_either(2).await;
     let report = worker
         .shutdown(Duration::from_secs(5))
         .await
@@ -385,7 +235,7 @@ async fn a_handler_past_its_timeout_fails_its_attempt(env: Env) {
     let worker = Worker::new(Arc::clone(&env.broker), env.agent.clone(), "w1", handler)
         .options(options)
         .spawn();
-    env.settled(1).await;
+    env.settled_either(1).await;
     let report = worker
         .shutdown(Duration::from_secs(5))
         .await
@@ -420,7 +270,7 @@ async fn a_restarted_worker_drains_its_own_pending_entries_first(env: Env) {
     )
     .options(options)
     .spawn();
-    env.settled(3).await;
+    env.settled_either(3).await;
     worker
         .shutdown(Duration::from_secs(5))
         .await
@@ -445,7 +295,7 @@ async fn entries_of_a_crashed_worker_are_taken_over_after_the_lease(env: Env) {
     let read = ReadGroup::new(&keys.tasks, &keys.group, "crashed");
     assert_eq!(env.broker.read_group(&read).await.expect("read").len(), 2);
     let worker = env.spawn("w2", |t: Task<Value>| async move { ok(&t) });
-    env.settled(2).await;
+    env.settled_either(2).await;
     let report = worker
         .shutdown(Duration::from_secs(5))
         .await
@@ -471,7 +321,7 @@ async fn a_long_task_keeps_its_lease(env: Env) {
     tokio::time::sleep(Duration::from_millis(200)).await;
     // A peer looking for stale entries all along finds none.
     let peer = env.spawn("w2", slow);
-    env.settled(1).await;
+    env.settled_either(1).await;
     let first = first
         .shutdown(Duration::from_secs(5))
         .await
@@ -570,7 +420,7 @@ async fn a_dropped_redis_connection_does_not_stop_the_worker() {
     let server = env.server.as_ref().expect("a private Redis");
     env.dispatch(&task(1, 3)).await;
     let worker = env.spawn("w1", |t: Task<Value>| async move { ok(&t) });
-    env.settled(1).await;
+    env.settled_either(1).await;
     let killed: i64 = ::redis::cmd("CLIENT")
         .arg("KILL")
         .arg("TYPE")
@@ -598,7 +448,7 @@ async fn a_dropped_redis_connection_does_not_stop_the_worker() {
             }
         }
     }
-    env.settled(4).await;
+    env.settled_either(4).await;
     let report = worker
         .shutdown(Duration::from_secs(5))
         .await
@@ -629,7 +479,7 @@ async fn a_worker_dropped_mid_task_hands_its_tasks_to_another(env: Env) {
     }
     doomed.abort();
     let rescuer = env.spawn("w2", |t: Task<Value>| async move { ok(&t) });
-    env.settled(4).await;
+    env.settled_either(4).await;
     let report = rescuer
         .shutdown(Duration::from_secs(5))
         .await
@@ -653,7 +503,7 @@ async fn a_task_from_the_seeds_python_producer_is_run(env: Env) {
         }
     };
     let worker = env.spawn("w1", handler);
-    env.settled(1).await;
+    env.settled_either(1).await;
     worker
         .shutdown(Duration::from_secs(5))
         .await
@@ -713,7 +563,7 @@ async fn the_worker_counts_outcomes_through_metrics() {
         }
     };
     let worker = env.spawn("w1", handler);
-    env.settled(3).await;
+    env.settled_either(3).await;
     worker
         .shutdown(Duration::from_secs(5))
         .await
@@ -763,7 +613,7 @@ async fn entries_deleted_while_pending_are_dead_lettered_on_reclaim(env: Env) {
         .await
         .expect("xdel");
     let worker = env.spawn("w2", |t: Task<Value>| async move { ok(&t) });
-    env.settled(1).await;
+    env.settled_either(1).await;
     while env.dead_letters().await.is_empty() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

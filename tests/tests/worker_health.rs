@@ -7,7 +7,7 @@ mod worker_common;
 use std::time::Duration;
 
 use crewq_core::worker::{Health, Worker};
-use crewq_core::{Broker, Error, ErrorKind};
+use crewq_core::{Broker, Error, ErrorKind, ReadGroup};
 use worker_common::{Calls, Env, When, counting, dropped, task};
 
 crewq_tests::on_both_backends!(
@@ -18,6 +18,9 @@ crewq_tests::on_both_backends!(
     transient_errors_are_waited_out_and_shown_on_the_handle,
     a_transient_error_recreating_a_missing_group_is_waited_out,
     a_destroyed_group_is_recreated_without_rerunning_completed_tasks,
+    a_destroyed_group_is_recreated_below_what_other_consumers_held,
+    a_group_destroyed_while_its_entries_run_is_made_again_and_they_run_again,
+    what_finished_between_pending_entries_does_not_run_again_after_a_destroy,
     options_that_cannot_work_are_refused_at_spawn,
 );
 
@@ -32,7 +35,7 @@ async fn a_failing_reclaim_does_not_starve_new_work(env: Env) {
     for n in 0..3 {
         env.dispatch(&task(n, 3)).await;
     }
-    env.gate.fail("autoclaim", When::Before, dropped);
+    env.gate.fail("autoclaim_recorded", When::Before, dropped);
     let calls = Calls::default();
     let worker = env.spawn("w1", counting(&calls, Duration::ZERO));
     env.settled(3).await;
@@ -41,7 +44,10 @@ async fn a_failing_reclaim_does_not_starve_new_work(env: Env) {
         .await
         .expect("report");
     assert_eq!(report.completed, 3, "{report:?}");
-    assert!(env.gate.failed("autoclaim") > 0, "the reclaim was tried");
+    assert!(
+        env.gate.failed("autoclaim_recorded") > 0,
+        "the reclaim was tried"
+    );
 }
 
 async fn a_failing_drain_does_not_starve_new_work(env: Env) {
@@ -124,6 +130,8 @@ async fn a_transient_error_recreating_a_missing_group_is_waited_out(env: Env) {
     let calls = Calls::default();
     let worker = env.spawn("w1", counting(&calls, Duration::ZERO));
     env.settled(1).await;
+    // A floor sampled after task 1 finished: it does not run again.
+    tokio::time::sleep(env.options().reclaim_every * 2).await;
     let keys = env.keys();
     env.gate.fail("group_create", When::Before, dropped);
     env.broker
@@ -151,6 +159,9 @@ async fn a_destroyed_group_is_recreated_without_rerunning_completed_tasks(env: E
     let calls = Calls::default();
     let worker = env.spawn("w1", counting(&calls, Duration::ZERO));
     env.settled(5).await;
+    // The worker samples its group's floor every `reclaim_every` (half the
+    // lease): what finished since the last sample would run again.
+    tokio::time::sleep(env.options().reclaim_every * 2).await;
     let keys = env.keys();
     env.broker
         .group_destroy(&keys.tasks, &keys.group)
@@ -166,6 +177,116 @@ async fn a_destroyed_group_is_recreated_without_rerunning_completed_tasks(env: E
         .expect("report");
     assert_eq!(calls.total(), 7, "each ran once: {report:?}");
     assert_eq!(env.results().await.len(), 7);
+}
+
+async fn a_destroyed_group_is_recreated_below_what_other_consumers_held(env: Env) {
+    env.group().await;
+    for n in 0..4 {
+        env.dispatch(&task(n, 3)).await;
+    }
+    // A stalled peer holds tasks 0 and 1 when the group is destroyed: their
+    // entries are older than anything the worker read or holds.
+    let keys = env.keys();
+    let held = env
+        .broker
+        .read_group(&ReadGroup::new(&keys.tasks, &keys.group, "peer").count(2))
+        .await
+        .expect("peer reads");
+    assert_eq!(held.len(), 2);
+    // A long lease: the peer's entries are not reclaimed before the
+    // destruction, and the floor is sampled once, at the start.
+    let options = env.options().lease(Duration::from_secs(20));
+    let calls = Calls::default();
+    let worker = env.spawn_with("w1", options, counting(&calls, Duration::ZERO));
+    while env.results().await.len() < 2 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    env.broker
+        .group_destroy(&keys.tasks, &keys.group)
+        .await
+        .expect("destroy");
+    env.dispatch(&task(4, 3)).await;
+    env.settled(5).await;
+    let report = worker
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("report");
+    for n in 0..5 {
+        let id = format!("task-{n}");
+        assert!(calls.of(&id) >= 1, "{id} never ran: {report:?}");
+    }
+    let mut done: Vec<String> = env.results().await.into_iter().map(|r| r.task_id).collect();
+    done.sort();
+    done.dedup();
+    assert_eq!(done.len(), 5, "every task has a result: {done:?}");
+}
+
+async fn a_group_destroyed_while_its_entries_run_is_made_again_and_they_run_again(env: Env) {
+    for n in 0..2 {
+        env.dispatch(&task(n, 3)).await;
+    }
+    // Every slot busy when the group goes: the settles find it missing.
+    let mut options = env.options();
+    options.concurrency = 2;
+    let calls = Calls::default();
+    let worker = env.spawn_with("w1", options, counting(&calls, Duration::from_millis(300)));
+    while calls.total() < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let keys = env.keys();
+    env.broker
+        .group_destroy(&keys.tasks, &keys.group)
+        .await
+        .expect("destroy");
+    env.settled(2).await;
+    let report = worker
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("report");
+    let mut done: Vec<String> = env.results().await.into_iter().map(|r| r.task_id).collect();
+    done.sort();
+    assert_eq!(done, ["task-0", "task-1"], "{report:?}");
+    assert_eq!(calls.total(), 4, "each ran again: {report:?}");
+}
+
+async fn what_finished_between_pending_entries_does_not_run_again_after_a_destroy(env: Env) {
+    env.group().await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(env.dispatch(&task(n, 3)).await);
+    }
+    // A peer read all five and finished tasks 1 to 3; it still holds 0
+    // and 4 when the group is destroyed.
+    let keys = env.keys();
+    let read = env
+        .broker
+        .read_group(&ReadGroup::new(&keys.tasks, &keys.group, "peer").count(5))
+        .await
+        .expect("peer reads");
+    assert_eq!(read.len(), 5);
+    let acked = env
+        .broker
+        .ack(&keys.tasks, &keys.group, &ids[1..4])
+        .await
+        .expect("peer acks");
+    assert_eq!(acked, 3);
+    // The worker samples the group as it starts: 0 and 4 pending.
+    let options = env.options().lease(Duration::from_secs(20));
+    let calls = Calls::default();
+    let worker = env.spawn_with("w1", options, counting(&calls, Duration::ZERO));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    env.broker
+        .group_destroy(&keys.tasks, &keys.group)
+        .await
+        .expect("destroy");
+    env.settled(2).await;
+    let report = worker
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("report");
+    let runs: Vec<u32> = (0..5).map(|n| calls.of(&format!("task-{n}"))).collect();
+    assert_eq!(runs, [1, 0, 0, 0, 1], "{report:?}");
+    assert_eq!(env.pending().await, 0);
 }
 
 async fn options_that_cannot_work_are_refused_at_spawn(env: Env) {

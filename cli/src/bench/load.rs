@@ -14,8 +14,18 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// The agent type every bench task goes to.
+/// The agent type bench tasks go to (the prefix of each one's name when
+/// there are several).
 pub const AGENT: &str = "bench";
+
+/// The names of `count` agent types: `bench` alone, or `bench0`,
+/// `bench1` ... (on a cluster each hashes to its own slot).
+pub fn agent_names(count: usize) -> Vec<String> {
+    if count <= 1 {
+        return vec![AGENT.to_owned()];
+    }
+    (0..count).map(|i| format!("{AGENT}{i}")).collect()
+}
 /// The action of every bench task.
 const ACTION: &str = "noop";
 
@@ -118,6 +128,8 @@ pub struct ProducerPlan {
     pub backlog: Option<u64>,
     /// The payload's filler.
     pub pad: String,
+    /// The agent types, dealt tasks round robin.
+    pub agents: Arc<Vec<String>>,
 }
 
 /// Dispatches `plan.share` tasks; returns the largest lag behind the
@@ -157,12 +169,14 @@ pub async fn produce<B: Broker>(
         let sent_ns = probe.now_ns();
         probe.dispatched.fetch_add(n, Ordering::Relaxed);
         let tasks = (0..n)
-            .map(|_| {
+            .map(|i| {
                 let payload = Payload {
                     sent_ns,
                     pad: plan.pad.clone(),
                 };
-                Task::new(AGENT, ACTION, payload).build()
+                let slot = usize::try_from(sent + i).unwrap_or(0) % plan.agents.len().max(1);
+                let agent = plan.agents.get(slot).map_or(AGENT, String::as_str);
+                Task::new(agent, ACTION, payload).build()
             })
             .collect::<Result<Vec<_>, _>>()?;
         for dispatched in producer.dispatch_batch(&tasks).await? {

@@ -27,7 +27,7 @@ use crewq_core::{AgentType, Broker, Keyspace, Trim};
 use crewq_memory::MemoryBroker;
 use serde::Serialize;
 
-use load::{AGENT, Probe, ProducerPlan};
+use load::{Probe, ProducerPlan};
 use server::SpawnedRedis;
 
 /// `crewq bench`'s options.
@@ -46,6 +46,12 @@ pub struct BenchArgs {
     /// Tasks to run.
     #[arg(long, default_value_t = 200_000)]
     pub tasks: u64,
+    /// Agent types the tasks are dealt to, round robin (`bench` alone, or
+    /// `bench0`, `bench1` ...), each with --workers workers. On a cluster
+    /// each agent type's keys hash to its own slot, so several spread the
+    /// load over the masters.
+    #[arg(long, default_value_t = 1)]
+    pub agent_types: usize,
     /// Concurrent producers, each dispatching its share.
     #[arg(long, default_value_t = 1)]
     pub producers: usize,
@@ -120,6 +126,8 @@ pub struct BenchReport {
     pub rate: Option<f64>,
     /// Open loop: how far the producers fell behind their schedule, µs.
     pub max_schedule_lag_us: Option<u64>,
+    /// Agent types the tasks were dealt to.
+    pub agent_types: usize,
     /// Producers.
     pub producers: usize,
     /// Workers.
@@ -189,8 +197,15 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, Box<dyn Error>> {
 }
 
 fn check(args: &BenchArgs) -> Result<(), String> {
-    if args.tasks == 0 || args.producers == 0 || args.workers == 0 || args.batch == 0 {
-        return Err("--tasks, --producers, --workers and --batch must be at least 1".into());
+    if args.tasks == 0
+        || args.producers == 0
+        || args.workers == 0
+        || args.batch == 0
+        || args.agent_types == 0
+    {
+        return Err(
+            "--tasks, --producers, --workers, --batch and --agent-types must be at least 1".into(),
+        );
     }
     if let Some(rate) = args.rate
         && !(rate.is_finite() && rate > 0.0)
@@ -210,8 +225,12 @@ async fn run_on<B: Broker + Clone + 'static>(
     backend: String,
     args: &BenchArgs,
 ) -> Result<BenchReport, Box<dyn Error>> {
-    let agent = AgentType::new(AGENT)?;
-    let keys = keyspace.keys(&agent);
+    let names = Arc::new(load::agent_names(args.agent_types));
+    let agents = names
+        .iter()
+        .map(|name| AgentType::new(name.as_str()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let keys: Vec<_> = agents.iter().map(|agent| keyspace.keys(agent)).collect();
     let probe = Arc::new(Probe::new()?);
     let (retention, result_retention) = match (args.no_retention, args.unsafe_max_len) {
         (true, _) => (Retention::None, Retention::None),
@@ -224,8 +243,10 @@ async fn run_on<B: Broker + Clone + 'static>(
     let mut options = WorkerOptions::default().concurrency(args.concurrency);
     options.keyspace = keyspace.clone();
     options.result_retention = result_retention;
-    let workers: Vec<_> = (0..args.workers)
-        .map(|i| {
+    let workers: Vec<_> = agents
+        .iter()
+        .flat_map(|agent| (0..args.workers).map(move |i| (agent, i)))
+        .map(|(agent, i)| {
             Worker::new(
                 broker.clone(),
                 agent.clone(),
@@ -242,7 +263,7 @@ async fn run_on<B: Broker + Clone + 'static>(
         .with_keyspace(keyspace.clone())
         .with_retention(retention)
         .with_dedupe_window(dedupe);
-    let results_before = entries_added(&broker, &keys.results).await?;
+    let results_before = results_added(&broker, &keys).await?;
     let started = Instant::now();
     let producers: Vec<_> = (0..args.producers)
         .map(|i| {
@@ -254,6 +275,7 @@ async fn run_on<B: Broker + Clone + 'static>(
                 rate: args.rate.map(|rate| rate / args.producers as f64),
                 backlog: args.max_backlog,
                 pad: load::padding(args.payload_bytes),
+                agents: Arc::clone(&names),
             };
             tokio::spawn(load::produce(producer.clone(), Arc::clone(&probe), plan))
         })
@@ -266,12 +288,8 @@ async fn run_on<B: Broker + Clone + 'static>(
     let goal = results_before + args.tasks;
     loop {
         if probe.started() >= args.tasks
-            && broker
-                .pending_summary(&keys.tasks, &keys.group)
-                .await?
-                .count
-                == 0
-            && entries_added(&broker, &keys.results).await? >= goal
+            && nothing_pending(&broker, &keys).await?
+            && results_added(&broker, &keys).await? >= goal
         {
             break;
         }
@@ -298,9 +316,11 @@ async fn run_on<B: Broker + Clone + 'static>(
     if backend != "memory" {
         // Leave a shared server as it was, but for empty keys and markers
         // that expire with the dedupe window.
-        let _ = broker.group_destroy(&keys.tasks, &keys.group).await;
-        for stream in [&keys.tasks, &keys.results] {
-            let _ = broker.xtrim(stream, Trim::max_len(0)).await;
+        for keys in &keys {
+            let _ = broker.group_destroy(&keys.tasks, &keys.group).await;
+            for stream in [&keys.tasks, &keys.results] {
+                let _ = broker.xtrim(stream, Trim::max_len(0)).await;
+            }
         }
     }
     if total.completed != args.tasks {
@@ -324,6 +344,7 @@ async fn run_on<B: Broker + Clone + 'static>(
         max_schedule_lag_us: args
             .rate
             .map(|_| u64::try_from(max_lag.as_micros()).unwrap_or(u64::MAX)),
+        agent_types: args.agent_types,
         producers: args.producers,
         workers: args.workers,
         concurrency: args.concurrency,
@@ -347,6 +368,40 @@ fn retention_name(args: &BenchArgs) -> String {
         (false, Some(len)) => format!("max-len-even-unread {len}"),
         (false, None) => "acknowledged".into(),
     }
+}
+
+/// Results ever added over every agent type (the results stream is shared
+/// in the seed layout: counted once).
+async fn results_added<B: Broker>(
+    broker: &B,
+    keys: &[crewq_core::AgentKeys],
+) -> Result<u64, crewq_core::Error> {
+    let mut streams: Vec<&str> = keys.iter().map(|k| k.results.as_str()).collect();
+    streams.sort_unstable();
+    streams.dedup();
+    let mut total = 0;
+    for stream in streams {
+        total += entries_added(broker, stream).await?;
+    }
+    Ok(total)
+}
+
+/// Whether no agent type's group has an entry pending.
+async fn nothing_pending<B: Broker>(
+    broker: &B,
+    keys: &[crewq_core::AgentKeys],
+) -> Result<bool, crewq_core::Error> {
+    for keys in keys {
+        if broker
+            .pending_summary(&keys.tasks, &keys.group)
+            .await?
+            .count
+            > 0
+        {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// How many entries were ever added to `stream` (0 when it does not exist).

@@ -120,6 +120,11 @@ macro_rules! conformance_cases {
             autoclaim_scans_at_most_ten_times_count,
             autoclaim_missing_group_is_nogroup,
             autoclaim_rejects_count_out_of_range,
+            // autoclaim_recorded.rs
+            autoclaim_recorded_claims_and_records_deleted_entries,
+            autoclaim_recorded_records_each_id_once,
+            autoclaim_recorded_appends_nothing_without_deletions,
+            autoclaim_recorded_rejects_bad_calls_whole,
             // info.rs
             info_stream_reports_counters_and_edges,
             info_missing_key_fails,
@@ -156,6 +161,7 @@ pub const CASES: &[&str] = {
 
 mod ack_pending;
 mod atomic;
+mod autoclaim_recorded;
 mod claim;
 mod group;
 mod info;
@@ -168,6 +174,7 @@ mod trim;
 
 pub use ack_pending::*;
 pub use atomic::*;
+pub use autoclaim_recorded::*;
 pub use claim::*;
 pub use group::*;
 pub use info::*;

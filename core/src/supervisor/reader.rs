@@ -44,6 +44,11 @@ impl<B: Broker> Inner<B> {
         if registry::lock(&self.known_groups).contains(stream) {
             return Ok(());
         }
+        let start = if registry::lock(&self.vanished_groups).contains(stream) {
+            GroupStart::BEGINNING
+        } else {
+            start
+        };
         match self
             .producer
             .broker()
@@ -59,7 +64,16 @@ impl<B: Broker> Inner<B> {
             Err(err) => return Err(err),
         }
         registry::lock(&self.known_groups).insert(stream.to_owned());
+        registry::lock(&self.vanished_groups).remove(stream);
         Ok(())
+    }
+
+    /// Notes that this supervisor's group on `stream` is gone (a `NOGROUP`
+    /// reply), so that the next round creates it again, at the start.
+    fn group_vanished(&self, stream: &str) {
+        tracing::warn!(stream, group = %self.group, "the supervisor's group is gone; creating it again");
+        registry::lock(&self.known_groups).remove(stream);
+        registry::lock(&self.vanished_groups).insert(stream.to_owned());
     }
 
     /// One round: drains the pending lists not drained yet, then reads new
@@ -83,7 +97,17 @@ impl<B: Broker> Inner<B> {
                     .get(stream)
                     .copied()
                     .unwrap_or(StreamId::ZERO);
-                let last = self.drain_pending(stream, after).await?;
+                let last = match self.drain_pending(stream, after).await {
+                    Ok(last) => last,
+                    // The group went away (deleted by hand, or forgotten
+                    // by a broker restored from an older state): forget
+                    // it, so the next round creates it again and drains.
+                    Err(Error::NoGroup { .. }) => {
+                        self.group_vanished(stream);
+                        continue;
+                    }
+                    Err(err) => return Err(err),
+                };
                 state.saw(stream, last);
                 state.drained.insert(stream.clone());
             }
@@ -133,8 +157,8 @@ impl<B: Broker> Inner<B> {
         block: Option<Duration>,
     ) -> Result<Vec<(String, Vec<DeliveredEntry>)>, Error> {
         let reads = streams.iter().map(|stream| async move {
-            let mut read = ReadGroup::new(stream.as_str(), &self.group, &self.name)
-                .count(self.options.batch);
+            let mut read =
+                ReadGroup::new(stream.as_str(), &self.group, &self.name).count(self.options.batch);
             if let Some(block) = block {
                 read = read.block(block);
             }
@@ -143,8 +167,7 @@ impl<B: Broker> Inner<B> {
                 // The group went away with its stream (deleted by hand):
                 // forget it, so the next round creates it again.
                 Err(Error::NoGroup { .. }) => {
-                    tracing::warn!(stream, group = %self.group, "the supervisor's group is gone; creating it again");
-                    registry::lock(&self.known_groups).remove(stream);
+                    self.group_vanished(stream);
                     Ok((stream.clone(), Vec::new()))
                 }
                 Err(err) => Err(err),

@@ -73,6 +73,8 @@ pub(crate) struct Shared<B, H> {
     /// Attempts whose settle is failing now: the worker shows as degraded
     /// until none is left, even while its reads succeed.
     pub failing: AtomicUsize,
+    /// The `remember-settled` mutant's cache; unused by the real worker.
+    pub settled_ids: super::mutant::SettledIds,
 }
 
 impl<B, H> Shared<B, H> {

@@ -1,23 +1,212 @@
 //! The worker's consumer group: created at the stream's start on first use,
-//! and created again, at a safe position and loudly, if it goes missing.
+//! and created again, loudly and where nothing is lost, if it goes missing
+//! (an operator's `XGROUP DESTROY`, or the stream deleted with `DEL`).
+//!
+//! # Where a destroyed group comes back
+//!
+//! crewq is at-least-once: it prefers running a task twice to losing it.
+//! A destroyed group takes with it its pending list (who holds what) and
+//! its last-delivered id (what was read); the stream's entries stay. The
+//! worker re-creating it therefore starts it at the oldest position that
+//! anything of the old group could still need, as far as the worker knew:
+//!
+//! - the group's *floor* as last sampled (every `reclaim_every`: its oldest
+//!   pending entry, or just after its last-delivered one when nothing was
+//!   pending, the same floor the safe retention trims below). Every entry
+//!   below a floor was delivered and acknowledged, so its outcome is
+//!   recorded for good: a floor stays safe however old the sample, and
+//!   through any number of destructions (each group made again below
+//!   everything unfinished);
+//! - just before the oldest entry this worker still holds;
+//! - the stream's beginning when the stream is new (deleted and made
+//!   again: its ids started over, so everything in it is unread).
+//!
+//! Every entry the old group had not delivered and acknowledged is then
+//! delivered again; so are the finished entries above the floor. Those
+//! the sample's pending list shows finished (between its oldest and its
+//! newest entry, not on it) are acknowledged without running again; the
+//! others run again: entries finished after the newest pending one, or
+//! since the sample. Duplicates, the price of not losing.
+//! Holders of entries pending in the old group find them no longer theirs
+//! at their settle and record nothing: the re-delivery runs them again.
+//!
+//! What `DEL` of a task stream removes is gone by Redis's own semantics:
+//! unread and pending entries with it. The group then comes back at the
+//! new stream's beginning.
+//!
+//! One race is left: a sample reads the last-delivered id, then the
+//! pending list; should a peer destroy and re-create the group between the
+//! two calls and its new group have nothing pending, the sampled floor may
+//! be above what the new group has not yet delivered.
+
+use std::collections::BTreeSet;
+
+use tokio::time::Instant;
 
 use crate::metrics::{GROUP_RECREATED, count};
-use crate::{Broker, Error, GroupStart, Result, StreamId};
+use crate::{Broker, Error, GroupStart, PendingQuery, Result, StreamId};
 
 use super::attempt::Shared;
+use super::finished::Finished;
+use super::mutant::Mutant;
 
-/// Creates the group (and the stream) after `after` unless it exists.
-/// `recreating` says it existed before in this run and was destroyed: that
-/// is logged as a warning and counted ([`GROUP_RECREATED`]).
-pub(crate) async fn ensure_group<B: Broker, H>(
+/// What the worker knows of its group: whether it exists, whether this run
+/// saw it before (a group missing after that was destroyed under it), and
+/// its floor as last sampled.
+#[derive(Debug)]
+pub(crate) struct GroupWatch {
+    ready: bool,
+    seen: bool,
+    /// The position to re-create the group after (see [`recreate_after`]).
+    floor: Option<StreamId>,
+    /// The last-delivered id of the last sample: a later one below it
+    /// means the group was made again meanwhile.
+    last_delivered: Option<StreamId>,
+    /// Entries the last sample shows finished.
+    finished: Finished,
+    /// Entries the last sample before the group was lost showed finished:
+    /// the new group delivers them again, and they are not run again.
+    finished_before_loss: Finished,
+    next_sample: Instant,
+}
+
+impl Default for GroupWatch {
+    fn default() -> Self {
+        GroupWatch {
+            ready: false,
+            seen: false,
+            floor: None,
+            last_delivered: None,
+            finished: Finished::default(),
+            finished_before_loss: Finished::default(),
+            next_sample: Instant::now(),
+        }
+    }
+}
+
+impl GroupWatch {
+    /// Makes sure the group exists: creates it at the stream's start on
+    /// first use, or again where nothing is lost if it was destroyed; and
+    /// samples its floor every `reclaim_every`.
+    ///
+    /// # Errors
+    ///
+    /// A broker error creating the group (or reading the stream's top
+    /// before re-creating it); a failed sample keeps the last floor.
+    pub async fn ensure<B: Broker, H>(&mut self, shared: &Shared<B, H>) -> Result<()> {
+        if !self.ready {
+            let after = if self.seen {
+                let top = stream_top(shared).await?;
+                let after = recreate_after(self.floor, &shared.held_ids(), top);
+                if after == StreamId::ZERO {
+                    // Maybe a new stream, whose ids may repeat the old
+                    // one's: nothing known of the old one applies.
+                    self.finished = Finished::default();
+                    self.finished_before_loss = Finished::default();
+                }
+                after
+            } else {
+                StreamId::ZERO
+            };
+            let created = ensure_group(shared, after, self.seen).await?;
+            self.ready = true;
+            self.seen = true;
+            if created {
+                // Exactly where it now stands.
+                self.floor = Some(after);
+                self.next_sample = Instant::now() + shared.options.reclaim_every;
+            } else {
+                // Made by someone else: the floor known here stays safe
+                // (everything below it is finished for good), but learn
+                // the new group's at once.
+                self.next_sample = Instant::now();
+            }
+        }
+        if Instant::now() >= self.next_sample {
+            self.next_sample = Instant::now() + shared.options.reclaim_every;
+            match sample(shared).await {
+                Ok(Some(sample)) => {
+                    if self
+                        .last_delivered
+                        .is_some_and(|before| sample.last_delivered < before)
+                    {
+                        // Made again (by a peer) since the last sample.
+                        self.remember_finished_before_loss();
+                    }
+                    self.floor = Some(sample.after);
+                    self.last_delivered = Some(sample.last_delivered);
+                    self.finished = sample.finished;
+                }
+                // Missing: the next read finds out, and the floor from
+                // before is what the re-creation needs.
+                Ok(None) => {}
+                Err(err) => tracing::debug!(error = %err, "could not sample the group's floor"),
+            }
+        }
+        Ok(())
+    }
+
+    /// The group was found missing: make it again next turn.
+    pub fn lost(&mut self) {
+        self.ready = false;
+        self.remember_finished_before_loss();
+    }
+
+    /// Whether `id` is known finished (delivered and acknowledged) in an
+    /// earlier life of the group: delivered again only because the group
+    /// was destroyed, it is acknowledged without running again.
+    ///
+    /// Only the sample taken before the group was found missing counts,
+    /// never the current life's: within one life an acknowledged entry is
+    /// delivered again only when the broker forgot the acknowledgement (a
+    /// rollback: AOF `everysec`, a failover to a lagging replica), and then
+    /// it must run again, or the task is lost with its entry still there
+    /// (the simulator's rollback class found this: `remember-settled` is the
+    /// same bug on purpose).
+    pub fn finished(&self, id: StreamId) -> bool {
+        self.finished_before_loss.contains(id)
+    }
+
+    fn remember_finished_before_loss(&mut self) {
+        if !self.finished.is_empty() {
+            self.finished_before_loss = std::mem::take(&mut self.finished);
+        }
+    }
+}
+
+/// What one look at the group shows.
+struct Sample {
+    /// The position to re-create the group after: just before its oldest
+    /// pending entry, else its last-delivered id.
+    after: StreamId,
+    last_delivered: StreamId,
+    finished: Finished,
+}
+
+/// Pending entries a sample lists at most: the span it knows finished
+/// ends at the last one listed.
+const SAMPLE_PENDING: usize = 1000;
+
+/// Creates the group (and the stream) after `after` unless it exists;
+/// returns whether it created it. `recreating` says it existed before in
+/// this run and was destroyed: that is logged as a warning and counted
+/// ([`GROUP_RECREATED`]).
+async fn ensure_group<B: Broker, H>(
     shared: &Shared<B, H>,
     after: StreamId,
     recreating: bool,
-) -> Result<()> {
+) -> Result<bool> {
     let keys = &shared.keys;
+    let start = if recreating && shared.options.is_mutant(Mutant::RecreateGroupAtEnd) {
+        // `$`: what was unread or pending when the group was destroyed,
+        // and what was appended since, is never delivered.
+        GroupStart::Latest
+    } else {
+        GroupStart::After(after)
+    };
     match shared
         .broker
-        .group_create(&keys.tasks, &keys.group, GroupStart::After(after), true)
+        .group_create(&keys.tasks, &keys.group, start, true)
         .await
     {
         Ok(()) => {
@@ -26,35 +215,91 @@ pub(crate) async fn ensure_group<B: Broker, H>(
                     stream = %keys.tasks,
                     group = %keys.group,
                     %after,
-                    "the consumer group had been destroyed; created it again"
+                    "the consumer group had been destroyed; created it again \
+                     where nothing it needed is lost (entries after it are delivered again)"
                 );
                 count(GROUP_RECREATED, &shared.agent_type, 1);
             }
-            Ok(())
+            Ok(true)
         }
-        Err(Error::GroupExists { .. }) => Ok(()),
+        Err(Error::GroupExists { .. }) => Ok(false),
         Err(err) => Err(err),
     }
 }
 
-/// Where a destroyed group is created again: just before the oldest entry
-/// this worker still holds (its outcome not yet recorded), else after the
-/// newest entry it read as new.
+/// The group's floor (see the module doc) and the entries its pending
+/// list shows finished. `Ok(None)` when the group or the stream is missing
+/// (nothing learnt).
 ///
-/// Not `0`: that would deliver the whole retained stream again, re-running
-/// every task it holds. Not `$`: entries appended since the destruction, or
-/// not yet read when it happened, would never be delivered. What this
-/// worker held or had read is the newest position it knows to be safe: every
-/// entry after it was either not yet delivered by the old group or is
-/// delivered again. Entries that other workers held when the group was
-/// destroyed and that are older than this position are not delivered again:
-/// those workers' settles then find them no longer pending and record
-/// nothing, so a crew should not have its group destroyed under it; the
-/// counter and the warning say when it was.
-pub(crate) fn recreate_after(held: &[StreamId], last_read: Option<StreamId>) -> StreamId {
-    match held.iter().min() {
-        Some(oldest) => predecessor(*oldest),
-        None => last_read.unwrap_or(StreamId::ZERO),
+/// The last-delivered id is read first, then the pending list, as
+/// [`safe_floor`](crate::retention::safe_floor) does: an entry delivered
+/// in between is above that id, pending or not.
+///
+/// # Errors
+///
+/// A broker error of `XINFO GROUPS` or `XPENDING`.
+async fn sample<B: Broker, H>(shared: &Shared<B, H>) -> Result<Option<Sample>> {
+    let keys = &shared.keys;
+    let groups = match shared.broker.info_groups(&keys.tasks).await {
+        Ok(groups) => groups,
+        Err(Error::NoSuchKey(_) | Error::NoGroup { .. }) => return Ok(None),
+        Err(err) => return Err(err),
+    };
+    let Some(group) = groups.iter().find(|g| g.name == keys.group) else {
+        return Ok(None);
+    };
+    let pending = match shared
+        .broker
+        .pending(&keys.tasks, &keys.group, &PendingQuery::new(SAMPLE_PENDING))
+        .await
+    {
+        Ok(pending) => pending,
+        Err(Error::NoSuchKey(_) | Error::NoGroup { .. }) => return Ok(None),
+        Err(err) => return Err(err),
+    };
+    let pending: BTreeSet<StreamId> = pending.into_iter().map(|p| p.id).collect();
+    let after = pending
+        .first()
+        .map_or(group.last_delivered_id, |oldest| predecessor(*oldest));
+    Ok(Some(Sample {
+        after,
+        last_delivered: group.last_delivered_id,
+        finished: Finished::from_pending(pending),
+    }))
+}
+
+/// The top id of the task stream (`XINFO STREAM`'s last-generated id), or
+/// `None` when the stream does not exist.
+///
+/// # Errors
+///
+/// A broker error other than a missing key.
+async fn stream_top<B: Broker, H>(shared: &Shared<B, H>) -> Result<Option<StreamId>> {
+    match shared.broker.info_stream(&shared.keys.tasks).await {
+        Ok(info) => Ok(Some(info.last_generated_id)),
+        Err(Error::NoSuchKey(_)) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// Where a destroyed group is created again: the lowest of `floor` (the
+/// position last sampled by [`sample`]; `0` if none was), and just
+/// before the oldest entry in `held`; `0` when the stream is missing or new
+/// (`top`, its last-generated id, below that position: ids never go down in
+/// one stream, so it was deleted and made again).
+///
+/// Never `$`: entries unread when the group was destroyed, or appended
+/// since, would never be delivered. Not the newest entry this worker read:
+/// entries other workers held below it would never be delivered again.
+fn recreate_after(floor: Option<StreamId>, held: &[StreamId], top: Option<StreamId>) -> StreamId {
+    let known = floor.unwrap_or(StreamId::ZERO);
+    let after = match held.iter().min() {
+        Some(oldest) => known.min(predecessor(*oldest)),
+        None => known,
+    };
+    match top {
+        Some(top) if top >= after => after,
+        _ => StreamId::ZERO,
     }
 }
 
@@ -73,22 +318,58 @@ fn predecessor(id: StreamId) -> StreamId {
 mod tests {
     use super::*;
 
+    const TOP: Option<StreamId> = Some(StreamId::new(100, 0));
+
     #[test]
-    fn a_destroyed_group_is_recreated_before_what_is_held_or_after_what_was_read() {
+    fn a_destroyed_group_is_recreated_at_the_lowest_of_its_floor_and_what_is_held() {
         let held = [StreamId::new(5, 0), StreamId::new(3, 2)];
+        // The floor sampled before the destruction is lower: other workers'
+        // pending entries may sit between it and what this worker holds.
         assert_eq!(
-            recreate_after(&held, Some(StreamId::new(9, 0))),
+            recreate_after(Some(StreamId::new(2, 0)), &held, TOP),
+            StreamId::new(2, 0)
+        );
+        // This worker holds something older than the floor last sampled
+        // (the sample is stale, or it failed).
+        assert_eq!(
+            recreate_after(Some(StreamId::new(9, 0)), &held, TOP),
             StreamId::new(3, 1)
         );
         assert_eq!(
-            recreate_after(&[StreamId::new(4, 0)], None),
+            recreate_after(Some(StreamId::new(9, 0)), &[StreamId::new(4, 0)], TOP),
             StreamId::new(3, u64::MAX)
         );
         assert_eq!(
-            recreate_after(&[], Some(StreamId::new(9, 0))),
+            recreate_after(Some(StreamId::new(9, 0)), &[], TOP),
             StreamId::new(9, 0)
         );
-        assert_eq!(recreate_after(&[], None), StreamId::ZERO);
-        assert_eq!(recreate_after(&[StreamId::ZERO], None), StreamId::ZERO);
+        assert_eq!(recreate_after(None, &[StreamId::ZERO], TOP), StreamId::ZERO);
+    }
+
+    #[test]
+    fn with_no_floor_sampled_a_destroyed_group_is_recreated_at_the_beginning() {
+        // Duplicates, not losses: nothing is known of what others held.
+        assert_eq!(
+            recreate_after(None, &[StreamId::new(5, 0)], TOP),
+            StreamId::ZERO
+        );
+        assert_eq!(recreate_after(None, &[], TOP), StreamId::ZERO);
+    }
+
+    #[test]
+    fn a_deleted_stream_gets_its_group_back_at_the_beginning() {
+        let floor = Some(StreamId::new(50, 3));
+        // Gone: whatever is appended to the new stream is unread.
+        assert_eq!(recreate_after(floor, &[], None), StreamId::ZERO);
+        // Made again with ids below the old floor: all of it is unread.
+        assert_eq!(
+            recreate_after(floor, &[], Some(StreamId::new(40, 0))),
+            StreamId::ZERO
+        );
+        // The same stream, its top at the floor: the floor stands.
+        assert_eq!(
+            recreate_after(floor, &[], Some(StreamId::new(50, 3))),
+            StreamId::new(50, 3)
+        );
     }
 }

@@ -68,6 +68,7 @@
 //! ```
 
 mod attempt;
+mod finished;
 mod group;
 mod health;
 mod held;

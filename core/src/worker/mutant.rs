@@ -7,6 +7,12 @@
 //! seeds. Each is a one-line change at the place the real worker keeps the
 //! promise the mutant breaks. Never switch one on outside a test.
 
+use std::collections::BTreeSet;
+use std::sync::{Mutex, PoisonError};
+
+use super::attempt::{Outcome, Shared};
+use crate::{Broker, StreamId};
+
 /// A deliberate bug in the worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[cfg_attr(not(feature = "mutants"), allow(dead_code))]
@@ -37,17 +43,52 @@ pub enum Mutant {
     /// `trust-task-agent-type`: validates and runs a task as the agent type
     /// its own `agent_type` field names, not as its stream's (finding 10).
     TrustTaskAgentType,
-    /// `ignore-deleted`: pending entries that `XAUTOCLAIM` reports deleted
-    /// from the stream (the broker has already dropped them from the
-    /// pending list) are ignored instead of dead-lettered: they vanish
-    /// silently, the old behaviour (finding 1).
+    /// `ignore-deleted`: the reclaim is a plain `XAUTOCLAIM`, not
+    /// [`Broker::autoclaim_recorded`](crate::Broker::autoclaim_recorded), and
+    /// the pending entries it reports deleted from the stream (the broker
+    /// has already dropped them from the pending list) are ignored instead
+    /// of dead-lettered: they vanish silently, the old behaviour
+    /// (finding 1).
     IgnoreDeleted,
+    // --- simulator half-open links (issue 9) ---
+    /// `reclaim-failure-starves-read`: a failed reclaim scan neither puts
+    /// the next scan off nor lets the next turn read new entries, so while
+    /// scans fail (a silent shared connection) the worker scans again and
+    /// again and never reads new work, as crewq once did (finding 2).
+    ReclaimFailureStarvesRead,
+    /// `no-renew-in-grace`: stops renewing leases as soon as a shutdown
+    /// begins, while running tasks still have their grace: with a grace
+    /// longer than the lease, peers take those tasks over and run them a
+    /// second time while the stopping worker still runs them (finding 7).
+    NoRenewInGrace,
+    /// `settle-gives-up`: a settle gives up after 5 failed tries and drops
+    /// the handler's output, the old behaviour: the entry is delivered again
+    /// later and that delivery counts as one that ended without an outcome
+    /// (finding 3).
+    SettleGivesUp,
+    /// `recreate-group-at-end`: re-creates a destroyed consumer group at
+    /// `$`: entries unread or pending when it was destroyed, and those
+    /// appended before it is made again, are never delivered.
+    RecreateGroupAtEnd,
+    /// `remember-settled`: a consumer-side idempotency cache, as consumers
+    /// that "dedupe by message id" keep: the worker remembers the entries
+    /// it settled and acknowledges, without running it, any later delivery
+    /// of one of them. A broker rolled back (AOF `everysec`, a failover to
+    /// a lagging replica) forgot the settle and delivers the entry again:
+    /// the cache acknowledges it unrun, and the task is lost although its
+    /// entry survived the rollback.
+    RememberSettled,
 }
+
+/// Tries of one settle before the `settle-gives-up` mutant drops its
+/// outcome (the old worker's limit).
+#[cfg_attr(not(feature = "mutants"), allow(dead_code))]
+pub(crate) const SETTLE_TRIES: u32 = 5;
 
 #[cfg(feature = "mutants")]
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 8] = [
+    pub const ALL: [Mutant; 13] = [
         Mutant::AckBeforeHandle,
         Mutant::NoReclaim,
         Mutant::DlqWithoutAck,
@@ -57,6 +98,13 @@ impl Mutant {
         // simulator state-level fault classes
         Mutant::TrustTaskAgentType,
         Mutant::IgnoreDeleted,
+        // simulator half-open links
+        Mutant::ReclaimFailureStarvesRead,
+        // shutdown grace longer than the lease; outcomes kept through outages
+        Mutant::NoRenewInGrace,
+        Mutant::SettleGivesUp,
+        Mutant::RecreateGroupAtEnd,
+        Mutant::RememberSettled,
     ];
 
     /// Its name on the command line (`ack-before-handle` ...).
@@ -70,6 +118,11 @@ impl Mutant {
             Mutant::FailedItemAcked => "failed-item-acked",
             Mutant::TrustTaskAgentType => "trust-task-agent-type",
             Mutant::IgnoreDeleted => "ignore-deleted",
+            Mutant::ReclaimFailureStarvesRead => "reclaim-failure-starves-read",
+            Mutant::NoRenewInGrace => "no-renew-in-grace",
+            Mutant::SettleGivesUp => "settle-gives-up",
+            Mutant::RecreateGroupAtEnd => "recreate-group-at-end",
+            Mutant::RememberSettled => "remember-settled",
         }
     }
 }
@@ -100,5 +153,45 @@ impl std::str::FromStr for Mutant {
                 let names: Vec<_> = Mutant::ALL.iter().map(|m| m.name()).collect();
                 format!("unknown mutant '{s}'; known: {}", names.join(", "))
             })
+    }
+}
+
+/// The `remember-settled` mutant's cache: the entries this worker settled.
+/// Empty and unused in the real worker.
+#[derive(Debug, Default)]
+pub(crate) struct SettledIds(Mutex<BTreeSet<StreamId>>);
+
+impl<B: Broker, H> Shared<B, H> {
+    /// The `remember-settled` mutant: acknowledges entry `id` unrun if this
+    /// worker settled it before. Returns whether it did.
+    pub(crate) async fn skips_remembered(&self, id: StreamId) -> bool {
+        if !self.options.is_mutant(Mutant::RememberSettled) || !self.settled_ids.holds(id) {
+            return false;
+        }
+        let keys = &self.keys;
+        let _ = self.broker.ack(&keys.tasks, &keys.group, &[id]).await;
+        true
+    }
+
+    /// The `remember-settled` mutant: remembers entry `id` if its attempt
+    /// settled it.
+    pub(crate) fn remember_settled(&self, id: StreamId, outcome: Outcome) {
+        let settled = matches!(
+            outcome,
+            Outcome::Completed | Outcome::Retried | Outcome::DeadLettered
+        );
+        if settled && self.options.is_mutant(Mutant::RememberSettled) {
+            self.settled_ids.lock().insert(id);
+        }
+    }
+}
+
+impl SettledIds {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<StreamId>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn holds(&self, id: StreamId) -> bool {
+        self.lock().contains(&id)
     }
 }

@@ -10,13 +10,14 @@ use tracing::Instrument;
 
 use crate::metrics::{DEAD_LETTERED, DELETED_WHILE_PENDING, count};
 use crate::{
-    Ack, AckAndAdd, Broker, DeadLetter, DeadLetterReason, Error, Fields, NewEntry, OnceEntry,
-    Origin, PendingQuery, SettleItem, Settled, StreamId, Task, TaskResult, utc_isoformat,
+    Ack, AckAndAdd, Broker, DLQ_ENTRY_ID, DeadLetter, DeadLetterReason, DeletedRecord, Error,
+    Fields, NewEntry, OnceEntry, Origin, PendingQuery, SettleItem, Settled, StreamId, Task,
+    TaskResult, utc_isoformat,
 };
 
 use super::attempt::{Outcome, Shared, Source};
 use super::health::duplicate;
-use super::mutant::Mutant;
+use super::mutant::{Mutant, SETTLE_TRIES};
 
 /// The field of a retried task entry counting the handler runs that failed
 /// before it: the durable attempt counter, since Redis's own delivery count
@@ -169,22 +170,33 @@ impl<B: Broker, H> Shared<B, H> {
             return self.write_unguarded(item, true).await;
         }
         let id = item.id;
-        let deleted_before = self.was_deleted(id);
         let mut reply_lost = false;
         let mut tries = 0u32;
         let outcome = loop {
             let error = match self.settler.settle(item.clone()).await {
                 Ok(Settled::Done(_)) => break Outcome::Completed,
-                // Unless a renewal had seen the entry deleted from the
-                // stream before this settle began: then no try of it applied
-                // (found by the simulator, issue 9). A deletion seen later may
-                // be retention trimming what this settle acknowledged.
-                Ok(Settled::NotOwned) if reply_lost && !deleted_before => {
+                // Also when a renewal had seen the entry deleted from the
+                // stream: it stays pending for us, so an earlier try may have
+                // settled it (seed 635). If instead a peer's reclaim dropped
+                // it, that reclaim dead-lettered it in the same step
+                // (`autoclaim_recorded`): nothing is left to write either way.
+                Ok(Settled::NotOwned) if reply_lost => {
                     tracing::debug!(%id, "an earlier settle applied; its reply was lost");
                     break Outcome::Completed;
                 }
                 Ok(Settled::NotOwned) => {
                     tracing::warn!(%id, "entry was taken over by another consumer; not recording an outcome");
+                    break Outcome::Zombie;
+                }
+                // The group was destroyed (or its stream deleted): the entry
+                // is no longer pending to anyone, and no retry can record
+                // this outcome. The group is made again below every
+                // unfinished entry (group.rs), so this one is delivered and
+                // run again; retrying here instead would hold a slot for
+                // good, and with every slot held the worker would never
+                // read, never see the group missing, never make it again.
+                Err(Error::NoGroup { .. }) => {
+                    tracing::warn!(%id, "the consumer group is gone; not recording an outcome: the entry runs again once the group is made again");
                     break Outcome::Zombie;
                 }
                 Ok(Settled::Failed(_)) if self.options.is_mutant(Mutant::FailedItemAcked) => {
@@ -219,6 +231,10 @@ impl<B: Broker, H> Shared<B, H> {
                 self.failing.fetch_add(1, Ordering::SeqCst);
             }
             tries = tries.saturating_add(1);
+            if tries >= SETTLE_TRIES && self.options.is_mutant(Mutant::SettleGivesUp) {
+                tracing::error!(%id, "settle failed {tries} times; dropping the outcome");
+                break Outcome::Unsettled;
+            }
             self.reporter.degraded(duplicate(&error), tries);
             tokio::time::sleep(self.retry_wait(tries)).await;
         };
@@ -285,6 +301,35 @@ impl<B: Broker, H> Shared<B, H> {
         }
     }
 
+    /// The dead letter of an entry found deleted from the stream while
+    /// pending: reason `deleted_while_pending`, its origin, and `data` if
+    /// this worker still has it.
+    fn deleted_letter(&self, id: StreamId, data: Bytes) -> NewEntry {
+        let letter = DeadLetter::new(data, "deleted from the stream while pending", 0)
+            .reason(DeadLetterReason::DeletedWhilePending)
+            .origin(self.origin(id))
+            .dead_lettered_at(self.now());
+        NewEntry::new(&self.keys.dlq, letter.to_fields())
+    }
+
+    /// The dead letter a reclaim writes, in the same step as its claim,
+    /// for each pending entry it finds deleted
+    /// ([`Broker::autoclaim_recorded`]): what is known of it, its id in
+    /// `entry_id`, once per entry under the same marker as
+    /// [`Shared::deleted_while_pending`] uses.
+    pub(crate) fn deleted_record(&self) -> DeletedRecord {
+        let template = self.deleted_letter(StreamId::ZERO, Bytes::new());
+        let prefix = format!("{}:deleted-while-pending:", self.keys.dlq);
+        DeletedRecord::new(template, DLQ_ENTRY_ID, prefix, DELETED_MARKER_WINDOW)
+    }
+
+    /// Logs and counts an entry found deleted from the stream while it was
+    /// pending.
+    pub(crate) fn found_deleted(&self, id: StreamId) {
+        tracing::error!(%id, stream = %self.keys.tasks, "an entry was deleted from the stream while pending (trimmed or XDEL'd); dead-lettering what is known of it");
+        count(DELETED_WHILE_PENDING, &self.agent_type, 1);
+    }
+
     /// Records an entry found deleted from the stream while it was pending:
     /// never silently. It is logged, counted, and dead-lettered with reason
     /// `deleted_while_pending` and what is known of it (`data` if this
@@ -292,20 +337,16 @@ impl<B: Broker, H> Shared<B, H> {
     /// in this consumer's pending list: then the dead letter is settled (and
     /// the entry acknowledged) under the ownership guard; otherwise the
     /// broker already dropped it from the pending list and the dead letter
-    /// is a plain append, retried until it is written.
+    /// is a plain append, retried until it is written (and not written
+    /// again if the reclaim that dropped it wrote it already).
     pub(crate) async fn deleted_while_pending(
         &self,
         id: StreamId,
         data: Bytes,
         still_pending: bool,
     ) -> Outcome {
-        tracing::error!(%id, stream = %self.keys.tasks, "an entry was deleted from the stream while pending (trimmed or XDEL'd); dead-lettering what is known of it");
-        count(DELETED_WHILE_PENDING, &self.agent_type, 1);
-        let letter = DeadLetter::new(data, "deleted from the stream while pending", 0)
-            .reason(DeadLetterReason::DeletedWhilePending)
-            .origin(self.origin(id))
-            .dead_lettered_at(self.now());
-        let entry = NewEntry::new(&self.keys.dlq, letter.to_fields());
+        self.found_deleted(id);
+        let entry = self.deleted_letter(id, data);
         if still_pending {
             return match self.settle(SettleItem::new(id).append(entry)).await {
                 Outcome::Completed => Outcome::Vanished,
@@ -314,7 +355,7 @@ impl<B: Broker, H> Shared<B, H> {
         }
         // Written once per entry, whoever finds it gone (a renewal, a
         // reclaim) and however often a lost reply makes it try again.
-        let marker = format!("{}:deleted-while-pending:{id}", self.keys.dlq);
+        let marker = format!("{}{id}", self.deleted_record().marker_prefix);
         let once = OnceEntry::new(entry, marker, DELETED_MARKER_WINDOW);
         let mut tries = 0u32;
         loop {

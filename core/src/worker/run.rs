@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::FutureExt;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -18,13 +17,13 @@ use serde::de::DeserializeOwned;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::metrics::{BROKER_ERRORS, RECLAIMED, count};
+use crate::metrics::{BROKER_ERRORS, count};
 use crate::{
     Broker, DATA_FIELD, DeadLetterReason, DeliveredEntry, Error, ReadGroup, Result, StreamId, Task,
 };
 
 use super::attempt::{Outcome, Shared, Source, panic_message};
-use super::group::{ensure_group, recreate_after};
+use super::group::GroupWatch;
 use super::health::{Health, Reporter, duplicate, stops_the_worker};
 use super::held::Held;
 use super::mutant::Mutant;
@@ -32,6 +31,8 @@ use super::record::RETRY_CAP;
 use super::renew::renew_forever;
 use super::settler::{Retained, Settler};
 use super::{Handler, Worker, WorkerReport};
+
+mod reclaim;
 
 /// Which read a turn made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,14 +56,9 @@ pub(super) struct Loop<B, H> {
     read_new_next: bool,
     /// Broker failures in a row, for the back-off.
     failures: u32,
-    /// Whether the consumer group is known to exist.
-    group_ready: bool,
-    /// Whether this run created or found the group once already: a group
-    /// missing after that was destroyed under it.
-    group_seen: bool,
-    /// The newest id this worker read as new: where a destroyed group is
-    /// re-created when it holds nothing older.
-    last_read: Option<StreamId>,
+    /// What is known of the consumer group: whether it exists, and where
+    /// to make it again should it be destroyed.
+    group: GroupWatch,
     reporter: Reporter,
 }
 
@@ -120,6 +116,7 @@ where
         settler,
         reporter: reporter.clone(),
         failing: AtomicUsize::new(0),
+        settled_ids: Default::default(),
         options,
     });
     // The settler and the renewals live as long as this run, through the
@@ -127,7 +124,7 @@ where
     // crash) stops them with the attempts.
     let mut background = JoinSet::new();
     background.spawn(settling.run());
-    background.spawn(renew_forever(Arc::clone(&shared)));
+    let renewing = background.spawn(renew_forever(Arc::clone(&shared)));
     let mut state = Loop {
         // Look for peers' stale entries at once: a restart after a crash of
         // the whole crew should not wait.
@@ -139,9 +136,7 @@ where
         reclaim_cursor: StreamId::ZERO,
         read_new_next: false,
         failures: 0,
-        group_ready: false,
-        group_seen: false,
-        last_read: None,
+        group: GroupWatch::default(),
         reporter: reporter.clone(),
     };
     tokio::pin!(stop);
@@ -154,6 +149,9 @@ where
     };
     match ended {
         Ok(grace) => {
+            if state.shared.options.is_mutant(Mutant::NoRenewInGrace) {
+                renewing.abort();
+            }
             let report = state
                 .finish(Instant::now() + grace, None::<Pin<&mut Never>>)
                 .await;
@@ -195,19 +193,8 @@ where
         H: Handler<P>,
         P: DeserializeOwned + Send + 'static,
     {
-        if !self.group_ready {
-            let after = if self.group_seen {
-                recreate_after(&self.shared.held_ids(), self.last_read)
-            } else {
-                StreamId::ZERO
-            };
-            match ensure_group(&self.shared, after, self.group_seen).await {
-                Ok(()) => {
-                    self.group_ready = true;
-                    self.group_seen = true;
-                }
-                Err(err) => return self.wait_out(err).await,
-            }
+        if let Err(err) = self.group.ensure(&self.shared).await {
+            return self.wait_out(err).await;
         }
         while let Some(done) = self.inflight.try_join_next() {
             self.tally(done);
@@ -245,18 +232,29 @@ where
                 if self.shared.failing.load(Ordering::SeqCst) == 0 {
                     self.reporter.recovered();
                 }
+                let mut finished = Vec::new();
                 for (entry, source) in batch {
-                    self.start::<P>(entry, source);
+                    if self.group.finished(entry.id) {
+                        finished.push(entry.id);
+                    } else {
+                        self.start::<P>(entry, source);
+                    }
                 }
+                self.ack_finished(finished).await;
                 Ok(())
             }
             Err(err) => {
-                if kind == Read::Reclaim {
+                let starve = kind == Read::Reclaim
+                    && self
+                        .shared
+                        .options
+                        .is_mutant(Mutant::ReclaimFailureStarvesRead);
+                if kind == Read::Reclaim && !starve {
                     // Look again after the usual interval, not at once: a
                     // failing scan must not keep the worker from new work.
                     self.next_reclaim = Instant::now() + self.shared.options.reclaim_every;
                 }
-                self.read_new_next = kind != Read::New;
+                self.read_new_next = kind != Read::New && !starve;
                 self.wait_out(err).await
             }
         }
@@ -276,55 +274,6 @@ where
         Ok(entries.into_iter().map(|e| (e, Source::Drained)).collect())
     }
 
-    async fn reclaim(&mut self, limit: usize) -> Result<Vec<(DeliveredEntry, Source)>> {
-        let shared = &self.shared;
-        let claimed = shared
-            .broker
-            .autoclaim(
-                &shared.keys.tasks,
-                &shared.keys.group,
-                &shared.consumer,
-                shared.options.lease,
-                self.reclaim_cursor,
-                limit,
-            )
-            .await?;
-        self.reclaim_cursor = claimed.next;
-        if claimed.next == StreamId::ZERO {
-            // The scan reached the end: look again after a while.
-            self.next_reclaim = Instant::now() + shared.options.reclaim_every;
-        }
-        if !claimed.claimed.is_empty() {
-            tracing::info!(n = claimed.claimed.len(), "took over stale entries");
-            count(RECLAIMED, &shared.agent_type, claimed.claimed.len() as u64);
-            self.report.reclaimed += claimed.claimed.len() as u64;
-        }
-        // Pending entries deleted from the stream: the broker dropped them
-        // from the pending list; each still gets its dead letter (the
-        // `ignore-deleted` mutant drops them silently, the old behaviour).
-        let deleted = if shared.options.is_mutant(Mutant::IgnoreDeleted) {
-            Vec::new()
-        } else {
-            claimed.deleted
-        };
-        for id in deleted {
-            if shared.mark_deleted_if_held(id) {
-                // Our own running attempt (its lease lapsed: a deleted entry
-                // cannot be renewed): it dead-letters the entry with the
-                // data it holds when its settle finds it gone.
-                continue;
-            }
-            let shared = Arc::clone(&self.shared);
-            self.inflight
-                .spawn(async move { shared.deleted_while_pending(id, Bytes::new(), false).await });
-        }
-        Ok(claimed
-            .claimed
-            .into_iter()
-            .map(|e| (e.into(), Source::Reclaimed))
-            .collect())
-    }
-
     async fn read_new(&mut self, count: usize) -> Result<Vec<(DeliveredEntry, Source)>> {
         let shared = &self.shared;
         let now = Instant::now();
@@ -338,9 +287,6 @@ where
             .count(count)
             .block(block);
         let entries = shared.broker.read_group(&read).await?;
-        if let Some(last) = entries.last() {
-            self.last_read = Some(self.last_read.map_or(last.id, |seen| seen.max(last.id)));
-        }
         Ok(entries.into_iter().map(|e| (e, Source::New)).collect())
     }
 
@@ -368,6 +314,9 @@ where
             // Released on every path: an attempt that ends, panics, or is
             // aborted at the grace's end.
             let _held = Held(Arc::clone(&shared), id);
+            if shared.skips_remembered(id).await {
+                return Outcome::Completed;
+            }
             let attempt = AssertUnwindSafe(shared.attempt::<P>(entry, source)).catch_unwind();
             let outcome = match attempt.await {
                 Ok(outcome) => outcome,
@@ -389,11 +338,32 @@ where
                         .await
                 }
             };
+            shared.remember_settled(id, outcome);
             if outcome == Outcome::Zombie && shared.was_deleted(id) {
                 return shared.deleted_while_pending(id, data, false).await;
             }
             outcome
         });
+    }
+
+    /// Acknowledges entries delivered again only because the group was
+    /// destroyed and made again below them, whose outcomes are recorded
+    /// already ([`GroupWatch::finished`]). Should that fail, they stay
+    /// pending and are reclaimed after the lease, and maybe run again.
+    async fn ack_finished(&self, ids: Vec<StreamId>) {
+        if ids.is_empty() {
+            return;
+        }
+        let keys = &self.shared.keys;
+        match self.shared.broker.ack(&keys.tasks, &keys.group, &ids).await {
+            Ok(acked) => tracing::info!(
+                acked,
+                "entries finished before the group was destroyed were delivered again; acknowledged, not run again"
+            ),
+            Err(err) => {
+                tracing::warn!(error = %err, n = ids.len(), "could not acknowledge entries finished before the group was destroyed")
+            }
+        }
     }
 
     /// Waits out a failed read with a back-off capped at [`RETRY_CAP`],
@@ -410,7 +380,7 @@ where
         }
         if matches!(err, Error::NoGroup { .. }) {
             tracing::warn!("the consumer group is missing; creating it again");
-            self.group_ready = false;
+            self.group.lost();
         }
         let wait = self.shared.backoff_wait(self.failures).min(RETRY_CAP);
         tracing::warn!(error = %err, ?wait, failures = self.failures, "broker call failed; waiting");

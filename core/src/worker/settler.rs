@@ -223,9 +223,10 @@ fn fail_all(replies: Vec<oneshot::Sender<Result<Settled>>>, err: &Error) {
 }
 
 /// An error each item of a failed batch gets: what happened, and whether
-/// retrying may help (the only thing an attempt acts on).
+/// retrying may help, or the group is gone (what an attempt acts on).
 fn copy_of(err: &Error) -> Error {
     match err {
+        Error::NoGroup { stream, group } => Error::no_group(stream, group),
         Error::Timeout(message) => Error::Timeout(message.clone()),
         Error::Unavailable(message) => Error::Unavailable(message.clone()),
         other if other.is_transient() => Error::Connection {
@@ -264,6 +265,7 @@ mod tests {
         }
         let lasting = Error::no_group("s", "g");
         assert!(!copy_of(&lasting).is_transient());
+        assert!(matches!(copy_of(&lasting), Error::NoGroup { .. }));
         assert!(copy_of(&lasting).to_string().contains("NOGROUP"));
     }
 }

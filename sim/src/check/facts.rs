@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crewq_core::{DeadLetter, DeadLetterReason, StreamId, TaskStatus};
 
+use super::rollback::Forgetting;
 use crate::Scenario;
 use crate::crew::task_index;
 use crate::history::Event;
@@ -31,6 +32,22 @@ pub(super) struct TaskFacts {
     pub unread: u32,
     /// Its entries trimmed from the stream before any delivery.
     pub trimmed_unread: u32,
+    /// An injected trim cut an entry of it while pending, and its group
+    /// was destroyed before any reclaim scan reported the entry deleted:
+    /// the trim took the data and the destroy the pending list that named
+    /// it, so nothing in the broker knows of it any more.
+    pub cut_then_forgotten: bool,
+    /// One of its entries was delivered again after its group was
+    /// destroyed and made again below it: the group's memory of what was
+    /// done went with it, so this task may run again (see
+    /// [`Class::Replayed`](crate::report::Class::Replayed)).
+    pub replayed: bool,
+    /// A dispatch of it was acknowledged, and a broker rollback then
+    /// forgot its entry (`acked` says whether another one stayed).
+    pub dispatch_rolled_back: bool,
+    /// Its deliveries that a broker rollback then undid (they happened
+    /// after the restored snapshot), so they may happen again.
+    pub rolled_back_deliveries: u32,
 }
 
 /// A span of time in which a task's delivery could be wasted.
@@ -48,6 +65,8 @@ pub(super) struct Facts {
     pub violations: Vec<Violation>,
     pub deliveries: u64,
     pub handler_calls: u64,
+    /// What broker rollbacks forgot.
+    pub rollbacks: Forgetting,
 }
 
 impl Facts {
@@ -61,6 +80,7 @@ impl Facts {
             violations: Vec::new(),
             deliveries: 0,
             handler_calls: 0,
+            rollbacks: Forgetting::gather(record),
         };
         let entries = facts.map_entries(record);
         let delivered = facts.read_history(scenario, record, &entries);
@@ -113,7 +133,10 @@ impl Facts {
                 }
             }
         }
-        for stamped in record.history.events() {
+        for (index, stamped) in record.history.events().iter().enumerate() {
+            if self.rollbacks.forgot(index) {
+                continue;
+            }
             if let Event::Dispatched { task, entry } = &stamped.event {
                 let stream = record.state.task_stream_of(*task);
                 match map.insert((stream, *entry), *task) {
@@ -141,12 +164,30 @@ impl Facts {
         entries: &BTreeMap<(String, StreamId), u32>,
     ) -> BTreeSet<(String, StreamId)> {
         let mut delivered = BTreeSet::new();
+        let mut replays = Replays::default();
+        // Entries cut while pending and not yet reported deleted.
+        let mut cut: BTreeSet<(String, StreamId)> = BTreeSet::new();
         let task_streams = record.state.task_streams();
         // A crashed worker's in-flight read may still deliver a little
         // after the crash (on Redis, a command already on the wire).
         let slack = crate::scenario::millis_of(scenario.lease);
-        for stamped in record.history.events() {
+        for (index, stamped) in record.history.events().iter().enumerate() {
             let at = stamped.at_ms;
+            if self.rollbacks.undone(index, at)
+                && let Event::Delivered { stream, id, .. } = &stamped.event
+            {
+                let task = match self.rollbacks.forgot(index) {
+                    true => self.rollbacks.task_of(stream, *id),
+                    false => entries.get(&(stream.clone(), *id)).copied(),
+                };
+                if let Some(facts) = task.and_then(|t| self.tasks.get_mut(&t)) {
+                    facts.rolled_back_deliveries += 1;
+                }
+            }
+            if self.rollbacks.forgot(index) {
+                self.forgotten_ref(&stamped.event, at);
+                continue;
+            }
             match &stamped.event {
                 Event::Dispatched { task, .. } => {
                     if let Some(facts) = self.task(*task) {
@@ -156,9 +197,11 @@ impl Facts {
                 Event::Delivered { stream, id, .. } if task_streams.contains(stream) => {
                     self.deliveries += 1;
                     delivered.insert((stream.clone(), *id));
+                    let replayed = replays.delivered(stream, *id);
                     match entries.get(&(stream.clone(), *id)) {
                         Some(task) => {
                             if let Some(facts) = self.task(*task) {
+                                facts.replayed |= replayed;
                                 facts.deliveries += 1;
                                 facts.first_delivery_ms.get_or_insert(at);
                                 facts.last_delivery_ms = Some(at);
@@ -194,10 +237,59 @@ impl Facts {
                     from_ms: at,
                     to_ms: at,
                 }),
+                Event::GroupDestroyed { stream } => {
+                    replays.destroyed(stream);
+                    let forgotten: Vec<_> =
+                        cut.iter().filter(|(s, _)| s == stream).cloned().collect();
+                    for key in forgotten {
+                        cut.remove(&key);
+                        if let Some(facts) = entries.get(&key).and_then(|t| self.tasks.get_mut(t)) {
+                            facts.cut_then_forgotten = true;
+                        }
+                    }
+                }
+                Event::Cut {
+                    stream,
+                    pending,
+                    unread,
+                } => {
+                    cut.extend(pending.iter().map(|id| (stream.clone(), *id)));
+                    for id in unread {
+                        let key = (stream.clone(), *id);
+                        if let Some(facts) = entries.get(&key).and_then(|t| self.tasks.get_mut(t)) {
+                            facts.cut_then_forgotten = true;
+                        }
+                    }
+                }
+                Event::FoundDeleted { stream, id } => {
+                    cut.remove(&(stream.clone(), *id));
+                }
                 _ => {}
             }
         }
         delivered
+    }
+
+    /// A dispatch or delivery of an entry a rollback forgot: it counts for
+    /// its task, but names no entry the broker still knows.
+    fn forgotten_ref(&mut self, event: &Event, at: u64) {
+        match event {
+            Event::Dispatched { task, .. } => {
+                if let Some(facts) = self.task(*task) {
+                    facts.dispatch_rolled_back = true;
+                }
+            }
+            Event::Delivered { stream, id, .. } => {
+                self.deliveries += 1;
+                let task = self.rollbacks.task_of(stream, *id);
+                if let Some(facts) = task.and_then(|t| self.tasks.get_mut(&t)) {
+                    facts.deliveries += 1;
+                    facts.first_delivery_ms.get_or_insert(at);
+                    facts.last_delivery_ms = Some(at);
+                }
+            }
+            _ => {}
+        }
     }
 
     fn read_outcomes(&mut self, record: &RunRecord, entries: &BTreeMap<(String, StreamId), u32>) {
@@ -325,5 +417,28 @@ impl Facts {
             .iter()
             .filter(|d| d.from_ms <= last && d.to_ms >= first)
             .count() as u32
+    }
+}
+
+/// Which deliveries replay an entry: delivered before its stream's group was
+/// destroyed, and again after.
+#[derive(Default)]
+struct Replays {
+    /// Destructions so far, by stream.
+    generation: BTreeMap<String, u32>,
+    /// The generation of each entry's first delivery.
+    first: BTreeMap<(String, StreamId), u32>,
+}
+
+impl Replays {
+    fn destroyed(&mut self, stream: &str) {
+        *self.generation.entry(stream.to_owned()).or_default() += 1;
+    }
+
+    /// Notes a delivery; whether it replays the entry.
+    fn delivered(&mut self, stream: &str, id: StreamId) -> bool {
+        let now = self.generation.get(stream).copied().unwrap_or(0);
+        let first = *self.first.entry((stream.to_owned(), id)).or_insert(now);
+        first < now
     }
 }

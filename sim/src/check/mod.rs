@@ -6,6 +6,13 @@
 //! and the streams after the drain.
 
 mod facts;
+mod overlap;
+mod reads;
+mod rollback;
+#[cfg(test)]
+mod run_tests;
+mod runs;
+mod success;
 #[cfg(test)]
 mod tests;
 
@@ -31,6 +38,14 @@ pub(crate) fn check(scenario: &Scenario, seed: u64, record: &RunRecord) -> Repor
         verdict.judge(scenario, record, &facts, task, task_facts, class);
     }
     verdict.gathers(record, &facts);
+    verdict.violations.extend(reads::starved(&record.history));
+    // Invariants about handler runs: no second run while the first holds
+    // its lease; no success dropped.
+    let runs = runs::runs(record);
+    verdict
+        .violations
+        .extend(overlap::check(scenario, record, &runs));
+    verdict.violations.extend(success::check(record, &runs));
     for problem in &record.problems {
         verdict.violate(Invariant::RunCompletes, None, problem.clone());
     }
@@ -65,6 +80,10 @@ pub(crate) fn check(scenario: &Scenario, seed: u64, record: &RunRecord) -> Repor
             for (class, n) in &record.hits {
                 *hits.entry((*class).to_owned()).or_default() += n;
             }
+            let stopped_running = overlap::running_at_stops(record, &runs);
+            if stopped_running > 0 {
+                hits.insert("graceful_stop_running_tasks".to_owned(), stopped_running);
+            }
             hits
         },
         workers: record.reports.iter().copied().sum(),
@@ -74,13 +93,17 @@ pub(crate) fn check(scenario: &Scenario, seed: u64, record: &RunRecord) -> Repor
 fn classify(facts: &TaskFacts) -> Class {
     let dead = facts.dead_letters.len();
     match (facts.successes, dead) {
+        (s, d) if facts.replayed && (d > 1 || (s > 0 && d > 0)) => Class::Replayed,
         (s, d) if s > 0 && d > 0 => Class::Unexpected,
         (_, d) if d > 1 => Class::Unexpected,
         (s, _) if s > 1 => Class::Duplicated,
         (1, _) => Class::Ok,
         (_, 1) => Class::DeadLettered,
-        _ if facts.pending > 0 || facts.unread > 0 || !facts.acked => Class::Stuck,
-        _ if facts.trimmed_unread > 0 => Class::LostToTrim,
+        _ if facts.pending > 0 || facts.unread > 0 => Class::Stuck,
+        // Every acknowledged dispatch of it was forgotten by a rollback.
+        _ if !facts.acked && facts.dispatch_rolled_back => Class::LostToRollback,
+        _ if !facts.acked => Class::Stuck,
+        _ if facts.trimmed_unread > 0 || facts.cut_then_forgotten => Class::LostToTrim,
         _ => Class::Lost,
     }
 }
@@ -184,7 +207,12 @@ impl Verdict {
                     "never acknowledged as dispatched".to_owned()
                 },
             ),
-            Class::Ok | Class::Duplicated | Class::DeadLettered | Class::LostToTrim => {}
+            Class::Ok
+            | Class::Duplicated
+            | Class::DeadLettered
+            | Class::LostToTrim
+            | Class::Replayed
+            | Class::LostToRollback => {}
         }
         let poison = record.plan.poison_kind(task);
         let expected = expected_reason(poison);
@@ -219,16 +247,24 @@ impl Verdict {
             let detail = format!("{} failure result(s) but no dead letter", f.failures);
             self.violate(Invariant::OutcomesConsistent, t, detail);
         }
+        if f.replayed {
+            // Its group was destroyed and made again below an entry of it
+            // that had been delivered: the attempts it had run are run
+            // again, so retries and deliveries start over (at-least-once).
+            return;
+        }
         let retries = f.entries.saturating_sub(1);
         if retries > max_retries {
             let detail = format!("put back {retries} times; max_retries is {max_retries}");
             self.violate(Invariant::RetriesBounded, t, detail);
         }
         let disruptions = facts.disruptions_during(f);
-        let bound = max_retries + 2 + disruptions;
+        // Deliveries a rollback undid may all happen again.
+        let undone = f.rolled_back_deliveries;
+        let bound = max_retries + 2 + disruptions + undone;
         if f.deliveries > bound {
             let detail = format!(
-                "{} deliveries; at most {bound} ({max_retries} retries + 2 + {disruptions} disruptions)",
+                "{} deliveries; at most {bound} ({max_retries} retries + 2 + {disruptions} disruptions + {undone} rolled back)",
                 f.deliveries
             );
             self.violate(Invariant::RedeliveriesBounded, t, detail);
@@ -244,8 +280,12 @@ impl Verdict {
                     for &task in &gather.tasks {
                         let expected = facts.first_results.get(&task);
                         let got = gathered.results.get(&task_id(task)).map(|r| r.status);
+                        // Or the first result a rollback then forgot: the
+                        // supervisor may have read it before the rollback.
+                        let forgotten = facts.rollbacks.first_results.get(&task);
                         if let Some(status) = expected
                             && got != Some(*status)
+                            && (got.is_none() || got.as_ref() != forgotten)
                         {
                             let detail = format!(
                                 "workflow {workflow}'s gather got {got:?}, the first result is {status:?}"

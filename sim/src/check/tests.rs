@@ -120,10 +120,8 @@ fn a_delivery_of_an_entry_never_dispatched_breaks_no_phantom() {
     assert_eq!(broken(&record), [Invariant::NoPhantom]);
 }
 
-#[test]
-fn a_dead_letter_for_a_task_that_succeeded_breaks_not_ok_and_dead_lettered() {
-    let mut record = record();
-    let (_, _, entry) = an_ok_task(&record);
+/// Adds a dead letter of `entry` (a copy of another, pointed at it).
+fn dead_letter_entry(record: &mut RunRecord, entry: StreamId) {
     let agent = &mut record.state.agents[0];
     let (id, mut letter) = agent
         .dead_letters
@@ -136,7 +134,46 @@ fn a_dead_letter_for_a_task_that_succeeded_breaks_not_ok_and_dead_lettered() {
     // The letter's data is another task's; point it at this one only.
     letter.task = Default::default();
     agent.dead_letters.push((id, Ok(letter)));
+}
+
+#[test]
+fn a_dead_letter_for_a_task_that_succeeded_breaks_not_ok_and_dead_lettered() {
+    let mut record = record();
+    let (_, _, entry) = an_ok_task(&record);
+    dead_letter_entry(&mut record, entry);
     assert!(broken(&record).contains(&Invariant::NotOkAndDeadLettered));
+}
+
+#[test]
+fn outcomes_of_an_entry_delivered_again_after_its_group_was_destroyed_are_counted_apart() {
+    let mut record = record();
+    let (_, _, entry) = an_ok_task(&record);
+    // Run again from its entry, it failed every time this once, and was
+    // dead-lettered after its retries: a success and a dead letter.
+    dead_letter_entry(&mut record, entry);
+    if let Some((_, Ok(letter))) = record.state.agents[0].dead_letters.last_mut() {
+        letter.reason = Some(crewq_core::DeadLetterReason::MaxRetries);
+    }
+    let stream = record.state.agents[0].keys.tasks.clone();
+    push(
+        &mut record,
+        Event::GroupDestroyed {
+            stream: stream.clone(),
+        },
+    );
+    for _ in 0..4 {
+        push(
+            &mut record,
+            Event::Delivered {
+                stream: stream.clone(),
+                consumer: "research-1".into(),
+                id: entry,
+            },
+        );
+    }
+    let report = check(&scenario(), 5, &record);
+    assert!(report.passed(), "{report}");
+    assert_eq!(report.counts.replayed, 1, "{report}");
 }
 
 #[test]

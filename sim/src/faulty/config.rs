@@ -5,6 +5,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use serde::Serialize;
+
 /// A [`Broker`](crewq_core::Broker) method: names operations in an
 /// [`OpSet`] and in the fault log. The same as
 /// [`BrokerOp`](crewq_core::BrokerOp), which
@@ -142,25 +144,93 @@ pub struct FaultConfig {
     /// `WRONGTYPE` or `OOM` text): nothing is written for it and it stays
     /// pending, while the other items of the call settle. 0 to 1.
     pub item_failure: f64,
-    /// Half-open links: calls that start in one's window hang until its
+    /// Half-open links: calls on a connection one silenced hang until its
     /// time-out (see [`HalfOpen`]).
     pub half_open: Vec<HalfOpen>,
+    /// Outages: every call that starts in one of these windows (tokio
+    /// time) fails at once with a transient connection error, nothing
+    /// applied, as against a server that is down ([`Fault::Outage`](super::Fault::Outage)).
+    pub outages: Vec<std::ops::Range<tokio::time::Instant>>,
 }
 
-/// A link gone silent (no FIN, no RST) for a window of time: every call
-/// that starts in `[from, until)` hangs for `timeout`, as the Redis
-/// backend's response time-out lets it, then fails with
+/// A link gone silent (no FIN, no RST) for a window of time, on some of
+/// one client's connections.
+///
+/// It strikes connections, not calls, as crewq meets it on Redis: the
+/// backend sends ordinary calls on one shared multiplexed connection and
+/// each blocking read of new entries on a pooled connection of its own
+/// ([`Conn`]); a middlebox that loses or blackholes flows (a NAT or
+/// conntrack table, a load balancer, an ECMP path) silences flows, so
+/// [`flows`](HalfOpen::flows) says which kind goes silent.
+///
+/// A connection of that kind in use at [`from`](HalfOpen::from), or opened
+/// before [`until`](HalfOpen::until), is silent: every call on it hangs for
+/// [`timeout`](HalfOpen::timeout), as the backend's response time-out (or a
+/// blocking read's deadline) lets it, then fails with
 /// [`Error::Timeout`](crewq_core::Error::Timeout). Whether the server got
 /// the command before the link went silent is drawn per call: it may have
-/// applied. Faults switched off end the window.
+/// applied. The backend drops a connection that timed out and opens a new
+/// one for the next call, so a silent connection stays silent past `until`
+/// until a call on it times out; one opened after `until` works. Faults
+/// switched off end it all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HalfOpen {
     /// When the link goes silent (tokio time).
     pub from: tokio::time::Instant,
-    /// When it works again (a new connection).
+    /// When connections opened from then on work again.
     pub until: tokio::time::Instant,
     /// How long a call hangs before it times out.
     pub timeout: Duration,
+    /// Which connections go silent.
+    pub flows: Flows,
+}
+
+/// Which of a client's connections a call goes on, as the Redis backend
+/// routes it (`backend-redis/src/broker.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Conn {
+    /// The shared multiplexed connection: every call but a blocking read.
+    Shared,
+    /// A pooled connection of its own: a read of new entries with `BLOCK`.
+    Blocking,
+}
+
+impl Conn {
+    /// Its index among a client's connection kinds.
+    pub(super) fn index(self) -> usize {
+        match self {
+            Conn::Shared => 0,
+            Conn::Blocking => 1,
+        }
+    }
+}
+
+/// Which connections of a client a [`HalfOpen`] link silences.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Flows {
+    /// The shared connection: ordinary calls hang, blocking reads work.
+    Shared,
+    /// The blocking-read connections: reads of new entries hang, the rest
+    /// works.
+    Blocking,
+    /// Every connection of the client.
+    All,
+}
+
+impl Flows {
+    /// Every choice, in a fixed order (draws index into it).
+    pub const ALL: [Flows; 3] = [Flows::Shared, Flows::Blocking, Flows::All];
+
+    /// Whether a link of these flows silences `conn`.
+    pub fn silences(self, conn: Conn) -> bool {
+        match self {
+            Flows::Shared => conn == Conn::Shared,
+            Flows::Blocking => conn == Conn::Blocking,
+            Flows::All => true,
+        }
+    }
 }
 
 impl Default for FaultConfig {
@@ -174,6 +244,7 @@ impl Default for FaultConfig {
             refused: 0.0,
             item_failure: 0.0,
             half_open: Vec::new(),
+            outages: Vec::new(),
         }
     }
 }

@@ -11,7 +11,7 @@ use crewq_core::{
     Settled, StreamId,
 };
 
-use super::{Fault, FaultyBroker, Op};
+use super::{Conn, Fault, FaultyBroker, Op};
 
 #[async_trait]
 impl<B: Broker> BrokerLayer for FaultyBroker<B> {
@@ -27,7 +27,7 @@ impl<B: Broker> BrokerLayer for FaultyBroker<B> {
 
     async fn read_group(&self, read: &ReadGroup) -> Result<Vec<DeliveredEntry>> {
         self.wait_while_paused().await;
-        let mut plan = self.plan(Op::ReadGroup);
+        let mut plan = self.plan(Op::ReadGroup, conn_of(read));
         match blocks_for(read) {
             // Not blocking, or blocking forever: the delay is plain latency.
             None | Some(Duration::ZERO) => self.apply(plan, self.inner.read_group(read)).await,
@@ -53,7 +53,7 @@ impl<B: Broker> BrokerLayer for FaultyBroker<B> {
     /// goes on with the next; the other items settle as usual.
     async fn settle(&self, settle: Settle) -> Result<Vec<Settled>> {
         self.wait_while_paused().await;
-        let plan = self.plan(Op::Settle);
+        let plan = self.plan(Op::Settle, Conn::Shared);
         let refused = self.item_failures(&plan, settle.items.len());
         if refused.iter().all(Option::is_none) {
             return self.apply(plan, self.inner.settle(settle)).await;
@@ -100,5 +100,15 @@ fn blocks_for(read: &ReadGroup) -> Option<Duration> {
         // `PendingAfter(MAX)` is how Redis spells `>`, BLOCK included.
         ReadFrom::New | ReadFrom::PendingAfter(StreamId::MAX) => read.block,
         ReadFrom::PendingAfter(_) => None,
+    }
+}
+
+/// The connection the Redis backend sends `read` on: a read of new entries
+/// with `BLOCK` gets a pooled connection of its own, any other read goes on
+/// the shared one.
+fn conn_of(read: &ReadGroup) -> Conn {
+    match (read.from, read.block) {
+        (ReadFrom::New, Some(_)) => Conn::Blocking,
+        _ => Conn::Shared,
     }
 }

@@ -2,6 +2,9 @@
 
 mod config;
 mod delegate;
+mod draw;
+mod fault;
+mod links;
 mod server;
 
 use std::fmt;
@@ -10,77 +13,16 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use crewq_core::{Broker, Error, Result};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
 use tokio::time::Instant;
 
-pub use config::{FaultConfig, HalfOpen, Op, OpSet};
+pub use config::{Conn, FaultConfig, Flows, HalfOpen, Op, OpSet};
+pub use fault::{Fault, FaultEvent, FaultLog};
+pub use links::{CallEnd, CallObserver};
 pub use server::ServerError;
 
-/// A fault that took effect on one call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Fault {
-    /// The call failed with a transient connection error before it reached
-    /// the inner broker: nothing was applied.
-    Before,
-    /// The inner broker applied the call, and the caller got a transient
-    /// time-out instead of its reply.
-    After,
-    /// The call was held back this many milliseconds before it went on.
-    Delay(u64),
-    /// The server refused the call with an error reply (a failover, a
-    /// restart, memory pressure): nothing applied.
-    Refused(ServerError),
-    /// The call hung on a half-open link until the time-out; `applied`
-    /// says whether the server had run it.
-    HalfOpen {
-        /// Whether the call was applied.
-        applied: bool,
-    },
-    /// Item `item` (from 0) of a settle was refused on its own
-    /// ([`Settled::Failed`](crewq_core::Settled::Failed)); the rest settled.
-    ItemFailed {
-        /// The item's index in the call.
-        item: u32,
-    },
-}
-
-impl Fault {
-    /// The fault class it counts under in a campaign's hit counts
-    /// (`broker_error_before`, `failover_readonly`, `half_open` ...).
-    pub fn class(self) -> &'static str {
-        match self {
-            Fault::Before => "broker_error_before",
-            Fault::After => "broker_error_after",
-            Fault::Delay(_) => "broker_latency",
-            Fault::Refused(server) => server.class(),
-            Fault::HalfOpen { .. } => "half_open",
-            Fault::ItemFailed { .. } => "settle_item_failed",
-        }
-    }
-
-    /// Whether the caller saw an error or a refused item (not only a delay).
-    pub fn is_error(self) -> bool {
-        !matches!(self, Fault::Delay(_))
-    }
-}
-
-/// One entry of the fault log.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct FaultEvent {
-    /// The call's number: calls through the wrapper are numbered from 0 in
-    /// the order they start, whether faults touch them or not.
-    pub seq: u64,
-    /// The operation called.
-    pub op: Op,
-    /// What was done to it.
-    pub fault: Fault,
-}
-
-/// The faults a [`FaultyBroker`] injected, in the order they took effect
-/// (a call's delay before its error; an [`Fault::After`] once the inner
-/// call has returned).
-pub type FaultLog = Vec<FaultEvent>;
+use draw::{ErrorAt, Plan};
 
 /// A broker that injects seeded faults into the calls it passes to `B`:
 /// transient errors before or after the call is applied, latency, and
@@ -163,26 +105,11 @@ struct Dice {
     injected: u64,
     log: FaultLog,
     observer: Option<FaultObserver>,
-}
-
-/// What was decided for one call when it started.
-#[derive(Clone, Copy, Debug)]
-struct Plan {
-    seq: u64,
-    op: Op,
-    delay: Duration,
-    error: Option<ErrorAt>,
-    refused: Option<ServerError>,
-    /// Hangs this long on a half-open link, then times out; whether it
-    /// applied.
-    half_open: Option<(Duration, bool)>,
-}
-
-/// When an injected error strikes.
-#[derive(Clone, Copy, Debug)]
-enum ErrorAt {
-    Before,
-    After,
+    /// Sees the end of each call made while faults are on.
+    calls_observer: Option<CallObserver>,
+    /// When each kind of connection ([`Conn::index`]) in use was opened;
+    /// `None`: closed, the next call opens one.
+    opened: [Option<Instant>; 2],
 }
 
 impl<B: Broker> FaultyBroker<B> {
@@ -203,6 +130,8 @@ impl<B: Broker> FaultyBroker<B> {
             injected: 0,
             log: Vec::new(),
             observer: None,
+            calls_observer: None,
+            opened: [None; 2],
         };
         FaultyBroker {
             inner,
@@ -292,74 +221,6 @@ impl<B: Broker> FaultyBroker<B> {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Numbers the call and draws its faults.
-    fn plan(&self, op: Op) -> Plan {
-        let config = &self.state.config;
-        let mut dice = self.dice();
-        let seq = dice.calls;
-        dice.calls += 1;
-        let mut plan = Plan {
-            seq,
-            op,
-            delay: Duration::ZERO,
-            error: None,
-            refused: None,
-            half_open: None,
-        };
-        if !dice.enabled || !config.ops.contains(op) {
-            return plan;
-        }
-        let now = Instant::now();
-        if let Some(link) = config
-            .half_open
-            .iter()
-            .find(|link| link.from <= now && now < link.until)
-        {
-            plan.half_open = Some((link.timeout, dice.server.random_bool(0.5)));
-            return plan;
-        }
-        if let Some((a, b)) = config.latency {
-            let lo = millis(a.min(b));
-            let hi = millis(a.max(b));
-            plan.delay = Duration::from_millis(dice.latency.random_range(lo..=hi));
-        }
-        let roll: f64 = dice.errors.random();
-        plan.error = if roll < config.error_before {
-            Some(ErrorAt::Before)
-        } else if roll < config.error_before + config.error_after {
-            Some(ErrorAt::After)
-        } else {
-            None
-        };
-        if config.refused > 0.0 {
-            let roll: f64 = dice.server.random();
-            let choices = ServerError::for_op(op);
-            let pick = dice.server.random_range(0..choices.len());
-            if plan.error.is_none() && roll < config.refused {
-                plan.refused = Some(choices[pick]);
-            }
-        }
-        plan
-    }
-
-    /// Draws which items of a settle of `items` items the server refuses,
-    /// with the reply text of each (none when the call itself fails).
-    fn item_failures(&self, plan: &Plan, items: usize) -> Vec<Option<&'static str>> {
-        let config = &self.state.config;
-        let mut dice = self.dice();
-        let faulted = plan.error.is_some() || plan.refused.is_some() || plan.half_open.is_some();
-        if !dice.enabled || !config.ops.contains(plan.op) || config.item_failure <= 0.0 || faulted {
-            return vec![None; items];
-        }
-        (0..items)
-            .map(|_| {
-                let roll: f64 = dice.server.random();
-                let reply = server::ITEM_REPLIES[dice.server.random_range(0..2)];
-                (roll < config.item_failure).then_some(reply)
-            })
-            .collect()
-    }
-
     fn record(&self, plan: &Plan, fault: Fault) {
         tracing::debug!(seq = plan.seq, op = %plan.op, ?fault, "injecting a fault");
         let event = FaultEvent {
@@ -385,7 +246,8 @@ impl<B: Broker> FaultyBroker<B> {
     /// [`FaultyBroker::apply`].
     async fn inject<T>(&self, op: Op, call: impl Future<Output = Result<T>>) -> Result<T> {
         self.wait_while_paused().await;
-        let plan = self.plan(op);
+        // Every call but a blocking read goes on the shared connection.
+        let plan = self.plan(op, Conn::Shared);
         self.apply(plan, call).await
     }
 
@@ -395,6 +257,9 @@ impl<B: Broker> FaultyBroker<B> {
     async fn apply<T>(&self, plan: Plan, call: impl Future<Output = Result<T>>) -> Result<T> {
         let reply = self.apply_faults(plan, call).await;
         self.wait_while_paused().await;
+        if plan.watched {
+            self.call_ended(&plan, reply.is_ok());
+        }
         reply
     }
 
@@ -403,18 +268,33 @@ impl<B: Broker> FaultyBroker<B> {
         plan: Plan,
         call: impl Future<Output = Result<T>>,
     ) -> Result<T> {
+        if plan.outage {
+            self.record(&plan, Fault::Outage);
+            return Err(Error::Connection {
+                message: format!(
+                    "injected fault: the broker is down; connection refused for {} (call {})",
+                    plan.op, plan.seq
+                ),
+                source: None,
+            });
+        }
         if !plan.delay.is_zero() {
             self.record(&plan, Fault::Delay(millis(plan.delay)));
             tokio::time::sleep(plan.delay).await;
         }
-        if let Some((timeout, applied)) = plan.half_open {
+        if let Some(hang) = plan.half_open {
             // The command reached the server (or not) before the link went
             // silent; the caller hears nothing until its time-out.
+            // A blocking read that applied is cut at the time-out too.
+            let (timeout, applied) = (hang.timeout, hang.applied);
+            let deadline = Instant::now() + timeout;
             if applied {
-                let _lost = call.await;
+                let _lost = tokio::time::timeout_at(deadline, call).await;
             }
-            tokio::time::sleep(timeout).await;
-            self.record(&plan, Fault::HalfOpen { applied });
+            tokio::time::sleep_until(deadline).await;
+            self.replace(plan.conn, hang.opened);
+            let conn = plan.conn;
+            self.record(&plan, Fault::HalfOpen { conn, applied });
             let applied = if applied {
                 "it was applied"
             } else {

@@ -6,10 +6,13 @@ use rand::Rng;
 use serde::Serialize;
 
 use super::{FaultPlan, FaultRates, PlanShape};
+use crate::Flows;
 use crate::seed::SimRng;
 
-/// One worker's link gone silent for a while: its calls hang until the
-/// time-out, then fail (applied or not); the other actors are unaffected.
+/// One worker's link gone silent for a while on some of its connections:
+/// calls on a silent connection hang until the time-out, then fail (applied
+/// or not), until the worker's client replaces the connection (see
+/// [`HalfOpen`](crate::HalfOpen)); the other actors are unaffected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct HalfOpenLink {
     /// The worker slot whose connection hangs.
@@ -21,6 +24,8 @@ pub struct HalfOpenLink {
     /// How long each call hangs before it times out (the Redis backend's
     /// response time-out).
     pub timeout_ms: u64,
+    /// Which of the worker's connections go silent.
+    pub flows: Flows,
 }
 
 /// Draws the plan's broker-level classes (after everything else, so the
@@ -37,6 +42,7 @@ pub(super) fn draw(plan: &mut FaultPlan, rates: &FaultRates, shape: &PlanShape, 
             at_ms: rng.random_range(0..window),
             for_ms: rng.random_range(lease / 2..=lease * 3),
             timeout_ms: rng.random_range(lease / 10..=lease).max(1),
+            flows: Flows::ALL[rng.random_range(0..Flows::ALL.len())],
         })
         .collect();
 }

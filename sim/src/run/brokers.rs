@@ -8,10 +8,10 @@ use std::time::Duration;
 use crewq_core::Broker;
 
 use crate::history::{Event, Recorder};
-use crate::plan::{BrokerFaults, HalfOpenLink};
+use crate::plan::{BrokerFaults, HalfOpenLink, Outage};
 use crate::recorder::RecordingBroker;
 use crate::seed::{Purpose, derive};
-use crate::{FaultConfig, FaultyBroker, HalfOpen, OpSet};
+use crate::{FaultConfig, FaultyBroker, HalfOpen, Op, OpSet};
 
 /// A fault-injecting handle over the run's recording broker.
 pub(crate) type Handle<B> = FaultyBroker<RecordingBroker<B>>;
@@ -25,10 +25,17 @@ pub(crate) fn worker_stream(worker: u32, incarnation: u32) -> u64 {
     2 + (u64::from(worker) << 20) + u64::from(incarnation)
 }
 
+/// Whether `stream` is a worker's (not the producer's or supervisor's).
+fn is_worker(stream: u64) -> bool {
+    stream >= 2
+}
+
 pub(crate) struct Brokers<B> {
     recorded: RecordingBroker<B>,
     faults: BrokerFaults,
     links: Vec<HalfOpenLink>,
+    /// Outages of the broker: every handle's calls fail in them.
+    outages: Vec<Outage>,
     seed: u64,
     recorder: Recorder,
     state: Mutex<Switch<B>>,
@@ -44,6 +51,7 @@ impl<B: Broker + Clone + 'static> Brokers<B> {
         recorded: RecordingBroker<B>,
         faults: BrokerFaults,
         links: Vec<HalfOpenLink>,
+        outages: Vec<Outage>,
         seed: u64,
         recorder: Recorder,
     ) -> Self {
@@ -51,6 +59,7 @@ impl<B: Broker + Clone + 'static> Brokers<B> {
             recorded,
             faults,
             links,
+            outages,
             seed,
             recorder,
             state: Mutex::new(Switch {
@@ -83,20 +92,45 @@ impl<B: Broker + Clone + 'static> Brokers<B> {
             refused: self.faults.refused,
             item_failure: self.faults.item_failure,
             half_open: self.half_open_of(stream),
+            outages: self
+                .outages
+                .iter()
+                .map(|o| {
+                    self.recorder.at(o.at_ms)..self.recorder.at(o.at_ms.saturating_add(o.for_ms))
+                })
+                .collect(),
         };
         let handle = FaultyBroker::new(self.recorded.clone(), config);
-        let (recorder, actor) = (self.recorder.clone(), actor.to_owned());
+        let (recorder, name) = (self.recorder.clone(), actor.to_owned());
         handle.set_observer(Arc::new(move |event| {
             // Latency shows in the timestamps; only errors are events.
             if event.fault.is_error() {
                 recorder.record(Event::Fault {
-                    actor: actor.clone(),
+                    actor: name.clone(),
                     seq: event.seq,
                     op: event.op,
                     fault: event.fault,
                 });
             }
         }));
+        if is_worker(stream) {
+            // What a worker read, and whether it failed: how the checker
+            // sees that failing scans never starve reading new work.
+            let (recorder, consumer) = (self.recorder.clone(), actor.to_owned());
+            handle.set_call_observer(Arc::new(move |call| {
+                if matches!(
+                    call.op,
+                    Op::ReadGroup | Op::Autoclaim | Op::AutoclaimRecorded
+                ) {
+                    recorder.record(Event::Read {
+                        consumer: consumer.clone(),
+                        op: call.op,
+                        conn: call.conn,
+                        ok: call.ok,
+                    });
+                }
+            }));
+        }
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if state.off {
             handle.set_enabled(false);
@@ -109,9 +143,10 @@ impl<B: Broker + Clone + 'static> Brokers<B> {
     /// (none for the producer and the supervisor): every incarnation of
     /// that worker slot shares its link's window.
     fn half_open_of(&self, stream: u64) -> Vec<HalfOpen> {
-        let Some(worker) = stream.checked_sub(2).map(|n| n >> 20) else {
+        if !is_worker(stream) {
             return Vec::new();
-        };
+        }
+        let worker = (stream - 2) >> 20;
         self.links
             .iter()
             .filter(|link| u64::from(link.worker) == worker)
@@ -119,6 +154,7 @@ impl<B: Broker + Clone + 'static> Brokers<B> {
                 from: self.recorder.at(link.at_ms),
                 until: self.recorder.at(link.at_ms.saturating_add(link.for_ms)),
                 timeout: Duration::from_millis(link.timeout_ms),
+                flows: link.flows,
             })
             .collect()
     }

@@ -8,7 +8,9 @@
 
 mod brokers;
 mod dispatch;
+mod groups;
 mod hits;
+mod rollbacks;
 mod slots;
 pub(crate) mod state;
 #[cfg(test)]
@@ -34,6 +36,7 @@ use brokers::{Brokers, PRODUCER, SUPERVISOR};
 use dispatch::{Dispatcher, Gathers};
 pub(crate) use dispatch::{GatherOutcome, GatherRecord};
 pub(crate) use hits::Hits;
+use rollbacks::Rollbacks;
 use slots::Crewing;
 use state::FinalState;
 
@@ -43,6 +46,9 @@ pub(crate) struct Backend<B> {
     /// Stamps results and dead letters; virtual on the memory backend.
     pub clock: Arc<dyn Clock>,
     pub keyspace: Keyspace,
+    /// The broker again, where it can be rolled back (the memory backend):
+    /// the plan's rollbacks fire only there.
+    pub rollback: Option<crewq_memory::MemoryBroker>,
 }
 
 /// Everything a run leaves for the checker.
@@ -60,10 +66,15 @@ pub(crate) struct RunRecord {
     pub drained: bool,
     /// Broker faults injected.
     pub injected: u64,
-    /// How often each state-level fault class (poison kinds, trims) fired,
+    /// How often each state-level fault class (poison kinds, trims, group
+    /// destructions) fired,
     /// by class name; the checker adds them to the hits it counts from the
     /// history.
     pub hits: BTreeMap<&'static str, u64>,
+    /// The appends a broker rollback forgot, in order (the history's
+    /// `RolledBack` events list them too); the final state's outcomes and
+    /// entries leave them out.
+    pub forgotten: Vec<rollbacks::Append>,
 }
 
 /// What a crash or a pause does, in timeline order.
@@ -81,10 +92,28 @@ enum Action {
         worker: u32,
         for_ms: u64,
     },
+    /// A graceful stop of a worker, back after the grace and `down_ms`.
+    Stop {
+        worker: u32,
+        grace_ms: u64,
+        down_ms: u64,
+    },
     /// An injected trim of agent type `agent`'s task stream.
     Trim {
         agent: u32,
         cut: crate::plan::TrimCut,
+    },
+    /// An injected `XGROUP DESTROY` of agent type `agent`'s worker group.
+    DestroyGroup {
+        agent: u32,
+    },
+    /// The snapshot a planned rollback will restore.
+    Snapshot {
+        rollback: u32,
+    },
+    /// A planned rollback: its snapshot restored.
+    Restore {
+        rollback: u32,
     },
 }
 
@@ -104,6 +133,7 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
         recorded,
         plan.broker,
         plan.half_open.clone(),
+        plan.outages.clone(),
         seed,
         recorder.clone(),
     );
@@ -131,6 +161,7 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
     }
 
     let hits = Hits::default();
+    let mut rollbacks = Rollbacks::new(backend.rollback.clone());
     let gathers: Gathers = Arc::new(Mutex::new(Vec::new()));
     let producer = |actor: &str, stream| {
         Producer::new(brokers.handle(actor, stream))
@@ -172,10 +203,24 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
         tokio::time::sleep_until(recorder.at(at)).await;
         if let Action::Trim { agent, cut } = action {
             if let Some(keys) = agents.get(agent as usize)
-                && trims::trim(brokers.recorded(), keys, cut).await > 0
+                && trims::trim(brokers.recorded(), keys, cut, &recorder).await > 0
             {
                 hits.hit(TRIM_FAULT);
             }
+            continue;
+        }
+        if let Action::DestroyGroup { agent } = action {
+            if let Some(keys) = agents.get(agent as usize)
+                && groups::destroy(brokers.recorded(), keys, &recorder).await
+            {
+                hits.hit(GROUP_DESTROYED);
+            }
+            continue;
+        }
+        if rollbacks
+            .act(action, at, brokers.recorded(), &agents, &recorder, &hits)
+            .await
+        {
             continue;
         }
         let Some(slot) = slots.get_mut(worker_of(action) as usize) else {
@@ -192,9 +237,25 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
                     timeline.insert(back, Action::Restart { worker });
                 }
             }
-            Action::Restart { .. } => crewing.start(slot),
+            Action::Restart { .. } => {
+                slot.finish_stop().await;
+                crewing.start(slot);
+            }
+            Action::Stop {
+                worker,
+                grace_ms,
+                down_ms,
+            } => {
+                if slot.stop(Duration::from_millis(grace_ms), &recorder) {
+                    let back = (at + grace_ms + down_ms, u32::MAX - worker);
+                    timeline.insert(back, Action::Restart { worker });
+                }
+            }
             Action::Pause { for_ms, .. } => slot.pause(at + for_ms, &recorder),
-            Action::Trim { .. } => {}
+            Action::Trim { .. }
+            | Action::DestroyGroup { .. }
+            | Action::Snapshot { .. }
+            | Action::Restore { .. } => {}
         }
     }
     tokio::time::sleep_until(recorder.at(fault_end)).await;
@@ -204,6 +265,13 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
     handler_faults.switch_off();
     recorder.record(Event::FaultsOff);
     for slot in &mut slots {
+        if !slot.is_stopping() {
+            crewing.start(slot);
+        }
+    }
+    for slot in &mut slots {
+        // Back once its stop has ended (its grace bounds the wait).
+        slot.finish_stop().await;
         crewing.start(slot);
     }
     let drained = drain(scenario, &backend.broker, &agents, &dispatching, &recorder).await;
@@ -211,10 +279,12 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
     let mut problems = Vec::new();
     let mut reports = Vec::new();
     for slot in &mut slots {
-        match slot.shutdown(scenario.lease).await {
-            Some(Ok(report)) => reports.push(report),
-            Some(Err(err)) => problems.push(format!("a worker stopped with an error: {err}")),
-            None => {}
+        let last = slot.shutdown(scenario.lease, &recorder).await;
+        for ended in slot.take_ended().into_iter().chain(last) {
+            match ended {
+                Ok(report) => reports.push(report),
+                Err(err) => problems.push(format!("a worker stopped with an error: {err}")),
+            }
         }
     }
     if !dispatching.is_finished() {
@@ -237,7 +307,7 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
     for _ in fault_trims..all_trims {
         hits.hit(RETENTION_TRIM);
     }
-    let journal = brokers.recorded().journal();
+    let (journal, forgotten) = rollbacks.split(brokers.recorded().journal());
     let state = state::read(&backend.broker, &agents, &journal)
         .await
         .map_err(|e| SimError::Run(format!("reading the final state: {e}")))?;
@@ -251,6 +321,7 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
         drained,
         injected: brokers.injected(),
         hits: hits.counts(),
+        forgotten,
     })
 }
 
@@ -284,9 +355,26 @@ fn timeline(plan: &FaultPlan) -> BTreeMap<(u64, u32), Action> {
             },
         )
     });
+    let stops = plan.stops.iter().map(|s| {
+        (
+            s.at_ms,
+            Action::Stop {
+                worker: s.worker,
+                grace_ms: s.grace_ms,
+                down_ms: s.down_ms,
+            },
+        )
+    });
+    let destroys = plan
+        .group_destroys
+        .iter()
+        .map(|g| (g.at_ms, Action::DestroyGroup { agent: g.agent }));
     crashes
         .chain(pauses)
         .chain(trims)
+        .chain(stops)
+        .chain(destroys)
+        .chain(rollbacks::actions(plan))
         .enumerate()
         .map(|(n, (at, action))| ((at, n as u32), action))
         .collect()
@@ -296,8 +384,12 @@ fn worker_of(action: Action) -> u32 {
     match action {
         Action::Crash { worker, .. }
         | Action::Restart { worker }
-        | Action::Pause { worker, .. } => worker,
-        Action::Trim { .. } => u32::MAX,
+        | Action::Pause { worker, .. }
+        | Action::Stop { worker, .. } => worker,
+        Action::Trim { .. }
+        | Action::DestroyGroup { .. }
+        | Action::Snapshot { .. }
+        | Action::Restore { .. } => u32::MAX,
     }
 }
 
@@ -355,6 +447,8 @@ async fn finish_gathers(
 
 /// Hit count class of an injected trim that removed entries.
 const TRIM_FAULT: &str = "trim_task_stream";
+/// Hit count class of an injected `XGROUP DESTROY` of a worker group.
+const GROUP_DESTROYED: &str = "group_destroyed";
 /// Hit count class of a retention trim (producer, supervisor, workers)
 /// that removed entries.
 const RETENTION_TRIM: &str = "retention_trim";

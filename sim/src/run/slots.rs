@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::task::JoinHandle;
+
 use crewq_core::producer::Retention;
 use crewq_core::worker::{Backoff, WorkerHandle, WorkerOptions, WorkerReport};
 use crewq_core::{AgentType, Broker, Clock, Keyspace, Validators, WireCodec};
@@ -35,8 +37,21 @@ pub(crate) struct Slot<B> {
     incarnation: u32,
     consumer: String,
     running: Option<(WorkerHandle, Handle<B>)>,
+    /// Asked to stop and stopping: its shutdown, and its broker (to pause).
+    stopping: Option<(JoinHandle<Ended>, Handle<B>)>,
+    /// How its stopped incarnations ended.
+    ended: Vec<Ended>,
     /// Down, and whether it comes back under a new name.
     down: Option<bool>,
+}
+
+/// How a worker's run ended: its report or its error.
+pub(crate) type Ended = Result<WorkerReport, String>;
+
+/// The attempts a stopped worker cut off and handed back (all it had
+/// running, as far as the history can tell, if it ended with an error).
+fn handed_back(ended: &Ended) -> u64 {
+    ended.as_ref().map_or(u64::MAX, |report| report.handed_back)
 }
 
 /// What every worker of the run is built from.
@@ -72,6 +87,8 @@ impl<B: Broker + Clone + 'static> Crewing<'_, B> {
                     incarnation: 0,
                     consumer: format!("{name}-{nth}"),
                     running: None,
+                    stopping: None,
+                    ended: Vec::new(),
                     down: Some(false),
                 });
             }
@@ -131,6 +148,7 @@ impl<B: Broker + Clone + 'static> Crewing<'_, B> {
         let context = CallContext {
             faults: Arc::clone(&self.faults),
             consumer: slot.consumer.clone(),
+            worker: slot.worker,
             paused_until: Arc::new(move || paused.paused_until()),
         };
         let options = self.options(slot);
@@ -168,9 +186,58 @@ impl<B: Broker + Clone + 'static> Slot<B> {
         true
     }
 
-    /// Freezes the worker until `until_ms` (from the start).
+    /// Asks the worker to stop with `grace` (its running tasks get that
+    /// long to finish), as a rolling restart does; it is down from now on
+    /// and comes back under its name.
+    pub fn stop(&mut self, grace: Duration, recorder: &Recorder) -> bool {
+        let Some((handle, broker)) = self.running.take() else {
+            return false;
+        };
+        recorder.record(Event::StopRequested {
+            worker: self.worker,
+            consumer: self.consumer.clone(),
+            grace_ms: crate::scenario::millis_of(grace),
+        });
+        let (worker, consumer, recorder) = (self.worker, self.consumer.clone(), recorder.clone());
+        let stopping = tokio::spawn(async move {
+            let ended = handle.shutdown(grace).await.map_err(|e| e.to_string());
+            recorder.record(Event::Stopped {
+                worker,
+                consumer,
+                handed_back: handed_back(&ended),
+            });
+            ended
+        });
+        self.stopping = Some((stopping, broker));
+        self.down = Some(false);
+        true
+    }
+
+    /// Waits until a stop under way has ended (its grace bounds the wait).
+    pub async fn finish_stop(&mut self) {
+        if let Some((stopping, _)) = self.stopping.take() {
+            let ended = stopping
+                .await
+                .unwrap_or_else(|e| Err(format!("the stopping worker's task failed: {e}")));
+            self.ended.push(ended);
+        }
+    }
+
+    /// Whether a stop is under way.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.is_some()
+    }
+
+    /// How its stopped incarnations ended, taken.
+    pub fn take_ended(&mut self) -> Vec<Ended> {
+        std::mem::take(&mut self.ended)
+    }
+
+    /// Freezes the worker until `until_ms` (from the start), also while it
+    /// is stopping.
     pub fn pause(&self, until_ms: u64, recorder: &Recorder) {
-        if let Some((_, broker)) = &self.running {
+        let broker = self.running.as_ref().map(|(_, b)| b);
+        if let Some(broker) = broker.or(self.stopping.as_ref().map(|(_, b)| b)) {
             broker.pause_until(recorder.at(until_ms));
             recorder.record(Event::Paused {
                 worker: self.worker,
@@ -180,8 +247,16 @@ impl<B: Broker + Clone + 'static> Slot<B> {
     }
 
     /// Stops the worker with `grace`, returning its report.
-    pub async fn shutdown(&mut self, grace: Duration) -> Option<Result<WorkerReport, String>> {
+    /// The end of the run: its attempts still running at the end of the
+    /// grace are cut off, which the history shows as `Stopped`.
+    pub async fn shutdown(&mut self, grace: Duration, recorder: &Recorder) -> Option<Ended> {
         let (handle, _) = self.running.take()?;
-        Some(handle.shutdown(grace).await.map_err(|e| e.to_string()))
+        let ended = handle.shutdown(grace).await.map_err(|e| e.to_string());
+        recorder.record(Event::Stopped {
+            worker: self.worker,
+            consumer: self.consumer.clone(),
+            handed_back: handed_back(&ended),
+        });
+        Some(ended)
     }
 }

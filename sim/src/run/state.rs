@@ -189,7 +189,11 @@ pub(crate) async fn quiescent<B: Broker>(broker: &B, agents: &[AgentKeys]) -> bo
             .iter()
             .find(|g| g.name == keys.group)
             .map_or(StreamId::ZERO, |g| g.last_delivered_id);
-        if delivered < stream.last_generated_id {
+        // Unread: an entry past the group's last-delivered id. Not
+        // `last_generated_id`: entries trimmed before delivery (lost to the
+        // trim, reported apart) can never be delivered, so they must not
+        // hold the drain up.
+        if stream.last_entry.is_some_and(|entry| entry.id > delivered) {
             return false;
         }
     }

@@ -1,7 +1,8 @@
 //! What the worker's test files share: an environment on either backend
 //! whose workers reach the broker through a [`Gate`] that can fail calls.
 
-#![allow(dead_code)]
+// Each test file uses a part of it.
+#![allow(dead_code, unused_imports)]
 
 pub mod gate;
 
@@ -30,7 +31,7 @@ pub struct Env {
     pub agent: AgentType,
     pub memory: bool,
     /// Keeps a private Redis running for the case.
-    server: Option<TestRedis>,
+    pub server: Option<TestRedis>,
 }
 
 impl From<Backend> for Env {
@@ -153,8 +154,22 @@ impl Env {
     /// Waits (virtual or real time) until `n` results and dead letters
     /// together are recorded and nothing is pending, or panics after 20 s.
     pub async fn settled(&self, n: usize) {
+        self.settled_by(n, |results, letters| results + letters)
+            .await;
+    }
+
+    /// Waits as [`Env::settled`] until `n` results or `n` dead letters are
+    /// recorded (a task dead-lettered after its runs failed has a failure
+    /// result too: counted together it would count twice).
+    pub async fn settled_either(&self, n: usize) {
+        self.settled_by(n, usize::max).await;
+    }
+
+    /// Waits until `done(results, dead letters) >= n` and nothing is
+    /// pending, or panics after 20 s.
+    async fn settled_by(&self, n: usize, done: fn(usize, usize) -> usize) {
         for _ in 0..400 {
-            let done = self.results().await.len() + self.dead_letters().await.len();
+            let done = done(self.results().await.len(), self.dead_letters().await.len());
             if done >= n && self.pending().await == 0 {
                 return;
             }
