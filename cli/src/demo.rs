@@ -24,9 +24,14 @@ use serde_json::{Value, json};
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
     /// Run on this Redis (redis:// or rediss://) instead of the in-memory
-    /// broker; keys go under a fresh `crewq-demo-<time>` prefix.
+    /// broker; keys go under a fresh `crewq-demo-<time>` prefix unless
+    /// `--key-prefix` names one.
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
+    /// The key prefix on Redis, so that `crewq stats`, `crewq dlq` ... can
+    /// look at the demo's streams afterwards with the same `--key-prefix`.
+    #[arg(long, value_name = "P", requires = "redis")]
+    pub key_prefix: Option<String>,
     #[arg(long, requires = "redis", help = crate::target::CLUSTER_HELP)]
     pub cluster: bool,
     /// Print one JSON object instead of tables.
@@ -38,7 +43,7 @@ pub struct DemoArgs {
     /// The chance that one attempt of a research task fails, 0 to 1.
     #[arg(long, default_value_t = 0.25)]
     pub failure_rate: f64,
-    /// Retries before a task is dead-lettered.
+    /// Retries before a task is dead-lettered: it runs at most this many + 1 times.
     #[arg(long, default_value_t = 2)]
     pub max_retries: u32,
     /// Seeds the simulated work and failures.
@@ -134,9 +139,14 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport, Box<dyn Error>> {
         }
         Some(url) => {
             let broker = crate::target::connect(url, args.cluster).await?;
-            let millis = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis();
-            let keyspace =
-                crate::target::layout(args.cluster).with_prefix(format!("crewq-demo-{millis}"))?;
+            let prefix = match &args.key_prefix {
+                Some(prefix) => prefix.clone(),
+                None => {
+                    let millis = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis();
+                    format!("crewq-demo-{millis}")
+                }
+            };
+            let keyspace = crate::target::layout(args.cluster).with_prefix(prefix)?;
             let backend = broker.redacted_url().to_owned();
             run_on(broker, keyspace, backend, &args).await
         }
@@ -250,12 +260,18 @@ where
         .filter(|r| r.status == TaskStatus::Success)
         .filter_map(|r| r.output.clone())
         .collect();
-    let summary = Task::new("report", "summarize", json!({ "findings": findings }))
-        .max_retries(args.max_retries)
-        .build()?;
-    actions.insert(summary.task_id.clone(), summary.action.clone());
-    let (report_step, reported) =
-        step(&supervisor, &trace_id, "report", vec![summary], timeout).await?;
+    // Nothing to summarise when every research task failed: the report
+    // agent would only summarise an empty list.
+    let reported = if findings.is_empty() {
+        None
+    } else {
+        let summary = Task::new("report", "summarize", json!({ "findings": findings }))
+            .max_retries(args.max_retries)
+            .build()?;
+        actions.insert(summary.task_id.clone(), summary.action.clone());
+        Some(step(&supervisor, &trace_id, "report", vec![summary], timeout).await?)
+    };
+    let (report_step, reported) = reported.unzip();
 
     let mut per_step: BTreeMap<&str, WorkerReport> = BTreeMap::new();
     for (step_name, worker) in workers {
@@ -264,13 +280,13 @@ where
         total.retried += done.retried;
         total.dead_lettered += done.dead_lettered;
     }
-    let mut steps = vec![research_step, report_step];
+    let mut steps: Vec<StepReport> = std::iter::once(research_step).chain(report_step).collect();
     for step in &mut steps {
         if let Some(done) = per_step.get(step.step.as_str()) {
             step.retried = done.retried;
         }
     }
-    let gathered = [&researched, &reported];
+    let gathered: Vec<&Gathered> = std::iter::once(&researched).chain(&reported).collect();
     Ok(DemoReport {
         backend,
         prefix: keyspace.prefix().to_owned(),

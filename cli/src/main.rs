@@ -4,10 +4,18 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bench;
+mod consumers;
 mod demo;
+mod dispatch;
+mod dlq;
+mod duration;
+mod out;
+mod pending;
 mod print;
 mod sim;
+mod stats;
 mod target;
+mod task;
 
 use std::process::ExitCode;
 
@@ -19,9 +27,15 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// crewq: a coordination layer for AI agent crews on Redis Streams.
+/// crewq: a task queue for AI agent crews on Redis Streams.
+///
+/// Agents hand each other tasks through one Redis stream per agent type,
+/// read by consumer groups: a task is delivered at least once, retried,
+/// reclaimed from a worker that died, and dead-lettered when it keeps
+/// failing. This command runs the demo, the simulator and the benchmark,
+/// and lets an operator see and act on a running crew's queues.
 #[derive(Debug, Parser)]
-#[command(name = "crewq", version, about, long_about = None)]
+#[command(name = "crewq", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -41,6 +55,22 @@ enum Command {
     /// Measures throughput and latency of the real Producer and Worker on
     /// the in-memory broker or on Redis.
     Bench(bench::BenchArgs),
+    /// Per agent type: stream length, lag, pending entries, consumers and
+    /// their idle time, oldest pending entry, dead letters.
+    Stats(stats::StatsArgs),
+    /// The entries an agent type's workers hold and have not acknowledged.
+    Pending(pending::PendingArgs),
+    /// Lists, shows, replays and purges dead letters.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
+    /// Dispatches a task (or JSON lines on stdin) to its agent type's stream.
+    Dispatch(dispatch::DispatchArgs),
+    /// Manages an agent type's consumers.
+    #[command(subcommand)]
+    Consumers(consumers::ConsumersCommand),
+    /// Where a task is: waiting, pending with which consumer, completed
+    /// with its result, dead-lettered with its reason (or a whole trace).
+    Task(task::TaskArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,7 +80,29 @@ fn main() -> ExitCode {
         Command::Sim(args) => sim_main(&args),
         Command::Demo(args) => demo_main(args),
         Command::Bench(args) => bench_main(args),
+        Command::Stats(args) => operate(stats::run(args)),
+        Command::Pending(args) => operate(pending::run(args)),
+        Command::Dlq(command) => operate(dlq::run(command)),
+        Command::Dispatch(args) => operate(dispatch::run(args)),
+        Command::Consumers(command) => operate(consumers::run(command)),
+        Command::Task(args) => operate(task::run(args)),
     }
+}
+
+/// An operator command, on a runtime of its own: it prints as it goes and
+/// fails with its error.
+fn operate(command: impl Future<Output = Result<(), Box<dyn std::error::Error>>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            print::error(&err);
+            return ExitCode::FAILURE;
+        }
+    };
+    shown(runtime.block_on(command), |()| {})
 }
 
 /// `crewq sim`: exits 1 when an invariant was violated, 2 on a usage error.

@@ -106,19 +106,38 @@ pub fn bench_json(report: &BenchReport) {
 
 /// An error and its causes, one per line.
 pub fn error(err: &dyn Error) {
-    eprintln!("error: {err}");
+    for line in error_lines(err) {
+        eprintln!("{line}");
+    }
+}
+
+/// An error and its causes, one line each. Error types that repeat their
+/// source's text in their own would print the same line twice: each thing
+/// is said once.
+fn error_lines(err: &dyn Error) -> Vec<String> {
+    let mut shown = err.to_string();
+    let mut lines = vec![format!("error: {shown}")];
     let mut cause = err.source();
     while let Some(err) = cause {
-        eprintln!("  caused by: {err}");
+        let text = err.to_string();
+        if !shown.contains(&text) {
+            lines.push(format!("  caused by: {text}"));
+        }
+        shown = text;
         cause = err.source();
     }
+    lines
 }
 
 /// What `crewq sim` found, as text; failures (with the command that
 /// replays each) on stderr.
 pub fn sim_text(args: &SimArgs, summary: &SimSummary) {
     if let Some(history) = &summary.history {
-        print!("{history}");
+        // `crewq sim --trace ... | head`: a reader that stopped reading wants
+        // no summary either (and `println!` would panic on the closed pipe).
+        if crate::out::emit(history).is_err() || crate::out::closed() {
+            return;
+        }
     }
     let failed = summary.seeds - summary.passed;
     // Campaigns on Redis run in real time: fractions matter there.
@@ -199,5 +218,52 @@ pub fn sim_json(summary: &SimSummary) {
     match serde_json::to_string(summary) {
         Ok(json) => println!("{json}"),
         Err(err) => error(&err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fmt;
+
+    use super::*;
+
+    /// An error whose text includes its source's, as redis-rs's do.
+    #[derive(Debug)]
+    struct Wrapping(&'static str, Option<Box<Wrapping>>);
+
+    impl fmt::Display for Wrapping {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl Error for Wrapping {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            self.1.as_deref().map(|e| e as &(dyn Error + 'static))
+        }
+    }
+
+    #[test]
+    fn a_cause_already_said_is_not_repeated() {
+        let refused = || Wrapping("Connection refused (os error 111)", None);
+        let err = Wrapping(
+            "connect on 'redis://127.0.0.1:1': Connection refused (os error 111)",
+            Some(Box::new(Wrapping(
+                "Connection refused (os error 111)",
+                Some(Box::new(refused())),
+            ))),
+        );
+        assert_eq!(
+            error_lines(&err),
+            ["error: connect on 'redis://127.0.0.1:1': Connection refused (os error 111)"]
+        );
+        let new = Wrapping("dispatch failed", Some(Box::new(refused())));
+        assert_eq!(
+            error_lines(&new),
+            [
+                "error: dispatch failed",
+                "  caused by: Connection refused (os error 111)"
+            ]
+        );
     }
 }

@@ -1,13 +1,65 @@
-//! `--cluster`: whether a command's Redis URL names one server or a Redis
-//! Cluster, and the key layout that goes with it.
+//! Where a command's streams are: the Redis URL, `--cluster` and the key
+//! prefix, as one set of flags every operator command shares.
 
-use crewq_core::{Keyspace, Result};
+use std::error::Error;
+use std::time::Duration;
+
+use crewq_core::{AgentType, Keyspace, Result};
 use crewq_redis::{RedisBroker, RedisConfig};
 
 /// The help text of every `--cluster` flag.
 pub const CLUSTER_HELP: &str = "The Redis URL is a Redis Cluster's: one node's URL, or a \
      comma-separated list of host:port seed nodes. Keys then use the cluster layout \
      (<prefix>:{<agent_type>}:tasks ...), every agent type's keys in one hash slot";
+
+/// The flags that name a crew's streams: shared by every operator command.
+#[derive(Debug, clap::Args)]
+pub struct Target {
+    /// The Redis the crew runs on (redis://host:port/db).
+    #[arg(long, value_name = "URL")]
+    pub redis: String,
+    #[arg(long, help = CLUSTER_HELP)]
+    pub cluster: bool,
+    /// The prefix of every key: the seed's `agent` (`agent:tasks:<type>` ...)
+    /// unless the crew was configured with another.
+    #[arg(long, value_name = "P", default_value = Keyspace::SEED_PREFIX)]
+    pub key_prefix: String,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Give up connecting after this long (a Redis that refuses, or that
+    /// accepts and never answers), with one error naming the address.
+    #[arg(long, value_name = "D", value_parser = crate::duration::parse, default_value = "5s")]
+    pub connect_timeout: Duration,
+}
+
+impl Target {
+    /// Connects, and names the keys as the flags say.
+    pub async fn open(&self) -> std::result::Result<(RedisBroker, Keyspace), Box<dyn Error>> {
+        let keyspace = layout(self.cluster).with_prefix(&self.key_prefix)?;
+        let config = RedisConfig::new(&self.redis)
+            // No one attempt may outlast the whole bound.
+            .connection_timeout(
+                self.connect_timeout
+                    .min(RedisConfig::DEFAULT_CONNECTION_TIMEOUT),
+            )
+            .wait_for_server(self.connect_timeout);
+        let config = if self.cluster {
+            config.cluster()
+        } else {
+            config
+        };
+        Ok((config.connect().await?, keyspace))
+    }
+}
+
+/// Parses agent types given on the command line.
+pub fn agent_types(names: &[String]) -> std::result::Result<Vec<AgentType>, Box<dyn Error>> {
+    names
+        .iter()
+        .map(|name| AgentType::new(name.as_str()).map_err(Into::into))
+        .collect()
+}
 
 /// Connects to `url`: a Redis Cluster's seeds when `cluster`, else one
 /// server.

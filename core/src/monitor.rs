@@ -227,7 +227,10 @@ fn missing_as_none<T>(result: Result<T>) -> Result<Option<T>> {
     }
 }
 
-fn display<T: Display, S: Serializer>(value: &T, s: S) -> std::result::Result<S::Ok, S::Error> {
+pub(crate) fn display<T: Display, S: Serializer>(
+    value: &T,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
     s.collect_str(value)
 }
 

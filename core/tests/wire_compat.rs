@@ -512,7 +512,7 @@ fn crewq_dlq_entries_keep_the_seeds_fields_first_and_the_task_verbatim() {
             "error",
             "retries",
             "reason",
-            "stream",
+            "origin_stream",
             "entry_id",
             "group",
             "consumer",

@@ -25,7 +25,7 @@ pub struct SimArgs {
     /// Agent types, comma-separated; tasks are spread over them.
     #[arg(long, value_delimiter = ',', default_value = "research")]
     pub agent_types: Vec<String>,
-    /// Failed attempts before a task is dead-lettered.
+    /// Retries before a task is dead-lettered: it runs at most this many + 1 times.
     #[arg(long, default_value_t = 3)]
     pub max_retries: u32,
     /// The workers' lease in ms (virtual on the memory backend).

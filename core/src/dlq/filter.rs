@@ -125,7 +125,7 @@ pub struct DeadLetterEntry {
 
 /// Reads one stream, oldest first, a page at a time, up to a fixed last id.
 #[derive(Debug)]
-pub(super) struct Pages<'s> {
+pub(crate) struct Pages<'s> {
     stream: &'s str,
     start: Bound<StreamId>,
     end: StreamId,
@@ -134,7 +134,7 @@ pub(super) struct Pages<'s> {
 
 impl<'s> Pages<'s> {
     /// Pages over `stream` up to and including `end`.
-    pub(super) fn new(stream: &'s str, end: StreamId) -> Self {
+    pub(crate) fn new(stream: &'s str, end: StreamId) -> Self {
         Pages {
             stream,
             start: Bound::Unbounded,
@@ -147,7 +147,7 @@ impl<'s> Pages<'s> {
     ///
     /// Each page continues after the last id of the one before, so entries
     /// deleted between pages (a purge, a replay) do not shift it.
-    pub(super) async fn next<B: Broker + ?Sized>(
+    pub(crate) async fn next<B: Broker + ?Sized>(
         &mut self,
         broker: &B,
     ) -> crate::Result<Option<Vec<StreamEntry>>> {

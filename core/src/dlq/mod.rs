@@ -56,7 +56,7 @@ use crate::{
     AgentType, Broker, Clock, DeadLetter, ErrorKind, Keyspace, StreamEntry, StreamId, SystemClock,
     Trim, WireCodec, WireError,
 };
-use filter::Pages;
+pub(crate) use filter::Pages;
 
 /// What went wrong with a dead-letter operation.
 #[derive(Debug, thiserror::Error)]

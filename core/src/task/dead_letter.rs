@@ -20,7 +20,16 @@ pub const DLQ_RETRIES: &str = "retries";
 /// Field: why it was dead-lettered ([`DeadLetterReason`]).
 pub const DLQ_REASON: &str = "reason";
 /// Field: the task stream the entry came from.
-pub const DLQ_STREAM: &str = "stream";
+///
+/// Not `stream`: the seed's `DLQRecovery.list_dlq` returns each entry as
+/// `{"stream": <dlq key>, "msg_id": ..., **fields}`, so a field named
+/// `stream` overwrote the dead-letter stream's key, and the seed's
+/// `replay(entry["stream"], entry["msg_id"], ...)` then looked in the task
+/// stream, found nothing and silently replayed nothing.
+pub const DLQ_ORIGIN_STREAM: &str = "origin_stream";
+/// The name crewq wrote the origin stream under before
+/// [`DLQ_ORIGIN_STREAM`]: still read, never written.
+const DLQ_LEGACY_STREAM: &str = "stream";
 /// Field: the entry's id in that stream.
 pub const DLQ_ENTRY_ID: &str = "entry_id";
 /// Field: the consumer group it was read in.
@@ -136,7 +145,7 @@ pub struct Origin {
 ///
 /// Its first fields are the seed's own, which the seed's `recovery.py`
 /// replays from (`json.loads(msg_data["task"])`): `task` (the task JSON),
-/// `error`, `retries`. crewq adds `reason`, `stream`, `entry_id`, `group`,
+/// `error`, `retries`. crewq adds `reason`, `origin_stream`, `entry_id`, `group`,
 /// `consumer` and `dead_lettered_at`. Entries written by the seed have only
 /// the first three, so the rest read as `None`; fields crewq does not know
 /// are ignored.
@@ -180,7 +189,7 @@ pub struct DeadLetter {
     pub retries: u32,
     /// Why (field `reason`); `None` in entries the seed wrote.
     pub reason: Option<DeadLetterReason>,
-    /// Where it was read (fields `stream`, `entry_id`, `group`, `consumer`);
+    /// Where it was read (fields `origin_stream`, `entry_id`, `group`, `consumer`);
     /// `None` unless all four are present.
     pub origin: Option<Origin>,
     /// When (field `dead_lettered_at`).
@@ -222,7 +231,7 @@ impl DeadLetter {
     }
 
     /// The entry fields: `task`, `error`, `retries`, then whichever of
-    /// `reason`, `stream`, `entry_id`, `group`, `consumer`,
+    /// `reason`, `origin_stream`, `entry_id`, `group`, `consumer`,
     /// `dead_lettered_at` are set.
     ///
     /// There is no size limit here: an oversized task must still be
@@ -237,7 +246,7 @@ impl DeadLetter {
             fields.push(DLQ_REASON, reason.to_string());
         }
         if let Some(origin) = &self.origin {
-            fields.push(DLQ_STREAM, origin.stream.clone());
+            fields.push(DLQ_ORIGIN_STREAM, origin.stream.clone());
             fields.push(DLQ_ENTRY_ID, origin.entry_id.to_string());
             fields.push(DLQ_GROUP, origin.group.clone());
             fields.push(DLQ_CONSUMER, origin.consumer.clone());
@@ -271,7 +280,10 @@ impl DeadLetter {
             Err(never) => match never {},
         });
         let origin = match (
-            text(fields, DLQ_STREAM)?,
+            match text(fields, DLQ_ORIGIN_STREAM)? {
+                Some(stream) => Some(stream),
+                None => text(fields, DLQ_LEGACY_STREAM)?,
+            },
             text(fields, DLQ_ENTRY_ID)?,
             text(fields, DLQ_GROUP)?,
             text(fields, DLQ_CONSUMER)?,
@@ -394,12 +406,53 @@ mod tests {
         );
         let bad_id = base()
             .with("retries", "1")
-            .with("stream", "s")
+            .with("origin_stream", "s")
             .with("entry_id", "nope")
             .with("group", "g")
             .with("consumer", "c");
         assert_eq!(kind(&bad_id), Some(WireErrorKind::InvalidDeadLetter));
         let not_utf8 = base().with("retries", "1").with("reason", &b"\xff"[..]);
         assert_eq!(kind(&not_utf8), Some(WireErrorKind::InvalidDeadLetter));
+    }
+
+    #[test]
+    fn the_origin_stream_field_does_not_collide_with_the_seeds_list_dlq() {
+        let letter = DeadLetter::new("{}", "e", 1).origin(Origin {
+            stream: "agent:tasks:research".into(),
+            entry_id: StreamId::new(1, 2),
+            group: "research-workers".into(),
+            consumer: "w1".into(),
+        });
+        let fields = letter.to_fields();
+        // What the seed's list_dlq builds: {"stream": key, "msg_id": id, **fields}.
+        let mut seed_view = std::collections::BTreeMap::new();
+        seed_view.insert("stream".to_owned(), "agent:dlq:research".to_owned());
+        seed_view.insert("msg_id".to_owned(), "5-0".to_owned());
+        for (name, value) in fields.iter() {
+            let name = String::from_utf8_lossy(name).into_owned();
+            seed_view.insert(name, String::from_utf8_lossy(value).into_owned());
+        }
+        assert_eq!(
+            seed_view["stream"], "agent:dlq:research",
+            "still the DLQ key"
+        );
+        assert_eq!(seed_view["msg_id"], "5-0");
+        assert_eq!(seed_view["origin_stream"], "agent:tasks:research");
+    }
+
+    #[test]
+    fn a_letter_with_the_old_stream_field_still_reads_its_origin() {
+        let fields = Fields::new()
+            .with("task", "{}")
+            .with("error", "e")
+            .with("retries", "1")
+            .with("stream", "agent:tasks:research")
+            .with("entry_id", "1-2")
+            .with("group", "g")
+            .with("consumer", "c");
+        let letter = DeadLetter::from_fields(&fields).expect("reads");
+        let origin = letter.origin.expect("an origin");
+        assert_eq!(origin.stream, "agent:tasks:research");
+        assert_eq!(origin.entry_id, StreamId::new(1, 2));
     }
 }

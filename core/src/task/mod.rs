@@ -30,8 +30,8 @@ mod validators;
 mod wire;
 
 pub use dead_letter::{
-    DLQ_CONSUMER, DLQ_DEAD_LETTERED_AT, DLQ_ENTRY_ID, DLQ_ERROR, DLQ_GROUP, DLQ_REASON,
-    DLQ_RETRIES, DLQ_STREAM, DLQ_TASK, DeadLetter, DeadLetterReason, Origin,
+    DLQ_CONSUMER, DLQ_DEAD_LETTERED_AT, DLQ_ENTRY_ID, DLQ_ERROR, DLQ_GROUP, DLQ_ORIGIN_STREAM,
+    DLQ_REASON, DLQ_RETRIES, DLQ_TASK, DeadLetter, DeadLetterReason, Origin,
 };
 pub use keyspace::{AgentKeys, AgentType, GroupNaming, InvalidName, Keyspace, Layout};
 pub use model::{

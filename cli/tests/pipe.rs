@@ -1,0 +1,11 @@
+//! Output to a reader that goes away (`crewq ... | head -2`) ends the
+//! command quietly and successfully, never with a panic (exit 101).
+
+mod common;
+
+#[test]
+fn sim_trace_into_a_closed_pipe_exits_cleanly() {
+    // The read end closes before the seed has run.
+    let output = common::into_a_closed_pipe(&["sim", "--seed", "1", "--trace"]);
+    common::succeeded(&output);
+}

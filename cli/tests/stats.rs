@@ -1,0 +1,144 @@
+//! `crewq stats` and `crewq pending` on a private Redis: the numbers of a
+//! stream set up through the library, as JSON and as a table, and
+//! `--watch` refreshing.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use common::Crew;
+use crewq_core::DeadLetterReason;
+
+#[tokio::test]
+async fn stats_show_length_lag_pending_consumers_and_dead_letters() {
+    let crew = Crew::start();
+    crew.tasks("research", 5).await;
+    crew.read("research", "worker-1", 2).await;
+    crew.dead_letter("research", "t-dead", "wf-1", DeadLetterReason::MaxRetries)
+        .await;
+
+    let stats = crew.json(&["stats", "research", "review"], &[]);
+    let research = &stats[0];
+    assert_eq!(research["agent_type"], "research");
+    assert_eq!(research["tasks"]["length"], 5);
+    assert_eq!(research["groups"][0]["pending"], 2);
+    assert_eq!(research["groups"][0]["lag"], 3);
+    assert_eq!(research["groups"][0]["consumers"][0]["name"], "worker-1");
+    assert!(research["groups"][0]["oldest_pending_idle_ms"].is_u64());
+    assert_eq!(research["dlq_length"], 1);
+    assert_eq!(stats[1]["tasks"]["exists"], false, "review has no stream");
+
+    let table = crew.text(&["stats", "research"], &[]);
+    let row: Vec<&str> = table
+        .lines()
+        .find(|line| line.starts_with("research "))
+        .expect("a research row")
+        .split_whitespace()
+        .collect();
+    // agent, length, lag, pending, consumers, oldest pending, dlq
+    assert_eq!(row[1..5], ["5", "3", "2", "1"], "{table}");
+    assert_eq!(row[6], "1", "{table}");
+    assert!(table.contains("worker-1"), "{table}");
+}
+
+#[tokio::test]
+async fn stats_watch_refreshes_until_stopped() {
+    let crew = Crew::start();
+    crew.tasks("research", 1).await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_crewq"))
+        .args(["stats", "research", "--watch", "--every", "50ms", "--json"])
+        .args(["--redis", crew.server.url(), "--key-prefix", &crew.prefix])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run crewq");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    for _ in 0..3 {
+        let line = lines.next().expect("a refresh").expect("read");
+        let stats: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+        assert_eq!(stats[0]["tasks"]["length"], 1);
+    }
+    child.kill().expect("stop crewq");
+    child.wait().expect("reaped");
+}
+
+#[test]
+fn stats_name_at_least_one_agent_type() {
+    let crew = Crew::start();
+    let output = crew.run(&["stats"], &[]);
+    assert_eq!(output.status.code(), Some(2), "a usage error");
+}
+
+#[tokio::test]
+async fn pending_lists_entries_by_consumer_and_idle_time() {
+    let crew = Crew::start();
+    crew.tasks("research", 4).await;
+    crew.read("research", "worker-1", 1).await;
+    crew.read("research", "worker-2", 2).await;
+
+    let all = crew.json(&["pending", "research"], &[]);
+    assert_eq!(all.as_array().map(Vec::len), Some(3), "{all}");
+    assert_eq!(all[0]["consumer"], "worker-1");
+    assert_eq!(all[0]["task_id"], "t-0");
+    assert_eq!(all[0]["deliveries"], 1);
+
+    let two = crew.json(&["pending", "research"], &["--consumer", "worker-2"]);
+    let tasks: Vec<&str> = two
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|row| row["task_id"].as_str().expect("task id"))
+        .collect();
+    assert_eq!(tasks, ["t-1", "t-2"]);
+
+    let idle = crew.json(&["pending", "research"], &["--min-idle", "1h"]);
+    assert_eq!(idle.as_array().map(Vec::len), Some(0), "{idle}");
+
+    let table = crew.text(&["pending", "research"], &[]);
+    assert!(
+        table.starts_with("3 pending in group 'research-workers'"),
+        "{table}"
+    );
+    assert!(
+        table.contains("worker-2") && table.contains("t-2"),
+        "{table}"
+    );
+}
+
+#[tokio::test]
+async fn stats_into_a_closed_pipe_exits_cleanly() {
+    let crew = Crew::start();
+    crew.tasks("research", 1).await;
+    let on = ["--redis", crew.server.url(), "--key-prefix", &crew.prefix];
+    let output = common::into_a_closed_pipe(&[&["stats", "research"], &on[..]].concat());
+    common::succeeded(&output);
+}
+
+#[test]
+fn dispatch_and_stats_on_a_redis_cluster() {
+    let cluster = crewq_tests::redis_cluster::TestCluster::start();
+    let url = cluster.url();
+    let prefix = cluster.unique_prefix();
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_crewq"))
+            .args(args)
+            .args([
+                "--redis",
+                &url,
+                "--cluster",
+                "--key-prefix",
+                &prefix,
+                "--json",
+            ])
+            .output()
+            .expect("run crewq");
+        common::succeeded(&output);
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).expect("JSON")
+    };
+    let dispatched = run(&["dispatch", "research", "search_docs"]);
+    assert_eq!(dispatched["stream"], format!("{prefix}:{{research}}:tasks"));
+    let stats = run(&["stats", "research"]);
+    assert_eq!(stats[0]["tasks"]["length"], 1);
+    assert_eq!(stats[0]["dlq_stream"], format!("{prefix}:{{research}}:dlq"));
+}
