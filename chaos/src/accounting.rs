@@ -199,7 +199,7 @@ pub fn classify(snap: &Snapshot) -> Tally {
         }
         if !dead.is_empty() {
             tally.dead_lettered += 1;
-            let earned = failed_runs >= u64::from(*max_retries) + 1;
+            let earned = failed_runs > u64::from(*max_retries);
             if succeeded > 0 || (ran_ok && !earned) {
                 tally.successes_dead_lettered += 1;
                 tally.example("successes_dead_lettered", task_id);
