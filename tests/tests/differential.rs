@@ -1059,7 +1059,9 @@ impl<'a> Side<'a> {
                         .into_iter()
                         .map(|e| Entry {
                             id: self.norm(s, e.id),
-                            fields: e.fields,
+                            // A record `autoclaim_recorded` wrote, read back
+                            // from its stream, names a clock-made id too.
+                            fields: e.fields.map(|fields| self.norm_record(fields)),
                         })
                         .collect(),
                 )
