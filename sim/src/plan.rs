@@ -367,7 +367,8 @@ impl FaultRates {
         links::swarm(&mut rates, rng);
         stops::swarm(&mut rates, rng);
         groups::swarm(&mut rates, rng);
-        rollbacks::swarm(&mut rates, rng);
+        // Rollbacks stay off (`rollback` as in `NONE`): see
+        // `FaultRates::STANDARD`.
         rates
     }
 }

@@ -57,13 +57,3 @@ pub(super) fn draw(plan: &mut FaultPlan, rates: &FaultRates, shape: &PlanShape, 
     let lag_ms = rng.random_range(1..=longest);
     plan.rollbacks.push(Rollback { at_ms, lag_ms });
 }
-
-/// The swarm's rollback chance: on or off, up to twice
-/// [`FaultRates::STANDARD`]'s.
-pub(super) fn swarm(rates: &mut FaultRates, rng: &mut SimRng) {
-    // Off in swarms, as in the standard rates (see `FaultRates::STANDARD`);
-    // the draws stay so that switching it back on keeps other seeds' plans.
-    let _on = rng.random_bool(0.5);
-    let _rate: f64 = rng.random_range(0.0..2.0 * FaultRates::ROLLBACK.rollback);
-    rates.rollback = 0.0;
-}
