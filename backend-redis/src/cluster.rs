@@ -16,6 +16,18 @@
 //!   order. Keeping each pipeline to one slot also keeps redis-rs's retry
 //!   of a redirected pipeline safe: a `MOVED` for the slot means no command
 //!   of that pipeline ran.
+//! - redis-rs follows `MOVED`/`ASK` a bounded number of times
+//!   ([`RedisConfig::retries`]), immediately, rebuilding its slot map each
+//!   time. Right after a master is killed, the nodes' views of the slot
+//!   disagree for a moment and the redirects can outlast those tries; the
+//!   last one comes back as the call's error. A redirected command ran
+//!   nowhere, so that is a transient [`Error::Unavailable`] here, which
+//!   callers wait out, never the standalone server's "this is a cluster
+//!   node" refusal.
+//! - A transaction whose queued commands were redirected comes back as
+//!   `EXECABORT`, which redis-rs does not follow: nothing ran, so it is
+//!   sent again here after a one-key read has made the client learn the
+//!   slot's owner.
 
 use std::time::Duration;
 
@@ -23,10 +35,15 @@ use crewq_core::{Error, Result};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::Slot;
-use redis::{Arg, Cmd, Pipeline, RedisResult, Value};
+use redis::{Arg, Cmd, Pipeline, RedisError, RedisResult, Value};
+
+/// How many times a transaction aborted by a redirect is sent again, each
+/// time after the client relearned the slot's owner. A slot that keeps
+/// moving for longer is reported as unavailable, which callers wait out.
+const REDIRECTED_TRANSACTION_TRIES: usize = 3;
 
 use crate::config::{RedisConfig, tcp_settings};
-use crate::error::Op;
+use crate::error::{Op, is_redirect};
 use crate::redact::redact_url;
 
 /// The seed nodes of `url`: a comma-separated list of URLs or `host:port`.
@@ -187,7 +204,7 @@ pub(crate) async fn send(
     op: Op<'_>,
 ) -> Result<RedisResult<Value>> {
     one_slot(&keys_of(cmd), op)?;
-    Ok(cmd.query_async(&mut conn.clone()).await)
+    redirect_is_transient(cmd.query_async(&mut conn.clone()).await, op)
 }
 
 /// Sends a pipeline on the cluster: a transaction (or a pipeline in one
@@ -206,12 +223,14 @@ pub(crate) async fn send_pipe(
     }
     let keyed: Vec<Slot> = slots.iter().flatten().copied().collect();
     let single = keyed.windows(2).all(|pair| pair[0] == pair[1]);
-    if pipe.is_transaction() || single {
-        if !single {
-            let keys: Vec<&[u8]> = pipe.cmd_iter().flat_map(keys_of).collect();
-            one_slot(&keys, op)?;
-        }
-        return Ok(pipe.query_async(&mut conn.clone()).await);
+    let cmds: Vec<&Cmd> = pipe.cmd_iter().collect();
+    if pipe.is_transaction() {
+        let keys: Vec<&[u8]> = cmds.iter().flat_map(|cmd| keys_of(cmd)).collect();
+        one_slot(&keys, op)?;
+        return send_transaction(conn, pipe, keys.first().copied(), op).await;
+    }
+    if single {
+        return redirect_is_transient(pipe.query_async(&mut conn.clone()).await, op);
     }
     // One pipeline per slot, in the order slots first appear.
     let mut groups: Vec<(Option<Slot>, Vec<usize>)> = Vec::new();
@@ -221,7 +240,6 @@ pub(crate) async fn send_pipe(
             None => groups.push((*slot, vec![index])),
         }
     }
-    let cmds: Vec<&Cmd> = pipe.cmd_iter().collect();
     let sends = groups.iter().map(|(_, members)| {
         let mut part = redis::pipe();
         part.ignore_errors();
@@ -240,7 +258,7 @@ pub(crate) async fn send_pipe(
         // have been applied, as after a lost reply.
         let values = match reply {
             Ok(values) => values,
-            Err(err) => return Ok(Err(err)),
+            Err(err) => return redirect_is_transient(Err(err), op),
         };
         if values.len() != members.len() {
             return Err(op.protocol(format_args!(
@@ -259,6 +277,55 @@ pub(crate) async fn send_pipe(
         .into_iter()
         .map(|value| value.unwrap_or(Value::Nil))
         .collect()))
+}
+
+/// A redirect that outlasted the cluster client's tries, as a transient
+/// error: the command ran nowhere, and the slot is moving.
+fn redirect_is_transient<T>(reply: RedisResult<T>, op: Op<'_>) -> Result<RedisResult<T>> {
+    match reply {
+        Err(err) if err.code().is_some_and(is_redirect) => Err(Error::Unavailable(format!(
+            "{} on '{}': still redirected after the cluster client's tries ({err}): its slot \
+             is moving (a failover or resharding under way); nothing was applied",
+            op.name, op.stream
+        ))),
+        other => Ok(other),
+    }
+}
+
+/// Sends a transaction; when its queued commands were redirected (so
+/// nothing ran), makes the client learn the owner of `key`'s slot with a
+/// one-key read and sends it again.
+async fn send_transaction(
+    conn: &ClusterConnection,
+    pipe: &Pipeline,
+    key: Option<&[u8]>,
+    op: Op<'_>,
+) -> Result<RedisResult<Vec<Value>>> {
+    for _ in 0..REDIRECTED_TRANSACTION_TRIES {
+        let reply = pipe.query_async::<Vec<Value>>(&mut conn.clone()).await;
+        match (&reply, key) {
+            (Err(err), Some(key)) if aborted_by_redirect(err) => {
+                // Only the redirect it follows matters, not the answer.
+                let _ = redis::cmd("EXISTS")
+                    .arg(key)
+                    .query_async::<Value>(&mut conn.clone())
+                    .await;
+            }
+            _ => return redirect_is_transient(reply, op),
+        }
+    }
+    Err(Error::Unavailable(format!(
+        "{} on '{}': the slot was still moving after {REDIRECTED_TRANSACTION_TRIES} tries \
+         (a failover or resharding under way); nothing was applied",
+        op.name, op.stream
+    )))
+}
+
+/// Whether a transaction was aborted because its commands were redirected.
+fn aborted_by_redirect(err: &RedisError) -> bool {
+    err.clone()
+        .into_server_errors()
+        .is_some_and(|errors| errors.iter().any(|(_, err)| is_redirect(err.code())))
 }
 
 #[cfg(test)]

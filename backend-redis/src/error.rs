@@ -24,6 +24,11 @@ const UNAVAILABLE_CODES: &[&str] = &[
 /// retrying cannot help; the cluster client follows redirects itself.
 const REDIRECT_CODES: &[&str] = &["MOVED", "ASK"];
 
+/// Whether an error code is a cluster redirect (`MOVED`, `ASK`).
+pub(crate) fn is_redirect(code: &str) -> bool {
+    REDIRECT_CODES.contains(&code)
+}
+
 /// `ERR` texts of an argument Redis refused (`XAUTOCLAIM`'s `COUNT`).
 const INVALID_ARGUMENT: &[&str] = &[
     "COUNT must be > 0",

@@ -21,6 +21,7 @@ use std::sync::{Mutex, OnceLock};
 
 use crate::redis_server::{OwnedServer, find_binary, keys_matching};
 
+mod failover;
 mod form;
 use form::{cluster_nodes, connect, form, nodes_with_role};
 

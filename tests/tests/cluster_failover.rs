@@ -78,23 +78,6 @@ async fn account(
     (unfinished, rolled_back)
 }
 
-/// The master of the slot of `key`, as `host:port`, by asking a node.
-fn master_of(cluster: &TestCluster, key: &str) -> String {
-    let masters = cluster.masters();
-    for master in &masters {
-        let client = redis::Client::open(format!("redis://{master}/")).expect("url");
-        let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_secs(2)) else {
-            continue;
-        };
-        // A master answers for its own keys and redirects the others.
-        let reply: redis::RedisResult<i64> = redis::cmd("EXISTS").arg(key).query(&mut conn);
-        if reply.is_ok() {
-            return master.clone();
-        }
-    }
-    panic!("no master of {masters:?} serves '{key}'");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[allow(clippy::print_stderr)] // the measured figures are this test's output
 async fn workers_and_a_producer_ride_out_a_master_failover() {
@@ -102,7 +85,7 @@ async fn workers_and_a_producer_ride_out_a_master_failover() {
     let prefix = cluster.unique_prefix();
     let broker = cluster.broker().await;
     let keyspace = Keyspace::cluster().with_prefix(&prefix).expect("prefix");
-    let victim = master_of(&cluster, &keyspace.tasks(&agent(0)));
+    let victim = cluster.master_of(&keyspace.tasks(&agent(0)));
 
     let mut options = WorkerOptions::default().lease(Duration::from_secs(3));
     options.keyspace = keyspace.clone();

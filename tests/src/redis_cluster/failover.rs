@@ -1,0 +1,131 @@
+//! Which node serves a key, and a manual failover: the replica of a master
+//! takes over (`CLUSTER FAILOVER`) while the old master stays up and
+//! answers `MOVED` to what a client still sends it.
+
+use std::time::{Duration, Instant};
+
+use super::TestCluster;
+use super::form::{cluster_nodes, connect};
+
+/// How long a manual failover may take to be seen by both nodes.
+const FAILOVER_BOUND: Duration = Duration::from_secs(30);
+
+impl TestCluster {
+    /// The `host:port` of the master serving `key` now.
+    ///
+    /// # Panics
+    ///
+    /// When no master answers for it.
+    pub fn master_of(&self, key: &str) -> String {
+        let masters = self.masters();
+        for master in &masters {
+            let Ok(mut conn) = connect(master) else {
+                continue;
+            };
+            // A master answers for its own keys and redirects the others.
+            let reply: redis::RedisResult<i64> = redis::cmd("EXISTS").arg(key).query(&mut conn);
+            if reply.is_ok() {
+                return master.clone();
+            }
+        }
+        panic!("no master of {masters:?} serves '{key}'");
+    }
+
+    /// Promotes the replica of `master` with `CLUSTER FAILOVER` and waits
+    /// until the replica calls itself master and `master` calls itself a
+    /// replica; returns the promoted node's `host:port`. Nothing is killed:
+    /// the old master keeps its connections and redirects their commands.
+    ///
+    /// # Panics
+    ///
+    /// When `master` has no replica, or the failover is not done within 30 s.
+    pub fn fail_over(&self, master: &str) -> String {
+        let nodes = cluster_nodes(master).unwrap_or_else(|err| panic!("{master}: {err}"));
+        let Some(replica) = replica_of(&nodes, master) else {
+            panic!("{master} has no replica:\n{nodes}");
+        };
+        let started: redis::RedisResult<String> = connect(&replica)
+            .and_then(|mut conn| redis::cmd("CLUSTER").arg("FAILOVER").query(&mut conn));
+        if let Err(err) = started {
+            panic!("CLUSTER FAILOVER on {replica}: {err}");
+        }
+        let deadline = Instant::now() + FAILOVER_BOUND;
+        while Instant::now() < deadline {
+            // Every node's view, not only the two nodes' own: the next
+            // failover looks its replica up in whichever view it reads.
+            if self.seeds.iter().all(|seed| agrees(seed, &replica, master)) {
+                return replica;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the failover of {master} to {replica} did not finish within {FAILOVER_BOUND:?}");
+    }
+}
+
+/// Whether the node at `seed` sees `new_master` as a master and
+/// `old_master` as its replica (a node that does not answer has no say).
+fn agrees(seed: &str, new_master: &str, old_master: &str) -> bool {
+    let Ok(text) = cluster_nodes(seed) else {
+        return true;
+    };
+    let lines: Vec<Vec<&str>> = text
+        .lines()
+        .map(|line| line.split_whitespace().collect())
+        .collect();
+    let find = |addr: &str| {
+        lines
+            .iter()
+            .find(|f| f.get(1).map(|a| a.split('@').next().unwrap_or(a)) == Some(addr))
+    };
+    let (Some(new), Some(old)) = (find(new_master), find(old_master)) else {
+        return false;
+    };
+    let has = |f: &Vec<&str>, flag: &str| {
+        f.get(2)
+            .is_some_and(|flags| flags.split(',').any(|x| x == flag))
+    };
+    has(new, "master") && has(old, "slave") && old.get(3) == new.first()
+}
+
+/// The `host:port` of a live replica of the node at `master` in `CLUSTER
+/// NODES` output.
+fn replica_of(text: &str, master: &str) -> Option<String> {
+    let fields =
+        |line: &str| -> Vec<String> { line.split_whitespace().map(str::to_owned).collect() };
+    let addr_of = |field: &str| field.split('@').next().unwrap_or(field).to_owned();
+    let master_id = text
+        .lines()
+        .map(fields)
+        .find(|f| f.get(1).map(|a| addr_of(a)) == Some(master.to_owned()))?
+        .first()?
+        .clone();
+    text.lines().map(fields).find_map(|f| {
+        let flags = f.get(2)?;
+        let is_live_replica = flags.split(',').any(|flag| flag == "slave")
+            && !flags.split(',').any(|flag| flag == "fail");
+        let addr = f.get(1)?;
+        (is_live_replica && f.get(3) == Some(&master_id)).then(|| addr_of(addr))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_replica_of_a_master_is_found_by_its_master_id() {
+        let text = "a 127.0.0.1:1@11 myself,master - 0 0 1 connected 0-5460\n\
+                    b 127.0.0.1:2@12 slave d 0 0 1 connected\n\
+                    c 127.0.0.1:3@13 slave a 0 0 2 connected\n\
+                    d 127.0.0.1:4@14 master - 0 0 3 connected 5461-16383\n";
+        assert_eq!(
+            replica_of(text, "127.0.0.1:1").as_deref(),
+            Some("127.0.0.1:3")
+        );
+        assert_eq!(
+            replica_of(text, "127.0.0.1:4").as_deref(),
+            Some("127.0.0.1:2")
+        );
+        assert_eq!(replica_of(text, "127.0.0.1:3"), None);
+    }
+}
