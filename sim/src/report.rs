@@ -40,9 +40,12 @@ pub enum Class {
     /// Outcomes that would contradict each other (a success and a dead
     /// letter, two dead letters) because its worker group was destroyed
     /// (`XGROUP DESTROY`) and made again below an entry of it already
-    /// delivered: that entry, and the attempts after it, ran again. What
-    /// destroying a group costs under at-least-once, reported apart: not a
-    /// crewq violation.
+    /// delivered: that entry, and the attempts after it, ran again; or
+    /// because a broker rollback restored an entry of it a worker had
+    /// already found deleted while pending, so that worker dead-lettered it
+    /// as `deleted_while_pending` while the restored entry ran again. What
+    /// destroying a group or losing writes costs under at-least-once,
+    /// reported apart: not a crewq violation.
     Replayed,
     /// No outcome: its dispatch was acknowledged after the snapshot a
     /// broker rollback restored (AOF `everysec`, a failover to a lagging

@@ -40,8 +40,8 @@ pub struct SimArgs {
     /// Run a deliberately broken worker: ack-before-handle, no-reclaim,
     /// dlq-without-ack, dlq-on-first-failure, fatal-on-unavailable,
     /// failed-item-acked, trust-task-agent-type, ignore-deleted,
-    /// reclaim-failure-starves-read, no-renew-in-grace, settle-gives-up or
-    /// recreate-group-at-end. The checker must catch it.
+    /// reclaim-failure-starves-read, no-renew-in-grace, settle-gives-up,
+    /// recreate-group-at-end or remember-settled. The checker must catch it.
     #[arg(long, value_name = "NAME", value_parser = parse_mutant)]
     pub mutant: Option<Mutant>,
     /// Run against this Redis (redis:// or rediss://) in real time instead

@@ -60,8 +60,13 @@ pub(crate) struct GroupWatch {
     /// The position to re-create the group after (see [`recreate_after`]).
     floor: Option<StreamId>,
     /// The last-delivered id of the last sample: a later one below it
-    /// means the group was made again meanwhile.
+    /// means the group was made again meanwhile, or the broker was rolled
+    /// back.
     last_delivered: Option<StreamId>,
+    /// The highest last-delivered id any sample showed: entries up to it
+    /// existed. A stream whose top is below it lost entries it had, so
+    /// the broker was rolled back (see [`GroupWatch::rolled_back`]).
+    high_water: StreamId,
     /// Entries the last sample shows finished.
     finished: Finished,
     /// Entries the last sample before the group was lost showed finished:
@@ -77,6 +82,7 @@ impl Default for GroupWatch {
             seen: false,
             floor: None,
             last_delivered: None,
+            high_water: StreamId::ZERO,
             finished: Finished::default(),
             finished_before_loss: Finished::default(),
             next_sample: Instant::now(),
@@ -97,6 +103,9 @@ impl GroupWatch {
         if !self.ready {
             let after = if self.seen {
                 let top = stream_top(shared).await?;
+                if self.rolled_back(top) {
+                    self.forget_rolled_back();
+                }
                 let after = recreate_after(self.floor, &shared.held_ids(), top);
                 if after == StreamId::ZERO {
                     // Maybe a new stream, whose ids may repeat the old
@@ -130,9 +139,14 @@ impl GroupWatch {
                         .last_delivered
                         .is_some_and(|before| sample.last_delivered < before)
                     {
-                        // Made again (by a peer) since the last sample.
-                        self.remember_finished_before_loss();
+                        // Made again by a peer since the last sample, or
+                        // the broker rolled back: no telling which for
+                        // sure, so nothing known finished is trusted (a
+                        // rollback may have forgotten those acks).
+                        // Entries delivered again run again.
+                        self.forget_finished();
                     }
+                    self.high_water = self.high_water.max(sample.last_delivered);
                     self.floor = Some(sample.after);
                     self.last_delivered = Some(sample.last_delivered);
                     self.finished = sample.finished;
@@ -165,6 +179,36 @@ impl GroupWatch {
     /// same bug on purpose).
     pub fn finished(&self, id: StreamId) -> bool {
         self.finished_before_loss.contains(id)
+    }
+
+    /// Whether the task stream's `top` (its last-generated id) is below
+    /// an id a sample saw delivered: ids never go down in one stream, so
+    /// the broker lost appends it had acknowledged (restarted from an AOF
+    /// written `everysec`, failed over to a lagging replica), or the stream
+    /// was deleted and made again.
+    fn rolled_back(&self, top: Option<StreamId>) -> bool {
+        top.is_none_or(|top| top < self.high_water)
+    }
+
+    /// After a rollback nothing sampled before it holds: acknowledgements
+    /// below the floor, or of entries known finished, may be forgotten, and
+    /// those entries pending again. The group, made again, starts at the
+    /// stream's beginning, and what is delivered again runs again.
+    fn forget_rolled_back(&mut self) {
+        tracing::warn!(
+            delivered_up_to = %self.high_water,
+            "the task stream lost entries its group had delivered: the broker was rolled \
+             back; making the group again at the stream's beginning"
+        );
+        self.floor = None;
+        self.high_water = StreamId::ZERO;
+        self.last_delivered = None;
+        self.forget_finished();
+    }
+
+    fn forget_finished(&mut self) {
+        self.finished = Finished::default();
+        self.finished_before_loss = Finished::default();
     }
 
     fn remember_finished_before_loss(&mut self) {

@@ -370,6 +370,12 @@ impl<B: Broker, H> Shared<B, H> {
                     tries = tries.saturating_add(1);
                     tracing::warn!(%id, error = %err, "writing a dead letter failed; retrying");
                     tokio::time::sleep(self.retry_wait(tries)).await;
+                    // A broker rolled back meanwhile to before the deletion
+                    // has the entry again: it is delivered again, not dead.
+                    if !self.still_gone(id).await {
+                        tracing::warn!(%id, "an entry found deleted is back in the stream (the broker was rolled back); not dead-lettering it");
+                        return Outcome::Zombie;
+                    }
                 }
             }
         }

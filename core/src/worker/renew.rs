@@ -77,6 +77,25 @@ pub(crate) async fn renew<B: Broker, H>(shared: &Shared<B, H>) {
     }
 }
 
+impl<B: Broker, H> Shared<B, H> {
+    /// Whether entry `id`, found deleted by an earlier renewal, is still
+    /// gone from the task stream; `true` when the broker cannot tell now.
+    ///
+    /// A broker rolled back to before the deletion (an AOF restart, a
+    /// failover to a lagging replica) has the entry again, pending or
+    /// delivered to someone else: it is then no `deleted_while_pending`
+    /// dead letter but an ordinary entry taken over. When unsure, the dead
+    /// letter is written: a letter too many is seen, a task never recorded
+    /// is lost.
+    pub(crate) async fn still_gone(&self, id: StreamId) -> bool {
+        let range: IdRange = (std::ops::Bound::Included(id), std::ops::Bound::Included(id));
+        match self.broker.xrange(&self.keys.tasks, range, Some(1)).await {
+            Ok(entries) => entries.is_empty(),
+            Err(_) => true,
+        }
+    }
+}
+
 /// Whether entry `id` is gone from the task stream while still pending for
 /// this consumer; `None` if the broker cannot tell now.
 async fn deleted_but_mine<B: Broker, H>(shared: &Shared<B, H>, id: StreamId) -> Option<bool> {

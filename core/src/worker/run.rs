@@ -339,7 +339,7 @@ where
                 }
             };
             shared.remember_settled(id, outcome);
-            if outcome == Outcome::Zombie && shared.was_deleted(id) {
+            if outcome == Outcome::Zombie && shared.was_deleted(id) && shared.still_gone(id).await {
                 return shared.deleted_while_pending(id, data, false).await;
             }
             outcome

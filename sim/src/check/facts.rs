@@ -42,6 +42,12 @@ pub(super) struct TaskFacts {
     /// done went with it, so this task may run again (see
     /// [`Class::Replayed`](crate::report::Class::Replayed)).
     pub replayed: bool,
+    /// An entry of it was found deleted while pending (cut by a trim, or
+    /// reported deleted by a reclaim scan), and a broker rollback then
+    /// restored it: the worker that held it saw it deleted and may still
+    /// dead-letter it as `deleted_while_pending`, while the restored entry
+    /// runs again (see [`Class::Replayed`](crate::report::Class::Replayed)).
+    pub resurrected: bool,
     /// A dispatch of it was acknowledged, and a broker rollback then
     /// forgot its entry (`acked` says whether another one stayed).
     pub dispatch_rolled_back: bool,
@@ -167,6 +173,8 @@ impl Facts {
         let mut replays = Replays::default();
         // Entries cut while pending and not yet reported deleted.
         let mut cut: BTreeSet<(String, StreamId)> = BTreeSet::new();
+        // Entries seen deleted while pending, and when.
+        let mut seen_deleted: BTreeMap<(String, StreamId), u64> = BTreeMap::new();
         let task_streams = record.state.task_streams();
         // A crashed worker's in-flight read may still deliver a little
         // after the crash (on Redis, a command already on the wire).
@@ -254,6 +262,9 @@ impl Facts {
                     unread,
                 } => {
                     cut.extend(pending.iter().map(|id| (stream.clone(), *id)));
+                    for id in pending {
+                        seen_deleted.insert((stream.clone(), *id), at);
+                    }
                     for id in unread {
                         let key = (stream.clone(), *id);
                         if let Some(facts) = entries.get(&key).and_then(|t| self.tasks.get_mut(t)) {
@@ -263,6 +274,26 @@ impl Facts {
                 }
                 Event::FoundDeleted { stream, id } => {
                     cut.remove(&(stream.clone(), *id));
+                    seen_deleted.insert((stream.clone(), *id), at);
+                }
+                Event::RolledBack {
+                    snapshot_ms,
+                    forgotten,
+                } => {
+                    // Deleted after the snapshot: the restore brought back
+                    // the entry, or (appended after the snapshot too) the
+                    // task's entry before it.
+                    for (key, _) in seen_deleted.iter().filter(|(_, at)| **at >= *snapshot_ms) {
+                        let task = if forgotten.contains(key) {
+                            self.rollbacks.task_of(&key.0, key.1)
+                        } else {
+                            entries.get(key).copied()
+                        };
+                        if let Some(facts) = task.and_then(|t| self.tasks.get_mut(&t)) {
+                            facts.resurrected = true;
+                        }
+                    }
+                    seen_deleted.retain(|_, at| *at < *snapshot_ms);
                 }
                 _ => {}
             }

@@ -41,7 +41,7 @@ pub(crate) fn check(scenario: &Scenario, seed: u64, record: &RunRecord) -> Repor
     verdict.violations.extend(reads::starved(&record.history));
     // Invariants about handler runs: no second run while the first holds
     // its lease; no success dropped.
-    let runs = runs::runs(record);
+    let runs = runs::runs(record, &facts.rollbacks);
     verdict
         .violations
         .extend(overlap::check(scenario, record, &runs));
@@ -93,7 +93,9 @@ pub(crate) fn check(scenario: &Scenario, seed: u64, record: &RunRecord) -> Repor
 fn classify(facts: &TaskFacts) -> Class {
     let dead = facts.dead_letters.len();
     match (facts.successes, dead) {
-        (s, d) if facts.replayed && (d > 1 || (s > 0 && d > 0)) => Class::Replayed,
+        (s, d) if (facts.replayed || facts.resurrected) && (d > 1 || (s > 0 && d > 0)) => {
+            Class::Replayed
+        }
         (s, d) if s > 0 && d > 0 => Class::Unexpected,
         (_, d) if d > 1 => Class::Unexpected,
         (s, _) if s > 1 => Class::Duplicated,

@@ -10,6 +10,8 @@ use crate::crew::task_index;
 use crate::history::Event;
 use crate::run::RunRecord;
 
+use super::rollback::Forgetting;
+
 /// One handler call.
 #[derive(Clone, Debug)]
 pub(super) struct Run {
@@ -30,7 +32,11 @@ pub(super) struct Run {
 }
 
 /// Every handler run of a history, in start order.
-pub(super) fn runs(record: &RunRecord) -> Vec<Run> {
+///
+/// A delivery of an entry a rollback then forgot is tied to the task that
+/// entry was: the final state's journal no longer holds it, and a later
+/// entry may hold its id.
+pub(super) fn runs(record: &RunRecord, rollbacks: &Forgetting) -> Vec<Run> {
     let entries = entry_tasks(record);
     let task_streams = record.state.task_streams();
     // (consumer, task) -> the entry last delivered, and when.
@@ -38,7 +44,7 @@ pub(super) fn runs(record: &RunRecord) -> Vec<Run> {
     let mut runs: Vec<Run> = Vec::new();
     // (task, call) -> index in `runs`, while under way.
     let mut open: BTreeMap<(u32, u32), usize> = BTreeMap::new();
-    for stamped in record.history.events() {
+    for (index, stamped) in record.history.events().iter().enumerate() {
         let at = stamped.at_ms;
         match &stamped.event {
             Event::Delivered {
@@ -47,7 +53,12 @@ pub(super) fn runs(record: &RunRecord) -> Vec<Run> {
                 id,
             } if task_streams.contains(stream) => {
                 let entry = (stream.clone(), *id);
-                if let Some(&task) = entries.get(&entry) {
+                let task = if rollbacks.forgot(index) {
+                    rollbacks.task_of(stream, *id)
+                } else {
+                    entries.get(&entry).copied()
+                };
+                if let Some(task) = task {
                     delivered.insert((consumer.clone(), task), (entry, at));
                 }
             }
