@@ -71,14 +71,61 @@ fn a_supervisor_whose_group_a_rollback_forgot_creates_it_again() {
     standard_seed_passes_through_its_rollback(65);
 }
 
-/// Runs `seed` at the standard rates: its rollback fires and every
+/// Runs `seed` at the rollback-only rates: its rollback fires and every
 /// invariant holds.
 fn standard_seed_passes_through_its_rollback(seed: u64) {
+    seed_passes_through_its_rollback(seed, FaultRates::ROLLBACK);
+}
+
+fn seed_passes_through_its_rollback(seed: u64, rates: FaultRates) {
     crewq_sim::silence_injected_panics();
-    let scenario = Scenario::default().faults(Faults::Rates(FaultRates::ROLLBACK));
+    let scenario = Scenario::default().faults(Faults::Rates(rates));
     let report = Simulation::standard(scenario).run(seed).expect("runs");
     assert_eq!(report.hits.get("rollback"), Some(&1), "{report}");
     assert!(report.passed(), "{report}");
+}
+
+/// Found when rollbacks joined the standard campaign (seed 266): a
+/// rollback made the group's last-delivered id go backwards, which the
+/// worker took for a peer having made the group again, and it acknowledged
+/// unrun the entries its sample from before showed finished. The rollback
+/// had forgotten those acknowledgements: the tasks were lost with their
+/// entries still there. A last-delivered id going backwards now makes the
+/// worker forget what it knew finished.
+#[test]
+fn a_rollback_that_moves_the_group_back_makes_the_worker_forget_what_it_knew_finished() {
+    seed_passes_through_its_rollback(266, FaultRates::STANDARD);
+}
+
+/// Found when rollbacks joined the standard campaign (seed 272): a worker
+/// holding an entry saw it trimmed; a rollback restored it and another
+/// worker completed it; the first worker then dead-lettered it as
+/// `deleted_while_pending` though it was back in the stream. The worker
+/// now checks the entry is still gone before (and between tries of) that
+/// dead letter.
+#[test]
+fn an_entry_a_rollback_restored_is_not_dead_lettered_as_deleted() {
+    seed_passes_through_its_rollback(272, FaultRates::STANDARD);
+}
+
+/// Found when rollbacks joined the standard campaign (seed 606): the
+/// checker tied a handler run to the task's last entry the final state
+/// holds, not to the entry (appended after the snapshot, then forgotten)
+/// it ran, so its settle went unseen and `success_recorded` failed.
+#[test]
+fn a_run_of_an_entry_a_rollback_forgot_is_tied_to_that_entry() {
+    seed_passes_through_its_rollback(606, FaultRates::STANDARD);
+}
+
+/// Found when rollbacks joined the standard campaign (seed 124): an entry
+/// trimmed while pending was dead-lettered as `deleted_while_pending`; a
+/// rollback forgot the letter and restored the entry, which ran again and
+/// succeeded; the worker that had held it wrote the letter again (the
+/// entry trimmed anew). A success beside a dead letter, reported apart as
+/// replayed, not a crewq violation.
+#[test]
+fn an_entry_found_deleted_then_restored_by_a_rollback_counts_as_replayed() {
+    seed_passes_through_its_rollback(124, FaultRates::STANDARD);
 }
 
 /// Found by the proptest of generated scenarios: task 0 hangs, its only

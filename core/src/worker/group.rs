@@ -391,6 +391,30 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_top_below_an_id_seen_delivered_means_a_rollback() {
+        let mut watch = GroupWatch {
+            high_water: StreamId::new(900, 9),
+            floor: Some(StreamId::new(700, 0)),
+            ..GroupWatch::default()
+        };
+        // Appends since the id seen delivered: nothing lost.
+        assert!(!watch.rolled_back(Some(StreamId::new(900, 9))));
+        assert!(!watch.rolled_back(Some(StreamId::new(950, 0))));
+        // Below it: the broker lost appends it had acknowledged.
+        assert!(watch.rolled_back(Some(StreamId::new(620, 3))));
+        assert!(watch.rolled_back(None));
+        watch.forget_rolled_back();
+        assert_eq!(
+            watch.floor, None,
+            "the group is made again at the beginning"
+        );
+        assert_eq!(
+            recreate_after(watch.floor, &[], Some(StreamId::new(620, 3))),
+            StreamId::ZERO
+        );
+    }
+
+    #[test]
     fn with_no_floor_sampled_a_destroyed_group_is_recreated_at_the_beginning() {
         // Duplicates, not losses: nothing is known of what others held.
         assert_eq!(
