@@ -4,6 +4,8 @@
 
 #![allow(dead_code, reason = "each test file uses part of it")]
 
+pub mod prometheus;
+
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 

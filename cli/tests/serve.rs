@@ -1,0 +1,367 @@
+//! `crewq serve` on a private Redis: `/metrics` parses as the Prometheus
+//! text format and its gauges are `Monitor`'s numbers; the JSON API shows
+//! the same numbers, lists, inspects, replays and purges dead letters and
+//! finds tasks; requests naming another host, or posting anything but
+//! JSON, are refused.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+
+use common::{Crew, agent, prometheus};
+use crewq_core::monitor::{AgentStats, Monitor};
+use crewq_core::{DeadLetterReason, WireErrorKind};
+use serde_json::{Value, json};
+
+/// A running `crewq serve` on a free loopback port, stopped when dropped.
+struct Served {
+    child: Child,
+    /// `127.0.0.1:<port>`
+    addr: String,
+}
+
+impl Served {
+    fn start(crew: &Crew, agents: &[&str]) -> Served {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_crewq"))
+            .arg("serve")
+            .args(agents)
+            .args(["--redis", crew.server.url(), "--key-prefix", &crew.prefix])
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run crewq serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("crewq serve says where it listens");
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_owned();
+        Served { child, addr }
+    }
+
+    fn get(&self, path: &str) -> Reply {
+        self.request("GET", path, "127.0.0.1", None)
+    }
+
+    fn post(&self, path: &str, body: &Value) -> Reply {
+        let body = body.to_string();
+        self.request("POST", path, "127.0.0.1", Some(("application/json", &body)))
+    }
+
+    /// One HTTP/1.1 request on its own connection.
+    fn request(&self, method: &str, path: &str, host: &str, body: Option<(&str, &str)>) -> Reply {
+        let mut stream = TcpStream::connect(&self.addr).expect("connect to crewq serve");
+        let mut request =
+            format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+        if let Some((content_type, body)) = body {
+            request += &format!(
+                "Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        } else {
+            request += "\r\n";
+        }
+        stream.write_all(request.as_bytes()).expect("send");
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).expect("read the reply");
+        let (head, body) = raw.split_once("\r\n\r\n").expect("headers end");
+        assert!(
+            !head
+                .to_ascii_lowercase()
+                .contains("transfer-encoding: chunked"),
+            "a chunked reply this client does not read: {head}"
+        );
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {head:?}"));
+        Reply {
+            status,
+            body: body.to_owned(),
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Reply {
+    status: u16,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    fn ok_json(&self) -> Value {
+        assert_eq!(self.status, 200, "{}", self.body);
+        self.json()
+    }
+}
+
+/// The crew: research with 5 tasks (2 held by worker-1) and two dead
+/// letters; review with 3 tasks undelivered and a poison dead letter;
+/// report with no streams at all.
+async fn crew() -> (Crew, String) {
+    let crew = Crew::start();
+    crew.tasks("research", 5).await;
+    crew.read("research", "worker-1", 2).await;
+    crew.tasks("review", 3).await;
+    let replayable = crew
+        .dead_letter("research", "t-dead", "wf-9", DeadLetterReason::MaxRetries)
+        .await;
+    crew.dead_letter("research", "t-dead-2", "wf-9", DeadLetterReason::MaxRetries)
+        .await;
+    crew.dead_letter(
+        "review",
+        "r-poison",
+        "wf-9",
+        DeadLetterReason::Poison(WireErrorKind::InvalidTask),
+    )
+    .await;
+    (crew, replayable.to_string())
+}
+
+const AGENTS: [&str; 3] = ["research", "review", "report"];
+
+async fn monitor_stats(crew: &Crew) -> Vec<AgentStats> {
+    let broker = crew.server.broker().await;
+    let agents: Vec<_> = AGENTS.iter().map(|a| agent(a)).collect();
+    Monitor::new(&broker, crew.keyspace())
+        .stats(&agents)
+        .await
+        .expect("stats")
+}
+
+/// Monitor's numbers as JSON without the idle times, which grow between
+/// two reads.
+fn without_idle(mut value: Value) -> Value {
+    fn strip(value: &mut Value) {
+        match value {
+            Value::Object(map) => {
+                map.retain(|key, _| !key.ends_with("idle_ms"));
+                map.values_mut().for_each(strip);
+            }
+            Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    strip(&mut value);
+    value
+}
+
+fn oldest_idle_ms(agent: &AgentStats) -> u128 {
+    agent
+        .groups
+        .iter()
+        .filter_map(|g| g.oldest_pending_idle)
+        .max()
+        .map_or(0, |idle| idle.as_millis())
+}
+
+#[tokio::test]
+async fn metrics_gauges_are_monitors_numbers() {
+    let (crew, _) = crew().await;
+    let served = Served::start(&crew, &AGENTS);
+    let before = monitor_stats(&crew).await;
+    let reply = served.get("/metrics");
+    let after = monitor_stats(&crew).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(
+        without_idle(json!(before)),
+        without_idle(json!(after)),
+        "the crew stood still"
+    );
+    let scrape = prometheus::parse(&reply.body);
+    for (name, kind) in [
+        ("crewq_queue_length", "gauge"),
+        ("crewq_queue_lag", "gauge"),
+        ("crewq_queue_pending", "gauge"),
+        ("crewq_queue_oldest_pending_idle_seconds", "gauge"),
+        ("crewq_consumers", "gauge"),
+        ("crewq_dead_letters", "gauge"),
+        ("crewq_queue_appended_total", "counter"),
+    ] {
+        assert_eq!(
+            scrape.types.get(name).map(String::as_str),
+            Some(kind),
+            "{name}"
+        );
+    }
+    let mut checked = 0;
+    for (old, stats) in before.iter().zip(&after) {
+        let labels = [("agent_type", stats.agent_type.as_str())];
+        let value = |name: &str| scrape.value(name, &labels);
+        let lag = if stats.groups.is_empty() {
+            stats.tasks.length
+        } else {
+            stats
+                .groups
+                .iter()
+                .map(|g| g.lag.expect("Redis 7 knows the lag"))
+                .sum()
+        };
+        let pending: u64 = stats.groups.iter().map(|g| g.pending).sum();
+        let consumers: usize = stats.groups.iter().map(|g| g.consumers.len()).sum();
+        assert_eq!(value("crewq_queue_length"), stats.tasks.length as f64);
+        assert_eq!(value("crewq_queue_lag"), lag as f64);
+        assert_eq!(value("crewq_queue_pending"), pending as f64);
+        assert_eq!(value("crewq_consumers"), consumers as f64);
+        assert_eq!(value("crewq_dead_letters"), stats.dlq_length as f64);
+        assert_eq!(
+            value("crewq_queue_appended_total"),
+            stats.tasks.entries_added as f64
+        );
+        // Read between the two Monitor reads: between their idle times.
+        let idle_ms = (value("crewq_queue_oldest_pending_idle_seconds") * 1000.0).round() as u128;
+        assert!(
+            (oldest_idle_ms(old)..=oldest_idle_ms(stats)).contains(&idle_ms),
+            "{}: idle {idle_ms} ms, Monitor read {} then {} ms",
+            stats.agent_type,
+            oldest_idle_ms(old),
+            oldest_idle_ms(stats)
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 3);
+    // The set-up is what the checks above claim to cover.
+    let research = &after[0];
+    assert_eq!(
+        (
+            research.tasks.length,
+            research.dlq_length,
+            research.groups[0].pending
+        ),
+        (5, 2, 2)
+    );
+    assert!(oldest_idle_ms(research) < 60_000);
+    assert!(!after[2].tasks.exists, "report has no stream");
+}
+
+#[tokio::test]
+async fn the_api_shows_the_numbers_and_replays_and_purges_dead_letters() {
+    let (crew, replayable) = crew().await;
+    let served = Served::start(&crew, &AGENTS);
+
+    let stats = served.get("/api/stats").ok_json();
+    let monitor = monitor_stats(&crew).await;
+    let mut shown = stats.clone();
+    for agent in shown.as_array_mut().expect("a list") {
+        agent.as_object_mut().expect("an object").remove("summary");
+    }
+    assert_eq!(without_idle(shown), without_idle(json!(monitor)));
+    assert_eq!(
+        without_idle(stats[0]["summary"].clone()),
+        json!({"lag": 3, "pending": 2, "consumers": 1})
+    );
+    assert_eq!(
+        without_idle(stats[1]["summary"].clone()),
+        json!({"lag": 3, "pending": 0, "consumers": 0})
+    );
+
+    let listed = served.get("/api/dlq?agent=research").ok_json();
+    let ids: Vec<&str> = listed
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|l| l["task_id"].as_str())
+        .collect();
+    assert_eq!(ids, ["t-dead", "t-dead-2"]);
+    assert_eq!(
+        served.get("/api/dlq").ok_json().as_array().map(Vec::len),
+        Some(3),
+        "every served agent type's"
+    );
+    let shown = served
+        .get(&format!("/api/dlq/research/{replayable}"))
+        .ok_json();
+    assert_eq!(shown["task_id"], "t-dead");
+    assert_eq!(shown["task"]["trace_id"], "wf-9");
+
+    // Replay moves the letter back to its task stream.
+    let replayed = served
+        .post(
+            "/api/dlq/replay",
+            &json!({"agent": "research", "id": replayable}),
+        )
+        .ok_json();
+    assert_eq!(replayed["task_id"], "t-dead");
+    let keyspace = crew.keyspace();
+    assert_eq!(crew.xlen(&keyspace.dlq(&agent("research"))).await, 1);
+    assert_eq!(crew.xlen(&keyspace.tasks(&agent("research"))).await, 6);
+    let found = served.get("/api/task?id=t-dead").ok_json();
+    assert_eq!(found[0]["place"]["state"], "waiting", "{found}");
+    assert_eq!(found[0]["place"]["entry_id"], replayed["new_entry_id"]);
+    let again = served.post(
+        "/api/dlq/replay",
+        &json!({"agent": "research", "id": replayable}),
+    );
+    assert_eq!(again.status, 404, "{}", again.body);
+    assert!(again.json()["error"].is_string());
+
+    // A poison letter is not replayed; purge deletes.
+    let poison = served.get("/api/dlq?agent=review").ok_json()[0]["entry_id"].clone();
+    let refused = served.post("/api/dlq/replay", &json!({"agent": "review", "id": poison}));
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    let purged = served
+        .post("/api/dlq/purge", &json!({"agent": "review", "id": poison}))
+        .ok_json();
+    assert_eq!(purged, json!({"purged": 1}));
+    assert_eq!(crew.xlen(&keyspace.dlq(&agent("review"))).await, 0);
+
+    // Bad input is a 400, not a crash.
+    let bad = served.get("/api/dlq/research/not-an-id");
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    let trace = served.get("/api/task?id=wf-9&trace=true").ok_json();
+    assert_eq!(trace.as_array().map(Vec::len), Some(2), "{trace}");
+}
+
+#[tokio::test]
+async fn requests_naming_another_host_or_posting_a_form_are_refused() {
+    let (crew, replayable) = crew().await;
+    let served = Served::start(&crew, &AGENTS);
+    assert_eq!(
+        served
+            .request("GET", "/api/stats", "localhost:9464", None)
+            .status,
+        200
+    );
+    // DNS rebinding: a page of evil.example re-pointed at 127.0.0.1.
+    let rebound = served.request("GET", "/api/stats", "evil.example:9464", None);
+    assert_eq!(rebound.status, 403, "{}", rebound.body);
+    let body = json!({"agent": "research", "id": replayable}).to_string();
+    let rebound = served.request(
+        "POST",
+        "/api/dlq/replay",
+        "evil.example",
+        Some(("application/json", &body)),
+    );
+    assert_eq!(rebound.status, 403, "{}", rebound.body);
+    // What a cross-site form may send without a CORS preflight.
+    let form = served.request(
+        "POST",
+        "/api/dlq/replay",
+        "127.0.0.1",
+        Some(("text/plain", &body)),
+    );
+    assert_eq!(form.status, 415, "{}", form.body);
+    assert_eq!(
+        crew.xlen(&crew.keyspace().dlq(&agent("research"))).await,
+        2,
+        "nothing was replayed"
+    );
+}
