@@ -103,6 +103,8 @@ fn router(app: Arc<App>) -> Router {
             "/style.css",
             get(|| asset("text/css; charset=utf-8", STYLE_CSS)),
         )
+        // Browsers ask for one; there is none (and no 404 in their console).
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/metrics", get(metrics::scrape))
         .route("/api/stats", get(api::stats))
         .route("/api/dlq", get(api::dead_letters))

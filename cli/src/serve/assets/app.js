@@ -161,6 +161,7 @@ async function inspect(letter) {
 async function replay(letter) {
   const done = await post("/api/dlq/replay", { agent: letter.agent_type, id: letter.entry_id });
   say(`replayed ${done.entry_id} as task entry ${done.new_entry_id} (task ${done.task_id})`);
+  $("#dlq-detail").hidden = true;
   await Promise.all([listDeadLetters(), refresh()]);
 }
 
@@ -168,6 +169,7 @@ async function purge(letter) {
   if (!window.confirm(`Delete dead letter ${letter.entry_id} of ${letter.agent_type} for good?`)) return;
   await post("/api/dlq/purge", { agent: letter.agent_type, id: letter.entry_id });
   say(`purged ${letter.entry_id}`);
+  $("#dlq-detail").hidden = true;
   await Promise.all([listDeadLetters(), refresh()]);
 }
 
