@@ -229,6 +229,29 @@ async fn the_api_shows_the_numbers_and_replays_and_purges_dead_letters() {
     assert_eq!(trace.as_array().map(Vec::len), Some(2), "{trace}");
 }
 
+#[test]
+fn with_json_the_first_line_says_where_as_json() {
+    let crew = Crew::start();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_crewq"))
+        .args(["serve", "research", "--json", "--listen", "127.0.0.1:0"])
+        .args(["--redis", crew.server.url(), "--key-prefix", &crew.prefix])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run crewq serve");
+    let mut line = String::new();
+    let read = std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+        &mut line,
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    read.expect("a first line");
+    let started: Value = serde_json::from_str(&line).expect("a JSON line");
+    let listen = started["listen"].as_str().expect("listen");
+    assert!(listen.starts_with("127.0.0.1:"), "{started}");
+    assert_eq!(started["metrics"], format!("http://{listen}/metrics"));
+}
+
 #[tokio::test]
 async fn requests_naming_another_host_or_posting_a_form_are_refused() {
     let (crew, replayable) = crew().await;

@@ -30,7 +30,7 @@ use axum::routing::{get, post};
 use crewq_core::{AgentType, Keyspace};
 use crewq_redis::RedisBroker;
 
-use crate::out::emit;
+use crate::out::{emit, json_line};
 use crate::target::{Target, agent_types};
 
 /// `crewq serve`'s options.
@@ -73,9 +73,16 @@ pub async fn run(args: ServeArgs) -> Result<(), Box<dyn Error>> {
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let local = listener.local_addr()?;
     // The first line says where (`--listen 127.0.0.1:0` picks a free port).
-    emit(&format!(
-        "crewq serve: dashboard on http://{local}/, metrics on http://{local}/metrics\n"
-    ))?;
+    let started = if args.target.json {
+        json_line(&serde_json::json!({
+            "listen": local.to_string(),
+            "dashboard": format!("http://{local}/"),
+            "metrics": format!("http://{local}/metrics"),
+        }))?
+    } else {
+        format!("crewq serve: dashboard on http://{local}/, metrics on http://{local}/metrics\n")
+    };
+    emit(&started)?;
     let loopback = local.ip().is_loopback();
     let router = router(app).layer(middleware::from_fn(move |request, next| {
         only_local_hosts(loopback, request, next)
