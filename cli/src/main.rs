@@ -34,7 +34,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// read by consumer groups: a task is delivered at least once, retried,
 /// reclaimed from a worker that died, and dead-lettered when it keeps
 /// failing. This command runs the demo, the simulator and the benchmark,
-/// and lets an operator see and act on a running crew's queues.
+/// lets an operator see and act on a running crew's queues, and serves
+/// their Prometheus metrics and a live web dashboard.
 #[derive(Debug, Parser)]
 #[command(name = "crewq", version)]
 struct Cli {
