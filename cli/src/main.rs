@@ -12,6 +12,7 @@ mod duration;
 mod out;
 mod pending;
 mod print;
+mod serve;
 mod sim;
 mod stats;
 mod target;
@@ -33,7 +34,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// read by consumer groups: a task is delivered at least once, retried,
 /// reclaimed from a worker that died, and dead-lettered when it keeps
 /// failing. This command runs the demo, the simulator and the benchmark,
-/// and lets an operator see and act on a running crew's queues.
+/// lets an operator see and act on a running crew's queues, and serves
+/// their Prometheus metrics and a live web dashboard.
 #[derive(Debug, Parser)]
 #[command(name = "crewq", version)]
 struct Cli {
@@ -71,6 +73,10 @@ enum Command {
     /// Where a task is: waiting, pending with which consumer, completed
     /// with its result, dead-lettered with its reason (or a whole trace).
     Task(task::TaskArgs),
+    /// Serves Prometheus metrics (/metrics) and a live web dashboard (/)
+    /// of a running crew: queues, consumers, dead letters (replay, purge)
+    /// and task lookup.
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -86,6 +92,7 @@ fn main() -> ExitCode {
         Command::Dispatch(args) => operate(dispatch::run(args)),
         Command::Consumers(command) => operate(consumers::run(command)),
         Command::Task(args) => operate(task::run(args)),
+        Command::Serve(args) => operate(serve::run(args)),
     }
 }
 

@@ -27,6 +27,8 @@ fn top_level_help_says_what_crewq_is_and_lists_the_commands() {
         "dlq",
         "dispatch",
         "consumers",
+        "task",
+        "serve",
     ] {
         assert!(
             help.lines().any(|l| l.trim_start().starts_with(command)),

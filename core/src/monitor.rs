@@ -1,5 +1,6 @@
 //! Lag, pending work and dead letters at a glance: what an operator (or the
-//! `crewq stats` command) looks at to see whether the crews keep up.
+//! `crewq stats` command, or `crewq serve`'s Prometheus gauges and
+//! dashboard) looks at to see whether the crews keep up.
 //!
 //! [`Monitor::stats`] gathers, per agent type: its task stream's length and
 //! last id; per consumer group its consumers, pending entries, lag, last

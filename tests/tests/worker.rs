@@ -592,6 +592,99 @@ async fn the_worker_counts_outcomes_through_metrics() {
     assert_eq!(counts, expected);
 }
 
+/// The worker records one handler duration (labelled with the agent type and
+/// the outcome) and one queue wait (dispatch to start, labelled with the
+/// agent type) per run, read on the memory broker's paused clock, so every
+/// value is exact. (Memory only, as above: the recorder is thread-local.)
+#[tokio::test(start_paused = true)]
+async fn the_worker_records_duration_and_queue_wait_histograms() {
+    use crewq_core::metrics::{HANDLER_DURATION, QUEUE_WAIT};
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _recorder = metrics::set_default_local_recorder(&recorder);
+    let backend = Backend::memory();
+    let clock = backend.clock.expect("the memory backend has a clock");
+    let env = Env::from(backend);
+    env.group().await;
+    env.dispatch(&task(1, 0)).await; // runs 0.5 s, fails: dead-lettered
+    env.dispatch(&task(2, 3)).await; // runs 2 s, succeeds
+    env.dispatch(&task(3, 3)).await; // fails at once, then succeeds on its retry
+    // The tasks wait 3 s for a worker.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let calls = Calls::default();
+    let handler = {
+        let calls = calls.clone();
+        move |t: Task<Value>| {
+            let attempt = calls.bump(&t.task_id);
+            async move {
+                match (t.task_id.as_str(), attempt) {
+                    ("task-1", _) => {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        Err::<Value, HandlerError>("fails".into())
+                    }
+                    ("task-2", _) => {
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                        ok(&t)
+                    }
+                    (_, 1) => Err("first attempt fails".into()),
+                    _ => ok(&t),
+                }
+            }
+        }
+    };
+    let mut options = env.options();
+    // The worker must read the broker's clock: queue waits are measured
+    // against the entries' ids.
+    options.clock = Arc::new(clock);
+    let worker = env.spawn_with("w1", options, handler);
+    while env.results().await.len() < 2 || env.dead_letters().await.is_empty() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    worker
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("report");
+
+    // A histogram's name and labels, and its samples, sorted.
+    type Series = (String, Vec<(String, String)>);
+    let mut samples: BTreeMap<Series, Vec<f64>> = BTreeMap::new();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        if let DebugValue::Histogram(values) = value {
+            let labels = key
+                .key()
+                .labels()
+                .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                .collect();
+            let mut values: Vec<f64> = values.into_iter().map(|v| v.into_inner()).collect();
+            values.sort_by(f64::total_cmp);
+            samples.insert((key.key().name().to_owned(), labels), values);
+        }
+    }
+    let agent = ("agent_type".to_owned(), "research".to_owned());
+    let outcome = |o: &str| ("outcome".to_owned(), o.to_owned());
+    let expected: BTreeMap<_, _> = [
+        // task-3's first run and task-1's.
+        (
+            (HANDLER_DURATION, vec![agent.clone(), outcome("failure")]),
+            vec![0.0, 0.5],
+        ),
+        // task-3's retry and task-2.
+        (
+            (HANDLER_DURATION, vec![agent.clone(), outcome("success")]),
+            vec![0.0, 2.0],
+        ),
+        // Three first runs after 3 s; task-3's retry starts as soon as it is
+        // re-appended.
+        ((QUEUE_WAIT, vec![agent.clone()]), vec![0.0, 3.0, 3.0, 3.0]),
+    ]
+    .into_iter()
+    .map(|((name, labels), values)| ((name.to_owned(), labels), values))
+    .collect();
+    assert_eq!(samples, expected);
+}
+
 async fn entries_deleted_while_pending_are_dead_lettered_on_reclaim(env: Env) {
     let keys = env.keys();
     env.broker

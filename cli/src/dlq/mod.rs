@@ -2,7 +2,7 @@
 //! [`DeadLetters`]. Replay and purge ask first on a terminal; elsewhere they
 //! need `--yes`.
 
-mod view;
+pub(crate) mod view;
 
 use std::error::Error;
 use std::io::{BufRead, IsTerminal, Write};

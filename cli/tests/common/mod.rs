@@ -4,6 +4,9 @@
 
 #![allow(dead_code, reason = "each test file uses part of it")]
 
+pub mod prometheus;
+pub mod served;
+
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 

@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tracing::Instrument;
 
-use crate::metrics::{COMPLETED, FAILED, RETRIED, count};
+use crate::metrics::{self, COMPLETED, FAILED, FAILURE, RETRIED, SUCCESS, count};
 use crate::{
     AgentKeys, Broker, DATA_FIELD, DeadLetterReason, DeliveredEntry, Fields, NewEntry, SettleItem,
     StreamId, Task, TaskResult, WireError,
@@ -247,13 +247,20 @@ where
                 .ack(&self.keys.tasks, &self.keys.group, &[id])
                 .await;
         }
+        // Dispatch (the entry's append) to start: see metrics::QUEUE_WAIT.
+        metrics::queue_wait(&self.agent_type, id.ms, self.options.clock.now_ms());
         let started = tokio::time::Instant::now();
         let failure = match self.call(typed).await {
             Ok(output) => {
-                let elapsed = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-                return self.complete(id, data, &task, output, elapsed).await;
+                let elapsed = started.elapsed();
+                metrics::handler_duration(&self.agent_type, SUCCESS, elapsed);
+                let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+                return self.complete(id, data, &task, output, ms).await;
             }
-            Err(failure) => failure,
+            Err(failure) => {
+                metrics::handler_duration(&self.agent_type, FAILURE, started.elapsed());
+                failure
+            }
         };
         count(FAILED, &self.agent_type, 1);
         // At most `max_retries + 1` (exhausted() checked `prior`): no overflow.
