@@ -87,7 +87,10 @@ fn every_design_md_citation_names_a_section_of_the_file() {
             }
         }
     }
-    assert!(citing > 0, "no file cites DESIGN.md: the walk found nothing");
+    assert!(
+        citing > 0,
+        "no file cites DESIGN.md: the walk found nothing"
+    );
     assert!(
         missing.is_empty(),
         "sections cited that DESIGN.md does not have ({headings:?}):\n{}",
