@@ -92,3 +92,85 @@ fn tasks_dealt_to_agent_types_on_every_master_of_a_cluster_all_complete() {
     assert_eq!(report["completed"], 500);
     assert_eq!(report["handled"], 500);
 }
+
+/// The pids of the running `redis-server` processes whose parent is `pid`.
+fn redis_children(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            // `/proc/<pid>/stat`: "pid (comm) state ppid ...".
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+                return false;
+            };
+            let Some((comm, rest)) = stat.split_once(") ") else {
+                return false;
+            };
+            let mut fields = rest.split_whitespace();
+            let state = fields.next();
+            let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
+            comm.ends_with("(redis-server") && ppid == Some(pid) && state != Some("Z")
+        })
+        .collect()
+}
+
+/// Whether process `pid` is still running (a zombie is not).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let (_, rest) = stat.split_once(") ")?;
+            rest.split_whitespace().next().map(|state| state != "Z")
+        })
+        .unwrap_or(false)
+}
+
+/// Found in issue 11: `crewq bench --spawn-redis` killed with `SIGTERM`
+/// left its redis-server running (drop never ran). A watchdog now kills it
+/// once the bench's process is gone.
+#[test]
+fn a_bench_killed_with_sigterm_leaves_no_redis_server_behind() {
+    use std::time::{Duration, Instant};
+    let mut bench = Command::new(env!("CARGO_BIN_EXE_crewq"))
+        .args(["bench", "--spawn-redis", "--tasks", "100000000", "--json"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run crewq bench");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let server = loop {
+        if let Some(&pid) = redis_children(bench.id()).first() {
+            break pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the bench started no redis-server within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let killed = Command::new("kill")
+        .args(["-TERM", &bench.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(killed.success(), "kill -TERM failed");
+    let _ = bench.wait();
+    // Wide margin: the watchdog looks every 0.2 s.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while running(server) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let left = running(server);
+    if left {
+        // Leave the machine as it was, then fail.
+        let _ = Command::new("kill")
+            .args(["-9", &server.to_string()])
+            .status();
+    }
+    assert!(
+        !left,
+        "redis-server {server} still runs after its bench got SIGTERM"
+    );
+}

@@ -1,5 +1,11 @@
 //! `crewq bench --spawn-redis`: a private redis-server on a free loopback
-//! port, stopped when the bench ends.
+//! port, stopped when the bench ends, however it ends.
+//!
+//! Drop stops it when the bench returns or panics. A signal (`SIGTERM`,
+//! `SIGINT`, `SIGKILL`) ends the process without running drops, so a
+//! watchdog (`sh`, started with the server) kills the server once the
+//! bench's process is gone: before it, a bench killed with `SIGTERM` left
+//! its redis-server running (issue 11).
 //!
 //! A trimmed-down cousin of the tests' `TestRedis` (no TLS, no shared
 //! server, no key prefixes): the CLI must not depend on the tests crate.
@@ -26,6 +32,10 @@ const READY_LINE: &str = "Ready to accept connections";
 /// A redis-server this process started; killed on drop.
 pub struct SpawnedRedis {
     child: Child,
+    /// Kills `child` once this process has exited; itself killed first on
+    /// drop, so that it never outlives the server and kills a process that
+    /// reused its pid.
+    watchdog: Option<Child>,
     url: String,
     // Holds the server's working directory (and log) until the server is gone.
     _dir: tempfile::TempDir,
@@ -66,10 +76,30 @@ impl SpawnedRedis {
 
 impl Drop for SpawnedRedis {
     fn drop(&mut self) {
+        if let Some(watchdog) = &mut self.watchdog {
+            let _ = watchdog.kill();
+            let _ = watchdog.wait();
+        }
         // Nothing is persisted: killing is a clean stop.
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts a `sh` that waits for this process to exit, then kills `server`
+/// (`None` if no `sh` could be started: drop still stops the server).
+fn watchdog(server: u32) -> Option<Child> {
+    let script = format!(
+        "while kill -0 {me} 2>/dev/null; do sleep 0.2; done; kill -9 {server} 2>/dev/null",
+        me = std::process::id()
+    );
+    Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()
 }
 
 fn find_redis_server() -> Result<PathBuf, String> {
@@ -115,8 +145,10 @@ fn spawn(binary: &Path) -> Result<SpawnedRedis, String> {
         .stderr(log_err)
         .spawn()
         .map_err(|err| format!("spawn {}: {err}", binary.display()))?;
+    let watchdog = watchdog(child.id());
     let mut server = SpawnedRedis {
         child,
+        watchdog,
         url: format!("redis://127.0.0.1:{port}/"),
         _dir: dir,
     };

@@ -65,12 +65,38 @@ impl FinalState {
 }
 
 /// Reads the final state of `agents`' streams; outcomes and entries from
-/// `journal`, every append of the run in order.
+/// `journal`, every append of the run in order, and from what the streams
+/// hold that the journal lacks.
+///
+/// On Redis a call can be applied and still fail for its caller (a reply
+/// lost to a time-out or a dropped connection, not an injected fault), so
+/// the recorder never saw its appends: a settle whose result was written
+/// that way, retried, finds the entry settled already. Nothing else writes
+/// under a run's keys, so every entry in a stream at the end that the
+/// journal lacks is such an append, and counts. On the memory backend the
+/// journal holds every append, and the union changes nothing.
 pub(crate) async fn read<B: Broker>(
     broker: &B,
     agents: &[AgentKeys],
     journal: &[(String, StreamId, Fields)],
 ) -> crewq_core::Result<FinalState> {
+    let mut unjournaled = Vec::new();
+    for keys in agents {
+        for stream in [&keys.tasks, &keys.dlq, &keys.results] {
+            let known: BTreeSet<StreamId> = appended(journal, stream).map(|(id, _)| id).collect();
+            for entry in broker.xrange(stream, crewq_core::ALL_IDS, None).await? {
+                if !known.contains(&entry.id) {
+                    unjournaled.push((stream.clone(), entry.id, entry.fields));
+                }
+            }
+        }
+    }
+    // Results streams may be shared by agent types: each entry once.
+    unjournaled.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    unjournaled.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+    let journal: Vec<(String, StreamId, Fields)> =
+        journal.iter().cloned().chain(unjournaled).collect();
+    let journal = journal.as_slice();
     // Decoding is not the workers' job here: no size limit.
     let codec = WireCodec::with_max_bytes(usize::MAX);
     let mut state = FinalState::default();
