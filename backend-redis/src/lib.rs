@@ -55,6 +55,7 @@ mod once;
 mod parse;
 mod reclaim;
 mod redact;
+mod replicated;
 mod shared;
 #[cfg(feature = "tls")]
 mod tls;

@@ -31,6 +31,16 @@ impl TestCluster {
         panic!("no master of {masters:?} serves '{key}'");
     }
 
+    /// The `host:port` of a live replica of `master`.
+    ///
+    /// # Panics
+    ///
+    /// When `master` does not answer `CLUSTER NODES` or has no replica.
+    pub fn replica_of(&self, master: &str) -> String {
+        let nodes = cluster_nodes(master).unwrap_or_else(|err| panic!("{master}: {err}"));
+        replica_of(&nodes, master).unwrap_or_else(|| panic!("{master} has no replica:\n{nodes}"))
+    }
+
     /// Promotes the replica of `master` with `CLUSTER FAILOVER` and waits
     /// until the replica calls itself master and `master` calls itself a
     /// replica; returns the promoted node's `host:port`. Nothing is killed:
