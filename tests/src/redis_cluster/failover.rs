@@ -57,9 +57,11 @@ impl TestCluster {
     ///
     /// # Panics
     ///
-    /// When the replica or its master does not answer, or the master still
-    /// counts an online replica after 30 s.
+    /// When the cluster is not a private one (a `CREWQ_REDIS_CLUSTER_URL`
+    /// cluster is not ours to break), the replica or its master does not
+    /// answer, or the master still counts an online replica after 30 s.
     pub fn cut_replication(&self, replica: &str) {
+        self.must_be_private("cut_replication");
         let mut conn = connect(replica).unwrap_or_else(|err| panic!("{replica}: {err}"));
         let master: String = redis::cmd("INFO")
             .arg("replication")
@@ -120,9 +122,10 @@ impl TestCluster {
     ///
     /// # Panics
     ///
-    /// When `replica` is not a replica, or the takeover is not seen by
-    /// every node within 30 s.
+    /// When the cluster is not a private one, `replica` is not a replica,
+    /// or the takeover is not seen by every node within 30 s.
     pub fn take_over(&self, replica: &str) -> String {
+        self.must_be_private("take_over");
         let nodes = cluster_nodes(replica).unwrap_or_else(|err| panic!("{replica}: {err}"));
         let Some(master) = master_of_replica(&nodes, replica) else {
             panic!("{replica} is not a replica:\n{nodes}");
@@ -144,6 +147,15 @@ impl TestCluster {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("the takeover of {master} by {replica} did not finish within {FAILOVER_BOUND:?}");
+    }
+
+    /// Refuses to break a cluster this fixture did not start.
+    fn must_be_private(&self, what: &str) {
+        assert!(
+            !self.nodes.is_empty(),
+            "{what} needs a private cluster, not the shared {}",
+            self.seeds()
+        );
     }
 
     /// Promotes the replica of `master` with `CLUSTER FAILOVER` and waits
