@@ -252,17 +252,16 @@ pub(crate) async fn send_pipe_then(
         return Ok(sent.map(|replies| (replies, Vec::new())));
     }
     if single {
+        let Some(then) = then else {
+            let sent = pipe.query_async::<Vec<Value>>(&mut conn.clone()).await;
+            return Ok(redirect_is_transient(sent, op)?.map(|replies| (replies, Vec::new())));
+        };
+        // One pipeline, so `then` goes to the slot's master right after it.
         let mut whole = pipe.clone();
-        if let Some(then) = then {
-            whole.add_command(then.clone());
-        }
-        let sent =
-            redirect_is_transient(whole.query_async::<Vec<Value>>(&mut conn.clone()).await, op)?;
-        return Ok(sent.map(|mut replies| {
-            let thens = match then {
-                Some(_) => replies.pop().into_iter().collect(),
-                None => Vec::new(),
-            };
+        whole.add_command(then.clone());
+        let sent = whole.query_async::<Vec<Value>>(&mut conn.clone()).await;
+        return Ok(redirect_is_transient(sent, op)?.map(|mut replies| {
+            let thens = replies.pop().into_iter().collect();
             (replies, thens)
         }));
     }
