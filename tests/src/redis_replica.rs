@@ -22,6 +22,14 @@ impl TestRedis {
             panic!("start_replica needs a private server, not {}", self.url());
         };
         let before = self.online_replicas();
+        // A diskless full sync waits 5 s by default for more replicas to
+        // share it; one replica is all there is.
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("repl-diskless-sync-delay")
+            .arg(0)
+            .exec(&mut self.raw_connection())
+            .unwrap_or_else(|err| panic!("CONFIG SET on {}: {err}", self.url()));
         let port = port.to_string();
         let replica = TestRedis::start_with_args(&["--replicaof", "127.0.0.1", &port]);
         self.wait_for_online_replicas(before + 1);
