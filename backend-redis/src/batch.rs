@@ -12,7 +12,8 @@ use crate::error::{Op, from_server_error};
 use crate::{commands, parse};
 
 impl RedisBroker {
-    /// Sends one command per valid entry in a single pipeline and returns,
+    /// Sends one append per valid entry in a single pipeline (waiting for
+    /// replicas when configured) and returns,
     /// per entry in order, its reply (error replies in place, so one failing
     /// command does not hide the others) or why it was not sent.
     pub(crate) async fn pipelined_per_entry<E>(
@@ -38,7 +39,7 @@ impl RedisBroker {
         }
         if let Some(&first) = sent.first() {
             let first = op(&entries[first]);
-            let replies = self.query_pipe(&pipe, first).await?;
+            let replies = self.query_appends(&pipe, first).await?;
             if replies.len() != sent.len() {
                 return Err(first.protocol(format_args!(
                     "{} replies to {} commands",

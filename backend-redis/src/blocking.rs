@@ -16,6 +16,7 @@
 //! own (one socket per master), so a blocked read holds no other command's
 //! socket on any node, and redirects are followed as for other commands.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -40,7 +41,7 @@ pub(crate) enum Opener {
 
 /// One pooled connection: a clone shares it.
 #[derive(Clone)]
-enum Conn {
+pub(crate) enum Conn {
     Single(MultiplexedConnection),
     Cluster(ClusterConnection),
 }
@@ -73,6 +74,10 @@ pub(crate) enum BlockingError {
     Redis(RedisError),
     /// No reply by the deadline.
     Deadline(Duration),
+    /// Refused or mapped by crewq before or after sending (a script whose
+    /// keys span cluster slots, a redirect that outlasted the retries); the
+    /// connection is still in step.
+    Refused(crewq_core::Error),
 }
 
 impl BlockingPool {
@@ -111,38 +116,56 @@ impl BlockingPool {
     /// Runs one blocking command on a connection of its own, giving up
     /// after `deadline` (`None`: wait as long as the server does).
     pub async fn run(&self, cmd: &Cmd, deadline: Option<Duration>) -> Result<Value, BlockingError> {
+        self.run_on(deadline, |mut conn| async move {
+            conn.query(cmd).await.map_err(BlockingError::Redis)
+        })
+        .await
+    }
+
+    /// Runs `work` on a connection of its own (a clone of the leased one),
+    /// giving up after `deadline` (`None`: wait as long as the server
+    /// does). The connection goes back to the pool only when `work`
+    /// finished and its error, if any, leaves the connection in step.
+    pub async fn run_on<T, F, Fut>(
+        &self,
+        deadline: Option<Duration>,
+        work: F,
+    ) -> Result<T, BlockingError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = Result<T, BlockingError>>,
+    {
         let (conn, reused) = self.checkout().await.map_err(BlockingError::Redis)?;
         let mut lease = Lease {
             pool: self,
             conn,
             healthy: false,
         };
+        let running = work(lease.conn.clone());
         let reply = match deadline {
-            Some(deadline) => {
-                match tokio::time::timeout(deadline, lease.conn.query(cmd)).await {
-                    Ok(reply) => reply,
-                    Err(_) => {
-                        if reused {
-                            // No reply past the BLOCK time: the link may be
-                            // half-open, and its pooled siblings with it.
-                            self.close_idle(
-                                "a pooled blocking-read connection gave no reply in time",
-                            );
-                        }
-                        return Err(BlockingError::Deadline(deadline));
+            Some(deadline) => match tokio::time::timeout(deadline, running).await {
+                Ok(reply) => reply,
+                Err(_) => {
+                    if reused {
+                        // No reply past the BLOCK time: the link may be
+                        // half-open, and its pooled siblings with it.
+                        self.close_idle("a pooled blocking-read connection gave no reply in time");
                     }
+                    return Err(BlockingError::Deadline(deadline));
                 }
-            }
-            None => lease.conn.query(cmd).await,
+            },
+            None => running.await,
         };
         // An error reply (NOGROUP ...) leaves the connection in step; a
         // transport failure does not. `READONLY` says a failover demoted
         // the server: its connections go, so that later reads reconnect
         // (behind a failover's DNS name or proxy, to the new primary).
-        let demoted = matches!(&reply, Err(err) if err.code() == Some("READONLY"));
+        let demoted =
+            matches!(&reply, Err(BlockingError::Redis(err)) if err.code() == Some("READONLY"));
         lease.healthy = match &reply {
-            Ok(_) => true,
-            Err(err) => !breaks_connection(err) && !demoted,
+            Ok(_) | Err(BlockingError::Refused(_)) => true,
+            Err(BlockingError::Redis(err)) => !breaks_connection(err) && !demoted,
+            Err(BlockingError::Deadline(_)) => false,
         };
         if demoted {
             self.close_idle("the server is a replica now (READONLY)");
@@ -153,7 +176,7 @@ impl BlockingPool {
             // drop them all rather than fail one read per stale connection.
             self.close_idle("a pooled blocking-read connection failed");
         }
-        reply.map_err(BlockingError::Redis)
+        reply
     }
 
     /// Closes every idle connection, after `why`.

@@ -96,6 +96,17 @@ impl RedisBroker {
         }
     }
 
+    /// The settings this broker was opened with.
+    pub(crate) fn config(&self) -> &RedisConfig {
+        &self.inner.config
+    }
+
+    /// The pool of dedicated connections (blocking reads, appends that
+    /// wait for replicas).
+    pub(crate) fn blocking(&self) -> &BlockingPool {
+        &self.inner.blocking
+    }
+
     /// The server's URL with the password hidden.
     pub fn redacted_url(&self) -> &str {
         &self.inner.redacted_url
@@ -164,7 +175,7 @@ impl RedisBroker {
     }
 
     /// Maps a failure on the shared connection, noting transport trouble.
-    fn failed(&self, op: Op<'_>, err: redis::RedisError) -> Error {
+    pub(crate) fn failed(&self, op: Op<'_>, err: redis::RedisError) -> Error {
         let err = op.error(err);
         if err.is_transient() {
             // redis-rs re-opens a dropped connection in the background.
@@ -215,6 +226,7 @@ impl RedisBroker {
         match self.inner.blocking.run(&cmd, deadline).await {
             Ok(reply) => parse::read_group(reply).map_err(|shape| op.protocol(shape)),
             Err(BlockingError::Redis(err)) => Err(op.error(err)),
+            Err(BlockingError::Refused(err)) => Err(err),
             Err(BlockingError::Deadline(deadline)) => Err(Error::Timeout(format!(
                 "XREADGROUP BLOCK on '{}': no reply within {deadline:?}",
                 read.stream
@@ -250,6 +262,14 @@ fn claimable(ids: &[StreamId]) -> &[StreamId] {
 impl Broker for RedisBroker {
     async fn xadd(&self, entry: NewEntry) -> Result<StreamId> {
         validate_new_entry(&entry)?;
+        if self.waits_for_replicas() {
+            // The append and its WAIT go out together, as a batch of one.
+            let mut ids = self.add_pipelined(vec![entry]).await?;
+            return match (ids.pop(), ids.is_empty()) {
+                (Some(id), true) => id,
+                _ => Err(Error::Protocol("one append got no single reply".to_owned())),
+            };
+        }
         match self
             .fetch(&commands::xadd(&entry), entry_op(&entry), parse::id)
             .await

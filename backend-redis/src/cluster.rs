@@ -217,6 +217,21 @@ pub(crate) async fn send_pipe(
     pipe: &Pipeline,
     op: Op<'_>,
 ) -> Result<RedisResult<Vec<Value>>> {
+    Ok(send_pipe_then(conn, pipe, op, None)
+        .await?
+        .map(|(replies, _)| replies))
+}
+
+/// [`send_pipe`], with `then` (a keyless command: `WAIT`) added at the end
+/// of each part sent, so that it runs on the connection to the master of
+/// that part's slot right after the part's commands; its replies (one per
+/// part) come back apart from the pipeline's. Refused on a transaction.
+pub(crate) async fn send_pipe_then(
+    conn: &ClusterConnection,
+    pipe: &Pipeline,
+    op: Op<'_>,
+    then: Option<&Cmd>,
+) -> Result<RedisResult<(Vec<Value>, Vec<Value>)>> {
     let mut slots: Vec<Option<Slot>> = Vec::with_capacity(pipe.len());
     for cmd in pipe.cmd_iter() {
         slots.push(one_slot(&keys_of(cmd), op)?);
@@ -225,12 +240,30 @@ pub(crate) async fn send_pipe(
     let single = keyed.windows(2).all(|pair| pair[0] == pair[1]);
     let cmds: Vec<&Cmd> = pipe.cmd_iter().collect();
     if pipe.is_transaction() {
+        if then.is_some() {
+            return Err(Error::InvalidArgument(format!(
+                "{} on '{}': a command after a transaction is not supported on a cluster",
+                op.name, op.stream
+            )));
+        }
         let keys: Vec<&[u8]> = cmds.iter().flat_map(|cmd| keys_of(cmd)).collect();
         one_slot(&keys, op)?;
-        return send_transaction(conn, pipe, keys.first().copied(), op).await;
+        let sent = send_transaction(conn, pipe, keys.first().copied(), op).await?;
+        return Ok(sent.map(|replies| (replies, Vec::new())));
     }
     if single {
-        return redirect_is_transient(pipe.query_async(&mut conn.clone()).await, op);
+        let Some(then) = then else {
+            let sent = pipe.query_async::<Vec<Value>>(&mut conn.clone()).await;
+            return Ok(redirect_is_transient(sent, op)?.map(|replies| (replies, Vec::new())));
+        };
+        // One pipeline, so `then` goes to the slot's master right after it.
+        let mut whole = pipe.clone();
+        whole.add_command(then.clone());
+        let sent = whole.query_async::<Vec<Value>>(&mut conn.clone()).await;
+        return Ok(redirect_is_transient(sent, op)?.map(|mut replies| {
+            let thens = replies.pop().into_iter().collect();
+            (replies, thens)
+        }));
     }
     // One pipeline per slot, in the order slots first appear.
     let mut groups: Vec<(Option<Slot>, Vec<usize>)> = Vec::new();
@@ -248,18 +281,25 @@ pub(crate) async fn send_pipe(
                 part.add_command((*cmd).clone());
             }
         }
+        if let Some(then) = then {
+            part.add_command(then.clone());
+        }
         let mut conn = conn.clone();
         async move { part.query_async::<Vec<Value>>(&mut conn).await }
     });
     let replies = futures::future::join_all(sends).await;
     let mut ordered: Vec<Option<Value>> = vec![None; cmds.len()];
+    let mut thens = Vec::new();
     for ((_, members), reply) in groups.iter().zip(replies) {
         // A part that failed whole fails the call: the other parts may
         // have been applied, as after a lost reply.
-        let values = match reply {
+        let mut values = match reply {
             Ok(values) => values,
             Err(err) => return redirect_is_transient(Err(err), op),
         };
+        if then.is_some() {
+            thens.extend(values.pop());
+        }
         if values.len() != members.len() {
             return Err(op.protocol(format_args!(
                 "{} replies to {} pipelined commands",
@@ -273,10 +313,11 @@ pub(crate) async fn send_pipe(
             }
         }
     }
-    Ok(Ok(ordered
+    let ordered = ordered
         .into_iter()
         .map(|value| value.unwrap_or(Value::Nil))
-        .collect()))
+        .collect();
+    Ok(Ok((ordered, thens)))
 }
 
 /// A redirect that outlasted the cluster client's tries, as a transient

@@ -49,8 +49,18 @@ pub struct RedisConfig {
     pub(crate) tcp_keepalive: Option<Duration>,
     pub(crate) wait_for_server: Option<Duration>,
     pub(crate) cluster: bool,
+    pub(crate) replica_wait: Option<ReplicaWait>,
     #[cfg(feature = "tls")]
     pub(crate) tls: crate::tls::TlsTrust,
+}
+
+/// What [`RedisConfig::wait_for_replicas`] asks of every append.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ReplicaWait {
+    /// How many replicas must acknowledge the write.
+    pub replicas: u32,
+    /// How long the server waits for them (`WAIT`'s time-out).
+    pub timeout: Duration,
 }
 
 impl RedisConfig {
@@ -83,6 +93,7 @@ impl RedisConfig {
             tcp_keepalive: Some(Self::DEFAULT_TCP_KEEPALIVE),
             wait_for_server: None,
             cluster: false,
+            replica_wait: None,
             #[cfg(feature = "tls")]
             tls: crate::tls::TlsTrust::default(),
         }
@@ -189,6 +200,61 @@ impl RedisConfig {
         self
     }
 
+    /// Opt-in durability for dispatch: every append ([`Broker::xadd`],
+    /// [`Broker::xadd_many`], [`Broker::xadd_once`], which is how a
+    /// `Producer` dispatches) is followed by Redis's `WAIT replicas
+    /// timeout` on the same connection, and the call succeeds only once at
+    /// least `replicas` replicas acknowledged the write. Off by default:
+    /// then `WAIT` is never sent.
+    ///
+    /// Redis replication is asynchronous: without it, a primary can
+    /// acknowledge an append and die before any replica has it, and the
+    /// failover then loses the task. With it, a dispatch that returned `Ok`
+    /// is on `replicas` replicas as well (unless every one of them is lost
+    /// too, or the primary restarts without persistence with a replica
+    /// syncing from it).
+    ///
+    /// When fewer replicas acknowledge within `timeout`, the call fails
+    /// with the transient
+    /// [`Error::NotReplicated`](crewq_core::Error::NotReplicated): the
+    /// write **was applied** on the primary and is not rolled back, but is
+    /// not yet safe from a failover. The producer may dispatch again: with
+    /// a dedupe window ([`Producer::with_dedupe_window`]) the retry finds the
+    /// marker, appends nothing twice, and its own `WAIT` covers the first
+    /// write (a duplicate re-writes its marker, so the wait is for a write
+    /// at least as recent). Without a dedupe window a retry appends the
+    /// task again.
+    ///
+    /// An append that waits runs on a connection of its own (from the pool
+    /// of blocking reads): `WAIT` blocks the connection it is sent on until
+    /// the replicas answer or `timeout` passes, which on the shared
+    /// connection would hold every other command of the crew. On a Redis
+    /// Cluster the `WAIT` goes in the same pipeline as the appends of each
+    /// slot, so it reaches the master that owns the written stream's slot
+    /// (a batch over several slots waits on each of their masters).
+    ///
+    /// Only appends wait: acks, results written by a worker's settle and
+    /// group commands do not (a result or ack lost to a failover is
+    /// re-done by the at-least-once redelivery; see RELIABILITY.md).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use crewq_redis::RedisConfig;
+    /// let config = RedisConfig::new("redis://127.0.0.1:6379/0")
+    ///     .wait_for_replicas(1, Duration::from_millis(100));
+    /// # drop(config);
+    /// ```
+    ///
+    /// [`Broker::xadd`]: crewq_core::Broker::xadd
+    /// [`Broker::xadd_many`]: crewq_core::Broker::xadd_many
+    /// [`Broker::xadd_once`]: crewq_core::Broker::xadd_once
+    /// [`Producer::with_dedupe_window`]: crewq_core::producer::Producer::with_dedupe_window
+    #[must_use]
+    pub fn wait_for_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.replica_wait = Some(ReplicaWait { replicas, timeout });
+        self
+    }
+
     /// TCP keepalive on every connection: after `idle` without traffic the
     /// kernel probes the peer and closes a socket whose peer is gone (a
     /// crashed host, a dropped NAT mapping), so even an idle connection
@@ -286,7 +352,8 @@ impl fmt::Debug for RedisConfig {
             .field("block_margin", &self.block_margin)
             .field("tcp_keepalive", &self.tcp_keepalive)
             .field("wait_for_server", &self.wait_for_server)
-            .field("cluster", &self.cluster);
+            .field("cluster", &self.cluster)
+            .field("replica_wait", &self.replica_wait);
         #[cfg(feature = "tls")]
         debug.field("tls", &self.tls);
         debug.finish()

@@ -12,6 +12,11 @@
 //! `Unavailable` ...). [`RedisConfig::wait_for_server`] makes connecting
 //! wait, with a bound, for a server that is not up yet.
 //!
+//! [`RedisConfig::wait_for_replicas`] is an opt-in durability for dispatch:
+//! every append waits (Redis `WAIT`) until that many replicas have it, or
+//! fails with the transient
+//! [`Error::NotReplicated`](crewq_core::Error::NotReplicated).
+//!
 //! With [`RedisConfig::cluster`], the same broker speaks to a Redis Cluster
 //! through redis-rs's cluster client (redirects, failovers and retries are
 //! its job); the commands, scripts and reply parsing are shared with the
@@ -55,6 +60,7 @@ mod once;
 mod parse;
 mod reclaim;
 mod redact;
+mod replicated;
 mod shared;
 #[cfg(feature = "tls")]
 mod tls;

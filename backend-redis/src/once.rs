@@ -20,13 +20,15 @@ use crate::{commands, parse};
 /// few enough that one call does not hold the server up for long.
 const CHUNK: usize = 128;
 
-/// `KEYS[1]` the stream, `KEYS[2..]` one marker per entry; `ARGV` per entry:
-/// the window in ms, the number of `XADD` arguments and those arguments
-/// (after the key). Replies per entry `{1, id}` when appended, `{0, id}` with
-/// the recorded id when the marker was set, or the error of its own command
-/// (each entry succeeds or fails alone, as separate commands would).
+/// `KEYS[1]` the stream, `KEYS[2..]` one marker per entry; `ARGV[1]` `1` to
+/// re-write the marker of a duplicate (see [`xadd_once_cmd`]), then per
+/// entry: the window in ms, the number of `XADD` arguments and those
+/// arguments (after the key). Replies per entry `{1, id}` when appended,
+/// `{0, id}` with the recorded id when the marker was set, or the error of
+/// its own command (each entry succeeds or fails alone, as separate
+/// commands would).
 const XADD_ONCE_LUA: &str = r"
-local out, at = {}, 1
+local out, touch, at = {}, ARGV[1] == '1', 2
 local function failed(reply) return type(reply) == 'table' and reply.err end
 for i = 2, #KEYS do
   local window, argc = ARGV[at], tonumber(ARGV[at + 1])
@@ -34,6 +36,7 @@ for i = 2, #KEYS do
   if failed(seen) then
     out[#out + 1] = seen
   elseif seen then
+    if touch then redis.pcall('SET', KEYS[i], seen, 'KEEPTTL') end
     out[#out + 1] = {0, seen}
   else
     local id = redis.pcall('XADD', KEYS[1], unpack(ARGV, at + 2, at + 1 + argc))
@@ -53,13 +56,21 @@ return out
 const APPENDED: i64 = 1;
 
 /// One script call for `chunk`'s entries (all to the same stream).
-fn xadd_once_cmd(entries: &[OnceEntry], chunk: &[usize]) -> Cmd {
+///
+/// With `touch` (when appends wait for replicas), a duplicate's marker is
+/// written again, unchanged: `WAIT` counts replicas up to the connection's
+/// last write, and a retry that appends nothing would otherwise have no
+/// write of its own, so its `WAIT` could pass on a new connection while the
+/// first try's append is still not replicated. The re-written marker comes
+/// after that append in the replication stream.
+fn xadd_once_cmd(entries: &[OnceEntry], chunk: &[usize], touch: bool) -> Cmd {
     let mut c = cmd("EVAL");
     c.arg(XADD_ONCE_LUA).arg(1 + chunk.len());
     c.arg(&entries[chunk[0]].entry.stream);
     for &index in chunk {
         c.arg(&entries[index].marker);
     }
+    c.arg(if touch { "1" } else { "0" });
     for &index in chunk {
         let once = &entries[index];
         c.arg(ceil_millis(once.window))
@@ -98,10 +109,11 @@ impl RedisBroker {
             let op = once_op(&entries[first[0]]);
             let mut pipe = redis::pipe();
             pipe.ignore_errors();
+            let touch = self.waits_for_replicas();
             for chunk in &chunks {
-                pipe.add_command(xadd_once_cmd(&entries, chunk));
+                pipe.add_command(xadd_once_cmd(&entries, chunk, touch));
             }
-            let replies = self.query_pipe(&pipe, op).await?;
+            let replies = self.query_appends(&pipe, op).await?;
             if replies.len() != chunks.len() {
                 return Err(op.protocol(format_args!(
                     "{} replies to {} scripts",

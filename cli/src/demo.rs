@@ -34,6 +34,8 @@ pub struct DemoArgs {
     pub key_prefix: Option<String>,
     #[arg(long, requires = "redis", help = crate::target::CLUSTER_HELP)]
     pub cluster: bool,
+    #[command(flatten)]
+    pub replica_wait: crate::target::ReplicaWait,
     /// Print one JSON object instead of tables.
     #[arg(long)]
     pub json: bool,
@@ -127,6 +129,9 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport, Box<dyn Error>> {
         )
         .into());
     }
+    if args.replica_wait.wait_replicas.is_some() && args.redis.is_none() {
+        return Err("--wait-replicas needs --redis".into());
+    }
     match &args.redis {
         None => {
             run_on(
@@ -138,7 +143,7 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport, Box<dyn Error>> {
             .await
         }
         Some(url) => {
-            let broker = crate::target::connect(url, args.cluster).await?;
+            let broker = crate::target::connect(url, args.cluster, &args.replica_wait).await?;
             let prefix = match &args.key_prefix {
                 Some(prefix) => prefix.clone(),
                 None => {

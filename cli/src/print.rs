@@ -88,6 +88,9 @@ pub fn bench_text(report: &BenchReport) {
         report.dedupe_window_secs,
         report.retention
     );
+    if let Some(replicas) = report.wait_replicas {
+        println!("each dispatch waited for {replicas} replica(s) (WAIT)");
+    }
     let mb = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.1} MiB"));
     println!(
         "peak RSS: crewq {}, redis-server {}",

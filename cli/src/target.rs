@@ -53,6 +53,38 @@ impl Target {
     }
 }
 
+/// `--wait-replicas` and `--wait-timeout`: the replica-wait opt-in of the
+/// Redis backend (`RedisConfig::wait_for_replicas`), shared by the commands
+/// that dispatch.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReplicaWait {
+    /// Each dispatch waits (Redis WAIT, on the master of the written
+    /// stream) until this many replicas acknowledged its appends, and
+    /// fails as not yet replicated (transient; the task is on the master)
+    /// when fewer did within --wait-timeout. Off by default.
+    #[arg(long, value_name = "N")]
+    pub wait_replicas: Option<u32>,
+    /// How long a dispatch waits for the --wait-replicas replicas.
+    #[arg(
+        long,
+        value_name = "D",
+        value_parser = crate::duration::parse,
+        default_value = "1s",
+        requires = "wait_replicas"
+    )]
+    pub wait_timeout: Duration,
+}
+
+impl ReplicaWait {
+    /// `config` with the opt-in when the flags ask for it.
+    pub fn apply(&self, config: RedisConfig) -> RedisConfig {
+        match self.wait_replicas {
+            Some(replicas) => config.wait_for_replicas(replicas, self.wait_timeout),
+            None => config,
+        }
+    }
+}
+
 /// Parses agent types given on the command line.
 pub fn agent_types(names: &[String]) -> std::result::Result<Vec<AgentType>, Box<dyn Error>> {
     names
@@ -62,9 +94,9 @@ pub fn agent_types(names: &[String]) -> std::result::Result<Vec<AgentType>, Box<
 }
 
 /// Connects to `url`: a Redis Cluster's seeds when `cluster`, else one
-/// server.
-pub async fn connect(url: &str, cluster: bool) -> Result<RedisBroker> {
-    let config = RedisConfig::new(url);
+/// server; dispatches wait for replicas as `wait` says.
+pub async fn connect(url: &str, cluster: bool, wait: &ReplicaWait) -> Result<RedisBroker> {
+    let config = wait.apply(RedisConfig::new(url));
     let config = if cluster { config.cluster() } else { config };
     config.connect().await
 }

@@ -174,3 +174,33 @@ fn a_bench_killed_with_sigterm_leaves_no_redis_server_behind() {
         "redis-server {server} still runs after its bench got SIGTERM"
     );
 }
+
+/// `WAIT` calls a server ran (its `INFO commandstats`; 0 when none).
+fn waits_run(server: &crewq_tests::redis_server::TestRedis) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut server.raw_connection())
+        .expect("INFO commandstats");
+    info.lines()
+        .find_map(|line| line.strip_prefix("cmdstat_wait:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|calls| calls.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn wait_replicas_makes_every_dispatch_wait_and_a_missing_replica_fails_the_run() {
+    let server = crewq_tests::redis_server::TestRedis::start_with_args(&[]);
+    let replica = server.start_replica();
+    let waiting = ["--broker", server.url(), "--wait-replicas", "1"];
+    let report = report_of(&bench(&waiting));
+    assert_eq!(report["wait_replicas"], 1);
+    assert_eq!(report["completed"], 500);
+    assert!(waits_run(&server) > 0, "dispatches sent WAIT");
+
+    drop(replica);
+    let output = bench(&[&waiting[..], &["--wait-timeout", "100ms"]].concat());
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not yet replicated"), "{stderr}");
+}

@@ -95,6 +95,15 @@ pub enum Error {
     /// failover in progress) and said so before applying anything.
     #[error("server unavailable: {0}")]
     Unavailable(String),
+    /// The write was applied on the primary, but fewer replicas than asked
+    /// acknowledged it within the time allowed (Redis `WAIT`, asked for by
+    /// the backend's opt-in, e.g. `RedisConfig::wait_for_replicas`). It is
+    /// not lost yet, but a failover now could roll it back. Transient:
+    /// sending the same call again is safe when it is idempotent (a
+    /// dispatch with a dedupe window finds its marker and appends nothing
+    /// twice), and its wait covers the first write too.
+    #[error("not yet replicated: {0}")]
+    NotReplicated(String),
     /// The server replied with something this client cannot read.
     #[error("unexpected reply: {0}")]
     Protocol(String),
@@ -168,6 +177,8 @@ pub enum ErrorKind {
     Auth,
     /// [`Error::Unavailable`].
     Unavailable,
+    /// [`Error::NotReplicated`].
+    NotReplicated,
     /// [`Error::Protocol`].
     Protocol,
     /// [`Error::Backend`].
@@ -191,6 +202,7 @@ impl Error {
             Error::Timeout(_) => ErrorKind::Timeout,
             Error::Auth { .. } => ErrorKind::Auth,
             Error::Unavailable(_) => ErrorKind::Unavailable,
+            Error::NotReplicated(_) => ErrorKind::NotReplicated,
             Error::Protocol(_) => ErrorKind::Protocol,
             Error::Backend { .. } => ErrorKind::Backend,
         }
@@ -208,11 +220,15 @@ impl Error {
     /// assert!(!Error::NoSuchKey("s".into()).is_transient());
     /// let refused = Error::Auth { message: "WRONGPASS".into(), source: None };
     /// assert!(!refused.is_transient());
+    /// assert!(Error::NotReplicated("0 of 1 replicas".into()).is_transient());
     /// ```
     pub fn is_transient(&self) -> bool {
         matches!(
             self.kind(),
-            ErrorKind::Connection | ErrorKind::Timeout | ErrorKind::Unavailable
+            ErrorKind::Connection
+                | ErrorKind::Timeout
+                | ErrorKind::Unavailable
+                | ErrorKind::NotReplicated
         )
     }
 

@@ -3,6 +3,7 @@
 
 pub mod backends;
 pub mod redis_cluster;
+pub mod redis_replica;
 pub mod redis_server;
 
 // The README's Rust examples compile and run as doc tests of this crate, so

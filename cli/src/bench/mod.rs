@@ -95,6 +95,8 @@ pub struct BenchArgs {
     /// Fail the run when this process's peak RSS exceeded this many MiB.
     #[arg(long, value_name = "MIB")]
     pub max_rss_mb: Option<u64>,
+    #[command(flatten)]
+    pub replica_wait: crate::target::ReplicaWait,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout_secs: u64,
@@ -140,6 +142,9 @@ pub struct BenchReport {
     pub payload_bytes: usize,
     /// The dedupe window, s (0: none).
     pub dedupe_window_secs: u64,
+    /// Replicas each dispatch waited for (`--wait-replicas`); `None`: no
+    /// wait.
+    pub wait_replicas: Option<u32>,
     /// The retention of the task and result streams: `acknowledged` (the
     /// default), `none`, or `max-len-even-unread <n>`.
     pub retention: String,
@@ -176,7 +181,7 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, Box<dyn Error>> {
         )
         .await?
     } else {
-        let broker = crate::target::connect(target, args.cluster).await?;
+        let broker = crate::target::connect(target, args.cluster, &args.replica_wait).await?;
         let millis = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis();
         let keyspace =
             crate::target::layout(args.cluster).with_prefix(format!("crewq-bench-{millis}"))?;
@@ -206,6 +211,9 @@ fn check(args: &BenchArgs) -> Result<(), String> {
         return Err(
             "--tasks, --producers, --workers, --batch and --agent-types must be at least 1".into(),
         );
+    }
+    if args.replica_wait.wait_replicas.is_some() && (args.broker == "memory" && !args.spawn_redis) {
+        return Err("--wait-replicas needs a Redis --broker".into());
     }
     if let Some(rate) = args.rate
         && !(rate.is_finite() && rate > 0.0)
@@ -351,6 +359,7 @@ async fn run_on<B: Broker + Clone + 'static>(
         batch: args.batch,
         payload_bytes: args.payload_bytes,
         dedupe_window_secs: args.dedupe_window_secs,
+        wait_replicas: args.replica_wait.wait_replicas,
         retention: retention_name(args),
         handled: probe.started(),
         completed: total.completed,

@@ -135,15 +135,27 @@ impl GroupWatch {
             self.next_sample = Instant::now() + shared.options.reclaim_every;
             match sample(shared).await {
                 Ok(Some(sample)) => {
-                    if self
+                    if let Some(before) = self
                         .last_delivered
-                        .is_some_and(|before| sample.last_delivered < before)
+                        .filter(|before| sample.last_delivered < *before)
                     {
                         // Made again by a peer since the last sample, or
-                        // the broker rolled back: no telling which for
-                        // sure, so nothing known finished is trusted (a
-                        // rollback may have forgotten those acks).
-                        // Entries delivered again run again.
+                        // rolled back (a failover to a replica that missed
+                        // the latest writes, a restart from an older AOF).
+                        // The two look alike from here, and after a
+                        // rollback the entries the last sample showed
+                        // finished may have lost their results with their
+                        // acks: what is delivered again runs again (a
+                        // duplicate at worst), never acknowledged unrun.
+                        tracing::warn!(
+                            stream = %shared.keys.tasks,
+                            group = %shared.keys.group,
+                            %before,
+                            now = %sample.last_delivered,
+                            "the group's last-delivered id went back (re-created by a peer, \
+                             or a failover or restart rolled it back): entries delivered \
+                             again run again"
+                        );
                         self.forget_finished();
                     }
                     self.high_water = self.high_water.max(sample.last_delivered);
@@ -170,13 +182,16 @@ impl GroupWatch {
     /// earlier life of the group: delivered again only because the group
     /// was destroyed, it is acknowledged without running again.
     ///
-    /// Only the sample taken before the group was found missing counts,
-    /// never the current life's: within one life an acknowledged entry is
-    /// delivered again only when the broker forgot the acknowledgement (a
-    /// rollback: AOF `everysec`, a failover to a lagging replica), and then
-    /// it must run again, or the task is lost with its entry still there
-    /// (the simulator's rollback class found this: `remember-settled` is the
-    /// same bug on purpose).
+    /// Only the sample taken before this worker found the group missing
+    /// counts, never the current life's: within one life an acknowledged
+    /// entry is delivered again only when the broker forgot the
+    /// acknowledgement (a rollback: AOF `everysec`, a failover to a lagging
+    /// replica), and then it must run again, or the task is lost with its
+    /// entry still there (the simulator's rollback class found this:
+    /// `remember-settled` is the same bug on purpose). Nor does a
+    /// last-delivered id that went back count: a rollback does that too
+    /// (a failover to a replica that missed the deliveries, acks and
+    /// results after some point: `cluster_rollback` in crewq-tests).
     pub fn finished(&self, id: StreamId) -> bool {
         self.finished_before_loss.contains(id)
     }

@@ -1,6 +1,14 @@
 //! Which node serves a key, and a manual failover: the replica of a master
 //! takes over (`CLUSTER FAILOVER`) while the old master stays up and
 //! answers `MOVED` to what a client still sends it.
+//!
+//! For writes a failover loses, deterministically: [`TestCluster::cut_replication`]
+//! stops a replica from receiving its master's writes (the master goes on
+//! acknowledging them), and [`TestCluster::take_over`] then promotes that
+//! replica without its master's agreement (`CLUSTER FAILOVER TAKEOVER`):
+//! the old master becomes its replica, syncs from it, and every write made
+//! after the cut is rolled back, as when a master dies with writes its
+//! replica never received.
 
 use std::time::{Duration, Instant};
 
@@ -29,6 +37,125 @@ impl TestCluster {
             }
         }
         panic!("no master of {masters:?} serves '{key}'");
+    }
+
+    /// The `host:port` of a live replica of `master`.
+    ///
+    /// # Panics
+    ///
+    /// When `master` does not answer `CLUSTER NODES` or has no replica.
+    pub fn replica_of(&self, master: &str) -> String {
+        let nodes = cluster_nodes(master).unwrap_or_else(|err| panic!("{master}: {err}"));
+        replica_of(&nodes, master).unwrap_or_else(|| panic!("{master} has no replica:\n{nodes}"))
+    }
+
+    /// Stops `replica` from receiving its master's writes: its link to the
+    /// master is closed, and it can no longer open one (it now
+    /// authenticates with a password the master does not have, so every
+    /// new sync fails). The master keeps acknowledging writes, which its
+    /// replica never gets. Returns once the master counts no online replica.
+    ///
+    /// # Panics
+    ///
+    /// When the cluster is not a private one (a `CREWQ_REDIS_CLUSTER_URL`
+    /// cluster is not ours to break), the replica or its master does not
+    /// answer, or the master still counts an online replica after 30 s.
+    pub fn cut_replication(&self, replica: &str) {
+        self.must_be_private("cut_replication");
+        let mut conn = connect(replica).unwrap_or_else(|err| panic!("{replica}: {err}"));
+        let master: String = redis::cmd("INFO")
+            .arg("replication")
+            .query::<String>(&mut conn)
+            .ok()
+            .and_then(|info| {
+                let field = |name: &str| {
+                    info.lines()
+                        .find_map(|line| line.strip_prefix(name))
+                        .map(|v| v.trim().to_owned())
+                };
+                Some(format!(
+                    "{}:{}",
+                    field("master_host:")?,
+                    field("master_port:")?
+                ))
+            })
+            .unwrap_or_else(|| panic!("{replica} is not a replica"));
+        let cut: redis::RedisResult<()> = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("masterauth")
+            .arg("not-the-masters-password")
+            .exec(&mut conn)
+            .and_then(|()| {
+                redis::cmd("CLIENT")
+                    .arg("KILL")
+                    .arg("TYPE")
+                    .arg("master")
+                    .exec(&mut conn)
+            });
+        if let Err(err) = cut {
+            panic!("cutting {replica} off its master {master}: {err}");
+        }
+        let deadline = Instant::now() + FAILOVER_BOUND;
+        while Instant::now() < deadline {
+            let online = connect(&master)
+                .and_then(|mut conn| {
+                    redis::cmd("INFO")
+                        .arg("replication")
+                        .query::<String>(&mut conn)
+                })
+                .map(|info| {
+                    info.lines()
+                        .any(|line| line.starts_with("slave") && line.contains("state=online"))
+                });
+            if matches!(online, Ok(false)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("{master} still counts an online replica {FAILOVER_BOUND:?} after the cut");
+    }
+
+    /// Promotes `replica` with `CLUSTER FAILOVER TAKEOVER` (no agreement of
+    /// its master needed: it works with the replication cut) and waits
+    /// until every node sees it as the master and its old master as its
+    /// replica; returns the old master's `host:port`.
+    ///
+    /// # Panics
+    ///
+    /// When the cluster is not a private one, `replica` is not a replica,
+    /// or the takeover is not seen by every node within 30 s.
+    pub fn take_over(&self, replica: &str) -> String {
+        self.must_be_private("take_over");
+        let nodes = cluster_nodes(replica).unwrap_or_else(|err| panic!("{replica}: {err}"));
+        let Some(master) = master_of_replica(&nodes, replica) else {
+            panic!("{replica} is not a replica:\n{nodes}");
+        };
+        let started: redis::RedisResult<String> = connect(replica).and_then(|mut conn| {
+            redis::cmd("CLUSTER")
+                .arg("FAILOVER")
+                .arg("TAKEOVER")
+                .query(&mut conn)
+        });
+        if let Err(err) = started {
+            panic!("CLUSTER FAILOVER TAKEOVER on {replica}: {err}");
+        }
+        let deadline = Instant::now() + FAILOVER_BOUND;
+        while Instant::now() < deadline {
+            if self.seeds.iter().all(|seed| agrees(seed, replica, &master)) {
+                return master;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the takeover of {master} by {replica} did not finish within {FAILOVER_BOUND:?}");
+    }
+
+    /// Refuses to break a cluster this fixture did not start.
+    fn must_be_private(&self, what: &str) {
+        assert!(
+            !self.nodes.is_empty(),
+            "{what} needs a private cluster, not the shared {}",
+            self.seeds()
+        );
     }
 
     /// Promotes the replica of `master` with `CLUSTER FAILOVER` and waits
@@ -87,6 +214,25 @@ fn agrees(seed: &str, new_master: &str, old_master: &str) -> bool {
     has(new, "master") && has(old, "slave") && old.get(3) == new.first()
 }
 
+/// The `host:port` of the master of the node at `replica` in `CLUSTER
+/// NODES` output.
+fn master_of_replica(text: &str, replica: &str) -> Option<String> {
+    let lines: Vec<Vec<&str>> = text
+        .lines()
+        .map(|line| line.split_whitespace().collect())
+        .collect();
+    let addr_of = |field: &str| field.split('@').next().unwrap_or(field).to_owned();
+    let master_id = lines
+        .iter()
+        .find(|f| f.get(1).map(|a| addr_of(a)).as_deref() == Some(replica))?
+        .get(3)?
+        .to_string();
+    lines
+        .iter()
+        .find(|f| f.first() == Some(&master_id.as_str()))
+        .and_then(|f| f.get(1).map(|a| addr_of(a)))
+}
+
 /// The `host:port` of a live replica of the node at `master` in `CLUSTER
 /// NODES` output.
 fn replica_of(text: &str, master: &str) -> Option<String> {
@@ -127,5 +273,10 @@ mod tests {
             Some("127.0.0.1:2")
         );
         assert_eq!(replica_of(text, "127.0.0.1:3"), None);
+        assert_eq!(
+            master_of_replica(text, "127.0.0.1:3").as_deref(),
+            Some("127.0.0.1:1")
+        );
+        assert_eq!(master_of_replica(text, "127.0.0.1:1"), None);
     }
 }
