@@ -95,14 +95,6 @@ pub(crate) fn client(
     response_timeout: Option<Duration>,
 ) -> Result<ClusterClient> {
     #[cfg(feature = "tls")]
-    if config.tls.root_ca_pem.is_some() || config.tls.client_cert.is_some() {
-        return Err(Error::Unsupported(
-            "a private CA or a client certificate on Redis Cluster is not supported yet: \
-             rediss:// seeds trust the platform's roots"
-                .to_owned(),
-        ));
-    }
-    #[cfg(feature = "tls")]
     crate::tls::ensure_crypto_provider();
     let seeds = seed_urls(&config.url);
     if seeds.is_empty() {
@@ -110,6 +102,20 @@ pub(crate) fn client(
             "no seed node in the cluster URL '{redacted}'"
         )));
     }
+    #[cfg(feature = "tls")]
+    let certificates = if config.tls.is_set() {
+        // Connecting in plain text while the caller configured a CA would
+        // look like TLS and not be (as on one node).
+        if let Some(plain) = seeds.iter().find(|seed| !seed.starts_with("rediss://")) {
+            return Err(Error::InvalidArgument(format!(
+                "TLS certificates are set but the seed {} is not a rediss:// URL",
+                redact_url(plain)
+            )));
+        }
+        Some(crate::tls::certificates_of(&config.tls)?)
+    } else {
+        None
+    };
     let mut builder = ClusterClientBuilder::new(seeds)
         .connection_timeout(config.connection_timeout)
         .retries(u32::try_from(config.retries).unwrap_or(u32::MAX))
@@ -120,6 +126,12 @@ pub(crate) fn client(
         builder = builder
             .response_timeout(timeout)
             .overall_response_timeout(None);
+    }
+    #[cfg(feature = "tls")]
+    if let Some(certificates) = certificates {
+        // Every node, the seeds and those learnt from the slot map, is
+        // verified against the same CA (and shown the same certificate).
+        builder = builder.certs(certificates);
     }
     builder.build().map_err(|err| {
         Error::InvalidArgument(format!("not a Redis Cluster seed list: {redacted} ({err})"))

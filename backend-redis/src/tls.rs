@@ -89,16 +89,35 @@ pub(crate) fn apply(client: Client, trust: &TlsTrust, redacted_url: &str) -> Res
             "TLS certificates are set but {redacted_url} is not a rediss:// URL"
         )));
     }
+    Client::build_with_tls(
+        client.get_connection_info().clone(),
+        certificates_of(trust)?,
+    )
+    .map_err(|err| Error::InvalidArgument(format!("TLS settings for {redacted_url}: {err}")))
+}
+
+/// The certificates of `trust` as redis-rs takes them (a single client's
+/// or a cluster client's), checked first.
+///
+/// # Errors
+///
+/// As [`apply`], for the certificates themselves.
+pub(crate) fn certificates_of(trust: &TlsTrust) -> Result<TlsCertificates> {
     check(trust)?;
-    let certs = TlsCertificates {
+    Ok(TlsCertificates {
         client_tls: trust.client_cert.as_ref().map(|cert| ClientTlsConfig {
             client_cert: cert.chain_pem.clone(),
             client_key: cert.key_pem.clone(),
         }),
         root_cert: trust.root_ca_pem.clone(),
-    };
-    Client::build_with_tls(client.get_connection_info().clone(), certs)
-        .map_err(|err| Error::InvalidArgument(format!("TLS settings for {redacted_url}: {err}")))
+    })
+}
+
+impl TlsTrust {
+    /// Whether a CA or a client certificate is set.
+    pub(crate) fn is_set(&self) -> bool {
+        !self.is_empty()
+    }
 }
 
 /// Checks `trust` the way rustls will use it, so bad input fails here as an

@@ -273,3 +273,72 @@ async fn unusable_tls_certificates_are_invalid_arguments() {
         assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{case}: {err:?}");
     }
 }
+
+/// `redis-cli` over TLS to `server`, trusting `ca`; its stdout.
+fn tls_cli(server: &TestRedis, ca: &Ca, args: &[&str]) -> String {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca_file = dir.path().join("ca.crt");
+    std::fs::write(&ca_file, &ca.pem).expect("write the CA");
+    let output = std::process::Command::new("redis-cli")
+        .args(["--tls", "--cacert"])
+        .arg(&ca_file)
+        .args(["-h", "127.0.0.1", "-p", &port_of(server).to_string()])
+        .args(args)
+        .output()
+        .expect("run redis-cli");
+    assert!(output.status.success(), "redis-cli {args:?}: {output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Redis Cluster over TLS with a private CA, as on one node (issue 10):
+/// a one-node cluster (`--tls-cluster yes`, every slot its own) that speaks
+/// TLS only. Trusting the CA, the cluster broker works; not trusting it,
+/// it fails as a connection error; a plain seed with certificates set is
+/// refused before connecting.
+#[tokio::test]
+async fn a_cluster_speaking_tls_with_a_private_ca_works_when_trusted() {
+    let ca = Ca::new("crewq cluster test CA");
+    let server = tls_server(
+        &ca,
+        false,
+        &["--cluster-enabled", "yes", "--tls-cluster", "yes"],
+    );
+    tls_cli(&server, &ca, &["CLUSTER", "ADDSLOTSRANGE", "0", "16383"]);
+    let deadline = std::time::Instant::now() + FAIL_WITHIN;
+    while !tls_cli(&server, &ca, &["CLUSTER", "INFO"]).contains("cluster_state:ok") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the one-node cluster did not become ok"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seed = format!("rediss://127.0.0.1:{}", port_of(&server));
+
+    let trusted = RedisConfig::new(seed.clone())
+        .cluster()
+        .tls_root_ca_pem(ca.pem.clone());
+    let broker = connect(trusted).await.expect("connect trusting the CA");
+    assert!(broker.is_cluster());
+    round_trip(&broker, "{tls}:tasks").await;
+
+    let untrusted = RedisConfig::new(seed.clone())
+        .cluster()
+        .connection_timeout(Duration::from_secs(2));
+    match connect(untrusted).await {
+        Ok(_) => panic!("connected to a cluster whose CA it does not trust"),
+        Err(err) => assert!(
+            matches!(err.kind(), ErrorKind::Connection | ErrorKind::Auth),
+            "{}",
+            chain(&err)
+        ),
+    }
+
+    let plain = format!("redis://127.0.0.1:{}", port_of(&server));
+    let refused = RedisConfig::new(plain)
+        .cluster()
+        .tls_root_ca_pem(ca.pem.clone());
+    match connect(refused).await {
+        Ok(_) => panic!("certificates on a plain seed were accepted"),
+        Err(err) => assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}"),
+    }
+}
