@@ -131,6 +131,40 @@ impl RedisBroker {
         matches!(self.inner.link, Link::Cluster(_))
     }
 
+    /// Deletes `keys` (`DEL`, pipelined a thousand at a time; on a cluster
+    /// each key goes to its own slot's master) and returns how many
+    /// existed. Not part of the [`Broker`](crewq_core::Broker) contract:
+    /// for tools that own a whole key prefix, such as `crewq bench`
+    /// emptying what it made.
+    ///
+    /// # Errors
+    ///
+    /// The first error of a `DEL`, or a broker error of the pipeline.
+    pub async fn delete_keys(&self, keys: &[String]) -> Result<u64> {
+        let mut deleted = 0;
+        for chunk in keys.chunks(1000) {
+            let Some(first) = chunk.first() else {
+                continue;
+            };
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            for key in chunk {
+                pipe.cmd("DEL").arg(key);
+            }
+            let op = Op::new("DEL", first);
+            for reply in self.query_pipe(&pipe, op).await? {
+                match reply {
+                    Value::Int(n) => deleted += u64::try_from(n).unwrap_or(0),
+                    Value::ServerError(err) => {
+                        return Err(op.error(crate::error::from_server_error(err)));
+                    }
+                    other => return Err(op.protocol(format_args!("DEL replied {other:?}"))),
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Sends one command, unmapped (the outer `Result` is a call refused
     /// before sending: a script whose keys span cluster slots); on one
     /// server, replaces the shared connection when the error says it cannot

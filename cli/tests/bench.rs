@@ -204,3 +204,25 @@ fn wait_replicas_makes_every_dispatch_wait_and_a_missing_replica_fails_the_run()
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("not yet replicated"), "{stderr}");
 }
+
+/// Found in issue 11: `crewq bench` said it emptied its keys but left its
+/// streams, and one dedupe marker per task. On a private server nothing
+/// else writes, so after a run with a dedupe window the server is empty.
+#[test]
+fn a_bench_on_redis_leaves_no_key_behind() {
+    let server = crewq_tests::redis_server::TestRedis::start_with_args(&[]);
+    let output = bench(&[
+        "--broker",
+        server.url(),
+        "--dedupe-window-secs",
+        "60",
+        "--agent-types",
+        "2",
+    ]);
+    let report = report_of(&output);
+    assert_eq!(report["completed"], 500);
+    let left: u64 = redis::cmd("DBSIZE")
+        .query(&mut server.raw_connection())
+        .expect("DBSIZE");
+    assert_eq!(left, 0, "keys left behind by the bench");
+}

@@ -130,6 +130,20 @@ pub struct ProducerPlan {
     pub pad: String,
     /// The agent types, dealt tasks round robin.
     pub agents: Arc<Vec<String>>,
+    /// This producer's number: its tasks are `bench-<index>-<n>`
+    /// ([`task_id`]), so that the bench can delete their dedupe markers.
+    pub index: usize,
+}
+
+/// The id of producer `producer`'s `n`-th task.
+pub fn task_id(producer: usize, n: u64) -> String {
+    format!("bench-{producer}-{n}")
+}
+
+/// The agent type of producer-local task `n`: round robin.
+pub fn agent_of(agents: &[String], n: u64) -> &str {
+    let slot = usize::try_from(n).unwrap_or(0) % agents.len().max(1);
+    agents.get(slot).map_or(AGENT, String::as_str)
 }
 
 /// Dispatches `plan.share` tasks; returns the largest lag behind the
@@ -174,9 +188,10 @@ pub async fn produce<B: Broker>(
                     sent_ns,
                     pad: plan.pad.clone(),
                 };
-                let slot = usize::try_from(sent + i).unwrap_or(0) % plan.agents.len().max(1);
-                let agent = plan.agents.get(slot).map_or(AGENT, String::as_str);
-                Task::new(agent, ACTION, payload).build()
+                let agent = agent_of(&plan.agents, sent + i);
+                Task::new(agent, ACTION, payload)
+                    .task_id(task_id(plan.index, sent + i))
+                    .build()
             })
             .collect::<Result<Vec<_>, _>>()?;
         for dispatched in producer.dispatch_batch(&tasks).await? {

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crewq_core::producer::{Producer, Retention};
 use crewq_core::worker::{Worker, WorkerOptions, WorkerReport};
-use crewq_core::{AgentType, Broker, Keyspace, Trim};
+use crewq_core::{AgentType, Broker, Keyspace};
 use crewq_memory::MemoryBroker;
 use serde::Serialize;
 
@@ -34,7 +34,8 @@ use server::SpawnedRedis;
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// `memory`, or a Redis URL (redis:// or rediss://); on Redis, keys go
-    /// under a fresh `crewq-bench-<time>` prefix and are emptied at the end.
+    /// under a fresh `crewq-bench-<time>` prefix and are deleted at the end
+    /// (streams and dedupe markers), whether the run succeeds or not.
     #[arg(long, default_value = "memory", value_name = "memory|URL")]
     pub broker: String,
     /// Start a private redis-server on a free loopback port for the run
@@ -186,7 +187,13 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, Box<dyn Error>> {
         let keyspace =
             crate::target::layout(args.cluster).with_prefix(format!("crewq-bench-{millis}"))?;
         let backend = broker.redacted_url().to_owned();
-        run_on(broker, keyspace, backend, &args).await?
+        let report = run_on(broker.clone(), keyspace.clone(), backend, &args).await;
+        // Emptied whether the run succeeded or not: a shared server is
+        // left as it was.
+        let emptied = delete_bench_keys(&broker, &keyspace, &args).await;
+        let report = report?;
+        emptied?;
+        report
     };
     report.peak_rss_mb = rss::own_peak_rss_bytes().map(mib);
     report.redis_peak_rss_mb = spawned
@@ -220,6 +227,42 @@ fn check(args: &BenchArgs) -> Result<(), String> {
     {
         return Err(format!("--rate must be a positive number, got {rate}"));
     }
+    Ok(())
+}
+
+/// How many of the `args.tasks` tasks producer `index` dispatches.
+fn share_of(args: &BenchArgs, index: usize) -> u64 {
+    args.tasks / args.producers as u64
+        + u64::from((index as u64) < args.tasks % args.producers as u64)
+}
+
+/// Deletes every key the bench made under its fresh prefix: each agent
+/// type's task, result and dead-letter streams, and the dedupe marker of
+/// each task (set with a dedupe window; deleting a missing key is a no-op).
+async fn delete_bench_keys(
+    broker: &crewq_redis::RedisBroker,
+    keyspace: &Keyspace,
+    args: &BenchArgs,
+) -> Result<(), Box<dyn Error>> {
+    let names = load::agent_names(args.agent_types);
+    let agents = names
+        .iter()
+        .map(|name| AgentType::new(name.as_str()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut keys: Vec<String> = Vec::new();
+    for agent in &agents {
+        let agent_keys = keyspace.keys(agent);
+        keys.extend([agent_keys.tasks, agent_keys.results, agent_keys.dlq]);
+    }
+    for producer in 0..args.producers {
+        for n in 0..share_of(args, producer) {
+            let agent = AgentType::new(load::agent_of(&names, n))?;
+            keys.push(keyspace.dispatched_marker(&agent, &load::task_id(producer, n)));
+        }
+    }
+    keys.sort();
+    keys.dedup();
+    broker.delete_keys(&keys).await?;
     Ok(())
 }
 
@@ -275,9 +318,9 @@ async fn run_on<B: Broker + Clone + 'static>(
     let started = Instant::now();
     let producers: Vec<_> = (0..args.producers)
         .map(|i| {
-            let share = args.tasks / args.producers as u64
-                + u64::from((i as u64) < args.tasks % args.producers as u64);
+            let share = share_of(args, i);
             let plan = ProducerPlan {
+                index: i,
                 share,
                 batch: args.batch,
                 rate: args.rate.map(|rate| rate / args.producers as f64),
@@ -320,16 +363,6 @@ async fn run_on<B: Broker + Clone + 'static>(
         total.completed += report.completed;
         total.retried += report.retried;
         total.dead_lettered += report.dead_lettered;
-    }
-    if backend != "memory" {
-        // Leave a shared server as it was, but for empty keys and markers
-        // that expire with the dedupe window.
-        for keys in &keys {
-            let _ = broker.group_destroy(&keys.tasks, &keys.group).await;
-            for stream in [&keys.tasks, &keys.results] {
-                let _ = broker.xtrim(stream, Trim::max_len(0)).await;
-            }
-        }
     }
     if total.completed != args.tasks {
         return Err(format!(
