@@ -6,17 +6,44 @@ use crate::bench::BenchReport;
 use crate::demo::DemoReport;
 use crate::sim::{SimArgs, SimSummary};
 
+/// `println!` for what crewq shows on stdout, except that a reader gone
+/// away (`crewq demo | head -2`) ends the output quietly instead of
+/// panicking (exit 101): see [`crate::out::emit`].
+macro_rules! outln {
+    () => {
+        line(String::new())
+    };
+    ($($arg:tt)*) => {
+        line(format!($($arg)*))
+    };
+}
+
+/// Writes `text` and a newline to stdout; a write error other than a
+/// closed pipe is said on stderr.
+fn line(mut text: String) {
+    text.push('\n');
+    if let Err(err) = crate::out::emit(&text) {
+        eprintln!("crewq: cannot write to stdout: {err}");
+    }
+}
+
 /// The demo as readable tables.
 pub fn demo_table(report: &DemoReport) {
-    println!("crewq demo: the research workflow on {}", report.backend);
-    println!("trace {}   keys under '{}'", report.trace_id, report.prefix);
-    println!();
-    println!(
+    outln!("crewq demo: the research workflow on {}", report.backend);
+    outln!("trace {}   keys under '{}'", report.trace_id, report.prefix);
+    outln!();
+    outln!(
         "{:<10} {:>6} {:>10} {:>9} {:>8} {:>8} {:>9}",
-        "step", "tasks", "completed", "failed", "retried", "missing", "wall ms"
+        "step",
+        "tasks",
+        "completed",
+        "failed",
+        "retried",
+        "missing",
+        "wall ms"
     );
     for step in &report.steps {
-        println!(
+        outln!(
             "{:<10} {:>6} {:>10} {:>9} {:>8} {:>8} {:>9}",
             step.step,
             step.tasks,
@@ -27,19 +54,25 @@ pub fn demo_table(report: &DemoReport) {
             step.wall_ms
         );
     }
-    println!();
-    println!(
+    outln!();
+    outln!(
         "{:<18} {:>8} {:>8} {:>8}",
-        "action", "results", "p50 ms", "max ms"
+        "action",
+        "results",
+        "p50 ms",
+        "max ms"
     );
     for action in &report.actions {
-        println!(
+        outln!(
             "{:<18} {:>8} {:>8} {:>8}",
-            action.action, action.results, action.p50_ms, action.max_ms
+            action.action,
+            action.results,
+            action.p50_ms,
+            action.max_ms
         );
     }
-    println!();
-    println!(
+    outln!();
+    outln!(
         "dispatched {}, completed {}, retried {}, dead-lettered {}, duplicates {}, missing {}",
         report.dispatched,
         report.completed,
@@ -53,7 +86,7 @@ pub fn demo_table(report: &DemoReport) {
 /// The demo as one JSON object.
 pub fn demo_json(report: &DemoReport) {
     match serde_json::to_string(report) {
-        Ok(json) => println!("{json}"),
+        Ok(json) => outln!("{json}"),
         Err(err) => error(&err),
     }
 }
@@ -64,19 +97,24 @@ pub fn bench_text(report: &BenchReport) {
         Some(rate) => format!("open loop at {rate:.0} tasks/s"),
         None => "closed loop".to_owned(),
     };
-    println!("crewq bench on {}: {mode}", report.backend);
-    println!(
+    outln!("crewq bench on {}: {mode}", report.backend);
+    outln!(
         "{} tasks in {:.3} s: {:.0} tasks/s",
-        report.tasks, report.seconds, report.tasks_per_sec
+        report.tasks,
+        report.seconds,
+        report.tasks_per_sec
     );
-    println!(
+    outln!(
         "dispatch -> handler start: p50 {} us, p99 {} us, p99.9 {} us, max {} us",
-        report.p50_us, report.p99_us, report.p999_us, report.max_us
+        report.p50_us,
+        report.p99_us,
+        report.p999_us,
+        report.max_us
     );
     if let Some(lag) = report.max_schedule_lag_us {
-        println!("largest lag behind the dispatch schedule: {lag} us");
+        outln!("largest lag behind the dispatch schedule: {lag} us");
     }
-    println!(
+    outln!(
         "{} agent type(s), {} producer(s), {} worker(s) per type x {} concurrent, batches of {}, \
          payload ~{} B, dedupe window {} s, retention {}",
         report.agent_types,
@@ -89,10 +127,10 @@ pub fn bench_text(report: &BenchReport) {
         report.retention
     );
     if let Some(replicas) = report.wait_replicas {
-        println!("each dispatch waited for {replicas} replica(s) (WAIT)");
+        outln!("each dispatch waited for {replicas} replica(s) (WAIT)");
     }
     let mb = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.1} MiB"));
-    println!(
+    outln!(
         "peak RSS: crewq {}, redis-server {}",
         mb(report.peak_rss_mb),
         mb(report.redis_peak_rss_mb)
@@ -102,7 +140,7 @@ pub fn bench_text(report: &BenchReport) {
 /// A bench run as one JSON object.
 pub fn bench_json(report: &BenchReport) {
     match serde_json::to_string(report) {
-        Ok(json) => println!("{json}"),
+        Ok(json) => outln!("{json}"),
         Err(err) => error(&err),
     }
 }
@@ -145,11 +183,16 @@ pub fn sim_text(args: &SimArgs, summary: &SimSummary) {
     let failed = summary.seeds - summary.passed;
     // Campaigns on Redis run in real time: fractions matter there.
     let precision = if summary.seeds_per_sec < 10.0 { 2 } else { 0 };
-    println!(
+    outln!(
         "crewq sim on {}: {} seed(s), {} passed, {} failed ({:.*} seeds/s)",
-        summary.backend, summary.seeds, summary.passed, failed, precision, summary.seeds_per_sec
+        summary.backend,
+        summary.seeds,
+        summary.passed,
+        failed,
+        precision,
+        summary.seeds_per_sec
     );
-    println!(
+    outln!(
         "tasks: {} ok, {} duplicated, {} dead-lettered, {} lost, {} stuck, {} unexpected; {} violation(s)",
         summary.counts.ok,
         summary.counts.duplicated,
@@ -163,9 +206,11 @@ pub fn sim_text(args: &SimArgs, summary: &SimSummary) {
     if c.lost_to_trim + c.lost_to_rollback + c.replayed > 0 {
         // What a setting or an operator's command outside crewq cost: not
         // crewq's violations, but never counted silently.
-        println!(
+        outln!(
             "reported apart: {} lost to trims that cut unread entries, {} lost to broker rollbacks (writes the broker acknowledged, then forgot), {} replayed after their group was destroyed",
-            c.lost_to_trim, c.lost_to_rollback, c.replayed
+            c.lost_to_trim,
+            c.lost_to_rollback,
+            c.replayed
         );
     }
     if !summary.hits.is_empty() {
@@ -174,10 +219,10 @@ pub fn sim_text(args: &SimArgs, summary: &SimSummary) {
             .iter()
             .map(|(class, n)| format!("{class} {n}"))
             .collect();
-        println!("faults fired: {}", hits.join(", "));
+        outln!("faults fired: {}", hits.join(", "));
     }
     if let Some(hash) = &summary.trace_hash {
-        println!("trace {hash}");
+        outln!("trace {hash}");
     }
     const SEEDS_SHOWN: usize = 5;
     const VIOLATIONS_SHOWN: usize = 6;
@@ -185,7 +230,13 @@ pub fn sim_text(args: &SimArgs, summary: &SimSummary) {
         let c = &report.counts;
         eprintln!(
             "FAILED seed {}: {} ok, {} duplicated, {} dead-lettered, {} lost, {} stuck, {} unexpected",
-            report.seed, c.ok, c.duplicated, c.dead_lettered, c.lost, c.stuck, c.unexpected
+            report.seed,
+            c.ok,
+            c.duplicated,
+            c.dead_lettered,
+            c.lost,
+            c.stuck,
+            c.unexpected
         );
         for violation in report.violations.iter().take(VIOLATIONS_SHOWN) {
             eprintln!("  {violation}");
@@ -219,7 +270,7 @@ pub fn sim_text(args: &SimArgs, summary: &SimSummary) {
 /// What `crewq sim` found, as one JSON object.
 pub fn sim_json(summary: &SimSummary) {
     match serde_json::to_string(summary) {
-        Ok(json) => println!("{json}"),
+        Ok(json) => outln!("{json}"),
         Err(err) => error(&err),
     }
 }

@@ -9,3 +9,15 @@ fn sim_trace_into_a_closed_pipe_exits_cleanly() {
     let output = common::into_a_closed_pipe(&["sim", "--seed", "1", "--trace"]);
     common::succeeded(&output);
 }
+
+#[test]
+fn demo_tables_into_a_closed_pipe_exit_cleanly() {
+    let output = common::into_a_closed_pipe(&["demo"]);
+    common::succeeded(&output);
+}
+
+#[test]
+fn bench_text_into_a_closed_pipe_exits_cleanly() {
+    let output = common::into_a_closed_pipe(&["bench", "--tasks", "200"]);
+    common::succeeded(&output);
+}
