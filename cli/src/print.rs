@@ -230,13 +230,7 @@ pub fn sim_text(args: &SimArgs, summary: &SimSummary) {
         let c = &report.counts;
         eprintln!(
             "FAILED seed {}: {} ok, {} duplicated, {} dead-lettered, {} lost, {} stuck, {} unexpected",
-            report.seed,
-            c.ok,
-            c.duplicated,
-            c.dead_lettered,
-            c.lost,
-            c.stuck,
-            c.unexpected
+            report.seed, c.ok, c.duplicated, c.dead_lettered, c.lost, c.stuck, c.unexpected
         );
         for violation in report.violations.iter().take(VIOLATIONS_SHOWN) {
             eprintln!("  {violation}");
