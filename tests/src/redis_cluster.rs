@@ -280,6 +280,27 @@ impl Drop for TestCluster {
     }
 }
 
+/// The task ids in the JSON of field `field` (`data` of task and result
+/// entries, `task` of dead letters) of every entry of `stream`: what the
+/// failover tests account tasks by. A stream that cannot be read counts as
+/// empty.
+pub async fn task_ids(
+    broker: &impl crewq_core::Broker,
+    stream: &str,
+    field: &str,
+) -> std::collections::BTreeSet<String> {
+    let entries = broker
+        .xrange(stream, crewq_core::ALL_IDS, None)
+        .await
+        .unwrap_or_default();
+    entries
+        .iter()
+        .filter_map(|e| e.fields.get_str(field))
+        .filter_map(|text| serde_json::from_str::<serde_json::Value>(text).ok())
+        .filter_map(|v| v["task_id"].as_str().map(str::to_owned))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

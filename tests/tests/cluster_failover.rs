@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use crewq_core::producer::Producer;
 use crewq_core::worker::{HandlerError, Worker, WorkerOptions};
-use crewq_core::{ALL_IDS, AgentType, Broker, Keyspace, Task};
+use crewq_core::{AgentType, Keyspace, Task};
 use crewq_redis::RedisBroker;
-use crewq_tests::redis_cluster::TestCluster;
+use crewq_tests::redis_cluster::{TestCluster, task_ids};
 use serde_json::{Value, json};
 
 /// Agent types; the first one's master is killed.
@@ -35,21 +35,6 @@ const DRAIN: Duration = Duration::from_secs(60);
 
 fn agent(n: usize) -> AgentType {
     AgentType::new(format!("fo{n}")).expect("valid")
-}
-
-/// The task ids in the `data` (results) or `task` (dead letters) field of
-/// every entry of `stream`.
-async fn task_ids(broker: &RedisBroker, stream: &str, field: &str) -> BTreeSet<String> {
-    let entries = broker
-        .xrange(stream, ALL_IDS, None)
-        .await
-        .unwrap_or_default();
-    entries
-        .iter()
-        .filter_map(|e| e.fields.get_str(field))
-        .filter_map(|text| serde_json::from_str::<Value>(text).ok())
-        .filter_map(|v| v["task_id"].as_str().map(str::to_owned))
-        .collect()
 }
 
 /// The acknowledged tasks (per agent type) that have not ended yet but are

@@ -33,9 +33,9 @@ use std::time::{Duration, Instant};
 
 use crewq_core::producer::{DispatchError, Producer};
 use crewq_core::worker::{HandlerError, Worker, WorkerOptions};
-use crewq_core::{ALL_IDS, AgentType, Broker, ErrorKind, Keyspace, Task};
-use crewq_redis::{RedisBroker, RedisConfig};
-use crewq_tests::redis_cluster::TestCluster;
+use crewq_core::{AgentType, Broker, ErrorKind, Keyspace, Task};
+use crewq_redis::RedisConfig;
+use crewq_tests::redis_cluster::{TestCluster, task_ids};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -101,21 +101,6 @@ async fn until(bound: Duration, what: &str, mut done: impl AsyncFnMut() -> bool)
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("not within {bound:?}: {what}");
-}
-
-/// The task ids in the `data` (results, tasks) or `task` (dead letters)
-/// field of every entry of `stream`.
-async fn task_ids(broker: &RedisBroker, stream: &str, field: &str) -> BTreeSet<String> {
-    let entries = broker
-        .xrange(stream, ALL_IDS, None)
-        .await
-        .unwrap_or_default();
-    entries
-        .iter()
-        .filter_map(|e| e.fields.get_str(field))
-        .filter_map(|text| serde_json::from_str::<Value>(text).ok())
-        .filter_map(|v| v["task_id"].as_str().map(str::to_owned))
-        .collect()
 }
 
 /// Entries pending in `group` on the replica at `addr` (read there).

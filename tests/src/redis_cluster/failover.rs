@@ -139,14 +139,28 @@ impl TestCluster {
         if let Err(err) = started {
             panic!("CLUSTER FAILOVER TAKEOVER on {replica}: {err}");
         }
+        self.wait_agreed(replica, &master, "takeover");
+        master
+    }
+
+    /// Waits until every node sees `new_master` as a master and
+    /// `old_master` as its replica: not only the two nodes' own views, since
+    /// the next failover looks its replica up in whichever view it reads.
+    fn wait_agreed(&self, new_master: &str, old_master: &str, what: &str) {
         let deadline = Instant::now() + FAILOVER_BOUND;
         while Instant::now() < deadline {
-            if self.seeds.iter().all(|seed| agrees(seed, replica, &master)) {
-                return master;
+            if self
+                .seeds
+                .iter()
+                .all(|seed| agrees(seed, new_master, old_master))
+            {
+                return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("the takeover of {master} by {replica} did not finish within {FAILOVER_BOUND:?}");
+        panic!(
+            "the {what} of {old_master} by {new_master} did not finish within {FAILOVER_BOUND:?}"
+        );
     }
 
     /// Refuses to break a cluster this fixture did not start.
@@ -176,17 +190,44 @@ impl TestCluster {
         if let Err(err) = started {
             panic!("CLUSTER FAILOVER on {replica}: {err}");
         }
-        let deadline = Instant::now() + FAILOVER_BOUND;
-        while Instant::now() < deadline {
-            // Every node's view, not only the two nodes' own: the next
-            // failover looks its replica up in whichever view it reads.
-            if self.seeds.iter().all(|seed| agrees(seed, &replica, master)) {
-                return replica;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("the failover of {master} to {replica} did not finish within {FAILOVER_BOUND:?}");
+        self.wait_agreed(&replica, master, "failover");
+        replica
     }
+}
+
+/// One line of `CLUSTER NODES`: `<id> <host:port@bus> <flags> <master id> ...`.
+struct NodeLine<'a> {
+    id: &'a str,
+    /// `host:port`, without the bus port.
+    addr: &'a str,
+    flags: Vec<&'a str>,
+    /// The master's id for a replica, `-` for a master.
+    master_id: &'a str,
+}
+
+impl NodeLine<'_> {
+    fn has(&self, flag: &str) -> bool {
+        self.flags.contains(&flag)
+    }
+}
+
+/// The lines of `CLUSTER NODES` output (a line too short is left out).
+fn node_lines(text: &str) -> Vec<NodeLine<'_>> {
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let id = fields.next()?;
+            let addr = fields.next()?;
+            let flags = fields.next()?.split(',').collect();
+            let master_id = fields.next()?;
+            Some(NodeLine {
+                id,
+                addr: addr.split('@').next().unwrap_or(addr),
+                flags,
+                master_id,
+            })
+        })
+        .collect()
 }
 
 /// Whether the node at `seed` sees `new_master` as a master and
@@ -195,63 +236,34 @@ fn agrees(seed: &str, new_master: &str, old_master: &str) -> bool {
     let Ok(text) = cluster_nodes(seed) else {
         return true;
     };
-    let lines: Vec<Vec<&str>> = text
-        .lines()
-        .map(|line| line.split_whitespace().collect())
-        .collect();
-    let find = |addr: &str| {
-        lines
-            .iter()
-            .find(|f| f.get(1).map(|a| a.split('@').next().unwrap_or(a)) == Some(addr))
-    };
+    let lines = node_lines(&text);
+    let find = |addr: &str| lines.iter().find(|line| line.addr == addr);
     let (Some(new), Some(old)) = (find(new_master), find(old_master)) else {
         return false;
     };
-    let has = |f: &Vec<&str>, flag: &str| {
-        f.get(2)
-            .is_some_and(|flags| flags.split(',').any(|x| x == flag))
-    };
-    has(new, "master") && has(old, "slave") && old.get(3) == new.first()
+    new.has("master") && old.has("slave") && old.master_id == new.id
 }
 
 /// The `host:port` of the master of the node at `replica` in `CLUSTER
 /// NODES` output.
 fn master_of_replica(text: &str, replica: &str) -> Option<String> {
-    let lines: Vec<Vec<&str>> = text
-        .lines()
-        .map(|line| line.split_whitespace().collect())
-        .collect();
-    let addr_of = |field: &str| field.split('@').next().unwrap_or(field).to_owned();
-    let master_id = lines
-        .iter()
-        .find(|f| f.get(1).map(|a| addr_of(a)).as_deref() == Some(replica))?
-        .get(3)?
-        .to_string();
+    let lines = node_lines(text);
+    let master_id = lines.iter().find(|line| line.addr == replica)?.master_id;
     lines
         .iter()
-        .find(|f| f.first() == Some(&master_id.as_str()))
-        .and_then(|f| f.get(1).map(|a| addr_of(a)))
+        .find(|line| line.id == master_id)
+        .map(|line| line.addr.to_owned())
 }
 
 /// The `host:port` of a live replica of the node at `master` in `CLUSTER
 /// NODES` output.
 fn replica_of(text: &str, master: &str) -> Option<String> {
-    let fields =
-        |line: &str| -> Vec<String> { line.split_whitespace().map(str::to_owned).collect() };
-    let addr_of = |field: &str| field.split('@').next().unwrap_or(field).to_owned();
-    let master_id = text
-        .lines()
-        .map(fields)
-        .find(|f| f.get(1).map(|a| addr_of(a)) == Some(master.to_owned()))?
-        .first()?
-        .clone();
-    text.lines().map(fields).find_map(|f| {
-        let flags = f.get(2)?;
-        let is_live_replica = flags.split(',').any(|flag| flag == "slave")
-            && !flags.split(',').any(|flag| flag == "fail");
-        let addr = f.get(1)?;
-        (is_live_replica && f.get(3) == Some(&master_id)).then(|| addr_of(addr))
-    })
+    let lines = node_lines(text);
+    let master_id = lines.iter().find(|line| line.addr == master)?.id;
+    lines
+        .iter()
+        .find(|line| line.has("slave") && !line.has("fail") && line.master_id == master_id)
+        .map(|line| line.addr.to_owned())
 }
 
 #[cfg(test)]
