@@ -88,30 +88,35 @@ impl<B: Broker, H> Shared<B, H> {
     /// letter is written: a letter too many is seen, a task never recorded
     /// is lost.
     pub(crate) async fn still_gone(&self, id: StreamId) -> bool {
-        let range: IdRange = (std::ops::Bound::Included(id), std::ops::Bound::Included(id));
-        match self.broker.xrange(&self.keys.tasks, range, Some(1)).await {
-            Ok(entries) => entries.is_empty(),
-            Err(_) => true,
-        }
+        self.gone_from_stream(id).await.unwrap_or(true)
     }
+
+    /// Whether entry `id` is missing from the task stream; `None` if the
+    /// broker cannot tell now.
+    async fn gone_from_stream(&self, id: StreamId) -> Option<bool> {
+        let entries = self
+            .broker
+            .xrange(&self.keys.tasks, only(id), Some(1))
+            .await
+            .ok()?;
+        Some(entries.is_empty())
+    }
+}
+
+/// The id range holding `id` alone.
+fn only(id: StreamId) -> IdRange {
+    (std::ops::Bound::Included(id), std::ops::Bound::Included(id))
 }
 
 /// Whether entry `id` is gone from the task stream while still pending for
 /// this consumer; `None` if the broker cannot tell now.
 async fn deleted_but_mine<B: Broker, H>(shared: &Shared<B, H>, id: StreamId) -> Option<bool> {
-    let range: IdRange = (std::ops::Bound::Included(id), std::ops::Bound::Included(id));
-    let keys = &shared.keys;
-    let gone = shared
-        .broker
-        .xrange(&keys.tasks, range, Some(1))
-        .await
-        .ok()?
-        .is_empty();
-    if !gone {
+    if !shared.gone_from_stream(id).await? {
         return Some(false);
     }
+    let keys = &shared.keys;
     let query = PendingQuery::new(1)
-        .range(range)
+        .range(only(id))
         .consumer(shared.consumer.clone());
     let mine = shared
         .broker
