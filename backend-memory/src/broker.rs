@@ -7,9 +7,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use crewq_core::{
     AckAndAdd, AckAndAddReply, AddedOnce, AutoClaim, AutoClaimed, AutoClaimedRecorded, Broker,
-    ConsumerInfo, DeletedRecord, DeliveredEntry, Error, GroupInfo, GroupStart, IdRange, NewEntry,
-    OnceEntry, PendingEntry, PendingQuery, PendingSummary, ReadFrom, ReadGroup, Result, Settle,
-    Settled, StreamEntry, StreamId, StreamInfo, Trim, validate_ack_and_add,
+    ConsumerInfo, ConsumerPruned, DeletedRecord, DeliveredEntry, Error, GroupInfo, GroupStart,
+    IdRange, NewEntry, OnceEntry, PendingEntry, PendingQuery, PendingSummary, ReadFrom, ReadGroup,
+    Result, Settle, Settled, StreamEntry, StreamId, StreamInfo, Trim, validate_ack_and_add,
     validate_autoclaim_count, validate_autoclaim_recorded, validate_new_entry, validate_once_entry,
     validate_settle,
 };
@@ -129,6 +129,25 @@ impl Broker for MemoryBroker {
             }
             let (_, group) = group_mut(keys, stream, group)?;
             Ok(group.delete_consumer(consumer))
+        })
+    }
+
+    async fn consumer_delete_if_idle(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+    ) -> Result<ConsumerPruned> {
+        let now = self.now_ms();
+        self.with_keys(|keys| {
+            // The Redis script starts with XINFO CONSUMERS: no such key
+            // first, then NOGROUP.
+            if !keys.contains_key(stream) {
+                return Err(Error::NoSuchKey(stream.to_owned()));
+            }
+            let (_, group) = group_mut(keys, stream, group)?;
+            Ok(group.delete_consumer_if_idle(consumer, min_idle, now))
         })
     }
 

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crewq_core::{
-    AutoClaimed, DeliveredEntry, GroupInfo, PendingEntry, PendingQuery, PendingSummary,
-    StreamEntry, StreamId,
+    AutoClaimed, ConsumerPruned, DeliveredEntry, GroupInfo, PendingEntry, PendingQuery,
+    PendingSummary, StreamEntry, StreamId,
 };
 
 use crate::stream::{Stream, checked_range};
@@ -379,6 +379,34 @@ impl Group {
             self.pel.remove(id);
         }
         consumer.pending.len() as u64
+    }
+
+    /// The check and the `XGROUP DELCONSUMER` of
+    /// `consumer_delete_if_idle`, under the broker's one lock as the Redis
+    /// backend's script runs them: idle is `XINFO CONSUMERS`'s, since the
+    /// last read or claim.
+    pub(crate) fn delete_consumer_if_idle(
+        &mut self,
+        name: &str,
+        min_idle: Duration,
+        now_ms: u64,
+    ) -> ConsumerPruned {
+        let Some(consumer) = self.consumers.get(name) else {
+            return ConsumerPruned::Missing;
+        };
+        let idle = Duration::from_millis(now_ms.saturating_sub(consumer.seen_ms));
+        if !consumer.pending.is_empty() {
+            return ConsumerPruned::Busy {
+                pending: consumer.pending.len() as u64,
+            };
+        }
+        // Whole ms against the exact `min_idle`: 1.5 ms needs 2, as the
+        // Redis backend rounds `min_idle` up.
+        if idle < min_idle {
+            return ConsumerPruned::Active { idle };
+        }
+        self.consumers.remove(name);
+        ConsumerPruned::Deleted { idle }
     }
 
     /// One row of `XINFO GROUPS`.

@@ -7,9 +7,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use crewq_core::{
     AckAndAdd, AckAndAddReply, AddedOnce, AutoClaim, AutoClaimed, AutoClaimedRecorded, Broker,
-    ConsumerInfo, DeletedRecord, DeliveredEntry, Error, GroupInfo, GroupStart, IdRange, NewEntry,
-    OnceEntry, PendingEntry, PendingQuery, PendingSummary, ReadFrom, ReadGroup, Result, Settle,
-    Settled, StreamEntry, StreamId, StreamInfo, Trim, validate_new_entry,
+    ConsumerInfo, ConsumerPruned, DeletedRecord, DeliveredEntry, Error, GroupInfo, GroupStart,
+    IdRange, NewEntry, OnceEntry, PendingEntry, PendingQuery, PendingSummary, ReadFrom, ReadGroup,
+    Result, Settle, Settled, StreamEntry, StreamId, StreamInfo, Trim, validate_new_entry,
 };
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, Value};
@@ -36,7 +36,8 @@ use crate::{cluster, commands, parse};
 /// instead, so they never stall other commands. Appends of
 /// [`Broker::xadd_many`] are pipelined in one round trip, and
 /// [`Broker::ack_and_add`] runs in `MULTI`/`EXEC`; the ownership-guarded
-/// [`Broker::settle`] and [`Broker::renew`] run as Lua scripts.
+/// [`Broker::settle`] and [`Broker::renew`] run as Lua scripts, as does
+/// the check-then-delete of [`Broker::consumer_delete_if_idle`].
 ///
 /// Cloning is cheap: clones share the connections.
 ///
@@ -396,6 +397,17 @@ impl Broker for RedisBroker {
             parse::uint,
         )
         .await
+    }
+
+    async fn consumer_delete_if_idle(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+    ) -> Result<ConsumerPruned> {
+        self.consumer_delete_if_idle_in_script(stream, group, consumer, min_idle)
+            .await
     }
 
     async fn read_group(&self, read: &ReadGroup) -> Result<Vec<DeliveredEntry>> {

@@ -58,6 +58,7 @@ mod error;
 mod guarded;
 mod once;
 mod parse;
+mod prune;
 mod reclaim;
 mod redact;
 mod replicated;

@@ -7,9 +7,9 @@ use async_trait::async_trait;
 
 use crate::{
     AckAndAdd, AckAndAddReply, AddedOnce, AutoClaim, AutoClaimed, AutoClaimedRecorded,
-    ConsumerInfo, DeletedRecord, DeliveredEntry, GroupInfo, GroupStart, IdRange, NewEntry,
-    OnceEntry, PendingEntry, PendingQuery, PendingSummary, ReadGroup, Result, Settle, Settled,
-    StreamEntry, StreamId, StreamInfo, Trim,
+    ConsumerInfo, ConsumerPruned, DeletedRecord, DeliveredEntry, GroupInfo, GroupStart, IdRange,
+    NewEntry, OnceEntry, PendingEntry, PendingQuery, PendingSummary, ReadGroup, Result, Settle,
+    Settled, StreamEntry, StreamId, StreamInfo, Trim,
 };
 
 /// A store of streams with consumer groups, with Redis Streams semantics.
@@ -172,6 +172,44 @@ pub trait Broker: Send + Sync {
     ///   `NoSuchKey`, a missing group with `NoGroup`
     ///   (`consumer_delete_drops_its_pending_entries`).
     async fn consumer_delete(&self, stream: &str, group: &str, consumer: &str) -> Result<u64>;
+
+    /// Deletes a consumer only if it holds nothing and has been idle (since
+    /// its last read or claim, as [`Broker::info_consumers`] reports) at
+    /// least `min_idle`, checking and deleting in one atomic step (a Lua
+    /// script on Redis, reading `XINFO CONSUMERS` and sending `XGROUP
+    /// DELCONSUMER`). Replies with what it found.
+    ///
+    /// Use it, not [`Broker::consumer_delete`] after a look at
+    /// [`Broker::info_consumers`], to clean up consumers that went away: a
+    /// worker that wakes up and reads between the look and the delete would
+    /// lose what it read from the pending list, never to be redelivered.
+    ///
+    /// # Behavior
+    ///
+    /// - A consumer that holds nothing and has been idle at least `min_idle`
+    ///   is deleted, with its idle time in the reply; the group's other
+    ///   consumers and their entries are untouched
+    ///   (`consumer_delete_if_idle_deletes_an_idle_consumer_holding_nothing`).
+    /// - A consumer that holds entries is kept with them, `Busy` with its
+    ///   pending count, however long it has been idle
+    ///   (`consumer_delete_if_idle_keeps_a_consumer_holding_entries`).
+    /// - A consumer that holds nothing but read or claimed less than
+    ///   `min_idle` ago is kept, `Active` with its idle time
+    ///   (`consumer_delete_if_idle_keeps_a_recently_active_consumer`).
+    /// - What counts is the consumer's state at the call, not what an
+    ///   earlier look saw: one found idle and empty that then reads is kept
+    ///   with what it read, one that only came back is kept too
+    ///   (`consumer_delete_if_idle_keeps_a_consumer_that_read_after_it_was_found_idle`).
+    /// - An unknown consumer is `Missing`; a missing key fails with
+    ///   `NoSuchKey`, a missing group with `NoGroup`
+    ///   (`consumer_delete_if_idle_reports_missing_consumers_groups_and_keys`).
+    async fn consumer_delete_if_idle(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+    ) -> Result<ConsumerPruned>;
 
     /// Reads as a consumer of a group (`XREADGROUP`, one stream).
     ///

@@ -1,4 +1,5 @@
-//! The replies of `XINFO STREAM`, `XINFO GROUPS` and `XINFO CONSUMERS`.
+//! The replies of `XINFO STREAM`, `XINFO GROUPS` and `XINFO CONSUMERS`, and
+//! of the conditional consumer deletion that reads the last.
 
 use std::time::Duration;
 
@@ -55,4 +56,38 @@ pub struct ConsumerInfo {
     pub pending: u64,
     /// Time since it last read or claimed, at ms resolution.
     pub idle: Duration,
+}
+
+/// What [`Broker::consumer_delete_if_idle`](crate::Broker::consumer_delete_if_idle)
+/// found the consumer to be, in the same atomic step as the deletion it
+/// did or did not make. Idle times are as [`ConsumerInfo::idle`] reports
+/// them: since the consumer last read or claimed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConsumerPruned {
+    /// It held nothing and had been idle at least the time asked: deleted.
+    Deleted {
+        /// How long it had been idle.
+        idle: Duration,
+    },
+    /// It holds entries: kept, however long it has been idle, since
+    /// deleting it would drop them from the pending list.
+    Busy {
+        /// Entries it owns in the pending list.
+        pending: u64,
+    },
+    /// It holds nothing but read or claimed more recently than asked: kept.
+    Active {
+        /// How long it has been idle.
+        idle: Duration,
+    },
+    /// The group has no consumer of that name (never created, or already
+    /// deleted): nothing to do.
+    Missing,
+}
+
+impl ConsumerPruned {
+    /// Whether the consumer was deleted.
+    pub fn is_deleted(self) -> bool {
+        matches!(self, ConsumerPruned::Deleted { .. })
+    }
 }

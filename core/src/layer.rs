@@ -15,9 +15,9 @@ use futures::future::BoxFuture;
 
 use crate::{
     AckAndAdd, AckAndAddReply, AddedOnce, AutoClaim, AutoClaimed, AutoClaimedRecorded, Broker,
-    ConsumerInfo, DeletedRecord, DeliveredEntry, GroupInfo, GroupStart, IdRange, NewEntry,
-    OnceEntry, PendingEntry, PendingQuery, PendingSummary, ReadGroup, Result, Settle, Settled,
-    StreamEntry, StreamId, StreamInfo, Trim,
+    ConsumerInfo, ConsumerPruned, DeletedRecord, DeliveredEntry, GroupInfo, GroupStart, IdRange,
+    NewEntry, OnceEntry, PendingEntry, PendingQuery, PendingSummary, ReadGroup, Result, Settle,
+    Settled, StreamEntry, StreamId, StreamInfo, Trim,
 };
 
 /// A call on a broker, not started yet, as [`BrokerLayer::around`] takes
@@ -195,6 +195,9 @@ broker_ops! {
     GroupDestroy write fn group_destroy(stream: &str, group: &str) -> Result<bool>;
     ConsumerDelete write fn consumer_delete(stream: &str, group: &str, consumer: &str)
         -> Result<u64>;
+    ConsumerDeleteIfIdle write fn consumer_delete_if_idle(
+        stream: &str, group: &str, consumer: &str, min_idle: Duration
+    ) -> Result<ConsumerPruned>;
     ReadGroup write fn read_group(read: &ReadGroup) -> Result<Vec<DeliveredEntry>>;
     Ack write fn ack(stream: &str, group: &str, ids: &[StreamId]) -> Result<u64>;
     PendingSummary read fn pending_summary(stream: &str, group: &str) -> Result<PendingSummary>;

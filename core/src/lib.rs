@@ -65,7 +65,7 @@ pub use group::{
     AutoClaimed, GroupStart, PendingEntry, PendingQuery, PendingSummary, ReadFrom, ReadGroup,
 };
 pub use id::StreamId;
-pub use info::{ConsumerInfo, GroupInfo, StreamInfo};
+pub use info::{ConsumerInfo, ConsumerPruned, GroupInfo, StreamInfo};
 pub use layer::{BrokerCall, BrokerLayer, BrokerOp};
 pub use stream::{
     ALL_IDS, AddId, AddedOnce, DeliveredEntry, IdRange, NewEntry, OnceEntry, StreamEntry, Trim,

@@ -73,6 +73,13 @@ async fn every_default_method_forwards_through_around_with_its_own_op() {
             .expect("delconsumer"),
         0
     );
+    assert_eq!(
+        broker
+            .consumer_delete_if_idle(s, g, "x", idle)
+            .await
+            .expect("delconsumer if idle"),
+        crewq_core::ConsumerPruned::Missing
+    );
     let read = ReadGroup::new(s, g, c).count(2);
     assert_eq!(broker.read_group(&read).await.expect("read").len(), 2);
     assert_eq!(broker.ack(s, g, &[StreamId::MAX]).await.expect("ack"), 0);
@@ -139,7 +146,7 @@ async fn every_default_method_forwards_through_around_with_its_own_op() {
     let ops = layer.ops.lock().unwrap_or_else(|e| e.into_inner()).clone();
     assert_eq!(ops, BrokerOp::ALL);
     let names: Vec<&str> = ops.iter().map(|op| op.name()).collect();
-    assert_eq!(names[10], "read_group");
+    assert_eq!(names[11], "read_group");
     let reads = BrokerOp::ALL.iter().filter(|op| !op.is_write()).count();
     assert_eq!(reads, 7, "xlen, xrange, pending_summary, pending, info_*");
 }

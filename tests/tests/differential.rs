@@ -29,9 +29,9 @@ use std::ops::Bound;
 use std::time::Duration;
 
 use crewq_core::{
-    Ack, AckAndAdd, AddId, AddedOnce, AutoClaim, Broker, DeletedRecord, ErrorKind, Fields,
-    GroupStart, IdRange, NewEntry, PendingQuery, ReadFrom, ReadGroup, Settle, SettleItem, Settled,
-    StreamEntry, StreamId, Trim,
+    Ack, AckAndAdd, AddId, AddedOnce, AutoClaim, Broker, ConsumerPruned, DeletedRecord, ErrorKind,
+    Fields, GroupStart, IdRange, NewEntry, PendingQuery, ReadFrom, ReadGroup, Settle, SettleItem,
+    Settled, StreamEntry, StreamId, Trim,
 };
 use crewq_memory::MemoryBroker;
 use crewq_tests::redis_cluster::TestCluster;
@@ -183,6 +183,12 @@ enum Op {
         s: u8,
         g: u8,
         c: u8,
+    },
+    ConsumerDeleteIfIdle {
+        s: u8,
+        g: u8,
+        c: u8,
+        min_idle: Idle,
     },
     ReadNew {
         s: u8,
@@ -393,6 +399,12 @@ fn op() -> impl Strategy<Value = Op> {
             1,
             (stream(), group(), consumer())
                 .prop_map(|(s, g, c)| Op::ConsumerDelete { s, g, c })
+                .boxed(),
+        ),
+        (
+            2,
+            (stream(), group(), consumer(), idle_gen())
+                .prop_map(|(s, g, c, min_idle)| Op::ConsumerDeleteIfIdle { s, g, c, min_idle })
                 .boxed(),
         ),
         (
@@ -670,6 +682,9 @@ enum Reply {
     Groups(Vec<Group>),
     /// `(name, pending)`.
     Consumers(Vec<(String, u64)>),
+    /// `consumer_delete_if_idle`'s outcome, its idle time dropped: `Busy`
+    /// with its pending count.
+    Pruned(&'static str, Option<u64>),
     AckAndAdd {
         acked: Vec<u64>,
         ids: Vec<NId>,
@@ -1042,6 +1057,23 @@ impl<'a> Side<'a> {
                     .await
                     .map_err(k)?,
             ),
+            Op::ConsumerDeleteIfIdle { s, g, c, min_idle } => {
+                let pruned = b
+                    .consumer_delete_if_idle(
+                        self.key(*s),
+                        &self.group_name(*s, *g),
+                        &consumer_name(*c),
+                        idle(*min_idle),
+                    )
+                    .await
+                    .map_err(k)?;
+                match pruned {
+                    ConsumerPruned::Deleted { .. } => Reply::Pruned("deleted", None),
+                    ConsumerPruned::Busy { pending } => Reply::Pruned("busy", Some(pending)),
+                    ConsumerPruned::Active { .. } => Reply::Pruned("active", None),
+                    ConsumerPruned::Missing => Reply::Pruned("missing", None),
+                }
+            }
             Op::ReadNew { s, g, c, count } | Op::ReadPending { s, g, c, count, .. } => {
                 let mut read =
                     ReadGroup::new(self.key(*s), self.group_name(*s, *g), consumer_name(*c));

@@ -87,6 +87,12 @@ macro_rules! conformance_cases {
             group_create_requires_key_unless_mkstream,
             group_destroy_reports_existence,
             consumer_delete_drops_its_pending_entries,
+            // prune.rs
+            consumer_delete_if_idle_deletes_an_idle_consumer_holding_nothing,
+            consumer_delete_if_idle_keeps_a_consumer_holding_entries,
+            consumer_delete_if_idle_keeps_a_recently_active_consumer,
+            consumer_delete_if_idle_keeps_a_consumer_that_read_after_it_was_found_idle,
+            consumer_delete_if_idle_reports_missing_consumers_groups_and_keys,
             // read.rs
             read_new_delivers_each_entry_once_per_group,
             read_new_adds_to_pending_with_one_delivery,
@@ -166,6 +172,7 @@ mod claim;
 mod group;
 mod info;
 mod once;
+mod prune;
 mod read;
 mod settle;
 mod stream;
@@ -179,6 +186,7 @@ pub use claim::*;
 pub use group::*;
 pub use info::*;
 pub use once::*;
+pub use prune::*;
 pub use read::*;
 pub use settle::*;
 pub use stream::*;
