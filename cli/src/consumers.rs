@@ -2,11 +2,16 @@
 //! type's group that hold nothing and have been idle that long (workers
 //! that stopped long ago). A consumer that holds entries is never deleted:
 //! its entries would lose their owner.
+//!
+//! The listing (`XINFO CONSUMERS`) only picks candidates. Each one is then
+//! deleted by [`Broker::consumer_delete_if_idle`], which checks again and
+//! deletes in one atomic step: a worker that woke up and read since the
+//! listing keeps its consumer and what it read.
 
 use std::error::Error;
 use std::time::Duration;
 
-use crewq_core::{AgentType, Broker};
+use crewq_core::{AgentType, Broker, ConsumerPruned};
 use serde_json::json;
 
 use crate::duration::show;
@@ -43,30 +48,29 @@ pub async fn run(command: ConsumersCommand) -> Result<(), Box<dyn Error>> {
     let (stream, group) = (keyspace.tasks(&agent), keyspace.group(&agent));
     let mut pruned = Vec::new();
     let mut kept = 0;
+    let mut came_back = Vec::new();
     for consumer in broker.info_consumers(&stream, &group).await? {
         if consumer.pending > 0 || consumer.idle < args.idle {
             kept += 1;
             continue;
         }
-        // XINFO and XGROUP DELCONSUMER are two commands: a worker that
-        // woke up between them and read would lose its entries from the
-        // pending list (DELCONSUMER drops them). The window is one round
-        // trip after `--idle` of silence; say so loudly if it happened.
-        if !args.dry_run {
-            let held = broker
-                .consumer_delete(&stream, &group, &consumer.name)
-                .await?;
-            if held > 0 {
-                return Err(format!(
-                    "consumer {} read {held} entries after it was found idle, and deleting it \
-                     dropped them from the pending list: they will not be redelivered \
-                     unless dispatched again",
-                    consumer.name
-                )
-                .into());
-            }
+        if args.dry_run {
+            pruned.push((consumer.name, consumer.idle));
+            continue;
         }
-        pruned.push((consumer.name, consumer.idle));
+        match broker
+            .consumer_delete_if_idle(&stream, &group, &consumer.name, args.idle)
+            .await?
+        {
+            ConsumerPruned::Deleted { idle } => pruned.push((consumer.name, idle)),
+            // It read or claimed since the listing: a live worker after all.
+            ConsumerPruned::Busy { .. } | ConsumerPruned::Active { .. } => {
+                kept += 1;
+                came_back.push(consumer.name);
+            }
+            // Someone else deleted it meanwhile: neither pruned nor kept.
+            ConsumerPruned::Missing => {}
+        }
     }
     let verb = if args.dry_run {
         "would prune"
@@ -75,7 +79,14 @@ pub async fn run(command: ConsumersCommand) -> Result<(), Box<dyn Error>> {
     };
     let text = if args.target.json {
         let names: Vec<&str> = pruned.iter().map(|(name, _)| name.as_str()).collect();
-        json!({ "pruned": names, "kept": kept, "dry_run": args.dry_run }).to_string() + "\n"
+        json!({
+            "pruned": names,
+            "kept": kept,
+            "came_back": came_back,
+            "dry_run": args.dry_run,
+        })
+        .to_string()
+            + "\n"
     } else {
         let mut text = format!(
             "{verb} {} consumer(s) of group '{group}', kept {kept}\n",
@@ -83,6 +94,9 @@ pub async fn run(command: ConsumersCommand) -> Result<(), Box<dyn Error>> {
         );
         for (name, idle) in &pruned {
             text += &format!("  {name} (idle {})\n", show(*idle));
+        }
+        for name in &came_back {
+            text += &format!("  kept {name}: it read or claimed since it was listed\n");
         }
         text
     };

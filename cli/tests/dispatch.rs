@@ -2,8 +2,12 @@
 
 mod common;
 
+use std::time::Duration;
+
+use common::interpose::{Interposer, address_of};
 use common::{Crew, agent};
-use crewq_core::Broker;
+use crewq_core::{Broker, PendingQuery};
+use serde_json::json;
 
 #[tokio::test]
 async fn dispatch_one_task_from_arguments_or_a_payload_file() {
@@ -110,4 +114,99 @@ async fn consumers_prune_deletes_idle_consumers_that_hold_nothing() {
     let consumers = &stats[0]["groups"][0]["consumers"];
     assert_eq!(consumers.as_array().map(Vec::len), Some(1), "{consumers}");
     assert_eq!(consumers[0]["name"], "busy");
+}
+
+/// An interposer that, between `crewq consumers prune`'s `XINFO CONSUMERS`
+/// and its next command, has `consumer` read `stream` from `from` (`>` for
+/// a new task, `0` for its own history) as a waking worker would.
+fn wake_up_between(crew: &Crew, consumer: &'static str, from: &'static str) -> Interposer {
+    let keys = crew.keyspace();
+    let (stream, group) = (
+        keys.tasks(&agent("research")),
+        keys.group(&agent("research")),
+    );
+    let url = crew.server.url().to_owned();
+    Interposer::start(address_of(&url), b"CONSUMERS", move || {
+        let mut conn = redis::Client::open(url.as_str())
+            .and_then(|client| client.get_connection())
+            .expect("connect");
+        let _: redis::Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(&group)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(1)
+            .arg("STREAMS")
+            .arg(&stream)
+            .arg(from)
+            .query(&mut conn)
+            .expect("the waking read");
+    })
+}
+
+/// A worker listed idle and empty that reads a task before prune deletes
+/// it keeps its consumer and the task: deleting it would have dropped the
+/// task from the pending list, never to be redelivered.
+#[tokio::test]
+async fn consumers_prune_keeps_a_consumer_that_read_after_it_was_listed() {
+    let crew = Crew::start();
+    let ids = crew.tasks("research", 2).await;
+    crew.read("research", "sleeper", 1).await;
+    let keys = crew.keyspace();
+    let (stream, group) = (
+        keys.tasks(&agent("research")),
+        keys.group(&agent("research")),
+    );
+    let broker = crew.server.broker().await;
+    broker.ack(&stream, &group, &ids[..1]).await.expect("ack");
+
+    let proxy = wake_up_between(&crew, "sleeper", ">");
+    let pruned = crew.json_at(
+        &proxy.url(),
+        &["consumers", "prune", "research"],
+        &["--idle", "0ms"],
+    );
+    assert!(proxy.fired(), "the sleeper read between listing and delete");
+    assert_eq!(pruned["pruned"], json!([]), "{pruned}");
+    assert_eq!(pruned["came_back"], json!(["sleeper"]));
+    let rows = broker
+        .pending(&stream, &group, &PendingQuery::new(10))
+        .await
+        .expect("pending");
+    let held: Vec<_> = rows.iter().map(|r| (r.id, r.consumer.as_str())).collect();
+    assert_eq!(held, [(ids[1], "sleeper")], "the task it read is still its");
+}
+
+/// A worker listed idle that comes back (reads, finding nothing) before
+/// prune deletes it is kept: it is idle no more.
+#[tokio::test]
+async fn consumers_prune_keeps_a_consumer_that_came_back_after_it_was_listed() {
+    let crew = Crew::start();
+    let ids = crew.tasks("research", 1).await;
+    crew.read("research", "returner", 1).await;
+    let keys = crew.keyspace();
+    let (stream, group) = (
+        keys.tasks(&agent("research")),
+        keys.group(&agent("research")),
+    );
+    let broker = crew.server.broker().await;
+    broker.ack(&stream, &group, &ids).await.expect("ack");
+    // Idle past `--idle 1s` when listed; its read in the gap resets that,
+    // and the delete follows within far less than a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let proxy = wake_up_between(&crew, "returner", "0");
+    let pruned = crew.json_at(
+        &proxy.url(),
+        &["consumers", "prune", "research"],
+        &["--idle", "1s"],
+    );
+    assert!(
+        proxy.fired(),
+        "the returner read between listing and delete"
+    );
+    assert_eq!(pruned["pruned"], json!([]), "{pruned}");
+    assert_eq!(pruned["came_back"], json!(["returner"]));
+    let consumers = broker.info_consumers(&stream, &group).await.expect("info");
+    assert_eq!(consumers.len(), 1, "{consumers:?}");
 }

@@ -4,6 +4,7 @@
 
 #![allow(dead_code, reason = "each test file uses part of it")]
 
+pub mod interpose;
 pub mod prometheus;
 pub mod served;
 
@@ -43,9 +44,21 @@ impl Crew {
     }
 
     pub fn run_with_stdin(&self, command: &[&str], args: &[&str], stdin: Option<&str>) -> Output {
+        self.run_at(self.server.url(), command, args, stdin)
+    }
+
+    /// As [`Crew::run_with_stdin`], on `--redis url` (a proxy in front of
+    /// the server).
+    pub fn run_at(
+        &self,
+        url: &str,
+        command: &[&str],
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> Output {
         let mut child = Command::new(env!("CARGO_BIN_EXE_crewq"))
             .args(command)
-            .args(["--redis", self.server.url(), "--key-prefix", &self.prefix])
+            .args(["--redis", url, "--key-prefix", &self.prefix])
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -62,7 +75,12 @@ impl Crew {
 
     /// As [`Crew::run`], which must succeed; its stdout as JSON.
     pub fn json(&self, command: &[&str], args: &[&str]) -> Value {
-        let output = self.run(command, &[args, &["--json"]].concat());
+        self.json_at(self.server.url(), command, args)
+    }
+
+    /// As [`Crew::json`], on `--redis url`.
+    pub fn json_at(&self, url: &str, command: &[&str], args: &[&str]) -> Value {
+        let output = self.run_at(url, command, &[args, &["--json"]].concat(), None);
         succeeded(&output);
         serde_json::from_slice(&output.stdout)
             .unwrap_or_else(|e| panic!("JSON ({e}): {}", String::from_utf8_lossy(&output.stdout)))
