@@ -12,6 +12,10 @@
 //! outcome) and `crewq_queue_wait_seconds` (dispatch to start, by agent
 //! type). Histograms are rendered with buckets only when given bounds
 //! ([`SECONDS_BUCKETS`] suits both); without, the exporter writes summaries.
+//!
+//! This is how a worker process's metrics reach Prometheus: they are
+//! recorded in the process that runs the worker, so `crewq serve` (another
+//! process, which runs none) has the queue gauges but never these.
 
 // An example's job is printing what it made.
 #![allow(clippy::print_stdout)]

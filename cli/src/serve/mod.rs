@@ -6,6 +6,10 @@
 //!   `metrics-exporter-prometheus` (metrics.rs): gauges read from
 //!   [`Monitor`](crewq_core::monitor::Monitor) on every scrape, and whatever
 //!   crewq counters and histograms this process records (its replays).
+//!   Not the workers' handler-duration and queue-wait histograms, nor their
+//!   counters: `metrics` records into the recorder of the process the code
+//!   runs in, and no worker runs here. Each worker process exports its own,
+//!   as `core/examples/prometheus.rs` shows, and Prometheus scrapes both.
 //! - `/`: the dashboard, plain HTML, JS and CSS compiled into the binary
 //!   (assets/), that polls `/api/stats` every 2 s; the JSON API (api.rs)
 //!   also lists, inspects, replays and purges dead letters and looks tasks
