@@ -61,64 +61,44 @@ impl Shown {
     }
 }
 
+/// Whether a transcript's command is the one asked for.
+type Check = fn(&Shown) -> bool;
+
 /// What issue 11 asks the README to show, each with a test on the words.
-fn required() -> Vec<(&'static str, Box<dyn Fn(&Shown) -> bool>)> {
-    vec![
-        (
-            "demo --redis",
-            Box::new(|s: &Shown| s.starts(&["demo"]) && s.has("--redis")),
-        ),
-        (
-            "dispatch AGENT ACTION",
-            Box::new(|s: &Shown| s.starts(&["dispatch"]) && s.words.len() >= 3 && !s.has("<")),
-        ),
-        (
-            "dispatch with JSON lines on stdin",
-            Box::new(|s: &Shown| s.starts(&["dispatch", "<"])),
-        ),
-        (
-            "stats",
-            Box::new(|s: &Shown| s.starts(&["stats"]) && !s.has("--json") && !s.has("--watch")),
-        ),
-        (
-            "stats --json",
-            Box::new(|s: &Shown| s.starts(&["stats"]) && s.has("--json") && !s.has("--watch")),
-        ),
-        (
-            "stats --watch",
-            Box::new(|s: &Shown| s.starts(&["stats"]) && s.has("--watch")),
-        ),
-        ("pending", Box::new(|s: &Shown| s.starts(&["pending"]))),
-        ("dlq list", Box::new(|s: &Shown| s.starts(&["dlq", "list"]))),
-        ("dlq show", Box::new(|s: &Shown| s.starts(&["dlq", "show"]))),
-        (
-            "dlq replay",
-            Box::new(|s: &Shown| s.starts(&["dlq", "replay"])),
-        ),
-        (
-            "dlq purge",
-            Box::new(|s: &Shown| s.starts(&["dlq", "purge"])),
-        ),
-        (
-            "consumers prune",
-            Box::new(|s: &Shown| s.starts(&["consumers", "prune"]) && !s.has("--dry-run")),
-        ),
-        (
-            "task ID",
-            Box::new(|s: &Shown| s.starts(&["task"]) && !s.has("--trace")),
-        ),
-        (
-            "task --trace",
-            Box::new(|s: &Shown| s.starts(&["task"]) && s.has("--trace")),
-        ),
-        ("serve", Box::new(|s: &Shown| s.starts(&["serve"]))),
-    ]
-}
+const REQUIRED: &[(&str, Check)] = &[
+    ("demo --redis", |s| s.starts(&["demo"]) && s.has("--redis")),
+    ("dispatch AGENT ACTION", |s| {
+        s.starts(&["dispatch"]) && s.words.len() >= 3 && !s.has("<")
+    }),
+    ("dispatch with JSON lines on stdin", |s| {
+        s.starts(&["dispatch", "<"])
+    }),
+    ("stats", |s| {
+        s.starts(&["stats"]) && !s.has("--json") && !s.has("--watch")
+    }),
+    ("stats --json", |s| {
+        s.starts(&["stats"]) && s.has("--json") && !s.has("--watch")
+    }),
+    ("stats --watch", |s| {
+        s.starts(&["stats"]) && s.has("--watch")
+    }),
+    ("pending", |s| s.starts(&["pending"])),
+    ("dlq list", |s| s.starts(&["dlq", "list"])),
+    ("dlq show", |s| s.starts(&["dlq", "show"])),
+    ("dlq replay", |s| s.starts(&["dlq", "replay"])),
+    ("dlq purge", |s| s.starts(&["dlq", "purge"])),
+    ("consumers prune", |s| {
+        s.starts(&["consumers", "prune"]) && !s.has("--dry-run")
+    }),
+    ("task ID", |s| s.starts(&["task"]) && !s.has("--trace")),
+    ("task --trace", |s| s.starts(&["task"]) && s.has("--trace")),
+    ("serve", |s| s.starts(&["serve"])),
+];
 
 #[test]
 fn readme_shows_each_operator_command_with_its_output() {
     let shown = transcripts(README);
-    for (what, matches) in required() {
+    for (what, matches) in REQUIRED {
         let found: Vec<&Shown> = shown.iter().filter(|s| matches(s)).collect();
         assert!(
             !found.is_empty(),
