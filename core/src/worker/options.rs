@@ -125,7 +125,11 @@ pub struct WorkerOptions {
     /// are not taken for finished work: the entries run again instead of
     /// being lost. Longer costs duplicates after a destruction (entries
     /// finished within the window run again); zero trusts the newest sample
-    /// alone. Default 5 s.
+    /// alone, right for a broker that never loses an acknowledged write
+    /// (`appendfsync always`, and [`WAIT`] on every write where replicas
+    /// take over). Default 5 s.
+    ///
+    /// [`WAIT`]: https://redis.io/docs/latest/commands/wait/
     pub rollback_window: Duration,
 }
 
