@@ -311,8 +311,8 @@ impl FaultRates {
         stops: 1,
         outages: 1,
         group_destroys: 1,
-        // A quarter of the runs are rolled back once, in place of their
-        // group destroy (see `plan/rollbacks.rs`).
+        // A quarter of the runs are rolled back once (see
+        // `plan/rollbacks.rs`), as well as their group destroy.
         rollback: 0.25,
     };
 
@@ -364,8 +364,7 @@ impl FaultRates {
         links::swarm(&mut rates, rng);
         stops::swarm(&mut rates, rng);
         groups::swarm(&mut rates, rng);
-        // A rollback in half of the swarms, in place of their group
-        // destroys (see `plan/rollbacks.rs`).
+        // A rollback in half of the swarms (see `plan/rollbacks.rs`).
         rates.rollback = if rng.random_bool(0.5) { 0.5 } else { 0.0 };
         rates
     }

@@ -18,6 +18,7 @@ crewq_tests::on_both_backends!(
     transient_errors_are_waited_out_and_shown_on_the_handle,
     a_transient_error_recreating_a_missing_group_is_waited_out,
     a_destroyed_group_is_recreated_without_rerunning_completed_tasks,
+    a_group_destroyed_before_its_samples_span_the_rollback_window_runs_again_from_the_start,
     a_destroyed_group_is_recreated_below_what_other_consumers_held,
     a_group_destroyed_while_its_entries_run_is_made_again_and_they_run_again,
     what_finished_between_pending_entries_does_not_run_again_after_a_destroy,
@@ -177,6 +178,45 @@ async fn a_destroyed_group_is_recreated_without_rerunning_completed_tasks(env: E
         .expect("report");
     assert_eq!(calls.total(), 7, "each ran once: {report:?}");
     assert_eq!(env.results().await.len(), 7);
+}
+
+/// The default keeps the samples of the last `rollback_window` and trusts
+/// them only once they span it (a rollback may have made the newest ones
+/// wrong): a group destroyed sooner comes back at the stream's beginning,
+/// and what finished runs again. Duplicates, never a loss.
+async fn a_group_destroyed_before_its_samples_span_the_rollback_window_runs_again_from_the_start(
+    env: Env,
+) {
+    for n in 0..5 {
+        env.dispatch(&task(n, 3)).await;
+    }
+    let mut options = env.options();
+    options.rollback_window = Duration::from_secs(60);
+    let calls = Calls::default();
+    let worker = env.spawn_with("w1", options.clone(), counting(&calls, Duration::ZERO));
+    env.settled(5).await;
+    tokio::time::sleep(options.reclaim_every * 2).await;
+    let keys = env.keys();
+    env.broker
+        .group_destroy(&keys.tasks, &keys.group)
+        .await
+        .expect("destroy");
+    env.dispatch(&task(5, 3)).await;
+    // Every task again, and the new one: 11 runs (a wide margin to get there).
+    let _ = tokio::time::timeout(Duration::from_secs(30), async {
+        while calls.total() < 11 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    env.settled(6).await;
+    let report = worker
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("report");
+    let runs: Vec<u32> = (0..6).map(|n| calls.of(&format!("task-{n}"))).collect();
+    assert_eq!(runs, [2, 2, 2, 2, 2, 1], "{report:?}");
+    assert_eq!(env.pending().await, 0);
 }
 
 async fn a_destroyed_group_is_recreated_below_what_other_consumers_held(env: Env) {

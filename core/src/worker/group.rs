@@ -34,12 +34,36 @@
 //! unread and pending entries with it. The group then comes back at the
 //! new stream's beginning.
 //!
+//! # Rollbacks
+//!
+//! A broker rolled back (restarted from an AOF written `everysec`, failed
+//! over to a replica that lagged) forgets the writes of its last moments:
+//! acknowledgements among them, whose entries are pending again. A sample
+//! taken in that moment (after the snapshot the broker went back to, before
+//! the rollback) saw those entries finished: its floor may be above them
+//! and its finished span may name them. Should the group then be destroyed
+//! before the worker learns of the rollback, a re-creation trusting that
+//! sample would never deliver them again, nor run them (the simulator found
+//! this composing its rollback and group-destroy classes).
+//!
+//! So the worker keeps the samples of the last
+//! [`WorkerOptions::rollback_window`](super::WorkerOptions::rollback_window)
+//! (and the newest one older than that), and a re-creation uses the lowest
+//! floor among them and only what every one of them shows finished. The
+//! samples a rollback makes wrong were taken within its lag, so when the
+//! lag is shorter than the window at least one kept sample is right: the
+//! lowest floor is at or below its floor, and what it does not show
+//! finished runs again. Until its samples span the window (a worker just
+//! started), a worker re-creates the group at the stream's beginning. The
+//! price is duplicates: entries finished within the window run again.
+//!
 //! One race is left: a sample reads the last-delivered id, then the
 //! pending list; should a peer destroy and re-create the group between the
 //! two calls and its new group have nothing pending, the sampled floor may
 //! be above what the new group has not yet delivered.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -57,8 +81,10 @@ use super::mutant::Mutant;
 pub(crate) struct GroupWatch {
     ready: bool,
     seen: bool,
-    /// The position to re-create the group after (see [`recreate_after`]).
-    floor: Option<StreamId>,
+    /// The samples of the last `rollback_window`, and the newest one before
+    /// them, oldest first: a re-creation trusts only what all of them agree
+    /// on (see the module doc's "Rollbacks").
+    kept: VecDeque<Kept>,
     /// The last-delivered id of the last sample: a later one below it
     /// means the group was made again meanwhile, or the broker was rolled
     /// back.
@@ -67,12 +93,34 @@ pub(crate) struct GroupWatch {
     /// existed. A stream whose top is below it lost entries it had, so
     /// the broker was rolled back (see [`GroupWatch::rolled_back`]).
     high_water: StreamId,
-    /// Entries the last sample shows finished.
-    finished: Finished,
-    /// Entries the last sample before the group was lost showed finished:
-    /// the new group delivers them again, and they are not run again.
-    finished_before_loss: Finished,
+    /// What the kept samples agreed on when the group was found lost: the
+    /// new group delivers again the entries they all show finished, and
+    /// those are not run again.
+    before_loss: Vec<Kept>,
     next_sample: Instant,
+}
+
+/// One sample (or the group's creation) as a re-creation may use it.
+#[derive(Clone, Debug)]
+struct Kept {
+    /// When its first read was sent, and when its last reply came back:
+    /// its reads happened in between.
+    started: Instant,
+    finished_at: Instant,
+    /// The position to re-create the group after (see [`recreate_after`]).
+    floor: StreamId,
+    /// The entries the sample shows finished, besides those at or below
+    /// its floor.
+    finished: Finished,
+}
+
+impl Kept {
+    /// Whether this sample shows `id` finished: at or below its floor (the
+    /// group was created after it, or it was delivered and acknowledged),
+    /// or in its finished span.
+    fn shows_finished(&self, id: StreamId) -> bool {
+        id <= self.floor || self.finished.contains(id)
+    }
 }
 
 impl Default for GroupWatch {
@@ -80,11 +128,10 @@ impl Default for GroupWatch {
         GroupWatch {
             ready: false,
             seen: false,
-            floor: None,
+            kept: VecDeque::new(),
             last_delivered: None,
             high_water: StreamId::ZERO,
-            finished: Finished::default(),
-            finished_before_loss: Finished::default(),
+            before_loss: Vec::new(),
             next_sample: Instant::now(),
         }
     }
@@ -100,39 +147,48 @@ impl GroupWatch {
     /// A broker error creating the group (or reading the stream's top
     /// before re-creating it); a failed sample keeps the last floor.
     pub async fn ensure<B: Broker, H>(&mut self, shared: &Shared<B, H>) -> Result<()> {
+        let window = shared.rollback_window();
         if !self.ready {
             let after = if self.seen {
                 let top = stream_top(shared).await?;
                 if self.rolled_back(top) {
                     self.forget_rolled_back();
                 }
-                let after = recreate_after(self.floor, &shared.held_ids(), top);
+                let after = recreate_after(self.trusted_floor(window), &shared.held_ids(), top);
                 if after == StreamId::ZERO {
                     // Maybe a new stream, whose ids may repeat the old
                     // one's: nothing known of the old one applies.
-                    self.finished = Finished::default();
-                    self.finished_before_loss = Finished::default();
+                    self.kept.clear();
+                    self.before_loss.clear();
                 }
                 after
             } else {
                 StreamId::ZERO
             };
+            let started = Instant::now();
             let created = ensure_group(shared, after, self.seen).await?;
             self.ready = true;
             self.seen = true;
             if created {
                 // Exactly where it now stands.
-                self.floor = Some(after);
+                let creation = Kept {
+                    started,
+                    finished_at: Instant::now(),
+                    floor: after,
+                    finished: Finished::default(),
+                };
+                self.keep(creation, window);
                 self.next_sample = Instant::now() + shared.options.reclaim_every;
             } else {
-                // Made by someone else: the floor known here stays safe
-                // (everything below it is finished for good), but learn
+                // Made by someone else: the floors known here stay safe
+                // (everything below them is finished for good), but learn
                 // the new group's at once.
                 self.next_sample = Instant::now();
             }
         }
         if Instant::now() >= self.next_sample {
             self.next_sample = Instant::now() + shared.options.reclaim_every;
+            let started = Instant::now();
             match sample(shared).await {
                 Ok(Some(sample)) => {
                     if let Some(before) = self
@@ -143,7 +199,7 @@ impl GroupWatch {
                         // rolled back (a failover to a replica that missed
                         // the latest writes, a restart from an older AOF).
                         // The two look alike from here, and after a
-                        // rollback the entries the last sample showed
+                        // rollback the entries the last samples showed
                         // finished may have lost their results with their
                         // acks: what is delivered again runs again (a
                         // duplicate at worst), never acknowledged unrun.
@@ -159,12 +215,17 @@ impl GroupWatch {
                         self.forget_finished();
                     }
                     self.high_water = self.high_water.max(sample.last_delivered);
-                    self.floor = Some(sample.after);
                     self.last_delivered = Some(sample.last_delivered);
-                    self.finished = sample.finished;
+                    let kept = Kept {
+                        started,
+                        finished_at: Instant::now(),
+                        floor: sample.after,
+                        finished: sample.finished,
+                    };
+                    self.keep(kept, window);
                 }
-                // Missing: the next read finds out, and the floor from
-                // before is what the re-creation needs.
+                // Missing: the next read finds out, and the samples from
+                // before are what the re-creation needs.
                 Ok(None) => {}
                 Err(err) => tracing::debug!(error = %err, "could not sample the group's floor"),
             }
@@ -172,28 +233,72 @@ impl GroupWatch {
         Ok(())
     }
 
-    /// The group was found missing: make it again next turn.
-    pub fn lost(&mut self) {
+    /// The group was found missing: make it again next turn. What the kept
+    /// samples agree on, if they span `window`, says which entries the new
+    /// group delivers again that are finished.
+    pub fn lost(&mut self, window: Duration) {
         self.ready = false;
-        self.remember_finished_before_loss();
+        self.before_loss = if self.spans(window) {
+            self.kept.iter().cloned().collect()
+        } else {
+            Vec::new()
+        };
     }
 
     /// Whether `id` is known finished (delivered and acknowledged) in an
     /// earlier life of the group: delivered again only because the group
     /// was destroyed, it is acknowledged without running again.
     ///
-    /// Only the sample taken before this worker found the group missing
-    /// counts, never the current life's: within one life an acknowledged
-    /// entry is delivered again only when the broker forgot the
-    /// acknowledgement (a rollback: AOF `everysec`, a failover to a lagging
-    /// replica), and then it must run again, or the task is lost with its
-    /// entry still there (the simulator's rollback class found this:
-    /// `remember-settled` is the same bug on purpose). Nor does a
+    /// Only the samples kept when this worker found the group missing
+    /// count, and only if every one of them shows it finished (see the
+    /// module doc's "Rollbacks"); never the current life's: within one life
+    /// an acknowledged entry is delivered again only when the broker forgot
+    /// the acknowledgement (a rollback: AOF `everysec`, a failover to a
+    /// lagging replica), and then it must run again, or the task is lost
+    /// with its entry still there (the simulator's rollback class found
+    /// this: `remember-settled` is the same bug on purpose). Nor does a
     /// last-delivered id that went back count: a rollback does that too
     /// (a failover to a replica that missed the deliveries, acks and
     /// results after some point: `cluster_rollback` in crewq-tests).
     pub fn finished(&self, id: StreamId) -> bool {
-        self.finished_before_loss.contains(id)
+        !self.before_loss.is_empty() && self.before_loss.iter().all(|kept| kept.shows_finished(id))
+    }
+
+    /// Adds a sample, then drops the oldest ones while the next oldest
+    /// still spans `window` with the newest: the window stays covered.
+    fn keep(&mut self, kept: Kept, window: Duration) {
+        let newest = kept.started;
+        self.kept.push_back(kept);
+        while self
+            .kept
+            .get(1)
+            .is_some_and(|next| newest.duration_since(next.finished_at) >= window)
+        {
+            self.kept.pop_front();
+        }
+    }
+
+    /// Whether the kept samples span `window`: the oldest one's reads ended
+    /// at least `window` before the newest one's began. A rollback back to
+    /// a snapshot at most `window` old made wrong only samples that read
+    /// after the snapshot and before the rollback; if the newest is one,
+    /// the oldest read before the snapshot, so one kept sample is right.
+    fn spans(&self, window: Duration) -> bool {
+        match (self.kept.front(), self.kept.back()) {
+            (Some(oldest), Some(newest)) => {
+                newest.started.duration_since(oldest.finished_at) >= window
+            }
+            _ => false,
+        }
+    }
+
+    /// Where a re-creation may start: the lowest kept floor, if the kept
+    /// samples span `window`; else `None` (the stream's beginning).
+    fn trusted_floor(&self, window: Duration) -> Option<StreamId> {
+        if !self.spans(window) {
+            return None;
+        }
+        self.kept.iter().map(|kept| kept.floor).min()
     }
 
     /// Whether the task stream's `top` (its last-generated id) is below
@@ -215,21 +320,20 @@ impl GroupWatch {
             "the task stream lost entries its group had delivered: the broker was rolled \
              back; making the group again at the stream's beginning"
         );
-        self.floor = None;
+        self.kept.clear();
+        self.before_loss.clear();
         self.high_water = StreamId::ZERO;
         self.last_delivered = None;
-        self.forget_finished();
     }
 
+    /// Forgets which entries the samples showed finished in their spans.
+    /// Their floors stay: each kept sample taken after the rollback shows
+    /// what the rollback made pending again above its floor.
     fn forget_finished(&mut self) {
-        self.finished = Finished::default();
-        self.finished_before_loss = Finished::default();
-    }
-
-    fn remember_finished_before_loss(&mut self) {
-        if !self.finished.is_empty() {
-            self.finished_before_loss = std::mem::take(&mut self.finished);
+        for kept in &mut self.kept {
+            kept.finished = Finished::default();
         }
+        self.before_loss.clear();
     }
 }
 
@@ -409,9 +513,23 @@ mod tests {
     fn a_stream_top_below_an_id_seen_delivered_means_a_rollback() {
         let mut watch = GroupWatch {
             high_water: StreamId::new(900, 9),
-            floor: Some(StreamId::new(700, 0)),
             ..GroupWatch::default()
         };
+        let window = Duration::from_secs(5);
+        let start = Instant::now();
+        for (secs, floor) in [(0, 600), (6, 700)] {
+            let at = start + Duration::from_secs(secs);
+            let finished = Finished::default();
+            let floor = StreamId::new(floor, 0);
+            let kept = Kept {
+                started: at,
+                finished_at: at,
+                floor,
+                finished,
+            };
+            watch.keep(kept, window);
+        }
+        assert_eq!(watch.trusted_floor(window), Some(StreamId::new(600, 0)));
         // Appends since the id seen delivered: nothing lost.
         assert!(!watch.rolled_back(Some(StreamId::new(900, 9))));
         assert!(!watch.rolled_back(Some(StreamId::new(950, 0))));
@@ -420,12 +538,80 @@ mod tests {
         assert!(watch.rolled_back(None));
         watch.forget_rolled_back();
         assert_eq!(
-            watch.floor, None,
+            watch.trusted_floor(window),
+            None,
             "the group is made again at the beginning"
         );
         assert_eq!(
-            recreate_after(watch.floor, &[], Some(StreamId::new(620, 3))),
+            recreate_after(
+                watch.trusted_floor(window),
+                &[],
+                Some(StreamId::new(620, 3))
+            ),
             StreamId::ZERO
+        );
+    }
+
+    /// Samples 0 s, 2 s, ... apart, with these floors and pending lists.
+    fn sampled(window: Duration, samples: &[(u64, &[u64])]) -> GroupWatch {
+        let mut watch = GroupWatch::default();
+        let start = Instant::now();
+        for (n, (floor, pending)) in samples.iter().enumerate() {
+            let at = start + Duration::from_secs(2 * n as u64);
+            let pending = pending.iter().map(|ms| StreamId::new(*ms, 0)).collect();
+            let kept = Kept {
+                started: at,
+                finished_at: at,
+                floor: StreamId::new(*floor, 0),
+                finished: Finished::from_pending(pending),
+            };
+            watch.keep(kept, window);
+        }
+        watch
+    }
+
+    #[test]
+    fn a_recreation_trusts_only_what_every_sample_of_the_rollback_window_agrees_on() {
+        let window = Duration::from_secs(3);
+        let id = |ms| StreamId::new(ms, 0);
+        // The last sample ran ahead of the others: taken after a rollback's
+        // snapshot, it saw entries 10..=12 acknowledged that the rollback
+        // then made pending again. Its floor is not trusted, nor its span.
+        let mut watch = sampled(window, &[(1, &[2, 9]), (3, &[4, 10]), (12, &[13, 20])]);
+        assert_eq!(
+            watch.kept.len(),
+            3,
+            "the 4 s old sample is the one before the window"
+        );
+        assert_eq!(watch.trusted_floor(window), Some(id(1)));
+        watch.lost(window);
+        // What every sample shows finished: at or below its floor, or
+        // between pending entries and not pending. Not 4 (pending in the
+        // second), nor 10..=12 (the third alone).
+        let finished: Vec<u64> = (0..22).filter(|ms| watch.finished(id(*ms))).collect();
+        assert_eq!(finished, [0, 1, 3, 5, 6, 7, 8]);
+        // Older samples than the window's are dropped once a newer one is
+        // at least the window before the newest.
+        let watch = sampled(window, &[(1, &[]), (2, &[]), (3, &[]), (4, &[]), (5, &[])]);
+        assert_eq!(watch.trusted_floor(window), Some(id(3)));
+    }
+
+    #[test]
+    fn samples_that_do_not_span_the_rollback_window_are_not_trusted() {
+        let window = Duration::from_secs(5);
+        let mut watch = sampled(window, &[(7, &[8, 11]), (9, &[10, 12])]);
+        assert_eq!(
+            watch.trusted_floor(window),
+            None,
+            "2 s of samples, a 5 s window"
+        );
+        watch.lost(window);
+        assert!(!watch.finished(StreamId::new(9, 0)));
+        // No window: the newest sample alone, as before rollbacks were known.
+        let watch = sampled(Duration::ZERO, &[(7, &[8, 11]), (9, &[10, 12])]);
+        assert_eq!(
+            watch.trusted_floor(Duration::ZERO),
+            Some(StreamId::new(9, 0))
         );
     }
 

@@ -78,6 +78,13 @@ pub enum Mutant {
     /// the cache acknowledges it unrun, and the task is lost although its
     /// entry survived the rollback.
     RememberSettled,
+    /// `trust-newest-sample`: a destroyed consumer group is made again from
+    /// the newest sample of its floor alone, ignoring
+    /// [`WorkerOptions::rollback_window`](super::WorkerOptions::rollback_window):
+    /// a sample taken after a rollback's snapshot saw acknowledgements the
+    /// rollback then forgot, so the group comes back above entries pending
+    /// again, which are never delivered.
+    TrustNewestSample,
 }
 
 /// Tries of one settle before the `settle-gives-up` mutant drops its
@@ -88,7 +95,7 @@ pub(crate) const SETTLE_TRIES: u32 = 5;
 #[cfg(feature = "mutants")]
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 13] = [
+    pub const ALL: [Mutant; 14] = [
         Mutant::AckBeforeHandle,
         Mutant::NoReclaim,
         Mutant::DlqWithoutAck,
@@ -105,6 +112,7 @@ impl Mutant {
         Mutant::SettleGivesUp,
         Mutant::RecreateGroupAtEnd,
         Mutant::RememberSettled,
+        Mutant::TrustNewestSample,
     ];
 
     /// Its name on the command line (`ack-before-handle` ...).
@@ -123,6 +131,7 @@ impl Mutant {
             Mutant::SettleGivesUp => "settle-gives-up",
             Mutant::RecreateGroupAtEnd => "recreate-group-at-end",
             Mutant::RememberSettled => "remember-settled",
+            Mutant::TrustNewestSample => "trust-newest-sample",
         }
     }
 }
@@ -160,6 +169,19 @@ impl std::str::FromStr for Mutant {
 /// Empty and unused in the real worker.
 #[derive(Debug, Default)]
 pub(crate) struct SettledIds(Mutex<BTreeSet<StreamId>>);
+
+impl<B, H> Shared<B, H> {
+    /// How far back a re-created group's samples must reach
+    /// ([`WorkerOptions::rollback_window`](super::WorkerOptions::rollback_window));
+    /// none for the `trust-newest-sample` mutant.
+    pub(crate) fn rollback_window(&self) -> std::time::Duration {
+        if self.options.is_mutant(Mutant::TrustNewestSample) {
+            std::time::Duration::ZERO
+        } else {
+            self.options.rollback_window
+        }
+    }
+}
 
 impl<B: Broker, H> Shared<B, H> {
     /// The `remember-settled` mutant: acknowledges entry `id` unrun if this

@@ -115,6 +115,22 @@ pub struct WorkerOptions {
     /// running attempts get this long to finish and record their outcomes
     /// (leases still renewed) before they are handed back. Default 30 s.
     pub stop_grace: Duration,
+    /// The most a broker rollback may take back, in time: a Redis restarted
+    /// from an AOF written with `appendfsync everysec` loses about a second
+    /// of acknowledged writes (two when an fsync is slow); a failover to an
+    /// asynchronous replica, what that replica lagged. A consumer group
+    /// destroyed under the worker is made again where the samples of its
+    /// floor taken over this long agree (see `worker/group.rs`), so that
+    /// acknowledgements a rollback forgot just before the destruction
+    /// are not taken for finished work: the entries run again instead of
+    /// being lost. Longer costs duplicates after a destruction (entries
+    /// finished within the window run again); zero trusts the newest sample
+    /// alone, right for a broker that never loses an acknowledged write
+    /// (`appendfsync always`, and [`WAIT`] on every write where replicas
+    /// take over). Default 5 s.
+    ///
+    /// [`WAIT`]: https://redis.io/docs/latest/commands/wait/
+    pub rollback_window: Duration,
 }
 
 impl Default for WorkerOptions {
@@ -139,6 +155,7 @@ impl Default for WorkerOptions {
             dead_letter_retention: Retention::DEAD_LETTERS,
             max_deliveries: 10,
             stop_grace: Duration::from_secs(30),
+            rollback_window: Duration::from_secs(5),
         }
     }
 }

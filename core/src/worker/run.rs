@@ -380,7 +380,7 @@ where
         }
         if matches!(err, Error::NoGroup { .. }) {
             tracing::warn!("the consumer group is missing; creating it again");
-            self.group.lost();
+            self.group.lost(self.shared.rollback_window());
         }
         let wait = self.shared.backoff_wait(self.failures).min(RETRY_CAP);
         tracing::warn!(error = %err, ?wait, failures = self.failures, "broker call failed; waiting");

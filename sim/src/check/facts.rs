@@ -35,7 +35,10 @@ pub(super) struct TaskFacts {
     /// An injected trim cut an entry of it while pending, and its group
     /// was destroyed before any reclaim scan reported the entry deleted:
     /// the trim took the data and the destroy the pending list that named
-    /// it, so nothing in the broker knows of it any more.
+    /// it, so nothing in the broker knows of it any more. Also when a
+    /// rollback forgot that report (and the dead letter written for it):
+    /// the entry, cut before the rollback's snapshot, is cut and
+    /// unreported again.
     pub cut_then_forgotten: bool,
     /// One of its entries was delivered again after its group was
     /// destroyed and made again below it: the group's memory of what was
@@ -175,6 +178,8 @@ impl Facts {
         let mut cut: BTreeSet<(String, StreamId)> = BTreeSet::new();
         // Entries seen deleted while pending, and when.
         let mut seen_deleted: BTreeMap<(String, StreamId), u64> = BTreeMap::new();
+        // When each entry cut while pending was cut.
+        let mut cut_at: BTreeMap<(String, StreamId), u64> = BTreeMap::new();
         let task_streams = record.state.task_streams();
         // A crashed worker's in-flight read may still deliver a little
         // after the crash (on Redis, a command already on the wire).
@@ -264,6 +269,7 @@ impl Facts {
                     cut.extend(pending.iter().map(|id| (stream.clone(), *id)));
                     for id in pending {
                         seen_deleted.insert((stream.clone(), *id), at);
+                        cut_at.insert((stream.clone(), *id), at);
                     }
                     for id in unread {
                         let key = (stream.clone(), *id);
@@ -280,10 +286,24 @@ impl Facts {
                     snapshot_ms,
                     forgotten,
                 } => {
+                    // Cut before the snapshot, reported deleted after it:
+                    // the restore brought back the pending reference, not
+                    // the entry, and forgot the report (and its dead
+                    // letter). It is cut and unreported again: a group
+                    // destroyed now takes the last trace of it.
+                    for (key, _) in seen_deleted.iter().filter(|(_, at)| **at >= *snapshot_ms) {
+                        if cut_at.get(key).is_some_and(|cut| *cut < *snapshot_ms) {
+                            cut.insert(key.clone());
+                        }
+                    }
                     // Deleted after the snapshot: the restore brought back
                     // the entry, or (appended after the snapshot too) the
                     // task's entry before it.
-                    for (key, _) in seen_deleted.iter().filter(|(_, at)| **at >= *snapshot_ms) {
+                    let restored = seen_deleted.iter().filter(|(key, at)| {
+                        **at >= *snapshot_ms
+                            && cut_at.get(*key).is_none_or(|cut| *cut >= *snapshot_ms)
+                    });
+                    for (key, _) in restored {
                         let task = if forgotten.contains(key) {
                             self.rollbacks.task_of(&key.0, key.1)
                         } else {
@@ -386,10 +406,19 @@ impl Facts {
                         continue;
                     }
                 };
+                // A rollback restored an entry its holder had seen deleted:
+                // the holder may still write the letter (unsure whether the
+                // entry is back, it writes it rather than lose the task),
+                // and the restored entry runs again. Beside a success the
+                // letter covers nothing.
+                let restored_and_done = self
+                    .tasks
+                    .get(&task)
+                    .is_some_and(|facts| facts.resurrected && facts.successes > 0);
                 if letter.reason == Some(DeadLetterReason::DeletedWhilePending)
                     && let Some(origin) = &letter.origin
                     && (origin.stream != agent.keys.tasks
-                        || agent.present.contains(&origin.entry_id))
+                        || (agent.present.contains(&origin.entry_id) && !restored_and_done))
                 {
                     // Never a cover for losing an entry that is still there.
                     let detail = format!(

@@ -56,23 +56,4 @@ pub(super) fn draw(plan: &mut FaultPlan, rates: &FaultRates, shape: &PlanShape, 
     let longest = (at_ms - EARLIEST_SNAPSHOT_MS).min(MAX_ROLLBACK_LAG_MS);
     let lag_ms = rng.random_range(1..=longest);
     plan.rollbacks.push(Rollback { at_ms, lag_ms });
-    // A rollback takes the place of the run's group destroys: see
-    // `ROLLBACK_REPLACES_GROUP_DESTROYS`.
-    if ROLLBACK_REPLACES_GROUP_DESTROYS {
-        plan.group_destroys.clear();
-    }
 }
-
-/// Whether a run rolled back has no group destroyed.
-///
-/// The two compose into a loss crewq cannot yet prevent: a rollback makes
-/// entries pending again whose acknowledgements it forgot, and a group
-/// then destroyed before any worker sampled it again is made again at the
-/// floor sampled before the rollback, above those entries, which are then
-/// never delivered again (`crewq sim --seed 80` with this off). The worker
-/// detects a rollback when the task stream's top is below an id it saw
-/// delivered, but appends made after the rollback hide it. Both faults
-/// lose data on their own (a rollback forgets acknowledged writes, a
-/// destroy the pending list); one per run keeps each class judged
-/// soundly. Left open in issue 9.
-const ROLLBACK_REPLACES_GROUP_DESTROYS: bool = true;

@@ -117,6 +117,16 @@ enum Action {
     },
 }
 
+/// The workers' rollback window (see [`Crewing::rollback_window`]): the
+/// longest lag of the plan's rollbacks, where they fire.
+fn rollback_window(plan: &FaultPlan, rollbacks_fire: bool) -> Duration {
+    let longest = plan.rollbacks.iter().map(|r| r.lag_ms).max();
+    match longest {
+        Some(ms) if rollbacks_fire => Duration::from_millis(ms),
+        _ => Duration::ZERO,
+    }
+}
+
 pub(crate) async fn run<B: Broker + Clone + 'static>(
     scenario: &Scenario,
     crew: &Crew,
@@ -148,6 +158,7 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
         brokers: &brokers,
         faults: Arc::clone(&handler_faults),
         recorder: &recorder,
+        rollback_window: rollback_window(&plan, backend.rollback.is_some()),
     };
     let mut slots = crewing.slots()?;
     let agents: Vec<AgentKeys> = scenario

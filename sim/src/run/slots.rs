@@ -64,6 +64,12 @@ pub(crate) struct Crewing<'a, B> {
     pub brokers: &'a Brokers<B>,
     pub faults: Arc<HandlerFaults>,
     pub recorder: &'a Recorder,
+    /// The workers' [`WorkerOptions::rollback_window`]: the plan's longest
+    /// rollback lag, as an operator sets it to what their persistence
+    /// setting can lose (exactly that, so the bound is tested where it is
+    /// tight); zero when nothing is rolled back, so a destroyed group is
+    /// made again from the newest sample, where the floor logic is sharpest.
+    pub rollback_window: Duration,
 }
 
 impl<B: Broker + Clone + 'static> Crewing<'_, B> {
@@ -128,6 +134,7 @@ impl<B: Broker + Clone + 'static> Crewing<'_, B> {
         // streams, so nothing of them is trimmed in a simulation.
         options.result_retention = Retention::None;
         options.dead_letter_retention = Retention::None;
+        options.rollback_window = self.rollback_window;
         options
     }
 
