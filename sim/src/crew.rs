@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use crewq_core::worker::{Handler, HandlerError, Worker, WorkerHandle, WorkerOptions};
+use crewq_core::worker::{Context, Handler, HandlerError, Worker, WorkerHandle, WorkerOptions};
 use crewq_core::{AgentType, Broker, Task};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -143,7 +143,7 @@ pub struct StandardAgent;
 
 #[async_trait]
 impl Handler<Value> for StandardAgent {
-    async fn handle(&self, task: Task<Value>) -> Result<Value, HandlerError> {
+    async fn handle(&self, task: Task<Value>, _: Context) -> Result<Value, HandlerError> {
         let n = task.payload.get("n").and_then(Value::as_u64).unwrap_or(0);
         tokio::time::sleep(Duration::from_millis(1 + (n * 7) % 20)).await;
         Ok(json!({ "n": n }))
@@ -320,11 +320,11 @@ where
     P: Send + 'static,
     H: Handler<P>,
 {
-    async fn handle(&self, task: Task<P>) -> Result<Value, HandlerError> {
+    async fn handle(&self, task: Task<P>, ctx: Context) -> Result<Value, HandlerError> {
         let context = &self.context;
         let Some(index) = task_index(&task.task_id) else {
             // Not a task of the simulation: the checker reports it.
-            return self.inner.handle(task).await;
+            return self.inner.handle(task, ctx).await;
         };
         // A frozen worker does not start (or finish) anything.
         context.wait_while_paused().await;
@@ -339,13 +339,13 @@ where
             tokio::time::sleep(longer).await;
         }
         let outcome = match fault {
-            None => self.inner.handle(task).await,
+            None => self.inner.handle(task, ctx).await,
             Some(HandlerFault::Error) => Err(format!("injected error (call {call})").into()),
             Some(HandlerFault::Panic) => std::panic::panic_any(InjectedPanic),
             Some(HandlerFault::Hang) => std::future::pending().await,
             Some(HandlerFault::Slow { ms }) => {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
-                self.inner.handle(task).await
+                self.inner.handle(task, ctx).await
             }
         };
         context.wait_while_paused().await;

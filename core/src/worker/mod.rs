@@ -68,8 +68,10 @@
 //! ```
 
 mod attempt;
+mod context;
 mod finished;
 mod group;
+mod handler_error;
 mod health;
 mod held;
 mod mutant;
@@ -91,6 +93,8 @@ use tokio::task::JoinHandle;
 
 use crate::{AgentType, Broker, Error, Result, Task};
 
+pub use context::{Context, WithContext, with_context};
+pub use handler_error::NonRetryable;
 pub use health::{Health, stops_the_worker};
 #[cfg(feature = "mutants")]
 pub use mutant::Mutant;
@@ -101,11 +105,13 @@ pub use record::ATTEMPTS_FIELD;
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Runs one task. Implemented for every
-/// `Fn(Task<P>) -> impl Future<Output = Result<Value, HandlerError>>`.
+/// `Fn(Task<P>) -> impl Future<Output = Result<Value, HandlerError>>`, and,
+/// through [`with_context`], for every `Fn(Task<P>, Context) -> ...`.
 ///
 /// The output becomes the result's `output` (a JSON object; anything else is
 /// wrapped as `{"value": ...}`). An error, a panic or running past the
-/// worker's `task_timeout` fails the attempt.
+/// worker's `task_timeout` fails the attempt; a [`NonRetryable`] error
+/// dead-letters the task at once.
 ///
 /// A handler must not block its thread (a synchronous sleep, blocking I/O, a
 /// long computation): wrap such work in [`tokio::task::spawn_blocking`] (or
@@ -117,8 +123,9 @@ pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 /// the time-out cannot fire.
 #[async_trait]
 pub trait Handler<P>: Send + Sync + 'static {
-    /// Runs `task`.
-    async fn handle(&self, task: Task<P>) -> std::result::Result<Value, HandlerError>;
+    /// Runs `task`; `ctx` tells which attempt this is and when to stop.
+    async fn handle(&self, task: Task<P>, ctx: Context)
+    -> std::result::Result<Value, HandlerError>;
 }
 
 #[async_trait]
@@ -128,7 +135,7 @@ where
     F: Fn(Task<P>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = std::result::Result<Value, HandlerError>> + Send + 'static,
 {
-    async fn handle(&self, task: Task<P>) -> std::result::Result<Value, HandlerError> {
+    async fn handle(&self, task: Task<P>, _: Context) -> std::result::Result<Value, HandlerError> {
         (self)(task).await
     }
 }

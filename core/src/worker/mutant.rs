@@ -78,6 +78,15 @@ pub enum Mutant {
     /// the cache acknowledges it unrun, and the task is lost although its
     /// entry survived the rollback.
     RememberSettled,
+    // --- the handler context (issue 12) ---
+    /// `record-cancelled`: a handler that finishes after its context was
+    /// cancelled because another consumer took the entry over has its
+    /// result written anyway, without the ownership guard: the task's
+    /// outcome is recorded twice.
+    RecordCancelled,
+    /// `retry-non-retryable`: a [`NonRetryable`](super::NonRetryable)
+    /// error is retried like any other, until max_retries.
+    RetryNonRetryable,
 }
 
 /// Tries of one settle before the `settle-gives-up` mutant drops its
@@ -88,7 +97,7 @@ pub(crate) const SETTLE_TRIES: u32 = 5;
 #[cfg(feature = "mutants")]
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 13] = [
+    pub const ALL: [Mutant; 15] = [
         Mutant::AckBeforeHandle,
         Mutant::NoReclaim,
         Mutant::DlqWithoutAck,
@@ -105,6 +114,9 @@ impl Mutant {
         Mutant::SettleGivesUp,
         Mutant::RecreateGroupAtEnd,
         Mutant::RememberSettled,
+        // the handler context
+        Mutant::RecordCancelled,
+        Mutant::RetryNonRetryable,
     ];
 
     /// Its name on the command line (`ack-before-handle` ...).
@@ -123,6 +135,8 @@ impl Mutant {
             Mutant::SettleGivesUp => "settle-gives-up",
             Mutant::RecreateGroupAtEnd => "recreate-group-at-end",
             Mutant::RememberSettled => "remember-settled",
+            Mutant::RecordCancelled => "record-cancelled",
+            Mutant::RetryNonRetryable => "retry-non-retryable",
         }
     }
 }
