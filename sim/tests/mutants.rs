@@ -170,3 +170,28 @@ fn settle_gives_up_is_caught_dropping_a_success() {
         MORE_SEEDS,
     );
 }
+
+/// Pauses and outages let peers take running tasks over; the simulated
+/// handler then finds its context cancelled ([`Context::extend_lease`]),
+/// and the mutant records its result anyway, unguarded.
+///
+/// [`Context::extend_lease`]: crewq_core::worker::Context::extend_lease
+#[test]
+fn record_cancelled_is_caught_recording_a_cancelled_handlers_outcome() {
+    caught_within(
+        Mutant::RecordCancelled,
+        Invariant::CancelledNotRecorded,
+        MORE_SEEDS,
+    );
+}
+
+/// Failing tasks of odd index fail for good (`NonRetryable`): the mutant
+/// retries them as any other failure.
+#[test]
+fn retry_non_retryable_is_caught_putting_back_a_task_that_failed_for_good() {
+    caught_within(
+        Mutant::RetryNonRetryable,
+        Invariant::NonRetryableAtOnce,
+        MORE_SEEDS,
+    );
+}
