@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crewq_core::locate::{Locator, Place, Wanted};
 use crewq_core::worker::{Context, HandlerError, NonRetryable, with_context};
 use crewq_core::{Task, TaskStatus};
 use serde_json::{Value, json};
@@ -22,6 +23,7 @@ crewq_tests::on_both_backends!(
     extend_lease_renews_the_entry_while_it_is_ours,
     a_non_retryable_error_dead_letters_at_once_with_its_reason,
     a_tasks_own_timeout_overrides_the_workers,
+    progress_is_recorded_and_the_newest_report_is_shown,
 );
 
 /// Waits (virtual or real time) until `done`, or panics after 20 s.
@@ -279,5 +281,51 @@ async fn a_tasks_own_timeout_overrides_the_workers(env: Env) {
         long.status,
         TaskStatus::Success,
         "its own 30 s beat the worker's 500 ms"
+    );
+}
+
+async fn progress_is_recorded_and_the_newest_report_is_shown(env: Env) {
+    env.dispatch(&task(1, 3)).await;
+    env.dispatch(&task(2, 3)).await;
+    let worker = env.spawn(
+        "w1",
+        with_context(move |_: Task<Value>, ctx: Context| async move {
+            for done in 1..=3 {
+                ctx.progress(json!({ "done": done, "of": 3 })).await?;
+            }
+            Ok::<Value, HandlerError>(json!({}))
+        }),
+    );
+    env.settled(2).await;
+    worker
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("report");
+    let locator = Locator::new(Arc::clone(&env.broker), env.keyspace.clone());
+    let found = locator
+        .find(&[env.agent.clone()], &Wanted::TaskId("task-2".into()))
+        .await
+        .expect("find");
+    let progress: Vec<_> = found
+        .iter()
+        .filter_map(|s| match &s.place {
+            Place::Progress {
+                progress,
+                attempt,
+                consumer,
+                ..
+            } => Some((
+                s.task_id.as_str(),
+                progress.clone(),
+                *attempt,
+                consumer.as_str(),
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        progress,
+        vec![("task-2", json!({ "done": 3, "of": 3 }), 1, "w1")],
+        "the newest report of task-2 alone: {found:?}"
     );
 }

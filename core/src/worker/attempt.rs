@@ -62,6 +62,8 @@ pub(crate) struct Shared<B, H> {
     pub broker: B,
     pub handler: H,
     pub keys: AgentKeys,
+    /// The agent type's progress stream.
+    pub progress: String,
     pub agent_type: String,
     pub consumer: String,
     pub options: WorkerOptions,
@@ -279,7 +281,10 @@ where
         metrics::queue_wait(&self.agent_type, id.ms, self.options.clock.now_ms());
         let started = tokio::time::Instant::now();
         let cancel = lease.cancel.clone();
-        let failure = match self.call(typed, Context::new(prior, lease)).await {
+        let failure = match self
+            .call(typed, Context::new(prior, &task.task_id, lease))
+            .await
+        {
             Ok(output) => {
                 let elapsed = started.elapsed();
                 metrics::handler_duration(&self.agent_type, SUCCESS, elapsed);

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Result, StreamId, Task};
 
+use super::progress::Report;
 use super::record::Prior;
 use super::{Handler, HandlerError};
 
@@ -29,11 +30,14 @@ use super::{Handler, HandlerError};
 ///   is delivered again (to this worker's successor, or already to the
 ///   peer that took it over);
 /// - [`Context::extend_lease`]: renews the entry's lease now, beside the
-///   worker's own periodic renewal, before a long step.
+///   worker's own periodic renewal, before a long step;
+/// - [`Context::progress`]: records how far the handler got, for `crewq
+///   task` and [`Locator`](crate::locate::Locator) to show.
 #[derive(Clone)]
 pub struct Context {
     attempt: u32,
     deliveries: u64,
+    task_id: Arc<str>,
     lease: Lease,
 }
 
@@ -49,10 +53,11 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
-    pub(crate) fn new(prior: Prior, lease: Lease) -> Self {
+    pub(crate) fn new(prior: Prior, task_id: &str, lease: Lease) -> Self {
         Context {
             attempt: prior.failed.saturating_add(1),
             deliveries: prior.deliveries,
+            task_id: task_id.into(),
             lease,
         }
     }
@@ -91,6 +96,32 @@ impl Context {
         self.lease.cancel.clone()
     }
 
+    /// Records how far the handler got: any JSON (`{"done": 3, "of": 10}`),
+    /// appended with the task id, entry, consumer, attempt and time to the
+    /// agent type's progress stream ([`Keyspace::progress`]), whose newest
+    /// report per task `crewq task` shows. One append per call: report at
+    /// step boundaries, not in a tight loop.
+    ///
+    /// # Errors
+    ///
+    /// The broker's error, or [`Error::InvalidArgument`] for a value that
+    /// does not serialize. The attempt goes on either way.
+    ///
+    /// [`Keyspace::progress`]: crate::Keyspace::progress
+    /// [`Error::InvalidArgument`]: crate::Error::InvalidArgument
+    pub async fn progress(&self, value: impl serde::Serialize) -> Result<()> {
+        let value = serde_json::to_value(value).map_err(|e| {
+            crate::Error::InvalidArgument(format!("a progress report that is not JSON: {e}"))
+        })?;
+        let report = Report {
+            id: self.lease.id,
+            task_id: &self.task_id,
+            attempt: self.attempt,
+            value: &value,
+        };
+        self.lease.worker.report(report).await
+    }
+
     /// Renews the entry's lease now. `Ok(true)`: it is still this worker's
     /// and its lease starts again; `Ok(false)`: it is not renewed: another
     /// consumer took it over (the context is then cancelled) or it was
@@ -101,26 +132,28 @@ impl Context {
     /// The broker's error; the worker's periodic renewal goes on.
     pub async fn extend_lease(&self) -> Result<bool> {
         self.lease
-            .renewer
+            .worker
             .extend(self.lease.id, &self.lease.cancel)
             .await
     }
 }
 
 /// What an attempt holds of its entry: its id, its cancellation token, and
-/// the worker's way to renew it.
+/// the worker's way to renew it and record its progress.
 #[derive(Clone)]
 pub(crate) struct Lease {
     pub id: StreamId,
     pub cancel: CancellationToken,
-    pub renewer: Arc<dyn Renewer>,
+    pub worker: Arc<dyn WorkerLink>,
 }
 
-/// Renews one held entry's lease on demand: the worker, type-erased.
+/// What a handler's context asks of its worker, type-erased.
 #[async_trait]
-pub(crate) trait Renewer: Send + Sync {
+pub(crate) trait WorkerLink: Send + Sync {
     /// Renews `id`; cancels `cancel` when it is provably another's.
     async fn extend(&self, id: StreamId, cancel: &CancellationToken) -> Result<bool>;
+    /// Appends a progress report.
+    async fn report(&self, report: Report<'_>) -> Result<()>;
 }
 
 /// Makes a [`Handler`] of a closure that takes the [`Context`] too.

@@ -76,6 +76,7 @@ mod health;
 mod held;
 mod mutant;
 mod options;
+mod progress;
 mod record;
 mod renew;
 mod run;
@@ -99,6 +100,10 @@ pub use health::{Health, stops_the_worker};
 #[cfg(feature = "mutants")]
 pub use mutant::Mutant;
 pub use options::{Backoff, InvalidOptions, WorkerOptions};
+pub use progress::{
+    PROGRESS_AT, PROGRESS_ATTEMPT, PROGRESS_CONSUMER, PROGRESS_ENTRY_ID, PROGRESS_KEPT,
+    PROGRESS_TASK_ID, PROGRESS_VALUE,
+};
 pub use record::ATTEMPTS_FIELD;
 
 /// What a handler returns when its attempt failed: any error.

@@ -15,7 +15,8 @@ use crate::metrics::{DELETED_WHILE_PENDING, count};
 use crate::{Broker, IdRange, PendingQuery, Result, StreamId};
 
 use super::attempt::Shared;
-use super::context::Renewer;
+use super::context::WorkerLink;
+use super::progress::Report;
 
 /// Renews the leases of the held entries every `renew_every`, until dropped.
 pub(crate) async fn renew_forever<B: Broker, H>(shared: Arc<Shared<B, H>>) {
@@ -91,7 +92,7 @@ pub(crate) async fn renew<B: Broker, H>(shared: &Shared<B, H>) {
 ///
 /// [`Context::extend_lease`]: super::Context::extend_lease
 #[async_trait]
-impl<B: Broker, H: Send + Sync + 'static> Renewer for Shared<B, H> {
+impl<B: Broker, H: Send + Sync + 'static> WorkerLink for Shared<B, H> {
     async fn extend(&self, id: StreamId, cancel: &CancellationToken) -> Result<bool> {
         let keys = &self.keys;
         let renewed = self
@@ -107,6 +108,10 @@ impl<B: Broker, H: Send + Sync + 'static> Renewer for Shared<B, H> {
             cancel.cancel();
         }
         Ok(false)
+    }
+
+    async fn report(&self, report: Report<'_>) -> Result<()> {
+        self.append_progress(report).await
     }
 }
 

@@ -24,7 +24,7 @@ use crate::{
 };
 
 use super::attempt::{Outcome, Shared, Source, panic_message};
-use super::context::{Lease, Renewer};
+use super::context::{Lease, WorkerLink};
 use super::group::GroupWatch;
 use super::health::{Health, Reporter, duplicate, stops_the_worker};
 use super::held::Held;
@@ -113,6 +113,7 @@ where
         handler,
         consumer,
         rng: Mutex::new(StdRng::seed_from_u64(seed)),
+        progress: options.keyspace.progress(&agent),
         held: Mutex::new(BTreeMap::new()),
         cancel: CancellationToken::new(),
         deleted: Mutex::new(BTreeSet::new()),
@@ -311,12 +312,8 @@ where
             tracing::debug!(%id, "already running; not starting a second attempt");
             return;
         };
-        let renewer: Arc<dyn Renewer> = Arc::clone(&shared) as Arc<dyn Renewer>;
-        let lease = Lease {
-            id,
-            cancel,
-            renewer,
-        };
+        let worker: Arc<dyn WorkerLink> = Arc::clone(&shared) as Arc<dyn WorkerLink>;
+        let lease = Lease { id, cancel, worker };
         let data = entry
             .fields
             .as_ref()

@@ -48,12 +48,11 @@ pub(super) fn check(record: &RunRecord) -> Vec<Violation> {
         }) || events.iter().any(|e| {
             // A stop asked for before the cancellation, still under way.
             matches!(&e.event, Event::StopRequested { consumer: by, .. } if by == consumer)
-                && e.at_ms <= since
-                && !events.iter().any(|later| {
-                    later.at_ms >= e.at_ms
-                        && later.at_ms <= since
-                        && matches!(&later.event, Event::Stopped { consumer: by, .. } if by == consumer)
-                })
+                && e.at_ms <= since && !events.iter().any(|later| {
+                later.at_ms >= e.at_ms
+                    && later.at_ms <= since
+                    && matches!(&later.event, Event::Stopped { consumer: by, .. } if by == consumer)
+            })
         })
     };
     let mut violations = Vec::new();
