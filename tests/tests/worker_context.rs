@@ -303,7 +303,10 @@ async fn progress_is_recorded_and_the_newest_report_is_shown(env: Env) {
         .expect("report");
     let locator = Locator::new(Arc::clone(&env.broker), env.keyspace.clone());
     let found = locator
-        .find(&[env.agent.clone()], &Wanted::TaskId("task-2".into()))
+        .find(
+            std::slice::from_ref(&env.agent),
+            &Wanted::TaskId("task-2".into()),
+        )
         .await
         .expect("find");
     let progress: Vec<_> = found
