@@ -47,7 +47,7 @@ pub(crate) fn check(scenario: &Scenario, seed: u64, record: &RunRecord) -> Repor
         .violations
         .extend(overlap::check(scenario, record, &runs));
     verdict.violations.extend(success::check(record, &runs));
-    verdict.violations.extend(cancelled::check(record));
+    verdict.violations.extend(cancelled::check(record, &runs));
     for problem in &record.problems {
         verdict.violate(Invariant::RunCompletes, None, problem.clone());
     }
