@@ -22,6 +22,13 @@
 //!   fails validation or is over the size limit, a task of another agent
 //!   type than its stream's, an impossible `attempts` count, one whose
 //!   decoding or validation panics) is dead-lettered at once;
+//! - a handler may take a [`Context`] too ([`with_context`]): its attempt
+//!   number, a cancellation token that fires at the start of a shutdown's
+//!   grace and when a renewal finds the entry another consumer's (a
+//!   handler failing after it fired is handed back, not counted as a failed
+//!   run), `extend_lease` and `progress`; a [`NonRetryable`] error
+//!   dead-letters at once as `non_retryable`; a task's own time-out
+//!   ([`Task::timeout`](crate::Task::timeout)) overrides `task_timeout`;
 //! - an entry found deleted from its stream while pending is dead-lettered
 //!   as `deleted_while_pending` with what is known of it, and counted;
 //! - a consumer group destroyed under the worker is created again just
@@ -168,8 +175,10 @@ pub struct WorkerReport {
     /// failed write); their entries stay pending and are retried after the
     /// lease.
     pub unsettled: u64,
-    /// Attempts still running at the shutdown deadline, left pending for
-    /// another worker to take over after the lease.
+    /// Attempts still running at the shutdown deadline, and attempts whose
+    /// handler failed after its [`Context`] was cancelled (a shutdown, the
+    /// entry lost): left pending for another worker to take over after the
+    /// lease, no failed run counted.
     pub handed_back: u64,
 }
 

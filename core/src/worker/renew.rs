@@ -72,8 +72,9 @@ pub(crate) async fn renew<B: Broker, H>(shared: &Shared<B, H>) {
                 }
             }
             Some(false) => {
-                // In the stream, yet not pending for us: provably another
-                // consumer's. Its handler may stop (worker::Context).
+                // Not pending for us: another consumer took it over (or a
+                // reclaim dead-lettered it, found deleted). Its outcome will
+                // not be recorded: its handler may stop (worker::Context).
                 shared.cancel_lost(id);
                 lost += 1;
             }
