@@ -61,7 +61,7 @@ impl<B, H> Loop<B, H> {
                     stop = None;
                 }
                 () = tokio::time::sleep_until(deadline) => {
-                    self.report.handed_back = self.inflight.len() as u64;
+                    self.report.handed_back += self.inflight.len() as u64;
                     tracing::warn!(n = self.inflight.len(), "grace period over; handing running tasks back");
                     self.inflight.abort_all();
                     while self.inflight.join_next().await.is_some() {}
