@@ -54,7 +54,7 @@ pub(crate) enum Outcome {
     Unsettled,
     /// The handler was cancelled (a shutdown, the entry lost) and failed:
     /// nothing was recorded; the entry stays pending.
-    HandedBack,
+    Cancelled,
 }
 
 /// What every attempt of one worker shares.
@@ -307,7 +307,7 @@ where
             // stays pending and is delivered again; that delivery counts
             // towards max_deliveries, as a crash's does.
             tracing::info!(%failure.message, "cancelled attempt ended with an error; handing the entry back");
-            return Outcome::HandedBack;
+            return Outcome::Cancelled;
         }
         count(FAILED, &self.agent_type, 1);
         // At most `max_retries + 1` (exhausted() checked `prior`): no overflow.

@@ -11,6 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Result, StreamId, Task};
 
+#[cfg(doc)]
+use super::WorkerReport;
 use super::progress::Report;
 use super::record::Prior;
 use super::{Handler, HandlerError};
@@ -26,7 +28,8 @@ use super::{Handler, HandlerError};
 ///   the start of the grace period, so the handler can wind down) and when
 ///   the worker finds that another consumer has taken the entry over (its
 ///   outcome would not be recorded). An error a handler returns after it
-///   fired is not counted as a failed run: the entry is left pending, and
+///   fired is not counted as a failed run ([`WorkerReport::cancelled`]):
+///   the entry is left pending, and
 ///   is delivered again (to this worker's successor, or already to the
 ///   peer that took it over);
 /// - [`Context::extend_lease`]: renews the entry's lease now, beside the

@@ -175,11 +175,13 @@ pub struct WorkerReport {
     /// failed write); their entries stay pending and are retried after the
     /// lease.
     pub unsettled: u64,
-    /// Attempts still running at the shutdown deadline, and attempts whose
-    /// handler failed after its [`Context`] was cancelled (a shutdown, the
-    /// entry lost): left pending for another worker to take over after the
-    /// lease, no failed run counted.
+    /// Attempts still running at the shutdown deadline, left pending for
+    /// another worker to take over after the lease.
     pub handed_back: u64,
+    /// Attempts whose handler failed after its [`Context`] was cancelled (a
+    /// shutdown, the entry lost): left pending as well, no failed run
+    /// counted.
+    pub cancelled: u64,
 }
 
 impl std::ops::AddAssign for WorkerReport {
@@ -193,6 +195,7 @@ impl std::ops::AddAssign for WorkerReport {
         self.vanished += other.vanished;
         self.unsettled += other.unsettled;
         self.handed_back += other.handed_back;
+        self.cancelled += other.cancelled;
     }
 }
 

@@ -23,7 +23,7 @@ impl<B, H> Loop<B, H> {
             Ok(Outcome::Zombie) => report.zombies += 1,
             Ok(Outcome::Vanished) => report.vanished += 1,
             Ok(Outcome::Unsettled) => report.unsettled += 1,
-            Ok(Outcome::HandedBack) => report.handed_back += 1,
+            Ok(Outcome::Cancelled) => report.cancelled += 1,
             Err(err) => {
                 // Panics are caught inside the attempt; this is a bug.
                 tracing::error!(error = %err, "an attempt ended abnormally");
@@ -61,7 +61,7 @@ impl<B, H> Loop<B, H> {
                     stop = None;
                 }
                 () = tokio::time::sleep_until(deadline) => {
-                    self.report.handed_back += self.inflight.len() as u64;
+                    self.report.handed_back = self.inflight.len() as u64;
                     tracing::warn!(n = self.inflight.len(), "grace period over; handing running tasks back");
                     self.inflight.abort_all();
                     while self.inflight.join_next().await.is_some() {}
