@@ -18,7 +18,7 @@ use crate::target::Target;
 #[command(
     after_help = "Without AGENT and ACTION, reads one task per line on stdin: \
     {\"agent_type\": \"research\", \"action\": \"search_docs\", \"payload\": {...}} \
-    with optional task_id, trace_id, priority and max_retries."
+    with optional task_id, trace_id, priority, max_retries and timeout_ms."
 )]
 pub struct DispatchArgs {
     #[command(flatten)]
@@ -44,6 +44,10 @@ pub struct DispatchArgs {
     /// Retries before the task is dead-lettered.
     #[arg(long, default_value_t = crewq_core::DEFAULT_MAX_RETRIES)]
     pub max_retries: u32,
+    /// How long one run may take (`30s`, `500ms` ...), overriding the
+    /// worker's time-out; at most 24h.
+    #[arg(long, value_name = "D", value_parser = crate::duration::parse)]
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// A task as one JSON line on stdin.
@@ -58,6 +62,7 @@ struct Line {
     trace_id: Option<String>,
     priority: Option<u8>,
     max_retries: Option<u32>,
+    timeout_ms: Option<u64>,
 }
 
 /// Dispatches, printing each task's id and entry (or why it was refused);
@@ -72,6 +77,9 @@ pub async fn run(args: DispatchArgs) -> Result<(), Box<dyn Error>> {
             trace_id: args.trace.clone(),
             priority: Some(args.priority),
             max_retries: Some(args.max_retries),
+            timeout_ms: args
+                .timeout
+                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
         }],
         _ => stdin_lines()?,
     };
@@ -85,6 +93,9 @@ pub async fn run(args: DispatchArgs) -> Result<(), Box<dyn Error>> {
         }
         if let Some(trace) = line.trace_id {
             builder = builder.trace_id(trace);
+        }
+        if let Some(ms) = line.timeout_ms {
+            builder = builder.timeout(std::time::Duration::from_millis(ms));
         }
         tasks.push(
             builder

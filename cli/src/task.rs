@@ -107,6 +107,13 @@ fn described(place: &Place) -> String {
             };
             format!("result       {status} in {duration_ms}ms: {detail}")
         }
+        Place::Progress {
+            consumer,
+            attempt,
+            progress,
+            at,
+            ..
+        } => format!("progress     {progress} (attempt {attempt} on {consumer}, {at})"),
         Place::DeadLettered {
             entry_id,
             reason,

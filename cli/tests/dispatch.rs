@@ -84,6 +84,44 @@ async fn dispatch_reads_json_lines_on_stdin() {
 }
 
 #[tokio::test]
+async fn dispatch_timeout_sets_the_tasks_own_limit_within_range() {
+    let crew = Crew::start();
+    crew.json(
+        &["dispatch", "research", "analyze"],
+        &["--timeout", "30s", "--task-id", "t-30s"],
+    );
+    let line = r#"{"agent_type":"research","action":"analyze","payload":{},"task_id":"t-1500","timeout_ms":1500}"#;
+    common::succeeded(&crew.run_with_stdin(&["dispatch"], &[], Some(line)));
+    for refused in ["0ms", "2d"] {
+        let out = crew.run(
+            &["dispatch", "research", "analyze"],
+            &["--timeout", refused],
+        );
+        assert!(!out.status.success(), "--timeout {refused} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("out of range"), "{stderr}");
+    }
+    let broker = crew.server.broker().await;
+    let stream = crew.keyspace().tasks(&agent("research"));
+    let timeouts: Vec<_> = broker
+        .xrange(&stream, crewq_core::ALL_IDS, None)
+        .await
+        .expect("xrange")
+        .iter()
+        .map(|e| crewq_core::task_from_fields::<serde_json::Value>(&e.fields).expect("a task"))
+        .map(|t| (t.task_id, t.timeout))
+        .collect();
+    let secs = std::time::Duration::from_millis;
+    assert_eq!(
+        timeouts,
+        vec![
+            ("t-30s".to_owned(), Some(secs(30_000))),
+            ("t-1500".to_owned(), Some(secs(1500)))
+        ]
+    );
+}
+
+#[tokio::test]
 async fn consumers_prune_deletes_idle_consumers_that_hold_nothing() {
     let crew = Crew::start();
     let ids = crew.tasks("research", 2).await;

@@ -74,8 +74,9 @@ pub use stream::{
 pub use task::{
     AgentKeys, AgentType, DATA_FIELD, DEFAULT_MAX_RETRIES, DLQ_CONSUMER, DLQ_DEAD_LETTERED_AT,
     DLQ_ENTRY_ID, DLQ_ERROR, DLQ_GROUP, DLQ_ORIGIN_STREAM, DLQ_REASON, DLQ_RETRIES, DLQ_TASK,
-    DeadLetter, DeadLetterReason, GroupNaming, InvalidName, Keyspace, Layout, Origin, Priority,
-    PriorityOutOfRange, Rejected, Task, TaskBuildError, TaskBuilder, TaskResult, TaskStatus,
-    ValidateFn, Validators, WireCodec, WireError, WireErrorKind, now_isoformat, result_from_fields,
-    result_to_fields, task_from_fields, task_to_fields, utc_isoformat,
+    DeadLetter, DeadLetterReason, GroupNaming, InvalidName, Keyspace, Layout, MAX_TASK_TIMEOUT,
+    Origin, Priority, PriorityOutOfRange, Rejected, TIMEOUT_FIELD, Task, TaskBuildError,
+    TaskBuilder, TaskResult, TaskStatus, TimeoutOutOfRange, ValidateFn, Validators, WireCodec,
+    WireError, WireErrorKind, check_timeout, now_isoformat, result_from_fields, result_to_fields,
+    task_from_fields, task_to_fields, utc_isoformat,
 };

@@ -29,13 +29,16 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::dlq::Pages;
+use crate::worker::{
+    PROGRESS_AT, PROGRESS_ATTEMPT, PROGRESS_CONSUMER, PROGRESS_TASK_ID, PROGRESS_VALUE,
+};
 use crate::{
     AgentType, Broker, DATA_FIELD, DLQ_TASK, DeadLetter, ErrorKind, Keyspace, PendingQuery, Result,
     StreamEntry, StreamId, result_from_fields,
@@ -112,6 +115,23 @@ pub enum Place {
         error: Option<String>,
         /// Handler time, ms.
         duration_ms: u64,
+    },
+    /// The newest progress its handler reported
+    /// ([`Context::progress`](crate::worker::Context::progress)).
+    Progress {
+        /// The progress stream.
+        stream: String,
+        /// The report's entry.
+        #[serde(serialize_with = "crate::monitor::display")]
+        entry_id: StreamId,
+        /// The consumer that ran it.
+        consumer: String,
+        /// The attempt that reported it.
+        attempt: u32,
+        /// What the handler reported.
+        progress: Value,
+        /// When.
+        at: String,
     },
     /// In the dead-letter stream.
     DeadLettered {
@@ -209,6 +229,9 @@ impl<B: Broker> Locator<B> {
                     found.push(sighting(agent, task_id, place));
                 }
             }
+            if !task_ids.is_empty() {
+                found.extend(self.progress(agent, &task_ids).await?);
+            }
             // The seed layout shares one results stream: read it once.
             let results = self.keyspace.results(agent);
             if !task_ids.is_empty() && results_read.insert(results.clone()) {
@@ -216,6 +239,48 @@ impl<B: Broker> Locator<B> {
             }
         }
         Ok(found)
+    }
+
+    /// The newest progress report of each of `task_ids` in `agent`'s
+    /// progress stream.
+    async fn progress(
+        &self,
+        agent: &AgentType,
+        task_ids: &BTreeSet<String>,
+    ) -> Result<Vec<Sighting>> {
+        let stream = self.keyspace.progress(agent);
+        let mut newest = BTreeMap::new();
+        for entry in self.entries(&stream).await? {
+            let text = |field| {
+                entry
+                    .fields
+                    .get(field)
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let task_id = text(PROGRESS_TASK_ID);
+            if !task_ids.contains(&task_id) {
+                continue;
+            }
+            // A report that is not JSON (a peer's) is shown as text.
+            let raw = text(PROGRESS_VALUE);
+            let progress = serde_json::from_str(&raw).unwrap_or(Value::String(raw));
+            let place = Place::Progress {
+                stream: stream.clone(),
+                entry_id: entry.id,
+                consumer: text(PROGRESS_CONSUMER),
+                attempt: text(PROGRESS_ATTEMPT).parse().unwrap_or(0),
+                progress,
+                at: text(PROGRESS_AT),
+            };
+            // Entries come oldest first: the last one stays.
+            newest.insert(task_id, place);
+        }
+        Ok(newest
+            .into_iter()
+            .map(|(task_id, place)| sighting(agent, task_id, place))
+            .collect())
     }
 
     /// Waiting, pending or acknowledged: the group's pending list and last

@@ -489,6 +489,7 @@ fn raw_task<P: Serialize>(task: &Task<P>) -> Result<Task, WireError> {
         max_retries: task.max_retries,
         created_at: task.created_at.clone(),
         trace_id: task.trace_id.clone(),
+        timeout: task.timeout,
     })
 }
 

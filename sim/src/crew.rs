@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use crewq_core::worker::{Handler, HandlerError, Worker, WorkerHandle, WorkerOptions};
+use crewq_core::worker::{
+    Context, Handler, HandlerError, NonRetryable, Worker, WorkerHandle, WorkerOptions,
+};
 use crewq_core::{AgentType, Broker, Task};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -30,6 +32,19 @@ pub fn task_id(index: u32) -> String {
 pub fn task_index(task_id: &str) -> Option<u32> {
     task_id.strip_prefix(TASK_ID_PREFIX)?.parse().ok()
 }
+
+/// Whether failing task `index` fails with a [`NonRetryable`] error (the
+/// odd ones) rather than an ordinary one: dead-lettered at its first
+/// failure as `non_retryable`, as the checker expects.
+pub fn fails_for_good(index: u32) -> bool {
+    index % 2 == 1
+}
+
+/// The output field that marks the result of a run whose handler found its
+/// entry taken over by another consumer ([`Context::extend_lease`] said
+/// so, and the context was cancelled): its call number. The worker must not
+/// record it.
+pub const CANCELLED_CALL: &str = "cancelled_call";
 
 /// Makes task `index`'s action and payload, for agent type `agent_type`.
 pub type WorkloadFn = dyn Fn(u32, &str) -> (String, Value) + Send + Sync;
@@ -143,7 +158,7 @@ pub struct StandardAgent;
 
 #[async_trait]
 impl Handler<Value> for StandardAgent {
-    async fn handle(&self, task: Task<Value>) -> Result<Value, HandlerError> {
+    async fn handle(&self, task: Task<Value>, _: Context) -> Result<Value, HandlerError> {
         let n = task.payload.get("n").and_then(Value::as_u64).unwrap_or(0);
         tokio::time::sleep(Duration::from_millis(1 + (n * 7) % 20)).await;
         Ok(json!({ "n": n }))
@@ -269,6 +284,12 @@ impl HandlerFaults {
             .map(|stop| Duration::from_millis(stop.long_ms))
     }
 
+    /// Whether `task` fails for good ([`fails_for_good`]): only a failing
+    /// task does.
+    fn permanent(&self, task: u32) -> bool {
+        self.failing.contains(&task) && fails_for_good(task)
+    }
+
     fn next_call(&self, task: u32) -> (u32, Option<HandlerFault>) {
         let call = {
             let mut calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
@@ -320,11 +341,11 @@ where
     P: Send + 'static,
     H: Handler<P>,
 {
-    async fn handle(&self, task: Task<P>) -> Result<Value, HandlerError> {
+    async fn handle(&self, task: Task<P>, ctx: Context) -> Result<Value, HandlerError> {
         let context = &self.context;
         let Some(index) = task_index(&task.task_id) else {
             // Not a task of the simulation: the checker reports it.
-            return self.inner.handle(task).await;
+            return self.inner.handle(task, ctx).await;
         };
         // A frozen worker does not start (or finish) anything.
         context.wait_while_paused().await;
@@ -339,22 +360,43 @@ where
             tokio::time::sleep(longer).await;
         }
         let outcome = match fault {
-            None => self.inner.handle(task).await,
+            None => self.inner.handle(task, ctx.clone()).await,
+            Some(HandlerFault::Error) if context.faults.permanent(index) => {
+                Err(NonRetryable::new(format!("injected permanent error (call {call})")).into())
+            }
             Some(HandlerFault::Error) => Err(format!("injected error (call {call})").into()),
             Some(HandlerFault::Panic) => std::panic::panic_any(InjectedPanic),
             Some(HandlerFault::Hang) => std::future::pending().await,
             Some(HandlerFault::Slow { ms }) => {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
-                self.inner.handle(task).await
+                self.inner.handle(task, ctx.clone()).await
             }
         };
         context.wait_while_paused().await;
+        // Before answering, the handler asks whether the entry is still its
+        // worker's (a pause or an outage may have let a peer take it over):
+        // the context's use the checker holds the worker to.
+        let lost = matches!(ctx.extend_lease().await, Ok(false)) && ctx.is_cancelled();
+        if lost {
+            recorder.record(Event::HandlerCancelled {
+                task: index,
+                consumer: context.consumer.clone(),
+                call,
+            });
+        }
         recorder.record(Event::HandlerEnded {
             task: index,
             consumer: context.consumer.clone(),
             call,
             ok: outcome.is_ok(),
         });
-        outcome
+        match outcome {
+            // Marked, so a result recorded anyway shows in the results.
+            Ok(Value::Object(mut output)) if lost => {
+                output.insert(CANCELLED_CALL.to_owned(), json!(call));
+                Ok(Value::Object(output))
+            }
+            other => other,
+        }
     }
 }

@@ -89,6 +89,19 @@ pub enum Event {
         /// Whether it succeeded.
         ok: bool,
     },
+    /// A handler call found its context cancelled because its entry is
+    /// another consumer's ([`Context::extend_lease`] said so): its outcome
+    /// must not be recorded.
+    ///
+    /// [`Context::extend_lease`]: crewq_core::worker::Context::extend_lease
+    HandlerCancelled {
+        /// The task's index.
+        task: u32,
+        /// The worker's consumer name.
+        consumer: String,
+        /// The call.
+        call: u32,
+    },
     /// A worker was killed.
     Crashed {
         /// Its slot.
@@ -412,6 +425,11 @@ impl fmt::Display for Event {
                 consumer,
                 call,
             } => write!(f, "handler-start task={task} call={call} by={consumer}"),
+            Event::HandlerCancelled {
+                task,
+                consumer,
+                call,
+            } => write!(f, "handler-cancelled task={task} call={call} by={consumer}"),
             Event::HandlerEnded {
                 task,
                 consumer,

@@ -104,6 +104,14 @@ pub enum Invariant {
     /// grace ended first; so no task whose handler succeeded is
     /// dead-lettered for want of an outcome.
     SuccessRecorded,
+    /// A cancelled handler's outcome is never recorded: a run whose handler
+    /// found its entry another consumer's (its context cancelled) has no
+    /// result, unless its worker was stopping or the broker rolled back.
+    CancelledNotRecorded,
+    /// A non-retryable failure dead-letters at once with its reason: a task
+    /// failing for good is dead-lettered as `non_retryable`, never put back
+    /// for another attempt.
+    NonRetryableAtOnce,
 }
 
 impl Invariant {
@@ -125,6 +133,8 @@ impl Invariant {
             Invariant::ReadingNotStarved => "reading_not_starved",
             Invariant::NoConcurrentRuns => "no_concurrent_runs",
             Invariant::SuccessRecorded => "success_recorded",
+            Invariant::CancelledNotRecorded => "cancelled_not_recorded",
+            Invariant::NonRetryableAtOnce => "non_retryable_at_once",
         }
     }
 }

@@ -170,3 +170,42 @@ fn settle_gives_up_is_caught_dropping_a_success() {
         MORE_SEEDS,
     );
 }
+
+/// Pauses and outages let peers take running tasks over; the simulated
+/// handler then finds its context cancelled ([`Context::extend_lease`]),
+/// and the mutant records its result anyway, unguarded.
+///
+/// [`Context::extend_lease`]: crewq_core::worker::Context::extend_lease
+///
+/// Its unguarded write is no settle, so `success_recorded` may catch it
+/// first (a run whose handler never saw the cancellation, its renewal
+/// having failed); the new invariant must catch it too within the seeds.
+#[test]
+fn record_cancelled_is_caught_recording_a_cancelled_handlers_outcome() {
+    let mutant = Mutant::RecordCancelled;
+    let expected = Invariant::CancelledNotRecorded;
+    let real = Simulation::standard(Scenario::default());
+    let broken = Simulation::standard(Scenario::default().mutant(Some(mutant)));
+    let seed = (1..=MORE_SEEDS)
+        .find(|&seed| {
+            let report = broken.run(seed).expect("runs");
+            report.violations.iter().any(|v| v.invariant == expected)
+        })
+        .unwrap_or_else(|| panic!("{mutant} survived {MORE_SEEDS} seeds unseen by {expected}"));
+    let report = real.run(seed).expect("runs");
+    assert!(
+        report.passed(),
+        "the real worker fails seed {seed}: {report}"
+    );
+}
+
+/// Failing tasks of odd index fail for good (`NonRetryable`): the mutant
+/// retries them as any other failure.
+#[test]
+fn retry_non_retryable_is_caught_putting_back_a_task_that_failed_for_good() {
+    caught_within(
+        Mutant::RetryNonRetryable,
+        Invariant::NonRetryableAtOnce,
+        MORE_SEEDS,
+    );
+}

@@ -89,6 +89,7 @@ fn states(found: &[Sighting]) -> Vec<(String, &'static str)> {
                 Place::Pending { .. } => "pending",
                 Place::Acknowledged { .. } => "acknowledged",
                 Place::Completed { .. } => "completed",
+                Place::Progress { .. } => "progress",
                 Place::DeadLettered { .. } => "dead_lettered",
             };
             (s.task_id.clone(), state)

@@ -47,6 +47,7 @@ const DELETED_WHILE_PENDING: &str = "deleted_while_pending";
 const WRONG_AGENT_TYPE: &str = "wrong_agent_type";
 const PANICKED: &str = "panicked";
 const INVALID_ATTEMPTS: &str = "invalid_attempts";
+const NON_RETRYABLE: &str = "non_retryable";
 
 /// Why an entry was dead-lettered: the `reason` field.
 ///
@@ -85,6 +86,10 @@ pub enum DeadLetterReason {
     /// `poison:invalid_attempts`: the entry's `attempts` field is not a count
     /// of failed runs.
     InvalidAttempts,
+    /// `non_retryable`: the handler failed with an error no retry can fix
+    /// ([`NonRetryable`](crate::worker::NonRetryable)), dead-lettered at
+    /// its first failure.
+    NonRetryable,
     /// Any other text, kept as it was.
     Other(String),
 }
@@ -100,6 +105,7 @@ impl fmt::Display for DeadLetterReason {
             DeadLetterReason::WrongAgentType => write!(f, "{POISON_PREFIX}{WRONG_AGENT_TYPE}"),
             DeadLetterReason::Panicked => write!(f, "{POISON_PREFIX}{PANICKED}"),
             DeadLetterReason::InvalidAttempts => write!(f, "{POISON_PREFIX}{INVALID_ATTEMPTS}"),
+            DeadLetterReason::NonRetryable => f.write_str(NON_RETRYABLE),
             DeadLetterReason::Other(text) => f.write_str(text),
         }
     }
@@ -113,6 +119,7 @@ impl FromStr for DeadLetterReason {
             MAX_RETRIES => DeadLetterReason::MaxRetries,
             MAX_DELIVERIES => DeadLetterReason::MaxDeliveries,
             DELETED_WHILE_PENDING => DeadLetterReason::DeletedWhilePending,
+            NON_RETRYABLE => DeadLetterReason::NonRetryable,
             _ => match s.strip_prefix(POISON_PREFIX) {
                 Some(REJECTED) => DeadLetterReason::Rejected,
                 Some(WRONG_AGENT_TYPE) => DeadLetterReason::WrongAgentType,
@@ -352,6 +359,7 @@ mod tests {
             DeadLetterReason::WrongAgentType,
             DeadLetterReason::Panicked,
             DeadLetterReason::InvalidAttempts,
+            DeadLetterReason::NonRetryable,
             DeadLetterReason::Poison(WireErrorKind::MissingData),
             DeadLetterReason::Poison(WireErrorKind::InvalidJson),
             DeadLetterReason::Poison(WireErrorKind::InvalidTask),

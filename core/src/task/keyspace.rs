@@ -296,6 +296,13 @@ impl Keyspace {
         self.key(agent, "dlq")
     }
 
+    /// The stream the progress `agent`'s handlers report is appended to
+    /// ([`Context::progress`](crate::worker::Context::progress)): crewq's
+    /// own, beside the task stream (in its hash slot on Redis Cluster).
+    pub fn progress(&self, agent: &AgentType) -> String {
+        self.key(agent, "progress")
+    }
+
     /// The stream that results of `agent`'s tasks are appended to: the one
     /// shared `<prefix>:results` in the seed layout, one per agent type in
     /// the cluster layout.

@@ -26,6 +26,7 @@ mod model;
 mod result;
 mod shape;
 mod time;
+mod timeout;
 mod validators;
 mod wire;
 
@@ -39,6 +40,7 @@ pub use model::{
 };
 pub use result::{TaskResult, TaskStatus};
 pub use time::{now_isoformat, utc_isoformat};
+pub use timeout::{MAX_TASK_TIMEOUT, TIMEOUT_FIELD, TimeoutOutOfRange, check_timeout};
 pub use validators::{Rejected, ValidateFn, Validators};
 pub use wire::{
     DATA_FIELD, WireCodec, WireError, WireErrorKind, result_from_fields, result_to_fields,

@@ -2,6 +2,7 @@
 //! pydantic `AgentTask`.
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::de::value::MapDeserializer;
 use serde::de::{DeserializeOwned, Error as _};
@@ -12,6 +13,7 @@ use serde_json::Value;
 use super::keyspace::{AgentType, InvalidName};
 use super::shape::{check_object, deserialize_object};
 use super::time::now_isoformat;
+use super::timeout::{TimeoutOutOfRange, check_timeout};
 use super::wire::WireError;
 
 /// A task's priority, `0..=10` (the seed's `Field(default=0, ge=0, le=10)`).
@@ -143,6 +145,15 @@ pub struct Task<P = Value> {
     pub created_at: String,
     /// A correlation id across the tasks of one workflow.
     pub trace_id: Option<String>,
+    /// How long one run may take, overriding the worker's `task_timeout`;
+    /// `timeout_ms` in the JSON, left out when `None` (crewq's own field:
+    /// the seed's workers ignore it).
+    #[serde(
+        rename = "timeout_ms",
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "super::timeout::serialize"
+    )]
+    pub timeout: Option<Duration>,
 }
 
 fn serialize_payload<P: Serialize, S: Serializer>(payload: &P, s: S) -> Result<S::Ok, S::Error> {
@@ -167,6 +178,12 @@ struct RawTask<P> {
     created_at: String,
     #[serde(default)]
     trace_id: Option<String>,
+    #[serde(
+        default,
+        rename = "timeout_ms",
+        deserialize_with = "super::timeout::deserialize"
+    )]
+    timeout: Option<Duration>,
 }
 
 fn default_max_retries() -> u32 {
@@ -205,6 +222,7 @@ impl<'de, P: Deserialize<'de>> Deserialize<'de> for Task<P> {
             max_retries: raw.max_retries,
             created_at: raw.created_at,
             trace_id: raw.trace_id,
+            timeout: raw.timeout,
         })
     }
 }
@@ -235,6 +253,7 @@ impl<P> Task<P> {
             task_id: None,
             created_at: None,
             trace_id: None,
+            timeout: None,
         }
     }
 }
@@ -261,6 +280,7 @@ impl Task<Value> {
             max_retries: self.max_retries,
             created_at: self.created_at,
             trace_id: self.trace_id,
+            timeout: self.timeout,
         })
     }
 }
@@ -277,6 +297,7 @@ pub struct TaskBuilder<P> {
     task_id: Option<String>,
     created_at: Option<String>,
     trace_id: Option<String>,
+    timeout: Option<Duration>,
 }
 
 impl<P> TaskBuilder<P> {
@@ -295,6 +316,15 @@ impl<P> TaskBuilder<P> {
     /// A correlation id (default none).
     pub fn trace_id(mut self, trace_id: impl Into<String>) -> Self {
         self.trace_id = Some(trace_id.into());
+        self
+    }
+
+    /// How long one run may take, overriding the worker's `task_timeout`
+    /// (default: the worker's); checked by [`build`](Self::build): at least
+    /// 1 ms, at most [`MAX_TASK_TIMEOUT`](crate::MAX_TASK_TIMEOUT), whole
+    /// milliseconds (a finer part is dropped on the wire).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
         self
     }
 
@@ -323,6 +353,7 @@ impl<P> TaskBuilder<P> {
         P: Serialize,
     {
         let priority = Priority::new(self.priority)?;
+        let timeout = self.timeout.map(check_timeout).transpose()?;
         AgentType::new(self.agent_type.as_str())?;
         check_object(&self.payload).map_err(TaskBuildError::Payload)?;
         let task_id = self
@@ -337,6 +368,7 @@ impl<P> TaskBuilder<P> {
             max_retries: self.max_retries,
             created_at: self.created_at.unwrap_or_else(now_isoformat),
             trace_id: self.trace_id,
+            timeout,
         })
     }
 }
@@ -354,6 +386,9 @@ pub enum TaskBuildError {
     /// The payload is not written as a JSON object.
     #[error("payload must be {0}")]
     Payload(String),
+    /// The time-out is zero or longer than a day.
+    #[error(transparent)]
+    Timeout(#[from] TimeoutOutOfRange),
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! One attempt at one entry: decode, check, run the handler, and record
 //! the outcome (see `record.rs`) with an ownership-guarded settle.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Mutex, PoisonError};
@@ -12,6 +12,7 @@ use futures::FutureExt;
 use rand::rngs::StdRng;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::metrics::{self, COMPLETED, FAILED, FAILURE, RETRIED, SUCCESS, count};
@@ -20,11 +21,12 @@ use crate::{
     StreamId, Task, TaskResult, WireError,
 };
 
+use super::context::{Context, Lease};
 use super::health::Reporter;
 use super::mutant::Mutant;
 use super::record::{ATTEMPTS_FIELD, BadAttempts, Prior, stored_failures};
 use super::settler::Settler;
-use super::{Handler, WorkerOptions};
+use super::{Handler, NonRetryable, WorkerOptions};
 
 /// How the entry reached this worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +52,9 @@ pub(crate) enum Outcome {
     Vanished,
     /// Only a mutant's unguarded write ends so: the entry stays pending.
     Unsettled,
+    /// The handler was cancelled (a shutdown, the entry lost) and failed:
+    /// nothing was recorded; the entry stays pending.
+    Cancelled,
 }
 
 /// What every attempt of one worker shares.
@@ -57,12 +62,18 @@ pub(crate) struct Shared<B, H> {
     pub broker: B,
     pub handler: H,
     pub keys: AgentKeys,
+    /// The agent type's progress stream.
+    pub progress: String,
     pub agent_type: String,
     pub consumer: String,
     pub options: WorkerOptions,
     pub rng: Mutex<StdRng>,
-    /// The entries being worked on, whose leases the worker renews.
-    pub held: Mutex<BTreeSet<StreamId>>,
+    /// The entries being worked on, whose leases the worker renews, each
+    /// with its attempt's cancellation token.
+    pub held: Mutex<BTreeMap<StreamId, CancellationToken>>,
+    /// Fired when the worker begins to stop: the parent of every attempt's
+    /// token, so handlers can wind down within the grace.
+    pub cancel: CancellationToken,
     /// Held entries a renewal found deleted from the stream: their attempts
     /// dead-letter them as `deleted_while_pending` instead of settling.
     pub deleted: Mutex<BTreeSet<StreamId>>,
@@ -89,7 +100,12 @@ where
     B: Broker,
 {
     /// Runs one attempt at `entry` and records its outcome.
-    pub(crate) async fn attempt<P>(&self, entry: DeliveredEntry, source: Source) -> Outcome
+    pub(crate) async fn attempt<P>(
+        &self,
+        entry: DeliveredEntry,
+        source: Source,
+        lease: Lease,
+    ) -> Outcome
     where
         H: Handler<P>,
         P: DeserializeOwned + Send + 'static,
@@ -122,7 +138,10 @@ where
             && typed.agent_type == self.agent_type
         {
             let span = handle_span(id, &typed, prior);
-            return self.run(id, data, prior, typed).instrument(span).await;
+            return self
+                .run(id, data, prior, typed, lease)
+                .instrument(span)
+                .await;
         }
         let task: Task<Value> = match self.options.codec.decode_task(&fields) {
             Ok(task) => task,
@@ -160,7 +179,7 @@ where
                 .await;
         }
         let span = handle_span(id, &task, prior);
-        self.check_and_run(id, data, prior, task)
+        self.check_and_run(id, data, prior, task, lease)
             .instrument(span)
             .await
     }
@@ -172,6 +191,7 @@ where
         data: Bytes,
         prior: Prior,
         task: Task<Value>,
+        lease: Lease,
     ) -> Outcome
     where
         H: Handler<P>,
@@ -188,7 +208,10 @@ where
             return outcome;
         }
         match P::deserialize(&task.payload) {
-            Ok(payload) => self.run(id, data, prior, with_payload(task, payload)).await,
+            Ok(payload) => {
+                self.run(id, data, prior, with_payload(task, payload), lease)
+                    .await
+            }
             Err(err) => {
                 let err = WireError::InvalidTask {
                     message: format!("payload: {err}"),
@@ -231,7 +254,14 @@ where
     }
 
     /// Runs the handler on a decoded task and records the outcome.
-    async fn run<P>(&self, id: StreamId, data: Bytes, prior: Prior, typed: Task<P>) -> Outcome
+    async fn run<P>(
+        &self,
+        id: StreamId,
+        data: Bytes,
+        prior: Prior,
+        typed: Task<P>,
+        lease: Lease,
+    ) -> Outcome
     where
         H: Handler<P>,
         P: DeserializeOwned + Send + 'static,
@@ -250,33 +280,52 @@ where
         // Dispatch (the entry's append) to start: see metrics::QUEUE_WAIT.
         metrics::queue_wait(&self.agent_type, id.ms, self.options.clock.now_ms());
         let started = tokio::time::Instant::now();
-        let failure = match self.call(typed).await {
+        let cancel = lease.cancel.clone();
+        let failure = match self
+            .call(typed, Context::new(prior, &task.task_id, lease))
+            .await
+        {
             Ok(output) => {
                 let elapsed = started.elapsed();
                 metrics::handler_duration(&self.agent_type, SUCCESS, elapsed);
                 let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
-                return self.complete(id, data, &task, output, ms).await;
+                // The real worker settles under the ownership guard, which
+                // refuses the outcome of an entry lost meanwhile; the
+                // mutant trusts its finished handler instead.
+                let unguarded =
+                    cancel.is_cancelled() && self.options.is_mutant(Mutant::RecordCancelled);
+                return self.complete(id, data, &task, output, ms, unguarded).await;
             }
             Err(failure) => {
                 metrics::handler_duration(&self.agent_type, FAILURE, started.elapsed());
                 failure
             }
         };
+        if cancel.is_cancelled() {
+            // Told to stop (a shutdown, or the entry lost to another
+            // consumer): a handler that wound down has not failed. The entry
+            // stays pending and is delivered again; that delivery counts
+            // towards max_deliveries, as a crash's does.
+            tracing::info!(%failure.message, "cancelled attempt ended with an error; handing the entry back");
+            return Outcome::Cancelled;
+        }
         count(FAILED, &self.agent_type, 1);
         // At most `max_retries + 1` (exhausted() checked `prior`): no overflow.
         let failed = prior.failed.saturating_add(1);
-        if u64::from(prior.failed) + 1 > u64::from(task.max_retries)
-            || self.options.is_mutant(Mutant::DlqOnFirstFailure)
+        let last = u64::from(prior.failed) + 1 > u64::from(task.max_retries)
+            || self.options.is_mutant(Mutant::DlqOnFirstFailure);
+        let reason = if failure.non_retryable && !self.options.is_mutant(Mutant::RetryNonRetryable)
         {
+            Some(DeadLetterReason::NonRetryable)
+        } else if last {
+            Some(DeadLetterReason::MaxRetries)
+        } else {
+            None
+        };
+        let failure = failure.message;
+        if let Some(reason) = reason {
             return self
-                .dead_letter(
-                    id,
-                    data,
-                    Some(&task),
-                    DeadLetterReason::MaxRetries,
-                    failure,
-                    failed,
-                )
+                .dead_letter(id, data, Some(&task), reason, failure, failed)
                 .await;
         }
         let wait = self.backoff_wait(failed);
@@ -299,23 +348,31 @@ where
 
     /// The handler's output, or why the attempt failed: an error, a panic or
     /// the time-out.
-    async fn call<P>(&self, task: Task<P>) -> std::result::Result<Value, String>
+    async fn call<P>(&self, task: Task<P>, ctx: Context) -> std::result::Result<Value, Failure>
     where
         H: Handler<P>,
         P: Send + 'static,
     {
-        let run = AssertUnwindSafe(self.handler.handle(task)).catch_unwind();
-        let outcome = match self.options.task_timeout {
+        // The task's own time-out, if it has one, overrides the worker's.
+        let limit = task.timeout.or(self.options.task_timeout);
+        let run = AssertUnwindSafe(self.handler.handle(task, ctx)).catch_unwind();
+        let outcome = match limit {
             Some(limit) => match tokio::time::timeout(limit, run).await {
                 Ok(outcome) => outcome,
-                Err(_) => return Err(format!("timed out after {limit:?}")),
+                Err(_) => return Err(Failure::retryable(format!("timed out after {limit:?}"))),
             },
             None => run.await,
         };
         match outcome {
             Ok(Ok(output)) => Ok(output),
-            Ok(Err(err)) => Err(err.to_string()),
-            Err(panic) => Err(format!("handler panicked: {}", panic_message(&panic))),
+            Ok(Err(err)) => Err(Failure {
+                non_retryable: NonRetryable::find(&*err).is_some(),
+                message: err.to_string(),
+            }),
+            Err(panic) => Err(Failure::retryable(format!(
+                "handler panicked: {}",
+                panic_message(&panic)
+            ))),
         }
     }
 
@@ -326,6 +383,7 @@ where
         task: &Task<()>,
         output: Value,
         ms: u64,
+        unguarded: bool,
     ) -> Outcome {
         // A result's output is a JSON object (the seed's model); anything
         // else is wrapped.
@@ -350,12 +408,34 @@ where
             }
         };
         let span = tracing::info_span!("ack", task_id = %task.task_id, trace_id = task.trace_id.as_deref().unwrap_or(""), %id);
-        match self.settle(item).instrument(span).await {
+        let settled = if unguarded {
+            self.write_unguarded(item, true).instrument(span).await
+        } else {
+            self.settle(item).instrument(span).await
+        };
+        match settled {
             Outcome::Completed => {
                 count(COMPLETED, &self.agent_type, 1);
                 Outcome::Completed
             }
             other => other,
+        }
+    }
+}
+
+/// Why a handler's run failed.
+struct Failure {
+    /// The error's text, as recorded.
+    message: String,
+    /// The handler said no retry can help ([`NonRetryable`]).
+    non_retryable: bool,
+}
+
+impl Failure {
+    fn retryable(message: String) -> Self {
+        Failure {
+            message,
+            non_retryable: false,
         }
     }
 }
@@ -382,6 +462,7 @@ fn header<P>(task: &Task<P>) -> Task<()> {
         max_retries: task.max_retries,
         created_at: String::new(),
         trace_id: task.trace_id.clone(),
+        timeout: task.timeout,
     }
 }
 
@@ -396,6 +477,7 @@ fn with_payload<P, Q>(task: Task<P>, payload: Q) -> Task<Q> {
         max_retries: task.max_retries,
         created_at: task.created_at,
         trace_id: task.trace_id,
+        timeout: task.timeout,
     }
 }
 

@@ -3,6 +3,8 @@
 
 use std::sync::{Arc, PoisonError};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::StreamId;
 
 use super::attempt::Shared;
@@ -17,12 +19,25 @@ impl<B, H> Drop for Held<B, H> {
 }
 
 impl<B, H> Shared<B, H> {
-    /// Marks `id` as being worked on; false if it already was.
-    pub(crate) fn hold(&self, id: StreamId) -> bool {
-        self.held
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id)
+    /// Marks `id` as being worked on, with the cancellation token of its
+    /// attempt (fired with the worker's own, or when the entry is found
+    /// lost); `None` if it already was.
+    pub(crate) fn hold(&self, id: StreamId) -> Option<CancellationToken> {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if held.contains_key(&id) {
+            return None;
+        }
+        let token = self.cancel.child_token();
+        held.insert(id, token.clone());
+        Some(token)
+    }
+
+    /// Cancels the attempt at held entry `id`: another consumer has it.
+    pub(crate) fn cancel_lost(&self, id: StreamId) {
+        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(token) = held.get(&id) {
+            token.cancel();
+        }
     }
 
     pub(crate) fn release(&self, id: StreamId) {
@@ -42,7 +57,7 @@ impl<B, H> Shared<B, H> {
     /// when `id` is not held: then nothing of this worker will record it.
     pub(crate) fn mark_deleted_if_held(&self, id: StreamId) -> bool {
         let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        if !held.contains(&id) {
+        if !held.contains_key(&id) {
             return false;
         }
         self.deleted
@@ -64,7 +79,7 @@ impl<B, H> Shared<B, H> {
         self.held
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .iter()
+            .keys()
             .copied()
             .collect()
     }

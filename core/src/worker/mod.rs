@@ -22,6 +22,13 @@
 //!   fails validation or is over the size limit, a task of another agent
 //!   type than its stream's, an impossible `attempts` count, one whose
 //!   decoding or validation panics) is dead-lettered at once;
+//! - a handler may take a [`Context`] too ([`with_context`]): its attempt
+//!   number, a cancellation token that fires at the start of a shutdown's
+//!   grace and when a renewal finds the entry another consumer's (a
+//!   handler failing after it fired is handed back, not counted as a failed
+//!   run), `extend_lease` and `progress`; a [`NonRetryable`] error
+//!   dead-letters at once as `non_retryable`; a task's own time-out
+//!   ([`Task::timeout`](crate::Task::timeout)) overrides `task_timeout`;
 //! - an entry found deleted from its stream while pending is dead-lettered
 //!   as `deleted_while_pending` with what is known of it, and counted;
 //! - a consumer group destroyed under the worker is created again just
@@ -68,12 +75,15 @@
 //! ```
 
 mod attempt;
+mod context;
 mod finished;
 mod group;
+mod handler_error;
 mod health;
 mod held;
 mod mutant;
 mod options;
+mod progress;
 mod record;
 mod renew;
 mod run;
@@ -91,21 +101,29 @@ use tokio::task::JoinHandle;
 
 use crate::{AgentType, Broker, Error, Result, Task};
 
+pub use context::{Context, WithContext, with_context};
+pub use handler_error::NonRetryable;
 pub use health::{Health, stops_the_worker};
 #[cfg(feature = "mutants")]
 pub use mutant::Mutant;
 pub use options::{Backoff, InvalidOptions, WorkerOptions};
+pub use progress::{
+    PROGRESS_AT, PROGRESS_ATTEMPT, PROGRESS_CONSUMER, PROGRESS_ENTRY_ID, PROGRESS_KEPT,
+    PROGRESS_TASK_ID, PROGRESS_VALUE,
+};
 pub use record::ATTEMPTS_FIELD;
 
 /// What a handler returns when its attempt failed: any error.
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Runs one task. Implemented for every
-/// `Fn(Task<P>) -> impl Future<Output = Result<Value, HandlerError>>`.
+/// `Fn(Task<P>) -> impl Future<Output = Result<Value, HandlerError>>`, and,
+/// through [`with_context`], for every `Fn(Task<P>, Context) -> ...`.
 ///
 /// The output becomes the result's `output` (a JSON object; anything else is
 /// wrapped as `{"value": ...}`). An error, a panic or running past the
-/// worker's `task_timeout` fails the attempt.
+/// worker's `task_timeout` fails the attempt; a [`NonRetryable`] error
+/// dead-letters the task at once.
 ///
 /// A handler must not block its thread (a synchronous sleep, blocking I/O, a
 /// long computation): wrap such work in [`tokio::task::spawn_blocking`] (or
@@ -117,8 +135,9 @@ pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 /// the time-out cannot fire.
 #[async_trait]
 pub trait Handler<P>: Send + Sync + 'static {
-    /// Runs `task`.
-    async fn handle(&self, task: Task<P>) -> std::result::Result<Value, HandlerError>;
+    /// Runs `task`; `ctx` tells which attempt this is and when to stop.
+    async fn handle(&self, task: Task<P>, ctx: Context)
+    -> std::result::Result<Value, HandlerError>;
 }
 
 #[async_trait]
@@ -128,7 +147,7 @@ where
     F: Fn(Task<P>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = std::result::Result<Value, HandlerError>> + Send + 'static,
 {
-    async fn handle(&self, task: Task<P>) -> std::result::Result<Value, HandlerError> {
+    async fn handle(&self, task: Task<P>, _: Context) -> std::result::Result<Value, HandlerError> {
         (self)(task).await
     }
 }
@@ -159,6 +178,10 @@ pub struct WorkerReport {
     /// Attempts still running at the shutdown deadline, left pending for
     /// another worker to take over after the lease.
     pub handed_back: u64,
+    /// Attempts whose handler failed after its [`Context`] was cancelled (a
+    /// shutdown, the entry lost): left pending as well, no failed run
+    /// counted.
+    pub cancelled: u64,
 }
 
 impl std::ops::AddAssign for WorkerReport {
@@ -172,6 +195,7 @@ impl std::ops::AddAssign for WorkerReport {
         self.vanished += other.vanished;
         self.unsettled += other.unsettled;
         self.handed_back += other.handed_back;
+        self.cancelled += other.cancelled;
     }
 }
 

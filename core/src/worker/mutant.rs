@@ -85,6 +85,15 @@ pub enum Mutant {
     /// rollback then forgot, so the group comes back above entries pending
     /// again, which are never delivered.
     TrustNewestSample,
+    // --- the handler context (issue 12) ---
+    /// `record-cancelled`: a handler that finishes after its context was
+    /// cancelled because another consumer took the entry over has its
+    /// result written anyway, without the ownership guard: the task's
+    /// outcome is recorded twice.
+    RecordCancelled,
+    /// `retry-non-retryable`: a [`NonRetryable`](super::NonRetryable)
+    /// error is retried like any other, until max_retries.
+    RetryNonRetryable,
 }
 
 /// Tries of one settle before the `settle-gives-up` mutant drops its
@@ -95,7 +104,7 @@ pub(crate) const SETTLE_TRIES: u32 = 5;
 #[cfg(feature = "mutants")]
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 14] = [
+    pub const ALL: [Mutant; 16] = [
         Mutant::AckBeforeHandle,
         Mutant::NoReclaim,
         Mutant::DlqWithoutAck,
@@ -113,6 +122,9 @@ impl Mutant {
         Mutant::RecreateGroupAtEnd,
         Mutant::RememberSettled,
         Mutant::TrustNewestSample,
+        // the handler context
+        Mutant::RecordCancelled,
+        Mutant::RetryNonRetryable,
     ];
 
     /// Its name on the command line (`ack-before-handle` ...).
@@ -132,6 +144,8 @@ impl Mutant {
             Mutant::RecreateGroupAtEnd => "recreate-group-at-end",
             Mutant::RememberSettled => "remember-settled",
             Mutant::TrustNewestSample => "trust-newest-sample",
+            Mutant::RecordCancelled => "record-cancelled",
+            Mutant::RetryNonRetryable => "retry-non-retryable",
         }
     }
 }

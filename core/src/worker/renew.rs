@@ -8,10 +8,15 @@
 
 use std::sync::{Arc, PoisonError};
 
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
 use crate::metrics::{DELETED_WHILE_PENDING, count};
-use crate::{Broker, IdRange, PendingQuery, StreamId};
+use crate::{Broker, IdRange, PendingQuery, Result, StreamId};
 
 use super::attempt::Shared;
+use super::context::WorkerLink;
+use super::progress::Report;
 
 /// Renews the leases of the held entries every `renew_every`, until dropped.
 pub(crate) async fn renew_forever<B: Broker, H>(shared: Arc<Shared<B, H>>) {
@@ -66,7 +71,14 @@ pub(crate) async fn renew<B: Broker, H>(shared: &Shared<B, H>) {
                     count(DELETED_WHILE_PENDING, &shared.agent_type, 1);
                 }
             }
-            _ => lost += 1,
+            Some(false) => {
+                // Not pending for us: another consumer took it over (or a
+                // reclaim dead-lettered it, found deleted). Its outcome will
+                // not be recorded: its handler may stop (worker::Context).
+                shared.cancel_lost(id);
+                lost += 1;
+            }
+            None => lost += 1,
         }
     }
     if lost > 0 {
@@ -74,6 +86,33 @@ pub(crate) async fn renew<B: Broker, H>(shared: &Shared<B, H>) {
             lost,
             "some running tasks were taken over by another consumer"
         );
+    }
+}
+
+/// A handler's own renewal of its entry ([`Context::extend_lease`]).
+///
+/// [`Context::extend_lease`]: super::Context::extend_lease
+#[async_trait]
+impl<B: Broker, H: Send + Sync + 'static> WorkerLink for Shared<B, H> {
+    async fn extend(&self, id: StreamId, cancel: &CancellationToken) -> Result<bool> {
+        let keys = &self.keys;
+        let renewed = self
+            .broker
+            .renew(&keys.tasks, &keys.group, &self.consumer, &[id])
+            .await?;
+        if renewed.contains(&id) {
+            return Ok(true);
+        }
+        // Not pending for us: another consumer's, unless it was deleted
+        // from the stream (then the attempt dead-letters it on settling).
+        if self.gone_from_stream(id).await == Some(false) {
+            cancel.cancel();
+        }
+        Ok(false)
+    }
+
+    async fn report(&self, report: Report<'_>) -> Result<()> {
+        self.append_progress(report).await
     }
 }
 

@@ -2,7 +2,7 @@
 //! take over peers' stale entries; wait out broker errors; stop with a grace
 //! period. Leases are renewed beside it (`renew.rs`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -16,6 +16,7 @@ use rand::rngs::StdRng;
 use serde::de::DeserializeOwned;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{BROKER_ERRORS, count};
 use crate::{
@@ -23,6 +24,7 @@ use crate::{
 };
 
 use super::attempt::{Outcome, Shared, Source, panic_message};
+use super::context::{Lease, WorkerLink};
 use super::group::GroupWatch;
 use super::health::{Health, Reporter, duplicate, stops_the_worker};
 use super::held::Held;
@@ -111,7 +113,9 @@ where
         handler,
         consumer,
         rng: Mutex::new(StdRng::seed_from_u64(seed)),
-        held: Mutex::new(BTreeSet::new()),
+        progress: options.keyspace.progress(&agent),
+        held: Mutex::new(BTreeMap::new()),
+        cancel: CancellationToken::new(),
         deleted: Mutex::new(BTreeSet::new()),
         settler,
         reporter: reporter.clone(),
@@ -152,6 +156,8 @@ where
             if state.shared.options.is_mutant(Mutant::NoRenewInGrace) {
                 renewing.abort();
             }
+            // Handlers wind down within the grace (worker::Context).
+            state.shared.cancel.cancel();
             let report = state
                 .finish(Instant::now() + grace, None::<Pin<&mut Never>>)
                 .await;
@@ -165,6 +171,7 @@ where
                 error: Arc::clone(&shown),
             });
             let deadline = Instant::now() + state.shared.options.stop_grace;
+            state.shared.cancel.cancel();
             let report = state.finish(deadline, Some(stop)).await;
             tracing::error!(?report, error = %err, "the worker stopped");
             reporter.set(Health::Stopped { error: Some(shown) });
@@ -299,12 +306,14 @@ where
     {
         let shared = Arc::clone(&self.shared);
         let id = entry.id;
-        if !shared.hold(id) {
+        let Some(cancel) = shared.hold(id) else {
             // Reclaimed from ourselves (its lease lapsed while renewals
             // failed): the attempt already running settles it.
             tracing::debug!(%id, "already running; not starting a second attempt");
             return;
-        }
+        };
+        let worker: Arc<dyn WorkerLink> = Arc::clone(&shared) as Arc<dyn WorkerLink>;
+        let lease = Lease { id, cancel, worker };
         let data = entry
             .fields
             .as_ref()
@@ -317,7 +326,8 @@ where
             if shared.skips_remembered(id).await {
                 return Outcome::Completed;
             }
-            let attempt = AssertUnwindSafe(shared.attempt::<P>(entry, source)).catch_unwind();
+            let attempt =
+                AssertUnwindSafe(shared.attempt::<P>(entry, source, lease)).catch_unwind();
             let outcome = match attempt.await {
                 Ok(outcome) => outcome,
                 Err(panic) => {

@@ -23,6 +23,7 @@ impl<B, H> Loop<B, H> {
             Ok(Outcome::Zombie) => report.zombies += 1,
             Ok(Outcome::Vanished) => report.vanished += 1,
             Ok(Outcome::Unsettled) => report.unsettled += 1,
+            Ok(Outcome::Cancelled) => report.cancelled += 1,
             Err(err) => {
                 // Panics are caught inside the attempt; this is a bug.
                 tracing::error!(error = %err, "an attempt ended abnormally");

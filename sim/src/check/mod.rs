@@ -5,6 +5,7 @@
 //! broker applied (recorded under the fault injection), the handler calls,
 //! and the streams after the drain.
 
+mod cancelled;
 mod facts;
 mod overlap;
 mod reads;
@@ -19,7 +20,7 @@ mod tests;
 use crewq_core::{DeadLetterReason, WireErrorKind};
 
 use crate::Scenario;
-use crate::crew::task_id;
+use crate::crew::{fails_for_good, task_id};
 use crate::plan::PoisonKind;
 use crate::report::{Class, Counts, Invariant, Report, RunStats, Violation};
 use crate::run::{GatherOutcome, RunRecord};
@@ -46,6 +47,7 @@ pub(crate) fn check(scenario: &Scenario, seed: u64, record: &RunRecord) -> Repor
         .violations
         .extend(overlap::check(scenario, record, &runs));
     verdict.violations.extend(success::check(record, &runs));
+    verdict.violations.extend(cancelled::check(record, &runs));
     for problem in &record.problems {
         verdict.violate(Invariant::RunCompletes, None, problem.clone());
     }
@@ -217,7 +219,20 @@ impl Verdict {
             | Class::LostToRollback => {}
         }
         let poison = record.plan.poison_kind(task);
-        let expected = expected_reason(poison);
+        // A task whose handler fails for good: dead-lettered at its first
+        // failure, as non_retryable.
+        let for_good =
+            poison.is_none() && record.plan.failing.contains(&task) && fails_for_good(task);
+        let expected = if for_good {
+            DeadLetterReason::NonRetryable
+        } else {
+            expected_reason(poison)
+        };
+        let routing = if for_good {
+            Invariant::NonRetryableAtOnce
+        } else {
+            Invariant::DeadLetterRouting
+        };
         for letter in &f.dead_letters {
             let reason = letter.reason.clone();
             if reason == Some(DeadLetterReason::DeletedWhilePending) {
@@ -229,8 +244,8 @@ impl Verdict {
             if reason.as_ref() != Some(&expected) {
                 let got = reason.map_or_else(|| "none".to_owned(), |r| r.to_string());
                 let detail = format!("dead-lettered as {got}, expected {expected}");
-                self.violate(Invariant::DeadLetterRouting, t, detail);
-            } else if poison.is_none() && f.deliveries < max_retries + 1 {
+                self.violate(routing, t, detail);
+            } else if poison.is_none() && !for_good && f.deliveries < max_retries + 1 {
                 let detail = format!(
                     "dead-lettered after {} deliveries; max_retries {max_retries} allows {}",
                     f.deliveries,
@@ -256,6 +271,10 @@ impl Verdict {
             return;
         }
         let retries = f.entries.saturating_sub(1);
+        if for_good && retries > 0 {
+            let detail = format!("failed for good, yet put back {retries} time(s)");
+            self.violate(Invariant::NonRetryableAtOnce, t, detail);
+        }
         if retries > max_retries {
             let detail = format!("put back {retries} times; max_retries is {max_retries}");
             self.violate(Invariant::RetriesBounded, t, detail);

@@ -99,6 +99,7 @@ fn an_entry_left_pending_breaks_nothing_pending_and_liveness() {
 fn a_result_of_no_dispatched_task_breaks_no_phantom() {
     let mut record = record();
     record.state.results.push(ResultEntry {
+        cancelled_call: None,
         id: StreamId::new(1, 0),
         result: Some(("sim-4000".into(), TaskStatus::Success)),
     });
@@ -233,6 +234,7 @@ fn a_failure_result_without_a_dead_letter_breaks_outcomes_consistent() {
     let mut record = record();
     let (task, _, _) = an_ok_task(&record);
     record.state.results.push(ResultEntry {
+        cancelled_call: None,
         id: StreamId::new(2, 0),
         result: Some((crate::task_id(task), TaskStatus::Failure)),
     });

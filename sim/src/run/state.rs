@@ -37,6 +37,9 @@ pub(crate) struct ResultEntry {
     pub id: StreamId,
     /// Task id and status, when it decodes.
     pub result: Option<(String, TaskStatus)>,
+    /// The call whose handler found its entry another's, if the output
+    /// carries the mark ([`CANCELLED_CALL`](crate::crew::CANCELLED_CALL)).
+    pub cancelled_call: Option<u32>,
 }
 
 /// The streams of every agent type (in the scenario's order) and the
@@ -142,11 +145,19 @@ pub(crate) async fn read<B: Broker>(
     }
     for stream in results_streams {
         for (id, fields) in appended(journal, &stream) {
-            let result = codec
-                .decode_result(fields)
-                .ok()
-                .map(|r| (r.task_id, r.status));
-            state.results.push(ResultEntry { id, result });
+            let decoded = codec.decode_result(fields).ok();
+            let cancelled_call = decoded
+                .as_ref()
+                .and_then(|r| r.output.as_ref())
+                .and_then(|output| output.get(crate::crew::CANCELLED_CALL))
+                .and_then(Value::as_u64)
+                .and_then(|call| u32::try_from(call).ok());
+            let result = decoded.map(|r| (r.task_id, r.status));
+            state.results.push(ResultEntry {
+                id,
+                result,
+                cancelled_call,
+            });
         }
     }
     Ok(state)
