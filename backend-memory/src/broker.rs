@@ -8,12 +8,13 @@ use async_trait::async_trait;
 use crewq_core::{
     AckAndAdd, AckAndAddReply, AddedOnce, AutoClaim, AutoClaimed, AutoClaimedRecorded, Broker,
     ConsumerInfo, DeletedRecord, DeliveredEntry, Error, GroupInfo, GroupStart, IdRange, NewEntry,
-    OnceEntry, PendingEntry, PendingQuery, PendingSummary, ReadFrom, ReadGroup, Result, Settle,
+    OnceEntry, PendingEntry, PendingQuery, PendingSummary, Promoted, ReadFrom, ReadGroup, Result, Settle,
     Settled, StreamEntry, StreamId, StreamInfo, Trim, validate_ack_and_add,
     validate_autoclaim_count, validate_autoclaim_recorded, validate_new_entry, validate_once_entry,
     validate_settle,
 };
 
+use crate::delayed::promote_locked;
 use crate::group::{Count, Group};
 use crate::write::{add, add_once, autoclaim_recorded_locked, settle_locked};
 use crate::{Key, MemoryBroker, group_mut};
@@ -352,7 +353,7 @@ impl Broker for MemoryBroker {
     async fn settle(&self, settle: Settle) -> Result<Vec<Settled>> {
         validate_settle(&settle)?;
         let now = self.now_ms();
-        self.with_keys(|keys| settle_locked(keys, settle, now))
+        self.with_state(|state| settle_locked(state, settle, now))
     }
 
     async fn renew(
@@ -376,6 +377,15 @@ impl Broker for MemoryBroker {
             let renewed = group.claim(stream, consumer, Duration::ZERO, &own, Count::JustId, now);
             Ok(renewed.into_iter().map(|entry| entry.id).collect())
         })
+    }
+
+    async fn promote(&self, set: &str, stream: &str, count: usize) -> Result<Promoted> {
+        let now = self.now_ms();
+        self.with_state(|state| promote_locked(state, set, stream, count, now))
+    }
+
+    async fn delayed_len(&self, set: &str) -> Result<u64> {
+        Ok(self.with_state(|state| state.delayed.get(set).map_or(0, |m| m.len() as u64)))
     }
 }
 

@@ -147,6 +147,13 @@ macro_rules! conformance_cases {
             renew_resets_idle_of_own_entries,
             renew_never_takes_entries_of_others,
             renew_leaves_deleted_entries_pending,
+            // delayed.rs
+            settle_schedules_delays_of_owned_items,
+            promote_moves_due_members_in_due_order,
+            promote_goes_by_the_brokers_clock,
+            promote_racing_appends_each_member_once,
+            promote_honours_count_and_missing_sets,
+            delayed_len_counts_waiting_members,
         }
     };
 }
@@ -163,6 +170,7 @@ mod ack_pending;
 mod atomic;
 mod autoclaim_recorded;
 mod claim;
+mod delayed;
 mod group;
 mod info;
 mod once;
@@ -176,6 +184,7 @@ pub use ack_pending::*;
 pub use atomic::*;
 pub use autoclaim_recorded::*;
 pub use claim::*;
+pub use delayed::*;
 pub use group::*;
 pub use info::*;
 pub use once::*;
