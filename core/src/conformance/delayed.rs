@@ -67,7 +67,10 @@ pub async fn settle_schedules_delays_of_owned_items(broker: &dyn Broker, ctx: &C
     assert_eq!(outcomes, [Settled::Done(vec![]), Settled::NotOwned]);
     assert_eq!(broker.delayed_len(&set).await.expect("delayed_len"), 1);
     let summary = broker.pending_summary(&tasks, "g").await.expect("pending");
-    assert_eq!(summary.count, 1, "1-0 acknowledged, 2-0 still the rescuer's");
+    assert_eq!(
+        summary.count, 1,
+        "1-0 acknowledged, 2-0 still the rescuer's"
+    );
 }
 
 /// `promote`: due members are appended in due order and leave the set; the
@@ -77,7 +80,12 @@ pub async fn promote_moves_due_members_in_due_order(broker: &dyn Broker, ctx: &C
     let set = schedule(
         broker,
         ctx,
-        &[("c", ms(30)), ("a", ms(10)), ("later", LATER), ("b", ms(20))],
+        &[
+            ("c", ms(30)),
+            ("a", ms(10)),
+            ("later", LATER),
+            ("b", ms(20)),
+        ],
     )
     .await;
     let ready = ctx.key("ready");
@@ -94,11 +102,22 @@ pub async fn promote_moves_due_members_in_due_order(broker: &dyn Broker, ctx: &C
         .collect();
     let reported: Vec<_> = promoted.entries.iter().map(|e| e.id).collect();
     assert_eq!(ids, reported);
-    let fields: Vec<_> = promoted.entries.iter().map(|e| e.fields.get_str("n")).collect();
-    assert_eq!(fields, [Some("a"), Some("b"), Some("c")], "the reply carries the fields");
+    let fields: Vec<_> = promoted
+        .entries
+        .iter()
+        .map(|e| e.fields.get_str("n"))
+        .collect();
+    assert_eq!(
+        fields,
+        [Some("a"), Some("b"), Some("c")],
+        "the reply carries the fields"
+    );
     assert_eq!(broker.delayed_len(&set).await.expect("delayed_len"), 1);
     let next = promoted.next_due_in.expect("one member left");
-    assert!(next > LATER - Duration::from_secs(60) && next <= LATER, "{next:?}");
+    assert!(
+        next > LATER - Duration::from_secs(60) && next <= LATER,
+        "{next:?}"
+    );
     let again = broker.promote(&set, &ready, 100).await.expect("promote");
     assert!(again.entries.is_empty(), "{again:?}");
 }
@@ -157,7 +176,11 @@ pub async fn promote_honours_count_and_missing_sets(broker: &dyn Broker, ctx: &C
     let set = schedule(
         broker,
         ctx,
-        &[("a", Duration::ZERO), ("b", Duration::ZERO), ("c", Duration::ZERO)],
+        &[
+            ("a", Duration::ZERO),
+            ("b", Duration::ZERO),
+            ("c", Duration::ZERO),
+        ],
     )
     .await;
     let two = broker.promote(&set, &ready, 2).await.expect("promote");
@@ -171,7 +194,10 @@ pub async fn promote_honours_count_and_missing_sets(broker: &dyn Broker, ctx: &C
 /// `delayed_len`: counts members added by settles and not promoted; 0 for a
 /// missing set.
 pub async fn delayed_len_counts_waiting_members(broker: &dyn Broker, ctx: &Ctx) {
-    assert_eq!(broker.delayed_len(&ctx.key("missing")).await.expect("len"), 0);
+    assert_eq!(
+        broker.delayed_len(&ctx.key("missing")).await.expect("len"),
+        0
+    );
     let set = schedule(
         broker,
         ctx,

@@ -16,12 +16,13 @@ use tracing::Instrument;
 
 use crate::metrics::{self, COMPLETED, FAILED, FAILURE, RETRIED, SUCCESS, count};
 use crate::{
-    AgentKeys, Broker, DATA_FIELD, DeadLetterReason, DeliveredEntry, Fields, NewEntry, SettleItem,
+    AgentKeys, Broker, DATA_FIELD, DeadLetterReason, Delay, DeliveredEntry, Fields, SettleItem,
     StreamId, Task, TaskResult, WireError,
 };
 
 use super::health::Reporter;
 use super::mutant::Mutant;
+use super::promote::Wake;
 use super::record::{ATTEMPTS_FIELD, BadAttempts, Prior, stored_failures};
 use super::settler::Settler;
 use super::{Handler, WorkerOptions};
@@ -75,6 +76,8 @@ pub(crate) struct Shared<B, H> {
     pub failing: AtomicUsize,
     /// The `remember-settled` mutant's cache; unused by the real worker.
     pub settled_ids: super::mutant::SettledIds,
+    /// Wakes the promoter when a retry is due before its next turn.
+    pub wake: Wake,
 }
 
 impl<B, H> Shared<B, H> {
@@ -281,16 +284,21 @@ where
         }
         let wait = self.backoff_wait(failed);
         tracing::info!(%failure, failed, ?wait, "attempt failed; retrying after back-off");
-        // The lease of a held entry is renewed meanwhile by the worker.
-        tokio::time::sleep(wait).await;
         let retry = Fields::new()
             .with(DATA_FIELD, data)
             .with(ATTEMPTS_FIELD, failed.to_string());
-        let item = SettleItem::new(id).append(NewEntry::new(&self.keys.tasks, retry));
+        // The retry waits in the delayed set, not in this slot. The entry's
+        // id makes its member unique: an entry is settled once, so one
+        // retry is scheduled per failed run.
+        let delay = Delay::new(&self.keys.delayed, wait, id.to_string(), retry);
+        let item = SettleItem::new(id).delay(delay);
         let span = tracing::info_span!("retry", task_id = %task.task_id, trace_id = task.trace_id.as_deref().unwrap_or(""), %id, failed);
         match self.settle(item).instrument(span).await {
             Outcome::Completed => {
                 count(RETRIED, &self.agent_type, 1);
+                // Due at `wait` on the broker's clock; look then, not only
+                // at the promoter's next turn.
+                self.wake.at(tokio::time::Instant::now() + wait);
                 Outcome::Retried
             }
             other => other,

@@ -1,0 +1,164 @@
+//! Retries that free their slot (issue 12): a failed attempt's retry waits
+//! in the agent type's delayed set, not in the worker's slot, and is
+//! promoted into the task stream once due by whichever worker gets there
+//! first. Each a named test on the memory backend (paused time), a private
+//! Redis and the cluster fixture.
+
+mod worker_common;
+
+use std::time::Duration;
+
+use crewq_core::worker::{ATTEMPTS_FIELD, Backoff, HandlerError};
+use crewq_core::{Broker, Task, TaskStatus};
+use serde_json::{Value, json};
+use worker_common::{Calls, Env, When, dropped, task};
+
+crewq_tests::on_both_backends!(
+    Env:
+    a_failed_attempt_frees_its_slot_during_its_back_off,
+    a_retry_scheduled_by_a_crashed_worker_runs_on_another,
+    a_lost_promote_reply_runs_the_retry_once,
+);
+
+/// A handler that fails the first attempt of `failing` and succeeds
+/// otherwise, counting calls.
+fn first_attempt_of(
+    failing: &'static str,
+    calls: &Calls,
+) -> impl Fn(Task<Value>) -> std::future::Ready<Result<Value, HandlerError>>
++ Clone
++ Send
++ Sync
++ 'static {
+    let calls = calls.clone();
+    move |t: Task<Value>| {
+        let attempt = calls.bump(&t.task_id);
+        std::future::ready(if t.task_id == failing && attempt == 1 {
+            Err("first attempt fails".into())
+        } else {
+            Ok(json!({ "done": t.task_id }))
+        })
+    }
+}
+
+/// Polls `broker`'s delayed set until it holds `n` members, or panics after
+/// 20 s (virtual or real).
+async fn delayed_holds(env: &Env, n: u64) {
+    let set = env.keys().delayed;
+    for _ in 0..4000 {
+        if env.broker.delayed_len(&set).await.expect("delayed_len") == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("the delayed set never held {n}");
+}
+
+/// With one slot and a long back-off, a task dispatched after a failing one
+/// completes while the failed one's retry waits in the delayed set: the
+/// back-off no longer holds the slot. The retry stays scheduled through the
+/// worker's shutdown.
+async fn a_failed_attempt_frees_its_slot_during_its_back_off(env: Env) {
+    env.dispatch(&task(1, 3)).await;
+    env.dispatch(&task(2, 3)).await;
+    let mut options = env.options().concurrency(1);
+    options.backoff = Backoff {
+        base: Duration::from_secs(600),
+        max: Duration::from_secs(600),
+    };
+    // Seed 7 draws a wait of minutes, far past this test's polling.
+    let calls = Calls::default();
+    let worker = env.spawn_with("w1", options, first_attempt_of("task-1", &calls));
+    env.settled(1).await;
+    let results = env.results().await;
+    let ids: Vec<_> = results.iter().map(|r| r.task_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["task-2"],
+        "task-2 ran in the slot task-1's back-off would have held"
+    );
+    assert_eq!(
+        env.broker
+            .delayed_len(&env.keys().delayed)
+            .await
+            .expect("len"),
+        1
+    );
+    assert_eq!((calls.of("task-1"), calls.of("task-2")), (1, 1));
+    let report = worker
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("report");
+    assert_eq!((report.retried, report.completed), (1, 1), "{report:?}");
+    assert_eq!(
+        env.broker
+            .delayed_len(&env.keys().delayed)
+            .await
+            .expect("len"),
+        1,
+        "the retry outlives the worker: it lives in the broker"
+    );
+}
+
+/// A worker that scheduled a retry and died before promoting it loses
+/// nothing: another worker promotes the retry once due and runs it, with
+/// its failed attempt counted.
+async fn a_retry_scheduled_by_a_crashed_worker_runs_on_another(env: Env) {
+    env.dispatch(&task(1, 3)).await;
+    // The doomed worker never gets to promote.
+    env.gate.fail("promote", When::Before, dropped);
+    let calls = Calls::default();
+    let doomed = env.spawn("w1", first_attempt_of("task-1", &calls));
+    delayed_holds(&env, 1).await;
+    doomed.abort();
+    env.gate.heal();
+    assert_eq!(env.pending().await, 0, "the failed entry was acknowledged");
+    let rescuer = env.spawn("w2", first_attempt_of("task-1", &calls));
+    env.settled_either(1).await;
+    let report = rescuer
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("report");
+    assert_eq!(report.completed, 1, "{report:?}");
+    assert_eq!(calls.of("task-1"), 2, "one failed run, one retry");
+    let results = env.results().await;
+    assert_eq!(results[0].status, TaskStatus::Success);
+    let entries = env
+        .broker
+        .xrange(&env.keys().tasks, crewq_core::ALL_IDS, None)
+        .await
+        .expect("xrange");
+    let counts: Vec<_> = entries
+        .iter()
+        .map(|e| e.fields.get_str(ATTEMPTS_FIELD))
+        .collect();
+    assert_eq!(counts, [None, Some("1")]);
+    assert_eq!(
+        env.broker
+            .delayed_len(&env.keys().delayed)
+            .await
+            .expect("len"),
+        0
+    );
+}
+
+/// A promote that applied but whose reply was lost moved the retry once:
+/// the worker, seeing an error, tries again later and finds nothing more to
+/// move, so the retry runs once.
+async fn a_lost_promote_reply_runs_the_retry_once(env: Env) {
+    env.dispatch(&task(1, 3)).await;
+    env.gate.fail("promote", When::After, dropped);
+    let calls = Calls::default();
+    let worker = env.spawn("w1", first_attempt_of("task-1", &calls));
+    env.settled_either(1).await;
+    assert!(env.gate.failed("promote") > 0, "promote replies were lost");
+    env.gate.heal();
+    let report = worker
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("report");
+    assert_eq!((report.retried, report.completed), (1, 1), "{report:?}");
+    assert_eq!(calls.of("task-1"), 2);
+    assert_eq!(env.results().await.len(), 1);
+    assert_eq!(env.broker.xlen(&env.keys().tasks).await.expect("xlen"), 2);
+}
