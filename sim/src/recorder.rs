@@ -12,8 +12,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use crewq_core::{
     AckAndAdd, AckAndAddReply, AddedOnce, AutoClaim, AutoClaimed, AutoClaimedRecorded, Broker,
-    BrokerLayer, DeletedRecord, DeliveredEntry, Fields, NewEntry, OnceEntry, ReadGroup, Result,
-    Settle, Settled, StreamEntry, StreamId, Trim,
+    BrokerLayer, DeletedRecord, DeliveredEntry, Fields, NewEntry, OnceEntry, Promoted, ReadGroup,
+    Result, Settle, Settled, StreamEntry, StreamId, Trim,
 };
 
 use crate::history::{Event, Recorder};
@@ -252,6 +252,15 @@ impl<B: Broker> BrokerLayer for RecordingBroker<B> {
             self.acked(stream, ids, *count);
         }
         Ok(reply)
+    }
+
+    /// Each promoted entry is an append to the task stream, like any other.
+    async fn promote(&self, set: &str, stream: &str, count: usize) -> Result<Promoted> {
+        let promoted = self.inner.promote(set, stream, count).await?;
+        for entry in &promoted.entries {
+            self.appended(stream, entry.id, entry.fields.clone());
+        }
+        Ok(promoted)
     }
 
     async fn settle(&self, settle: Settle) -> Result<Vec<Settled>> {
