@@ -7,14 +7,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use crewq_core::{
     AckAndAdd, AckAndAddReply, AddedOnce, AutoClaim, AutoClaimed, AutoClaimedRecorded, Broker,
-    ConsumerInfo, DeletedRecord, DeliveredEntry, Error, GroupInfo, GroupStart, IdRange, NewEntry,
-    OnceEntry, PendingEntry, PendingQuery, PendingSummary, Promoted, ReadFrom, ReadGroup, Result, Settle,
-    Settled, StreamEntry, StreamId, StreamInfo, Trim, validate_ack_and_add,
-    validate_autoclaim_count, validate_autoclaim_recorded, validate_new_entry, validate_once_entry,
-    validate_settle,
+    ConsumerInfo, DelayOnce, DelayedOnce, DeletedRecord, DeliveredEntry, Error, GroupInfo,
+    GroupStart, IdRange, NewEntry, OnceEntry, PendingEntry, PendingQuery, PendingSummary, Promoted,
+    ReadFrom, ReadGroup, Result, Settle, Settled, StreamEntry, StreamId, StreamInfo, Trim,
+    validate_ack_and_add, validate_autoclaim_count, validate_autoclaim_recorded,
+    validate_delay_once, validate_new_entry, validate_once_entry, validate_settle,
 };
 
-use crate::delayed::promote_locked;
+use crate::delayed::{delay_once_locked, promote_locked};
 use crate::group::{Count, Group};
 use crate::write::{add, add_once, autoclaim_recorded_locked, settle_locked};
 use crate::{Key, MemoryBroker, group_mut};
@@ -382,6 +382,20 @@ impl Broker for MemoryBroker {
     async fn promote(&self, set: &str, stream: &str, count: usize) -> Result<Promoted> {
         let now = self.now_ms();
         self.with_state(|state| promote_locked(state, set, stream, count, now))
+    }
+
+    async fn delay_once(&self, entries: Vec<DelayOnce>) -> Result<Vec<Result<DelayedOnce>>> {
+        let now = self.now_ms();
+        Ok(self.with_state(|state| {
+            state.markers.evict_expired(now);
+            entries
+                .into_iter()
+                .map(|once| {
+                    validate_delay_once(&once)?;
+                    Ok(delay_once_locked(state, once, now))
+                })
+                .collect()
+        }))
     }
 
     async fn delayed_len(&self, set: &str) -> Result<u64> {

@@ -4,7 +4,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use crewq_core::{Bytes, NewEntry, Promoted, Result, StreamEntry, promoted_fields};
+use crewq_core::{
+    Bytes, DelayOnce, DelayedOnce, NewEntry, Promoted, Result, StreamEntry, StreamId,
+    promoted_fields,
+};
 
 use crate::State;
 use crate::write::add;
@@ -39,6 +42,26 @@ impl DelayedSet {
     fn first_due(&self) -> Option<u64> {
         self.by_due.first().map(|(due, _)| *due)
     }
+}
+
+/// One schedule-once on the locked data: nothing if the marker is live,
+/// else the delay joins its set and the marker records `0-0`.
+pub(crate) fn delay_once_locked(state: &mut State, once: DelayOnce, now_ms: u64) -> DelayedOnce {
+    if let Some(id) = state.markers.live(&once.marker, now_ms) {
+        return DelayedOnce::Duplicate(id);
+    }
+    let due = now_ms.saturating_add(once.delay.after_ms());
+    let member = once.delay.member();
+    state
+        .delayed
+        .entry(once.delay.set)
+        .or_default()
+        .add(due, member);
+    let window = u64::try_from(once.window.as_millis()).unwrap_or(u64::MAX);
+    state
+        .markers
+        .set(once.marker, StreamId::ZERO, now_ms.saturating_add(window));
+    DelayedOnce::Scheduled
 }
 
 /// The body of [`Broker::promote`](crewq_core::Broker::promote), under the

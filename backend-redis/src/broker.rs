@@ -7,9 +7,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use crewq_core::{
     AckAndAdd, AckAndAddReply, AddedOnce, AutoClaim, AutoClaimed, AutoClaimedRecorded, Broker,
-    ConsumerInfo, DeletedRecord, DeliveredEntry, Error, GroupInfo, GroupStart, IdRange, NewEntry,
-    OnceEntry, PendingEntry, PendingQuery, PendingSummary, Promoted, ReadFrom, ReadGroup, Result, Settle,
-    Settled, StreamEntry, StreamId, StreamInfo, Trim, validate_new_entry,
+    ConsumerInfo, DelayOnce, DelayedOnce, DeletedRecord, DeliveredEntry, Error, GroupInfo,
+    GroupStart, IdRange, NewEntry, OnceEntry, PendingEntry, PendingQuery, PendingSummary, Promoted,
+    ReadFrom, ReadGroup, Result, Settle, Settled, StreamEntry, StreamId, StreamInfo, Trim,
+    validate_new_entry,
 };
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, Value};
@@ -534,6 +535,10 @@ impl Broker for RedisBroker {
 
     async fn promote(&self, set: &str, stream: &str, count: usize) -> Result<Promoted> {
         self.promote_in_script(set, stream, count).await
+    }
+
+    async fn delay_once(&self, entries: Vec<DelayOnce>) -> Result<Vec<Result<DelayedOnce>>> {
+        self.delay_once_pipelined(entries).await
     }
 
     async fn delayed_len(&self, set: &str) -> Result<u64> {

@@ -4,7 +4,13 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use crewq_core::{Promoted, Result, StreamEntry, promoted_fields};
+use crewq_core::{
+    AddedOnce, DelayOnce, DelayedOnce, Promoted, Result, StreamEntry, promoted_fields,
+    validate_delay_once,
+};
+
+use crate::config::ceil_millis;
+use crate::once::added_once;
 use redis::{Script, Value};
 
 use crate::RedisBroker;
@@ -58,6 +64,21 @@ return {ids, due, wait}
 
 static PROMOTE: LazyLock<Script> = LazyLock::new(|| Script::new(PROMOTE_LUA));
 
+/// `KEYS[1]` the delayed set, `KEYS[2]` the marker; `ARGV`: the delay in
+/// ms, the window in ms, the member. Replies as the append-once script
+/// (`once.rs`) does, `{1, '0-0'}` when scheduled (the marker records
+/// `0-0`: no entry yet) or `{0, id}` with the id the marker recorded, so
+/// [`added_once`] reads both.
+const DELAY_ONCE_LUA: &str = r"
+local seen = redis.call('GET', KEYS[2])
+if seen then return {0, seen} end
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+redis.call('ZADD', KEYS[1], string.format('%.0f', now + tonumber(ARGV[1])), ARGV[3])
+redis.call('SET', KEYS[2], '0-0', 'PX', ARGV[2])
+return {1, '0-0'}
+";
+
 impl RedisBroker {
     /// [`Broker::promote`](crewq_core::Broker::promote) in one script call.
     pub(crate) async fn promote_in_script(
@@ -75,6 +96,64 @@ impl RedisBroker {
             .arg(count);
         let reply = self.eval_loaded(&cmd, PROMOTE_LUA, op).await?;
         promoted(reply).map_err(|shape| op.protocol(shape))
+    }
+
+    /// [`Broker::delay_once`](crewq_core::Broker::delay_once): one script
+    /// call per valid entry, all in one pipeline (through `WAIT` when
+    /// appends wait for replicas: a schedule is a dispatch).
+    pub(crate) async fn delay_once_pipelined(
+        &self,
+        entries: Vec<DelayOnce>,
+    ) -> Result<Vec<Result<DelayedOnce>>> {
+        let mut results: Vec<Option<Result<DelayedOnce>>> = Vec::with_capacity(entries.len());
+        let mut sent = Vec::new();
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for (index, once) in entries.iter().enumerate() {
+            if let Err(err) = validate_delay_once(once) {
+                results.push(Some(Err(err)));
+                continue;
+            }
+            results.push(None);
+            sent.push(index);
+            // Sent whole (EVAL), as the append-once script is: a short
+            // script, and a dispatch never meets an empty script cache.
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(DELAY_ONCE_LUA)
+                .arg(2)
+                .arg(&once.delay.set)
+                .arg(&once.marker)
+                .arg(once.delay.after_ms())
+                .arg(ceil_millis(once.window))
+                .arg(&once.delay.member()[..]);
+            pipe.add_command(cmd);
+        }
+        if let Some(&first) = sent.first() {
+            let op = Op::new("delay_once", &entries[first].delay.set);
+            let replies = self.query_appends(&pipe, op).await?;
+            if replies.len() != sent.len() {
+                return Err(op.protocol(format_args!(
+                    "{} replies to {} scripts",
+                    replies.len(),
+                    sent.len()
+                )));
+            }
+            for (index, reply) in sent.into_iter().zip(replies) {
+                let op = Op::new("delay_once", &entries[index].delay.set);
+                results[index] = Some(added_once(reply, op).map(|added| match added {
+                    AddedOnce::Added(_) => DelayedOnce::Scheduled,
+                    AddedOnce::Duplicate(id) => DelayedOnce::Duplicate(id),
+                }));
+            }
+        }
+        results
+            .into_iter()
+            .map(|result| {
+                result.ok_or_else(|| {
+                    crewq_core::Error::Protocol("a schedule-once got no reply".to_owned())
+                })
+            })
+            .collect()
     }
 
     /// [`Broker::delayed_len`](crewq_core::Broker::delayed_len): `ZCARD`.

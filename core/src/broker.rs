@@ -7,9 +7,9 @@ use async_trait::async_trait;
 
 use crate::{
     AckAndAdd, AckAndAddReply, AddedOnce, AutoClaim, AutoClaimed, AutoClaimedRecorded,
-    ConsumerInfo, DeletedRecord, DeliveredEntry, GroupInfo, GroupStart, IdRange, NewEntry,
-    OnceEntry, PendingEntry, PendingQuery, PendingSummary, Promoted, ReadGroup, Result, Settle,
-    Settled, StreamEntry, StreamId, StreamInfo, Trim,
+    ConsumerInfo, DelayOnce, DelayedOnce, DeletedRecord, DeliveredEntry, GroupInfo, GroupStart,
+    IdRange, NewEntry, OnceEntry, PendingEntry, PendingQuery, PendingSummary, Promoted, ReadGroup,
+    Result, Settle, Settled, StreamEntry, StreamId, StreamInfo, Trim,
 };
 
 /// A store of streams with consumer groups, with Redis Streams semantics.
@@ -478,6 +478,26 @@ pub trait Broker: Send + Sync {
     /// worker dead-letters it rather than it being lost or stuck at the
     /// head of the set. (No conformance case: no Broker call writes one.)
     async fn promote(&self, set: &str, stream: &str, count: usize) -> Result<Promoted>;
+
+    /// Adds entries to delayed sets at most once per marker within a window:
+    /// for each, if its marker is set nothing is added and the id the
+    /// marker recorded is returned; otherwise the entry joins its set, due
+    /// its delay after the broker's now, and the marker is set (recording
+    /// `0-0`), expiring after the window. Each entry is one atomic step (a
+    /// Lua script on Redis). The markers are those of
+    /// [`Broker::xadd_once`], so a task id dispatched now and one dispatched
+    /// for later exclude each other.
+    ///
+    /// # Behavior
+    ///
+    /// - A second schedule with the same marker adds nothing, also within
+    ///   one call; an append-once with that marker then finds it set
+    ///   (`delay_once_schedules_once_per_marker`).
+    /// - A marker set by an append-once makes the schedule a duplicate of
+    ///   that entry (`delay_once_respects_append_markers`).
+    /// - An entry without fields or a window under 1 ms is rejected alone,
+    ///   with `InvalidArgument` (`delay_once_rejects_malformed_entries`).
+    async fn delay_once(&self, entries: Vec<DelayOnce>) -> Result<Vec<Result<DelayedOnce>>>;
 
     /// How many members the delayed set `set` holds (`ZCARD`), due or not.
     ///

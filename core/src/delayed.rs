@@ -84,6 +84,60 @@ pub struct Promoted {
     pub next_due_in: Option<Duration>,
 }
 
+/// A [`Delay`] added at most once per marker within a window, as
+/// [`OnceEntry`](crate::OnceEntry) appends: how a task is dispatched for
+/// later, idempotent by task id. The marker is the one an immediate
+/// dispatch of the same task id sets, so the two exclude each other.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DelayOnce {
+    /// The entry to schedule.
+    pub delay: Delay,
+    /// The key remembering that it was scheduled (on Redis Cluster, in the
+    /// delayed set's hash slot).
+    pub marker: String,
+    /// How long the marker is remembered; at least 1 ms.
+    pub window: Duration,
+}
+
+impl DelayOnce {
+    /// Schedules `delay` unless `marker` was set within `window`.
+    pub fn new(delay: Delay, marker: impl Into<String>, window: Duration) -> Self {
+        DelayOnce {
+            delay,
+            marker: marker.into(),
+            window,
+        }
+    }
+}
+
+/// What a [`DelayOnce`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DelayedOnce {
+    /// Added to the delayed set; the marker now records
+    /// [`StreamId::ZERO`](crate::StreamId::ZERO): no entry id yet.
+    Scheduled,
+    /// The marker was set: nothing was added; this is the id it recorded
+    /// (`0-0` for a task scheduled, not appended, then).
+    Duplicate(crate::StreamId),
+}
+
+/// Checks what every backend rejects before a schedule-once.
+///
+/// # Errors
+///
+/// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for an entry
+/// without fields or a window under 1 ms.
+pub fn validate_delay_once(once: &DelayOnce) -> crate::Result<()> {
+    validate_delay(&once.delay)?;
+    if once.window < Duration::from_millis(1) {
+        return Err(crate::Error::InvalidArgument(format!(
+            "a schedule-once window must be at least 1 ms (marker '{}')",
+            once.marker
+        )));
+    }
+    Ok(())
+}
+
 /// Checks what every backend rejects before adding to a delayed set.
 ///
 /// # Errors

@@ -8,8 +8,9 @@ mod worker_common;
 
 use std::time::Duration;
 
+use crewq_core::producer::Producer;
 use crewq_core::worker::{ATTEMPTS_FIELD, Backoff, HandlerError};
-use crewq_core::{Broker, Task, TaskStatus};
+use crewq_core::{Broker, StreamId, Task, TaskStatus};
 use serde_json::{Value, json};
 use worker_common::{Calls, Env, When, dropped, task};
 
@@ -18,6 +19,8 @@ crewq_tests::on_both_backends!(
     a_failed_attempt_frees_its_slot_during_its_back_off,
     a_retry_scheduled_by_a_crashed_worker_runs_on_another,
     a_lost_promote_reply_runs_the_retry_once,
+    a_task_dispatched_for_later_runs_once_due,
+    dispatching_for_later_is_idempotent_by_task_id,
 );
 
 /// A handler that fails the first attempt of `failing` and succeeds
@@ -161,4 +164,91 @@ async fn a_lost_promote_reply_runs_the_retry_once(env: Env) {
     assert_eq!(calls.of("task-1"), 2);
     assert_eq!(env.results().await.len(), 1);
     assert_eq!(env.broker.xlen(&env.keys().tasks).await.expect("xlen"), 2);
+}
+
+fn producer(env: &Env) -> Producer<std::sync::Arc<dyn Broker>> {
+    Producer::new(std::sync::Arc::clone(&env.broker)).with_keyspace(env.keyspace.clone())
+}
+
+/// A task dispatched for later waits in the delayed set, not in the
+/// stream, and runs once due, promoted by a worker.
+async fn a_task_dispatched_for_later_runs_once_due(env: Env) {
+    env.group().await;
+    let calls = Calls::default();
+    let worker = env.spawn("w1", first_attempt_of("none", &calls));
+    let delay = Duration::from_millis(1500);
+    let sent = producer(&env)
+        .dispatch_in(&task(1, 3), delay)
+        .await
+        .expect("dispatch_in");
+    assert_eq!((sent.entry_id, sent.duplicate), (StreamId::ZERO, false));
+    assert_eq!(env.broker.xlen(&env.keys().tasks).await.expect("xlen"), 0);
+    assert_eq!(
+        env.broker
+            .delayed_len(&env.keys().delayed)
+            .await
+            .expect("len"),
+        1
+    );
+    env.settled(1).await;
+    let report = worker
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("report");
+    assert_eq!(report.completed, 1, "{report:?}");
+    assert_eq!(calls.of("task-1"), 1);
+    let entries = env
+        .broker
+        .xrange(&env.keys().tasks, crewq_core::ALL_IDS, None)
+        .await
+        .expect("xrange");
+    assert_eq!(entries.len(), 1);
+    assert_eq!(
+        entries[0].fields.get_str(ATTEMPTS_FIELD),
+        None,
+        "a first attempt"
+    );
+}
+
+/// Dispatching the same task id again, for later or now, within the
+/// dedupe window adds nothing: one member, no entry.
+async fn dispatching_for_later_is_idempotent_by_task_id(env: Env) {
+    let producer = producer(&env);
+    let later = Duration::from_secs(3600);
+    let first = producer
+        .dispatch_in(&task(1, 3), later)
+        .await
+        .expect("first");
+    let again = producer
+        .dispatch_in(&task(1, 3), later)
+        .await
+        .expect("again");
+    let now = producer.dispatch(&task(1, 3)).await.expect("now");
+    assert!(!first.duplicate && again.duplicate && now.duplicate);
+    assert_eq!(now.entry_id, StreamId::ZERO, "scheduled, not appended");
+    assert_eq!(
+        env.broker
+            .delayed_len(&env.keys().delayed)
+            .await
+            .expect("len"),
+        1
+    );
+    assert_eq!(env.broker.xlen(&env.keys().tasks).await.expect("xlen"), 0);
+    // And the other way round: dispatched now, then for later.
+    let two = producer.dispatch(&task(2, 3)).await.expect("two");
+    let two_later = producer
+        .dispatch_in(&task(2, 3), later)
+        .await
+        .expect("later");
+    assert_eq!(
+        (two_later.duplicate, two_later.entry_id),
+        (true, two.entry_id)
+    );
+    assert_eq!(
+        env.broker
+            .delayed_len(&env.keys().delayed)
+            .await
+            .expect("len"),
+        1
+    );
 }

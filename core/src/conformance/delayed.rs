@@ -1,9 +1,12 @@
-//! Cases for delayed sets: `settle` scheduling delays, `promote` and
-//! `delayed_len`.
+//! Cases for delayed sets: `settle` scheduling delays, `promote`,
+//! `delay_once` and `delayed_len`.
 
 use std::time::Duration;
 
-use crate::{ALL_IDS, Broker, Delay, Settle, SettleItem, Settled};
+use crate::{
+    ALL_IDS, AddedOnce, Broker, Delay, DelayOnce, DelayedOnce, ErrorKind, NewEntry, OnceEntry,
+    Settle, SettleItem, Settled, StreamId,
+};
 
 use super::Ctx;
 use super::support::{IDLE_THRESHOLD, IDLE_WAIT, fields, group_from_start, id, read_new, seed};
@@ -210,4 +213,113 @@ pub async fn delayed_len_counts_waiting_members(broker: &dyn Broker, ctx: &Ctx) 
         .await
         .expect("promote");
     assert_eq!(broker.delayed_len(&set).await.expect("len"), 2);
+}
+
+/// A schedule-once of `name` into `ctx.key("delayed")`, due at once,
+/// remembered by `marker` for a minute.
+fn delay_once(ctx: &Ctx, marker: &str, name: &str) -> DelayOnce {
+    let delay = Delay::new(ctx.key("delayed"), Duration::ZERO, name, fields(name));
+    DelayOnce::new(delay, ctx.key(marker), Duration::from_secs(60))
+}
+
+/// `delay_once`: a marker schedules once, also within one call; an
+/// append-once with the marker then finds it set (recording `0-0`).
+pub async fn delay_once_schedules_once_per_marker(broker: &dyn Broker, ctx: &Ctx) {
+    let replies = broker
+        .delay_once(vec![
+            delay_once(ctx, "m1", "first"),
+            delay_once(ctx, "m1", "again"),
+            delay_once(ctx, "m2", "other"),
+        ])
+        .await
+        .expect("delay_once");
+    let replies: Vec<_> = replies.into_iter().map(|r| r.expect("scheduled")).collect();
+    assert_eq!(
+        replies,
+        [
+            DelayedOnce::Scheduled,
+            DelayedOnce::Duplicate(StreamId::ZERO),
+            DelayedOnce::Scheduled
+        ]
+    );
+    let set = ctx.key("delayed");
+    assert_eq!(broker.delayed_len(&set).await.expect("len"), 2);
+    let ready = ctx.key("ready");
+    let once = OnceEntry::new(
+        NewEntry::new(&ready, fields("now")),
+        ctx.key("m1"),
+        Duration::from_secs(60),
+    );
+    let added = broker.xadd_once(vec![once]).await.expect("xadd_once");
+    assert!(
+        matches!(added[..], [Ok(AddedOnce::Duplicate(StreamId::ZERO))]),
+        "{added:?}"
+    );
+    broker.promote(&set, &ready, 10).await.expect("promote");
+    assert_eq!(names(broker, &ready).await, ["first", "other"]);
+}
+
+/// `delay_once`: a marker an append-once set makes the schedule a
+/// duplicate of that entry.
+pub async fn delay_once_respects_append_markers(broker: &dyn Broker, ctx: &Ctx) {
+    let ready = ctx.key("ready");
+    let once = OnceEntry::new(
+        NewEntry::new(&ready, fields("now")),
+        ctx.key("m1"),
+        Duration::from_secs(60),
+    );
+    let added = broker.xadd_once(vec![once]).await.expect("xadd_once");
+    let Ok(AddedOnce::Added(id)) = added[0] else {
+        panic!("appended: {added:?}");
+    };
+    let replies = broker
+        .delay_once(vec![delay_once(ctx, "m1", "later")])
+        .await
+        .expect("delay_once");
+    assert!(
+        matches!(replies[..], [Ok(DelayedOnce::Duplicate(d))] if d == id),
+        "{replies:?}"
+    );
+    assert_eq!(
+        broker.delayed_len(&ctx.key("delayed")).await.expect("len"),
+        0
+    );
+}
+
+/// `delay_once`: an entry without fields or with a window under 1 ms fails
+/// alone with `InvalidArgument`; the others are scheduled.
+pub async fn delay_once_rejects_malformed_entries(broker: &dyn Broker, ctx: &Ctx) {
+    let empty = DelayOnce::new(
+        Delay::new(
+            ctx.key("delayed"),
+            Duration::ZERO,
+            "e",
+            crate::Fields::new(),
+        ),
+        ctx.key("m1"),
+        Duration::from_secs(60),
+    );
+    let mut short = delay_once(ctx, "m2", "short");
+    short.window = Duration::from_micros(500);
+    let replies = broker
+        .delay_once(vec![empty, delay_once(ctx, "m3", "fine"), short])
+        .await
+        .expect("delay_once");
+    assert_eq!(replies.len(), 3);
+    let kinds: Vec<_> = replies
+        .iter()
+        .map(|r| r.as_ref().map_err(crate::Error::kind).copied())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            Err(ErrorKind::InvalidArgument),
+            Ok(DelayedOnce::Scheduled),
+            Err(ErrorKind::InvalidArgument)
+        ]
+    );
+    assert_eq!(
+        broker.delayed_len(&ctx.key("delayed")).await.expect("len"),
+        1
+    );
 }

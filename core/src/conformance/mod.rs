@@ -154,6 +154,9 @@ macro_rules! conformance_cases {
             promote_racing_appends_each_member_once,
             promote_honours_count_and_missing_sets,
             delayed_len_counts_waiting_members,
+            delay_once_schedules_once_per_marker,
+            delay_once_respects_append_markers,
+            delay_once_rejects_malformed_entries,
         }
     };
 }
