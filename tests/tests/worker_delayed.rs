@@ -9,7 +9,7 @@ mod worker_common;
 use std::time::Duration;
 
 use crewq_core::producer::Producer;
-use crewq_core::worker::{ATTEMPTS_FIELD, Backoff, HandlerError};
+use crewq_core::worker::{ATTEMPTS_FIELD, Backoff, HandlerError, RetryAfter};
 use crewq_core::{Broker, StreamId, Task, TaskStatus};
 use serde_json::{Value, json};
 use worker_common::{Calls, Env, When, dropped, task};
@@ -21,6 +21,7 @@ crewq_tests::on_both_backends!(
     a_lost_promote_reply_runs_the_retry_once,
     a_task_dispatched_for_later_runs_once_due,
     dispatching_for_later_is_idempotent_by_task_id,
+    a_retry_after_replaces_the_back_off,
 );
 
 /// A handler that fails the first attempt of `failing` and succeeds
@@ -251,4 +252,48 @@ async fn dispatching_for_later_is_idempotent_by_task_id(env: Env) {
             .expect("len"),
         1
     );
+}
+
+/// A handler's [`RetryAfter`] sets its retry's wait instead of the
+/// back-off (here ten minutes): the retry starts after the 300 ms asked
+/// for, exactly on the memory backend's virtual clock.
+async fn a_retry_after_replaces_the_back_off(env: Env) {
+    env.dispatch(&task(1, 3)).await;
+    let mut options = env.options();
+    options.backoff = Backoff {
+        base: Duration::from_secs(600),
+        max: Duration::from_secs(600),
+    };
+    let starts = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let handler = {
+        let starts = std::sync::Arc::clone(&starts);
+        move |t: Task<Value>| {
+            let mut starts = starts.lock().expect("starts");
+            starts.push(tokio::time::Instant::now());
+            let first = starts.len() == 1;
+            std::future::ready(if first {
+                Err::<Value, HandlerError>(
+                    RetryAfter::new(Duration::from_millis(300), "429 slow down").into(),
+                )
+            } else {
+                Ok(json!({ "done": t.task_id }))
+            })
+        }
+    };
+    let worker = env.spawn_with("w1", options, handler);
+    env.settled(1).await;
+    let report = worker
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("report");
+    assert_eq!((report.retried, report.completed), (1, 1), "{report:?}");
+    let starts = starts.lock().expect("starts").clone();
+    assert_eq!(starts.len(), 2);
+    if env.memory {
+        let waited = starts[1] - starts[0];
+        assert!(
+            waited >= Duration::from_millis(300) && waited <= Duration::from_millis(310),
+            "{waited:?}"
+        );
+    }
 }

@@ -253,7 +253,8 @@ where
         // Dispatch (the entry's append) to start: see metrics::QUEUE_WAIT.
         metrics::queue_wait(&self.agent_type, id.ms, self.options.clock.now_ms());
         let started = tokio::time::Instant::now();
-        let failure = match self.call(typed).await {
+        let mut retry_after = None;
+        let failure = match self.call(typed, &mut retry_after).await {
             Ok(output) => {
                 let elapsed = started.elapsed();
                 metrics::handler_duration(&self.agent_type, SUCCESS, elapsed);
@@ -282,7 +283,11 @@ where
                 )
                 .await;
         }
-        let wait = self.backoff_wait(failed);
+        // A handler's retry-after replaces the back-off, up to its max.
+        let wait = match retry_after {
+            Some(after) => after.min(self.options.backoff.max),
+            None => self.backoff_wait(failed),
+        };
         tracing::info!(%failure, failed, ?wait, "attempt failed; retrying after back-off");
         let retry = Fields::new()
             .with(DATA_FIELD, data)
@@ -306,8 +311,13 @@ where
     }
 
     /// The handler's output, or why the attempt failed: an error, a panic or
-    /// the time-out.
-    async fn call<P>(&self, task: Task<P>) -> std::result::Result<Value, String>
+    /// the time-out. A [`RetryAfter`](super::RetryAfter) error's wait goes
+    /// to `retry_after`.
+    async fn call<P>(
+        &self,
+        task: Task<P>,
+        retry_after: &mut Option<Duration>,
+    ) -> std::result::Result<Value, String>
     where
         H: Handler<P>,
         P: Send + 'static,
@@ -322,7 +332,10 @@ where
         };
         match outcome {
             Ok(Ok(output)) => Ok(output),
-            Ok(Err(err)) => Err(err.to_string()),
+            Ok(Err(err)) => {
+                *retry_after = super::RetryAfter::of(&err);
+                Err(err.to_string())
+            }
             Err(panic) => Err(format!("handler panicked: {}", panic_message(&panic))),
         }
     }

@@ -81,6 +81,7 @@ mod options;
 mod promote;
 mod record;
 mod renew;
+mod retry_after;
 mod run;
 mod settler;
 mod stop;
@@ -101,6 +102,7 @@ pub use health::{Health, stops_the_worker};
 pub use mutant::Mutant;
 pub use options::{Backoff, InvalidOptions, WorkerOptions};
 pub use record::ATTEMPTS_FIELD;
+pub use retry_after::RetryAfter;
 
 /// What a handler returns when its attempt failed: any error.
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
