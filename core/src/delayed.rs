@@ -63,7 +63,7 @@ impl Delay {
     /// nothing becomes due early).
     pub fn after_ms(&self) -> u64 {
         let ms = self.after.as_millis();
-        let up = u128::from(self.after.subsec_nanos() % 1_000_000 != 0);
+        let up = u128::from(!self.after.subsec_nanos().is_multiple_of(1_000_000));
         u64::try_from(ms + up).unwrap_or(u64::MAX)
     }
 
