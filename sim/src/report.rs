@@ -104,6 +104,10 @@ pub enum Invariant {
     /// grace ended first; so no task whose handler succeeded is
     /// dead-lettered for want of an outcome.
     SuccessRecorded,
+    /// No retry starts before its due time: a failed run's retry enters the
+    /// task stream only through the delayed set, promoted no earlier than
+    /// the due time its settle scheduled (virtual time).
+    NotBeforeDue,
 }
 
 impl Invariant {
@@ -125,6 +129,7 @@ impl Invariant {
             Invariant::ReadingNotStarved => "reading_not_starved",
             Invariant::NoConcurrentRuns => "no_concurrent_runs",
             Invariant::SuccessRecorded => "success_recorded",
+            Invariant::NotBeforeDue => "not_before_due",
         }
     }
 }

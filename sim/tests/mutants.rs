@@ -170,3 +170,9 @@ fn settle_gives_up_is_caught_dropping_a_success() {
         MORE_SEEDS,
     );
 }
+
+/// Retries that skip the delayed set start before they are due (issue 12).
+#[test]
+fn retry_at_once_is_caught_starting_retries_before_they_are_due() {
+    caught_within(Mutant::RetryAtOnce, Invariant::NotBeforeDue, MORE_SEEDS);
+}

@@ -295,8 +295,12 @@ where
         // The retry waits in the delayed set, not in this slot. The entry's
         // id makes its member unique: an entry is settled once, so one
         // retry is scheduled per failed run.
-        let delay = Delay::new(&self.keys.delayed, wait, id.to_string(), retry);
-        let item = SettleItem::new(id).delay(delay);
+        let item = if self.options.is_mutant(Mutant::RetryAtOnce) {
+            SettleItem::new(id).append(crate::NewEntry::new(&self.keys.tasks, retry))
+        } else {
+            let delay = Delay::new(&self.keys.delayed, wait, id.to_string(), retry);
+            SettleItem::new(id).delay(delay)
+        };
         let span = tracing::info_span!("retry", task_id = %task.task_id, trace_id = task.trace_id.as_deref().unwrap_or(""), %id, failed);
         match self.settle(item).instrument(span).await {
             Outcome::Completed => {

@@ -78,6 +78,11 @@ pub enum Mutant {
     /// the cache acknowledges it unrun, and the task is lost although its
     /// entry survived the rollback.
     RememberSettled,
+    // --- delayed retries (issue 12) ---
+    /// `retry-at-once`: the settle of a failed attempt appends its retry to
+    /// the task stream at once, skipping the delayed set and its back-off:
+    /// the slot is freed, but the retry starts before it is due.
+    RetryAtOnce,
 }
 
 /// Tries of one settle before the `settle-gives-up` mutant drops its
@@ -88,7 +93,7 @@ pub(crate) const SETTLE_TRIES: u32 = 5;
 #[cfg(feature = "mutants")]
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 13] = [
+    pub const ALL: [Mutant; 14] = [
         Mutant::AckBeforeHandle,
         Mutant::NoReclaim,
         Mutant::DlqWithoutAck,
@@ -105,6 +110,8 @@ impl Mutant {
         Mutant::SettleGivesUp,
         Mutant::RecreateGroupAtEnd,
         Mutant::RememberSettled,
+        // delayed retries
+        Mutant::RetryAtOnce,
     ];
 
     /// Its name on the command line (`ack-before-handle` ...).
@@ -123,6 +130,7 @@ impl Mutant {
             Mutant::SettleGivesUp => "settle-gives-up",
             Mutant::RecreateGroupAtEnd => "recreate-group-at-end",
             Mutant::RememberSettled => "remember-settled",
+            Mutant::RetryAtOnce => "retry-at-once",
         }
     }
 }
