@@ -66,3 +66,53 @@ pub(super) fn check(history: &History) -> Vec<Violation> {
     }
     violations.into_values().collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use crewq_core::StreamId;
+
+    use super::*;
+    use crate::history::Stamped;
+
+    fn at(at_ms: u64, event: Event) -> Stamped {
+        Stamped { at_ms, event }
+    }
+
+    fn scheduled(due_ms: u64) -> Event {
+        Event::Scheduled {
+            task: 3,
+            attempts: 1,
+            due_ms,
+        }
+    }
+
+    fn promoted() -> Event {
+        Event::Promoted {
+            task: 3,
+            attempts: 1,
+            id: StreamId::new(1, 0),
+        }
+    }
+
+    #[test]
+    fn a_retry_promoted_before_its_due_time_is_a_violation() {
+        let early = History::from_events(vec![at(10, scheduled(100)), at(99, promoted())]);
+        let found = check(&early);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(
+            (found[0].invariant, found[0].task),
+            (Invariant::NotBeforeDue, Some(3))
+        );
+        let on_time = History::from_events(vec![at(10, scheduled(100)), at(100, promoted())]);
+        assert!(check(&on_time).is_empty());
+        // Scheduled twice (a rollback repeated the settle): the earliest counts.
+        let twice = History::from_events(vec![
+            at(10, scheduled(100)),
+            at(20, scheduled(60)),
+            at(70, promoted()),
+        ]);
+        assert!(check(&twice).is_empty());
+        let never = History::from_events(vec![at(70, promoted())]);
+        assert_eq!(check(&never).len(), 1);
+    }
+}
