@@ -7,13 +7,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use crewq_core::{
     AckAndAdd, AckAndAddReply, AddedOnce, AutoClaim, AutoClaimed, AutoClaimedRecorded, Broker,
-    ConsumerInfo, ConsumerPruned, DeletedRecord, DeliveredEntry, Error, GroupInfo, GroupStart,
-    IdRange, NewEntry, OnceEntry, PendingEntry, PendingQuery, PendingSummary, ReadFrom, ReadGroup,
-    Result, Settle, Settled, StreamEntry, StreamId, StreamInfo, Trim, validate_ack_and_add,
-    validate_autoclaim_count, validate_autoclaim_recorded, validate_new_entry, validate_once_entry,
-    validate_settle,
+    ConsumerInfo, ConsumerPruned, DelayOnce, DelayedOnce, DeletedRecord, DeliveredEntry, Error,
+    GroupInfo, GroupStart, IdRange, NewEntry, OnceEntry, PendingEntry, PendingQuery,
+    PendingSummary, Promoted, ReadFrom, ReadGroup, Result, Settle, Settled, StreamEntry, StreamId,
+    StreamInfo, Trim, validate_ack_and_add, validate_autoclaim_count, validate_autoclaim_recorded,
+    validate_delay_once, validate_new_entry, validate_once_entry, validate_settle,
 };
 
+use crate::delayed::{delay_once_locked, promote_locked};
 use crate::group::{Count, Group};
 use crate::write::{add, add_once, autoclaim_recorded_locked, settle_locked};
 use crate::{Key, MemoryBroker, group_mut};
@@ -371,7 +372,7 @@ impl Broker for MemoryBroker {
     async fn settle(&self, settle: Settle) -> Result<Vec<Settled>> {
         validate_settle(&settle)?;
         let now = self.now_ms();
-        self.with_keys(|keys| settle_locked(keys, settle, now))
+        self.with_state(|state| settle_locked(state, settle, now))
     }
 
     async fn renew(
@@ -395,6 +396,29 @@ impl Broker for MemoryBroker {
             let renewed = group.claim(stream, consumer, Duration::ZERO, &own, Count::JustId, now);
             Ok(renewed.into_iter().map(|entry| entry.id).collect())
         })
+    }
+
+    async fn promote(&self, set: &str, stream: &str, count: usize) -> Result<Promoted> {
+        let now = self.now_ms();
+        self.with_state(|state| promote_locked(state, set, stream, count, now))
+    }
+
+    async fn delay_once(&self, entries: Vec<DelayOnce>) -> Result<Vec<Result<DelayedOnce>>> {
+        let now = self.now_ms();
+        Ok(self.with_state(|state| {
+            state.markers.evict_expired(now);
+            entries
+                .into_iter()
+                .map(|once| {
+                    validate_delay_once(&once)?;
+                    Ok(delay_once_locked(state, once, now))
+                })
+                .collect()
+        }))
+    }
+
+    async fn delayed_len(&self, set: &str) -> Result<u64> {
+        Ok(self.with_state(|state| state.delayed.get(set).map_or(0, |m| m.len() as u64)))
     }
 }
 

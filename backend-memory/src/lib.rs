@@ -44,6 +44,7 @@
 //!   replica, does.
 
 mod broker;
+mod delayed;
 mod group;
 mod markers;
 mod snapshot;
@@ -78,6 +79,9 @@ struct State {
     streams: BTreeMap<String, Key>,
     /// Append-once markers: the id they recorded and when they expire.
     markers: Markers,
+    /// Delayed sets by key: part of the state, so a snapshot and a restore
+    /// (a rollback) cover them as Redis's AOF and replicas do.
+    delayed: BTreeMap<String, crate::delayed::DelayedSet>,
 }
 
 /// What one stream key holds. Entries and groups are kept side by side so a

@@ -30,14 +30,14 @@ pub(crate) fn add(
 
 /// The body of [`Broker::settle`](crewq_core::Broker::settle), under the lock.
 pub(crate) fn settle_locked(
-    keys: &mut BTreeMap<String, Key>,
+    state: &mut State,
     settle: Settle,
     now_ms: u64,
 ) -> Result<Vec<Settled>> {
-    group_mut(keys, &settle.stream, &settle.group)?;
+    group_mut(&mut state.streams, &settle.stream, &settle.group)?;
     let mut outcomes = Vec::with_capacity(settle.items.len());
     for item in settle.items {
-        let (_, group) = group_mut(keys, &settle.stream, &settle.group)?;
+        let (_, group) = group_mut(&mut state.streams, &settle.stream, &settle.group)?;
         if !group.owns(&settle.consumer, item.id) {
             outcomes.push(Settled::NotOwned);
             continue;
@@ -50,7 +50,7 @@ pub(crate) fn settle_locked(
         let mut ids = Vec::with_capacity(item.appends.len());
         let mut failed = None;
         for entry in item.appends {
-            match add(keys, entry, now_ms) {
+            match add(&mut state.streams, entry, now_ms) {
                 Ok(id) => ids.push(id),
                 Err(err) => {
                     failed = Some(err.to_string());
@@ -62,7 +62,14 @@ pub(crate) fn settle_locked(
             outcomes.push(Settled::Failed(why));
             continue;
         }
-        let (_, group) = group_mut(keys, &settle.stream, &settle.group)?;
+        // Delays after the appends, before the ack, as the script does;
+        // a sorted set add cannot fail here (every key is of its type).
+        for delay in item.delays {
+            let due = now_ms.saturating_add(delay.after_ms());
+            let member = delay.member();
+            state.delayed.entry(delay.set).or_default().add(due, member);
+        }
+        let (_, group) = group_mut(&mut state.streams, &settle.stream, &settle.group)?;
         group.ack(&[item.id]);
         outcomes.push(Settled::Done(ids));
     }

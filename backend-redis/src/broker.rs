@@ -7,9 +7,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use crewq_core::{
     AckAndAdd, AckAndAddReply, AddedOnce, AutoClaim, AutoClaimed, AutoClaimedRecorded, Broker,
-    ConsumerInfo, ConsumerPruned, DeletedRecord, DeliveredEntry, Error, GroupInfo, GroupStart,
-    IdRange, NewEntry, OnceEntry, PendingEntry, PendingQuery, PendingSummary, ReadFrom, ReadGroup,
-    Result, Settle, Settled, StreamEntry, StreamId, StreamInfo, Trim, validate_new_entry,
+    ConsumerInfo, ConsumerPruned, DelayOnce, DelayedOnce, DeletedRecord, DeliveredEntry, Error,
+    GroupInfo, GroupStart, IdRange, NewEntry, OnceEntry, PendingEntry, PendingQuery,
+    PendingSummary, Promoted, ReadFrom, ReadGroup, Result, Settle, Settled, StreamEntry, StreamId,
+    StreamInfo, Trim, validate_new_entry,
 };
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, Value};
@@ -185,7 +186,7 @@ impl RedisBroker {
     }
 
     /// Sends one command.
-    async fn query(&self, cmd: &Cmd, op: Op<'_>) -> Result<Value> {
+    pub(crate) async fn query(&self, cmd: &Cmd, op: Op<'_>) -> Result<Value> {
         let reply = self.send(cmd, op).await?;
         reply.map_err(|err| self.failed(op, err))
     }
@@ -542,5 +543,17 @@ impl Broker for RedisBroker {
         ids: &[StreamId],
     ) -> Result<Vec<StreamId>> {
         self.renew_in_script(stream, group, consumer, ids).await
+    }
+
+    async fn promote(&self, set: &str, stream: &str, count: usize) -> Result<Promoted> {
+        self.promote_in_script(set, stream, count).await
+    }
+
+    async fn delay_once(&self, entries: Vec<DelayOnce>) -> Result<Vec<Result<DelayedOnce>>> {
+        self.delay_once_pipelined(entries).await
+    }
+
+    async fn delayed_len(&self, set: &str) -> Result<u64> {
+        self.zcard(set).await
     }
 }

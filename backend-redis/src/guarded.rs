@@ -26,9 +26,11 @@ use crate::{commands, parse};
 
 /// `KEYS[1]` the stream, `KEYS[2..]` the streams written to.
 /// `ARGV`: group, consumer, the smallest and largest item id and a row
-/// limit for the ownership read, then per item its id and number of
-/// appends, and per append the index of its key, its argument count and the
-/// `XADD` arguments after the key. Replies per item: the appended ids, false
+/// limit for the ownership read, then per item its id, number of appends
+/// and number of delays, per append the index of its key, its argument count
+/// and the `XADD` arguments after the key, and per delay the index of its
+/// set, its delay in ms and its member (added with `ZADD`, scored by the
+/// server's `TIME` plus the delay). Replies per item: the appended ids, false
 /// (nil) when the consumer does not own the item, or the error of its
 /// failed append.
 ///
@@ -54,9 +56,12 @@ local rows = redis.call('XPENDING', stream, group, ARGV[3], ARGV[4], limit, cons
 local listed, complete = {}, #rows < limit
 for _, row in ipairs(rows) do listed[row[1]] = true end
 local out, owned, settled, at = {}, {}, {}, 6
+-- Due times are the server's: TIME, in ms, the clock promote compares with.
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 while at <= #ARGV do
-  local id, appends = ARGV[at], tonumber(ARGV[at + 1])
-  at = at + 2
+  local id, appends, delays = ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
+  at = at + 3
   -- An id settled earlier in this call is no longer owned (its ack waits
   -- for the end of the script, but its outcome is written): as if acked.
   local mine = not settled[id] and (listed[id]
@@ -73,6 +78,14 @@ while at <= #ARGV do
       end
     end
     at = at + 2 + argc
+  end
+  for _ = 1, delays do
+    if mine and not failure then
+      local due = string.format('%.0f', now + tonumber(ARGV[at + 1]))
+      local added = redis.pcall('ZADD', KEYS[tonumber(ARGV[at])], due, ARGV[at + 2])
+      if type(added) == 'table' and added.err then failure = added end
+    end
+    at = at + 3
   end
   if not mine then
     out[#out + 1] = false
@@ -306,11 +319,13 @@ fn settle_cmd(settle: &Settle, chunk: Range<usize>) -> redis::Cmd {
     // Each stream written to is passed once, in KEYS, by its index.
     let mut keys: Vec<&str> = vec![&settle.stream];
     let mut key_index: BTreeMap<&str, usize> = BTreeMap::new();
-    for entry in items.iter().flat_map(|item| &item.appends) {
-        if let std::collections::btree_map::Entry::Vacant(slot) =
-            key_index.entry(entry.stream.as_str())
-        {
-            keys.push(&entry.stream);
+    let written = items.iter().flat_map(|item| {
+        let appends = item.appends.iter().map(|entry| entry.stream.as_str());
+        appends.chain(item.delays.iter().map(|delay| delay.set.as_str()))
+    });
+    for key in written {
+        if let std::collections::btree_map::Entry::Vacant(slot) = key_index.entry(key) {
+            keys.push(key);
             slot.insert(keys.len());
         }
     }
@@ -326,11 +341,18 @@ fn settle_cmd(settle: &Settle, chunk: Range<usize>) -> redis::Cmd {
     cmd.arg(id.format(last.unwrap_or(StreamId::ZERO)));
     cmd.arg(2 * items.len() + OWNERSHIP_SLACK);
     for item in items {
-        cmd.arg(id.format(item.id)).arg(item.appends.len());
+        cmd.arg(id.format(item.id))
+            .arg(item.appends.len())
+            .arg(item.delays.len());
         for entry in &item.appends {
             cmd.arg(key_index.get(entry.stream.as_str()).copied().unwrap_or(0))
                 .arg(commands::xadd_arg_count(entry));
             commands::push_xadd_args(&mut cmd, entry);
+        }
+        for delay in &item.delays {
+            cmd.arg(key_index.get(delay.set.as_str()).copied().unwrap_or(0))
+                .arg(delay.after_ms())
+                .arg(&delay.member()[..]);
         }
     }
     cmd

@@ -54,6 +54,7 @@ mod cluster;
 mod commands;
 mod config;
 mod connect;
+mod delayed;
 mod error;
 mod guarded;
 mod once;

@@ -4,6 +4,7 @@
 
 use std::error::Error;
 use std::io::BufRead;
+use std::time::{Duration, UNIX_EPOCH};
 
 use crewq_core::Task;
 use crewq_core::producer::Producer;
@@ -48,6 +49,14 @@ pub struct DispatchArgs {
     /// worker's time-out; at most 24h.
     #[arg(long, value_name = "D", value_parser = crate::duration::parse)]
     pub timeout: Option<std::time::Duration>,
+    /// Start the task(s) this long from now (`30s`, `5m`), on the broker's
+    /// clock: they wait in the agent type's delayed set until due.
+    #[arg(long = "in", value_name = "DURATION", value_parser = crate::duration::parse, conflicts_with = "at")]
+    pub delay: Option<Duration>,
+    /// Start the task(s) at this time: seconds since the Unix epoch
+    /// (`date -d 16:00 +%s`). A time past is due at once.
+    #[arg(long, value_name = "UNIX_SECONDS")]
+    pub at: Option<u64>,
 }
 
 /// A task as one JSON line on stdin.
@@ -105,7 +114,23 @@ pub async fn run(args: DispatchArgs) -> Result<(), Box<dyn Error>> {
     }
     let (broker, keyspace) = args.target.open().await?;
     let producer = Producer::new(broker).with_keyspace(keyspace);
-    let results = producer.dispatch_batch(&tasks).await?;
+    let results = match (args.delay, args.at) {
+        (None, None) => producer.dispatch_batch(&tasks).await?,
+        (delay, at) => {
+            // One schedule per task: a later start is rarely a bulk job.
+            let mut results = Vec::with_capacity(tasks.len());
+            for task in &tasks {
+                results.push(match (delay, at) {
+                    (Some(delay), _) => producer.dispatch_in(task, delay).await,
+                    (None, at) => {
+                        let at = UNIX_EPOCH + Duration::from_secs(at.unwrap_or(0));
+                        producer.dispatch_at(task, at).await
+                    }
+                });
+            }
+            results
+        }
+    };
     let mut text = String::new();
     let mut refused = 0;
     for (task, result) in tasks.iter().zip(results) {
@@ -166,6 +191,12 @@ fn readable(row: &Value) -> String {
             "duplicate {}  already {} in {}",
             field("task_id"),
             field("entry_id"),
+            field("stream")
+        )
+    } else if row["entry_id"] == "0-0" {
+        format!(
+            "scheduled  {}  in the delayed set of {}",
+            field("task_id"),
             field("stream")
         )
     } else {

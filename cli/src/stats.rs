@@ -61,8 +61,8 @@ pub fn table(stats: &[AgentStats]) -> String {
     let mut text = String::new();
     let _ = writeln!(
         text,
-        "{:<16} {:>8} {:>6} {:>8} {:>10} {:>14} {:>6}",
-        "agent", "length", "lag", "pending", "consumers", "oldest pending", "dlq"
+        "{:<16} {:>8} {:>6} {:>8} {:>10} {:>14} {:>6} {:>8}",
+        "agent", "length", "lag", "pending", "consumers", "oldest pending", "dlq", "delayed"
     );
     for agent in stats {
         let lag: Option<u64> = agent
@@ -84,14 +84,15 @@ pub fn table(stats: &[AgentStats]) -> String {
             .map_or_else(|| "-".to_owned(), show);
         let _ = writeln!(
             text,
-            "{:<16} {:>8} {:>6} {:>8} {:>10} {:>14} {:>6}",
+            "{:<16} {:>8} {:>6} {:>8} {:>10} {:>14} {:>6} {:>8}",
             agent.agent_type.as_str(),
             agent.tasks.length,
             lag,
             pending,
             consumers,
             oldest,
-            agent.dlq_length
+            agent.dlq_length,
+            agent.delayed_length
         );
     }
     let consumers: Vec<_> = stats

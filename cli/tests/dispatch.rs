@@ -248,3 +248,46 @@ async fn consumers_prune_keeps_a_consumer_that_came_back_after_it_was_listed() {
     let consumers = broker.info_consumers(&stream, &group).await.expect("info");
     assert_eq!(consumers.len(), 1, "{consumers:?}");
 }
+
+#[tokio::test]
+async fn dispatch_in_or_at_puts_the_task_in_the_delayed_set() {
+    let crew = Crew::start();
+    let later = crew.json(
+        &["dispatch", "research", "search_docs"],
+        &["--task-id", "t-later", "--in", "1h"],
+    );
+    assert_eq!(
+        (later["entry_id"].as_str(), later["duplicate"].as_bool()),
+        (Some("0-0"), Some(false))
+    );
+    let again = crew.json(
+        &["dispatch", "research", "search_docs"],
+        &["--task-id", "t-later"],
+    );
+    assert_eq!(
+        again["duplicate"], true,
+        "scheduled already: nothing appended"
+    );
+    // A time in the past (1 s after the epoch) is due at once.
+    crew.json(
+        &["dispatch", "research", "search_docs"],
+        &["--task-id", "t-past", "--at", "1"],
+    );
+    let both = crew.run(
+        &["dispatch", "research", "search_docs"],
+        &["--in", "1s", "--at", "1"],
+    );
+    assert!(!both.status.success(), "--in and --at conflict");
+
+    let broker = crew.server.broker().await;
+    let research = agent("research");
+    let set = crew.keyspace().delayed(&research);
+    assert_eq!(broker.delayed_len(&set).await.expect("len"), 2);
+    let stream = crew.keyspace().tasks(&research);
+    assert_eq!(broker.xlen(&stream).await.expect("xlen"), 0);
+    let promoted = broker.promote(&set, &stream, 10).await.expect("promote");
+    assert_eq!(promoted.entries.len(), 1, "only t-past is due");
+    let task: crewq_core::Task =
+        crewq_core::task_from_fields(&promoted.entries[0].fields).expect("a task");
+    assert_eq!(task.task_id, "t-past");
+}

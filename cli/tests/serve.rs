@@ -93,6 +93,7 @@ async fn metrics_gauges_are_monitors_numbers() {
         ("crewq_queue_oldest_pending_idle_seconds", "gauge"),
         ("crewq_consumers", "gauge"),
         ("crewq_dead_letters", "gauge"),
+        ("crewq_delayed", "gauge"),
         ("crewq_queue_appended_total", "counter"),
     ] {
         assert_eq!(
@@ -121,6 +122,7 @@ async fn metrics_gauges_are_monitors_numbers() {
         assert_eq!(value("crewq_queue_pending"), pending as f64);
         assert_eq!(value("crewq_consumers"), consumers as f64);
         assert_eq!(value("crewq_dead_letters"), stats.dlq_length as f64);
+        assert_eq!(value("crewq_delayed"), stats.delayed_length as f64);
         assert_eq!(
             value("crewq_queue_appended_total"),
             stats.tasks.entries_added as f64

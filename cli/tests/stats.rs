@@ -36,9 +36,9 @@ async fn stats_show_length_lag_pending_consumers_and_dead_letters() {
         .expect("a research row")
         .split_whitespace()
         .collect();
-    // agent, length, lag, pending, consumers, oldest pending, dlq
+    // agent, length, lag, pending, consumers, oldest pending, dlq, delayed
     assert_eq!(row[1..5], ["5", "3", "2", "1"], "{table}");
-    assert_eq!(row[6], "1", "{table}");
+    assert_eq!(row[6..8], ["1", "0"], "{table}");
     assert!(table.contains("worker-1"), "{table}");
 }
 

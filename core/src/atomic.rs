@@ -1,6 +1,6 @@
 //! The one atomic step: acknowledge entries and append entries together.
 
-use crate::{NewEntry, StreamId};
+use crate::{Delay, NewEntry, StreamId};
 
 /// Acknowledgements of some entries of one group.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -182,6 +182,11 @@ pub struct SettleItem {
     pub id: StreamId,
     /// Appended (with automatic ids) before the entry is acknowledged.
     pub appends: Vec<NewEntry>,
+    /// Added to delayed sets, after the appends and before the
+    /// acknowledgement, in the same atomic step: a retry scheduled for
+    /// later, so it waits without holding a worker's slot and no crash
+    /// between acknowledging the entry and scheduling its retry loses it.
+    pub delays: Vec<Delay>,
 }
 
 impl SettleItem {
@@ -190,6 +195,7 @@ impl SettleItem {
         SettleItem {
             id,
             appends: Vec::new(),
+            delays: Vec::new(),
         }
     }
 
@@ -197,6 +203,13 @@ impl SettleItem {
     #[must_use]
     pub fn append(mut self, entry: NewEntry) -> Self {
         self.appends.push(entry);
+        self
+    }
+
+    /// Adds `delay` to its delayed set when the item is settled.
+    #[must_use]
+    pub fn delay(mut self, delay: Delay) -> Self {
+        self.delays.push(delay);
         self
     }
 }

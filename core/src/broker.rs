@@ -7,9 +7,9 @@ use async_trait::async_trait;
 
 use crate::{
     AckAndAdd, AckAndAddReply, AddedOnce, AutoClaim, AutoClaimed, AutoClaimedRecorded,
-    ConsumerInfo, ConsumerPruned, DeletedRecord, DeliveredEntry, GroupInfo, GroupStart, IdRange,
-    NewEntry, OnceEntry, PendingEntry, PendingQuery, PendingSummary, ReadGroup, Result, Settle,
-    Settled, StreamEntry, StreamId, StreamInfo, Trim,
+    ConsumerInfo, ConsumerPruned, DelayOnce, DelayedOnce, DeletedRecord, DeliveredEntry, GroupInfo,
+    GroupStart, IdRange, NewEntry, OnceEntry, PendingEntry, PendingQuery, PendingSummary, Promoted,
+    ReadGroup, Result, Settle, Settled, StreamEntry, StreamId, StreamInfo, Trim,
 };
 
 /// A store of streams with consumer groups, with Redis Streams semantics.
@@ -460,6 +460,9 @@ pub trait Broker: Send + Sync {
     /// - Batches of any size settle exactly, item by item; Redis sends them
     ///   in chunks of at most 128 items per script call, each chunk atomic
     ///   (`settle_settles_large_batches_exactly`).
+    /// - An owned item's delays join their delayed sets, due their delay
+    ///   after the broker's now, in the same step as its acknowledgement; a
+    ///   not-owned item adds none (`settle_schedules_delays_of_owned_items`).
     async fn settle(&self, settle: Settle) -> Result<Vec<Settled>>;
 
     /// Renews the lease of entries `consumer` still owns: like
@@ -485,6 +488,62 @@ pub trait Broker: Send + Sync {
         consumer: &str,
         ids: &[StreamId],
     ) -> Result<Vec<StreamId>>;
+
+    /// Moves up to `count` members of the delayed set `set` that are due on
+    /// the broker's clock into `stream`, earliest first, as one atomic step
+    /// (a Lua script on Redis, reading the server's `TIME`): each is
+    /// appended and removed together, so however many workers call it at
+    /// once, each member is appended exactly once, and a crash (of the
+    /// caller or of the step) loses none.
+    ///
+    /// # Behavior
+    ///
+    /// - Appends the due members in due order with their fields, removes
+    ///   them from the set, leaves the others, and replies with the entries
+    ///   appended and when the next is due
+    ///   (`promote_moves_due_members_in_due_order`).
+    /// - Due is decided by the broker's clock alone: a member with a zero
+    ///   delay is due at once, one with a long delay is not, whatever the
+    ///   caller's clock says (`promote_goes_by_the_brokers_clock`).
+    /// - Many promotes racing append each member once
+    ///   (`promote_racing_appends_each_member_once`).
+    /// - `count` limits the members moved; a missing set moves nothing and
+    ///   has no next due time (`promote_honours_count_and_missing_sets`).
+    ///
+    /// A member a peer wrote in another encoding than
+    /// [`encode_member`](crate::encode_member)'s is appended whole as the
+    /// `data` field ([`promoted_fields`](crate::promoted_fields)), so a
+    /// worker dead-letters it rather than it being lost or stuck at the
+    /// head of the set. (No conformance case: no Broker call writes one.)
+    async fn promote(&self, set: &str, stream: &str, count: usize) -> Result<Promoted>;
+
+    /// Adds entries to delayed sets at most once per marker within a window:
+    /// for each, if its marker is set nothing is added and the id the
+    /// marker recorded is returned; otherwise the entry joins its set, due
+    /// its delay after the broker's now, and the marker is set (recording
+    /// `0-0`), expiring after the window. Each entry is one atomic step (a
+    /// Lua script on Redis). The markers are those of
+    /// [`Broker::xadd_once`], so a task id dispatched now and one dispatched
+    /// for later exclude each other.
+    ///
+    /// # Behavior
+    ///
+    /// - A second schedule with the same marker adds nothing, also within
+    ///   one call; an append-once with that marker then finds it set
+    ///   (`delay_once_schedules_once_per_marker`).
+    /// - A marker set by an append-once makes the schedule a duplicate of
+    ///   that entry (`delay_once_respects_append_markers`).
+    /// - An entry without fields or a window under 1 ms is rejected alone,
+    ///   with `InvalidArgument` (`delay_once_rejects_malformed_entries`).
+    async fn delay_once(&self, entries: Vec<DelayOnce>) -> Result<Vec<Result<DelayedOnce>>>;
+
+    /// How many members the delayed set `set` holds (`ZCARD`), due or not.
+    ///
+    /// # Behavior
+    ///
+    /// - Counts members added by settles and not yet promoted; 0 for a
+    ///   missing set (`delayed_len_counts_waiting_members`).
+    async fn delayed_len(&self, set: &str) -> Result<u64>;
 }
 
 /// Checks a [`Settle`] as [`validate_ack_and_add`] checks its step.
@@ -503,6 +562,9 @@ pub fn validate_settle(settle: &Settle) -> Result<()> {
                 )));
             }
             validate_new_entry(entry)?;
+        }
+        for delay in &item.delays {
+            crate::validate_delay(delay)?;
         }
     }
     Ok(())

@@ -15,9 +15,9 @@ use futures::future::BoxFuture;
 
 use crate::{
     AckAndAdd, AckAndAddReply, AddedOnce, AutoClaim, AutoClaimed, AutoClaimedRecorded, Broker,
-    ConsumerInfo, ConsumerPruned, DeletedRecord, DeliveredEntry, GroupInfo, GroupStart, IdRange,
-    NewEntry, OnceEntry, PendingEntry, PendingQuery, PendingSummary, ReadGroup, Result, Settle,
-    Settled, StreamEntry, StreamId, StreamInfo, Trim,
+    ConsumerInfo, ConsumerPruned, DelayOnce, DelayedOnce, DeletedRecord, DeliveredEntry, GroupInfo,
+    GroupStart, IdRange, NewEntry, OnceEntry, PendingEntry, PendingQuery, PendingSummary, Promoted,
+    ReadGroup, Result, Settle, Settled, StreamEntry, StreamId, StreamInfo, Trim,
 };
 
 /// A call on a broker, not started yet, as [`BrokerLayer::around`] takes
@@ -222,6 +222,9 @@ broker_ops! {
     Settle write fn settle(settle: Settle) -> Result<Vec<Settled>>;
     Renew write fn renew(stream: &str, group: &str, consumer: &str, ids: &[StreamId])
         -> Result<Vec<StreamId>>;
+    Promote write fn promote(set: &str, stream: &str, count: usize) -> Result<Promoted>;
+    DelayOnce write fn delay_once(entries: Vec<DelayOnce>) -> Result<Vec<Result<DelayedOnce>>>;
+    DelayedLen read fn delayed_len(set: &str) -> Result<u64>;
 }
 
 impl std::fmt::Display for BrokerOp {

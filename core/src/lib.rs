@@ -29,6 +29,7 @@ mod atomic;
 mod autoclaim;
 mod broker;
 mod clock;
+mod delayed;
 mod error;
 mod fields;
 mod group;
@@ -59,6 +60,10 @@ pub use broker::{
 };
 pub use bytes::Bytes;
 pub use clock::{Clock, SystemClock, TokioClock};
+pub use delayed::{
+    Delay, DelayOnce, DelayedOnce, Promoted, decode_member, encode_member, promoted_fields,
+    validate_delay, validate_delay_once,
+};
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use fields::Fields;
 pub use group::{

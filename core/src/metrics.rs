@@ -26,6 +26,9 @@ pub const FAILED: &str = "crewq_tasks_failed_total";
 pub const RETRIED: &str = "crewq_tasks_retried_total";
 /// Tasks moved to the dead-letter stream.
 pub const DEAD_LETTERED: &str = "crewq_tasks_dead_lettered_total";
+/// Delayed entries (retries, scheduled tasks) moved into a task stream
+/// once due.
+pub const PROMOTED: &str = "crewq_delayed_promoted_total";
 /// Entries a worker took over from a crashed or stalled consumer.
 pub const RECLAIMED: &str = "crewq_tasks_reclaimed_total";
 /// Entries found deleted from their stream (trimmed, `XDEL`'d) while a
@@ -91,6 +94,10 @@ pub fn describe() {
             "Handler runs that failed (errors, panics, time-outs).",
         ),
         (RETRIED, "Failed runs put back for another try."),
+        (
+            PROMOTED,
+            "Delayed entries (retries, scheduled tasks) moved into a task stream once due.",
+        ),
         (DEAD_LETTERED, "Tasks moved to the dead-letter stream."),
         (
             RECLAIMED,

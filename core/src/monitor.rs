@@ -64,6 +64,11 @@ pub struct AgentStats {
     pub dlq_stream: String,
     /// Entries in the dead-letter stream.
     pub dlq_length: u64,
+    /// Its delayed set's key.
+    pub delayed_set: String,
+    /// Entries waiting in the delayed set: retries waiting out their
+    /// back-off and tasks dispatched for later, due or not yet promoted.
+    pub delayed_length: u64,
 }
 
 /// A task stream (`XINFO STREAM`); all zeros when it does not exist.
@@ -158,6 +163,7 @@ impl<B: Broker> Monitor<B> {
     pub async fn agent_stats(&self, agent_type: &AgentType) -> Result<AgentStats> {
         let stream = self.keyspace.tasks(agent_type);
         let dlq_stream = self.keyspace.dlq(agent_type);
+        let delayed_set = self.keyspace.delayed(agent_type);
         let tasks = match missing_as_none(self.broker.info_stream(&stream).await)? {
             Some(info) => StreamStats {
                 stream: stream.clone(),
@@ -187,6 +193,8 @@ impl<B: Broker> Monitor<B> {
             groups,
             dlq_length: self.broker.xlen(&dlq_stream).await?,
             dlq_stream,
+            delayed_length: self.broker.delayed_len(&delayed_set).await?,
+            delayed_set,
         })
     }
 
@@ -290,6 +298,8 @@ mod tests {
             }],
             dlq_stream: "agent:dlq:research".into(),
             dlq_length: 1,
+            delayed_set: "agent:delayed:research".into(),
+            delayed_length: 3,
         };
         let value = serde_json::to_value(&stats).expect("serializes");
         assert_eq!(
@@ -307,6 +317,8 @@ mod tests {
                 }],
                 "dlq_stream": "agent:dlq:research",
                 "dlq_length": 1,
+                "delayed_set": "agent:delayed:research",
+                "delayed_length": 3,
             })
         );
     }

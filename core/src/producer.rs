@@ -18,10 +18,16 @@
 //! acknowledged, checked once per 1000 appends or 10 s per stream (see
 //! [`crate::retention`]), so a backlog of any size waits for its workers.
 //!
+//! [`Producer::dispatch_in`] and [`Producer::dispatch_at`] dispatch for
+//! later: the same checks, then the task waits in its agent type's delayed
+//! set, guarded by the same marker, until a worker promotes it when due.
+//!
 //! Nothing is written for a task refused in steps 1 to 3. Each dispatch runs
 //! in a `dispatch` tracing span carrying `task_id`, `trace_id` and
 //! `agent_type`; each real append adds 1 to
 //! [`metrics::DISPATCHED`].
+
+mod scheduled;
 
 use std::fmt;
 use std::sync::Arc;

@@ -142,11 +142,35 @@ async fn every_default_method_forwards_through_around_with_its_own_op() {
             .expect("renew")
             .is_empty()
     );
+    let promoted = broker.promote("delayed", s, 10).await.expect("promote");
+    assert!(promoted.entries.is_empty());
+    let once = crewq_core::DelayOnce::new(
+        crewq_core::Delay::new(
+            "delayed",
+            Duration::from_secs(60),
+            "t",
+            Fields::new().with("a", "b"),
+        ),
+        "marker",
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        broker
+            .delay_once(vec![once])
+            .await
+            .expect("delay_once")
+            .len(),
+        1
+    );
+    assert_eq!(broker.delayed_len("delayed").await.expect("delayed_len"), 1);
 
     let ops = layer.ops.lock().unwrap_or_else(|e| e.into_inner()).clone();
     assert_eq!(ops, BrokerOp::ALL);
     let names: Vec<&str> = ops.iter().map(|op| op.name()).collect();
     assert_eq!(names[11], "read_group");
     let reads = BrokerOp::ALL.iter().filter(|op| !op.is_write()).count();
-    assert_eq!(reads, 7, "xlen, xrange, pending_summary, pending, info_*");
+    assert_eq!(
+        reads, 8,
+        "xlen, xrange, pending_summary, pending, info_*, delayed_len"
+    );
 }

@@ -222,6 +222,32 @@ pub enum Event {
         /// The entry.
         id: StreamId,
     },
+    /// A settle put a task's retry in a delayed set.
+    Scheduled {
+        /// The task's index.
+        task: u32,
+        /// The failed runs the retry records.
+        attempts: u32,
+        /// When it is due, in ms from the start (the broker's virtual clock).
+        due_ms: u64,
+    },
+    /// A promote appended a task's retry to its stream.
+    Promoted {
+        /// The task's index.
+        task: u32,
+        /// The failed runs the retry records.
+        attempts: u32,
+        /// The new entry.
+        id: StreamId,
+    },
+    /// A settle appended a task's retry straight to its own task stream,
+    /// skipping the delayed set: its back-off was not waited.
+    RequeuedAtOnce {
+        /// The task's index.
+        task: u32,
+        /// The new entry.
+        id: StreamId,
+    },
     /// The broker was restored to its state at `snapshot_ms` (a rollback):
     /// the appends since are forgotten, and so are the acknowledgements,
     /// deliveries and trims since, which the history does not list again.
@@ -494,6 +520,15 @@ impl fmt::Display for Event {
                 unread.len()
             ),
             Event::FoundDeleted { stream, id } => write!(f, "found-deleted {stream} {id}"),
+            Event::Scheduled {
+                task,
+                attempts,
+                due_ms,
+            } => write!(f, "scheduled t{task} a{attempts} due {due_ms}"),
+            Event::Promoted { task, attempts, id } => {
+                write!(f, "promoted t{task} a{attempts} {id}")
+            }
+            Event::RequeuedAtOnce { task, id } => write!(f, "requeued-at-once t{task} {id}"),
             Event::RolledBack {
                 snapshot_ms,
                 forgotten,

@@ -12,9 +12,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use crewq_core::{
     AckAndAdd, AckAndAddReply, AddedOnce, AutoClaim, AutoClaimed, AutoClaimedRecorded, Broker,
-    BrokerLayer, DeletedRecord, DeliveredEntry, Fields, NewEntry, OnceEntry, ReadGroup, Result,
-    Settle, Settled, StreamEntry, StreamId, Trim,
+    BrokerLayer, DeletedRecord, DeliveredEntry, Fields, NewEntry, OnceEntry, Promoted, ReadGroup,
+    Result, Settle, Settled, StreamEntry, StreamId, Trim,
 };
+
+use crewq_core::worker::ATTEMPTS_FIELD;
 
 use crate::history::{Event, Recorder};
 
@@ -254,8 +256,36 @@ impl<B: Broker> BrokerLayer for RecordingBroker<B> {
         Ok(reply)
     }
 
+    /// Each promoted entry is an append to the task stream, like any other;
+    /// a retry's is also a promotion, for "not before due".
+    async fn promote(&self, set: &str, stream: &str, count: usize) -> Result<Promoted> {
+        let promoted = self.inner.promote(set, stream, count).await?;
+        for entry in &promoted.entries {
+            self.appended(stream, entry.id, entry.fields.clone());
+            if let Some((task, attempts)) = retry_of(&entry.fields) {
+                self.recorder.record(Event::Promoted {
+                    task,
+                    attempts,
+                    id: entry.id,
+                });
+            }
+        }
+        Ok(promoted)
+    }
+
     async fn settle(&self, settle: Settle) -> Result<Vec<Settled>> {
         let items: Vec<StreamId> = settle.items.iter().map(|item| item.id).collect();
+        // Per item: its retries scheduled (task, attempts, delay in ms).
+        let delays: Vec<Vec<(u32, u32, u64)>> = settle
+            .items
+            .iter()
+            .map(|item| {
+                item.delays
+                    .iter()
+                    .filter_map(|d| retry_of(&d.fields).map(|(t, a)| (t, a, d.after_ms())))
+                    .collect()
+            })
+            .collect();
         let appends: Vec<Vec<(String, Fields)>> = settle
             .items
             .iter()
@@ -285,20 +315,41 @@ impl<B: Broker> BrokerLayer for RecordingBroker<B> {
                 return Err(err);
             }
         };
-        for ((id, adds), outcome) in items.into_iter().zip(appends).zip(&outcomes) {
+        let items = items.into_iter().zip(appends).zip(delays);
+        for (((id, adds), delays), outcome) in items.zip(&outcomes) {
             let event = match outcome {
                 Settled::Done(appended) => {
+                    let mut requeued = Vec::new();
                     let mut journal = self.journal.lock().unwrap_or_else(PoisonError::into_inner);
-                    for ((stream, fields), new) in adds.into_iter().zip(appended) {
-                        journal.push((stream, *new, fields));
+                    for ((to, fields), new) in adds.into_iter().zip(appended) {
+                        if to == stream
+                            && let Some((task, _)) = retry_of(&fields)
+                        {
+                            requeued.push(Event::RequeuedAtOnce { task, id: *new });
+                        }
+                        journal.push((to, *new, fields));
                     }
                     drop(journal);
-                    Event::Settled {
+                    self.recorder.record(Event::Settled {
                         stream: stream.clone(),
                         consumer: consumer.clone(),
                         id,
                         appended: appended.clone(),
+                    });
+                    // The broker's clock is the run's virtual clock: the
+                    // due time is now plus the delay.
+                    let now = self.recorder.now_ms();
+                    for (task, attempts, after_ms) in delays {
+                        self.recorder.record(Event::Scheduled {
+                            task,
+                            attempts,
+                            due_ms: now.saturating_add(after_ms),
+                        });
                     }
+                    for event in requeued {
+                        self.recorder.record(event);
+                    }
+                    continue;
                 }
                 Settled::NotOwned => Event::Refused {
                     stream: stream.clone(),
@@ -314,4 +365,13 @@ impl<B: Broker> BrokerLayer for RecordingBroker<B> {
         }
         Ok(outcomes)
     }
+}
+
+/// The task and failed-run count of a retry entry's fields: `None` for an
+/// entry without an attempts count (a first attempt) or not of a
+/// simulated task.
+fn retry_of(fields: &Fields) -> Option<(u32, u32)> {
+    let attempts = fields.get_str(ATTEMPTS_FIELD)?.parse().ok()?;
+    let task: crewq_core::Task<serde_json::Value> = crewq_core::task_from_fields(fields).ok()?;
+    Some((crate::crew::task_index(&task.task_id)?, attempts))
 }

@@ -112,6 +112,10 @@ pub enum Invariant {
     /// failing for good is dead-lettered as `non_retryable`, never put back
     /// for another attempt.
     NonRetryableAtOnce,
+    /// No retry starts before its due time: a failed run's retry enters the
+    /// task stream only through the delayed set, promoted no earlier than
+    /// the due time its settle scheduled (virtual time).
+    NotBeforeDue,
 }
 
 impl Invariant {
@@ -135,6 +139,7 @@ impl Invariant {
             Invariant::SuccessRecorded => "success_recorded",
             Invariant::CancelledNotRecorded => "cancelled_not_recorded",
             Invariant::NonRetryableAtOnce => "non_retryable_at_once",
+            Invariant::NotBeforeDue => "not_before_due",
         }
     }
 }

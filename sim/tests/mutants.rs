@@ -209,3 +209,9 @@ fn retry_non_retryable_is_caught_putting_back_a_task_that_failed_for_good() {
         MORE_SEEDS,
     );
 }
+
+/// Retries that skip the delayed set start before they are due (issue 12).
+#[test]
+fn retry_at_once_is_caught_starting_retries_before_they_are_due() {
+    caught_within(Mutant::RetryAtOnce, Invariant::NotBeforeDue, MORE_SEEDS);
+}

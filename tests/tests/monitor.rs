@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use crewq_core::monitor::{ConsumerStats, Monitor};
 use crewq_core::{
-    AgentType, Broker, DeadLetter, Fields, GroupStart, Keyspace, NewEntry, ReadGroup, StreamId,
+    AgentType, Broker, DeadLetter, Delay, Fields, GroupStart, Keyspace, NewEntry, ReadGroup,
+    Settle, SettleItem, Settled, StreamId,
 };
 
 crewq_tests::on_both_backends!(
@@ -17,6 +18,7 @@ crewq_tests::on_both_backends!(
     a_group_created_at_the_end_has_no_lag,
     a_missing_stream_gives_zeros,
     a_stream_without_groups_has_no_group_stats,
+    stats_count_the_delayed_set,
 );
 
 /// Long enough to tell from zero on a real server too.
@@ -195,4 +197,45 @@ async fn a_stream_without_groups_has_no_group_stats(broker: &dyn Broker, keyspac
         "the last id outlives its entry"
     );
     assert!(stats.groups.is_empty());
+}
+
+/// Retries settled into the delayed set are counted per agent type until
+/// promoted; another agent type's set is not.
+async fn stats_count_the_delayed_set(broker: &dyn Broker, keyspace: &Keyspace) {
+    let research = agent("research");
+    let (tasks, group) = (keyspace.tasks(&research), keyspace.group(&research));
+    broker
+        .group_create(&tasks, &group, GroupStart::BEGINNING, true)
+        .await
+        .expect("group");
+    let ids = dispatch(broker, keyspace, &research, 3).await;
+    read(broker, &tasks, &group, "w1", 3).await;
+    let later = Duration::from_secs(3600);
+    let mut settle = Settle::new(&tasks, &group, "w1");
+    for (n, id) in ids.iter().enumerate() {
+        // The first is due at once, the others in an hour.
+        let after = if n == 0 { Duration::ZERO } else { later };
+        let retry = Fields::new().with("data", "{}").with("attempts", "1");
+        let delay = Delay::new(keyspace.delayed(&research), after, id.to_string(), retry);
+        settle = settle.item(SettleItem::new(*id).delay(delay));
+    }
+    let settled = broker.settle(settle).await.expect("settle");
+    assert!(
+        settled.iter().all(|s| matches!(s, Settled::Done(_))),
+        "{settled:?}"
+    );
+    let monitor = Monitor::new(broker, keyspace.clone());
+    let review = agent("review");
+    let stats = monitor
+        .stats(&[research.clone(), review])
+        .await
+        .expect("stats");
+    assert_eq!(stats[0].delayed_set, keyspace.delayed(&research));
+    assert_eq!((stats[0].delayed_length, stats[1].delayed_length), (3, 0));
+    broker
+        .promote(&keyspace.delayed(&research), &tasks, 10)
+        .await
+        .expect("promote");
+    let stats = monitor.agent_stats(&research).await.expect("stats");
+    assert_eq!(stats.delayed_length, 2, "the due one was promoted");
 }

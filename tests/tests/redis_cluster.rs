@@ -79,6 +79,7 @@ async fn a_settle_whose_appends_span_slots_is_refused_and_applies_nothing() {
         items: vec![SettleItem {
             id,
             appends: vec![NewEntry::new(&results, one_field(2))],
+            delays: Vec::new(),
         }],
     };
     let err = broker.settle(settle).await.expect_err("keys in two slots");

@@ -522,7 +522,7 @@ async fn a_task_from_the_seeds_python_producer_is_run(env: Env) {
 /// worker task on this thread.)
 #[tokio::test(start_paused = true)]
 async fn the_worker_counts_outcomes_through_metrics() {
-    use crewq_core::metrics::{COMPLETED, DEAD_LETTERED, FAILED, RECLAIMED, RETRIED};
+    use crewq_core::metrics::{COMPLETED, DEAD_LETTERED, FAILED, PROMOTED, RECLAIMED, RETRIED};
     use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
     let recorder = DebuggingRecorder::new();
@@ -583,6 +583,8 @@ async fn the_worker_counts_outcomes_through_metrics() {
         (COMPLETED, 2),
         (FAILED, 2),
         (RETRIED, 1),
+        // The retry, moved from the delayed set once due.
+        (PROMOTED, 1),
         (DEAD_LETTERED, 1),
         (RECLAIMED, 3),
     ]

@@ -105,7 +105,7 @@ fn pairs(value: Value) -> Parsed<Vec<(Value, Value)>> {
 }
 
 /// Binary-safe text as [`Bytes`], without copying a bulk string.
-fn bytes(value: Value) -> Parsed<Bytes> {
+pub(crate) fn bytes(value: Value) -> Parsed<Bytes> {
     match data(value) {
         Value::BulkString(b) => Ok(Bytes::from(b)),
         Value::SimpleString(s) => Ok(Bytes::from(s)),

@@ -106,11 +106,51 @@ impl Probe {
 /// The bench's handler: notes its start, does nothing, succeeds.
 pub fn handler(
     probe: Arc<Probe>,
+    failing: Arc<Failing>,
 ) -> impl Fn(Task<Payload>) -> std::future::Ready<Result<Value, HandlerError>> + Send + Sync + 'static
 {
     move |task: Task<Payload>| {
         probe.handler_started(task.payload.sent_ns);
+        if failing.fails_now(&task.task_id) {
+            return std::future::ready(Err("bench: a first attempt chosen to fail".into()));
+        }
         std::future::ready(Ok(Value::Null))
+    }
+}
+
+/// Which tasks fail their first attempt (`--fail-rate`): a share of them,
+/// chosen by a hash of the task id, each once.
+#[derive(Debug)]
+pub struct Failing {
+    /// Out of 1000.
+    per_mille: u64,
+    failed: Mutex<std::collections::HashSet<String>>,
+}
+
+impl Failing {
+    pub fn new(rate: f64) -> Failing {
+        Failing {
+            // Within 0..=1000: the rate was checked to be within 0 and 1.
+            per_mille: (rate * 1000.0).round() as u64,
+            failed: Mutex::default(),
+        }
+    }
+
+    /// Whether this attempt at `task_id` fails: its first, if chosen.
+    fn fails_now(&self, task_id: &str) -> bool {
+        if self.per_mille == 0 {
+            return false;
+        }
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        task_id.hash(&mut hasher);
+        if hasher.finish() % 1000 >= self.per_mille {
+            return false;
+        }
+        self.failed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(task_id.to_owned())
     }
 }
 

@@ -98,6 +98,12 @@ pub struct BenchArgs {
     pub max_rss_mb: Option<u64>,
     #[command(flatten)]
     pub replica_wait: crate::target::ReplicaWait,
+    /// Fail the first attempt of about this share of the tasks (0 to 1),
+    /// chosen by task id: their retries wait out the back-off in the
+    /// delayed set, and the run shows whether the succeeding tasks'
+    /// throughput holds meanwhile.
+    #[arg(long, value_name = "SHARE", default_value_t = 0.0)]
+    pub fail_rate: f64,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout_secs: u64,
@@ -291,6 +297,10 @@ async fn run_on<B: Broker + Clone + 'static>(
         ),
         (false, None) => (Retention::DEFAULT, Retention::RESULTS),
     };
+    if !(0.0..=1.0).contains(&args.fail_rate) {
+        return Err(format!("--fail-rate must be within 0 and 1, not {}", args.fail_rate).into());
+    }
+    let failing = Arc::new(load::Failing::new(args.fail_rate));
     let mut options = WorkerOptions::default().concurrency(args.concurrency);
     options.keyspace = keyspace.clone();
     options.result_retention = result_retention;
@@ -302,7 +312,7 @@ async fn run_on<B: Broker + Clone + 'static>(
                 broker.clone(),
                 agent.clone(),
                 format!("bench-{i}"),
-                load::handler(Arc::clone(&probe)),
+                load::handler(Arc::clone(&probe), Arc::clone(&failing)),
             )
             .options(options.clone())
             .spawn()

@@ -35,6 +35,9 @@ pub const OLDEST_PENDING_IDLE: &str = "crewq_queue_oldest_pending_idle_seconds";
 pub const CONSUMERS: &str = "crewq_consumers";
 /// Entries in the agent type's dead-letter stream.
 pub const DEAD_LETTERS: &str = "crewq_dead_letters";
+/// Entries in the agent type's delayed set: retries waiting out their
+/// back-off and tasks dispatched for later.
+pub const DELAYED: &str = "crewq_delayed";
 /// Entries ever appended to the task stream (`XINFO STREAM`'s
 /// entries-added): dispatches, retries and replays. Its rate is the crew's
 /// intake.
@@ -82,6 +85,11 @@ impl Exporter {
             DEAD_LETTERS,
             Unit::Count,
             "Entries in the agent type's dead-letter stream."
+        );
+        describe_gauge!(
+            DELAYED,
+            Unit::Count,
+            "Entries in the agent type's delayed set: retries waiting out their back-off, tasks dispatched for later."
         );
         describe_counter!(
             APPENDED,
@@ -131,6 +139,7 @@ fn set_gauges(agent: &AgentStats) {
         (OLDEST_PENDING_IDLE, idle_seconds),
         (CONSUMERS, as_f64(numbers.consumers)),
         (DEAD_LETTERS, as_f64(agent.dlq_length)),
+        (DELAYED, as_f64(agent.delayed_length)),
     ] {
         gauge!(gauge, AGENT_TYPE => name.clone()).set(value);
     }

@@ -153,6 +153,16 @@ macro_rules! conformance_cases {
             renew_resets_idle_of_own_entries,
             renew_never_takes_entries_of_others,
             renew_leaves_deleted_entries_pending,
+            // delayed.rs
+            settle_schedules_delays_of_owned_items,
+            promote_moves_due_members_in_due_order,
+            promote_goes_by_the_brokers_clock,
+            promote_racing_appends_each_member_once,
+            promote_honours_count_and_missing_sets,
+            delayed_len_counts_waiting_members,
+            delay_once_schedules_once_per_marker,
+            delay_once_respects_append_markers,
+            delay_once_rejects_malformed_entries,
         }
     };
 }
@@ -169,6 +179,7 @@ mod ack_pending;
 mod atomic;
 mod autoclaim_recorded;
 mod claim;
+mod delayed;
 mod group;
 mod info;
 mod once;
@@ -183,6 +194,7 @@ pub use ack_pending::*;
 pub use atomic::*;
 pub use autoclaim_recorded::*;
 pub use claim::*;
+pub use delayed::*;
 pub use group::*;
 pub use info::*;
 pub use once::*;

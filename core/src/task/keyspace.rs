@@ -176,6 +176,8 @@ pub struct AgentKeys {
     pub results: String,
     /// The consumer group workers read the task stream in.
     pub group: String,
+    /// The delayed set: entries waiting for their due time.
+    pub delayed: String,
 }
 
 /// Where the streams of each agent type live, and their consumer group.
@@ -303,6 +305,24 @@ impl Keyspace {
         self.key(agent, "progress")
     }
 
+    /// The delayed set of `agent`: retries waiting out their back-off and
+    /// tasks dispatched for later, each with its due time, until a worker
+    /// promotes it into the task stream (see
+    /// [`Broker::promote`](crate::Broker::promote)). A sorted set in the task
+    /// stream's hash slot in the cluster layout, since a settle writes to it
+    /// in the same script as it acknowledges the task.
+    ///
+    /// ```
+    /// use crewq_core::{AgentType, Keyspace};
+    /// let research = AgentType::new("research")?;
+    /// assert_eq!(Keyspace::default().delayed(&research), "agent:delayed:research");
+    /// assert_eq!(Keyspace::cluster().delayed(&research), "crewq:{research}:delayed");
+    /// # Ok::<(), crewq_core::InvalidName>(())
+    /// ```
+    pub fn delayed(&self, agent: &AgentType) -> String {
+        self.key(agent, "delayed")
+    }
+
     /// The stream that results of `agent`'s tasks are appended to: the one
     /// shared `<prefix>:results` in the seed layout, one per agent type in
     /// the cluster layout.
@@ -358,6 +378,7 @@ impl Keyspace {
             dlq: self.dlq(agent),
             results: self.results(agent),
             group: self.group(agent),
+            delayed: self.delayed(agent),
         }
     }
 

@@ -17,13 +17,14 @@ use tracing::Instrument;
 
 use crate::metrics::{self, COMPLETED, FAILED, FAILURE, RETRIED, SUCCESS, count};
 use crate::{
-    AgentKeys, Broker, DATA_FIELD, DeadLetterReason, DeliveredEntry, Fields, NewEntry, SettleItem,
+    AgentKeys, Broker, DATA_FIELD, DeadLetterReason, Delay, DeliveredEntry, Fields, SettleItem,
     StreamId, Task, TaskResult, WireError,
 };
 
 use super::context::{Context, Lease};
 use super::health::Reporter;
 use super::mutant::Mutant;
+use super::promote::Wake;
 use super::record::{ATTEMPTS_FIELD, BadAttempts, Prior, stored_failures};
 use super::settler::Settler;
 use super::{Handler, NonRetryable, WorkerOptions};
@@ -86,6 +87,8 @@ pub(crate) struct Shared<B, H> {
     pub failing: AtomicUsize,
     /// The `remember-settled` mutant's cache; unused by the real worker.
     pub settled_ids: super::mutant::SettledIds,
+    /// Wakes the promoter when a retry is due before its next turn.
+    pub wake: Wake,
 }
 
 impl<B, H> Shared<B, H> {
@@ -322,24 +325,38 @@ where
         } else {
             None
         };
+        let retry_after = failure.retry_after;
         let failure = failure.message;
         if let Some(reason) = reason {
             return self
                 .dead_letter(id, data, Some(&task), reason, failure, failed)
                 .await;
         }
-        let wait = self.backoff_wait(failed);
+        // A handler's retry-after replaces the back-off, up to its max.
+        let wait = match retry_after {
+            Some(after) => after.min(self.options.backoff.max),
+            None => self.backoff_wait(failed),
+        };
         tracing::info!(%failure, failed, ?wait, "attempt failed; retrying after back-off");
-        // The lease of a held entry is renewed meanwhile by the worker.
-        tokio::time::sleep(wait).await;
         let retry = Fields::new()
             .with(DATA_FIELD, data)
             .with(ATTEMPTS_FIELD, failed.to_string());
-        let item = SettleItem::new(id).append(NewEntry::new(&self.keys.tasks, retry));
+        // The retry waits in the delayed set, not in this slot. The entry's
+        // id makes its member unique: an entry is settled once, so one
+        // retry is scheduled per failed run.
+        let item = if self.options.is_mutant(Mutant::RetryAtOnce) {
+            SettleItem::new(id).append(crate::NewEntry::new(&self.keys.tasks, retry))
+        } else {
+            let delay = Delay::new(&self.keys.delayed, wait, id.to_string(), retry);
+            SettleItem::new(id).delay(delay)
+        };
         let span = tracing::info_span!("retry", task_id = %task.task_id, trace_id = task.trace_id.as_deref().unwrap_or(""), %id, failed);
         match self.settle(item).instrument(span).await {
             Outcome::Completed => {
                 count(RETRIED, &self.agent_type, 1);
+                // Due at `wait` on the broker's clock; look then, not only
+                // at the promoter's next turn.
+                self.wake.at(tokio::time::Instant::now() + wait);
                 Outcome::Retried
             }
             other => other,
@@ -347,7 +364,8 @@ where
     }
 
     /// The handler's output, or why the attempt failed: an error, a panic or
-    /// the time-out.
+    /// the time-out. A [`RetryAfter`](super::RetryAfter) error's wait goes
+    /// with the failure.
     async fn call<P>(&self, task: Task<P>, ctx: Context) -> std::result::Result<Value, Failure>
     where
         H: Handler<P>,
@@ -367,6 +385,7 @@ where
             Ok(Ok(output)) => Ok(output),
             Ok(Err(err)) => Err(Failure {
                 non_retryable: NonRetryable::find(&*err).is_some(),
+                retry_after: super::RetryAfter::of(&err),
                 message: err.to_string(),
             }),
             Err(panic) => Err(Failure::retryable(format!(
@@ -429,6 +448,8 @@ struct Failure {
     message: String,
     /// The handler said no retry can help ([`NonRetryable`]).
     non_retryable: bool,
+    /// The handler said when to try again ([`RetryAfter`](super::RetryAfter)).
+    retry_after: Option<Duration>,
 }
 
 impl Failure {
@@ -436,6 +457,7 @@ impl Failure {
         Failure {
             message,
             non_retryable: false,
+            retry_after: None,
         }
     }
 }

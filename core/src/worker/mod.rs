@@ -14,10 +14,14 @@
 //! - it takes over entries of crashed or stalled peers once they are idle
 //!   longer than the lease, and renews the leases of its own running tasks;
 //! - a failed attempt (an error, a panic, a time-out) is retried after an
-//!   exponential back-off with jitter, by appending the task again with its
-//!   failed attempts counted in the entry ([`ATTEMPTS_FIELD`]), so the count
-//!   survives crashes and fail-overs; a task runs at most `1 + max_retries`
-//!   times, then moves to the dead-letter stream with its last error;
+//!   exponential back-off with jitter, without holding its slot meanwhile:
+//!   the settle that acknowledges it adds the task, its failed attempts
+//!   counted in the entry ([`ATTEMPTS_FIELD`]) so the count survives
+//!   crashes and fail-overs, to the agent type's delayed set, due after the
+//!   back-off on the broker's clock; every worker moves due entries into the
+//!   task stream ([`Broker::promote`], [`WorkerOptions::promote_every`]),
+//!   each once; a task runs at most `1 + max_retries` times, then moves to
+//!   the dead-letter stream with its last error;
 //! - an entry that cannot be run at all (no `data`, bad JSON, a task that
 //!   fails validation or is over the size limit, a task of another agent
 //!   type than its stream's, an impossible `attempts` count, one whose
@@ -84,8 +88,10 @@ mod held;
 mod mutant;
 mod options;
 mod progress;
+mod promote;
 mod record;
 mod renew;
+mod retry_after;
 mod run;
 mod settler;
 mod stop;
@@ -112,6 +118,7 @@ pub use progress::{
     PROGRESS_TASK_ID, PROGRESS_VALUE,
 };
 pub use record::ATTEMPTS_FIELD;
+pub use retry_after::RetryAfter;
 
 /// What a handler returns when its attempt failed: any error.
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;

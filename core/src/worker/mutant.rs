@@ -94,6 +94,11 @@ pub enum Mutant {
     /// `retry-non-retryable`: a [`NonRetryable`](super::NonRetryable)
     /// error is retried like any other, until max_retries.
     RetryNonRetryable,
+    // --- delayed retries (issue 12) ---
+    /// `retry-at-once`: the settle of a failed attempt appends its retry to
+    /// the task stream at once, skipping the delayed set and its back-off:
+    /// the slot is freed, but the retry starts before it is due.
+    RetryAtOnce,
 }
 
 /// Tries of one settle before the `settle-gives-up` mutant drops its
@@ -104,7 +109,7 @@ pub(crate) const SETTLE_TRIES: u32 = 5;
 #[cfg(feature = "mutants")]
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 16] = [
+    pub const ALL: [Mutant; 17] = [
         Mutant::AckBeforeHandle,
         Mutant::NoReclaim,
         Mutant::DlqWithoutAck,
@@ -125,6 +130,8 @@ impl Mutant {
         // the handler context
         Mutant::RecordCancelled,
         Mutant::RetryNonRetryable,
+        // delayed retries
+        Mutant::RetryAtOnce,
     ];
 
     /// Its name on the command line (`ack-before-handle` ...).
@@ -146,6 +153,7 @@ impl Mutant {
             Mutant::TrustNewestSample => "trust-newest-sample",
             Mutant::RecordCancelled => "record-cancelled",
             Mutant::RetryNonRetryable => "retry-non-retryable",
+            Mutant::RetryAtOnce => "retry-at-once",
         }
     }
 }

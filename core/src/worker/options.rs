@@ -68,6 +68,14 @@ pub struct WorkerOptions {
     pub renew_every: Duration,
     /// How often entries of crashed or stalled peers are looked for.
     pub reclaim_every: Duration,
+    /// How often the worker moves due entries of its agent type's delayed
+    /// set (retries waiting out their back-off, tasks dispatched for later)
+    /// into the task stream, with [`Broker::promote`](crate::Broker::promote).
+    /// Whichever worker gets there first moves an entry, exactly once; a
+    /// worker that schedules a retry due sooner promotes at its due time
+    /// too, so this bounds how late an entry starts when its own worker is
+    /// gone. Default 1 s.
+    pub promote_every: Duration,
     /// A handler running longer fails its attempt.
     pub task_timeout: Option<Duration>,
     /// Waits between attempts.
@@ -144,6 +152,7 @@ impl Default for WorkerOptions {
             lease: Duration::from_secs(30),
             renew_every: Duration::from_secs(10),
             reclaim_every: Duration::from_secs(5),
+            promote_every: Duration::from_secs(1),
             task_timeout: Some(Duration::from_secs(300)),
             backoff: Backoff::default(),
             seed: None,
@@ -187,7 +196,7 @@ impl WorkerOptions {
     ///
     /// [`InvalidOptions`] naming the first setting that cannot work:
     /// `concurrency` 0 (the worker would never read), a zero `lease`,
-    /// `renew_every` or `reclaim_every` (a loop that never yields), a
+    /// `renew_every`, `reclaim_every` or `promote_every` (a loop that never yields), a
     /// `renew_every` not shorter than the `lease` (leases would lapse between
     /// renewals and peers re-run live tasks), a zero `settle_batch` or
     /// `max_deliveries`, or a back-off whose `max` is zero (broker errors
@@ -211,6 +220,7 @@ impl WorkerOptions {
             ("lease", self.lease),
             ("renew_every", self.renew_every),
             ("reclaim_every", self.reclaim_every),
+            ("promote_every", self.promote_every),
             ("backoff.max", self.backoff.max),
         ] {
             if value.is_zero() {

@@ -29,6 +29,7 @@ use super::group::GroupWatch;
 use super::health::{Health, Reporter, duplicate, stops_the_worker};
 use super::held::Held;
 use super::mutant::Mutant;
+use super::promote::{Wake, promote_forever};
 use super::record::RETRY_CAP;
 use super::renew::renew_forever;
 use super::settler::{Retained, Settler};
@@ -121,6 +122,7 @@ where
         reporter: reporter.clone(),
         failing: AtomicUsize::new(0),
         settled_ids: Default::default(),
+        wake: Wake::default(),
         options,
     });
     // The settler and the renewals live as long as this run, through the
@@ -129,6 +131,7 @@ where
     let mut background = JoinSet::new();
     background.spawn(settling.run());
     let renewing = background.spawn(renew_forever(Arc::clone(&shared)));
+    background.spawn(promote_forever(Arc::clone(&shared)));
     let mut state = Loop {
         // Look for peers' stale entries at once: a restart after a crash of
         // the whole crew should not wait.

@@ -6,6 +6,7 @@
 //! and the streams after the drain.
 
 mod cancelled;
+mod due;
 mod facts;
 mod overlap;
 mod reads;
@@ -40,6 +41,7 @@ pub(crate) fn check(scenario: &Scenario, seed: u64, record: &RunRecord) -> Repor
     }
     verdict.gathers(record, &facts);
     verdict.violations.extend(reads::starved(&record.history));
+    verdict.violations.extend(due::check(&record.history));
     // Invariants about handler runs: no second run while the first holds
     // its lease; no success dropped.
     let runs = runs::runs(record, &facts.rollbacks);

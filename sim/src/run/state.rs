@@ -203,10 +203,15 @@ async fn group_state<B: Broker>(
     Ok((pending, unread))
 }
 
-/// Whether nothing is pending or unread in any of `agents`' groups: no
-/// worker holds anything, so no outcome can come any more.
+/// Whether nothing is pending or unread in any of `agents`' groups, and
+/// nothing waits in their delayed sets (a retry due later is still to
+/// run): no worker holds anything, so no outcome can come any more.
 pub(crate) async fn quiescent<B: Broker>(broker: &B, agents: &[AgentKeys]) -> bool {
     for keys in agents {
+        match broker.delayed_len(&keys.delayed).await {
+            Ok(0) => {}
+            _ => return false,
+        }
         match broker.pending_summary(&keys.tasks, &keys.group).await {
             Ok(summary) if summary.count == 0 => {}
             Ok(_) => return false,
