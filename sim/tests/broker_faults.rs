@@ -207,6 +207,7 @@ fn a_standard_campaign_fires_every_broker_fault_class() {
         "failover_loading",
         "failover_oom",
         "failover_noscript",
+        "failover_moved",
         "half_open",
         "settle_item_failed",
         "crash",

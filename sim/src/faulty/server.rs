@@ -4,11 +4,14 @@
 //! refuses a call with.
 //!
 //! Each is refused before the command runs, so nothing is applied, and each
-//! is [`Error::Unavailable`]: transient, waited out by the worker. `MOVED`
-//! and `ASK` (a cluster redirect, [`Error::Unsupported`]) are not injected
-//! in campaigns: they stop a worker for good by design (an operator must
-//! point it at a standalone server), so a run would only measure its own
-//! restarts.
+//! is [`Error::Unavailable`]: transient, waited out by the worker. That
+//! includes `MOVED` as the Redis Cluster link reports it: a redirect that
+//! outlasted the cluster client's tries, while a failover or a resharding
+//! moves the slot (`backend-redis/src/cluster.rs`). A standalone client
+//! pointed at a cluster node gets `MOVED` as [`Error::Unsupported`]
+//! instead, which stops a worker for good by design (an operator must point
+//! it at the cluster): that is not injected, a run would only measure its
+//! own restarts.
 
 use crewq_core::Error;
 
@@ -30,15 +33,20 @@ pub enum ServerError {
     /// backend loads the script again and retries on its own; what reaches
     /// the caller when that fails too is a transient error.
     Noscript,
+    /// `MOVED` on the cluster link: the key's slot is moving (a failover, a
+    /// resharding) and the redirects outlasted the client's tries; the
+    /// command ran nowhere.
+    Moved,
 }
 
 impl ServerError {
     /// Every reply, in a fixed order (draws index into it).
-    pub const ALL: [ServerError; 4] = [
+    pub const ALL: [ServerError; 5] = [
         ServerError::Readonly,
         ServerError::Loading,
         ServerError::Oom,
         ServerError::Noscript,
+        ServerError::Moved,
     ];
 
     /// The replies a server can give `op`: a read is refused only while
@@ -58,6 +66,7 @@ impl ServerError {
             ServerError::Loading => "failover_loading",
             ServerError::Oom => "failover_oom",
             ServerError::Noscript => "failover_noscript",
+            ServerError::Moved => "failover_moved",
         }
     }
 
@@ -68,6 +77,10 @@ impl ServerError {
             ServerError::Loading => "LOADING Redis is loading the dataset in memory",
             ServerError::Oom => "OOM command not allowed when used memory > 'maxmemory'.",
             ServerError::Noscript => "NOSCRIPT No matching script. Please use EVAL.",
+            ServerError::Moved => {
+                "still redirected after the cluster client's tries (MOVED 3999 127.0.0.1:7001): \
+                 its slot is moving (a failover or resharding under way); nothing was applied"
+            }
         }
     }
 
