@@ -166,28 +166,22 @@ fn a_group_destroyed_just_after_a_rollback_comes_back_below_what_it_forgot() {
             .faults(Faults::Plan(plan))
             .mutant(mutant)
     };
-    let mut caught = 0;
-    for seed in 1..=5 {
-        let report = Simulation::standard(scenario(None))
-            .run(seed)
-            .expect("runs");
-        assert_eq!(report.hits.get("rollback"), Some(&1), "{report}");
-        assert_eq!(report.hits.get("group_destroyed"), Some(&1), "{report}");
-        assert!(report.passed(), "{report}");
-        assert_eq!(report.counts.lost, 0, "{report}");
-        let mutated = Simulation::standard(scenario(Some(Mutant::TrustNewestSample)))
-            .run(seed)
-            .expect("runs");
-        if mutated
+    // The plan has no random part: one seed shows it.
+    let report = Simulation::standard(scenario(None)).run(1).expect("runs");
+    assert_eq!(report.hits.get("rollback"), Some(&1), "{report}");
+    assert_eq!(report.hits.get("group_destroyed"), Some(&1), "{report}");
+    assert!(report.passed(), "{report}");
+    assert_eq!(report.counts.lost, 0, "{report}");
+    let mutated = Simulation::standard(scenario(Some(Mutant::TrustNewestSample)))
+        .run(1)
+        .expect("runs");
+    assert!(
+        mutated
             .violations
             .iter()
-            .any(|v| v.invariant == Invariant::NoLoss)
-        {
-            caught += 1;
-        }
-    }
-    assert!(caught > 0, "trust-newest-sample lost nothing in 5 seeds");
-    // (It loses 5 tasks in each: the plan has no random part.)
+            .any(|v| v.invariant == Invariant::NoLoss),
+        "trust-newest-sample lost nothing: {mutated}"
+    );
 }
 
 /// Found when a rollback and a group destroy joined in one run (seed 814):

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crewq_core::worker::{ATTEMPTS_FIELD, HandlerError, Worker};
+use crewq_core::worker::{HandlerError, Worker};
 use crewq_core::{
     Broker, Fields, NewEntry, PendingQuery, ReadGroup, Task, TaskStatus, Validators, WireCodec,
     task_to_fields,
@@ -86,16 +86,8 @@ async fn failed_attempts_are_retried_with_a_durable_attempt_count(env: Env) {
     assert_eq!((report.retried, report.completed), (2, 1), "{report:?}");
     assert_eq!(calls.total(), 3);
     // Each retry is a new entry carrying the failed attempts so far.
-    let entries = env
-        .broker
-        .xrange(&env.keys().tasks, crewq_core::ALL_IDS, None)
-        .await
-        .expect("xrange");
-    let counts: Vec<_> = entries
-        .iter()
-        .map(|e| e.fields.get_str(ATTEMPTS_FIELD))
-        .collect();
-    assert_eq!(counts, [None, Some("1"), Some("2")]);
+    let counts = env.attempt_counts().await;
+    assert_eq!(counts, [None, Some("1".into()), Some("2".into())]);
     assert!(env.dead_letters().await.is_empty());
 }
 

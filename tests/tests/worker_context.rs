@@ -40,6 +40,12 @@ async fn until(done: impl Fn() -> bool) {
 /// Records each call's (attempt, deliveries).
 type Seen = Arc<Mutex<Vec<(u32, u64)>>>;
 
+/// Records what `ctx` says of this call.
+fn note(seen: &Seen, ctx: &Context) {
+    let call = (ctx.attempt(), ctx.deliveries());
+    seen.lock().expect("seen").push(call);
+}
+
 async fn a_handler_sees_its_attempt_and_deliveries(env: Env) {
     env.dispatch(&task(1, 3)).await;
     let seen = Seen::default();
@@ -47,9 +53,7 @@ async fn a_handler_sees_its_attempt_and_deliveries(env: Env) {
     let worker = env.spawn(
         "w1",
         with_context(move |_: Task<Value>, ctx: Context| {
-            log.lock()
-                .expect("seen")
-                .push((ctx.attempt(), ctx.deliveries()));
+            note(&log, &ctx);
             let attempt = ctx.attempt();
             async move {
                 if attempt < 3 {
@@ -113,9 +117,7 @@ async fn shutdown_cancels_running_handlers_and_hands_their_entries_back(env: Env
     let worker = env.spawn(
         "w1",
         with_context(move |_: Task<Value>, ctx: Context| {
-            log.lock()
-                .expect("seen")
-                .push((ctx.attempt(), ctx.deliveries()));
+            note(&log, &ctx);
             async { Ok::<Value, HandlerError>(json!({})) }
         }),
     );

@@ -9,7 +9,7 @@ mod worker_common;
 use std::time::Duration;
 
 use crewq_core::producer::Producer;
-use crewq_core::worker::{ATTEMPTS_FIELD, Backoff, HandlerError, RetryAfter};
+use crewq_core::worker::{Backoff, HandlerError, RetryAfter};
 use crewq_core::{Broker, StreamId, Task, TaskStatus};
 use serde_json::{Value, json};
 use worker_common::{Calls, Env, When, dropped, task};
@@ -127,16 +127,7 @@ async fn a_retry_scheduled_by_a_crashed_worker_runs_on_another(env: Env) {
     assert_eq!(calls.of("task-1"), 2, "one failed run, one retry");
     let results = env.results().await;
     assert_eq!(results[0].status, TaskStatus::Success);
-    let entries = env
-        .broker
-        .xrange(&env.keys().tasks, crewq_core::ALL_IDS, None)
-        .await
-        .expect("xrange");
-    let counts: Vec<_> = entries
-        .iter()
-        .map(|e| e.fields.get_str(ATTEMPTS_FIELD))
-        .collect();
-    assert_eq!(counts, [None, Some("1")]);
+    assert_eq!(env.attempt_counts().await, [None, Some("1".into())]);
     assert_eq!(
         env.broker
             .delayed_len(&env.keys().delayed)
@@ -198,16 +189,10 @@ async fn a_task_dispatched_for_later_runs_once_due(env: Env) {
         .expect("report");
     assert_eq!(report.completed, 1, "{report:?}");
     assert_eq!(calls.of("task-1"), 1);
-    let entries = env
-        .broker
-        .xrange(&env.keys().tasks, crewq_core::ALL_IDS, None)
-        .await
-        .expect("xrange");
-    assert_eq!(entries.len(), 1);
     assert_eq!(
-        entries[0].fields.get_str(ATTEMPTS_FIELD),
-        None,
-        "a first attempt"
+        env.attempt_counts().await,
+        [None],
+        "one entry, a first attempt"
     );
 }
 

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crewq_core::worker::{Backoff, Handler, Worker, WorkerHandle, WorkerOptions};
+use crewq_core::worker::{ATTEMPTS_FIELD, Backoff, Handler, Worker, WorkerHandle, WorkerOptions};
 use crewq_core::{
     AgentType, Broker, DeadLetter, Fields, Keyspace, NewEntry, StreamId, Task, TaskResult,
     result_from_fields, task_to_fields,
@@ -109,6 +109,18 @@ impl Env {
             .xadd(NewEntry::new(self.keys().tasks, fields))
             .await
             .expect("xadd task")
+    }
+
+    /// The failed-attempt count each entry of the task stream carries, in
+    /// order (`None` for a first attempt): each retry is a new entry.
+    pub async fn attempt_counts(&self) -> Vec<Option<String>> {
+        self.broker
+            .xrange(&self.keys().tasks, crewq_core::ALL_IDS, None)
+            .await
+            .expect("xrange tasks")
+            .iter()
+            .map(|e| e.fields.get_str(ATTEMPTS_FIELD).map(str::to_owned))
+            .collect()
     }
 
     pub async fn results(&self) -> Vec<TaskResult> {
