@@ -215,3 +215,11 @@ fn retry_non_retryable_is_caught_putting_back_a_task_that_failed_for_good() {
 fn retry_at_once_is_caught_starting_retries_before_they_are_due() {
     caught_within(Mutant::RetryAtOnce, Invariant::NotBeforeDue, MORE_SEEDS);
 }
+
+/// A producer that dispatches a task meant for later at once starts it
+/// before it is due (issue 12's scheduled dispatch: a tenth of the standard
+/// runs' tasks are dispatched for later).
+#[test]
+fn schedule_at_once_is_caught_starting_scheduled_tasks_before_they_are_due() {
+    caught_within(Mutant::ScheduleAtOnce, Invariant::NotBeforeDue, MORE_SEEDS);
+}

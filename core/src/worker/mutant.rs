@@ -99,6 +99,15 @@ pub enum Mutant {
     /// the task stream at once, skipping the delayed set and its back-off:
     /// the slot is freed, but the retry starts before it is due.
     RetryAtOnce,
+    // --- scheduled dispatch (issue 12) ---
+    /// `schedule-at-once`: the producer's
+    /// [`dispatch_in`](crate::producer::Producer::dispatch_in) and
+    /// [`dispatch_at`](crate::producer::Producer::dispatch_at) append the
+    /// task to its stream at once, ignoring the delay: it starts before it
+    /// is due. A producer's mutant
+    /// ([`Producer::with_mutant`](crate::producer::Producer::with_mutant)),
+    /// not a worker's.
+    ScheduleAtOnce,
 }
 
 /// Tries of one settle before the `settle-gives-up` mutant drops its
@@ -109,7 +118,7 @@ pub(crate) const SETTLE_TRIES: u32 = 5;
 #[cfg(feature = "mutants")]
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 17] = [
+    pub const ALL: [Mutant; 18] = [
         Mutant::AckBeforeHandle,
         Mutant::NoReclaim,
         Mutant::DlqWithoutAck,
@@ -132,6 +141,8 @@ impl Mutant {
         Mutant::RetryNonRetryable,
         // delayed retries
         Mutant::RetryAtOnce,
+        // scheduled dispatch
+        Mutant::ScheduleAtOnce,
     ];
 
     /// Its name on the command line (`ack-before-handle` ...).
@@ -154,6 +165,7 @@ impl Mutant {
             Mutant::RecordCancelled => "record-cancelled",
             Mutant::RetryNonRetryable => "retry-non-retryable",
             Mutant::RetryAtOnce => "retry-at-once",
+            Mutant::ScheduleAtOnce => "schedule-at-once",
         }
     }
 }
