@@ -57,7 +57,10 @@ impl<B: Broker> RecordingBroker<B> {
 
     /// The tasks of the scheduled dispatches from the `from`th on.
     pub fn schedules_since(&self, from: usize) -> Vec<u32> {
-        let schedules = self.schedules.lock().unwrap_or_else(PoisonError::into_inner);
+        let schedules = self
+            .schedules
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         schedules.get(from..).unwrap_or_default().to_vec()
     }
 

@@ -291,7 +291,10 @@ fn scheduled_record() -> (RunRecord, u32, usize) {
     let report = check(&scenario, 5, &record);
     assert!(report.passed(), "the unbroken run passes: {report}");
     assert!(
-        report.hits.get("scheduled_dispatch").is_some_and(|n| *n > 0),
+        report
+            .hits
+            .get("scheduled_dispatch")
+            .is_some_and(|n| *n > 0),
         "some tasks were dispatched for later: {report}"
     );
     let later: Vec<u32> = record
