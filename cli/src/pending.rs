@@ -1,13 +1,18 @@
 //! `crewq pending AGENT`: the entries an agent type's workers hold and have
-//! not acknowledged, with which consumer holds each, for how long, and how
-//! often it was delivered.
+//! not acknowledged, with which consumer holds each, for how long, how
+//! often it was delivered, and the newest progress its handler reported
+//! ([`Context::progress`](crewq_core::worker::Context::progress), read from
+//! the agent type's progress stream).
 
 use std::error::Error;
 use std::fmt::Write as _;
 use std::ops::Bound;
 use std::time::Duration;
 
-use crewq_core::{AgentType, Broker, PendingQuery, task_from_fields};
+use std::collections::BTreeMap;
+
+use crewq_core::worker::{PROGRESS_AT, PROGRESS_ENTRY_ID, PROGRESS_VALUE};
+use crewq_core::{AgentType, Broker, ErrorKind, PendingQuery, task_from_fields};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -49,6 +54,44 @@ pub struct PendingRow {
     pub task_id: Option<String>,
     /// The task's action, likewise.
     pub action: Option<String>,
+    /// The newest progress a handler reported for this entry (JSON; a
+    /// report that is not JSON as a string), if any is still kept.
+    pub progress: Option<Value>,
+    /// When that report was made (UTC, Python's `isoformat()`).
+    pub progress_at: Option<String>,
+}
+
+/// The newest progress report of each entry of `entries` in `stream`:
+/// the stream is read oldest first, so the last report of an entry stays.
+/// A missing stream holds none.
+async fn newest_progress(
+    broker: &impl Broker,
+    stream: &str,
+    entries: &[String],
+) -> crewq_core::Result<BTreeMap<String, (Value, String)>> {
+    let mut newest = BTreeMap::new();
+    if entries.is_empty() {
+        return Ok(newest);
+    }
+    let reports = match broker
+        .xrange(stream, (Bound::Unbounded, Bound::Unbounded), None)
+        .await
+    {
+        Ok(reports) => reports,
+        Err(err) if err.kind() == ErrorKind::NoSuchKey => return Ok(newest),
+        Err(err) => return Err(err),
+    };
+    for report in reports {
+        let text = |field| report.fields.get_str(field).unwrap_or_default().to_owned();
+        let entry = text(PROGRESS_ENTRY_ID);
+        if !entries.contains(&entry) {
+            continue;
+        }
+        let raw = text(PROGRESS_VALUE);
+        let value = serde_json::from_str(&raw).unwrap_or(Value::String(raw));
+        newest.insert(entry, (value, text(PROGRESS_AT)));
+    }
+    Ok(newest)
 }
 
 /// Lists the pending entries.
@@ -79,7 +122,17 @@ pub async fn run(args: PendingArgs) -> Result<(), Box<dyn Error>> {
             deliveries: entry.deliveries,
             task_id: task.as_ref().map(|t| t.task_id.clone()),
             action: task.map(|t| t.action),
+            progress: None,
+            progress_at: None,
         });
+    }
+    let ids: Vec<String> = rows.iter().map(|r| r.entry_id.clone()).collect();
+    let mut newest = newest_progress(&broker, &keyspace.progress(&agent), &ids).await?;
+    for row in &mut rows {
+        if let Some((value, at)) = newest.remove(&row.entry_id) {
+            row.progress = Some(value);
+            row.progress_at = Some(at);
+        }
     }
     let text = if args.target.json {
         serde_json::to_string_pretty(&rows)? + "\n"
@@ -97,20 +150,37 @@ fn table(stream: &str, group: &str, rows: &[PendingRow]) -> String {
     }
     let _ = writeln!(
         text,
-        "{:<20} {:<24} {:>10} {:>10}  {:<42} action",
-        "entry", "consumer", "idle", "deliveries", "task"
+        "{:<20} {:<24} {:>10} {:>10}  {:<42} {:<16} progress",
+        "entry", "consumer", "idle", "deliveries", "task", "action"
     );
     for row in rows {
         let _ = writeln!(
             text,
-            "{:<20} {:<24} {:>10} {:>10}  {:<42} {}",
+            "{:<20} {:<24} {:>10} {:>10}  {:<42} {:<16} {}",
             row.entry_id,
             row.consumer,
             show(Duration::from_millis(row.idle_ms)),
             row.deliveries,
             row.task_id.as_deref().unwrap_or("-"),
-            row.action.as_deref().unwrap_or("-")
+            row.action.as_deref().unwrap_or("-"),
+            row.progress.as_ref().map_or_else(|| "-".to_owned(), short)
         );
     }
     text
+}
+
+/// A progress report on one line, cut to 60 characters.
+fn short(value: &Value) -> String {
+    const MAX: usize = 60;
+    let text = match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let text = text.replace(['\n', '\r'], " ");
+    if text.chars().count() <= MAX {
+        return text;
+    }
+    let mut cut: String = text.chars().take(MAX - 3).collect();
+    cut.push_str("...");
+    cut
 }
