@@ -107,3 +107,13 @@ fn a_zombie_does_not_dead_letter_an_entry_a_peer_completed_and_retention_trimmed
     let report = Simulation::standard(scenario).run(49).expect("runs");
     assert!(report.passed(), "{report}");
 }
+
+/// A swarm seed whose crew got two entries of one task in one read (its
+/// first, replayed after its group was destroyed and made again, and its
+/// promoted retry) and ran both: each run is judged on its own entry.
+#[test]
+fn two_entries_of_one_task_in_one_read_are_judged_each_on_its_own() {
+    let scenario = Scenario::default().faults(Faults::Swarm);
+    let report = Simulation::standard(scenario).run(1109).expect("runs");
+    assert!(report.passed(), "{report}");
+}
