@@ -29,7 +29,8 @@
 //!   ms (ordered by time) come out in the same order on both backends; a
 //!   promote's `next_due_in` is compared as none / due now (under an hour)
 //!   / later; and a promoted entry's id is automatic, so its stream counts
-//!   as one with automatic ids.
+//!   as one with automatic ids. Settles put members in delayed sets too, as
+//!   a failed attempt's retry does (`SettleDelayed`).
 //!
 //! `PROPTEST_CASES` overrides the 256 cases. A failing case is shrunk, and its
 //! seed saved in `tests/proptest-regressions/differential.txt`, which every
@@ -286,6 +287,14 @@ enum Op {
         count: usize,
     },
     DelayedLen(u8),
+    /// A settle whose items each put entries in delayed sets (a failed
+    /// attempt's retry), appending nothing.
+    SettleDelayed {
+        s: u8,
+        g: u8,
+        c: u8,
+        items: Vec<(IdRef, Vec<DelayGen>)>,
+    },
 }
 
 /// One entry of a `delay_once`: its fields as an append's, one of three
@@ -599,6 +608,17 @@ fn op() -> impl Strategy<Value = Op> {
                 .boxed(),
         ),
         (1, stream().prop_map(Op::DelayedLen).boxed()),
+        (
+            3,
+            (
+                stream(),
+                group(),
+                consumer(),
+                vec((id_ref(), vec(delay_gen(), 0..3)), 0..3),
+            )
+                .prop_map(|(s, g, c, items)| Op::SettleDelayed { s, g, c, items })
+                .boxed(),
+        ),
     ];
     Union::new_weighted(arms)
 }
@@ -816,6 +836,13 @@ impl Plan {
                 }
                 return op;
             }
+            Op::SettleDelayed { items, .. } => {
+                for entry in items.iter_mut().flat_map(|(_, delays)| delays.iter_mut()) {
+                    entry.token = self.tokens;
+                    self.tokens += 1;
+                }
+                return op;
+            }
             _ => &mut [],
         };
         self.pin(adds);
@@ -923,6 +950,14 @@ impl<'a> Side<'a> {
     /// The delayed set of stream `s` (in the case's hash tag on a cluster).
     fn delayed_key(&self, s: u8) -> String {
         format!("{}:delayed", self.key(s))
+    }
+
+    /// `d` as a member of the delayed set of its entry's stream: due at
+    /// once or in a day, its token zero-padded.
+    fn delay(&self, d: &DelayGen) -> Delay {
+        let after = if d.later { HUGE_IDLE } else { Duration::ZERO };
+        let token = format!("d{:06}", d.token);
+        Delay::new(self.delayed_key(d.add.s), after, token, fields(&d.add))
     }
 
     /// Marker `m` of `delay_once` (in the case's hash tag on a cluster).
@@ -1452,14 +1487,15 @@ impl<'a> Side<'a> {
                 let schedules = entries
                     .iter()
                     .map(|d| {
-                        let after = if d.later { HUGE_IDLE } else { Duration::ZERO };
                         let window = if d.valid_window {
                             HUGE_IDLE
                         } else {
                             Duration::ZERO
                         };
-                        let token = format!("d{:06}", d.token);
-                        let delay = Delay::new(self.delayed_key(*s), after, token, fields(&d.add));
+                        let delay = Delay {
+                            set: self.delayed_key(*s),
+                            ..self.delay(d)
+                        };
                         DelayOnce::new(delay, self.marker_key(d.marker), window)
                     })
                     .collect();
@@ -1492,6 +1528,28 @@ impl<'a> Side<'a> {
                     entries: self.norm_entries(si, promoted.entries),
                     next_due,
                 }
+            }
+            Op::SettleDelayed { s, g, c, items } => {
+                let mut settle =
+                    Settle::new(self.key(*s), self.group_name(*s, *g), consumer_name(*c));
+                for (id, delays) in items {
+                    let mut item = SettleItem::new(self.id(*s, *id));
+                    for d in delays {
+                        item = item.delay(self.delay(d));
+                    }
+                    settle = settle.item(item);
+                }
+                let outcomes = b.settle(settle).await.map_err(k)?;
+                Reply::Settled(
+                    outcomes
+                        .into_iter()
+                        .map(|outcome| match outcome {
+                            Settled::NotOwned => Ok(None),
+                            Settled::Failed(_) => Err(()),
+                            Settled::Done(ids) => Ok(Some(ids.into_iter().map(NId::Lit).collect())),
+                        })
+                        .collect(),
+                )
             }
             Op::DelayedLen(s) => {
                 Reply::Count(b.delayed_len(&self.delayed_key(*s)).await.map_err(k)?)
