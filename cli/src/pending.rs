@@ -2,17 +2,16 @@
 //! not acknowledged, with which consumer holds each, for how long, how
 //! often it was delivered, and the newest progress its handler reported
 //! ([`Context::progress`](crewq_core::worker::Context::progress), read from
-//! the agent type's progress stream).
+//! the agent type's progress stream by
+//! [`Monitor::progress`](crewq_core::monitor::Monitor::progress)).
 
 use std::error::Error;
 use std::fmt::Write as _;
 use std::ops::Bound;
 use std::time::Duration;
 
-use std::collections::BTreeMap;
-
-use crewq_core::worker::{PROGRESS_AT, PROGRESS_ENTRY_ID, PROGRESS_VALUE};
-use crewq_core::{AgentType, Broker, ErrorKind, PendingQuery, task_from_fields};
+use crewq_core::monitor::Monitor;
+use crewq_core::{AgentType, Broker, PendingQuery, task_from_fields};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -61,39 +60,6 @@ pub struct PendingRow {
     pub progress_at: Option<String>,
 }
 
-/// The newest progress report of each entry of `entries` in `stream`:
-/// the stream is read oldest first, so the last report of an entry stays.
-/// A missing stream holds none.
-async fn newest_progress(
-    broker: &impl Broker,
-    stream: &str,
-    entries: &[String],
-) -> crewq_core::Result<BTreeMap<String, (Value, String)>> {
-    let mut newest = BTreeMap::new();
-    if entries.is_empty() {
-        return Ok(newest);
-    }
-    let reports = match broker
-        .xrange(stream, (Bound::Unbounded, Bound::Unbounded), None)
-        .await
-    {
-        Ok(reports) => reports,
-        Err(err) if err.kind() == ErrorKind::NoSuchKey => return Ok(newest),
-        Err(err) => return Err(err),
-    };
-    for report in reports {
-        let text = |field| report.fields.get_str(field).unwrap_or_default().to_owned();
-        let entry = text(PROGRESS_ENTRY_ID);
-        if !entries.contains(&entry) {
-            continue;
-        }
-        let raw = text(PROGRESS_VALUE);
-        let value = serde_json::from_str(&raw).unwrap_or(Value::String(raw));
-        newest.insert(entry, (value, text(PROGRESS_AT)));
-    }
-    Ok(newest)
-}
-
 /// Lists the pending entries.
 pub async fn run(args: PendingArgs) -> Result<(), Box<dyn Error>> {
     let (broker, keyspace) = args.target.open().await?;
@@ -107,7 +73,9 @@ pub async fn run(args: PendingArgs) -> Result<(), Box<dyn Error>> {
         query = query.min_idle(idle);
     }
     let mut rows = Vec::new();
+    let mut ids = Vec::new();
     for entry in broker.pending(&stream, &group, &query).await? {
+        ids.push(entry.id);
         let range = (Bound::Included(entry.id), Bound::Included(entry.id));
         let task = broker
             .xrange(&stream, range, Some(1))
@@ -126,12 +94,13 @@ pub async fn run(args: PendingArgs) -> Result<(), Box<dyn Error>> {
             progress_at: None,
         });
     }
-    let ids: Vec<String> = rows.iter().map(|r| r.entry_id.clone()).collect();
-    let mut newest = newest_progress(&broker, &keyspace.progress(&agent), &ids).await?;
-    for row in &mut rows {
-        if let Some((value, at)) = newest.remove(&row.entry_id) {
-            row.progress = Some(value);
-            row.progress_at = Some(at);
+    let mut newest = Monitor::new(&broker, keyspace)
+        .progress(&agent, &ids)
+        .await?;
+    for (row, id) in rows.iter_mut().zip(&ids) {
+        if let Some(progress) = newest.remove(id) {
+            row.progress = Some(progress.value);
+            row.progress_at = Some(progress.at);
         }
     }
     let text = if args.target.json {

@@ -6,7 +6,8 @@
 //! last id; per consumer group its consumers, pending entries, lag, last
 //! delivered id and the idle time of its oldest pending entry; per consumer
 //! its pending entries and idle time; and the length of its dead-letter
-//! stream. Everything is plain data that serializes with serde (ids as
+//! stream. [`Monitor::progress`] reads the newest progress report of
+//! running tasks. Everything is plain data that serializes with serde (ids as
 //! `<ms>-<seq>` text, durations as `*_ms` integers), so the CLI can print it
 //! or emit JSON.
 //!
@@ -38,6 +39,10 @@
 
 use std::fmt::Display;
 use std::time::Duration;
+
+mod progress;
+
+pub use progress::Progress;
 
 use serde::{Serialize, Serializer};
 

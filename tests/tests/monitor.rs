@@ -19,6 +19,7 @@ crewq_tests::on_both_backends!(
     a_missing_stream_gives_zeros,
     a_stream_without_groups_has_no_group_stats,
     stats_count_the_delayed_set,
+    progress_is_the_newest_report_of_each_entry_asked,
 );
 
 /// Long enough to tell from zero on a real server too.
@@ -238,4 +239,55 @@ async fn stats_count_the_delayed_set(broker: &dyn Broker, keyspace: &Keyspace) {
         .expect("promote");
     let stats = monitor.agent_stats(&research).await.expect("stats");
     assert_eq!(stats.delayed_length, 2, "the due one was promoted");
+}
+
+/// One progress report of `entry`, with the fields a worker writes.
+async fn report(broker: &dyn Broker, stream: &str, entry: StreamId, value: &str, attempt: u32) {
+    use crewq_core::worker::{
+        PROGRESS_AT, PROGRESS_ATTEMPT, PROGRESS_CONSUMER, PROGRESS_ENTRY_ID, PROGRESS_TASK_ID,
+        PROGRESS_VALUE,
+    };
+    let fields = Fields::new()
+        .with(PROGRESS_TASK_ID, "t")
+        .with(PROGRESS_ENTRY_ID, entry.to_string())
+        .with(PROGRESS_CONSUMER, "w1")
+        .with(PROGRESS_ATTEMPT, attempt.to_string())
+        .with(PROGRESS_VALUE, value.to_owned())
+        .with(PROGRESS_AT, "2026-01-01T00:00:00+00:00");
+    broker
+        .xadd(NewEntry::new(stream, fields))
+        .await
+        .expect("xadd");
+}
+
+async fn progress_is_the_newest_report_of_each_entry_asked(
+    broker: &dyn Broker,
+    keyspace: &Keyspace,
+) {
+    let research = agent("research");
+    let monitor = Monitor::new(broker, keyspace.clone());
+    let (a, b, c, d) = (
+        StreamId::new(1, 0),
+        StreamId::new(2, 0),
+        StreamId::new(3, 0),
+        StreamId::new(4, 0),
+    );
+    // No progress stream yet: nothing, no error.
+    let none = monitor.progress(&research, &[a]).await.expect("progress");
+    assert!(none.is_empty(), "{none:?}");
+
+    let stream = keyspace.progress(&research);
+    report(broker, &stream, a, r#"{"step":1}"#, 1).await;
+    report(broker, &stream, b, "not json", 2).await;
+    report(broker, &stream, c, r#"{"step":9}"#, 1).await;
+    report(broker, &stream, a, r#"{"step":2}"#, 1).await;
+    let got = monitor
+        .progress(&research, &[a, b, d])
+        .await
+        .expect("progress");
+    assert_eq!(got.keys().copied().collect::<Vec<_>>(), [a, b], "{got:?}");
+    assert_eq!(got[&a].value, serde_json::json!({ "step": 2 }));
+    assert_eq!((got[&a].attempt, got[&a].consumer.as_str()), (1, "w1"));
+    assert_eq!(got[&b].value, serde_json::json!("not json"));
+    assert_eq!(got[&b].at, "2026-01-01T00:00:00+00:00");
 }
