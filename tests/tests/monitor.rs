@@ -290,4 +290,14 @@ async fn progress_is_the_newest_report_of_each_entry_asked(
     assert_eq!((got[&a].attempt, got[&a].consumer.as_str()), (1, "w1"));
     assert_eq!(got[&b].value, serde_json::json!("not json"));
     assert_eq!(got[&b].at, "2026-01-01T00:00:00+00:00");
+
+    // Past the first page of the stream: a thousand reports of another
+    // entry, then a's newest.
+    for n in 0..1_000 {
+        report(broker, &stream, c, &format!(r#"{{"step":{n}}}"#), 1).await;
+    }
+    report(broker, &stream, a, r#"{"step":3}"#, 2).await;
+    let got = monitor.progress(&research, &[a]).await.expect("progress");
+    assert_eq!(got[&a].value, serde_json::json!({ "step": 3 }));
+    assert_eq!(got[&a].attempt, 2);
 }
