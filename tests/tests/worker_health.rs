@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crewq_core::worker::{Health, Worker};
 use crewq_core::{Broker, Error, ErrorKind, ReadGroup};
+use serde_json::Value;
 use worker_common::{Calls, Env, When, counting, dropped, task};
 
 crewq_tests::on_both_backends!(
@@ -22,6 +23,7 @@ crewq_tests::on_both_backends!(
     a_destroyed_group_is_recreated_below_what_other_consumers_held,
     a_group_destroyed_while_its_entries_run_is_made_again_and_they_run_again,
     what_finished_between_pending_entries_does_not_run_again_after_a_destroy,
+    a_stream_deleted_under_running_tasks_dead_letters_them_with_their_data,
     options_that_cannot_work_are_refused_at_spawn,
 );
 
@@ -327,6 +329,62 @@ async fn what_finished_between_pending_entries_does_not_run_again_after_a_destro
     let runs: Vec<u32> = (0..5).map(|n| calls.of(&format!("task-{n}"))).collect();
     assert_eq!(runs, [1, 0, 0, 0, 1], "{report:?}");
     assert_eq!(env.pending().await, 0);
+}
+
+/// `DEL` of a task stream takes its entries and its group: nothing will
+/// deliver the running tasks again. Their worker, learning the group is
+/// gone (a renewal, a read, a settle), finds their entries gone too and
+/// dead-letters them `deleted_while_pending` with their data, replayable,
+/// instead of dropping them silently as an entry that runs again would be.
+async fn a_stream_deleted_under_running_tasks_dead_letters_them_with_their_data(env: Env) {
+    for n in 0..2 {
+        env.dispatch(&task(n, 3)).await;
+    }
+    // Both slots busy when the stream goes, for longer than a renewal.
+    let mut options = env.options();
+    options.concurrency = 2;
+    let calls = Calls::default();
+    let worker = env.spawn_with("w1", options, counting(&calls, Duration::from_millis(500)));
+    while calls.total() < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let keys = env.keys();
+    assert!(
+        env.deleter.delete_stream(&keys.tasks).await,
+        "DEL found the stream"
+    );
+    env.settled(2).await;
+    let report = worker
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("report");
+    assert_eq!(
+        env.reasons().await,
+        ["deleted_while_pending", "deleted_while_pending"],
+        "{report:?}"
+    );
+    let mut kept: Vec<String> = env
+        .dead_letters()
+        .await
+        .iter()
+        .map(|l| {
+            l.decode_task::<Value>()
+                .expect("the letter has the task")
+                .task_id
+        })
+        .collect();
+    kept.sort();
+    assert_eq!(
+        kept,
+        ["task-0", "task-1"],
+        "each letter holds its task's data"
+    );
+    assert!(
+        env.results().await.is_empty(),
+        "nothing was recorded as done"
+    );
+    assert_eq!(calls.total(), 2, "nothing ran again: {report:?}");
+    assert_eq!(report.vanished, 2, "{report:?}");
 }
 
 async fn options_that_cannot_work_are_refused_at_spawn(env: Env) {

@@ -188,15 +188,18 @@ impl<B: Broker, H> Shared<B, H> {
                     tracing::warn!(%id, "entry was taken over by another consumer; not recording an outcome");
                     break Outcome::Zombie;
                 }
-                // The group was destroyed (or its stream deleted): the entry
-                // is no longer pending to anyone, and no retry can record
-                // this outcome. The group is made again below every
-                // unfinished entry (group.rs), so this one is delivered and
-                // run again; retrying here instead would hold a slot for
-                // good, and with every slot held the worker would never
-                // read, never see the group missing, never make it again.
+                // The group was destroyed (or its stream deleted): the
+                // entry is no longer pending to anyone, and no retry can
+                // record this outcome. Retrying here would hold a slot for
+                // good (with every slot held the worker would never read,
+                // never see the group missing, never make it again). An
+                // entry still in the stream is delivered and run again once
+                // the group is made again below every unfinished entry
+                // (group.rs); one gone with its group is marked deleted, and
+                // the attempt's end dead-letters it with its data.
                 Err(Error::NoGroup { .. }) => {
-                    tracing::warn!(%id, "the consumer group is gone; not recording an outcome: the entry runs again once the group is made again");
+                    self.mark_gone_with_group(&[id]).await;
+                    tracing::warn!(%id, "the consumer group is gone; not recording an outcome");
                     break Outcome::Zombie;
                 }
                 Ok(Settled::Failed(_)) if self.options.is_mutant(Mutant::FailedItemAcked) => {

@@ -393,6 +393,10 @@ where
         }
         if matches!(err, Error::NoGroup { .. }) {
             tracing::warn!("the consumer group is missing; creating it again");
+            // Before it is made again: only now can the entries gone with
+            // it be told from ones a peer finished (renew.rs).
+            let held = self.shared.held_ids();
+            self.shared.mark_gone_with_group(&held).await;
             self.group.lost(self.shared.rollback_window());
         }
         let wait = self.shared.backoff_wait(self.failures).min(RETRY_CAP);
