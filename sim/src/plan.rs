@@ -18,7 +18,7 @@ mod links;
 mod rollbacks;
 mod stops;
 
-pub use groups::GroupDestroyAt;
+pub use groups::{GroupDestroyAt, StreamDeleteAt};
 pub use links::HalfOpenLink;
 pub(crate) use rollbacks::EARLIEST_SNAPSHOT_MS;
 pub use rollbacks::{MAX_ROLLBACK_LAG_MS, Rollback};
@@ -56,6 +56,8 @@ pub struct FaultPlan {
     /// The broker restored to an earlier state: writes lost, as AOF
     /// `everysec` or a failover to a lagging replica loses them.
     pub rollbacks: Vec<Rollback>,
+    /// Task streams deleted in the fault window (`DEL`).
+    pub stream_deletes: Vec<StreamDeleteAt>,
 }
 
 /// An `XTRIM` of one agent type's task stream.
@@ -261,6 +263,9 @@ pub struct FaultRates {
     /// Chance the broker is rolled back once in the fault window (see
     /// [`Rollback`]).
     pub rollback: f64,
+    /// Chance a task stream is deleted once in the fault window (see
+    /// [`StreamDeleteAt`]).
+    pub stream_delete: f64,
 }
 
 impl FaultRates {
@@ -283,6 +288,7 @@ impl FaultRates {
         outages: 0,
         group_destroys: 0,
         rollback: 0.0,
+        stream_delete: 0.0,
     };
 
     /// A bit of everything: 5% of broker calls fail before they apply, 3%
@@ -293,7 +299,8 @@ impl FaultRates {
     /// 1 graceful stop with a grace longer than the lease, 1 outage of the
     /// broker for everyone, 1 worker group destroyed, or, in a quarter of
     /// the runs, instead of that destroy, the broker rolled back once,
-    /// losing up to 2 s of writes.
+    /// losing up to 2 s of writes; and in a fifth of the runs a task stream
+    /// deleted.
     pub const STANDARD: FaultRates = FaultRates {
         error_before: 0.05,
         error_after: 0.03,
@@ -314,6 +321,7 @@ impl FaultRates {
         // A quarter of the runs are rolled back once (see
         // `plan/rollbacks.rs`), as well as their group destroy.
         rollback: 0.25,
+        stream_delete: 0.2,
     };
 
     /// Only rollbacks: [`FaultRates::STANDARD`]'s broker and handler
@@ -322,6 +330,7 @@ impl FaultRates {
     pub const ROLLBACK: FaultRates = FaultRates {
         trims: 0,
         group_destroys: 0,
+        stream_delete: 0.0,
         stops: 0,
         outages: 0,
         ..FaultRates::STANDARD
@@ -366,6 +375,7 @@ impl FaultRates {
         groups::swarm(&mut rates, rng);
         // A rollback in half of the swarms (see `plan/rollbacks.rs`).
         rates.rollback = if rng.random_bool(0.5) { 0.5 } else { 0.0 };
+        groups::swarm_deletes(&mut rates, rng);
         rates
     }
 }
@@ -455,6 +465,7 @@ impl FaultPlan {
         stops::draw(&mut plan, rates, shape, rng);
         groups::draw(&mut plan, rates, shape, rng);
         rollbacks::draw(&mut plan, rates, shape, rng);
+        groups::draw_deletes(&mut plan, rates, shape, rng);
         plan
     }
 
@@ -545,6 +556,13 @@ impl fmt::Display for FaultPlan {
                 r.at_ms,
                 r.snapshot_ms(),
                 r.lag_ms
+            )?;
+        }
+        for d in &self.stream_deletes {
+            write!(
+                f,
+                "; task stream of agent {} deleted at {} ms",
+                d.agent, d.at_ms
             )?;
         }
         Ok(())

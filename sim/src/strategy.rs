@@ -162,6 +162,7 @@ pub fn fault_plan(scenario: &Scenario) -> impl Strategy<Value = FaultPlan> + use
                 outages: Vec::new(),
                 group_destroys,
                 rollbacks,
+                stream_deletes: Vec::new(),
             },
         )
 }

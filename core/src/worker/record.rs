@@ -134,6 +134,9 @@ impl<B: Broker, H> Shared<B, H> {
             {
                 Ok(rows) => break rows,
                 Err(err) => {
+                    if matches!(err, Error::NoGroup { .. }) {
+                        self.saw_group_gone();
+                    }
                     tries = tries.saturating_add(1);
                     let wait = self.retry_wait(tries);
                     tracing::warn!(%id, error = %err, ?wait, "cannot count the deliveries; retrying");
@@ -180,7 +183,12 @@ impl<B: Broker, H> Shared<B, H> {
                 // settled it (seed 635). If instead a peer's reclaim dropped
                 // it, that reclaim dead-lettered it in the same step
                 // (`autoclaim_recorded`): nothing is left to write either way.
-                Ok(Settled::NotOwned) if reply_lost => {
+                //
+                // Unless the group was found gone while the entry was held:
+                // the entry may have gone with it (its stream deleted), and
+                // a lost reply is then no proof it was recorded. The
+                // attempt's end looks (see `Shared::saw_group_gone`).
+                Ok(Settled::NotOwned) if reply_lost && !self.group_gone_while_held(id) => {
                     tracing::debug!(%id, "an earlier settle applied; its reply was lost");
                     break Outcome::Completed;
                 }
@@ -188,18 +196,20 @@ impl<B: Broker, H> Shared<B, H> {
                     tracing::warn!(%id, "entry was taken over by another consumer; not recording an outcome");
                     break Outcome::Zombie;
                 }
-                // The group was destroyed (or its stream deleted): the
-                // entry is no longer pending to anyone, and no retry can
-                // record this outcome. Retrying here would hold a slot for
-                // good (with every slot held the worker would never read,
-                // never see the group missing, never make it again). An
-                // entry still in the stream is delivered and run again once
-                // the group is made again below every unfinished entry
-                // (group.rs); one gone with its group is marked deleted, and
-                // the attempt's end dead-letters it with its data.
+                // The group was destroyed (or its stream deleted): the entry
+                // is no longer pending to anyone, and no retry can record
+                // this outcome. The group is made again below every
+                // unfinished entry (group.rs), so this one is delivered and
+                // run again; retrying here instead would hold a slot for
+                // good, and with every slot held the worker would never
+                // read, never see the group missing, never make it again.
+                //
+                // Unless the entry went with the group (its stream deleted
+                // with `DEL`): the attempt's end looks (see
+                // [`Shared::saw_group_gone`]).
                 Err(Error::NoGroup { .. }) => {
-                    self.mark_gone_with_group(&[id]).await;
-                    tracing::warn!(%id, "the consumer group is gone; not recording an outcome");
+                    self.saw_group_gone();
+                    tracing::warn!(%id, "the consumer group is gone; not recording an outcome: the entry runs again once the group is made again");
                     break Outcome::Zombie;
                 }
                 Ok(Settled::Failed(_)) if self.options.is_mutant(Mutant::FailedItemAcked) => {

@@ -16,7 +16,6 @@ use crate::{Broker, IdRange, PendingQuery, Result, StreamId};
 
 use super::attempt::Shared;
 use super::context::WorkerLink;
-use super::mutant::Mutant;
 use super::progress::Report;
 
 /// Renews the leases of the held entries every `renew_every`, until dropped.
@@ -51,10 +50,10 @@ pub(crate) async fn renew<B: Broker, H>(shared: &Shared<B, H>) {
     {
         Ok(renewed) => renewed,
         Err(err) => {
-            tracing::warn!(error = %err, "renewing leases failed");
             if matches!(err, crate::Error::NoGroup { .. }) {
-                shared.mark_gone_with_group(&held).await;
+                shared.saw_group_gone();
             }
+            tracing::warn!(error = %err, "renewing leases failed");
             return;
         }
     };
@@ -134,28 +133,18 @@ impl<B: Broker, H> Shared<B, H> {
         self.gone_from_stream(id).await.unwrap_or(true)
     }
 
-    /// The group was found gone: marks each of `held` that is gone from
-    /// the stream too as deleted while pending, so its attempt dead-letters
-    /// it with its data (`deleted_while_pending`) instead of leaving it to a
-    /// delivery that will never come. That is a stream deleted with `DEL`
-    /// (its group goes with it), or trimmed before its group was destroyed.
-    ///
-    /// Only while the group is gone can a worker tell: once made again (by
-    /// a peer, say), an entry gone from the stream and pending to nobody
-    /// looks like one a peer took over, finished and retention trimmed,
-    /// which must not be dead-lettered beside its result. Every worker
-    /// looks as soon as it learns the group is gone (a read, a reclaim, a
-    /// renewal or a settle that finds it missing), before it makes it
-    /// again; a holder that learns of it only after a peer made it again
-    /// records nothing, and the task goes with its stream.
-    pub(crate) async fn mark_gone_with_group(&self, held: &[StreamId]) {
-        if self.options.is_mutant(Mutant::DropDeletedWithGroup) {
-            return;
-        }
-        for id in held {
-            if self.gone_from_stream(*id).await == Some(true) && self.mark_deleted_if_held(*id) {
-                tracing::error!(%id, stream = %self.keys.tasks, "a held entry is gone from the stream with its group (the stream deleted?); it will be dead-lettered with its data");
+    /// Whether entry `id` is missing from the task stream, asked until the
+    /// broker answers (with the back-off capped at `RETRY_CAP`).
+    pub(crate) async fn gone_for_sure(&self, id: StreamId) -> bool {
+        let mut tries = 0u32;
+        loop {
+            if let Some(gone) = self.gone_from_stream(id).await {
+                return gone;
             }
+            tries = tries.saturating_add(1);
+            let wait = self.backoff_wait(tries).min(super::record::RETRY_CAP);
+            tracing::warn!(%id, ?wait, "cannot tell whether an entry is still in the stream; asking again");
+            tokio::time::sleep(wait).await;
         }
     }
 

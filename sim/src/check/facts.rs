@@ -57,6 +57,12 @@ pub(super) struct TaskFacts {
     /// Its deliveries that a broker rollback then undid (they happened
     /// after the restored snapshot), so they may happen again.
     pub rolled_back_deliveries: u32,
+    /// An entry of it was in a task stream an operator deleted (`DEL`):
+    /// unread, it is lost to the delete; held, its holder dead-letters it
+    /// `deleted_while_pending`, which beside a success (a zombie's letter
+    /// for an entry a peer had finished) is what the delete costs (see
+    /// [`Class::LostToDelete`](crate::report::Class::LostToDelete)).
+    pub in_deleted_stream: bool,
 }
 
 /// A span of time in which a task's delivery could be wasted.
@@ -275,6 +281,24 @@ impl Facts {
                         let key = (stream.clone(), *id);
                         if let Some(facts) = entries.get(&key).and_then(|t| self.tasks.get_mut(t)) {
                             facts.cut_then_forgotten = true;
+                        }
+                    }
+                }
+                Event::StreamDeleted {
+                    stream,
+                    pending,
+                    unread,
+                } => {
+                    // As a cut of every entry (a rollback to before it
+                    // restores them), with the group destroyed just before.
+                    for id in pending {
+                        seen_deleted.insert((stream.clone(), *id), at);
+                        cut_at.insert((stream.clone(), *id), at);
+                    }
+                    for id in pending.iter().chain(unread) {
+                        let key = (stream.clone(), *id);
+                        if let Some(facts) = entries.get(&key).and_then(|t| self.tasks.get_mut(t)) {
+                            facts.in_deleted_stream = true;
                         }
                     }
                 }
