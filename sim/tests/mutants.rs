@@ -215,3 +215,12 @@ fn retry_non_retryable_is_caught_putting_back_a_task_that_failed_for_good() {
 fn retry_at_once_is_caught_starting_retries_before_they_are_due() {
     caught_within(Mutant::RetryAtOnce, Invariant::NotBeforeDue, MORE_SEEDS);
 }
+
+#[test]
+fn drop_deleted_with_group_is_caught_losing_what_a_deleted_stream_took() {
+    caught_within(
+        Mutant::DropDeletedWithGroup,
+        Invariant::DeletedWithStreamReported,
+        MORE_SEEDS,
+    );
+}
