@@ -186,7 +186,7 @@ impl<B: Broker, H> Shared<B, H> {
                 //
                 // Unless the group was found gone while the entry was held:
                 // the entry may have gone with it (its stream deleted), and
-                // a lost reply is then no proof it was recorded. The
+                // the lost reply is then no proof it was recorded. The
                 // attempt's end looks (see `Shared::saw_group_gone`).
                 Ok(Settled::NotOwned) if reply_lost && !self.group_gone_while_held(id) => {
                     tracing::debug!(%id, "an earlier settle applied; its reply was lost");
@@ -206,7 +206,10 @@ impl<B: Broker, H> Shared<B, H> {
                 //
                 // Unless the entry went with the group (its stream deleted
                 // with `DEL`): the attempt's end looks (see
-                // [`Shared::saw_group_gone`]).
+                // [`Shared::saw_group_gone`]). That holds after a try whose
+                // reply was lost too: should that try have applied and the
+                // finished entry been trimmed since, its dead letter is one
+                // too many beside its result, never a task lost.
                 Err(Error::NoGroup { .. }) => {
                     self.saw_group_gone();
                     tracing::warn!(%id, "the consumer group is gone; not recording an outcome: the entry runs again once the group is made again");

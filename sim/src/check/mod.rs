@@ -100,7 +100,10 @@ fn classify(facts: &TaskFacts) -> Class {
     let dead = facts.dead_letters.len();
     match (facts.successes, dead) {
         (s, d)
-            if (facts.replayed || facts.resurrected || facts.in_deleted_stream)
+            if (facts.replayed
+                || facts.resurrected
+                || facts.in_deleted_stream
+                || facts.lettered_own_success)
                 && (d > 1 || (s > 0 && d > 0)) =>
         {
             Class::Replayed
