@@ -6,9 +6,9 @@ mod worker_common;
 
 use std::time::Duration;
 
-use crewq_core::worker::{Health, Worker};
-use crewq_core::{Broker, Error, ErrorKind, ReadGroup};
-use serde_json::Value;
+use crewq_core::worker::{Health, Worker, blocking};
+use crewq_core::{ALL_IDS, Broker, Error, ErrorKind, PendingQuery, ReadGroup, Task};
+use serde_json::{Value, json};
 use worker_common::{Calls, Env, When, counting, dropped, task};
 
 crewq_tests::on_both_backends!(
@@ -385,6 +385,82 @@ async fn a_stream_deleted_under_running_tasks_dead_letters_them_with_their_data(
     );
     assert_eq!(calls.total(), 2, "nothing ran again: {report:?}");
     assert_eq!(report.vanished, 2, "{report:?}");
+}
+
+/// A handler that blocks its thread (issue 9, finding 3: renewals shared
+/// its runtime, leases lapsed, peers ran the task again), written as
+/// synchronous code under [`blocking`]: on the test's current-thread
+/// runtime the worker's renewals go on while it blocks for three leases,
+/// so the entry stays its own and fresh, and it runs once. Inline in an
+/// async handler the same sleep stalls the whole runtime: nothing here
+/// could even look (the test fails so).
+async fn a_handler_blocking_its_thread_under_blocking_keeps_its_lease(env: Env) {
+    env.dispatch(&task(0, 3)).await;
+    let calls = Calls::default();
+    let counted = calls.clone();
+    let handler = blocking(move |t: Task<Value>| {
+        counted.bump(&t.task_id);
+        std::thread::sleep(Duration::from_millis(1_800));
+        Ok(json!({ "done": t.task_id }))
+    });
+    let options = env.options();
+    let lease = options.lease;
+    let worker = env.spawn_with("w1", options, handler);
+    while calls.total() < 1 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let keys = env.keys();
+    let query = PendingQuery::new(1).range(ALL_IDS);
+    let mut fresh = 0;
+    for _ in 0..12 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let rows = env
+            .broker
+            .pending(&keys.tasks, &keys.group, &query)
+            .await
+            .expect("pending");
+        if let Some(row) = rows.first() {
+            assert_eq!(row.consumer, "w1", "{row:?}");
+            assert!(
+                row.idle < lease,
+                "the lease lapsed while it blocked: {row:?}"
+            );
+            fresh += 1;
+        }
+    }
+    assert!(
+        fresh >= 10,
+        "looked at it pending only {fresh} times while it blocked"
+    );
+    env.settled(1).await;
+    let report = worker
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("report");
+    assert_eq!(calls.total(), 1, "{report:?}");
+    assert_eq!(report.completed, 1, "{report:?}");
+}
+
+/// [`a_handler_blocking_its_thread_under_blocking_keeps_its_lease`] in real
+/// time on every backend: paused time cannot wait for a real thread.
+mod blocking_in_real_time {
+    use super::{Env, a_handler_blocking_its_thread_under_blocking_keeps_its_lease as case};
+    use crewq_tests::backends::Backend;
+
+    #[tokio::test]
+    async fn memory() {
+        case(Env::from(Backend::memory())).await;
+    }
+
+    #[tokio::test]
+    async fn redis() {
+        case(Env::from(Backend::redis().await)).await;
+    }
+
+    #[tokio::test]
+    async fn cluster() {
+        case(Env::from(Backend::cluster().await)).await;
+    }
 }
 
 async fn options_that_cannot_work_are_refused_at_spawn(env: Env) {
