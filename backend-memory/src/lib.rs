@@ -45,6 +45,7 @@
 
 mod broker;
 mod delayed;
+mod delete;
 mod group;
 mod markers;
 mod snapshot;

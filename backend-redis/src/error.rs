@@ -143,6 +143,10 @@ pub(crate) fn map_error(err: RedisError, op: &Op<'_>) -> Error {
     }
 }
 
+/// The text of Redis's `UNBLOCKED` reply to a read blocked on a stream
+/// that was deleted.
+const KEY_GONE: &str = "the stream key no longer exists";
+
 /// Maps an error reply by its code and text; `None` for the ones that stay
 /// backend errors.
 fn map_server_error(code: &str, detail: &str, op: &Op<'_>) -> Option<Error> {
@@ -157,6 +161,12 @@ fn map_server_error(code: &str, detail: &str, op: &Op<'_>) -> Option<Error> {
             group: op.group.to_owned(),
         }),
         "WRONGTYPE" => Some(Error::WrongType(stream)),
+        // A read blocked on a stream deleted meanwhile (`DEL`): the key,
+        // and so its group, is gone, as `NOGROUP` says of the next read.
+        "UNBLOCKED" if detail.contains(KEY_GONE) => Some(Error::NoGroup {
+            stream,
+            group: op.group.to_owned(),
+        }),
         code if AUTH_CODES.contains(&code) => Some(Error::Auth {
             message: format!("{} on '{}': {code} {detail}", op.name, op.stream),
             source: None,

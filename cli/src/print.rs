@@ -203,13 +203,14 @@ pub fn sim_text(args: &SimArgs, summary: &SimSummary) {
         summary.violations
     );
     let c = &summary.counts;
-    if c.lost_to_trim + c.lost_to_rollback + c.replayed > 0 {
+    if c.lost_to_trim + c.lost_to_rollback + c.lost_to_delete + c.replayed > 0 {
         // What a setting or an operator's command outside crewq cost: not
         // crewq's violations, but never counted silently.
         outln!(
-            "reported apart: {} lost to trims that cut unread entries, {} lost to broker rollbacks (writes the broker acknowledged, then forgot), {} replayed after their group was destroyed",
+            "reported apart: {} lost to trims that cut unread entries, {} lost to broker rollbacks (writes the broker acknowledged, then forgot), {} lost to task streams deleted (DEL), {} replayed after their group was destroyed",
             c.lost_to_trim,
             c.lost_to_rollback,
+            c.lost_to_delete,
             c.replayed
         );
     }

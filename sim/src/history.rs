@@ -223,6 +223,30 @@ pub enum Event {
         /// life): lost to the trim if they had no outcome.
         unread: Vec<StreamId>,
     },
+    /// A task stream was deleted (`DEL`, injected): its entries and its
+    /// group went with it (a `GroupDestroyed` of it comes just before).
+    StreamDeleted {
+        /// The stream.
+        stream: String,
+        /// Entries the group's pending list named: a worker that finds the
+        /// group gone must dead-letter those it holds.
+        pending: Vec<StreamId>,
+        /// The other entries (finished, or unread): lost to the delete if
+        /// they had no outcome.
+        unread: Vec<StreamId>,
+    },
+    /// A worker's call found its group gone (`NOGROUP`: a read, a reclaim
+    /// scan, a renewal or a settle, whose items are also `Refused`). The
+    /// worker then knows the group went: what it holds and finds gone from
+    /// the stream went with it.
+    NoGroupSeen {
+        /// The stream.
+        stream: String,
+        /// The worker's consumer name.
+        consumer: String,
+        /// The call (`read_group`, `autoclaim`, `renew`, `settle` ...).
+        op: &'static str,
+    },
     /// A reclaim scan (`XAUTOCLAIM`) reported a pending entry deleted from
     /// its stream: a worker learned of it.
     FoundDeleted {
@@ -536,6 +560,21 @@ impl fmt::Display for Event {
                 pending.len(),
                 unread.len()
             ),
+            Event::StreamDeleted {
+                stream,
+                pending,
+                unread,
+            } => write!(
+                f,
+                "stream-deleted {stream} pending={} unread={}",
+                pending.len(),
+                unread.len()
+            ),
+            Event::NoGroupSeen {
+                stream,
+                consumer,
+                op,
+            } => write!(f, "no-group {stream} {consumer} {op}"),
             Event::FoundDeleted { stream, id } => write!(f, "found-deleted {stream} {id}"),
             Event::Scheduled {
                 task,

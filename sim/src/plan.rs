@@ -19,7 +19,7 @@ mod rollbacks;
 mod scheduled;
 mod stops;
 
-pub use groups::GroupDestroyAt;
+pub use groups::{GroupDestroyAt, StreamDeleteAt};
 pub use links::HalfOpenLink;
 pub(crate) use rollbacks::EARLIEST_SNAPSHOT_MS;
 pub use rollbacks::{MAX_ROLLBACK_LAG_MS, Rollback};
@@ -62,6 +62,8 @@ pub struct FaultPlan {
     /// Tasks dispatched for later, through the delayed set (not poison
     /// ones; not part of a workflow).
     pub scheduled: Vec<ScheduledTask>,
+    /// Task streams deleted in the fault window (`DEL`).
+    pub stream_deletes: Vec<StreamDeleteAt>,
 }
 
 /// An `XTRIM` of one agent type's task stream.
@@ -270,6 +272,9 @@ pub struct FaultRates {
     // --- scheduled dispatch (issue 12) ---
     /// Share of tasks (not poison) dispatched for later.
     pub scheduled: f64,
+    /// Chance a task stream is deleted once in the fault window (see
+    /// [`StreamDeleteAt`]).
+    pub stream_delete: f64,
 }
 
 impl FaultRates {
@@ -293,6 +298,7 @@ impl FaultRates {
         group_destroys: 0,
         rollback: 0.0,
         scheduled: 0.0,
+        stream_delete: 0.0,
     };
 
     /// A bit of everything: 5% of broker calls fail before they apply, 3%
@@ -304,6 +310,8 @@ impl FaultRates {
     /// broker for everyone, 1 worker group destroyed, or, in a quarter of
     /// the runs, instead of that destroy, the broker rolled back once,
     /// losing up to 2 s of writes; 10% of the tasks dispatched for later.
+    /// losing up to 2 s of writes; and in a fifth of the runs a task stream
+    /// deleted.
     pub const STANDARD: FaultRates = FaultRates {
         error_before: 0.05,
         error_after: 0.03,
@@ -325,6 +333,7 @@ impl FaultRates {
         // `plan/rollbacks.rs`), as well as their group destroy.
         rollback: 0.25,
         scheduled: 0.1,
+        stream_delete: 0.2,
     };
 
     /// Only rollbacks: [`FaultRates::STANDARD`]'s broker and handler
@@ -333,6 +342,7 @@ impl FaultRates {
     pub const ROLLBACK: FaultRates = FaultRates {
         trims: 0,
         group_destroys: 0,
+        stream_delete: 0.0,
         stops: 0,
         outages: 0,
         ..FaultRates::STANDARD
@@ -378,6 +388,7 @@ impl FaultRates {
         // A rollback in half of the swarms (see `plan/rollbacks.rs`).
         rates.rollback = if rng.random_bool(0.5) { 0.5 } else { 0.0 };
         scheduled::swarm(&mut rates, rng);
+        groups::swarm_deletes(&mut rates, rng);
         rates
     }
 }
@@ -468,6 +479,7 @@ impl FaultPlan {
         groups::draw(&mut plan, rates, shape, rng);
         rollbacks::draw(&mut plan, rates, shape, rng);
         scheduled::draw(&mut plan, rates, shape, rng);
+        groups::draw_deletes(&mut plan, rates, shape, rng);
         plan
     }
 
@@ -570,6 +582,13 @@ impl fmt::Display for FaultPlan {
         }
         for s in &self.scheduled {
             write!(f, "; task {} scheduled in {} ms", s.task, s.delay_ms)?;
+        }
+        for d in &self.stream_deletes {
+            write!(
+                f,
+                "; task stream of agent {} deleted at {} ms",
+                d.agent, d.at_ms
+            )?;
         }
         Ok(())
     }

@@ -127,6 +127,29 @@ impl<B: Broker> RecordingBroker<B> {
         }
     }
 
+    /// A worker's call `op` found the group of `stream` gone.
+    fn no_group(&self, stream: &str, consumer: &str, op: &'static str) {
+        self.recorder.record(Event::NoGroupSeen {
+            stream: stream.to_owned(),
+            consumer: consumer.to_owned(),
+            op,
+        });
+    }
+
+    /// Passes `reply` on, recording a `NoGroupSeen` if it is `NOGROUP`.
+    fn seen<T>(
+        &self,
+        reply: Result<T>,
+        stream: &str,
+        consumer: &str,
+        op: &'static str,
+    ) -> Result<T> {
+        if let Err(crewq_core::Error::NoGroup { .. }) = &reply {
+            self.no_group(stream, consumer, op);
+        }
+        reply
+    }
+
     fn acked(&self, stream: &str, ids: &[StreamId], count: u64) {
         self.recorder.record(Event::Acked {
             stream: stream.to_owned(),
@@ -136,8 +159,8 @@ impl<B: Broker> RecordingBroker<B> {
     }
 }
 
-/// Writes are recorded; `claim_ids` (JUSTID counts no delivery), `renew`,
-/// the deletions and the queries pass through.
+/// Writes are recorded, and calls that find a group gone; `claim_ids`
+/// (JUSTID counts no delivery), the deletions and the queries pass through.
 #[async_trait]
 impl<B: Broker> BrokerLayer for RecordingBroker<B> {
     type Inner = B;
@@ -194,7 +217,8 @@ impl<B: Broker> BrokerLayer for RecordingBroker<B> {
     }
 
     async fn read_group(&self, read: &ReadGroup) -> Result<Vec<DeliveredEntry>> {
-        let delivered = self.inner.read_group(read).await?;
+        let reply = self.inner.read_group(read).await;
+        let delivered = self.seen(reply, &read.stream, &read.consumer, "read_group")?;
         self.delivered(&read.stream, &read.consumer, delivered.iter().map(|e| e.id));
         Ok(delivered)
     }
@@ -230,10 +254,11 @@ impl<B: Broker> BrokerLayer for RecordingBroker<B> {
         start: StreamId,
         count: usize,
     ) -> Result<AutoClaimed> {
-        let claimed = self
+        let reply = self
             .inner
             .autoclaim(stream, group, consumer, min_idle, start, count)
-            .await?;
+            .await;
+        let claimed = self.seen(reply, stream, consumer, "autoclaim")?;
         self.delivered(stream, consumer, claimed.claimed.iter().map(|e| e.id));
         self.found_deleted(stream, &claimed.deleted);
         Ok(claimed)
@@ -244,7 +269,8 @@ impl<B: Broker> BrokerLayer for RecordingBroker<B> {
         claim: &AutoClaim,
         record: &DeletedRecord,
     ) -> Result<AutoClaimedRecorded> {
-        let reply = self.inner.autoclaim_recorded(claim, record).await?;
+        let reply = self.inner.autoclaim_recorded(claim, record).await;
+        let reply = self.seen(reply, &claim.stream, &claim.consumer, "autoclaim_recorded")?;
         let ids = reply.claim.claimed.iter().map(|e| e.id);
         self.delivered(&claim.stream, &claim.consumer, ids);
         self.found_deleted(&claim.stream, &reply.claim.deleted);
@@ -255,6 +281,17 @@ impl<B: Broker> BrokerLayer for RecordingBroker<B> {
             }
         }
         Ok(reply)
+    }
+
+    async fn renew(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        ids: &[StreamId],
+    ) -> Result<Vec<StreamId>> {
+        let reply = self.inner.renew(stream, group, consumer, ids).await;
+        self.seen(reply, stream, consumer, "renew")
     }
 
     async fn ack_and_add(&self, step: AckAndAdd) -> Result<AckAndAddReply> {
@@ -356,6 +393,7 @@ impl<B: Broker> BrokerLayer for RecordingBroker<B> {
                     // The group is gone, and its pending list with it: no
                     // item is this consumer's any more (refused, as when a
                     // peer owns it; the re-created group delivers it again).
+                    self.no_group(&stream, &consumer, "settle");
                     for id in items {
                         self.recorder.record(Event::Refused {
                             stream: stream.clone(),

@@ -52,6 +52,12 @@ pub enum Class {
     /// replica), so the broker forgot its entry. What that persistence
     /// setting costs, reported apart: not a crewq violation.
     LostToRollback,
+    /// No outcome: an entry of it was in a task stream deleted (`DEL`, an
+    /// operator's command): unread, or held by a worker that could not
+    /// report it (crashed, or it learned of the deletion only after a peer
+    /// made the group again). What that command costs, reported apart: not
+    /// a crewq violation.
+    LostToDelete,
 }
 
 /// An invariant the checker holds every run to (DESIGN.md, "The
@@ -119,6 +125,11 @@ pub enum Invariant {
     /// handler runs a task dispatched for later before its delay has
     /// passed (virtual time).
     NotBeforeDue,
+    /// An entry deleted with its stream (`DEL`) is reported: a worker
+    /// whose settle of it found the group gone dead-letters it
+    /// `deleted_while_pending` with its data, unless it crashed or stopped
+    /// first or a rollback brought the stream back.
+    DeletedWithStreamReported,
 }
 
 impl Invariant {
@@ -143,6 +154,7 @@ impl Invariant {
             Invariant::CancelledNotRecorded => "cancelled_not_recorded",
             Invariant::NonRetryableAtOnce => "non_retryable_at_once",
             Invariant::NotBeforeDue => "not_before_due",
+            Invariant::DeletedWithStreamReported => "deleted_with_stream_reported",
         }
     }
 }
@@ -194,6 +206,8 @@ pub struct Counts {
     pub replayed: u64,
     /// [`Class::LostToRollback`]: not a violation, reported apart.
     pub lost_to_rollback: u64,
+    /// [`Class::LostToDelete`]: not a violation, reported apart.
+    pub lost_to_delete: u64,
 }
 
 impl Counts {
@@ -208,6 +222,7 @@ impl Counts {
             Class::LostToTrim => &mut self.lost_to_trim,
             Class::Replayed => &mut self.replayed,
             Class::LostToRollback => &mut self.lost_to_rollback,
+            Class::LostToDelete => &mut self.lost_to_delete,
         };
         *slot += 1;
     }
@@ -223,6 +238,7 @@ impl Counts {
         self.lost_to_trim += other.lost_to_trim;
         self.replayed += other.replayed;
         self.lost_to_rollback += other.lost_to_rollback;
+        self.lost_to_delete += other.lost_to_delete;
     }
 }
 
@@ -291,11 +307,12 @@ impl fmt::Display for Report {
             self.violations.len(),
             self.trace_hash
         )?;
-        if c.lost_to_trim > 0 || c.replayed > 0 {
+        if c.lost_to_trim + c.replayed + c.lost_to_rollback + c.lost_to_delete > 0 {
             write!(
                 f,
-                " (apart: {} lost to trims, {} replayed after their group was destroyed)",
-                c.lost_to_trim, c.replayed
+                " (apart: {} lost to trims, {} replayed after their group was destroyed, \
+                 {} lost to rollbacks, {} lost to stream deletions)",
+                c.lost_to_trim, c.replayed, c.lost_to_rollback, c.lost_to_delete
             )?;
         }
         for violation in &self.violations {

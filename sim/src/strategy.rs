@@ -169,6 +169,7 @@ pub fn fault_plan(scenario: &Scenario) -> impl Strategy<Value = FaultPlan> + use
                 group_destroys,
                 rollbacks,
                 scheduled,
+                stream_deletes: Vec::new(),
             },
         )
 }

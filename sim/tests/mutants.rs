@@ -223,3 +223,12 @@ fn retry_at_once_is_caught_starting_retries_before_they_are_due() {
 fn schedule_at_once_is_caught_starting_scheduled_tasks_before_they_are_due() {
     caught_within(Mutant::ScheduleAtOnce, Invariant::NotBeforeDue, MORE_SEEDS);
 }
+
+#[test]
+fn drop_deleted_with_group_is_caught_losing_what_a_deleted_stream_took() {
+    caught_within(
+        Mutant::DropDeletedWithGroup,
+        Invariant::DeletedWithStreamReported,
+        MORE_SEEDS,
+    );
+}

@@ -90,9 +90,14 @@ fn an_entry_reclaimed_after_a_trim_is_dead_lettered_in_the_same_step() {
 /// dead-lettered it in the claim: the worker writes nothing more.
 #[test]
 fn a_settle_retried_after_a_trim_does_not_dead_letter_its_own_outcome() {
-    let report = Simulation::standard(Scenario::default())
-        .run(635)
-        .expect("runs");
+    // As found: before stream deletions joined the standard rates (the one
+    // drawn now would change the run).
+    let rates = FaultRates {
+        stream_delete: 0.0,
+        ..FaultRates::STANDARD
+    };
+    let scenario = Scenario::default().faults(Faults::Rates(rates));
+    let report = Simulation::standard(scenario).run(635).expect("runs");
     assert!(report.passed(), "{report}");
 }
 
@@ -133,5 +138,57 @@ fn a_standard_campaign_dispatches_tasks_for_later_and_keeps_every_invariant() {
         scheduled > 50,
         "scheduled_dispatch fired {scheduled} times: {:?}",
         report.hits
+    );
+}
+
+/// A task stream deleted (`DEL`) under running tasks (issue 9): slow first
+/// runs hold every slot of the one worker when it goes. It finds the group
+/// gone (a renewal) and dead-letters them `deleted_while_pending` with
+/// their data; what was unread is lost to the delete, reported apart, never
+/// a violation. The `drop-deleted-with-group` mutant drops the held ones
+/// silently. (With peers, one that makes the group again before a busy
+/// holder learns it was gone leaves the holder unable to tell its entries
+/// from ones a peer finished: those are lost to the delete too.)
+#[test]
+fn a_stream_deleted_under_running_tasks_is_reported_and_costs_only_its_unread() {
+    use crewq_sim::{HandlerFault, HandlerFaultAt, Invariant, Mutant, StreamDeleteAt};
+    crewq_sim::silence_injected_panics();
+    let scenario = |mutant: Option<Mutant>| {
+        let handler = (0..4)
+            .map(|task| HandlerFaultAt {
+                task,
+                call: 1,
+                fault: HandlerFault::Slow { ms: 900 },
+            })
+            .collect();
+        let plan = FaultPlan {
+            handler,
+            stream_deletes: vec![StreamDeleteAt {
+                agent: 0,
+                at_ms: 300,
+            }],
+            ..FaultPlan::none()
+        };
+        Scenario::default()
+            .agent_types(["research"])
+            .workers(1)
+            .faults(Faults::Plan(plan))
+            .mutant(mutant)
+    };
+    let report = Simulation::standard(scenario(None)).run(1).expect("runs");
+    assert_eq!(report.hits.get("stream_deleted"), Some(&1), "{report}");
+    assert!(report.passed(), "{report}");
+    assert_eq!(report.counts.lost, 0, "{report}");
+    // The four held: dead-lettered, not lost.
+    assert_eq!(report.counts.dead_lettered, 4, "{report}");
+    let mutated = Simulation::standard(scenario(Some(Mutant::DropDeletedWithGroup)))
+        .run(1)
+        .expect("runs");
+    assert!(
+        mutated
+            .violations
+            .iter()
+            .any(|v| v.invariant == Invariant::DeletedWithStreamReported),
+        "drop-deleted-with-group was not caught: {mutated}"
     );
 }

@@ -29,6 +29,34 @@ pub struct Backend {
     /// On the shared test cluster, the test's prefix (its keys deleted from
     /// a `CREWQ_REDIS_CLUSTER_URL` cluster when dropped).
     pub cluster_prefix: Option<ScopedPrefix>,
+    /// Deletes keys (`DEL`), which the [`Broker`] contract cannot.
+    pub deleter: Deleter,
+}
+
+/// `DEL` on the backend's own terms: an operator deleting a key under
+/// running workers.
+#[derive(Clone)]
+pub enum Deleter {
+    /// [`MemoryBroker::delete_stream`].
+    Memory(MemoryBroker),
+    /// [`crewq_redis::RedisBroker::delete_keys`], on one server or a cluster.
+    Redis(crewq_redis::RedisBroker),
+}
+
+impl Deleter {
+    /// Deletes the stream `key` with its groups; returns whether it existed.
+    pub async fn delete_stream(&self, key: &str) -> bool {
+        match self {
+            Deleter::Memory(broker) => broker.delete_stream(key),
+            Deleter::Redis(broker) => {
+                let deleted = broker
+                    .delete_keys(&[key.to_owned()])
+                    .await
+                    .unwrap_or_else(|e| panic!("DEL {key}: {e}"));
+                deleted > 0
+            }
+        }
+    }
 }
 
 impl Backend {
@@ -36,8 +64,10 @@ impl Backend {
     pub fn memory() -> Backend {
         let clock = TokioClock::default();
         let prefix = Keyspace::SEED_PREFIX.to_owned();
+        let broker = MemoryBroker::with_clock(clock);
         Backend {
-            broker: Arc::new(MemoryBroker::with_clock(clock)),
+            deleter: Deleter::Memory(broker.clone()),
+            broker: Arc::new(broker),
             keyspace: Keyspace::default(),
             prefix,
             clock: Some(clock),
@@ -50,8 +80,10 @@ impl Backend {
     pub async fn redis() -> Backend {
         let server = TestRedis::start();
         let prefix = server.unique_prefix();
+        let broker = server.broker().await;
         Backend {
-            broker: Arc::new(server.broker().await),
+            deleter: Deleter::Redis(broker.clone()),
+            broker: Arc::new(broker),
             keyspace: Keyspace::default()
                 .with_prefix(&prefix)
                 .unwrap_or_else(|e| panic!("a test prefix is a valid key prefix: {e}")),
@@ -69,8 +101,10 @@ impl Backend {
     pub async fn cluster() -> Backend {
         let cluster = TestCluster::shared();
         let prefix = cluster.scoped_prefix();
+        let broker = cluster.broker().await;
         Backend {
-            broker: Arc::new(cluster.broker().await),
+            deleter: Deleter::Redis(broker.clone()),
+            broker: Arc::new(broker),
             keyspace: Keyspace::cluster()
                 .with_prefix(prefix.as_str())
                 .unwrap_or_else(|e| panic!("a test prefix is a valid key prefix: {e}")),

@@ -6,8 +6,9 @@ mod worker_common;
 
 use std::time::Duration;
 
-use crewq_core::worker::{Health, Worker};
-use crewq_core::{Broker, Error, ErrorKind, ReadGroup};
+use crewq_core::worker::{Health, Worker, blocking};
+use crewq_core::{ALL_IDS, Broker, Error, ErrorKind, PendingQuery, ReadGroup, Task};
+use serde_json::{Value, json};
 use worker_common::{Calls, Env, When, counting, dropped, task};
 
 crewq_tests::on_both_backends!(
@@ -22,6 +23,7 @@ crewq_tests::on_both_backends!(
     a_destroyed_group_is_recreated_below_what_other_consumers_held,
     a_group_destroyed_while_its_entries_run_is_made_again_and_they_run_again,
     what_finished_between_pending_entries_does_not_run_again_after_a_destroy,
+    a_stream_deleted_under_running_tasks_dead_letters_them_with_their_data,
     options_that_cannot_work_are_refused_at_spawn,
 );
 
@@ -327,6 +329,138 @@ async fn what_finished_between_pending_entries_does_not_run_again_after_a_destro
     let runs: Vec<u32> = (0..5).map(|n| calls.of(&format!("task-{n}"))).collect();
     assert_eq!(runs, [1, 0, 0, 0, 1], "{report:?}");
     assert_eq!(env.pending().await, 0);
+}
+
+/// `DEL` of a task stream takes its entries and its group: nothing will
+/// deliver the running tasks again. Their worker, learning the group is
+/// gone (a renewal, a read, a settle), finds their entries gone too and
+/// dead-letters them `deleted_while_pending` with their data, replayable,
+/// instead of dropping them silently as an entry that runs again would be.
+async fn a_stream_deleted_under_running_tasks_dead_letters_them_with_their_data(env: Env) {
+    for n in 0..2 {
+        env.dispatch(&task(n, 3)).await;
+    }
+    // Both slots busy when the stream goes, for longer than a renewal.
+    let mut options = env.options();
+    options.concurrency = 2;
+    let calls = Calls::default();
+    let worker = env.spawn_with("w1", options, counting(&calls, Duration::from_millis(500)));
+    while calls.total() < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let keys = env.keys();
+    assert!(
+        env.deleter.delete_stream(&keys.tasks).await,
+        "DEL found the stream"
+    );
+    env.settled(2).await;
+    let report = worker
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("report");
+    assert_eq!(
+        env.reasons().await,
+        ["deleted_while_pending", "deleted_while_pending"],
+        "{report:?}"
+    );
+    let mut kept: Vec<String> = env
+        .dead_letters()
+        .await
+        .iter()
+        .map(|l| {
+            l.decode_task::<Value>()
+                .expect("the letter has the task")
+                .task_id
+        })
+        .collect();
+    kept.sort();
+    assert_eq!(
+        kept,
+        ["task-0", "task-1"],
+        "each letter holds its task's data"
+    );
+    assert!(
+        env.results().await.is_empty(),
+        "nothing was recorded as done"
+    );
+    assert_eq!(calls.total(), 2, "nothing ran again: {report:?}");
+    assert_eq!(report.vanished, 2, "{report:?}");
+}
+
+/// A handler that blocks its thread (issue 9, finding 3: renewals shared
+/// its runtime, leases lapsed, peers ran the task again), written as
+/// synchronous code under [`blocking`]: on the test's current-thread
+/// runtime the worker's renewals go on while it blocks for three leases,
+/// so the entry stays its own and fresh, and it runs once. Inline in an
+/// async handler the same sleep stalls the whole runtime: nothing here
+/// could even look (the test fails so).
+async fn a_handler_blocking_its_thread_under_blocking_keeps_its_lease(env: Env) {
+    env.dispatch(&task(0, 3)).await;
+    let calls = Calls::default();
+    let counted = calls.clone();
+    let handler = blocking(move |t: Task<Value>| {
+        counted.bump(&t.task_id);
+        std::thread::sleep(Duration::from_millis(1_800));
+        Ok(json!({ "done": t.task_id }))
+    });
+    let options = env.options();
+    let lease = options.lease;
+    let worker = env.spawn_with("w1", options, handler);
+    while calls.total() < 1 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let keys = env.keys();
+    let query = PendingQuery::new(1).range(ALL_IDS);
+    let mut fresh = 0;
+    for _ in 0..12 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let rows = env
+            .broker
+            .pending(&keys.tasks, &keys.group, &query)
+            .await
+            .expect("pending");
+        if let Some(row) = rows.first() {
+            assert_eq!(row.consumer, "w1", "{row:?}");
+            assert!(
+                row.idle < lease,
+                "the lease lapsed while it blocked: {row:?}"
+            );
+            fresh += 1;
+        }
+    }
+    assert!(
+        fresh >= 10,
+        "looked at it pending only {fresh} times while it blocked"
+    );
+    env.settled(1).await;
+    let report = worker
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("report");
+    assert_eq!(calls.total(), 1, "{report:?}");
+    assert_eq!(report.completed, 1, "{report:?}");
+}
+
+/// [`a_handler_blocking_its_thread_under_blocking_keeps_its_lease`] in real
+/// time on every backend: paused time cannot wait for a real thread.
+mod blocking_in_real_time {
+    use super::{Env, a_handler_blocking_its_thread_under_blocking_keeps_its_lease as case};
+    use crewq_tests::backends::Backend;
+
+    #[tokio::test]
+    async fn memory() {
+        case(Env::from(Backend::memory())).await;
+    }
+
+    #[tokio::test]
+    async fn redis() {
+        case(Env::from(Backend::redis().await)).await;
+    }
+
+    #[tokio::test]
+    async fn cluster() {
+        case(Env::from(Backend::cluster().await)).await;
+    }
 }
 
 async fn options_that_cannot_work_are_refused_at_spawn(env: Env) {

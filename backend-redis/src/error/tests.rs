@@ -25,6 +25,12 @@ fn maps_stream_error_replies() {
             "No such key 's' or consumer group 'g'",
             ErrorKind::NoGroup,
         ),
+        // A blocked read whose stream was deleted (Redis 7.0, seen).
+        (
+            "UNBLOCKED",
+            "the stream key no longer exists",
+            ErrorKind::NoGroup,
+        ),
         (
             "BUSYGROUP",
             "Consumer Group name already exists",

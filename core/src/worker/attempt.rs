@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -23,6 +23,7 @@ use crate::{
 
 use super::context::{Context, Lease};
 use super::health::Reporter;
+use super::held::Holding;
 use super::mutant::Mutant;
 use super::promote::Wake;
 use super::record::{ATTEMPTS_FIELD, BadAttempts, Prior, stored_failures};
@@ -71,13 +72,16 @@ pub(crate) struct Shared<B, H> {
     pub rng: Mutex<StdRng>,
     /// The entries being worked on, whose leases the worker renews, each
     /// with its attempt's cancellation token.
-    pub held: Mutex<BTreeMap<StreamId, CancellationToken>>,
+    pub held: Mutex<BTreeMap<StreamId, Holding>>,
     /// Fired when the worker begins to stop: the parent of every attempt's
     /// token, so handlers can wind down within the grace.
     pub cancel: CancellationToken,
     /// Held entries a renewal found deleted from the stream: their attempts
     /// dead-letter them as `deleted_while_pending` instead of settling.
     pub deleted: Mutex<BTreeSet<StreamId>>,
+    /// How many calls found the consumer group gone: an attempt during
+    /// which it grew may hold an entry deleted with its stream (`DEL`).
+    pub group_gone: AtomicU64,
     /// Settles finished attempts in batches.
     pub settler: Settler,
     /// Tells the handle when broker calls fail.

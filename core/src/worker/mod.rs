@@ -79,6 +79,7 @@
 //! ```
 
 mod attempt;
+mod blocking;
 mod context;
 mod finished;
 mod group;
@@ -107,6 +108,7 @@ use tokio::task::JoinHandle;
 
 use crate::{AgentType, Broker, Error, Result, Task};
 
+pub use blocking::{Blocking, blocking};
 pub use context::{Context, WithContext, with_context};
 pub use handler_error::NonRetryable;
 pub use health::{Health, stops_the_worker};
@@ -133,8 +135,10 @@ pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 /// dead-letters the task at once.
 ///
 /// A handler must not block its thread (a synchronous sleep, blocking I/O, a
-/// long computation): wrap such work in [`tokio::task::spawn_blocking`] (or
-/// `tokio::task::block_in_place` on a multi-thread runtime). The worker
+/// long computation): write such a handler as synchronous code and wrap it
+/// in [`blocking`], or wrap the blocking part in
+/// [`tokio::task::spawn_blocking`] (or `tokio::task::block_in_place` on a
+/// multi-thread runtime). The worker
 /// renews its running tasks' leases from a task of its own, so on a
 /// multi-thread runtime a blocked thread does not stop renewals; but on a
 /// current-thread runtime, or with every thread blocked, nothing else runs:

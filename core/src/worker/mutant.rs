@@ -85,6 +85,13 @@ pub enum Mutant {
     /// rollback then forgot, so the group comes back above entries pending
     /// again, which are never delivered.
     TrustNewestSample,
+    /// `drop-deleted-with-group`: a settle that finds the consumer group
+    /// gone takes the entry for one the group, made again, delivers again,
+    /// without looking whether the entry is still in the stream. An entry
+    /// deleted with its stream (`DEL`), or trimmed before its group was
+    /// destroyed, is never delivered again: its outcome is dropped
+    /// silently, the old behaviour.
+    DropDeletedWithGroup,
     // --- the handler context (issue 12) ---
     /// `record-cancelled`: a handler that finishes after its context was
     /// cancelled because another consumer took the entry over has its
@@ -118,7 +125,7 @@ pub(crate) const SETTLE_TRIES: u32 = 5;
 #[cfg(feature = "mutants")]
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 18] = [
+    pub const ALL: [Mutant; 19] = [
         Mutant::AckBeforeHandle,
         Mutant::NoReclaim,
         Mutant::DlqWithoutAck,
@@ -136,6 +143,7 @@ impl Mutant {
         Mutant::RecreateGroupAtEnd,
         Mutant::RememberSettled,
         Mutant::TrustNewestSample,
+        Mutant::DropDeletedWithGroup,
         // the handler context
         Mutant::RecordCancelled,
         Mutant::RetryNonRetryable,
@@ -162,6 +170,7 @@ impl Mutant {
             Mutant::RecreateGroupAtEnd => "recreate-group-at-end",
             Mutant::RememberSettled => "remember-settled",
             Mutant::TrustNewestSample => "trust-newest-sample",
+            Mutant::DropDeletedWithGroup => "drop-deleted-with-group",
             Mutant::RecordCancelled => "record-cancelled",
             Mutant::RetryNonRetryable => "retry-non-retryable",
             Mutant::RetryAtOnce => "retry-at-once",

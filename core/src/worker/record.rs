@@ -134,6 +134,9 @@ impl<B: Broker, H> Shared<B, H> {
             {
                 Ok(rows) => break rows,
                 Err(err) => {
+                    if matches!(err, Error::NoGroup { .. }) {
+                        self.saw_group_gone();
+                    }
                     tries = tries.saturating_add(1);
                     let wait = self.retry_wait(tries);
                     tracing::warn!(%id, error = %err, ?wait, "cannot count the deliveries; retrying");
@@ -180,7 +183,12 @@ impl<B: Broker, H> Shared<B, H> {
                 // settled it (seed 635). If instead a peer's reclaim dropped
                 // it, that reclaim dead-lettered it in the same step
                 // (`autoclaim_recorded`): nothing is left to write either way.
-                Ok(Settled::NotOwned) if reply_lost => {
+                //
+                // Unless the group was found gone while the entry was held:
+                // the entry may have gone with it (its stream deleted), and
+                // the lost reply is then no proof it was recorded. The
+                // attempt's end looks (see `Shared::saw_group_gone`).
+                Ok(Settled::NotOwned) if reply_lost && !self.group_gone_while_held(id) => {
                     tracing::debug!(%id, "an earlier settle applied; its reply was lost");
                     break Outcome::Completed;
                 }
@@ -195,7 +203,15 @@ impl<B: Broker, H> Shared<B, H> {
                 // run again; retrying here instead would hold a slot for
                 // good, and with every slot held the worker would never
                 // read, never see the group missing, never make it again.
+                //
+                // Unless the entry went with the group (its stream deleted
+                // with `DEL`): the attempt's end looks (see
+                // [`Shared::saw_group_gone`]). That holds after a try whose
+                // reply was lost too: should that try have applied and the
+                // finished entry been trimmed since, its dead letter is one
+                // too many beside its result, never a task lost.
                 Err(Error::NoGroup { .. }) => {
+                    self.saw_group_gone();
                     tracing::warn!(%id, "the consumer group is gone; not recording an outcome: the entry runs again once the group is made again");
                     break Outcome::Zombie;
                 }

@@ -50,6 +50,9 @@ pub(crate) async fn renew<B: Broker, H>(shared: &Shared<B, H>) {
     {
         Ok(renewed) => renewed,
         Err(err) => {
+            if matches!(err, crate::Error::NoGroup { .. }) {
+                shared.saw_group_gone();
+            }
             tracing::warn!(error = %err, "renewing leases failed");
             return;
         }
@@ -128,6 +131,21 @@ impl<B: Broker, H> Shared<B, H> {
     /// is lost.
     pub(crate) async fn still_gone(&self, id: StreamId) -> bool {
         self.gone_from_stream(id).await.unwrap_or(true)
+    }
+
+    /// Whether entry `id` is missing from the task stream, asked until the
+    /// broker answers (with the back-off capped at `RETRY_CAP`).
+    pub(crate) async fn gone_for_sure(&self, id: StreamId) -> bool {
+        let mut tries = 0u32;
+        loop {
+            if let Some(gone) = self.gone_from_stream(id).await {
+                return gone;
+            }
+            tries = tries.saturating_add(1);
+            let wait = self.backoff_wait(tries).min(super::record::RETRY_CAP);
+            tracing::warn!(%id, ?wait, "cannot tell whether an entry is still in the stream; asking again");
+            tokio::time::sleep(wait).await;
+        }
     }
 
     /// Whether entry `id` is missing from the task stream; `None` if the

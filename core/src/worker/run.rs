@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -118,6 +118,7 @@ where
         held: Mutex::new(BTreeMap::new()),
         cancel: CancellationToken::new(),
         deleted: Mutex::new(BTreeSet::new()),
+        group_gone: AtomicU64::new(0),
         settler,
         reporter: reporter.clone(),
         failing: AtomicUsize::new(0),
@@ -352,7 +353,20 @@ where
                 }
             };
             shared.remember_settled(id, outcome);
-            if outcome == Outcome::Zombie && shared.was_deleted(id) && shared.still_gone(id).await {
+            // Found deleted by a renewal (when unsure whether it is still
+            // gone, dead-lettered: a letter too many beats a task lost), or
+            // the group seen gone meanwhile and the entry with it (asked
+            // until the broker answers: nothing else said it was deleted).
+            // Either way it will never be delivered again.
+            let deleted = outcome == Outcome::Zombie && shared.was_deleted(id);
+            let gone = if deleted {
+                shared.still_gone(id).await
+            } else {
+                matches!(outcome, Outcome::Zombie | Outcome::Cancelled)
+                    && shared.group_gone_while_held(id)
+                    && shared.gone_for_sure(id).await
+            };
+            if gone {
                 return shared.deleted_while_pending(id, data, false).await;
             }
             outcome
@@ -392,6 +406,7 @@ where
             return Err(err);
         }
         if matches!(err, Error::NoGroup { .. }) {
+            self.shared.saw_group_gone();
             tracing::warn!("the consumer group is missing; creating it again");
             self.group.lost(self.shared.rollback_window());
         }

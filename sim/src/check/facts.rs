@@ -57,6 +57,20 @@ pub(super) struct TaskFacts {
     /// Its deliveries that a broker rollback then undid (they happened
     /// after the restored snapshot), so they may happen again.
     pub rolled_back_deliveries: u32,
+    /// An entry of it was in a task stream an operator deleted (`DEL`):
+    /// unread, it is lost to the delete; held, its holder dead-letters it
+    /// `deleted_while_pending`, which beside a success (a zombie's letter
+    /// for an entry a peer had finished) is what the delete costs (see
+    /// [`Class::LostToDelete`](crate::report::Class::LostToDelete)).
+    pub in_deleted_stream: bool,
+    /// A worker dead-lettered an entry of it `deleted_while_pending` after
+    /// its own settle of that entry applied: the settle's reply was lost,
+    /// and the worker then found the group gone and the entry gone from
+    /// the stream (finished and trimmed since, as it cannot tell from
+    /// deleted with its stream). A letter too many beside its result,
+    /// never a task lost (see
+    /// [`Class::Replayed`](crate::report::Class::Replayed)).
+    pub lettered_own_success: bool,
 }
 
 /// A span of time in which a task's delivery could be wasted.
@@ -76,6 +90,8 @@ pub(super) struct Facts {
     pub handler_calls: u64,
     /// What broker rollbacks forgot.
     pub rollbacks: Forgetting,
+    /// (stream, entry, consumer) of every applied settle.
+    settled: BTreeSet<(String, StreamId, String)>,
 }
 
 impl Facts {
@@ -90,6 +106,7 @@ impl Facts {
             deliveries: 0,
             handler_calls: 0,
             rollbacks: Forgetting::gather(record),
+            settled: BTreeSet::new(),
         };
         let entries = facts.map_entries(record);
         let delivered = facts.read_history(scenario, record, &entries);
@@ -276,6 +293,32 @@ impl Facts {
                         let key = (stream.clone(), *id);
                         if let Some(facts) = entries.get(&key).and_then(|t| self.tasks.get_mut(t)) {
                             facts.cut_then_forgotten = true;
+                        }
+                    }
+                }
+                Event::Settled {
+                    stream,
+                    consumer,
+                    id,
+                    ..
+                } => {
+                    self.settled.insert((stream.clone(), *id, consumer.clone()));
+                }
+                Event::StreamDeleted {
+                    stream,
+                    pending,
+                    unread,
+                } => {
+                    // As a cut of every entry (a rollback to before it
+                    // restores them), with the group destroyed just before.
+                    for id in pending {
+                        seen_deleted.insert((stream.clone(), *id), at);
+                        cut_at.insert((stream.clone(), *id), at);
+                    }
+                    for id in pending.iter().chain(unread) {
+                        let key = (stream.clone(), *id);
+                        if let Some(facts) = entries.get(&key).and_then(|t| self.tasks.get_mut(t)) {
+                            facts.in_deleted_stream = true;
                         }
                     }
                 }
@@ -473,8 +516,19 @@ impl Facts {
                     );
                     self.violate(Invariant::DeadLetterRouting, Some(task), detail);
                 }
+                let own_success = letter.reason == Some(DeadLetterReason::DeletedWhilePending)
+                    && letter.origin.as_ref().is_some_and(|origin| {
+                        self.settled.contains(&(
+                            origin.stream.clone(),
+                            origin.entry_id,
+                            origin.consumer.clone(),
+                        ))
+                    });
                 match self.task(task) {
-                    Some(facts) => facts.dead_letters.push(letter.clone()),
+                    Some(facts) => {
+                        facts.lettered_own_success |= own_success;
+                        facts.dead_letters.push(letter.clone());
+                    }
                     None => self.violate(
                         Invariant::NoPhantom,
                         Some(task),

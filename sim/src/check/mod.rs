@@ -6,6 +6,7 @@
 //! and the streams after the drain.
 
 mod cancelled;
+mod deleted;
 mod due;
 mod facts;
 mod overlap;
@@ -42,6 +43,7 @@ pub(crate) fn check(scenario: &Scenario, seed: u64, record: &RunRecord) -> Repor
     verdict.gathers(record, &facts);
     verdict.violations.extend(reads::starved(&record.history));
     verdict.violations.extend(due::check(&record.history));
+    verdict.violations.extend(deleted::check(record));
     // Invariants about handler runs: no second run while the first holds
     // its lease; no success dropped.
     let runs = runs::runs(record, &facts.rollbacks);
@@ -97,7 +99,13 @@ pub(crate) fn check(scenario: &Scenario, seed: u64, record: &RunRecord) -> Repor
 fn classify(facts: &TaskFacts) -> Class {
     let dead = facts.dead_letters.len();
     match (facts.successes, dead) {
-        (s, d) if (facts.replayed || facts.resurrected) && (d > 1 || (s > 0 && d > 0)) => {
+        (s, d)
+            if (facts.replayed
+                || facts.resurrected
+                || facts.in_deleted_stream
+                || facts.lettered_own_success)
+                && (d > 1 || (s > 0 && d > 0)) =>
+        {
             Class::Replayed
         }
         (s, d) if s > 0 && d > 0 => Class::Unexpected,
@@ -109,6 +117,7 @@ fn classify(facts: &TaskFacts) -> Class {
         // Every acknowledged dispatch of it was forgotten by a rollback.
         _ if !facts.acked && facts.dispatch_rolled_back => Class::LostToRollback,
         _ if !facts.acked => Class::Stuck,
+        _ if facts.in_deleted_stream => Class::LostToDelete,
         _ if facts.trimmed_unread > 0 || facts.cut_then_forgotten => Class::LostToTrim,
         _ => Class::Lost,
     }
@@ -218,7 +227,8 @@ impl Verdict {
             | Class::DeadLettered
             | Class::LostToTrim
             | Class::Replayed
-            | Class::LostToRollback => {}
+            | Class::LostToRollback
+            | Class::LostToDelete => {}
         }
         let poison = record.plan.poison_kind(task);
         // A task whose handler fails for good: dead-lettered at its first

@@ -46,8 +46,9 @@ pub(crate) struct Backend<B> {
     /// Stamps results and dead letters; virtual on the memory backend.
     pub clock: Arc<dyn Clock>,
     pub keyspace: Keyspace,
-    /// The broker again, where it can be rolled back (the memory backend):
-    /// the plan's rollbacks fire only there.
+    /// The broker again, where it can be rolled back and its streams
+    /// deleted (the memory backend): the plan's rollbacks and stream
+    /// deletions fire only there.
     pub rollback: Option<crewq_memory::MemoryBroker>,
 }
 
@@ -105,6 +106,10 @@ enum Action {
     },
     /// An injected `XGROUP DESTROY` of agent type `agent`'s worker group.
     DestroyGroup {
+        agent: u32,
+    },
+    /// An injected `DEL` of agent type `agent`'s task stream.
+    DeleteStream {
         agent: u32,
     },
     /// The snapshot a planned rollback will restore.
@@ -230,6 +235,21 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
             }
             continue;
         }
+        if let Action::DeleteStream { agent } = action {
+            if let (Some(keys), Some(memory)) = (agents.get(agent as usize), &backend.rollback)
+                && groups::delete_stream(
+                    memory,
+                    brokers.recorded(),
+                    keys,
+                    &*backend.clock,
+                    &recorder,
+                )
+                .await
+            {
+                hits.hit(STREAM_DELETED);
+            }
+            continue;
+        }
         if rollbacks
             .act(action, at, brokers.recorded(), &agents, &recorder, &hits)
             .await
@@ -267,6 +287,7 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
             Action::Pause { for_ms, .. } => slot.pause(at + for_ms, &recorder),
             Action::Trim { .. }
             | Action::DestroyGroup { .. }
+            | Action::DeleteStream { .. }
             | Action::Snapshot { .. }
             | Action::Restore { .. } => {}
         }
@@ -382,11 +403,16 @@ fn timeline(plan: &FaultPlan) -> BTreeMap<(u64, u32), Action> {
         .group_destroys
         .iter()
         .map(|g| (g.at_ms, Action::DestroyGroup { agent: g.agent }));
+    let deletes = plan
+        .stream_deletes
+        .iter()
+        .map(|d| (d.at_ms, Action::DeleteStream { agent: d.agent }));
     crashes
         .chain(pauses)
         .chain(trims)
         .chain(stops)
         .chain(destroys)
+        .chain(deletes)
         .chain(rollbacks::actions(plan))
         .enumerate()
         .map(|(n, (at, action))| ((at, n as u32), action))
@@ -401,6 +427,7 @@ fn worker_of(action: Action) -> u32 {
         | Action::Stop { worker, .. } => worker,
         Action::Trim { .. }
         | Action::DestroyGroup { .. }
+        | Action::DeleteStream { .. }
         | Action::Snapshot { .. }
         | Action::Restore { .. } => u32::MAX,
     }
@@ -462,6 +489,8 @@ async fn finish_gathers(
 const TRIM_FAULT: &str = "trim_task_stream";
 /// Hit count class of an injected `XGROUP DESTROY` of a worker group.
 const GROUP_DESTROYED: &str = "group_destroyed";
+/// Hit count class of an injected `DEL` of a task stream.
+const STREAM_DELETED: &str = "stream_deleted";
 /// Hit count class of a retention trim (producer, supervisor, workers)
 /// that removed entries.
 const RETENTION_TRIM: &str = "retention_trim";

@@ -15,7 +15,7 @@ use crewq_core::{
     AgentType, Broker, DeadLetter, Fields, Keyspace, NewEntry, StreamId, Task, TaskResult,
     result_from_fields, task_to_fields,
 };
-use crewq_tests::backends::Backend;
+use crewq_tests::backends::{Backend, Deleter};
 use crewq_tests::redis_server::TestRedis;
 use serde_json::{Value, json};
 
@@ -32,6 +32,8 @@ pub struct Env {
     pub memory: bool,
     /// Keeps a private Redis running for the case.
     pub server: Option<TestRedis>,
+    /// `DEL` of a key, beside the broker.
+    pub deleter: Deleter,
 }
 
 impl From<Backend> for Env {
@@ -43,6 +45,7 @@ impl From<Backend> for Env {
             keyspace: backend.keyspace,
             agent: AgentType::new("research").expect("agent"),
             server: backend.server,
+            deleter: backend.deleter,
         }
     }
 }
