@@ -99,6 +99,11 @@ pub enum Mutant {
     /// the task stream at once, skipping the delayed set and its back-off:
     /// the slot is freed, but the retry starts before it is due.
     RetryAtOnce,
+    // --- shared rate limits (issue 12) ---
+    /// `ignore-rate-limit`: asks the broker for permits, then starts every
+    /// entry it read whatever was granted: the ones past the grant run
+    /// without a permit, over the agent type's shared budget.
+    IgnoreRateLimit,
 }
 
 /// Tries of one settle before the `settle-gives-up` mutant drops its
@@ -109,7 +114,7 @@ pub(crate) const SETTLE_TRIES: u32 = 5;
 #[cfg(feature = "mutants")]
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 17] = [
+    pub const ALL: [Mutant; 18] = [
         Mutant::AckBeforeHandle,
         Mutant::NoReclaim,
         Mutant::DlqWithoutAck,
@@ -132,6 +137,8 @@ impl Mutant {
         Mutant::RetryNonRetryable,
         // delayed retries
         Mutant::RetryAtOnce,
+        // shared rate limits
+        Mutant::IgnoreRateLimit,
     ];
 
     /// Its name on the command line (`ack-before-handle` ...).
@@ -154,6 +161,7 @@ impl Mutant {
             Mutant::RecordCancelled => "record-cancelled",
             Mutant::RetryNonRetryable => "retry-non-retryable",
             Mutant::RetryAtOnce => "retry-at-once",
+            Mutant::IgnoreRateLimit => "ignore-rate-limit",
         }
     }
 }
@@ -222,7 +230,7 @@ impl<B: Broker, H> Shared<B, H> {
     pub(crate) fn remember_settled(&self, id: StreamId, outcome: Outcome) {
         let settled = matches!(
             outcome,
-            Outcome::Completed | Outcome::Retried | Outcome::DeadLettered
+            Outcome::Completed | Outcome::Retried | Outcome::SlowedDown | Outcome::DeadLettered
         );
         if settled && self.options.is_mutant(Mutant::RememberSettled) {
             self.settled_ids.lock().insert(id);
