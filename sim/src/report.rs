@@ -116,6 +116,12 @@ pub enum Invariant {
     /// task stream only through the delayed set, promoted no earlier than
     /// the due time its settle scheduled (virtual time).
     NotBeforeDue,
+    /// An agent type's shared rate limit is never exceeded (virtual time):
+    /// every handler run holds a permit of its own granted before it
+    /// started, no window of the limit's length holds more grants than its
+    /// count, and no more runs hold valid permits at once than its running
+    /// limit (see `check/rate.rs` for what "valid" covers).
+    RateLimitKept,
 }
 
 impl Invariant {
@@ -140,6 +146,7 @@ impl Invariant {
             Invariant::CancelledNotRecorded => "cancelled_not_recorded",
             Invariant::NonRetryableAtOnce => "non_retryable_at_once",
             Invariant::NotBeforeDue => "not_before_due",
+            Invariant::RateLimitKept => "rate_limit_kept",
         }
     }
 }

@@ -215,3 +215,15 @@ fn retry_non_retryable_is_caught_putting_back_a_task_that_failed_for_good() {
 fn retry_at_once_is_caught_starting_retries_before_they_are_due() {
     caught_within(Mutant::RetryAtOnce, Invariant::NotBeforeDue, MORE_SEEDS);
 }
+
+/// A worker that starts every entry it read whatever the broker granted
+/// runs handlers without permits, over the agent type's shared budget
+/// (issue 12).
+#[test]
+fn ignore_rate_limit_is_caught_running_without_permits() {
+    caught_within(
+        Mutant::IgnoreRateLimit,
+        Invariant::RateLimitKept,
+        MORE_SEEDS,
+    );
+}

@@ -9,6 +9,7 @@ mod cancelled;
 mod due;
 mod facts;
 mod overlap;
+mod rate;
 mod reads;
 mod rollback;
 #[cfg(test)]
@@ -42,6 +43,9 @@ pub(crate) fn check(scenario: &Scenario, seed: u64, record: &RunRecord) -> Repor
     verdict.gathers(record, &facts);
     verdict.violations.extend(reads::starved(&record.history));
     verdict.violations.extend(due::check(&record.history));
+    verdict
+        .violations
+        .extend(rate::check(scenario, seed, record));
     // Invariants about handler runs: no second run while the first holds
     // its lease; no success dropped.
     let runs = runs::runs(record, &facts.rollbacks);
