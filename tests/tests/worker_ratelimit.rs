@@ -24,6 +24,7 @@ crewq_tests::on_both_backends!(
     a_crashed_workers_running_permits_come_back_after_the_lease,
     a_slow_down_pauses_every_worker_and_the_task_still_completes,
     limits_never_lose_or_dead_letter_a_task,
+    a_task_that_always_slows_down_ends_after_its_slow_downs_and_retries,
 );
 
 /// A run's start and the permit it held.
@@ -297,4 +298,30 @@ async fn limits_never_lose_or_dead_letter_a_task(env: Env) {
         assert_eq!(calls.of(&format!("task-{n}")), 1, "task-{n}");
     }
     assert!(runs.most.load(Ordering::SeqCst) <= 1);
+}
+
+/// A task whose upstream always says "slow down" cannot loop for ever:
+/// its first `MAX_SLOW_DOWNS` slow-downs burn no retry, the ones after
+/// count as failed runs, and it is dead-lettered once those exhaust its
+/// `max_retries`.
+async fn a_task_that_always_slows_down_ends_after_its_slow_downs_and_retries(env: Env) {
+    use crewq_core::worker::MAX_SLOW_DOWNS;
+    env.dispatch(&task(1, 2)).await;
+    let calls = Calls::default();
+    let handler = {
+        let calls = calls.clone();
+        move |t: Task<Value>| {
+            calls.bump(&t.task_id);
+            std::future::ready(Err::<Value, HandlerError>(
+                SlowDown::new(Duration::from_millis(5), "429 again").into(),
+            ))
+        }
+    };
+    let worker = env.spawn_with("w1", env.options().rate_limit(RateLimit::new()), handler);
+    env.settled_either(1).await;
+    let report = shutdown(vec![worker]).await;
+    assert_eq!(report.slowed_down, u64::from(MAX_SLOW_DOWNS), "{report:?}");
+    assert_eq!((report.retried, report.dead_lettered), (2, 1), "{report:?}");
+    assert_eq!(calls.of("task-1"), MAX_SLOW_DOWNS + 3);
+    assert_eq!(env.reasons().await, ["max_retries"]);
 }
