@@ -162,14 +162,18 @@ impl RateGate {
             Ok(renewed) if renewed.len() < held.len() => {
                 let renewed: BTreeSet<&String> = renewed.iter().collect();
                 let mut mine = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-                let lapsed: Vec<&String> = held.iter().filter(|p| !renewed.contains(p)).collect();
-                for permit in &lapsed {
-                    mine.remove(*permit);
+                // Not renewed and still running (an ended one was released
+                // meanwhile, which is why it was not renewed).
+                let lapsed = held
+                    .iter()
+                    .filter(|p| !renewed.contains(p) && mine.remove(*p))
+                    .count();
+                if lapsed > 0 {
+                    tracing::warn!(
+                        lapsed,
+                        "rate permits expired before their runs ended; those runs go on outside the limit"
+                    );
                 }
-                tracing::warn!(
-                    n = lapsed.len(),
-                    "rate permits expired before their runs ended; those runs go on outside the limit"
-                );
             }
             Ok(_) => {}
             Err(err) => tracing::warn!(error = %err, "renewing rate permits failed"),
