@@ -203,15 +203,13 @@ pub(crate) async fn release_forever<B: Broker, H>(shared: Arc<Shared<B, H>>) {
 }
 
 /// Queues its permit's release when the attempt holding it ends, however
-/// it ends (a panic, a time-out, an abort at the grace's end).
-pub(crate) struct Permit<B, H> {
-    pub shared: Arc<Shared<B, H>>,
-    pub permit: Option<String>,
-}
+/// it ends (a panic, a time-out, an abort at the grace's end). Empty (no
+/// clone, nothing to do) for a worker without a rate limit.
+pub(crate) struct Permit(pub Option<(Arc<RateGate>, String)>);
 
-impl<B, H> Drop for Permit<B, H> {
+impl Drop for Permit {
     fn drop(&mut self) {
-        if let (Some(gate), Some(permit)) = (self.shared.rate.as_deref(), self.permit.take()) {
+        if let Some((gate, permit)) = self.0.take() {
             gate.ended(permit);
         }
     }

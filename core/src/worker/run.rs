@@ -375,10 +375,13 @@ where
             worker,
             permit: permit.as_deref().map(Arc::from),
         };
-        let permit = Permit {
-            shared: Arc::clone(&shared),
-            permit,
-        };
+        let permit = Permit(
+            shared
+                .rate
+                .as_ref()
+                .zip(permit)
+                .map(|(gate, permit)| (Arc::clone(gate), permit)),
+        );
         let data = entry
             .fields
             .as_ref()
