@@ -1,12 +1,16 @@
 //! `crewq pending AGENT`: the entries an agent type's workers hold and have
-//! not acknowledged, with which consumer holds each, for how long, and how
-//! often it was delivered.
+//! not acknowledged, with which consumer holds each, for how long, how
+//! often it was delivered, and the newest progress its handler reported
+//! ([`Context::progress`](crewq_core::worker::Context::progress), read from
+//! the agent type's progress stream by
+//! [`Monitor::progress`](crewq_core::monitor::Monitor::progress)).
 
 use std::error::Error;
 use std::fmt::Write as _;
 use std::ops::Bound;
 use std::time::Duration;
 
+use crewq_core::monitor::Monitor;
 use crewq_core::{AgentType, Broker, PendingQuery, task_from_fields};
 use serde::Serialize;
 use serde_json::Value;
@@ -49,6 +53,11 @@ pub struct PendingRow {
     pub task_id: Option<String>,
     /// The task's action, likewise.
     pub action: Option<String>,
+    /// The newest progress a handler reported for this entry (JSON; a
+    /// report that is not JSON as a string), if any is still kept.
+    pub progress: Option<Value>,
+    /// When that report was made (UTC, Python's `isoformat()`).
+    pub progress_at: Option<String>,
 }
 
 /// Lists the pending entries.
@@ -64,7 +73,9 @@ pub async fn run(args: PendingArgs) -> Result<(), Box<dyn Error>> {
         query = query.min_idle(idle);
     }
     let mut rows = Vec::new();
+    let mut ids = Vec::new();
     for entry in broker.pending(&stream, &group, &query).await? {
+        ids.push(entry.id);
         let range = (Bound::Included(entry.id), Bound::Included(entry.id));
         let task = broker
             .xrange(&stream, range, Some(1))
@@ -79,7 +90,18 @@ pub async fn run(args: PendingArgs) -> Result<(), Box<dyn Error>> {
             deliveries: entry.deliveries,
             task_id: task.as_ref().map(|t| t.task_id.clone()),
             action: task.map(|t| t.action),
+            progress: None,
+            progress_at: None,
         });
+    }
+    let mut newest = Monitor::new(&broker, keyspace)
+        .progress(&agent, &ids)
+        .await?;
+    for (row, id) in rows.iter_mut().zip(&ids) {
+        if let Some(progress) = newest.remove(id) {
+            row.progress = Some(progress.value);
+            row.progress_at = Some(progress.at);
+        }
     }
     let text = if args.target.json {
         serde_json::to_string_pretty(&rows)? + "\n"
@@ -97,20 +119,37 @@ fn table(stream: &str, group: &str, rows: &[PendingRow]) -> String {
     }
     let _ = writeln!(
         text,
-        "{:<20} {:<24} {:>10} {:>10}  {:<42} action",
-        "entry", "consumer", "idle", "deliveries", "task"
+        "{:<20} {:<24} {:>10} {:>10}  {:<42} {:<16} progress",
+        "entry", "consumer", "idle", "deliveries", "task", "action"
     );
     for row in rows {
         let _ = writeln!(
             text,
-            "{:<20} {:<24} {:>10} {:>10}  {:<42} {}",
+            "{:<20} {:<24} {:>10} {:>10}  {:<42} {:<16} {}",
             row.entry_id,
             row.consumer,
             show(Duration::from_millis(row.idle_ms)),
             row.deliveries,
             row.task_id.as_deref().unwrap_or("-"),
-            row.action.as_deref().unwrap_or("-")
+            row.action.as_deref().unwrap_or("-"),
+            row.progress.as_ref().map_or_else(|| "-".to_owned(), short)
         );
     }
     text
+}
+
+/// A progress report on one line, cut to 60 characters.
+fn short(value: &Value) -> String {
+    const MAX: usize = 60;
+    let text = match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let text = text.replace(['\n', '\r'], " ");
+    if text.chars().count() <= MAX {
+        return text;
+    }
+    let mut cut: String = text.chars().take(MAX - 3).collect();
+    cut.push_str("...");
+    cut
 }

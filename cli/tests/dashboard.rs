@@ -1,7 +1,8 @@
 //! The browser end-to-end test of `crewq serve`'s dashboard: a private
 //! Redis, a running crew (two research workers in this process: some tasks
 //! complete, three are held, three fail once and are dead-lettered; review
-//! tasks wait with no worker), `crewq serve`, and headless Chromium driven
+//! tasks wait with no worker, two of them in the delayed set, dispatched for
+//! an hour later), `crewq serve`, and headless Chromium driven
 //! by tests/browser/dashboard.mjs (playwright-core), which checks the page
 //! against `crewq stats --json`, replays a dead letter by clicking, and saves
 //! target/dashboard.png.
@@ -105,6 +106,18 @@ async fn the_dashboard_shows_monitors_numbers_and_replays_a_dead_letter() {
                 .expect("task");
             producer.dispatch(&task).await.expect("dispatch");
         }
+    }
+    // Two review tasks for an hour later: no worker promotes them, and
+    // none would before they are due.
+    for n in 0..2 {
+        let later = Task::new("review", "check", json!({ "n": n }))
+            .task_id(format!("review-later-{n}"))
+            .build()
+            .expect("task");
+        producer
+            .dispatch_in(&later, Duration::from_secs(3600))
+            .await
+            .expect("dispatch for later");
     }
     let failed = Arc::new(Mutex::new(BTreeSet::new()));
     let _workers = [

@@ -4,8 +4,13 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{Crew, agent, succeeded};
-use crewq_core::{DeadLetterReason, WireErrorKind};
+use crewq_core::producer::Producer;
+use crewq_core::worker::{HandlerError, NonRetryable, Worker, WorkerOptions};
+use crewq_core::{Broker, DeadLetterReason, Task, WireErrorKind};
+use serde_json::{Value, json};
 
 async fn three_letters(crew: &Crew) -> Vec<String> {
     let mut ids = Vec::new();
@@ -51,6 +56,66 @@ async fn dlq_list_filters_by_reason_trace_and_limit() {
     let table = crew.text(&["dlq", "list", "--agent", "research"], &[]);
     assert!(table.starts_with("3 dead letter(s)"), "{table}");
     assert!(table.contains("poison:invalid_task"), "{table}");
+}
+
+/// A real worker dead-letters two tasks whose handler fails with
+/// [`NonRetryable`] (reason `non_retryable`, at the first failure) and one
+/// that fails plainly with `max_retries` 0 (`max_retries`), beside letters
+/// of other reasons: `--reason non_retryable` lists exactly the two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_list_by_reason_non_retryable_lists_exactly_the_non_retryable_letters() {
+    let crew = Crew::start();
+    three_letters(&crew).await;
+    let broker = crew.server.broker().await;
+    let producer = Producer::new(broker.clone()).with_keyspace(crew.keyspace());
+    for (id, retries) in [("nr-1", 3), ("plain-1", 0), ("nr-2", 3)] {
+        let task = Task::new("research", "analyze", json!({}))
+            .task_id(id)
+            .max_retries(retries)
+            .build()
+            .expect("task");
+        producer.dispatch(&task).await.expect("dispatch");
+    }
+    let mut options = WorkerOptions::default().lease(Duration::from_secs(5));
+    options.keyspace = crew.keyspace();
+    let worker = Worker::new(
+        broker.clone(),
+        agent("research"),
+        "w1",
+        |task: Task<Value>| async move {
+            if task.task_id.starts_with("nr-") {
+                Err::<Value, HandlerError>(NonRetryable::new("no such repository").into())
+            } else {
+                Err("the model refused".into())
+            }
+        },
+    )
+    .options(options)
+    .spawn();
+    let dlq = crew.keyspace().dlq(&agent("research"));
+    for _ in 0..500 {
+        if broker.xlen(&dlq).await.expect("xlen") >= 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    worker
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("report");
+    assert_eq!(broker.xlen(&dlq).await.expect("xlen"), 6, "six letters");
+
+    let list = |args: &[&str]| crew.json(&["dlq", "list", "--agent", "research"], args);
+    let listed = list(&["--reason", "non_retryable"]);
+    let mut ids = task_ids(&listed);
+    ids.sort_unstable();
+    assert_eq!(ids, ["nr-1", "nr-2"], "{listed}");
+    for letter in listed.as_array().expect("a list") {
+        assert_eq!(letter["reason"], "non_retryable", "{letter}");
+    }
+    // The plain failure is a max_retries letter, listed with the others.
+    let max_retries = list(&["--reason", "max_retries"]);
+    assert_eq!(task_ids(&max_retries), ["t-1", "t-2", "plain-1"]);
 }
 
 #[tokio::test]

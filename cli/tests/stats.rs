@@ -106,6 +106,76 @@ async fn pending_lists_entries_by_consumer_and_idle_time() {
     );
 }
 
+/// A real worker's handler reports progress twice and keeps running: its
+/// entry is pending, shown with the newer report; an entry another reader
+/// holds, with no report, shows none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_shows_the_newest_progress_of_running_tasks() {
+    use std::time::Duration;
+
+    use crewq_core::producer::Producer;
+    use crewq_core::worker::{Context, HandlerError, Worker, WorkerOptions, with_context};
+    use crewq_core::{Broker, Task};
+    use serde_json::{Value, json};
+
+    let crew = Crew::start();
+    let research = common::agent("research");
+    crew.tasks("research", 1).await;
+    crew.read("research", "silent-reader", 1).await;
+    let broker = crew.server.broker().await;
+    let producer = Producer::new(broker.clone()).with_keyspace(crew.keyspace());
+    let task = Task::new("research", "analyze", json!({}))
+        .task_id("reporting")
+        .build()
+        .expect("task");
+    producer.dispatch(&task).await.expect("dispatch");
+    let mut options = WorkerOptions::default().lease(Duration::from_secs(30));
+    options.keyspace = crew.keyspace();
+    let worker = Worker::new(
+        broker.clone(),
+        research.clone(),
+        "w1",
+        with_context(|_: Task<Value>, ctx: Context| async move {
+            ctx.progress(json!({ "step": 1, "of": 3 }))
+                .await
+                .map_err(|e| HandlerError::from(e.to_string()))?;
+            ctx.progress(json!({ "step": 2, "of": 3 }))
+                .await
+                .map_err(|e| HandlerError::from(e.to_string()))?;
+            ctx.cancelled().await;
+            Err::<Value, HandlerError>("cut off".into())
+        }),
+    )
+    .options(options)
+    .spawn();
+    let progress = crew.keyspace().progress(&research);
+    for _ in 0..500 {
+        if broker.xlen(&progress).await.unwrap_or(0) >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let rows = crew.json(&["pending", "research"], &[]);
+    let rows = rows.as_array().expect("rows");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let of = |task: &str| {
+        rows.iter()
+            .find(|r| r["task_id"] == task)
+            .unwrap_or_else(|| panic!("{task} pending: {rows:?}"))
+    };
+    assert_eq!(of("reporting")["progress"], json!({ "step": 2, "of": 3 }));
+    assert!(of("reporting")["progress_at"].is_string());
+    assert_eq!(of("reporting")["consumer"], "w1");
+    assert_eq!(of("t-0")["progress"], Value::Null);
+    let table = crew.text(&["pending", "research"], &[]);
+    assert!(table.contains(r#"{"of":3,"step":2}"#), "{table}");
+    worker
+        .shutdown(Duration::from_millis(200))
+        .await
+        .expect("report");
+}
+
 #[tokio::test]
 async fn stats_into_a_closed_pipe_exits_cleanly() {
     let crew = Crew::start();

@@ -7,7 +7,9 @@
 //! delivered id and the idle time of its oldest pending entry; per consumer
 //! its pending entries and idle time; the length of its dead-letter
 //! stream; and its shared rate limit, if its workers have one (the limit,
-//! starts in the current window, running permits, the pause left). Everything is plain data that serializes with serde (ids as
+//! starts in the current window, running permits, the pause left).
+//! [`Monitor::progress`] reads the newest progress report of running
+//! tasks. Everything is plain data that serializes with serde (ids as
 //! `<ms>-<seq>` text, durations as `*_ms` integers), so the CLI can print it
 //! or emit JSON.
 //!
@@ -39,6 +41,10 @@
 
 use std::fmt::Display;
 use std::time::Duration;
+
+mod progress;
+
+pub use progress::Progress;
 
 use serde::{Serialize, Serializer};
 

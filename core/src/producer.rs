@@ -165,6 +165,12 @@ pub struct Producer<B> {
     trimmer: Trimmer,
     dedupe_window: Option<Duration>,
     clock: Arc<dyn Clock>,
+    /// A deliberate bug (feature `mutants`; see
+    /// [`Mutant`](crate::worker::Mutant)): only
+    /// [`Mutant::ScheduleAtOnce`](crate::worker::Mutant::ScheduleAtOnce)
+    /// changes a producer.
+    #[cfg(feature = "mutants")]
+    mutant: Option<crate::worker::Mutant>,
 }
 
 /// A task that passed every check, ready to append.
@@ -186,7 +192,20 @@ impl<B: Broker> Producer<B> {
             trimmer: Trimmer::new(Retention::DEFAULT),
             dedupe_window: Some(DEFAULT_DEDUPE_WINDOW),
             clock: Arc::new(SystemClock),
+            #[cfg(feature = "mutants")]
+            mutant: None,
         }
+    }
+
+    /// Switches a deliberate bug on, for testing a checker (feature
+    /// `mutants`): only
+    /// [`Mutant::ScheduleAtOnce`](crate::worker::Mutant::ScheduleAtOnce)
+    /// changes a producer. Never outside a test.
+    #[cfg(feature = "mutants")]
+    #[must_use]
+    pub fn with_mutant(mut self, mutant: Option<crate::worker::Mutant>) -> Self {
+        self.mutant = mutant;
+        self
     }
 
     /// Uses these keys.

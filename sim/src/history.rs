@@ -24,6 +24,15 @@ pub enum Event {
         /// Its entry in the task stream.
         entry: StreamId,
     },
+    /// A dispatch of task `task` for later was acknowledged (issue 12's
+    /// scheduled dispatch): it has no entry until a promote appends one.
+    DispatchedLater {
+        /// The task's index.
+        task: u32,
+        /// When it is due at the earliest, in ms from the start: its delay
+        /// after the first try of its dispatch.
+        due_ms: u64,
+    },
     /// The broker appended an entry (what it applied, reply lost or not).
     Appended {
         /// The stream.
@@ -222,20 +231,22 @@ pub enum Event {
         /// The entry.
         id: StreamId,
     },
-    /// A settle put a task's retry in a delayed set.
+    /// A settle put a task's retry in a delayed set, or a scheduled
+    /// dispatch its first attempt (`attempts` 0).
     Scheduled {
         /// The task's index.
         task: u32,
-        /// The failed runs the retry records.
+        /// The failed runs the retry records (0: a scheduled dispatch).
         attempts: u32,
         /// When it is due, in ms from the start (the broker's virtual clock).
         due_ms: u64,
     },
-    /// A promote appended a task's retry to its stream.
+    /// A promote appended a task's retry, or its first attempt dispatched
+    /// for later, to its stream.
     Promoted {
         /// The task's index.
         task: u32,
-        /// The failed runs the retry records.
+        /// The failed runs the retry records (0: a first attempt).
         attempts: u32,
         /// The new entry.
         id: StreamId,
@@ -289,6 +300,9 @@ pub enum Event {
         snapshot_ms: u64,
         /// The appends it forgot, in the order they were applied.
         forgotten: Vec<(String, StreamId)>,
+        /// The tasks whose scheduled dispatch (a first attempt put in a
+        /// delayed set) it forgot, once per schedule, in order.
+        unscheduled: Vec<u32>,
     },
 }
 
@@ -451,6 +465,9 @@ impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Event::Dispatched { task, entry } => write!(f, "dispatched task={task} entry={entry}"),
+            Event::DispatchedLater { task, due_ms } => {
+                write!(f, "dispatched-later task={task} due={due_ms}")
+            }
             Event::Appended { stream, id } => write!(f, "appended {stream} {id}"),
             Event::Delivered {
                 stream,
@@ -588,13 +605,20 @@ impl fmt::Display for Event {
             Event::RolledBack {
                 snapshot_ms,
                 forgotten,
+                unscheduled,
             } => {
                 write!(f, "rolled-back to={snapshot_ms} forgotten=[")?;
                 for (n, (stream, id)) in forgotten.iter().enumerate() {
                     let comma = if n > 0 { "," } else { "" };
                     write!(f, "{comma}{stream} {id}")?;
                 }
-                f.write_str("]")
+                f.write_str("]")?;
+                // Only when there are some: histories without scheduled
+                // dispatch encode as before.
+                if !unscheduled.is_empty() {
+                    write!(f, " unscheduled={unscheduled:?}")?;
+                }
+                Ok(())
             }
         }
     }

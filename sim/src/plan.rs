@@ -16,12 +16,14 @@ use crate::seed::SimRng;
 mod groups;
 mod links;
 mod rollbacks;
+mod scheduled;
 mod stops;
 
 pub use groups::GroupDestroyAt;
 pub use links::HalfOpenLink;
 pub(crate) use rollbacks::EARLIEST_SNAPSHOT_MS;
 pub use rollbacks::{MAX_ROLLBACK_LAG_MS, Rollback};
+pub use scheduled::ScheduledTask;
 pub use stops::{GracefulStop, Outage};
 
 /// Everything that goes wrong in one run.
@@ -56,6 +58,10 @@ pub struct FaultPlan {
     /// The broker restored to an earlier state: writes lost, as AOF
     /// `everysec` or a failover to a lagging replica loses them.
     pub rollbacks: Vec<Rollback>,
+    // --- scheduled dispatch (issue 12) ---
+    /// Tasks dispatched for later, through the delayed set (not poison
+    /// ones; not part of a workflow).
+    pub scheduled: Vec<ScheduledTask>,
 }
 
 /// An `XTRIM` of one agent type's task stream.
@@ -261,6 +267,9 @@ pub struct FaultRates {
     /// Chance the broker is rolled back once in the fault window (see
     /// [`Rollback`]).
     pub rollback: f64,
+    // --- scheduled dispatch (issue 12) ---
+    /// Share of tasks (not poison) dispatched for later.
+    pub scheduled: f64,
 }
 
 impl FaultRates {
@@ -283,6 +292,7 @@ impl FaultRates {
         outages: 0,
         group_destroys: 0,
         rollback: 0.0,
+        scheduled: 0.0,
     };
 
     /// A bit of everything: 5% of broker calls fail before they apply, 3%
@@ -293,7 +303,7 @@ impl FaultRates {
     /// 1 graceful stop with a grace longer than the lease, 1 outage of the
     /// broker for everyone, 1 worker group destroyed, or, in a quarter of
     /// the runs, instead of that destroy, the broker rolled back once,
-    /// losing up to 2 s of writes.
+    /// losing up to 2 s of writes; 10% of the tasks dispatched for later.
     pub const STANDARD: FaultRates = FaultRates {
         error_before: 0.05,
         error_after: 0.03,
@@ -314,6 +324,7 @@ impl FaultRates {
         // A quarter of the runs are rolled back once (see
         // `plan/rollbacks.rs`), as well as their group destroy.
         rollback: 0.25,
+        scheduled: 0.1,
     };
 
     /// Only rollbacks: [`FaultRates::STANDARD`]'s broker and handler
@@ -366,6 +377,7 @@ impl FaultRates {
         groups::swarm(&mut rates, rng);
         // A rollback in half of the swarms (see `plan/rollbacks.rs`).
         rates.rollback = if rng.random_bool(0.5) { 0.5 } else { 0.0 };
+        scheduled::swarm(&mut rates, rng);
         rates
     }
 }
@@ -455,12 +467,21 @@ impl FaultPlan {
         stops::draw(&mut plan, rates, shape, rng);
         groups::draw(&mut plan, rates, shape, rng);
         rollbacks::draw(&mut plan, rates, shape, rng);
+        scheduled::draw(&mut plan, rates, shape, rng);
         plan
     }
 
     /// The poison kind of `task`, if it is poison.
     pub fn poison_kind(&self, task: u32) -> Option<PoisonKind> {
         self.poison.iter().find(|p| p.task == task).map(|p| p.kind)
+    }
+
+    /// The delay of `task` in ms, if it is dispatched for later.
+    pub fn scheduled_delay(&self, task: u32) -> Option<u64> {
+        self.scheduled
+            .iter()
+            .find(|s| s.task == task)
+            .map(|s| s.delay_ms)
     }
 }
 
@@ -546,6 +567,9 @@ impl fmt::Display for FaultPlan {
                 r.snapshot_ms(),
                 r.lag_ms
             )?;
+        }
+        for s in &self.scheduled {
+            write!(f, "; task {} scheduled in {} ms", s.task, s.delay_ms)?;
         }
         Ok(())
     }

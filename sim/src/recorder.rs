@@ -12,8 +12,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use crewq_core::{
     AckAndAdd, AckAndAddReply, AddedOnce, AutoClaim, AutoClaimed, AutoClaimedRecorded, Broker,
-    BrokerLayer, DeletedRecord, DeliveredEntry, Fields, NewEntry, OnceEntry, Promoted, RateAcquire,
-    RateGrant, RateKeys, ReadGroup, Result, Settle, Settled, StreamEntry, StreamId, Trim,
+    BrokerLayer, DelayOnce, DelayedOnce, DeletedRecord, DeliveredEntry, Fields, NewEntry,
+    OnceEntry, Promoted, RateAcquire, RateGrant, RateKeys, ReadGroup, Result, Settle, Settled,
+    StreamEntry, StreamId, Trim,
 };
 
 use crewq_core::worker::ATTEMPTS_FIELD;
@@ -31,6 +32,10 @@ pub(crate) struct RecordingBroker<B> {
     inner: B,
     recorder: Recorder,
     journal: Journal,
+    /// The task of every scheduled dispatch the broker applied (a first
+    /// attempt added to a delayed set), in order: what a rollback forgets
+    /// of them.
+    schedules: Arc<Mutex<Vec<u32>>>,
 }
 
 impl<B: Broker> RecordingBroker<B> {
@@ -39,7 +44,25 @@ impl<B: Broker> RecordingBroker<B> {
             inner,
             recorder,
             journal: Journal::default(),
+            schedules: Arc::default(),
         }
+    }
+
+    /// How many scheduled dispatches the broker applied so far.
+    pub fn schedules_len(&self) -> usize {
+        self.schedules
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// The tasks of the scheduled dispatches from the `from`th on.
+    pub fn schedules_since(&self, from: usize) -> Vec<u32> {
+        let schedules = self
+            .schedules
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        schedules.get(from..).unwrap_or_default().to_vec()
     }
 
     /// Every append so far, in order.
@@ -293,12 +316,13 @@ impl<B: Broker> BrokerLayer for RecordingBroker<B> {
     }
 
     /// Each promoted entry is an append to the task stream, like any other;
-    /// a retry's is also a promotion, for "not before due".
+    /// a retry's or a scheduled first attempt's is also a promotion, for
+    /// "not before due".
     async fn promote(&self, set: &str, stream: &str, count: usize) -> Result<Promoted> {
         let promoted = self.inner.promote(set, stream, count).await?;
         for entry in &promoted.entries {
             self.appended(stream, entry.id, entry.fields.clone());
-            if let Some((task, attempts)) = retry_of(&entry.fields) {
+            if let Some((task, attempts)) = attempt_of(&entry.fields) {
                 self.recorder.record(Event::Promoted {
                     task,
                     attempts,
@@ -307,6 +331,35 @@ impl<B: Broker> BrokerLayer for RecordingBroker<B> {
             }
         }
         Ok(promoted)
+    }
+
+    /// A scheduled dispatch the broker applied is a first attempt put in
+    /// a delayed set, due its delay after now (the broker's clock is the
+    /// run's virtual clock).
+    async fn delay_once(&self, entries: Vec<DelayOnce>) -> Result<Vec<Result<DelayedOnce>>> {
+        let firsts: Vec<Option<(u32, u64)>> = entries
+            .iter()
+            .map(|e| {
+                let (task, attempts) = attempt_of(&e.delay.fields)?;
+                (attempts == 0).then(|| (task, e.delay.after_ms()))
+            })
+            .collect();
+        let replies = self.inner.delay_once(entries).await?;
+        let now = self.recorder.now_ms();
+        for (first, reply) in firsts.into_iter().zip(&replies) {
+            if let (Some((task, after_ms)), Ok(DelayedOnce::Scheduled)) = (first, reply) {
+                self.schedules
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(task);
+                self.recorder.record(Event::Scheduled {
+                    task,
+                    attempts: 0,
+                    due_ms: now.saturating_add(after_ms),
+                });
+            }
+        }
+        Ok(replies)
     }
 
     async fn settle(&self, settle: Settle) -> Result<Vec<Settled>> {
@@ -407,7 +460,18 @@ impl<B: Broker> BrokerLayer for RecordingBroker<B> {
 /// entry without an attempts count (a first attempt) or not of a
 /// simulated task.
 fn retry_of(fields: &Fields) -> Option<(u32, u32)> {
-    let attempts = fields.get_str(ATTEMPTS_FIELD)?.parse().ok()?;
+    fields.get_str(ATTEMPTS_FIELD)?;
+    attempt_of(fields)
+}
+
+/// The task and failed-run count of an entry's fields, 0 for a first
+/// attempt (no attempts count): `None` for an entry not of a simulated
+/// task, or with an attempts count that is not one.
+fn attempt_of(fields: &Fields) -> Option<(u32, u32)> {
+    let attempts = match fields.get_str(ATTEMPTS_FIELD) {
+        Some(count) => count.parse().ok()?,
+        None => 0,
+    };
     let task: crewq_core::Task<serde_json::Value> = crewq_core::task_from_fields(fields).ok()?;
     Some((crate::crew::task_index(&task.task_id)?, attempts))
 }

@@ -112,9 +112,12 @@ pub enum Invariant {
     /// failing for good is dead-lettered as `non_retryable`, never put back
     /// for another attempt.
     NonRetryableAtOnce,
-    /// No retry starts before its due time: a failed run's retry enters the
-    /// task stream only through the delayed set, promoted no earlier than
-    /// the due time its settle scheduled (virtual time).
+    /// No retry and no task dispatched for later starts before its due
+    /// time: a failed run's retry, or a scheduled dispatch's first attempt,
+    /// enters the task stream only through the delayed set, promoted no
+    /// earlier than the due time its settle or dispatch scheduled, and no
+    /// handler runs a task dispatched for later before its delay has
+    /// passed (virtual time).
     NotBeforeDue,
     /// An agent type's shared rate limit is never exceeded (virtual time):
     /// every handler run holds a permit of its own granted before it

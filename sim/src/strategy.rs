@@ -26,7 +26,7 @@ use proptest::prelude::*;
 use crate::Flows;
 use crate::plan::{
     BrokerFaults, Crash, FaultPlan, GroupDestroyAt, HalfOpenLink, HandlerFault, HandlerFaultAt,
-    MAX_ROLLBACK_LAG_MS, Pause, Poison, PoisonKind, Rollback, TrimAt, TrimCut,
+    MAX_ROLLBACK_LAG_MS, Pause, Poison, PoisonKind, Rollback, ScheduledTask, TrimAt, TrimCut,
 };
 use crate::scenario::{Faults, Scenario};
 
@@ -35,8 +35,10 @@ use crate::scenario::{Faults, Scenario};
 /// kind), broker errors up to 15% before and 10% after, latency up to 5 ms,
 /// failover refusals up to 6% and refused settle items up to 20%, up to 2
 /// half-open links and 2 trims of a task stream, up to one destroyed
-/// worker group and at most one broker rollback: every fault class a
-/// campaign draws but graceful stops and outages.
+/// worker group and at most one broker rollback, and up to 4 tasks
+/// dispatched for later (up to three leases; a poison task drawn as
+/// scheduled is dispatched as poison): every fault class a campaign draws
+/// but graceful stops and outages.
 pub fn fault_plan(scenario: &Scenario) -> impl Strategy<Value = FaultPlan> + use<> {
     let shape = scenario.shape();
     let tasks = shape.tasks.max(1);
@@ -125,6 +127,8 @@ pub fn fault_plan(scenario: &Scenario) -> impl Strategy<Value = FaultPlan> + use
             at_ms,
             lag_ms: lag_ms.min(at_ms - earliest),
         });
+    let scheduled = (0..tasks, prop_oneof![1 => Just(0u64), 4 => 1..=lease * 3])
+        .prop_map(|(task, delay_ms)| ScheduledTask { task, delay_ms });
     (
         broker,
         prop::collection::vec(crash, 0..=3),
@@ -136,6 +140,7 @@ pub fn fault_plan(scenario: &Scenario) -> impl Strategy<Value = FaultPlan> + use
         prop::collection::vec(trim, 0..=2),
         prop::collection::vec(destroy, 0..=1),
         prop::collection::vec(rollback, 0..=1),
+        prop::collection::vec(scheduled, 0..=4),
     )
         .prop_map(
             |(
@@ -149,6 +154,7 @@ pub fn fault_plan(scenario: &Scenario) -> impl Strategy<Value = FaultPlan> + use
                 trims,
                 group_destroys,
                 rollbacks,
+                scheduled,
             )| FaultPlan {
                 broker,
                 crashes,
@@ -162,6 +168,7 @@ pub fn fault_plan(scenario: &Scenario) -> impl Strategy<Value = FaultPlan> + use
                 outages: Vec::new(),
                 group_destroys,
                 rollbacks,
+                scheduled,
             },
         )
 }

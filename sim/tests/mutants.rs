@@ -227,3 +227,11 @@ fn ignore_rate_limit_is_caught_running_without_permits() {
         MORE_SEEDS,
     );
 }
+
+/// A producer that dispatches a task meant for later at once starts it
+/// before it is due (issue 12's scheduled dispatch: a tenth of the standard
+/// runs' tasks are dispatched for later).
+#[test]
+fn schedule_at_once_is_caught_starting_scheduled_tasks_before_they_are_due() {
+    caught_within(Mutant::ScheduleAtOnce, Invariant::NotBeforeDue, MORE_SEEDS);
+}

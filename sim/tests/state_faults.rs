@@ -107,3 +107,31 @@ fn a_zombie_does_not_dead_letter_an_entry_a_peer_completed_and_retention_trimmed
     let report = Simulation::standard(scenario).run(49).expect("runs");
     assert!(report.passed(), "{report}");
 }
+
+/// A swarm seed whose crew got two entries of one task in one read (its
+/// first, replayed after its group was destroyed and made again, and its
+/// promoted retry) and ran both: each run is judged on its own entry.
+#[test]
+fn two_entries_of_one_task_in_one_read_are_judged_each_on_its_own() {
+    let scenario = Scenario::default().faults(Faults::Swarm);
+    let report = Simulation::standard(scenario).run(1109).expect("runs");
+    assert!(report.passed(), "{report}");
+}
+
+/// A small standard campaign dispatches some tasks for later (issue 12's
+/// scheduled dispatch, a tenth of the tasks), and every invariant holds:
+/// none started before its due time, none lost.
+#[test]
+fn a_standard_campaign_dispatches_tasks_for_later_and_keeps_every_invariant() {
+    use crewq_sim::{Campaign, run_campaign};
+
+    let simulation = Simulation::standard(Scenario::default());
+    let report = run_campaign(&simulation, &Campaign::new(1, 10).jobs(1), |_| {});
+    assert!(report.passed(), "{:?}", report.failures);
+    let scheduled = report.hits.get("scheduled_dispatch").copied().unwrap_or(0);
+    assert!(
+        scheduled > 50,
+        "scheduled_dispatch fired {scheduled} times: {:?}",
+        report.hits
+    );
+}

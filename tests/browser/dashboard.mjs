@@ -51,6 +51,7 @@ function expected(stats) {
       pending: String(a.groups.reduce((s, g) => s + g.pending, 0)),
       consumers: String(a.groups.reduce((s, g) => s + g.consumers.length, 0)),
       dlq: String(a.dlq_length),
+      delayed: String(a.delayed_length),
     }];
   }));
 }
@@ -60,7 +61,7 @@ async function shownNumbers(page) {
     const field = (name) => tr.querySelector(`td[data-field="${name}"]`).textContent;
     return [tr.dataset.agent, {
       length: field("length"), lag: field("lag"), pending: field("pending"),
-      consumers: field("consumers"), dlq: field("dlq"),
+      consumers: field("consumers"), dlq: field("dlq"), delayed: field("delayed"),
     }];
   })));
 }
@@ -99,6 +100,9 @@ try {
   const want = expected(stats);
   check(JSON.stringify(shown) === JSON.stringify(want),
     `the queue numbers shown equal crewq stats --json: ${JSON.stringify(shown)} vs ${JSON.stringify(want)}`);
+  // The review tasks dispatched for an hour later wait in the delayed set.
+  check(shown.review && shown.review.delayed === "2",
+    `the delayed column shows review's two tasks dispatched for later: ${JSON.stringify(shown.review)}`);
   const consumers = stats.flatMap((a) => a.groups.flatMap((g) => g.consumers.map((c) => `${a.agent_type}/${c.name}`)));
   const shownConsumers = await page.$$eval("#consumers tbody tr",
     (rows) => rows.map((tr) => `${tr.children[0].textContent}/${tr.children[2].textContent}`));

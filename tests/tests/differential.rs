@@ -19,6 +19,19 @@
 //!   after its first automatic one (those adds become automatic), and "the id
 //!   just after an entry" is only derived from explicit ids.
 //!
+//! - delayed sets (`delay_once`, `promote`, `delayed_len`) depend on the
+//!   broker's clock: a member is due its delay after the broker's now. So
+//!   delays are either 0 (due at once: any later promote finds it due, on
+//!   both clocks) or a day (never due within a case), never in between;
+//!   markers are kept a day (or for 0 ms, which both must reject); each
+//!   member's token is a number given in generation order, zero-padded, so
+//!   that members due in the same ms (ordered by member) and in different
+//!   ms (ordered by time) come out in the same order on both backends; a
+//!   promote's `next_due_in` is compared as none / due now (under an hour)
+//!   / later; and a promoted entry's id is automatic, so its stream counts
+//!   as one with automatic ids. Settles put members in delayed sets too, as
+//!   a failed attempt's retry does (`SettleDelayed`).
+//!
 //! `PROPTEST_CASES` overrides the 256 cases. A failing case is shrunk, and its
 //! seed saved in `tests/proptest-regressions/differential.txt`, which every
 //! later run replays first.
@@ -29,9 +42,9 @@ use std::ops::Bound;
 use std::time::Duration;
 
 use crewq_core::{
-    Ack, AckAndAdd, AddId, AddedOnce, AutoClaim, Broker, ConsumerPruned, DeletedRecord, ErrorKind,
-    Fields, GroupStart, IdRange, NewEntry, PendingQuery, ReadFrom, ReadGroup, Settle, SettleItem,
-    Settled, StreamEntry, StreamId, Trim,
+    Ack, AckAndAdd, AddId, AddedOnce, AutoClaim, Broker, ConsumerPruned, Delay, DelayOnce,
+    DelayedOnce, DeletedRecord, ErrorKind, Fields, GroupStart, IdRange, NewEntry, PendingQuery,
+    ReadFrom, ReadGroup, Settle, SettleItem, Settled, StreamEntry, StreamId, Trim,
 };
 use crewq_memory::MemoryBroker;
 use crewq_tests::redis_cluster::TestCluster;
@@ -262,6 +275,38 @@ enum Op {
         c: u8,
         ids: Vec<IdRef>,
     },
+    /// `delay_once` into the delayed set of stream `s`.
+    DelayOnce {
+        s: u8,
+        entries: Vec<DelayGen>,
+    },
+    /// `promote` from the delayed set of stream `set` into stream `s`.
+    Promote {
+        set: u8,
+        s: u8,
+        count: usize,
+    },
+    DelayedLen(u8),
+    /// A settle whose items each put entries in delayed sets (a failed
+    /// attempt's retry), appending nothing.
+    SettleDelayed {
+        s: u8,
+        g: u8,
+        c: u8,
+        items: Vec<(IdRef, Vec<DelayGen>)>,
+    },
+}
+
+/// One entry of a `delay_once`: its fields as an append's, one of three
+/// markers, due at once or in a day, a valid window (a day) or an invalid
+/// one (0 ms), and its token, numbered by [`Plan::effective`].
+#[derive(Clone, Copy, Debug)]
+struct DelayGen {
+    add: AddGen,
+    marker: u8,
+    later: bool,
+    valid_window: bool,
+    token: u32,
 }
 
 // Skewed towards the first stream and group so that state builds up where
@@ -550,6 +595,30 @@ fn op() -> impl Strategy<Value = Op> {
                 .prop_map(|(s, g, c, ids)| Op::Renew { s, g, c, ids })
                 .boxed(),
         ),
+        (
+            4,
+            (stream(), vec(delay_gen(), 0..4))
+                .prop_map(|(s, entries)| Op::DelayOnce { s, entries })
+                .boxed(),
+        ),
+        (
+            3,
+            (stream(), stream(), 1..4usize)
+                .prop_map(|(set, s, count)| Op::Promote { set, s, count })
+                .boxed(),
+        ),
+        (1, stream().prop_map(Op::DelayedLen).boxed()),
+        (
+            3,
+            (
+                stream(),
+                group(),
+                consumer(),
+                vec((id_ref(), vec(delay_gen(), 0..3)), 0..3),
+            )
+                .prop_map(|(s, g, c, items)| Op::SettleDelayed { s, g, c, items })
+                .boxed(),
+        ),
     ];
     Union::new_weighted(arms)
 }
@@ -567,6 +636,22 @@ fn sequence() -> impl Strategy<Value = Vec<Option<Op>>> {
         .prop_map(|(mut set_up, ops)| {
             set_up.extend(ops);
             set_up
+        })
+}
+
+fn delay_gen() -> impl Strategy<Value = DelayGen> + Clone {
+    (
+        add_with(Just(IdGen::Auto)),
+        0..3u8,
+        prop::bool::weighted(0.3),
+        prop::bool::weighted(0.95),
+    )
+        .prop_map(|(add, marker, later, valid_window)| DelayGen {
+            add,
+            marker,
+            later,
+            valid_window,
+            token: 0,
         })
 }
 
@@ -604,6 +689,7 @@ fn epilogue() -> Vec<Op> {
             });
             ops.push(Op::InfoConsumers { s, g });
         }
+        ops.push(Op::DelayedLen(s));
     }
     ops
 }
@@ -692,6 +778,15 @@ enum Reply {
     /// Per item: the appended ids, `None` when not owned, or `Err` when its
     /// appends failed (the texts differ between backends; the fact does not).
     Settled(Vec<Result<Option<Vec<NId>>, ()>>),
+    /// Per entry of a `delay_once`: scheduled (`None`), or the id its
+    /// marker recorded.
+    Delayed(Vec<Result<Option<NId>, ErrorKind>>),
+    /// A promote's entries, and when the next member is due: `none`,
+    /// `now` (under an hour: the clocks differ) or `later`.
+    Promoted {
+        entries: Vec<Entry>,
+        next_due: &'static str,
+    },
 }
 
 type Outcome = Result<Reply, ErrorKind>;
@@ -699,10 +794,12 @@ type Outcome = Result<Reply, ErrorKind>;
 // ---------------------------------------------------------------------------
 // Running operations on one backend.
 
-/// What both backends share: which streams have had an automatic id.
+/// What both backends share: which streams have had an automatic id, and
+/// the tokens given to delayed members so far.
 #[derive(Default)]
 struct Plan {
     auto: [bool; STREAMS],
+    tokens: u32,
 }
 
 impl Plan {
@@ -725,6 +822,25 @@ impl Plan {
                 record: Some(r), ..
             } => {
                 self.auto[usize::from(*r) % STREAMS] = true;
+                return op;
+            }
+            // So do promoted entries.
+            Op::Promote { s, .. } => {
+                self.auto[usize::from(*s) % STREAMS] = true;
+                return op;
+            }
+            Op::DelayOnce { entries, .. } => {
+                for entry in entries.iter_mut() {
+                    entry.token = self.tokens;
+                    self.tokens += 1;
+                }
+                return op;
+            }
+            Op::SettleDelayed { items, .. } => {
+                for entry in items.iter_mut().flat_map(|(_, delays)| delays.iter_mut()) {
+                    entry.token = self.tokens;
+                    self.tokens += 1;
+                }
                 return op;
             }
             _ => &mut [],
@@ -829,6 +945,24 @@ impl<'a> Side<'a> {
 
     fn key(&self, s: u8) -> &'a str {
         &self.keys[usize::from(s) % STREAMS]
+    }
+
+    /// The delayed set of stream `s` (in the case's hash tag on a cluster).
+    fn delayed_key(&self, s: u8) -> String {
+        format!("{}:delayed", self.key(s))
+    }
+
+    /// `d` as a member of the delayed set of its entry's stream: due at
+    /// once or in a day, its token zero-padded.
+    fn delay(&self, d: &DelayGen) -> Delay {
+        let after = if d.later { HUGE_IDLE } else { Duration::ZERO };
+        let token = format!("d{:06}", d.token);
+        Delay::new(self.delayed_key(d.add.s), after, token, fields(&d.add))
+    }
+
+    /// Marker `m` of `delay_once` (in the case's hash tag on a cluster).
+    fn marker_key(&self, m: u8) -> String {
+        format!("{}:marker{}", self.key(0), usize::from(m) % 3)
     }
 
     /// The stream's last id: appends are the only thing that moves it.
@@ -1348,6 +1482,77 @@ impl<'a> Side<'a> {
                     .await
                     .map_err(k)?;
                 Reply::Ids(self.norm_ids(usize::from(*s) % STREAMS, renewed))
+            }
+            Op::DelayOnce { s, entries } => {
+                let schedules = entries
+                    .iter()
+                    .map(|d| {
+                        let window = if d.valid_window {
+                            HUGE_IDLE
+                        } else {
+                            Duration::ZERO
+                        };
+                        let delay = Delay {
+                            set: self.delayed_key(*s),
+                            ..self.delay(d)
+                        };
+                        DelayOnce::new(delay, self.marker_key(d.marker), window)
+                    })
+                    .collect();
+                let replies = b.delay_once(schedules).await.map_err(k)?;
+                let si = usize::from(*s) % STREAMS;
+                Reply::Delayed(
+                    replies
+                        .into_iter()
+                        .map(|reply| match reply {
+                            Ok(DelayedOnce::Scheduled) => Ok(None),
+                            Ok(DelayedOnce::Duplicate(id)) => Ok(Some(self.norm(si, id))),
+                            Err(e) => Err(e.kind()),
+                        })
+                        .collect(),
+                )
+            }
+            Op::Promote { set, s, count } => {
+                let promoted = b
+                    .promote(&self.delayed_key(*set), self.key(*s), *count)
+                    .await
+                    .map_err(k)?;
+                let si = usize::from(*s) % STREAMS;
+                self.added[si].extend(promoted.entries.iter().map(|e| e.id));
+                let next_due = match promoted.next_due_in {
+                    None => "none",
+                    Some(due) if due < Duration::from_secs(3600) => "now",
+                    Some(_) => "later",
+                };
+                Reply::Promoted {
+                    entries: self.norm_entries(si, promoted.entries),
+                    next_due,
+                }
+            }
+            Op::SettleDelayed { s, g, c, items } => {
+                let mut settle =
+                    Settle::new(self.key(*s), self.group_name(*s, *g), consumer_name(*c));
+                for (id, delays) in items {
+                    let mut item = SettleItem::new(self.id(*s, *id));
+                    for d in delays {
+                        item = item.delay(self.delay(d));
+                    }
+                    settle = settle.item(item);
+                }
+                let outcomes = b.settle(settle).await.map_err(k)?;
+                Reply::Settled(
+                    outcomes
+                        .into_iter()
+                        .map(|outcome| match outcome {
+                            Settled::NotOwned => Ok(None),
+                            Settled::Failed(_) => Err(()),
+                            Settled::Done(ids) => Ok(Some(ids.into_iter().map(NId::Lit).collect())),
+                        })
+                        .collect(),
+                )
+            }
+            Op::DelayedLen(s) => {
+                Reply::Count(b.delayed_len(&self.delayed_key(*s)).await.map_err(k)?)
             }
         })
     }

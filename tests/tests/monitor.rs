@@ -20,6 +20,7 @@ crewq_tests::on_both_backends!(
     a_stream_without_groups_has_no_group_stats,
     stats_count_the_delayed_set,
     stats_show_the_rate_limit_in_use,
+    progress_is_the_newest_report_of_each_entry_asked,
 );
 
 /// Long enough to tell from zero on a real server too.
@@ -291,4 +292,65 @@ async fn stats_show_the_rate_limit_in_use(broker: &dyn Broker, keyspace: &Keyspa
             .get("rate")
             .is_none()
     );
+}
+
+/// One progress report of `entry`, with the fields a worker writes.
+async fn report(broker: &dyn Broker, stream: &str, entry: StreamId, value: &str, attempt: u32) {
+    use crewq_core::worker::{
+        PROGRESS_AT, PROGRESS_ATTEMPT, PROGRESS_CONSUMER, PROGRESS_ENTRY_ID, PROGRESS_TASK_ID,
+        PROGRESS_VALUE,
+    };
+    let fields = Fields::new()
+        .with(PROGRESS_TASK_ID, "t")
+        .with(PROGRESS_ENTRY_ID, entry.to_string())
+        .with(PROGRESS_CONSUMER, "w1")
+        .with(PROGRESS_ATTEMPT, attempt.to_string())
+        .with(PROGRESS_VALUE, value.to_owned())
+        .with(PROGRESS_AT, "2026-01-01T00:00:00+00:00");
+    broker
+        .xadd(NewEntry::new(stream, fields))
+        .await
+        .expect("xadd");
+}
+
+async fn progress_is_the_newest_report_of_each_entry_asked(
+    broker: &dyn Broker,
+    keyspace: &Keyspace,
+) {
+    let research = agent("research");
+    let monitor = Monitor::new(broker, keyspace.clone());
+    let (a, b, c, d) = (
+        StreamId::new(1, 0),
+        StreamId::new(2, 0),
+        StreamId::new(3, 0),
+        StreamId::new(4, 0),
+    );
+    // No progress stream yet: nothing, no error.
+    let none = monitor.progress(&research, &[a]).await.expect("progress");
+    assert!(none.is_empty(), "{none:?}");
+
+    let stream = keyspace.progress(&research);
+    report(broker, &stream, a, r#"{"step":1}"#, 1).await;
+    report(broker, &stream, b, "not json", 2).await;
+    report(broker, &stream, c, r#"{"step":9}"#, 1).await;
+    report(broker, &stream, a, r#"{"step":2}"#, 1).await;
+    let got = monitor
+        .progress(&research, &[a, b, d])
+        .await
+        .expect("progress");
+    assert_eq!(got.keys().copied().collect::<Vec<_>>(), [a, b], "{got:?}");
+    assert_eq!(got[&a].value, serde_json::json!({ "step": 2 }));
+    assert_eq!((got[&a].attempt, got[&a].consumer.as_str()), (1, "w1"));
+    assert_eq!(got[&b].value, serde_json::json!("not json"));
+    assert_eq!(got[&b].at, "2026-01-01T00:00:00+00:00");
+
+    // Past the first page of the stream: a thousand reports of another
+    // entry, then a's newest.
+    for n in 0..1_000 {
+        report(broker, &stream, c, &format!(r#"{{"step":{n}}}"#), 1).await;
+    }
+    report(broker, &stream, a, r#"{"step":3}"#, 2).await;
+    let got = monitor.progress(&research, &[a]).await.expect("progress");
+    assert_eq!(got[&a].value, serde_json::json!({ "step": 3 }));
+    assert_eq!(got[&a].attempt, 2);
 }

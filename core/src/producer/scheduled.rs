@@ -37,6 +37,11 @@ impl<B: Broker> Producer<B> {
         task: &Task<P>,
         delay: Duration,
     ) -> Result<Dispatched, DispatchError> {
+        #[cfg(feature = "mutants")]
+        if self.mutant == Some(crate::worker::Mutant::ScheduleAtOnce) {
+            // The `schedule-at-once` mutant: dispatched now, the delay ignored.
+            return self.dispatch(task).await;
+        }
         let span = dispatch_span(task);
         async {
             let result = self.schedule_one(task, delay).await;

@@ -104,6 +104,15 @@ pub enum Mutant {
     /// entry it read whatever was granted: the ones past the grant run
     /// without a permit, over the agent type's shared budget.
     IgnoreRateLimit,
+    // --- scheduled dispatch (issue 12) ---
+    /// `schedule-at-once`: the producer's
+    /// [`dispatch_in`](crate::producer::Producer::dispatch_in) and
+    /// [`dispatch_at`](crate::producer::Producer::dispatch_at) append the
+    /// task to its stream at once, ignoring the delay: it starts before it
+    /// is due. A producer's mutant
+    /// ([`Producer::with_mutant`](crate::producer::Producer::with_mutant)),
+    /// not a worker's.
+    ScheduleAtOnce,
 }
 
 /// Tries of one settle before the `settle-gives-up` mutant drops its
@@ -114,7 +123,7 @@ pub(crate) const SETTLE_TRIES: u32 = 5;
 #[cfg(feature = "mutants")]
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 18] = [
+    pub const ALL: [Mutant; 19] = [
         Mutant::AckBeforeHandle,
         Mutant::NoReclaim,
         Mutant::DlqWithoutAck,
@@ -139,6 +148,8 @@ impl Mutant {
         Mutant::RetryAtOnce,
         // shared rate limits
         Mutant::IgnoreRateLimit,
+        // scheduled dispatch
+        Mutant::ScheduleAtOnce,
     ];
 
     /// Its name on the command line (`ack-before-handle` ...).
@@ -162,6 +173,7 @@ impl Mutant {
             Mutant::RetryNonRetryable => "retry-non-retryable",
             Mutant::RetryAtOnce => "retry-at-once",
             Mutant::IgnoreRateLimit => "ignore-rate-limit",
+            Mutant::ScheduleAtOnce => "schedule-at-once",
         }
     }
 }

@@ -1,4 +1,5 @@
-//! [`Invariant::NotBeforeDue`]: no retry starts before its due time.
+//! [`Invariant::NotBeforeDue`]: no retry, and no task dispatched for
+//! later, starts before its due time.
 //!
 //! A failed run's settle puts its retry in the agent type's delayed set,
 //! due after the back-off on the broker's clock (the run's virtual clock);
@@ -9,6 +10,14 @@
 //! failed-run count; a broker rollback can make a settle, and so its
 //! schedule, happen twice), and no settle may append a retry to its task
 //! stream at once ([`Event::RequeuedAtOnce`]), skipping its wait.
+//!
+//! A scheduled dispatch (issue 12) is the same path for a first attempt:
+//! the broker's schedule is an [`Event::Scheduled`] with `attempts` 0 and
+//! its promotion an [`Event::Promoted`] with `attempts` 0, held to the same
+//! rule. And, whatever path its entry took, no handler may start a task
+//! dispatched for later ([`Event::DispatchedLater`]) before the delay has
+//! passed since its dispatch's first try ([`Event::HandlerStarted`]): a
+//! producer that appends it at once is caught there.
 
 use std::collections::BTreeMap;
 
@@ -64,6 +73,30 @@ pub(super) fn check(history: &History) -> Vec<Violation> {
             _ => {}
         }
     }
+    // Tasks dispatched for later, and when each is due at the earliest.
+    // Read first: a task due at once may start before its dispatch's
+    // reply is back.
+    let mut later: BTreeMap<u32, u64> = BTreeMap::new();
+    for stamped in history.events() {
+        if let Event::DispatchedLater { task, due_ms } = &stamped.event {
+            let earliest = later.entry(*task).or_insert(*due_ms);
+            *earliest = (*earliest).min(*due_ms);
+        }
+    }
+    for stamped in history.events() {
+        if let Event::HandlerStarted { task, call, .. } = &stamped.event
+            && let Some(&due_ms) = later.get(task)
+            && stamped.at_ms < due_ms
+        {
+            violate(
+                *task,
+                format!(
+                    "dispatched for later, due at {due_ms} ms, started (call {call}) at {} ms",
+                    stamped.at_ms
+                ),
+            );
+        }
+    }
     violations.into_values().collect()
 }
 
@@ -114,5 +147,53 @@ mod tests {
         assert!(check(&twice).is_empty());
         let never = History::from_events(vec![at(70, promoted())]);
         assert_eq!(check(&never).len(), 1);
+    }
+
+    fn started() -> Event {
+        Event::HandlerStarted {
+            task: 3,
+            consumer: "w0".to_owned(),
+            call: 1,
+        }
+    }
+
+    #[test]
+    fn a_task_dispatched_for_later_started_before_its_due_time_is_a_violation() {
+        let later = Event::DispatchedLater {
+            task: 3,
+            due_ms: 100,
+        };
+        let early = History::from_events(vec![at(10, later.clone()), at(99, started())]);
+        let found = check(&early);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(
+            (found[0].invariant, found[0].task),
+            (Invariant::NotBeforeDue, Some(3))
+        );
+        let on_time = History::from_events(vec![at(10, later.clone()), at(100, started())]);
+        assert!(check(&on_time).is_empty());
+        // Started before the dispatch's reply came back: still judged.
+        let before_reply = History::from_events(vec![at(50, started()), at(60, later)]);
+        assert_eq!(check(&before_reply).len(), 1);
+        // Its first attempt promoted before the schedule's due time.
+        let promoted_early = History::from_events(vec![
+            at(
+                10,
+                Event::Scheduled {
+                    task: 3,
+                    attempts: 0,
+                    due_ms: 100,
+                },
+            ),
+            at(
+                40,
+                Event::Promoted {
+                    task: 3,
+                    attempts: 0,
+                    id: StreamId::new(1, 0),
+                },
+            ),
+        ]);
+        assert_eq!(check(&promoted_early).len(), 1);
     }
 }

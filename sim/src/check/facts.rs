@@ -93,6 +93,7 @@ impl Facts {
         };
         let entries = facts.map_entries(record);
         let delivered = facts.read_history(scenario, record, &entries);
+        facts.read_schedules(record);
         facts.read_outcomes(record, &entries);
         facts.read_trims(record, &entries, &delivered);
         facts
@@ -250,6 +251,16 @@ impl Facts {
                     from_ms: at,
                     to_ms: at,
                 }),
+                // A graceful stop hands back what its worker holds: attempts
+                // still running at the grace's end, cancelled ones that
+                // failed, entries waiting for a rate-limit permit. Each is
+                // delivered again (swarm seed 1884: a rate-limited entry
+                // whose run the stop cancelled, after a rollback had undone
+                // its settle).
+                Event::StopRequested { grace_ms, .. } => self.disruptions.push(Disruption {
+                    from_ms: at,
+                    to_ms: at.saturating_add(*grace_ms),
+                }),
                 Event::GroupDestroyed { stream } => {
                     replays.destroyed(stream);
                     let forgotten: Vec<_> =
@@ -285,6 +296,7 @@ impl Facts {
                 Event::RolledBack {
                     snapshot_ms,
                     forgotten,
+                    ..
                 } => {
                     // Cut before the snapshot, reported deleted after it:
                     // the restore brought back the pending reference, not
@@ -319,6 +331,50 @@ impl Facts {
             }
         }
         delivered
+    }
+
+    /// Scheduled dispatches (issue 12): a task dispatched for later has no
+    /// entry until a promote appends one, so its acknowledged dispatch
+    /// ([`Event::DispatchedLater`]) counts as acknowledged unless a broker
+    /// rollback forgot every schedule of it the broker applied (each
+    /// [`Event::Scheduled`] with `attempts` 0 less those a
+    /// [`Event::RolledBack`] lists as unscheduled): then it is lost to the
+    /// rollback, as an immediate dispatch whose entry a rollback forgot.
+    /// A schedule kept makes a task without an outcome lost to crewq,
+    /// whether it was promoted or not.
+    fn read_schedules(&mut self, record: &RunRecord) {
+        let mut dispatched_later = BTreeSet::new();
+        // Per task: schedules applied, and those forgotten.
+        let mut schedules: BTreeMap<u32, (u32, u32)> = BTreeMap::new();
+        for stamped in record.history.events() {
+            match &stamped.event {
+                Event::DispatchedLater { task, .. } => {
+                    dispatched_later.insert(*task);
+                }
+                Event::Scheduled {
+                    task, attempts: 0, ..
+                } => schedules.entry(*task).or_default().0 += 1,
+                Event::RolledBack { unscheduled, .. } => {
+                    for task in unscheduled {
+                        schedules.entry(*task).or_default().1 += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        for task in dispatched_later {
+            let (applied, forgotten) = schedules.get(&task).copied().unwrap_or_default();
+            let Some(facts) = self.task(task) else {
+                continue;
+            };
+            if forgotten > 0 && applied <= forgotten {
+                facts.dispatch_rolled_back = true;
+            } else {
+                // Kept, or (a producer's `schedule-at-once` mutant)
+                // appended at once: its entry is accounted as any other.
+                facts.acked = true;
+            }
+        }
     }
 
     /// A dispatch or delivery of an entry a rollback forgot: it counts for

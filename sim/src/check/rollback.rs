@@ -66,6 +66,7 @@ impl Forgetting {
                 Event::RolledBack {
                     snapshot_ms,
                     forgotten,
+                    ..
                 } => {
                     forgetting.windows.push((*snapshot_ms, index));
                     Some((index, forgotten.iter().cloned().collect()))

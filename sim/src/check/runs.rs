@@ -19,7 +19,9 @@ pub(super) struct Run {
     pub consumer: String,
     pub call: u32,
     /// The entry it ran (stream and id): the last one of its task delivered
-    /// to its consumer before it began (none if no delivery was seen).
+    /// to its consumer before it began, or, when one delivery brought
+    /// several entries of the task, the first of them no run started on
+    /// yet (none if no delivery was seen).
     pub entry: Option<(String, StreamId)>,
     /// When that entry was delivered (read or claimed) to its consumer.
     pub delivered_ms: u64,
@@ -39,8 +41,10 @@ pub(super) struct Run {
 pub(super) fn runs(record: &RunRecord, rollbacks: &Forgetting) -> Vec<Run> {
     let entries = entry_tasks(record);
     let task_streams = record.state.task_streams();
-    // (consumer, task) -> the entry last delivered, and when.
-    let mut delivered: BTreeMap<(String, u32), ((String, StreamId), u64)> = BTreeMap::new();
+    // (consumer, task) -> the entries of the task delivered to the
+    // consumer at the moment of the last delivery, each with whether a run
+    // started on it (see `Delivered::run_of`).
+    let mut delivered: BTreeMap<(String, u32), Delivered> = BTreeMap::new();
     let mut runs: Vec<Run> = Vec::new();
     // (task, call) -> index in `runs`, while under way.
     let mut open: BTreeMap<(u32, u32), usize> = BTreeMap::new();
@@ -59,7 +63,8 @@ pub(super) fn runs(record: &RunRecord, rollbacks: &Forgetting) -> Vec<Run> {
                     entries.get(&entry).copied()
                 };
                 if let Some(task) = task {
-                    delivered.insert((consumer.clone(), task), (entry, at));
+                    let of = delivered.entry((consumer.clone(), task)).or_default();
+                    of.deliver(entry, at);
                 }
             }
             Event::HandlerStarted {
@@ -67,7 +72,10 @@ pub(super) fn runs(record: &RunRecord, rollbacks: &Forgetting) -> Vec<Run> {
                 consumer,
                 call,
             } => {
-                let last = delivered.get(&(consumer.clone(), *task));
+                let last = delivered
+                    .get_mut(&(consumer.clone(), *task))
+                    .and_then(Delivered::run_of);
+                let last = last.as_ref();
                 open.insert((*task, *call), runs.len());
                 runs.push(Run {
                     task: *task,
@@ -114,4 +122,71 @@ fn entry_tasks(record: &RunRecord) -> BTreeMap<(String, StreamId), u32> {
         }
     }
     map
+}
+
+/// What one consumer was last delivered of one task: usually one entry; two
+/// or more when one read (or claim) delivered several entries of the task
+/// at once, as after its group was destroyed and made again (its replayed
+/// first entry beside a retry).
+#[derive(Debug, Default)]
+struct Delivered {
+    /// When the last delivery happened.
+    at_ms: u64,
+    /// The entries delivered then, in order, each with whether a run
+    /// started on it.
+    entries: Vec<((String, StreamId), bool)>,
+}
+
+impl Delivered {
+    /// Notes `entry` delivered at `at_ms`: it joins the entries delivered
+    /// at that moment, or starts anew.
+    fn deliver(&mut self, entry: (String, StreamId), at_ms: u64) {
+        if at_ms != self.at_ms || self.entries.is_empty() {
+            self.entries.clear();
+            self.at_ms = at_ms;
+        }
+        self.entries.retain(|(e, _)| *e != entry);
+        self.entries.push((entry, false));
+    }
+
+    /// The entry a run starting now runs, and when it was delivered: the
+    /// worker starts the entries of one delivery in order, so the first one
+    /// no run started on yet; once each has one, the last (a run again
+    /// without a new delivery, as before).
+    fn run_of(&mut self) -> Option<((String, StreamId), u64)> {
+        let at = self.at_ms;
+        if let Some((entry, started)) = self.entries.iter_mut().find(|(_, started)| !*started) {
+            *started = true;
+            return Some((entry.clone(), at));
+        }
+        self.entries.last().map(|(entry, _)| (entry.clone(), at))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(seq: u64) -> (String, StreamId) {
+        ("agent:tasks:research".to_owned(), StreamId::new(1, seq))
+    }
+
+    /// Two entries of one task in one delivery (its first, replayed after
+    /// its group was made again, and its retry): the runs that start on
+    /// them take them in order, not both the last one (`crewq sim --seed
+    /// 1109 --swarm` once reported a success dropped for it).
+    #[test]
+    fn entries_of_one_task_delivered_at_once_are_run_in_order() {
+        let mut delivered = Delivered::default();
+        delivered.deliver(entry(7), 213);
+        delivered.deliver(entry(10), 213);
+        assert_eq!(delivered.run_of(), Some((entry(7), 213)));
+        assert_eq!(delivered.run_of(), Some((entry(10), 213)));
+        // A run again without a new delivery: the last, as before.
+        assert_eq!(delivered.run_of(), Some((entry(10), 213)));
+        // A later delivery starts anew.
+        delivered.deliver(entry(12), 300);
+        assert_eq!(delivered.run_of(), Some((entry(12), 300)));
+        assert_eq!(delivered.run_of(), Some((entry(12), 300)));
+    }
 }

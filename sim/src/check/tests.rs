@@ -270,3 +270,108 @@ fn push(record: &mut RunRecord, event: Event) {
     let at_ms = record.history.events().last().map_or(0, |e| e.at_ms);
     record.history.push(Stamped { at_ms, event });
 }
+
+/// A scenario with a third of its tasks dispatched for later, and no
+/// faults.
+fn scheduled_scenario() -> Scenario {
+    let rates = FaultRates {
+        scheduled: 0.3,
+        ..FaultRates::NONE
+    };
+    Scenario::default().tasks(30).faults(Faults::Rates(rates))
+}
+
+/// A passing run of [`scheduled_scenario`], and a task of it dispatched
+/// for later that succeeded, with its result's index.
+fn scheduled_record() -> (RunRecord, u32, usize) {
+    let scenario = scheduled_scenario();
+    let record = Simulation::standard(scenario.clone())
+        .record(5)
+        .expect("runs");
+    let report = check(&scenario, 5, &record);
+    assert!(report.passed(), "the unbroken run passes: {report}");
+    assert!(
+        report
+            .hits
+            .get("scheduled_dispatch")
+            .is_some_and(|n| *n > 0),
+        "some tasks were dispatched for later: {report}"
+    );
+    let later: Vec<u32> = record
+        .history
+        .events()
+        .iter()
+        .filter_map(|e| match e.event {
+            Event::DispatchedLater { task, .. } => Some(task),
+            _ => None,
+        })
+        .collect();
+    let (index, task) = record
+        .state
+        .results
+        .iter()
+        .enumerate()
+        .find_map(|(i, r)| match &r.result {
+            Some((id, TaskStatus::Success)) => {
+                Some((i, crate::task_index(id).filter(|t| later.contains(t))?))
+            }
+            _ => None,
+        })
+        .expect("a task dispatched for later succeeded");
+    (record, task, index)
+}
+
+#[test]
+fn a_scheduled_task_without_an_outcome_breaks_no_loss() {
+    let (mut record, task, index) = scheduled_record();
+    record.state.results.remove(index);
+    let report = check(&scheduled_scenario(), 5, &record);
+    let broken: Vec<_> = report.violations.iter().map(|v| v.invariant).collect();
+    assert_eq!(broken, [Invariant::NoLoss], "{report}");
+    assert_eq!(report.violations[0].task, Some(task));
+}
+
+#[test]
+fn a_scheduled_dispatch_a_rollback_forgot_is_lost_to_the_rollback() {
+    let (mut record, task, index) = scheduled_record();
+    record.state.results.remove(index);
+    let end = record.history.events().last().map_or(0, |e| e.at_ms);
+    push(
+        &mut record,
+        Event::RolledBack {
+            snapshot_ms: end,
+            forgotten: Vec::new(),
+            unscheduled: vec![task],
+        },
+    );
+    let report = check(&scheduled_scenario(), 5, &record);
+    assert!(report.passed(), "{report}");
+    assert_eq!(report.counts.lost_to_rollback, 1, "{report}");
+}
+
+#[test]
+fn a_scheduled_task_started_before_its_due_time_breaks_not_before_due() {
+    let (mut record, task, _) = scheduled_record();
+    let first_start = record
+        .history
+        .events()
+        .iter()
+        .find_map(|e| match &e.event {
+            Event::HandlerStarted { task: t, .. } if *t == task => Some(e.at_ms),
+            _ => None,
+        })
+        .expect("it ran");
+    // Its dispatch said it was due later than it ran.
+    let mut events = record.history.events().to_vec();
+    for stamped in &mut events {
+        if let Event::DispatchedLater { task: t, due_ms } = &mut stamped.event
+            && *t == task
+        {
+            *due_ms = first_start + 1;
+        }
+    }
+    record.history = crate::history::History::from_events(events);
+    let report = check(&scheduled_scenario(), 5, &record);
+    let broken: Vec<_> = report.violations.iter().map(|v| v.invariant).collect();
+    assert_eq!(broken, [Invariant::NotBeforeDue], "{report}");
+}

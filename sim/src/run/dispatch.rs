@@ -26,11 +26,16 @@ use crate::{Scenario, SimError};
 /// Every task's `created_at`: runs must not read the wall clock.
 const CREATED_AT: &str = "2024-01-01T00:00:00+00:00";
 
-/// One dispatch: a workflow of tasks, or a single poison task.
+/// Hit count class of a task dispatched for later (issue 12).
+const SCHEDULED_DISPATCH: &str = "scheduled_dispatch";
+
+/// One dispatch: a workflow of tasks, a single poison task, or a single
+/// task dispatched for later.
 #[derive(Clone, Debug)]
 enum Unit {
     Workflow { index: u32, tasks: Vec<u32> },
     Poison { task: u32, kind: PoisonKind },
+    Scheduled { task: u32, delay_ms: u64 },
 }
 
 /// What became of one workflow's gather.
@@ -77,6 +82,7 @@ impl<B: Broker + Clone + 'static> Dispatcher<B> {
             match unit {
                 Unit::Workflow { index, tasks } => self.fan_out(index, tasks).await?,
                 Unit::Poison { task, kind } => self.poison(task, kind).await?,
+                Unit::Scheduled { task, delay_ms } => self.schedule(task, delay_ms).await?,
             }
         }
         Ok(())
@@ -87,9 +93,10 @@ impl<B: Broker + Clone + 'static> Dispatcher<B> {
         let mut units = Vec::new();
         let mut workflow = Vec::new();
         for task in 0..self.scenario.tasks {
-            match self.plan.poison_kind(task) {
-                Some(kind) => units.push(Unit::Poison { task, kind }),
-                None => workflow.push(task),
+            match (self.plan.poison_kind(task), self.plan.scheduled_delay(task)) {
+                (Some(kind), _) => units.push(Unit::Poison { task, kind }),
+                (None, Some(delay_ms)) => units.push(Unit::Scheduled { task, delay_ms }),
+                (None, None) => workflow.push(task),
             }
             if workflow.len() == size {
                 let index = units.len() as u32;
@@ -203,6 +210,30 @@ impl<B: Broker + Clone + 'static> Dispatcher<B> {
         };
         self.hits.hit(kind.class());
         self.dispatched(index, entry);
+        Ok(())
+    }
+
+    /// Dispatches task `index` for `delay_ms` later through the real
+    /// [`Producer::dispatch_in`], and records when it is due at the
+    /// earliest: the delay after the first try (each try schedules it
+    /// anew after its own call, if an earlier one did not apply).
+    async fn schedule(&self, index: u32, delay_ms: u64) -> Result<(), SimError> {
+        let agent = self.scenario.agent_of(index);
+        let (action, payload) = self.crew.task_input(index, agent);
+        let task = self.task(index, payload, action)?;
+        let due_ms = self.recorder.now_ms().saturating_add(delay_ms);
+        let delay = Duration::from_millis(delay_ms);
+        retry(
+            || self.producer.dispatch_in(&task, delay),
+            |e| e.is_transient(),
+        )
+        .await
+        .map_err(|e| SimError::Run(format!("scheduled task {index}: {e}")))?;
+        self.hits.hit(SCHEDULED_DISPATCH);
+        self.recorder.record(Event::DispatchedLater {
+            task: index,
+            due_ms,
+        });
         Ok(())
     }
 

@@ -197,7 +197,9 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
         crew: crew.clone(),
         plan: plan.clone(),
         keyspace: keyspace.clone(),
-        producer: producer("producer", PRODUCER),
+        // A producer's mutant (`schedule-at-once`) breaks its scheduled
+        // dispatches; the worker's mutants leave it as it is.
+        producer: producer("producer", PRODUCER).with_mutant(scenario.mutant),
         supervisor,
         raw: brokers.recorded().clone(),
         recorder: recorder.clone(),

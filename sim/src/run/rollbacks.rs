@@ -3,7 +3,7 @@
 //! of an `appendfsync everysec` AOF (or a lagging replica) would hold it,
 //! and restored at the rollback's time while virtual time goes on. The
 //! appends forgotten are cut from the journal the checker accounts from
-//! and listed in the history, so the checker can tell what the rollback
+//! and listed in the history, as are the scheduled dispatches forgotten, so the checker can tell what the rollback
 //! cost from what crewq did.
 
 use std::collections::BTreeMap;
@@ -53,6 +53,9 @@ struct Taken {
     /// The journal's length when it was taken: the appends from there on
     /// are forgotten by its restore.
     journal_len: usize,
+    /// How many scheduled dispatches the broker had applied when it was
+    /// taken: those from there on are forgotten by its restore.
+    schedules_len: usize,
     /// Restores done before it was taken.
     restores: u32,
 }
@@ -108,6 +111,7 @@ impl Rollbacks {
             snapshot: broker.snapshot(),
             at_ms,
             journal_len: recorded.journal_len(),
+            schedules_len: recorded.schedules_len(),
             restores: self.restores,
         };
         self.taken.insert(rollback, taken);
@@ -139,6 +143,7 @@ impl Rollbacks {
                 .into_iter()
                 .map(|(stream, id, _)| (stream, id))
                 .collect(),
+            unscheduled: recorded.schedules_since(taken.schedules_len),
         });
         true
     }

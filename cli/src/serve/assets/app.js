@@ -80,12 +80,13 @@ function showStats(agents, readAt) {
       cell(s.consumers, "num"),
       cell(s.pending > 0 ? duration(s.oldest_pending_idle_ms) : "–", "num"),
       cell(agent.dlq_length, "num"),
+      cell(agent.delayed_length, "num"),
       cell(old ? rate(agent.tasks.entries_added, old.tasks.entries_added, seconds) : null, "num"),
       cell(old ? rate(delivered(agent), delivered(old), seconds) : null, "num"),
     ]);
     tr.dataset.agent = agent.agent_type;
     // Named cells, for scripts and tests that read the page.
-    const names = ["agent", "length", "lag", "pending", "consumers", "oldest", "dlq", "appended-rate", "delivered-rate"];
+    const names = ["agent", "length", "lag", "pending", "consumers", "oldest", "dlq", "delayed", "appended-rate", "delivered-rate"];
     tr.querySelectorAll("td").forEach((td, i) => { td.dataset.field = names[i]; });
     queues.appendChild(tr);
     for (const group of agent.groups) {
