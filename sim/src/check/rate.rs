@@ -439,6 +439,7 @@ mod tests {
                 event: Event::RolledBack {
                     snapshot_ms: 5,
                     forgotten: Vec::new(),
+                    unscheduled: Vec::new(),
                 },
             }],
             vec![granted(30, &["b"])],
@@ -455,6 +456,7 @@ mod tests {
                 event: Event::RolledBack {
                     snapshot_ms: 5,
                     forgotten: Vec::new(),
+                    unscheduled: Vec::new(),
                 },
             }],
             vec![granted(30, &["b"])],
