@@ -283,11 +283,19 @@ where
                         self.start::<P>(entry, source);
                     }
                 }
-                self.ack_finished(finished).await;
-                if self.waiting.is_empty() {
-                    Ok(())
+                // Start first, then acknowledge what the group's replay
+                // delivered again, as without a rate limit: the simulator
+                // ties a run to the first entry of its delivery not started
+                // yet, and a finished entry is never started.
+                let wait = if self.waiting.is_empty() {
+                    None
                 } else {
-                    self.start_waiting::<P>().await
+                    self.grant_waiting::<P>().await?
+                };
+                self.ack_finished(finished).await;
+                match wait {
+                    Some(wait) => self.wait_for_room(wait).await,
+                    None => Ok(()),
                 }
             }
             Err(err) => {

@@ -33,11 +33,23 @@ where
     }
 
     /// Asks for permits for the waiting entries there are slots for and
-    /// starts as many as were granted, in read order. With some left
-    /// waiting, waits until asking again can help: the window's next free
-    /// time or the pause's end as the broker tells it, an own attempt
-    /// ending, or [`RATE_POLL`] for room held by peers.
+    /// starts as many as were granted, in read order; then, with some left
+    /// waiting, waits until asking again can help ([`Loop::wait_for_room`]).
     pub(super) async fn start_waiting<P>(&mut self) -> Result<()>
+    where
+        H: Handler<P>,
+        P: DeserializeOwned + Send + 'static,
+    {
+        match self.grant_waiting::<P>().await? {
+            Some(wait) => self.wait_for_room(wait).await,
+            None => Ok(()),
+        }
+    }
+
+    /// [`Loop::start_waiting`] without its wait: returns how long to wait
+    /// before asking again, `None` when nothing waits (or an error was
+    /// waited out already).
+    pub(super) async fn grant_waiting<P>(&mut self) -> Result<Option<Duration>>
     where
         H: Handler<P>,
         P: DeserializeOwned + Send + 'static,
@@ -52,7 +64,7 @@ where
             self.shared.release(waiting.entry.id);
         }
         let Some(gate) = self.shared.rate.clone() else {
-            return Ok(());
+            return Ok(None);
         };
         let slots = self
             .shared
@@ -64,13 +76,13 @@ where
             if let Some(done) = self.inflight.join_next().await {
                 self.tally(done);
             }
-            return Ok(());
+            return Ok(None);
         }
         // Our own ended runs' room first: it may be what we wait for.
         gate.release_ended(&self.shared.broker).await;
         let (permits, grant) = match gate.acquire(&self.shared.broker, want).await {
             Ok(granted) => granted,
-            Err(err) => return self.wait_out(err).await,
+            Err(err) => return self.wait_out(err).await.map(|()| None),
         };
         let starting = if self.shared.options.is_mutant(Mutant::IgnoreRateLimit) {
             want
@@ -92,12 +104,21 @@ where
         // Granted for entries that left meanwhile: their starts go back.
         gate.give_back(&self.shared.broker, permits.collect()).await;
         if self.waiting.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
-        let wait = grant
-            .retry_in
-            .unwrap_or(RATE_POLL)
-            .max(Duration::from_millis(1));
+        Ok(Some(
+            grant
+                .retry_in
+                .unwrap_or(RATE_POLL)
+                .max(Duration::from_millis(1)),
+        ))
+    }
+
+    /// Waits, with entries waiting for permits, until asking again can
+    /// help: `wait` (the window's next free time or the pause's end as the
+    /// broker told it, or [`RATE_POLL`] for room held by peers), or an own
+    /// attempt ending.
+    pub(super) async fn wait_for_room(&mut self, wait: Duration) -> Result<()> {
         tracing::debug!(
             waiting = self.waiting.len(),
             ?wait,
