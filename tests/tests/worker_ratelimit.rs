@@ -88,12 +88,15 @@ impl Runs {
 }
 
 /// How much shorter than the limit's window the windows judged are on a
-/// real clock: the grant is the broker's, the start the handler's.
+/// real clock: the grant is the broker's, the start the handler's, and on a
+/// loaded machine a start can follow its grant by tens of ms (60 ms of
+/// slack was seen exceeded while simulator campaigns ran beside). Memory,
+/// on paused time, is judged exactly.
 fn slack(env: &Env) -> Duration {
     if env.memory {
         Duration::ZERO
     } else {
-        Duration::from_millis(60)
+        Duration::from_millis(150)
     }
 }
 
@@ -243,6 +246,18 @@ async fn a_slow_down_pauses_every_worker_and_the_task_still_completes(env: Env) 
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let slowed = slowed_at.lock().expect("slowed").expect("slowed down");
+    // Dispatch the others once the pause is in the broker (the worker sets
+    // it after the handler returns: a task read in between may start), or
+    // a fifth of the pause after the slow-down, whichever comes first: so
+    // a worker that never pauses still starts them within the pause.
+    let rate = env.keyspace.rate(&env.agent);
+    while Instant::now() < slowed + pause / 5 {
+        let paused = env.broker.rate_state(&rate).await.expect("state");
+        if paused.paused_for.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     for n in 2..=5 {
         env.dispatch(&task(n, 0)).await;
     }
