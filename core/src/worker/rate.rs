@@ -15,6 +15,14 @@
 //! Permits are released from a task of their own (a finished attempt's
 //! guard queues it and wakes that task), so a peer waiting for running room
 //! gets it within a round trip, whatever this worker's loop is doing.
+//!
+//! Two costs, both bounded by the lease: permits granted to a worker that
+//! stops (or crashes) between the grant and the starts are never released,
+//! and hold their running room until their lease ends (their starts stay in
+//! the window); and entries still waiting for permits at a stop are left
+//! pending, each delivered again later, which counts towards
+//! [`WorkerOptions::max_deliveries`](super::WorkerOptions::max_deliveries)
+//! as any hand-back does.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
