@@ -9,9 +9,10 @@ use crewq_core::{
     AckAndAdd, AckAndAddReply, AddedOnce, AutoClaim, AutoClaimed, AutoClaimedRecorded, Broker,
     ConsumerInfo, ConsumerPruned, DelayOnce, DelayedOnce, DeletedRecord, DeliveredEntry, Error,
     GroupInfo, GroupStart, IdRange, NewEntry, OnceEntry, PendingEntry, PendingQuery,
-    PendingSummary, Promoted, ReadFrom, ReadGroup, Result, Settle, Settled, StreamEntry, StreamId,
-    StreamInfo, Trim, validate_ack_and_add, validate_autoclaim_count, validate_autoclaim_recorded,
-    validate_delay_once, validate_new_entry, validate_once_entry, validate_settle,
+    PendingSummary, Promoted, RateAcquire, RateGrant, RateKeys, RateState, ReadFrom, ReadGroup,
+    Result, Settle, Settled, StreamEntry, StreamId, StreamInfo, Trim, validate_ack_and_add,
+    validate_autoclaim_count, validate_autoclaim_recorded, validate_delay_once, validate_new_entry,
+    validate_once_entry, validate_rate_acquire, validate_settle,
 };
 
 use crate::delayed::{delay_once_locked, promote_locked};
@@ -419,6 +420,42 @@ impl Broker for MemoryBroker {
 
     async fn delayed_len(&self, set: &str) -> Result<u64> {
         Ok(self.with_state(|state| state.delayed.get(set).map_or(0, |m| m.len() as u64)))
+    }
+
+    async fn rate_acquire(&self, acquire: RateAcquire) -> Result<RateGrant> {
+        validate_rate_acquire(&acquire)?;
+        let now = self.now_ms();
+        Ok(self.with_state(|state| state.rates.acquire(acquire, now)))
+    }
+
+    async fn rate_renew(
+        &self,
+        keys: &RateKeys,
+        permits: &[String],
+        lease: Duration,
+    ) -> Result<Vec<String>> {
+        let now = self.now_ms();
+        Ok(self.with_state(|state| state.rates.renew(keys, permits, lease, now)))
+    }
+
+    async fn rate_release(
+        &self,
+        keys: &RateKeys,
+        finished: &[String],
+        unused: &[String],
+    ) -> Result<u64> {
+        let now = self.now_ms();
+        Ok(self.with_state(|state| state.rates.release(keys, finished, unused, now)))
+    }
+
+    async fn rate_pause(&self, keys: &RateKeys, pause: Duration) -> Result<Duration> {
+        let now = self.now_ms();
+        Ok(self.with_state(|state| state.rates.pause(keys, pause, now)))
+    }
+
+    async fn rate_state(&self, keys: &RateKeys) -> Result<RateState> {
+        let now = self.now_ms();
+        Ok(self.with_state(|state| state.rates.state(keys, now)))
     }
 }
 

@@ -48,6 +48,7 @@ mod delayed;
 mod delete;
 mod group;
 mod markers;
+mod rate;
 mod snapshot;
 mod stream;
 mod write;
@@ -83,6 +84,9 @@ struct State {
     /// Delayed sets by key: part of the state, so a snapshot and a restore
     /// (a rollback) cover them as Redis's AOF and replicas do.
     delayed: BTreeMap<String, crate::delayed::DelayedSet>,
+    /// Shared rate limits' logs, pauses and limits: part of the state too,
+    /// so a rollback forgets grants as Redis's would.
+    rates: crate::rate::Rates,
 }
 
 /// What one stream key holds. Entries and groups are kept side by side so a

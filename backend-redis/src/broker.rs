@@ -9,8 +9,8 @@ use crewq_core::{
     AckAndAdd, AckAndAddReply, AddedOnce, AutoClaim, AutoClaimed, AutoClaimedRecorded, Broker,
     ConsumerInfo, ConsumerPruned, DelayOnce, DelayedOnce, DeletedRecord, DeliveredEntry, Error,
     GroupInfo, GroupStart, IdRange, NewEntry, OnceEntry, PendingEntry, PendingQuery,
-    PendingSummary, Promoted, ReadFrom, ReadGroup, Result, Settle, Settled, StreamEntry, StreamId,
-    StreamInfo, Trim, validate_new_entry,
+    PendingSummary, Promoted, RateAcquire, RateGrant, RateKeys, RateState, ReadFrom, ReadGroup,
+    Result, Settle, Settled, StreamEntry, StreamId, StreamInfo, Trim, validate_new_entry,
 };
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, Value};
@@ -555,5 +555,35 @@ impl Broker for RedisBroker {
 
     async fn delayed_len(&self, set: &str) -> Result<u64> {
         self.zcard(set).await
+    }
+
+    async fn rate_acquire(&self, acquire: RateAcquire) -> Result<RateGrant> {
+        self.rate_acquire_in_script(acquire).await
+    }
+
+    async fn rate_renew(
+        &self,
+        keys: &RateKeys,
+        permits: &[String],
+        lease: Duration,
+    ) -> Result<Vec<String>> {
+        self.rate_renew_in_script(keys, permits, lease).await
+    }
+
+    async fn rate_release(
+        &self,
+        keys: &RateKeys,
+        finished: &[String],
+        unused: &[String],
+    ) -> Result<u64> {
+        self.rate_release_in_script(keys, finished, unused).await
+    }
+
+    async fn rate_pause(&self, keys: &RateKeys, pause: Duration) -> Result<Duration> {
+        self.rate_pause_in_script(keys, pause).await
+    }
+
+    async fn rate_state(&self, keys: &RateKeys) -> Result<RateState> {
+        self.rate_state_in_script(keys).await
     }
 }

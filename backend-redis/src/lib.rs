@@ -60,6 +60,7 @@ mod guarded;
 mod once;
 mod parse;
 mod prune;
+mod rate;
 mod reclaim;
 mod redact;
 mod replicated;

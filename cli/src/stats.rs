@@ -119,5 +119,28 @@ pub fn table(stats: &[AgentStats]) -> String {
             );
         }
     }
+    let limited: Vec<_> = stats
+        .iter()
+        .filter_map(|a| a.rate.as_ref().map(|r| (a, r)))
+        .collect();
+    if !limited.is_empty() {
+        let _ = writeln!(text);
+        let _ = writeln!(
+            text,
+            "{:<16} {:<24} {:>8} {:>8} {:>10}",
+            "agent", "rate limit", "starts", "running", "paused"
+        );
+        for (agent, rate) in limited {
+            let _ = writeln!(
+                text,
+                "{:<16} {:<24} {:>8} {:>8} {:>10}",
+                agent.agent_type.as_str(),
+                rate.limit,
+                rate.starts_in_window,
+                rate.running,
+                rate.paused.map_or_else(|| "-".to_owned(), show)
+            );
+        }
+    }
     text
 }

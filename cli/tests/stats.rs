@@ -212,3 +212,57 @@ fn dispatch_and_stats_on_a_redis_cluster() {
     assert_eq!(stats[0]["tasks"]["length"], 1);
     assert_eq!(stats[0]["dlq_stream"], format!("{prefix}:{{research}}:dlq"));
 }
+
+/// An agent type whose workers share a rate limit shows it: a `rate`
+/// object in the JSON and a row of the rate-limit table, with the starts
+/// in the window, the running permits and the pause left; one without a
+/// limit has neither.
+#[tokio::test]
+async fn stats_show_a_shared_rate_limit_in_use() {
+    use crewq_core::{Broker, RateAcquire, RateLimit};
+    use std::time::Duration;
+
+    let crew = Crew::start();
+    crew.tasks("research", 1).await;
+    crew.tasks("review", 1).await;
+    let broker = crew.server.broker().await;
+    let keys = crew.keyspace().rate(&common::agent("research"));
+    let limit = RateLimit::new()
+        .starts(5, Duration::from_secs(60))
+        .running(3);
+    let acquire = RateAcquire {
+        keys: keys.clone(),
+        limit,
+        permits: vec!["w1/1".to_owned(), "w1/2".to_owned()],
+        lease: Duration::from_secs(60),
+    };
+    assert_eq!(
+        broker.rate_acquire(acquire).await.expect("acquire").granted,
+        2
+    );
+    broker
+        .rate_pause(&keys, Duration::from_secs(60))
+        .await
+        .expect("pause");
+
+    let stats = crew.json(&["stats", "research", "review"], &[]);
+    assert_eq!(stats[0]["rate"]["limit"], "5/60000ms, 3 running");
+    assert_eq!(stats[0]["rate"]["running"], 2);
+    assert_eq!(stats[0]["rate"]["starts_in_window"], 2);
+    assert!(
+        stats[0]["rate"]["paused_ms"]
+            .as_u64()
+            .is_some_and(|ms| ms > 50_000)
+    );
+    assert!(stats[1].get("rate").is_none(), "review has no limit");
+
+    let table = crew.text(&["stats", "research", "review"], &[]);
+    let row = table
+        .lines()
+        .skip_while(|line| !line.contains("rate limit"))
+        .find(|line| line.starts_with("research "))
+        .expect("a rate-limit row");
+    assert!(row.contains("5/60000ms, 3 running"), "{table}");
+    let numbers: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(numbers[4..6], ["2", "2"], "starts, running: {table}");
+}

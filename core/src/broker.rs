@@ -9,7 +9,8 @@ use crate::{
     AckAndAdd, AckAndAddReply, AddedOnce, AutoClaim, AutoClaimed, AutoClaimedRecorded,
     ConsumerInfo, ConsumerPruned, DelayOnce, DelayedOnce, DeletedRecord, DeliveredEntry, GroupInfo,
     GroupStart, IdRange, NewEntry, OnceEntry, PendingEntry, PendingQuery, PendingSummary, Promoted,
-    ReadGroup, Result, Settle, Settled, StreamEntry, StreamId, StreamInfo, Trim,
+    RateAcquire, RateGrant, RateKeys, RateState, ReadGroup, Result, Settle, Settled, StreamEntry,
+    StreamId, StreamInfo, Trim,
 };
 
 /// A store of streams with consumer groups, with Redis Streams semantics.
@@ -544,6 +545,89 @@ pub trait Broker: Send + Sync {
     /// - Counts members added by settles and not yet promoted; 0 for a
     ///   missing set (`delayed_len_counts_waiting_members`).
     async fn delayed_len(&self, set: &str) -> Result<u64>;
+
+    /// Grants up to `acquire.permits.len()` permits of a shared rate limit
+    /// (see [`crate::ratelimit`]) in one atomic step (a Lua script on
+    /// Redis, judged by the server's `TIME`): drops starts older than the
+    /// window and expired running permits, grants as many of the permits,
+    /// in order, as the pause, the starts in the window and the running
+    /// permits allow, and records each granted one as a start (now) and as
+    /// running (until `lease` from now). Records the limit for
+    /// [`Broker::rate_state`].
+    ///
+    /// # Behavior
+    ///
+    /// - No window of the limit's length holds more grants than its count:
+    ///   a refused request says when the oldest start leaves the window,
+    ///   and starts older than the window no longer count — a sliding
+    ///   window, not a bucket (`rate_acquire_keeps_starts_in_any_window`).
+    /// - At most the running limit's permits are held at once; a released
+    ///   permit's room is granted again
+    ///   (`rate_acquire_keeps_running_below_the_limit`).
+    /// - A running permit not renewed is dropped `lease` after its grant,
+    ///   and its room granted again, as a crashed holder's are
+    ///   (`rate_acquire_frees_expired_running_permits`).
+    /// - Many acquires racing grant no more than the limit in all
+    ///   (`rate_acquire_racing_grants_within_the_limit`).
+    /// - A limit of 0, a window or lease under 1 ms, or an empty permit name
+    ///   fails with `InvalidArgument` before anything is recorded
+    ///   (`rate_acquire_rejects_bad_requests`).
+    async fn rate_acquire(&self, acquire: RateAcquire) -> Result<RateGrant>;
+
+    /// Extends the running permits still held (unexpired) to `lease` from
+    /// now, returning those extended; an expired or released one is not
+    /// granted back.
+    ///
+    /// # Behavior
+    ///
+    /// - A held permit lives `lease` past its renewal; expired, released
+    ///   and unknown ones are left out of the reply and not recorded
+    ///   (`rate_renew_extends_only_held_permits`).
+    async fn rate_renew(
+        &self,
+        keys: &RateKeys,
+        permits: &[String],
+        lease: Duration,
+    ) -> Result<Vec<String>>;
+
+    /// Releases permits: `finished` ones (their run ended) stop counting as
+    /// running and stay in the log of starts; `unused` ones (granted, never
+    /// started) leave both, so the window's starts are not spent on them.
+    /// Returns how many running permits were dropped.
+    ///
+    /// # Behavior
+    ///
+    /// - A finished permit frees its running room only; an unused one its
+    ///   start as well (`rate_release_returns_unused_starts`).
+    async fn rate_release(
+        &self,
+        keys: &RateKeys,
+        finished: &[String],
+        unused: &[String],
+    ) -> Result<u64>;
+
+    /// Pauses grants of the rate limit at `keys` for `pause` from now on the
+    /// broker's clock, or longer if already paused longer (the later end
+    /// wins); returns how long it is paused now.
+    ///
+    /// # Behavior
+    ///
+    /// - While paused, acquires grant nothing and say when the pause ends;
+    ///   after it, they grant again
+    ///   (`rate_pause_stops_grants_until_it_ends`).
+    /// - A shorter pause never cuts a longer one short
+    ///   (`rate_pause_keeps_the_later_end`).
+    async fn rate_pause(&self, keys: &RateKeys, pause: Duration) -> Result<Duration>;
+
+    /// The rate limit at `keys` as the broker holds it now: the limit last
+    /// acquired with, unexpired running permits, starts in the window
+    /// ending now, and the pause left.
+    ///
+    /// # Behavior
+    ///
+    /// - Reports what acquires, releases and pauses did; all empty for keys
+    ///   never used (`rate_state_reports_limit_running_starts_and_pause`).
+    async fn rate_state(&self, keys: &RateKeys) -> Result<RateState>;
 }
 
 /// Checks a [`Settle`] as [`validate_ack_and_add`] checks its step.

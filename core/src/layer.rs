@@ -17,7 +17,8 @@ use crate::{
     AckAndAdd, AckAndAddReply, AddedOnce, AutoClaim, AutoClaimed, AutoClaimedRecorded, Broker,
     ConsumerInfo, ConsumerPruned, DelayOnce, DelayedOnce, DeletedRecord, DeliveredEntry, GroupInfo,
     GroupStart, IdRange, NewEntry, OnceEntry, PendingEntry, PendingQuery, PendingSummary, Promoted,
-    ReadGroup, Result, Settle, Settled, StreamEntry, StreamId, StreamInfo, Trim,
+    RateAcquire, RateGrant, RateKeys, RateState, ReadGroup, Result, Settle, Settled, StreamEntry,
+    StreamId, StreamInfo, Trim,
 };
 
 /// A call on a broker, not started yet, as [`BrokerLayer::around`] takes
@@ -225,6 +226,13 @@ broker_ops! {
     Promote write fn promote(set: &str, stream: &str, count: usize) -> Result<Promoted>;
     DelayOnce write fn delay_once(entries: Vec<DelayOnce>) -> Result<Vec<Result<DelayedOnce>>>;
     DelayedLen read fn delayed_len(set: &str) -> Result<u64>;
+    RateAcquire write fn rate_acquire(acquire: RateAcquire) -> Result<RateGrant>;
+    RateRenew write fn rate_renew(keys: &RateKeys, permits: &[String], lease: Duration)
+        -> Result<Vec<String>>;
+    RateRelease write fn rate_release(keys: &RateKeys, finished: &[String], unused: &[String])
+        -> Result<u64>;
+    RatePause write fn rate_pause(keys: &RateKeys, pause: Duration) -> Result<Duration>;
+    RateState read fn rate_state(keys: &RateKeys) -> Result<RateState>;
 }
 
 impl std::fmt::Display for BrokerOp {

@@ -46,6 +46,7 @@ pub mod locate;
 pub mod metrics;
 pub mod monitor;
 pub mod producer;
+pub mod ratelimit;
 pub mod retention;
 pub mod supervisor;
 pub mod worker;
@@ -72,6 +73,9 @@ pub use group::{
 pub use id::StreamId;
 pub use info::{ConsumerInfo, ConsumerPruned, GroupInfo, StreamInfo};
 pub use layer::{BrokerCall, BrokerLayer, BrokerOp};
+pub use ratelimit::{
+    RateAcquire, RateGrant, RateKeys, RateLimit, RateState, validate_rate_acquire,
+};
 pub use stream::{
     ALL_IDS, AddId, AddedOnce, DeliveredEntry, IdRange, NewEntry, OnceEntry, StreamEntry, Trim,
     TrimStrategy,

@@ -5,9 +5,11 @@
 //! [`Monitor::stats`] gathers, per agent type: its task stream's length and
 //! last id; per consumer group its consumers, pending entries, lag, last
 //! delivered id and the idle time of its oldest pending entry; per consumer
-//! its pending entries and idle time; and the length of its dead-letter
-//! stream. [`Monitor::progress`] reads the newest progress report of
-//! running tasks. Everything is plain data that serializes with serde (ids as
+//! its pending entries and idle time; the length of its dead-letter
+//! stream; and its shared rate limit, if its workers have one (the limit,
+//! starts in the current window, running permits, the pause left).
+//! [`Monitor::progress`] reads the newest progress report of running
+//! tasks. Everything is plain data that serializes with serde (ids as
 //! `<ms>-<seq>` text, durations as `*_ms` integers), so the CLI can print it
 //! or emit JSON.
 //!
@@ -46,7 +48,9 @@ pub use progress::Progress;
 
 use serde::{Serialize, Serializer};
 
-use crate::{AgentType, Broker, ErrorKind, GroupInfo, Keyspace, PendingQuery, Result, StreamId};
+use crate::{
+    AgentType, Broker, ErrorKind, GroupInfo, Keyspace, PendingQuery, RateState, Result, StreamId,
+};
 
 /// Reads the numbers of some agent types' streams, over any [`Broker`].
 #[derive(Debug)]
@@ -74,6 +78,54 @@ pub struct AgentStats {
     /// Entries waiting in the delayed set: retries waiting out their
     /// back-off and tasks dispatched for later, due or not yet promoted.
     pub delayed_length: u64,
+    /// Its shared rate limit ([`crate::ratelimit`]) as the broker holds it;
+    /// `None` (left out of the JSON) when no worker has used one and
+    /// nothing is paused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<RateStats>,
+}
+
+/// An agent type's shared rate limit ([`Broker::rate_state`]): the limit
+/// its workers last acquired with, and how much of it is in use now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RateStats {
+    /// The limit, as text (`5/1000ms, 3 running`); `-` if only a pause is
+    /// known.
+    pub limit: String,
+    /// At most this many starts in any window of `window_ms`.
+    pub starts_limit: Option<u32>,
+    /// The window of the start limit.
+    pub window_ms: Option<u64>,
+    /// At most this many running at once.
+    pub running_limit: Option<u32>,
+    /// Starts in the window ending now.
+    pub starts_in_window: u64,
+    /// Running permits held (unexpired).
+    pub running: u64,
+    /// How long the agent type stays paused by a handler's slow-down.
+    #[serde(rename = "paused_ms", serialize_with = "millis_option")]
+    pub paused: Option<Duration>,
+}
+
+impl RateStats {
+    /// The stats of `state`; `None` for a limit never used and no pause.
+    pub fn of(state: RateState) -> Option<RateStats> {
+        if state.limit.is_none() && state.paused_for.is_none() && state.running == 0 {
+            return None;
+        }
+        let limit = state.limit.unwrap_or_default();
+        Some(RateStats {
+            limit: state
+                .limit
+                .map_or_else(|| "-".to_owned(), |l| l.to_string()),
+            starts_limit: limit.starts.map(|(n, _)| n),
+            window_ms: limit.window_ms(),
+            running_limit: limit.running,
+            starts_in_window: state.starts_in_window,
+            running: state.running,
+            paused: state.paused_for,
+        })
+    }
 }
 
 /// A task stream (`XINFO STREAM`); all zeros when it does not exist.
@@ -200,6 +252,11 @@ impl<B: Broker> Monitor<B> {
             dlq_stream,
             delayed_length: self.broker.delayed_len(&delayed_set).await?,
             delayed_set,
+            rate: RateStats::of(
+                self.broker
+                    .rate_state(&self.keyspace.rate(agent_type))
+                    .await?,
+            ),
         })
     }
 
@@ -305,6 +362,7 @@ mod tests {
             dlq_length: 1,
             delayed_set: "agent:delayed:research".into(),
             delayed_length: 3,
+            rate: None,
         };
         let value = serde_json::to_value(&stats).expect("serializes");
         assert_eq!(

@@ -163,6 +163,32 @@ async fn every_default_method_forwards_through_around_with_its_own_op() {
         1
     );
     assert_eq!(broker.delayed_len("delayed").await.expect("delayed_len"), 1);
+    let rate = crewq_core::Keyspace::default().rate(&crewq_core::AgentType::new("a").expect("a"));
+    let acquire = crewq_core::RateAcquire {
+        keys: rate.clone(),
+        limit: crewq_core::RateLimit::new().running(1),
+        permits: vec!["p".to_owned()],
+        lease: Duration::from_secs(60),
+    };
+    assert_eq!(
+        broker
+            .rate_acquire(acquire)
+            .await
+            .expect("rate_acquire")
+            .granted,
+        1
+    );
+    let permits = ["p".to_owned()];
+    let renewed = broker.rate_renew(&rate, &permits, Duration::from_secs(60));
+    assert_eq!(renewed.await.expect("rate_renew").len(), 1);
+    let released = broker.rate_release(&rate, &permits, &[]).await;
+    assert_eq!(released.expect("rate_release"), 1);
+    let paused = broker.rate_pause(&rate, Duration::from_secs(1)).await;
+    assert_eq!(paused.expect("rate_pause"), Duration::from_secs(1));
+    assert_eq!(
+        broker.rate_state(&rate).await.expect("rate_state").running,
+        0
+    );
 
     let ops = layer.ops.lock().unwrap_or_else(|e| e.into_inner()).clone();
     assert_eq!(ops, BrokerOp::ALL);
@@ -170,7 +196,7 @@ async fn every_default_method_forwards_through_around_with_its_own_op() {
     assert_eq!(names[11], "read_group");
     let reads = BrokerOp::ALL.iter().filter(|op| !op.is_write()).count();
     assert_eq!(
-        reads, 8,
-        "xlen, xrange, pending_summary, pending, info_*, delayed_len"
+        reads, 9,
+        "xlen, xrange, pending_summary, pending, info_*, delayed_len, rate_state"
     );
 }

@@ -356,6 +356,13 @@ where
             consumer: context.consumer.clone(),
             call,
         });
+        if let Some(permit) = ctx.rate_permit() {
+            recorder.record(Event::RunPermit {
+                task: index,
+                call,
+                permit: permit.to_owned(),
+            });
+        }
         if let Some(longer) = context.faults.lengthened(context.worker) {
             tokio::time::sleep(longer).await;
         }

@@ -283,6 +283,39 @@ pub enum Event {
         /// The new entry.
         id: StreamId,
     },
+    /// The broker granted shared rate-limit permits (a `rate_acquire`
+    /// applied, its reply delivered or not).
+    RateGranted {
+        /// The rate limit's log of starts: names the agent type.
+        starts: String,
+        /// The grant's time on the broker's clock, in ms.
+        broker_ms: u64,
+        /// How long the running permits live unless renewed, in ms.
+        lease_ms: u64,
+        /// The permits granted.
+        permits: Vec<String>,
+    },
+    /// Rate-limit permits were released (a `rate_release` applied).
+    RateReleased {
+        /// The rate limit's log of starts.
+        starts: String,
+        /// Permits whose runs ended: their starts stay in the log.
+        finished: Vec<String>,
+        /// Permits granted and never used: their starts leave the log.
+        unused: Vec<String>,
+    },
+    /// A handler call ran under this rate-limit permit
+    /// ([`Context::rate_permit`]), recorded just after its start.
+    ///
+    /// [`Context::rate_permit`]: crewq_core::worker::Context::rate_permit
+    RunPermit {
+        /// The task's index.
+        task: u32,
+        /// The call.
+        call: u32,
+        /// The permit.
+        permit: String,
+    },
     /// The broker was restored to its state at `snapshot_ms` (a rollback):
     /// the appends since are forgotten, and so are the acknowledgements,
     /// deliveries and trims since, which the history does not list again.
@@ -585,6 +618,29 @@ impl fmt::Display for Event {
                 write!(f, "promoted t{task} a{attempts} {id}")
             }
             Event::RequeuedAtOnce { task, id } => write!(f, "requeued-at-once t{task} {id}"),
+            Event::RateGranted {
+                starts,
+                broker_ms,
+                lease_ms,
+                permits,
+            } => write!(
+                f,
+                "rate-granted {starts} at={broker_ms} lease={lease_ms} [{}]",
+                permits.join(",")
+            ),
+            Event::RateReleased {
+                starts,
+                finished,
+                unused,
+            } => write!(
+                f,
+                "rate-released {starts} finished=[{}] unused=[{}]",
+                finished.join(","),
+                unused.join(",")
+            ),
+            Event::RunPermit { task, call, permit } => {
+                write!(f, "run-permit task={task} call={call} {permit}")
+            }
             Event::RolledBack {
                 snapshot_ms,
                 forgotten,

@@ -23,6 +23,8 @@ pub(crate) fn count(history: &History) -> Hits {
             Event::Crashed { .. } => "crash",
             Event::Paused { .. } => "pause",
             Event::StopRequested { .. } => "graceful_stop",
+            // Not a fault: shows that runs under shared rate limits happened.
+            Event::RunPermit { .. } => "rate_limited_run",
             _ => continue,
         };
         *hits.entry(class.to_owned()).or_default() += 1;

@@ -13,7 +13,8 @@ use async_trait::async_trait;
 use crewq_core::{
     AckAndAdd, AckAndAddReply, AddedOnce, AutoClaim, AutoClaimed, AutoClaimedRecorded, Broker,
     BrokerLayer, DelayOnce, DelayedOnce, DeletedRecord, DeliveredEntry, Fields, NewEntry,
-    OnceEntry, Promoted, ReadGroup, Result, Settle, Settled, StreamEntry, StreamId, Trim,
+    OnceEntry, Promoted, RateAcquire, RateGrant, RateKeys, ReadGroup, Result, Settle, Settled,
+    StreamEntry, StreamId, Trim,
 };
 
 use crewq_core::worker::ATTEMPTS_FIELD;
@@ -313,6 +314,42 @@ impl<B: Broker> BrokerLayer for RecordingBroker<B> {
             self.acked(stream, ids, *count);
         }
         Ok(reply)
+    }
+
+    /// Grants are recorded as applied, with the broker's time of each.
+    async fn rate_acquire(&self, acquire: RateAcquire) -> Result<RateGrant> {
+        let (starts, permits, lease) = (
+            acquire.keys.starts.clone(),
+            acquire.permits.clone(),
+            acquire.lease,
+        );
+        let grant = self.inner.rate_acquire(acquire).await?;
+        if grant.granted > 0 {
+            self.recorder.record(Event::RateGranted {
+                starts,
+                broker_ms: grant.at_ms,
+                lease_ms: u64::try_from(lease.as_millis()).unwrap_or(u64::MAX),
+                permits: permits.into_iter().take(grant.granted).collect(),
+            });
+        }
+        Ok(grant)
+    }
+
+    async fn rate_release(
+        &self,
+        keys: &RateKeys,
+        finished: &[String],
+        unused: &[String],
+    ) -> Result<u64> {
+        let dropped = self.inner.rate_release(keys, finished, unused).await?;
+        if !finished.is_empty() || !unused.is_empty() {
+            self.recorder.record(Event::RateReleased {
+                starts: keys.starts.clone(),
+                finished: finished.to_vec(),
+                unused: unused.to_vec(),
+            });
+        }
+        Ok(dropped)
     }
 
     /// Each promoted entry is an append to the task stream, like any other;

@@ -130,6 +130,12 @@ pub enum Invariant {
     /// `deleted_while_pending` with its data, unless it crashed or stopped
     /// first or a rollback brought the stream back.
     DeletedWithStreamReported,
+    /// An agent type's shared rate limit is never exceeded (virtual time):
+    /// every handler run holds a permit of its own granted before it
+    /// started, no window of the limit's length holds more grants than its
+    /// count, and no more runs hold valid permits at once than its running
+    /// limit (see `check/rate.rs` for what "valid" covers).
+    RateLimitKept,
 }
 
 impl Invariant {
@@ -155,6 +161,7 @@ impl Invariant {
             Invariant::NonRetryableAtOnce => "non_retryable_at_once",
             Invariant::NotBeforeDue => "not_before_due",
             Invariant::DeletedWithStreamReported => "deleted_with_stream_reported",
+            Invariant::RateLimitKept => "rate_limit_kept",
         }
     }
 }

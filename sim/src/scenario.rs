@@ -1,7 +1,11 @@
 //! A [`Scenario`]: the workload, the crew's shape, its settings, and what
 //! goes wrong ([`Faults`]).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
+
+use crewq_core::RateLimit;
+use rand::Rng;
 
 use crewq_core::worker::Mutant;
 use serde::Serialize;
@@ -76,6 +80,12 @@ pub struct Scenario {
     /// success, `crewq sim --seed 49`; a renewal now counts an entry as
     /// deleted only while it is still pending for its consumer.)
     pub safe_retention: bool,
+    /// Whether agent types get shared rate limits drawn from the seed
+    /// ([`Scenario::rate_limits_for`]): about a third of them do, so a
+    /// campaign runs both. (Half was tried first: a running limit keeps
+    /// most double runs from happening at all, and `no-renew-in-grace`
+    /// was then caught in fewer seeds.) On by default.
+    pub rate_limits: bool,
 }
 
 /// What goes wrong in a run.
@@ -118,6 +128,7 @@ impl Default for Scenario {
             faults: Faults::Rates(FaultRates::STANDARD),
             mutant: None,
             safe_retention: true,
+            rate_limits: true,
         }
     }
 }
@@ -178,6 +189,50 @@ impl Scenario {
     pub fn safe_retention(mut self, on: bool) -> Self {
         self.safe_retention = on;
         self
+    }
+
+    /// Sets [`rate_limits`](Self::rate_limits).
+    #[must_use]
+    pub fn rate_limits(mut self, on: bool) -> Self {
+        self.rate_limits = on;
+        self
+    }
+
+    /// The shared rate limit of each agent type that has one in a run of
+    /// `seed`, from its own generator (so drawing it reshuffles nothing
+    /// else): each agent type has one with odds 1 in 3, of 3 to 6 starts
+    /// per 50 to 200 ms and, with odds 3 in 4, 2 to 6 running: tighter than
+    /// the crew's slots, loose enough that a run drains.
+    ///
+    /// ```
+    /// use crewq_sim::Scenario;
+    /// let scenario = Scenario::default().agent_types(["a", "b", "c", "d"]);
+    /// assert_eq!(scenario.rate_limits_for(5), scenario.rate_limits_for(5));
+    /// assert!(scenario.clone().rate_limits(false).rate_limits_for(5).is_empty());
+    /// ```
+    pub fn rate_limits_for(&self, seed: u64) -> BTreeMap<String, RateLimit> {
+        if !self.rate_limits {
+            return BTreeMap::new();
+        }
+        let mut rng = rng(seed, Purpose::RateLimit, 0);
+        let mut limits = BTreeMap::new();
+        for agent in &self.agent_types {
+            let (on, n, window, running, m) = (
+                rng.random_bool(1.0 / 3.0),
+                rng.random_range(3..=6),
+                rng.random_range(50..=200),
+                rng.random_bool(0.75),
+                rng.random_range(2..=6),
+            );
+            if on {
+                let mut limit = RateLimit::new().starts(n, Duration::from_millis(window));
+                if running {
+                    limit = limit.running(m);
+                }
+                limits.insert(agent.clone(), limit);
+            }
+        }
+        limits
     }
 
     /// Workers of all agent types.

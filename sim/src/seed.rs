@@ -23,6 +23,8 @@ pub(crate) enum Purpose {
     /// A broker handle's faults (a worker incarnation, the producer, the
     /// supervisor).
     Broker = 3,
+    /// The agent types' shared rate limits.
+    RateLimit = 4,
 }
 
 /// The generator for `purpose` and `index` of `seed`.

@@ -216,6 +216,18 @@ fn retry_at_once_is_caught_starting_retries_before_they_are_due() {
     caught_within(Mutant::RetryAtOnce, Invariant::NotBeforeDue, MORE_SEEDS);
 }
 
+/// A worker that starts every entry it read whatever the broker granted
+/// runs handlers without permits, over the agent type's shared budget
+/// (issue 12).
+#[test]
+fn ignore_rate_limit_is_caught_running_without_permits() {
+    caught_within(
+        Mutant::IgnoreRateLimit,
+        Invariant::RateLimitKept,
+        MORE_SEEDS,
+    );
+}
+
 /// A producer that dispatches a task meant for later at once starts it
 /// before it is due (issue 12's scheduled dispatch: a tenth of the standard
 /// runs' tasks are dispatched for later).

@@ -322,3 +322,15 @@ fn deliveries_a_rollback_undid_may_happen_again() {
     assert_eq!(report.hits.get("rollback"), Some(&1), "{report}");
     assert!(report.passed(), "{report}");
 }
+
+/// Swarm seed 346 rolls the broker back to a snapshot taken in the same ms
+/// as a rate-limit grant the snapshot did not see: the broker granted again
+/// in its place, and `rate_limit_kept` must not count both.
+#[test]
+fn a_grant_in_the_snapshots_own_ms_is_taken_back_with_it() {
+    let simulation = crewq_sim::Simulation::standard(
+        crewq_sim::Scenario::default().faults(crewq_sim::Faults::Swarm),
+    );
+    let report = simulation.run(346).expect("runs");
+    assert!(report.passed(), "{report}");
+}

@@ -19,6 +19,7 @@ crewq_tests::on_both_backends!(
     a_missing_stream_gives_zeros,
     a_stream_without_groups_has_no_group_stats,
     stats_count_the_delayed_set,
+    stats_show_the_rate_limit_in_use,
     progress_is_the_newest_report_of_each_entry_asked,
 );
 
@@ -239,6 +240,58 @@ async fn stats_count_the_delayed_set(broker: &dyn Broker, keyspace: &Keyspace) {
         .expect("promote");
     let stats = monitor.agent_stats(&research).await.expect("stats");
     assert_eq!(stats.delayed_length, 2, "the due one was promoted");
+}
+
+/// An agent type's shared rate limit shows with what is in use: the limit
+/// workers acquired with, the starts in the window, the running permits and
+/// the pause left; an agent type without one shows none.
+async fn stats_show_the_rate_limit_in_use(broker: &dyn Broker, keyspace: &Keyspace) {
+    use crewq_core::{RateAcquire, RateLimit};
+    let research = agent("research");
+    let keys = keyspace.rate(&research);
+    let limit = RateLimit::new()
+        .starts(10, Duration::from_secs(60))
+        .running(4);
+    let acquire = RateAcquire {
+        keys: keys.clone(),
+        limit,
+        permits: vec!["a".to_owned(), "b".to_owned(), "c".to_owned()],
+        lease: Duration::from_secs(60),
+    };
+    assert_eq!(
+        broker.rate_acquire(acquire).await.expect("acquire").granted,
+        3
+    );
+    broker
+        .rate_release(&keys, &["a".to_owned()], &[])
+        .await
+        .expect("release");
+    broker
+        .rate_pause(&keys, Duration::from_secs(30))
+        .await
+        .expect("pause");
+    let monitor = Monitor::new(broker, keyspace.clone());
+    let stats = monitor
+        .stats(&[research, agent("review")])
+        .await
+        .expect("stats");
+    let rate = stats[0].rate.clone().expect("a rate limit");
+    assert_eq!(rate.limit, "10/60000ms, 4 running");
+    assert_eq!(
+        (rate.starts_limit, rate.window_ms, rate.running_limit),
+        (Some(10), Some(60_000), Some(4))
+    );
+    assert_eq!((rate.starts_in_window, rate.running), (3, 2));
+    assert!(rate.paused.is_some_and(|p| p > Duration::from_secs(29)));
+    assert_eq!(stats[1].rate, None);
+    let json = serde_json::to_value(&stats[0]).expect("json");
+    assert_eq!(json["rate"]["running"], 2);
+    assert!(
+        serde_json::to_value(&stats[1])
+            .expect("json")
+            .get("rate")
+            .is_none()
+    );
 }
 
 /// One progress report of `entry`, with the fields a worker writes.

@@ -42,8 +42,9 @@ pub struct SimArgs {
     /// failed-item-acked, trust-task-agent-type, ignore-deleted,
     /// reclaim-failure-starves-read, no-renew-in-grace, settle-gives-up,
     /// recreate-group-at-end, remember-settled, trust-newest-sample,
-    /// record-cancelled, retry-non-retryable, retry-at-once, or the broken
-    /// producer schedule-at-once. The checker must catch it.
+    /// record-cancelled, retry-non-retryable, retry-at-once,
+    /// ignore-rate-limit, or the broken producer schedule-at-once. The
+    /// checker must catch it.
     #[arg(long, value_name = "NAME", value_parser = parse_mutant)]
     pub mutant: Option<Mutant>,
     /// Run against this Redis (redis:// or rediss://) in real time instead

@@ -163,6 +163,17 @@ macro_rules! conformance_cases {
             delay_once_schedules_once_per_marker,
             delay_once_respects_append_markers,
             delay_once_rejects_malformed_entries,
+            // rate.rs
+            rate_acquire_keeps_starts_in_any_window,
+            rate_acquire_keeps_running_below_the_limit,
+            rate_acquire_frees_expired_running_permits,
+            rate_acquire_racing_grants_within_the_limit,
+            rate_acquire_rejects_bad_requests,
+            rate_renew_extends_only_held_permits,
+            rate_release_returns_unused_starts,
+            rate_pause_stops_grants_until_it_ends,
+            rate_pause_keeps_the_later_end,
+            rate_state_reports_limit_running_starts_and_pause,
         }
     };
 }
@@ -184,6 +195,7 @@ mod group;
 mod info;
 mod once;
 mod prune;
+mod rate;
 mod read;
 mod settle;
 mod stream;
@@ -199,6 +211,7 @@ pub use group::*;
 pub use info::*;
 pub use once::*;
 pub use prune::*;
+pub use rate::*;
 pub use read::*;
 pub use settle::*;
 pub use stream::*;

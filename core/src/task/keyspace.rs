@@ -323,6 +323,30 @@ impl Keyspace {
         self.key(agent, "delayed")
     }
 
+    /// The keys of `agent`'s shared rate limit (see [`crate::ratelimit`]):
+    /// `<prefix>:rate:<kind>:<t>` in the seed layout, in the task stream's
+    /// hash slot in the cluster layout, so one script touches them all.
+    ///
+    /// ```
+    /// use crewq_core::{AgentType, Keyspace};
+    /// let research = AgentType::new("research")?;
+    /// assert_eq!(Keyspace::default().rate(&research).starts, "agent:rate:starts:research");
+    /// assert_eq!(Keyspace::cluster().rate(&research).running, "crewq:{research}:rate:running");
+    /// # Ok::<(), crewq_core::InvalidName>(())
+    /// ```
+    pub fn rate(&self, agent: &AgentType) -> crate::RateKeys {
+        let key = |kind: &str| match self.layout {
+            Layout::Seed => format!("{}:rate:{kind}:{agent}", self.prefix),
+            Layout::Cluster => format!("{}:{{{agent}}}:rate:{kind}", self.prefix),
+        };
+        crate::RateKeys {
+            starts: key("starts"),
+            running: key("running"),
+            paused: key("paused"),
+            limit: key("limit"),
+        }
+    }
+
     /// The stream that results of `agent`'s tasks are appended to: the one
     /// shared `<prefix>:results` in the seed layout, one per agent type in
     /// the cluster layout.

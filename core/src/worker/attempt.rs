@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,9 +26,12 @@ use super::health::Reporter;
 use super::held::Holding;
 use super::mutant::Mutant;
 use super::promote::Wake;
-use super::record::{ATTEMPTS_FIELD, BadAttempts, Prior, stored_failures};
+use super::record::{
+    ATTEMPTS_FIELD, BadAttempts, MAX_SLOW_DOWNS, Prior, SLOWED_FIELD, stored_failures,
+    stored_slow_downs,
+};
 use super::settler::Settler;
-use super::{Handler, NonRetryable, WorkerOptions};
+use super::{Handler, NonRetryable, SlowDown, WorkerOptions};
 
 /// How the entry reached this worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +60,9 @@ pub(crate) enum Outcome {
     /// The handler was cancelled (a shutdown, the entry lost) and failed:
     /// nothing was recorded; the entry stays pending.
     Cancelled,
+    /// The handler asked to slow down: the agent type was paused and the
+    /// task retried after the pause, no failed run counted.
+    SlowedDown,
 }
 
 /// What every attempt of one worker shares.
@@ -93,6 +99,21 @@ pub(crate) struct Shared<B, H> {
     pub settled_ids: super::mutant::SettledIds,
     /// Wakes the promoter when a retry is due before its next turn.
     pub wake: Wake,
+    /// The shared rate limit's link, if the worker has a limit.
+    pub rate: Option<Arc<super::rate::RateGate>>,
+    /// The agent type's rate-limit keys, where a [`SlowDown`] pauses it.
+    pub rate_keys: crate::RateKeys,
+}
+
+impl<B: Broker, H> Shared<B, H> {
+    /// Pauses the agent type for `pause` ([`SlowDown`]). Best effort: should
+    /// the broker refuse, the task's retry still waits the pause.
+    async fn pause_agent_type(&self, pause: Duration) {
+        match self.broker.rate_pause(&self.rate_keys, pause).await {
+            Ok(left) => tracing::info!(?left, "agent type paused"),
+            Err(err) => tracing::warn!(error = %err, ?pause, "could not pause the agent type"),
+        }
+    }
 }
 
 impl<B, H> Shared<B, H> {
@@ -133,10 +154,11 @@ where
                     .await;
             }
         };
-        let prior = match self.prior(id, failed, source).await {
+        let mut prior = match self.prior(id, failed, source).await {
             Ok(prior) => prior,
             Err(outcome) => return outcome,
         };
+        prior.slowed = stored_slow_downs(&fields);
         // With no validator to run, decode straight into the handler's
         // payload type, skipping the raw JSON tree. What does not decode
         // takes the general path, which tells why.
@@ -316,6 +338,28 @@ where
             tracing::info!(%failure.message, "cancelled attempt ended with an error; handing the entry back");
             return Outcome::Cancelled;
         }
+        let slowed = prior.slowed;
+        if let Some(pause) = failure.slow_down {
+            let pause = pause.min(self.options.backoff.max);
+            self.pause_agent_type(pause).await;
+            if prior.slowed < MAX_SLOW_DOWNS && !failure.non_retryable {
+                // The upstream's budget, not the task's fault: no retry
+                // burnt; retried once the pause is over.
+                let retry = Fields::new()
+                    .with(DATA_FIELD, data)
+                    .with(ATTEMPTS_FIELD, prior.failed.to_string())
+                    .with(SLOWED_FIELD, (prior.slowed + 1).to_string());
+                let delay = Delay::new(&self.keys.delayed, pause, id.to_string(), retry);
+                tracing::info!(failure = %failure.message, ?pause, "the upstream asked to slow down; agent type paused, task retried after the pause");
+                return match self.settle(SettleItem::new(id).delay(delay)).await {
+                    Outcome::Completed => {
+                        self.wake.at(tokio::time::Instant::now() + pause);
+                        Outcome::SlowedDown
+                    }
+                    other => other,
+                };
+            }
+        }
         count(FAILED, &self.agent_type, 1);
         // At most `max_retries + 1` (exhausted() checked `prior`): no overflow.
         let failed = prior.failed.saturating_add(1);
@@ -330,21 +374,26 @@ where
             None
         };
         let retry_after = failure.retry_after;
+        let slow_down = failure.slow_down;
         let failure = failure.message;
         if let Some(reason) = reason {
             return self
                 .dead_letter(id, data, Some(&task), reason, failure, failed)
                 .await;
         }
-        // A handler's retry-after replaces the back-off, up to its max.
-        let wait = match retry_after {
+        // A handler's retry-after (or slow-down past its count) replaces the
+        // back-off, up to its max.
+        let wait = match retry_after.or(slow_down) {
             Some(after) => after.min(self.options.backoff.max),
             None => self.backoff_wait(failed),
         };
         tracing::info!(%failure, failed, ?wait, "attempt failed; retrying after back-off");
-        let retry = Fields::new()
+        let mut retry = Fields::new()
             .with(DATA_FIELD, data)
             .with(ATTEMPTS_FIELD, failed.to_string());
+        if slowed > 0 {
+            retry.push(SLOWED_FIELD, slowed.to_string());
+        }
         // The retry waits in the delayed set, not in this slot. The entry's
         // id makes its member unique: an entry is settled once, so one
         // retry is scheduled per failed run.
@@ -390,6 +439,7 @@ where
             Ok(Err(err)) => Err(Failure {
                 non_retryable: NonRetryable::find(&*err).is_some(),
                 retry_after: super::RetryAfter::of(&err),
+                slow_down: SlowDown::find(&*err).map(SlowDown::pause),
                 message: err.to_string(),
             }),
             Err(panic) => Err(Failure::retryable(format!(
@@ -454,6 +504,8 @@ struct Failure {
     non_retryable: bool,
     /// The handler said when to try again ([`RetryAfter`](super::RetryAfter)).
     retry_after: Option<Duration>,
+    /// The handler said the upstream wants a pause ([`SlowDown`]).
+    slow_down: Option<Duration>,
 }
 
 impl Failure {
@@ -462,6 +514,7 @@ impl Failure {
             message,
             non_retryable: false,
             retry_after: None,
+            slow_down: None,
         }
     }
 }

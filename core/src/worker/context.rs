@@ -82,6 +82,14 @@ impl Context {
         self.lease.id
     }
 
+    /// The shared rate limit's permit this run holds
+    /// ([`WorkerOptions::rate_limit`](super::WorkerOptions::rate_limit)),
+    /// `None` without a limit: for logs, and for tests that tie a run to
+    /// the broker's grant.
+    pub fn rate_permit(&self) -> Option<&str> {
+        self.lease.permit.as_deref()
+    }
+
     /// Whether the handler should stop: the worker is shutting down, or the
     /// entry is no longer this worker's.
     pub fn is_cancelled(&self) -> bool {
@@ -148,6 +156,8 @@ pub(crate) struct Lease {
     pub id: StreamId,
     pub cancel: CancellationToken,
     pub worker: Arc<dyn WorkerLink>,
+    /// The rate-limit permit the attempt holds, if the worker has a limit.
+    pub permit: Option<Arc<str>>,
 }
 
 /// What a handler's context asks of its worker, type-erased.

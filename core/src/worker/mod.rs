@@ -90,6 +90,7 @@ mod mutant;
 mod options;
 mod progress;
 mod promote;
+mod rate;
 mod record;
 mod renew;
 mod retry_after;
@@ -110,7 +111,7 @@ use crate::{AgentType, Broker, Error, Result, Task};
 
 pub use blocking::{Blocking, blocking};
 pub use context::{Context, WithContext, with_context};
-pub use handler_error::NonRetryable;
+pub use handler_error::{NonRetryable, SlowDown};
 pub use health::{Health, stops_the_worker};
 #[cfg(feature = "mutants")]
 pub use mutant::Mutant;
@@ -119,7 +120,7 @@ pub use progress::{
     PROGRESS_AT, PROGRESS_ATTEMPT, PROGRESS_CONSUMER, PROGRESS_ENTRY_ID, PROGRESS_KEPT,
     PROGRESS_TASK_ID, PROGRESS_VALUE,
 };
-pub use record::ATTEMPTS_FIELD;
+pub use record::{ATTEMPTS_FIELD, MAX_SLOW_DOWNS, SLOWED_FIELD};
 pub use retry_after::RetryAfter;
 
 /// What a handler returns when its attempt failed: any error.
@@ -193,6 +194,10 @@ pub struct WorkerReport {
     /// shutdown, the entry lost): left pending as well, no failed run
     /// counted.
     pub cancelled: u64,
+    /// Attempts whose handler asked to slow down ([`SlowDown`]): the agent
+    /// type was paused and the task retried after the pause, no failed
+    /// run counted.
+    pub slowed_down: u64,
 }
 
 impl std::ops::AddAssign for WorkerReport {
@@ -207,6 +212,7 @@ impl std::ops::AddAssign for WorkerReport {
         self.unsettled += other.unsettled;
         self.handed_back += other.handed_back;
         self.cancelled += other.cancelled;
+        self.slowed_down += other.slowed_down;
     }
 }
 

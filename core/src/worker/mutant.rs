@@ -106,6 +106,11 @@ pub enum Mutant {
     /// the task stream at once, skipping the delayed set and its back-off:
     /// the slot is freed, but the retry starts before it is due.
     RetryAtOnce,
+    // --- shared rate limits (issue 12) ---
+    /// `ignore-rate-limit`: asks the broker for permits, then starts every
+    /// entry it read whatever was granted: the ones past the grant run
+    /// without a permit, over the agent type's shared budget.
+    IgnoreRateLimit,
     // --- scheduled dispatch (issue 12) ---
     /// `schedule-at-once`: the producer's
     /// [`dispatch_in`](crate::producer::Producer::dispatch_in) and
@@ -125,7 +130,7 @@ pub(crate) const SETTLE_TRIES: u32 = 5;
 #[cfg(feature = "mutants")]
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 19] = [
+    pub const ALL: [Mutant; 20] = [
         Mutant::AckBeforeHandle,
         Mutant::NoReclaim,
         Mutant::DlqWithoutAck,
@@ -149,6 +154,8 @@ impl Mutant {
         Mutant::RetryNonRetryable,
         // delayed retries
         Mutant::RetryAtOnce,
+        // shared rate limits
+        Mutant::IgnoreRateLimit,
         // scheduled dispatch
         Mutant::ScheduleAtOnce,
     ];
@@ -174,6 +181,7 @@ impl Mutant {
             Mutant::RecordCancelled => "record-cancelled",
             Mutant::RetryNonRetryable => "retry-non-retryable",
             Mutant::RetryAtOnce => "retry-at-once",
+            Mutant::IgnoreRateLimit => "ignore-rate-limit",
             Mutant::ScheduleAtOnce => "schedule-at-once",
         }
     }
@@ -243,7 +251,7 @@ impl<B: Broker, H> Shared<B, H> {
     pub(crate) fn remember_settled(&self, id: StreamId, outcome: Outcome) {
         let settled = matches!(
             outcome,
-            Outcome::Completed | Outcome::Retried | Outcome::DeadLettered
+            Outcome::Completed | Outcome::Retried | Outcome::SlowedDown | Outcome::DeadLettered
         );
         if settled && self.options.is_mutant(Mutant::RememberSettled) {
             self.settled_ids.lock().insert(id);

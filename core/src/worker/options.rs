@@ -7,7 +7,7 @@ use rand::Rng;
 
 use super::mutant::Mutant;
 use crate::producer::Retention;
-use crate::{Clock, Keyspace, SystemClock, Validators, WireCodec};
+use crate::{Clock, Keyspace, RateLimit, SystemClock, Validators, WireCodec};
 
 /// Exponential back-off with full jitter between attempts of a failing task
 /// (and between reads after a transient broker error).
@@ -139,6 +139,14 @@ pub struct WorkerOptions {
     ///
     /// [`WAIT`]: https://redis.io/docs/latest/commands/wait/
     pub rollback_window: Duration,
+    /// The agent type's shared rate limit (see [`crate::ratelimit`]): every
+    /// attempt starts only with a permit from the broker, so all workers
+    /// of the agent type share one budget; give them all the same limit
+    /// (the broker keeps whichever asked last, for the monitor). A
+    /// [`RateLimit`] with no limit of either kind still makes the worker
+    /// wait out the pauses a [`SlowDown`](super::SlowDown) asks for. `None`,
+    /// the default: no permits, no pauses honoured, no broker call added.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Default for WorkerOptions {
@@ -165,6 +173,7 @@ impl Default for WorkerOptions {
             max_deliveries: 10,
             stop_grace: Duration::from_secs(30),
             rollback_window: Duration::from_secs(5),
+            rate_limit: None,
         }
     }
 }
@@ -178,6 +187,24 @@ impl WorkerOptions {
         self.renew_every = lease / 3;
         self.reclaim_every = lease / 2;
         self.block = self.block.min(lease / 10).max(Duration::from_millis(1));
+        self
+    }
+
+    /// Shares `limit` with every worker of the agent type: see
+    /// [`WorkerOptions::rate_limit`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use crewq_core::RateLimit;
+    /// use crewq_core::worker::WorkerOptions;
+    /// // At most 5 starts in any second and 3 running, across the crew.
+    /// let options = WorkerOptions::default()
+    ///     .rate_limit(RateLimit::new().starts(5, Duration::from_secs(1)).running(3));
+    /// assert!(options.validate().is_ok());
+    /// ```
+    #[must_use]
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limit = Some(limit);
         self
     }
 
@@ -200,7 +227,8 @@ impl WorkerOptions {
     /// `renew_every` not shorter than the `lease` (leases would lapse between
     /// renewals and peers re-run live tasks), a zero `settle_batch` or
     /// `max_deliveries`, or a back-off whose `max` is zero (broker errors
-    /// retried in a hot loop).
+    /// retried in a hot loop), or a `rate_limit` of 0 or with a window under
+    /// 1 ms.
     ///
     /// ```
     /// use std::time::Duration;
@@ -238,6 +266,11 @@ impl WorkerOptions {
         }
         if self.max_deliveries == 0 {
             return fail("max_deliveries must be at least 1".into());
+        }
+        if let Some(limit) = self.rate_limit
+            && let Err(err) = limit.validate()
+        {
+            return fail(format!("rate_limit: {err}"));
         }
         Ok(())
     }
@@ -281,7 +314,10 @@ mod tests {
     #[test]
     fn options_that_cannot_work_are_refused() {
         type Breaks = fn(&mut WorkerOptions);
-        let broken: [(&str, Breaks); 6] = [
+        let broken: [(&str, Breaks); 7] = [
+            ("rate_limit", |o| {
+                o.rate_limit = Some(RateLimit::new().running(0))
+            }),
             ("concurrency", |o| o.concurrency = 0),
             ("reclaim_every", |o| o.reclaim_every = Duration::ZERO),
             ("renew_every", |o| o.renew_every = o.lease),

@@ -24,6 +24,16 @@ use super::mutant::{Mutant, SETTLE_TRIES};
 /// is not replicated reliably, and counts deliveries, not failed runs.
 pub const ATTEMPTS_FIELD: &str = "attempts";
 
+/// The field of a task entry retried after a [`SlowDown`](super::SlowDown)
+/// counting the slow-downs before it, which do not count as failed runs
+/// (up to [`MAX_SLOW_DOWNS`]).
+pub const SLOWED_FIELD: &str = "slowed_down";
+
+/// Slow-downs of one task that do not burn a retry; the ones after count
+/// as failed runs, so a task cannot loop for ever on an upstream that
+/// always says "slow down".
+pub const MAX_SLOW_DOWNS: u32 = 20;
+
 /// The longest wait between two tries of one settle (or of one read of the
 /// pending list an attempt needs): an outcome is retried for as long as it
 /// takes, and should land within seconds of the broker coming back.
@@ -40,6 +50,9 @@ pub(crate) struct Prior {
     pub failed: u32,
     /// Deliveries of this entry, this one included.
     pub deliveries: u64,
+    /// Slow-downs before this delivery that burnt no retry
+    /// ([`SLOWED_FIELD`]).
+    pub slowed: u32,
 }
 
 impl Prior {
@@ -68,6 +81,15 @@ pub(crate) fn stored_failures(fields: &Fields) -> Result<u32, BadAttempts> {
                 ))
             }),
     }
+}
+
+/// Reads the count of slow-downs; missing or unreadable means none (it
+/// only bounds how many more slow-downs burn no retry).
+pub(crate) fn stored_slow_downs(fields: &Fields) -> u32 {
+    fields
+        .get(SLOWED_FIELD)
+        .and_then(|raw| std::str::from_utf8(raw).ok()?.parse().ok())
+        .unwrap_or(0)
 }
 
 impl<B: Broker, H> Shared<B, H> {
@@ -121,6 +143,7 @@ impl<B: Broker, H> Shared<B, H> {
             return Ok(Prior {
                 failed,
                 deliveries: 1,
+                slowed: 0,
             });
         }
         let query = PendingQuery::new(1)
@@ -148,6 +171,7 @@ impl<B: Broker, H> Shared<B, H> {
             Some(row) if row.consumer == self.consumer => Ok(Prior {
                 failed,
                 deliveries: row.deliveries.max(1),
+                slowed: 0,
             }),
             _ => {
                 tracing::debug!(%id, "no longer pending for this consumer; not running it");

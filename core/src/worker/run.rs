@@ -2,7 +2,7 @@
 //! take over peers' stale entries; wait out broker errors; stop with a grace
 //! period. Leases are renewed beside it (`renew.rs`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -30,11 +30,13 @@ use super::health::{Health, Reporter, duplicate, stops_the_worker};
 use super::held::Held;
 use super::mutant::Mutant;
 use super::promote::{Wake, promote_forever};
+use super::rate::{Permit, RateGate, release_forever};
 use super::record::RETRY_CAP;
 use super::renew::renew_forever;
 use super::settler::{Retained, Settler};
 use super::{Handler, Worker, WorkerReport};
 
+mod rated;
 mod reclaim;
 
 /// Which read a turn made.
@@ -63,6 +65,16 @@ pub(super) struct Loop<B, H> {
     /// to make it again should it be destroyed.
     group: GroupWatch,
     reporter: Reporter,
+    /// With a rate limit: entries read (and held) waiting for permits, in
+    /// read order; nothing more is read while any wait.
+    waiting: VecDeque<Waiting>,
+}
+
+/// An entry read and held, waiting for a rate-limit permit.
+struct Waiting {
+    entry: DeliveredEntry,
+    source: Source,
+    cancel: CancellationToken,
 }
 
 pub(crate) async fn run<B, P, H>(
@@ -107,7 +119,19 @@ where
             Arc::clone(&options.clock),
         ),
     );
+    let rate_keys = options.keyspace.rate(&agent);
+    let rate = options.rate_limit.map(|limit| {
+        Arc::new(RateGate::new(
+            rate_keys.clone(),
+            limit,
+            options.lease,
+            &consumer,
+            seed.rotate_left(17),
+        ))
+    });
     let shared = Arc::new(Shared {
+        rate,
+        rate_keys,
         keys,
         agent_type: agent.as_str().to_owned(),
         broker,
@@ -133,6 +157,7 @@ where
     background.spawn(settling.run());
     let renewing = background.spawn(renew_forever(Arc::clone(&shared)));
     background.spawn(promote_forever(Arc::clone(&shared)));
+    background.spawn(release_forever(Arc::clone(&shared)));
     let mut state = Loop {
         // Look for peers' stale entries at once: a restart after a crash of
         // the whole crew should not wait.
@@ -146,6 +171,7 @@ where
         failures: 0,
         group: GroupWatch::default(),
         reporter: reporter.clone(),
+        waiting: VecDeque::new(),
     };
     tokio::pin!(stop);
     let ended = loop {
@@ -162,6 +188,7 @@ where
             }
             // Handlers wind down within the grace (worker::Context).
             state.shared.cancel.cancel();
+            state.hand_back_waiting();
             let report = state
                 .finish(Instant::now() + grace, None::<Pin<&mut Never>>)
                 .await;
@@ -176,6 +203,7 @@ where
             });
             let deadline = Instant::now() + state.shared.options.stop_grace;
             state.shared.cancel.cancel();
+            state.hand_back_waiting();
             let report = state.finish(deadline, Some(stop)).await;
             tracing::error!(?report, error = %err, "the worker stopped");
             reporter.set(Health::Stopped { error: Some(shown) });
@@ -209,6 +237,9 @@ where
         }
         while let Some(done) = self.inflight.try_join_next() {
             self.tally(done);
+        }
+        if !self.waiting.is_empty() {
+            return self.start_waiting::<P>().await;
         }
         let free = self
             .shared
@@ -247,12 +278,26 @@ where
                 for (entry, source) in batch {
                     if self.group.finished(entry.id) {
                         finished.push(entry.id);
+                    } else if self.shared.rate.is_some() {
+                        self.wait_for_permit(entry, source);
                     } else {
                         self.start::<P>(entry, source);
                     }
                 }
+                // Start first, then acknowledge what the group's replay
+                // delivered again, as without a rate limit: the simulator
+                // ties a run to the first entry of its delivery not started
+                // yet, and a finished entry is never started.
+                let wait = if self.waiting.is_empty() {
+                    None
+                } else {
+                    self.grant_waiting::<P>().await?
+                };
                 self.ack_finished(finished).await;
-                Ok(())
+                match wait {
+                    Some(wait) => self.wait_for_room(wait).await,
+                    None => Ok(()),
+                }
             }
             Err(err) => {
                 let starve = kind == Read::Reclaim
@@ -308,16 +353,44 @@ where
         H: Handler<P>,
         P: DeserializeOwned + Send + 'static,
     {
-        let shared = Arc::clone(&self.shared);
         let id = entry.id;
-        let Some(cancel) = shared.hold(id) else {
+        let Some(cancel) = self.shared.hold(id) else {
             // Reclaimed from ourselves (its lease lapsed while renewals
             // failed): the attempt already running settles it.
             tracing::debug!(%id, "already running; not starting a second attempt");
             return;
         };
+        self.launch::<P>(entry, source, cancel, None);
+    }
+
+    /// Starts an attempt at `entry`, held already with `cancel`, holding
+    /// `permit` (released when it ends) if the worker has a rate limit.
+    fn launch<P>(
+        &mut self,
+        entry: DeliveredEntry,
+        source: Source,
+        cancel: CancellationToken,
+        permit: Option<String>,
+    ) where
+        H: Handler<P>,
+        P: DeserializeOwned + Send + 'static,
+    {
+        let shared = Arc::clone(&self.shared);
+        let id = entry.id;
         let worker: Arc<dyn WorkerLink> = Arc::clone(&shared) as Arc<dyn WorkerLink>;
-        let lease = Lease { id, cancel, worker };
+        let lease = Lease {
+            id,
+            cancel,
+            worker,
+            permit: permit.as_deref().map(Arc::from),
+        };
+        let permit = Permit(
+            shared
+                .rate
+                .as_ref()
+                .zip(permit)
+                .map(|(gate, permit)| (Arc::clone(gate), permit)),
+        );
         let data = entry
             .fields
             .as_ref()
@@ -327,6 +400,7 @@ where
             // Released on every path: an attempt that ends, panics, or is
             // aborted at the grace's end.
             let _held = Held(Arc::clone(&shared), id);
+            let _permit = permit;
             if shared.skips_remembered(id).await {
                 return Outcome::Completed;
             }

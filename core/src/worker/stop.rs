@@ -24,6 +24,7 @@ impl<B, H> Loop<B, H> {
             Ok(Outcome::Vanished) => report.vanished += 1,
             Ok(Outcome::Unsettled) => report.unsettled += 1,
             Ok(Outcome::Cancelled) => report.cancelled += 1,
+            Ok(Outcome::SlowedDown) => report.slowed_down += 1,
             Err(err) => {
                 // Panics are caught inside the attempt; this is a bug.
                 tracing::error!(error = %err, "an attempt ended abnormally");

@@ -268,6 +268,16 @@ impl Facts {
                     from_ms: at,
                     to_ms: at,
                 }),
+                // A graceful stop hands back what its worker holds: attempts
+                // still running at the grace's end, cancelled ones that
+                // failed, entries waiting for a rate-limit permit. Each is
+                // delivered again (swarm seed 1884: a rate-limited entry
+                // whose run the stop cancelled, after a rollback had undone
+                // its settle).
+                Event::StopRequested { grace_ms, .. } => self.disruptions.push(Disruption {
+                    from_ms: at,
+                    to_ms: at.saturating_add(*grace_ms),
+                }),
                 Event::GroupDestroyed { stream } => {
                     replays.destroyed(stream);
                     let forgotten: Vec<_> =

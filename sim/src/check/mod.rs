@@ -10,6 +10,7 @@ mod deleted;
 mod due;
 mod facts;
 mod overlap;
+mod rate;
 mod reads;
 mod rollback;
 #[cfg(test)]
@@ -44,6 +45,9 @@ pub(crate) fn check(scenario: &Scenario, seed: u64, record: &RunRecord) -> Repor
     verdict.violations.extend(reads::starved(&record.history));
     verdict.violations.extend(due::check(&record.history));
     verdict.violations.extend(deleted::check(record));
+    verdict
+        .violations
+        .extend(rate::check(scenario, seed, record));
     // Invariants about handler runs: no second run while the first holds
     // its lease; no success dropped.
     let runs = runs::runs(record, &facts.rollbacks);

@@ -14,8 +14,8 @@ use serde::Serialize;
 pub use crewq_core::BrokerOp as Op;
 
 /// The bit of `op` in an [`OpSet`].
-fn bit(op: Op) -> u32 {
-    1 << (op as u32)
+fn bit(op: Op) -> u64 {
+    1 << (op as u64)
 }
 
 /// A set of [`Op`]s: the operations faults apply to.
@@ -30,7 +30,7 @@ fn bit(op: Op) -> u32 {
 /// assert_eq!(acks.iter().collect::<Vec<_>>(), [Op::AckAndAdd, Op::Settle]);
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct OpSet(u32);
+pub struct OpSet(u64);
 
 impl OpSet {
     /// No operation.

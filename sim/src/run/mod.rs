@@ -76,6 +76,9 @@ pub(crate) struct RunRecord {
     /// `RolledBack` events list them too); the final state's outcomes and
     /// entries leave them out.
     pub forgotten: Vec<rollbacks::Append>,
+    /// Each agent type's shared rate limit's log of starts (its key), as
+    /// the history's rate events name it.
+    pub rate_starts: BTreeMap<String, String>,
 }
 
 /// What a crash or a pause does, in timeline order.
@@ -356,6 +359,12 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
         injected: brokers.injected(),
         hits: hits.counts(),
         forgotten,
+        rate_starts: scenario
+            .agent_types
+            .iter()
+            .filter_map(|a| crewq_core::AgentType::new(a.as_str()).ok())
+            .map(|a| (a.as_str().to_owned(), keyspace.rate(&a).starts))
+            .collect(),
     })
 }
 

@@ -135,6 +135,10 @@ impl<B: Broker + Clone + 'static> Crewing<'_, B> {
         options.result_retention = Retention::None;
         options.dead_letter_retention = Retention::None;
         options.rollback_window = self.rollback_window;
+        options.rate_limit = scenario
+            .rate_limits_for(self.seed)
+            .get(slot.agent.as_str())
+            .copied();
         options
     }
 
