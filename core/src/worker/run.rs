@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -118,7 +118,6 @@ where
         held: Mutex::new(BTreeMap::new()),
         cancel: CancellationToken::new(),
         deleted: Mutex::new(BTreeSet::new()),
-        group_gone: AtomicU64::new(0),
         settler,
         reporter: reporter.clone(),
         failing: AtomicUsize::new(0),
@@ -232,6 +231,9 @@ where
         } else {
             Read::New
         };
+        // The leases of what it brings began when it was sent, at the
+        // latest (a reply may come back late: the worker frozen meanwhile).
+        let sent = Instant::now();
         let read = match kind {
             Read::Drain => self.drain(free).await,
             Read::Reclaim => self.reclaim(free).await,
@@ -248,7 +250,7 @@ where
                     if self.group.finished(entry.id) {
                         finished.push(entry.id);
                     } else {
-                        self.start::<P>(entry, source);
+                        self.start::<P>(entry, source, sent);
                     }
                 }
                 self.ack_finished(finished).await;
@@ -303,14 +305,14 @@ where
 
     /// Starts an attempt at `entry`, the whole of it under `catch_unwind`
     /// and its entry held (leases renewed) until it ends, however it ends.
-    fn start<P>(&mut self, entry: DeliveredEntry, source: Source)
+    fn start<P>(&mut self, entry: DeliveredEntry, source: Source, leased_at: Instant)
     where
         H: Handler<P>,
         P: DeserializeOwned + Send + 'static,
     {
         let shared = Arc::clone(&self.shared);
         let id = entry.id;
-        let Some(cancel) = shared.hold(id) else {
+        let Some(cancel) = shared.hold(id, leased_at) else {
             // Reclaimed from ourselves (its lease lapsed while renewals
             // failed): the attempt already running settles it.
             tracing::debug!(%id, "already running; not starting a second attempt");

@@ -43,7 +43,9 @@ pub(crate) fn check(scenario: &Scenario, seed: u64, record: &RunRecord) -> Repor
     verdict.gathers(record, &facts);
     verdict.violations.extend(reads::starved(&record.history));
     verdict.violations.extend(due::check(&record.history));
-    verdict.violations.extend(deleted::check(record));
+    verdict
+        .violations
+        .extend(deleted::check(record, scenario.lease));
     // Invariants about handler runs: no second run while the first holds
     // its lease; no success dropped.
     let runs = runs::runs(record, &facts.rollbacks);
