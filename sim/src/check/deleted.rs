@@ -30,6 +30,14 @@ use crate::run::RunRecord;
 /// The violations of [`Invariant::DeletedWithStreamReported`] in `record`.
 pub(super) fn check(record: &RunRecord, lease: Duration) -> Vec<Violation> {
     let lease_ms = crate::scenario::millis_of(lease);
+    // The longest a half-open link hangs a call before its time-out.
+    let hang_ms = record
+        .plan
+        .half_open
+        .iter()
+        .map(|link| link.timeout_ms)
+        .max()
+        .unwrap_or(0);
     let letters = deleted_letters(record);
     let finished = finished_entries(record);
     let tasks: BTreeMap<(String, StreamId), u32> = record
@@ -107,7 +115,7 @@ pub(super) fn check(record: &RunRecord, lease: Duration) -> Vec<Violation> {
                         op,
                     } if of == stream
                         && consumer == holder
-                        && !reply_dropped(&after[at..], holder, op) =>
+                        && !reply_dropped(events, deletion + at, holder, op, hang_ms) =>
                     {
                         Some(e)
                     }
@@ -116,21 +124,18 @@ pub(super) fn check(record: &RunRecord, lease: Duration) -> Vec<Violation> {
             let Some(learned) = learned else {
                 continue;
             };
+            // Frozen then, it reads the reply only when it wakes, its lease
+            // long lapsed.
+            if paused_at(events, holder, learned.at_ms) {
+                continue;
+            }
             // Its lease still the holder's when it learned (renewed or
             // delivered within a lease, less the calls' latency both ways):
             // a lapsed one may have been taken over and finished by a peer,
             // and the worker leaves it be.
             // In ms: a lease start at or after this.
             let since = (learned.at_ms + 3 * MAX_LATENCY_MS).checked_sub(lease_ms);
-            if !leased_since(
-                &events[..deletion],
-                after,
-                stream,
-                *id,
-                holder,
-                since,
-                learned.at_ms,
-            ) {
+            if !leased_since(events, stream, *id, holder, since, learned.at_ms, hang_ms) {
                 continue;
             }
             if after.iter().any(|e| cut_short(&e.event, holder)) {
@@ -183,30 +188,44 @@ fn ends(event: &Event, consumer: &str) -> bool {
     }
 }
 
-/// Whether the reply of the call whose `NoGroupSeen` opens `events` was
-/// dropped by a fault (the recorder sits below the fault injection): a
-/// fault on the same actor's same operation within the injected latency,
-/// before its next call of that operation found no group. The worker then
-/// saw an error of the fault's, not the group gone.
-fn reply_dropped(events: &[Stamped], actor: &str, op: &str) -> bool {
-    let Some((first, rest)) = events.split_first() else {
+/// Whether the reply of the call recorded at `events[at]` (a
+/// `NoGroupSeen` or `Renewed` of `actor`'s `op`) was dropped by a fault
+/// (the recorder sits below the fault injection): a fault on the same
+/// actor's same operation within the injected latency before, or within
+/// it and `hang_ms` after (a half-open link records its fault when the
+/// hung call times out), up to the neighbouring calls of that operation. The worker then saw the fault's
+/// error, not this reply.
+fn reply_dropped(events: &[Stamped], at: usize, actor: &str, op: &str, hang_ms: u64) -> bool {
+    let Some(call) = events.get(at) else {
         return false;
     };
-    for e in rest {
-        if e.at_ms > first.at_ms + MAX_LATENCY_MS {
-            break;
+    let before = |e: &&Stamped| e.at_ms + MAX_LATENCY_MS >= call.at_ms;
+    let after = |e: &&Stamped| e.at_ms <= call.at_ms + MAX_LATENCY_MS + hang_ms;
+    let sides = [
+        events[..at]
+            .iter()
+            .rev()
+            .take_while(before)
+            .collect::<Vec<_>>(),
+        events[at + 1..].iter().take_while(after).collect(),
+    ];
+    sides.iter().any(|side| {
+        for e in side {
+            match &e.event {
+                Event::Fault {
+                    actor: by, op: of, ..
+                } if by == actor && of.name() == op => return true,
+                Event::NoGroupSeen {
+                    consumer, op: of, ..
+                } if consumer == actor && *of == op => return false,
+                Event::Renewed { consumer, .. } if consumer == actor && op == "renew" => {
+                    return false;
+                }
+                _ => {}
+            }
         }
-        match &e.event {
-            Event::Fault {
-                actor: by, op: of, ..
-            } if by == actor && of.name() == op => return true,
-            Event::NoGroupSeen {
-                consumer, op: of, ..
-            } if consumer == actor && *of == op => return false,
-            _ => {}
-        }
-    }
-    false
+        false
+    })
 }
 
 /// The most latency a fault plan injects into one call, in ms (swarms go up
@@ -214,18 +233,18 @@ fn reply_dropped(events: &[Stamped], actor: &str, op: &str) -> bool {
 const MAX_LATENCY_MS: u64 = 10;
 
 /// Whether `holder`'s lease of entry `id` of `stream` was taken or renewed
-/// from `since` (`None`: the run's start) to `until` ms, in `before` and
-/// `after` the deletion.
+/// from `since` (`None`: the run's start) to `until` ms, the reply reaching
+/// it.
 fn leased_since(
-    before: &[Stamped],
-    after: &[Stamped],
+    events: &[Stamped],
     stream: &str,
     id: StreamId,
     holder: &str,
     since: Option<u64>,
     until: u64,
+    hang_ms: u64,
 ) -> bool {
-    before.iter().chain(after).any(|e| {
+    events.iter().enumerate().any(|(at, e)| {
         since.is_none_or(|since| e.at_ms >= since)
             && e.at_ms <= until
             && match &e.event {
@@ -233,7 +252,12 @@ fn leased_since(
                     stream: of,
                     consumer,
                     ids,
-                } => of == stream && consumer == holder && ids.contains(&id),
+                } => {
+                    of == stream
+                        && consumer == holder
+                        && ids.contains(&id)
+                        && !reply_dropped(events, at, holder, "renew", hang_ms)
+                }
                 Event::Delivered {
                     stream: of,
                     consumer,
@@ -242,6 +266,24 @@ fn leased_since(
                 _ => false,
             }
     })
+}
+
+/// Whether `consumer`'s worker was frozen (a pause) at `at_ms`.
+fn paused_at(events: &[Stamped], consumer: &str, at_ms: u64) -> bool {
+    let mut slot = None;
+    for e in events.iter().take_while(|e| e.at_ms <= at_ms) {
+        match &e.event {
+            Event::Started {
+                worker,
+                consumer: by,
+            } if by == consumer => slot = Some(*worker),
+            Event::Paused { worker, until_ms } if Some(*worker) == slot && *until_ms > at_ms => {
+                return true;
+            }
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Whether `event` may have cut `consumer`'s letter short: a crash, or a
