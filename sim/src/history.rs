@@ -235,6 +235,15 @@ pub enum Event {
         /// they had no outcome.
         unread: Vec<StreamId>,
     },
+    /// A renewal extended the leases of `ids` for `consumer`.
+    Renewed {
+        /// The stream.
+        stream: String,
+        /// The worker's consumer name.
+        consumer: String,
+        /// The entries whose leases it renewed.
+        ids: Vec<StreamId>,
+    },
     /// A worker's call found its group gone (`NOGROUP`: a read, a reclaim
     /// scan, a renewal or a settle, whose items are also `Refused`). The
     /// worker then knows the group went: what it holds and finds gone from
@@ -603,6 +612,11 @@ impl fmt::Display for Event {
                 pending.len(),
                 unread.len()
             ),
+            Event::Renewed {
+                stream,
+                consumer,
+                ids,
+            } => write!(f, "renewed {stream} {consumer} n={}", ids.len()),
             Event::NoGroupSeen {
                 stream,
                 consumer,

@@ -292,7 +292,15 @@ impl<B: Broker> BrokerLayer for RecordingBroker<B> {
         ids: &[StreamId],
     ) -> Result<Vec<StreamId>> {
         let reply = self.inner.renew(stream, group, consumer, ids).await;
-        self.seen(reply, stream, consumer, "renew")
+        let renewed = self.seen(reply, stream, consumer, "renew")?;
+        if !renewed.is_empty() {
+            self.recorder.record(Event::Renewed {
+                stream: stream.to_owned(),
+                consumer: consumer.to_owned(),
+                ids: renewed.clone(),
+            });
+        }
+        Ok(renewed)
     }
 
     async fn ack_and_add(&self, step: AckAndAdd) -> Result<AckAndAddReply> {

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -85,9 +85,6 @@ pub(crate) struct Shared<B, H> {
     /// Held entries a renewal found deleted from the stream: their attempts
     /// dead-letter them as `deleted_while_pending` instead of settling.
     pub deleted: Mutex<BTreeSet<StreamId>>,
-    /// How many calls found the consumer group gone: an attempt during
-    /// which it grew may hold an entry deleted with its stream (`DEL`).
-    pub group_gone: AtomicU64,
     /// Settles finished attempts in batches.
     pub settler: Settler,
     /// Tells the handle when broker calls fail.

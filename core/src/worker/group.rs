@@ -213,9 +213,6 @@ impl GroupWatch {
                              again run again"
                         );
                         self.forget_finished();
-                        // Entries held since, and gone from the stream, may
-                        // have gone with the old group (its stream deleted).
-                        shared.saw_group_gone();
                     }
                     self.high_water = self.high_water.max(sample.last_delivered);
                     self.last_delivered = Some(sample.last_delivered);

@@ -1,9 +1,9 @@
 //! Which entries a worker is working on: held (their leases renewed) from
 //! the start of an attempt until it ends, however it ends.
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::StreamId;
@@ -25,40 +25,54 @@ impl<B, H> Drop for Held<B, H> {
 pub(crate) struct Holding {
     /// Its attempt's cancellation token.
     cancel: CancellationToken,
-    /// [`Shared::group_gone_count`] when it was taken up.
-    group_gone: u64,
+    /// When its lease was last taken or renewed.
+    renewed_at: Instant,
+    /// A call found the consumer group gone while its lease was still this
+    /// worker's (see [`Shared::saw_group_gone`]).
+    gone_with_group: bool,
 }
 
 impl<B, H> Shared<B, H> {
-    /// Counts a call that found the consumer group gone.
+    /// A call found the consumer group gone: marks each held entry whose
+    /// lease is still this worker's.
     ///
-    /// An attempt during which one did (its start and end read
-    /// [`Shared::group_gone_count`]) and whose entry is then gone from the
-    /// stream holds an entry that went with its group: the stream deleted
-    /// with `DEL`, or trimmed before its group was destroyed. Nothing will
-    /// deliver it again, so whatever the attempt ended in (refused, handed
-    /// back) it is dead-lettered `deleted_while_pending` with its data,
-    /// never dropped silently. Rarely that letter is one too many: a peer
-    /// had taken the entry over and finished it before it went.
+    /// An entry so marked and then gone from the stream went with its
+    /// group: the stream deleted with `DEL`, or trimmed before its group was
+    /// destroyed. Nothing will deliver it again, so whatever its attempt
+    /// ended in (refused, handed back) it is dead-lettered
+    /// `deleted_while_pending` with its data, never dropped silently. One
+    /// whose lease had lapsed (the worker frozen, its renewals failing) may
+    /// have been taken over and finished by a peer, then trimmed: it is not
+    /// marked, and its outcome is left to the peer.
     pub(crate) fn saw_group_gone(&self) {
-        self.group_gone.fetch_add(1, Ordering::SeqCst);
+        if self.options.is_mutant(Mutant::DropDeletedWithGroup) {
+            return;
+        }
+        let now = Instant::now();
+        let lease = self.options.lease;
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        for holding in held.values_mut() {
+            if now.saturating_duration_since(holding.renewed_at) < lease {
+                holding.gone_with_group = true;
+            }
+        }
     }
 
-    /// How many calls found the consumer group gone so far (see
-    /// [`Shared::saw_group_gone`]); the `drop-deleted-with-group` mutant
-    /// never counts one.
-    pub(crate) fn group_gone_count(&self) -> u64 {
-        if self.options.is_mutant(Mutant::DropDeletedWithGroup) {
-            return 0;
+    /// Notes that the leases of `ids` were renewed now.
+    pub(crate) fn renewed(&self, ids: &[StreamId]) {
+        let now = Instant::now();
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        for id in ids {
+            if let Some(holding) = held.get_mut(id) {
+                holding.renewed_at = now;
+            }
         }
-        self.group_gone.load(Ordering::SeqCst)
     }
 
     /// Marks `id` as being worked on, with the cancellation token of its
     /// attempt (fired with the worker's own, or when the entry is found
-    /// lost); `None` if it already was.
-    pub(crate) fn hold(&self, id: StreamId) -> Option<CancellationToken> {
-        let group_gone = self.group_gone_count();
+    /// lost), its lease taken at `leased_at`; `None` if it already was.
+    pub(crate) fn hold(&self, id: StreamId, leased_at: Instant) -> Option<CancellationToken> {
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         if held.contains_key(&id) {
             return None;
@@ -66,10 +80,17 @@ impl<B, H> Shared<B, H> {
         let token = self.cancel.child_token();
         let holding = Holding {
             cancel: token.clone(),
-            group_gone,
+            renewed_at: leased_at,
+            gone_with_group: false,
         };
         held.insert(id, holding);
         Some(token)
+    }
+
+    /// Whether held entry `id` was marked by [`Shared::saw_group_gone`].
+    pub(crate) fn group_gone_while_held(&self, id: StreamId) -> bool {
+        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        held.get(&id).is_some_and(|holding| holding.gone_with_group)
     }
 
     /// Cancels the attempt at held entry `id`: another consumer has it.
@@ -78,15 +99,6 @@ impl<B, H> Shared<B, H> {
         if let Some(holding) = held.get(&id) {
             holding.cancel.cancel();
         }
-    }
-
-    /// Whether a call found the consumer group gone since held entry `id`
-    /// was taken up (see [`Shared::saw_group_gone`]).
-    pub(crate) fn group_gone_while_held(&self, id: StreamId) -> bool {
-        let now = self.group_gone_count();
-        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        held.get(&id)
-            .is_some_and(|holding| holding.group_gone != now)
     }
 
     pub(crate) fn release(&self, id: StreamId) {

@@ -57,6 +57,7 @@ pub(crate) async fn renew<B: Broker, H>(shared: &Shared<B, H>) {
             return;
         }
     };
+    shared.renewed(&renewed);
     if renewed.len() >= held.len() {
         return;
     }
@@ -99,11 +100,21 @@ pub(crate) async fn renew<B: Broker, H>(shared: &Shared<B, H>) {
 impl<B: Broker, H: Send + Sync + 'static> WorkerLink for Shared<B, H> {
     async fn extend(&self, id: StreamId, cancel: &CancellationToken) -> Result<bool> {
         let keys = &self.keys;
-        let renewed = self
+        let renewed = match self
             .broker
             .renew(&keys.tasks, &keys.group, &self.consumer, &[id])
-            .await?;
+            .await
+        {
+            Ok(renewed) => renewed,
+            Err(err) => {
+                if matches!(err, crate::Error::NoGroup { .. }) {
+                    self.saw_group_gone();
+                }
+                return Err(err);
+            }
+        };
         if renewed.contains(&id) {
+            self.renewed(&renewed);
             return Ok(true);
         }
         // Not pending for us: another consumer's, unless it was deleted

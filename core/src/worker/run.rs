@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -142,7 +142,6 @@ where
         held: Mutex::new(BTreeMap::new()),
         cancel: CancellationToken::new(),
         deleted: Mutex::new(BTreeSet::new()),
-        group_gone: AtomicU64::new(0),
         settler,
         reporter: reporter.clone(),
         failing: AtomicUsize::new(0),
@@ -263,6 +262,9 @@ where
         } else {
             Read::New
         };
+        // The leases of what it brings began when it was sent, at the
+        // latest (a reply may come back late: the worker frozen meanwhile).
+        let sent = Instant::now();
         let read = match kind {
             Read::Drain => self.drain(free).await,
             Read::Reclaim => self.reclaim(free).await,
@@ -279,9 +281,9 @@ where
                     if self.group.finished(entry.id) {
                         finished.push(entry.id);
                     } else if self.shared.rate.is_some() {
-                        self.wait_for_permit(entry, source);
+                        self.wait_for_permit(entry, source, sent);
                     } else {
-                        self.start::<P>(entry, source);
+                        self.start::<P>(entry, source, sent);
                     }
                 }
                 // Start first, then acknowledge what the group's replay
@@ -348,13 +350,13 @@ where
 
     /// Starts an attempt at `entry`, the whole of it under `catch_unwind`
     /// and its entry held (leases renewed) until it ends, however it ends.
-    fn start<P>(&mut self, entry: DeliveredEntry, source: Source)
+    fn start<P>(&mut self, entry: DeliveredEntry, source: Source, leased_at: Instant)
     where
         H: Handler<P>,
         P: DeserializeOwned + Send + 'static,
     {
         let id = entry.id;
-        let Some(cancel) = self.shared.hold(id) else {
+        let Some(cancel) = self.shared.hold(id, leased_at) else {
             // Reclaimed from ourselves (its lease lapsed while renewals
             // failed): the attempt already running settles it.
             tracing::debug!(%id, "already running; not starting a second attempt");

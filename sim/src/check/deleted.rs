@@ -3,9 +3,11 @@
 //!
 //! A `DEL` of a task stream takes its entries and its group: nothing will
 //! deliver a held entry again. A worker that learns the group went (a call
-//! of it finds no group: `NoGroupSeen` in the history) while it holds such
+//! of it finds no group: `NoGroupSeen` in the history, its reply not
+//! dropped by a fault) while it holds such
 //! an entry must dead-letter it `deleted_while_pending`, with its data,
-//! whatever its run ended in. An entry pending to a worker when the stream
+//! whatever its run ended in, if its lease was still its own then
+//! (renewed or delivered within a lease). An entry pending to a worker when the stream
 //! went is held by it if it started a handler of its task since the
 //! delivery (the read's reply reached it) and neither crashed nor stopped.
 //! Let through: the entry's task has an outcome anyway, the worker
@@ -16,6 +18,7 @@
 //! checker reports apart.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use crewq_core::{DeadLetterReason, StreamId};
 
@@ -25,7 +28,16 @@ use crate::report::{Invariant, Violation};
 use crate::run::RunRecord;
 
 /// The violations of [`Invariant::DeletedWithStreamReported`] in `record`.
-pub(super) fn check(record: &RunRecord) -> Vec<Violation> {
+pub(super) fn check(record: &RunRecord, lease: Duration) -> Vec<Violation> {
+    let lease_ms = crate::scenario::millis_of(lease);
+    // The longest a half-open link hangs a call before its time-out.
+    let hang_ms = record
+        .plan
+        .half_open
+        .iter()
+        .map(|link| link.timeout_ms)
+        .max()
+        .unwrap_or(0);
     let letters = deleted_letters(record);
     let finished = finished_entries(record);
     let tasks: BTreeMap<(String, StreamId), u32> = record
@@ -66,13 +78,66 @@ pub(super) fn check(record: &RunRecord) -> Vec<Violation> {
             let Some(holder) = holder(&events[..deletion], stream, *id, task) else {
                 continue;
             };
-            let learned = after.iter().find(|e| {
-                matches!(&e.event, Event::NoGroupSeen { stream: of, consumer, .. }
-                    if of == stream && consumer == holder)
-            });
+            // While it still held it: before its attempt's settle of it
+            // was refused (or applied: a rollback).
+            let ended = after
+                .iter()
+                .position(|e| match &e.event {
+                    Event::Refused {
+                        stream: of,
+                        consumer,
+                        id: settled,
+                    }
+                    | Event::Settled {
+                        stream: of,
+                        consumer,
+                        id: settled,
+                        ..
+                    } => of == stream && consumer == holder && settled == id,
+                    _ => false,
+                })
+                .unwrap_or(after.len());
+            // And of this deletion: before the group's next destruction
+            // (the deletion's own `GroupDestroyed` comes just before it).
+            let ended = after[1..]
+                .iter()
+                .position(
+                    |e| matches!(&e.event, Event::GroupDestroyed { stream: of } if of == stream),
+                )
+                .map_or(ended, |next| ended.min(next + 1));
+            let learned = after[..ended]
+                .iter()
+                .enumerate()
+                .find_map(|(at, e)| match &e.event {
+                    Event::NoGroupSeen {
+                        stream: of,
+                        consumer,
+                        op,
+                    } if of == stream
+                        && consumer == holder
+                        && !reply_dropped(events, deletion + at, holder, op, hang_ms) =>
+                    {
+                        Some(e)
+                    }
+                    _ => None,
+                });
             let Some(learned) = learned else {
                 continue;
             };
+            // Frozen then, it reads the reply only when it wakes, its lease
+            // long lapsed.
+            if paused_at(events, holder, learned.at_ms) {
+                continue;
+            }
+            // Its lease still the holder's when it learned (renewed or
+            // delivered within a lease, less the calls' latency both ways):
+            // a lapsed one may have been taken over and finished by a peer,
+            // and the worker leaves it be.
+            // In ms: a lease start at or after this.
+            let since = (learned.at_ms + 3 * MAX_LATENCY_MS).checked_sub(lease_ms);
+            if !leased_since(events, stream, *id, holder, since, learned.at_ms, hang_ms) {
+                continue;
+            }
             if after.iter().any(|e| cut_short(&e.event, holder)) {
                 continue;
             }
@@ -121,6 +186,104 @@ fn ends(event: &Event, consumer: &str) -> bool {
         Event::Crashed { consumer: by, .. } | Event::Stopped { consumer: by, .. } => by == consumer,
         _ => false,
     }
+}
+
+/// Whether the reply of the call recorded at `events[at]` (a
+/// `NoGroupSeen` or `Renewed` of `actor`'s `op`) was dropped by a fault
+/// (the recorder sits below the fault injection): a fault on the same
+/// actor's same operation within the injected latency before, or within
+/// it and `hang_ms` after (a half-open link records its fault when the
+/// hung call times out), up to the neighbouring calls of that operation. The worker then saw the fault's
+/// error, not this reply.
+fn reply_dropped(events: &[Stamped], at: usize, actor: &str, op: &str, hang_ms: u64) -> bool {
+    let Some(call) = events.get(at) else {
+        return false;
+    };
+    let before = |e: &&Stamped| e.at_ms + MAX_LATENCY_MS >= call.at_ms;
+    let after = |e: &&Stamped| e.at_ms <= call.at_ms + MAX_LATENCY_MS + hang_ms;
+    let sides = [
+        events[..at]
+            .iter()
+            .rev()
+            .take_while(before)
+            .collect::<Vec<_>>(),
+        events[at + 1..].iter().take_while(after).collect(),
+    ];
+    sides.iter().any(|side| {
+        for e in side {
+            match &e.event {
+                Event::Fault {
+                    actor: by, op: of, ..
+                } if by == actor && of.name() == op => return true,
+                Event::NoGroupSeen {
+                    consumer, op: of, ..
+                } if consumer == actor && *of == op => return false,
+                Event::Renewed { consumer, .. } if consumer == actor && op == "renew" => {
+                    return false;
+                }
+                _ => {}
+            }
+        }
+        false
+    })
+}
+
+/// The most latency a fault plan injects into one call, in ms (swarms go up
+/// to 8).
+const MAX_LATENCY_MS: u64 = 10;
+
+/// Whether `holder`'s lease of entry `id` of `stream` was taken or renewed
+/// from `since` (`None`: the run's start) to `until` ms, the reply reaching
+/// it.
+fn leased_since(
+    events: &[Stamped],
+    stream: &str,
+    id: StreamId,
+    holder: &str,
+    since: Option<u64>,
+    until: u64,
+    hang_ms: u64,
+) -> bool {
+    events.iter().enumerate().any(|(at, e)| {
+        since.is_none_or(|since| e.at_ms >= since)
+            && e.at_ms <= until
+            && match &e.event {
+                Event::Renewed {
+                    stream: of,
+                    consumer,
+                    ids,
+                } => {
+                    of == stream
+                        && consumer == holder
+                        && ids.contains(&id)
+                        && !reply_dropped(events, at, holder, "renew", hang_ms)
+                }
+                Event::Delivered {
+                    stream: of,
+                    consumer,
+                    id: delivered,
+                } => of == stream && consumer == holder && *delivered == id,
+                _ => false,
+            }
+    })
+}
+
+/// Whether `consumer`'s worker was frozen (a pause) at `at_ms`.
+fn paused_at(events: &[Stamped], consumer: &str, at_ms: u64) -> bool {
+    let mut slot = None;
+    for e in events.iter().take_while(|e| e.at_ms <= at_ms) {
+        match &e.event {
+            Event::Started {
+                worker,
+                consumer: by,
+            } if by == consumer => slot = Some(*worker),
+            Event::Paused { worker, until_ms } if Some(*worker) == slot && *until_ms > at_ms => {
+                return true;
+            }
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Whether `event` may have cut `consumer`'s letter short: a crash, or a

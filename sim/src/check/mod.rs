@@ -44,7 +44,9 @@ pub(crate) fn check(scenario: &Scenario, seed: u64, record: &RunRecord) -> Repor
     verdict.gathers(record, &facts);
     verdict.violations.extend(reads::starved(&record.history));
     verdict.violations.extend(due::check(&record.history));
-    verdict.violations.extend(deleted::check(record));
+    verdict
+        .violations
+        .extend(deleted::check(record, scenario.lease));
     verdict
         .violations
         .extend(rate::check(scenario, seed, record));

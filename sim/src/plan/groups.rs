@@ -67,14 +67,17 @@ pub struct StreamDeleteAt {
 
 /// Draws the plan's stream deletions (after everything else, so the other
 /// draws of a seed stay where they were): one with chance
-/// `rates.stream_delete`, in the fault window.
+/// `rates.stream_delete`, in the fault window, in runs without a rollback
+/// (a rollback that restores entries a worker already dead-lettered as
+/// deleted with their stream, or forgets the appends of entries it held, is
+/// not yet judged: left open, see issue 9's note).
 pub(super) fn draw_deletes(
     plan: &mut FaultPlan,
     rates: &FaultRates,
     shape: &PlanShape,
     rng: &mut SimRng,
 ) {
-    if !rng.random_bool(rates.stream_delete.clamp(0.0, 1.0)) {
+    if !rng.random_bool(rates.stream_delete.clamp(0.0, 1.0)) || !plan.rollbacks.is_empty() {
         return;
     }
     plan.stream_deletes.push(StreamDeleteAt {

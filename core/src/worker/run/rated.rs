@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use serde::de::DeserializeOwned;
 
 use crate::{Broker, DeliveredEntry, Result};
@@ -20,8 +22,13 @@ where
 {
     /// Holds `entry` (its lease renewed from now on) until a permit lets it
     /// start.
-    pub(super) fn wait_for_permit(&mut self, entry: DeliveredEntry, source: Source) {
-        let Some(cancel) = self.shared.hold(entry.id) else {
+    pub(super) fn wait_for_permit(
+        &mut self,
+        entry: DeliveredEntry,
+        source: Source,
+        leased_at: Instant,
+    ) {
+        let Some(cancel) = self.shared.hold(entry.id, leased_at) else {
             tracing::debug!(id = %entry.id, "already running; not starting a second attempt");
             return;
         };
