@@ -355,6 +355,7 @@ where
             task: index,
             consumer: context.consumer.clone(),
             call,
+            entry: Some(ctx.entry_id()),
         });
         if let Some(permit) = ctx.rate_permit() {
             recorder.record(Event::RunPermit {

@@ -86,6 +86,10 @@ pub enum Event {
         consumer: String,
         /// The call, counted from 1 over the crew.
         call: u32,
+        /// The entry it runs, as its context says (`None` in hand-built
+        /// histories: the checker then takes the first entry of the
+        /// task's last delivery not run yet).
+        entry: Option<StreamId>,
     },
     /// A handler call returned (a hang never does; a crash cuts it off).
     HandlerEnded {
@@ -533,6 +537,7 @@ impl fmt::Display for Event {
                 task,
                 consumer,
                 call,
+                ..
             } => write!(f, "handler-start task={task} call={call} by={consumer}"),
             Event::HandlerCancelled {
                 task,

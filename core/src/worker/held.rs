@@ -30,6 +30,9 @@ pub(crate) struct Holding {
     /// A call found the consumer group gone while its lease was still this
     /// worker's (see [`Shared::saw_group_gone`]).
     gone_with_group: bool,
+    /// A renewal found it another consumer's: from then on its lease is
+    /// not this worker's, whatever happens to the group.
+    taken: bool,
 }
 
 impl<B, H> Shared<B, H> {
@@ -52,7 +55,7 @@ impl<B, H> Shared<B, H> {
         let lease = self.options.lease;
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         for holding in held.values_mut() {
-            if now.saturating_duration_since(holding.renewed_at) < lease {
+            if !holding.taken && now.saturating_duration_since(holding.renewed_at) < lease {
                 holding.gone_with_group = true;
             }
         }
@@ -82,6 +85,7 @@ impl<B, H> Shared<B, H> {
             cancel: token.clone(),
             renewed_at: leased_at,
             gone_with_group: false,
+            taken: false,
         };
         held.insert(id, holding);
         Some(token)
@@ -95,8 +99,9 @@ impl<B, H> Shared<B, H> {
 
     /// Cancels the attempt at held entry `id`: another consumer has it.
     pub(crate) fn cancel_lost(&self, id: StreamId) {
-        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(holding) = held.get(&id) {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(holding) = held.get_mut(&id) {
+            holding.taken = true;
             holding.cancel.cancel();
         }
     }

@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use crewq_core::{DeadLetterReason, StreamId};
+use crewq_core::{BrokerOp, DeadLetterReason, StreamId};
 
 use crate::crew::task_index;
 use crate::history::{Event, Stamped};
@@ -125,8 +125,11 @@ pub(super) fn check(record: &RunRecord, lease: Duration) -> Vec<Violation> {
                 continue;
             };
             // Frozen then, it reads the reply only when it wakes, its lease
-            // long lapsed.
-            if paused_at(events, holder, learned.at_ms) {
+            // long lapsed; or its renewals failed within the lease before
+            // (the recorder cannot tell which renewal's reply reached it).
+            if paused_at(events, holder, learned.at_ms)
+                || renewal_failed(events, holder, learned.at_ms, lease_ms)
+            {
                 continue;
             }
             // Its lease still the holder's when it learned (renewed or
@@ -265,6 +268,16 @@ fn leased_since(
                 } => of == stream && consumer == holder && *delivered == id,
                 _ => false,
             }
+    })
+}
+
+/// Whether a renewal of `actor` failed (a fault on it) in the lease up to
+/// `at_ms`.
+fn renewal_failed(events: &[Stamped], actor: &str, at_ms: u64, lease_ms: u64) -> bool {
+    events.iter().any(|e| {
+        e.at_ms <= at_ms
+            && e.at_ms + lease_ms >= at_ms
+            && matches!(&e.event, Event::Fault { actor: by, op: BrokerOp::Renew, .. } if by == actor)
     })
 }
 

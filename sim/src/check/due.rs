@@ -154,6 +154,7 @@ mod tests {
             task: 3,
             consumer: "w0".to_owned(),
             call: 1,
+            entry: None,
         }
     }
 

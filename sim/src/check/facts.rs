@@ -64,11 +64,11 @@ pub(super) struct TaskFacts {
     /// [`Class::LostToDelete`](crate::report::Class::LostToDelete)).
     pub in_deleted_stream: bool,
     /// A worker dead-lettered an entry of it `deleted_while_pending` after
-    /// its own settle of that entry applied: the settle's reply was lost,
-    /// and the worker then found the group gone and the entry gone from
-    /// the stream (finished and trimmed since, as it cannot tell from
-    /// deleted with its stream). A letter too many beside its result,
-    /// never a task lost (see
+    /// its own settle of that entry applied (the settle's reply was lost),
+    /// or in a run with a rollback, having found the group gone and then
+    /// the entry gone from the stream (finished and trimmed since, or
+    /// forgotten, as it cannot tell from deleted with its stream). A letter
+    /// too many beside its result, never a task lost (see
     /// [`Class::Replayed`](crate::report::Class::Replayed)).
     pub lettered_own_success: bool,
 }
@@ -443,6 +443,11 @@ impl Facts {
     }
 
     fn read_outcomes(&mut self, record: &RunRecord, entries: &BTreeMap<(String, StreamId), u32>) {
+        let rolled_back = record
+            .history
+            .events()
+            .iter()
+            .any(|e| matches!(e.event, Event::RolledBack { .. }));
         for result in &record.state.results {
             let Some((task_id, status)) = &result.result else {
                 self.violate(
@@ -526,13 +531,20 @@ impl Facts {
                     );
                     self.violate(Invariant::DeadLetterRouting, Some(task), detail);
                 }
+                // Its own applied settle (reply lost), or a run with a
+                // rollback (which can forget the entry's append, or hand the
+                // entry to a peer while its holder's lease looks fresh to
+                // the holder): the worker found the entry gone after its
+                // group was, and wrote what it had; a letter too many beside
+                // the result the task got otherwise.
                 let own_success = letter.reason == Some(DeadLetterReason::DeletedWhilePending)
                     && letter.origin.as_ref().is_some_and(|origin| {
-                        self.settled.contains(&(
-                            origin.stream.clone(),
-                            origin.entry_id,
-                            origin.consumer.clone(),
-                        ))
+                        rolled_back
+                            || self.settled.contains(&(
+                                origin.stream.clone(),
+                                origin.entry_id,
+                                origin.consumer.clone(),
+                            ))
                     });
                 match self.task(task) {
                     Some(facts) => {

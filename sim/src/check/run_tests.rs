@@ -102,6 +102,7 @@ fn second_run_meanwhile(record: &mut RunRecord, run: &OkRun) {
                     task: run.task,
                     consumer: consumer.clone(),
                     call: 99,
+                    entry: None,
                 },
             },
         );
@@ -264,6 +265,7 @@ fn a_run_that_never_returned_ends_at_its_time_out() {
                 task: run.task,
                 consumer: intruder(),
                 call: 99,
+                entry: None,
             },
         ];
         for (n, event) in peer_runs.into_iter().enumerate() {

@@ -71,10 +71,12 @@ pub(super) fn runs(record: &RunRecord, rollbacks: &Forgetting) -> Vec<Run> {
                 task,
                 consumer,
                 call,
+                entry,
             } => {
+                let stream = record.state.task_stream_of(*task);
                 let last = delivered
                     .get_mut(&(consumer.clone(), *task))
-                    .and_then(Delivered::run_of);
+                    .and_then(|of| of.run_of(entry.map(|id| (stream.clone(), id))));
                 let last = last.as_ref();
                 open.insert((*task, *call), runs.len());
                 runs.push(Run {
@@ -153,8 +155,17 @@ impl Delivered {
     /// worker starts the entries of one delivery in order, so the first one
     /// no run started on yet; once each has one, the last (a run again
     /// without a new delivery, as before).
-    fn run_of(&mut self) -> Option<((String, StreamId), u64)> {
+    ///
+    /// When the run names its entry (`ran`), that one (a worker with a rate
+    /// limit starts entries as permits come, not always in delivery order).
+    fn run_of(&mut self, ran: Option<(String, StreamId)>) -> Option<((String, StreamId), u64)> {
         let at = self.at_ms;
+        if let Some(ran) = ran {
+            if let Some((_, started)) = self.entries.iter_mut().find(|(e, _)| *e == ran) {
+                *started = true;
+            }
+            return Some((ran, at));
+        }
         if let Some((entry, started)) = self.entries.iter_mut().find(|(_, started)| !*started) {
             *started = true;
             return Some((entry.clone(), at));
@@ -180,13 +191,13 @@ mod tests {
         let mut delivered = Delivered::default();
         delivered.deliver(entry(7), 213);
         delivered.deliver(entry(10), 213);
-        assert_eq!(delivered.run_of(), Some((entry(7), 213)));
-        assert_eq!(delivered.run_of(), Some((entry(10), 213)));
+        assert_eq!(delivered.run_of(None), Some((entry(7), 213)));
+        assert_eq!(delivered.run_of(None), Some((entry(10), 213)));
         // A run again without a new delivery: the last, as before.
-        assert_eq!(delivered.run_of(), Some((entry(10), 213)));
+        assert_eq!(delivered.run_of(None), Some((entry(10), 213)));
         // A later delivery starts anew.
         delivered.deliver(entry(12), 300);
-        assert_eq!(delivered.run_of(), Some((entry(12), 300)));
-        assert_eq!(delivered.run_of(), Some((entry(12), 300)));
+        assert_eq!(delivered.run_of(None), Some((entry(12), 300)));
+        assert_eq!(delivered.run_of(None), Some((entry(12), 300)));
     }
 }
