@@ -238,9 +238,12 @@ fn schedule_at_once_is_caught_starting_scheduled_tasks_before_they_are_due() {
 
 #[test]
 fn drop_deleted_with_group_is_caught_losing_what_a_deleted_stream_took() {
+    // About one seed in a hundred deletes a stream while a worker holds
+    // entries of it and learns so with its lease fresh (scripts/test gives
+    // it 200 seeds; state_faults.rs has a plan made for it).
     caught_within(
         Mutant::DropDeletedWithGroup,
         Invariant::DeletedWithStreamReported,
-        MORE_SEEDS,
+        200,
     );
 }
