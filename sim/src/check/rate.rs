@@ -335,6 +335,7 @@ mod tests {
                 task,
                 consumer: "w".to_owned(),
                 call: 1,
+                entry: None,
             },
         }];
         if let Some(permit) = permit {
