@@ -4,31 +4,39 @@
 //! A `DEL` of a task stream takes its entries and its group: nothing will
 //! deliver a held entry again. A worker that learns the group went (a call
 //! of it finds no group: `NoGroupSeen` in the history, its reply not
-//! dropped by a fault) while it holds such
-//! an entry must dead-letter it `deleted_while_pending`, with its data,
-//! whatever its run ended in, if its lease was still its own then
-//! (renewed or delivered within a lease). An entry pending to a worker when the stream
-//! went is held by it if it started a handler of its task since the
-//! delivery (the read's reply reached it) and neither crashed nor stopped.
-//! Let through: the entry's task has an outcome anyway, the worker
-//! crashed or was stopped (its attempts handed back) after the deletion, or
-//! a rollback brought the stream back (the entry is then delivered again). A worker that never learns of it (it
-//! holds nothing when it calls again, or a peer made the group again
-//! first) records nothing, and the task is lost to the delete, which the
-//! checker reports apart.
+//! dropped by a fault) while it holds such an entry, its lease still its
+//! own (renewed or delivered within a lease), must dead-letter it
+//! `deleted_while_pending` with its data, whatever its run ended in. An
+//! entry pending to a worker when the stream went is held by it if it
+//! started a handler of its task since the delivery (the read's reply
+//! reached it) and neither crashed nor stopped.
+//!
+//! Let through: the entry's task has an outcome anyway, the worker crashed
+//! or was stopped (its attempts handed back) after the deletion, or a
+//! rollback brought the stream back (the entry is then delivered again). A
+//! worker that never learns of it (it holds nothing when it calls again,
+//! or a peer made the group again first) records nothing, and the task is
+//! lost to the delete, which the checker reports apart.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crewq_core::{BrokerOp, DeadLetterReason, StreamId};
+use crewq_core::{BrokerOp, StreamId};
 
-use crate::crew::task_index;
 use crate::history::{Event, Stamped};
 use crate::report::{Invariant, Violation};
 use crate::run::RunRecord;
 
-/// The violations of [`Invariant::DeletedWithStreamReported`] in `record`.
-pub(super) fn check(record: &RunRecord, lease: Duration) -> Vec<Violation> {
+use super::facts::TaskFacts;
+use super::runs::entry_tasks;
+
+/// The violations of [`Invariant::DeletedWithStreamReported`] in `record`;
+/// `tasks` says which tasks have an outcome.
+pub(super) fn check(
+    record: &RunRecord,
+    tasks: &BTreeMap<u32, TaskFacts>,
+    lease: Duration,
+) -> Vec<Violation> {
     let lease_ms = crate::scenario::millis_of(lease);
     // The longest a half-open link hangs a call before its time-out.
     let hang_ms = record
@@ -38,19 +46,16 @@ pub(super) fn check(record: &RunRecord, lease: Duration) -> Vec<Violation> {
         .map(|link| link.timeout_ms)
         .max()
         .unwrap_or(0);
-    let letters = deleted_letters(record);
-    let finished = finished_entries(record);
-    let tasks: BTreeMap<(String, StreamId), u32> = record
-        .state
-        .agents
-        .iter()
-        .flat_map(|agent| {
-            agent.entries.iter().filter_map(|(id, task)| {
-                let task = task.as_deref().and_then(task_index)?;
-                Some(((agent.keys.tasks.clone(), *id), task))
-            })
+    let entries = entry_tasks(record);
+    // A result or a dead letter (its own `deleted_while_pending` one among
+    // them): whatever became of the entry, the task is not lost (an entry
+    // of a task finished before its group was destroyed, delivered again
+    // to be acknowledged unrun, is held by no attempt).
+    let has_outcome = |task: u32| {
+        tasks.get(&task).is_some_and(|facts| {
+            facts.successes + facts.failures > 0 || !facts.dead_letters.is_empty()
         })
-        .collect();
+    };
     let events = record.history.events();
     let mut violations = Vec::new();
     for (deletion, stamped) in events.iter().enumerate() {
@@ -68,13 +73,12 @@ pub(super) fn check(record: &RunRecord, lease: Duration) -> Vec<Violation> {
             continue;
         }
         for id in pending {
-            let key = (stream.clone(), *id);
-            if letters.contains(&key) || finished.contains(&key) {
-                continue;
-            }
-            let Some(task) = tasks.get(&key).copied() else {
+            let Some(task) = entries.get(&(stream.clone(), *id)).copied() else {
                 continue;
             };
+            if has_outcome(task) {
+                continue;
+            }
             let Some(holder) = holder(&events[..deletion], stream, *id, task) else {
                 continue;
             };
@@ -196,8 +200,8 @@ fn ends(event: &Event, consumer: &str) -> bool {
 /// (the recorder sits below the fault injection): a fault on the same
 /// actor's same operation within the injected latency before, or within
 /// it and `hang_ms` after (a half-open link records its fault when the
-/// hung call times out), up to the neighbouring calls of that operation. The worker then saw the fault's
-/// error, not this reply.
+/// hung call times out), up to the neighbouring calls of that operation.
+/// The worker then saw the fault's error, not this reply.
 fn reply_dropped(events: &[Stamped], at: usize, actor: &str, op: &str, hang_ms: u64) -> bool {
     let Some(call) = events.get(at) else {
         return false;
@@ -311,54 +315,4 @@ fn cut_short(event: &Event, consumer: &str) -> bool {
         } => by == consumer && *handed_back > 0,
         _ => false,
     }
-}
-
-/// The (stream, entry) of every task-stream entry whose task has an
-/// outcome (a result or a dead letter): whatever became of the entry, its
-/// task is not lost (an entry of a task finished before its group was
-/// destroyed, delivered again to be acknowledged unrun, is held by no
-/// attempt).
-fn finished_entries(record: &RunRecord) -> BTreeSet<(String, StreamId)> {
-    let mut done: BTreeSet<&str> = record
-        .state
-        .results
-        .iter()
-        .filter_map(|result| result.result.as_ref().map(|(task, _)| task.as_str()))
-        .collect();
-    let lettered: Vec<String> = record
-        .state
-        .agents
-        .iter()
-        .flat_map(|agent| &agent.dead_letters)
-        .filter_map(|(_, letter)| letter.as_ref().ok())
-        .filter_map(|letter| letter.decode_task::<serde_json::Value>().ok())
-        .map(|task| task.task_id)
-        .collect();
-    done.extend(lettered.iter().map(String::as_str));
-    record
-        .state
-        .agents
-        .iter()
-        .flat_map(|agent| {
-            agent.entries.iter().filter_map(|(id, task)| {
-                task.as_deref()
-                    .filter(|task| done.contains(task))
-                    .map(|_| (agent.keys.tasks.clone(), *id))
-            })
-        })
-        .collect()
-}
-
-/// The (stream, entry) of every `deleted_while_pending` dead letter.
-fn deleted_letters(record: &RunRecord) -> BTreeSet<(String, StreamId)> {
-    record
-        .state
-        .agents
-        .iter()
-        .flat_map(|agent| &agent.dead_letters)
-        .filter_map(|(_, letter)| letter.as_ref().ok())
-        .filter(|letter| letter.reason == Some(DeadLetterReason::DeletedWhilePending))
-        .filter_map(|letter| letter.origin.as_ref())
-        .map(|origin| (origin.stream.clone(), origin.entry_id))
-        .collect()
 }

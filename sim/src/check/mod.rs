@@ -46,7 +46,7 @@ pub(crate) fn check(scenario: &Scenario, seed: u64, record: &RunRecord) -> Repor
     verdict.violations.extend(due::check(&record.history));
     verdict
         .violations
-        .extend(deleted::check(record, scenario.lease));
+        .extend(deleted::check(record, &facts.tasks, scenario.lease));
     verdict
         .violations
         .extend(rate::check(scenario, seed, record));

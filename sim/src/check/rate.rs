@@ -327,6 +327,18 @@ mod tests {
         }
     }
 
+    /// A rollback at `at_ms` to the snapshot of `snapshot_ms`.
+    fn rollback(at_ms: u64, snapshot_ms: u64) -> Stamped {
+        Stamped {
+            at_ms,
+            event: Event::RolledBack {
+                snapshot_ms,
+                forgotten: Vec::new(),
+                unscheduled: Vec::new(),
+            },
+        }
+    }
+
     /// Call 1 of `task` from `start` to `end` under `permit`.
     fn run(task: u32, start: u64, end: u64, permit: Option<&str>) -> Vec<Stamped> {
         let mut events = vec![Stamped {
@@ -435,14 +447,7 @@ mod tests {
             .running(1);
         let rolled_back = vec![
             vec![granted(10, &["a"])],
-            vec![Stamped {
-                at_ms: 20,
-                event: Event::RolledBack {
-                    snapshot_ms: 5,
-                    forgotten: Vec::new(),
-                    unscheduled: Vec::new(),
-                },
-            }],
+            vec![rollback(20, 5)],
             vec![granted(30, &["b"])],
             run(1, 11, 15, Some("a")),
             run(2, 31, 40, Some("b")),
@@ -452,14 +457,7 @@ mod tests {
         // it (swarm seed 346).
         let same_ms = vec![
             vec![granted(5, &["a"])],
-            vec![Stamped {
-                at_ms: 20,
-                event: Event::RolledBack {
-                    snapshot_ms: 5,
-                    forgotten: Vec::new(),
-                    unscheduled: Vec::new(),
-                },
-            }],
+            vec![rollback(20, 5)],
             vec![granted(30, &["b"])],
         ];
         assert_eq!(judged(limit, same_ms), Vec::<String>::new());

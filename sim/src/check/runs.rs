@@ -114,7 +114,7 @@ pub(super) fn runs(record: &RunRecord, rollbacks: &Forgetting) -> Vec<Run> {
 
 /// Which task each task-stream entry is, from the final state's journal
 /// of appends.
-fn entry_tasks(record: &RunRecord) -> BTreeMap<(String, StreamId), u32> {
+pub(super) fn entry_tasks(record: &RunRecord) -> BTreeMap<(String, StreamId), u32> {
     let mut map = BTreeMap::new();
     for agent in &record.state.agents {
         for (id, task_id) in &agent.entries {
