@@ -8,9 +8,9 @@ use async_trait::async_trait;
 use crewq_core::{
     AckAndAdd, AckAndAddReply, AddedOnce, AutoClaim, AutoClaimed, AutoClaimedRecorded, Broker,
     ConsumerInfo, ConsumerPruned, DelayOnce, DelayedOnce, DeletedRecord, DeliveredEntry, Error,
-    GroupInfo, GroupStart, IdRange, NewEntry, OnceEntry, PendingEntry, PendingQuery,
+    GroupInfo, GroupStart, IdRange, LanesRead, NewEntry, OnceEntry, PendingEntry, PendingQuery,
     PendingSummary, Promoted, RateAcquire, RateGrant, RateKeys, RateState, ReadFrom, ReadGroup,
-    Result, Settle, Settled, StreamEntry, StreamId, StreamInfo, Trim, validate_ack_and_add,
+    ReadLanes, Result, Settle, Settled, StreamEntry, StreamId, StreamInfo, Trim, validate_ack_and_add,
     validate_autoclaim_count, validate_autoclaim_recorded, validate_delay_once, validate_new_entry,
     validate_once_entry, validate_rate_acquire, validate_settle,
 };
@@ -199,6 +199,10 @@ impl Broker for MemoryBroker {
                 () = expired => return Ok(Vec::new()),
             }
         }
+    }
+
+    async fn read_lanes(&self, read: &ReadLanes) -> Result<LanesRead> {
+        self.read_lanes_locked(read)
     }
 
     async fn ack(&self, stream: &str, group: &str, ids: &[StreamId]) -> Result<u64> {

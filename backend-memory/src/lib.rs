@@ -47,6 +47,7 @@ mod broker;
 mod delayed;
 mod delete;
 mod group;
+mod lanes;
 mod markers;
 mod rate;
 mod snapshot;

@@ -8,9 +8,9 @@ use async_trait::async_trait;
 use crewq_core::{
     AckAndAdd, AckAndAddReply, AddedOnce, AutoClaim, AutoClaimed, AutoClaimedRecorded, Broker,
     ConsumerInfo, ConsumerPruned, DelayOnce, DelayedOnce, DeletedRecord, DeliveredEntry, Error,
-    GroupInfo, GroupStart, IdRange, NewEntry, OnceEntry, PendingEntry, PendingQuery,
+    GroupInfo, GroupStart, IdRange, LanesRead, NewEntry, OnceEntry, PendingEntry, PendingQuery,
     PendingSummary, Promoted, RateAcquire, RateGrant, RateKeys, RateState, ReadFrom, ReadGroup,
-    Result, Settle, Settled, StreamEntry, StreamId, StreamInfo, Trim, validate_new_entry,
+    ReadLanes, Result, Settle, Settled, StreamEntry, StreamId, StreamInfo, Trim, validate_new_entry,
 };
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, Value};
@@ -420,6 +420,10 @@ impl Broker for RedisBroker {
                 self.fetch(&cmd, op, parse::read_group).await
             }
         }
+    }
+
+    async fn read_lanes(&self, read: &ReadLanes) -> Result<LanesRead> {
+        self.read_lanes_in_script(read).await
     }
 
     async fn ack(&self, stream: &str, group: &str, ids: &[StreamId]) -> Result<u64> {

@@ -57,6 +57,7 @@ mod connect;
 mod delayed;
 mod error;
 mod guarded;
+mod lanes;
 mod once;
 mod parse;
 mod prune;

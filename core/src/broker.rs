@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use crate::{
     AckAndAdd, AckAndAddReply, AddedOnce, AutoClaim, AutoClaimed, AutoClaimedRecorded,
     ConsumerInfo, ConsumerPruned, DelayOnce, DelayedOnce, DeletedRecord, DeliveredEntry, GroupInfo,
-    GroupStart, IdRange, NewEntry, OnceEntry, PendingEntry, PendingQuery, PendingSummary, Promoted,
-    RateAcquire, RateGrant, RateKeys, RateState, ReadGroup, Result, Settle, Settled, StreamEntry,
+    GroupStart, IdRange, LanesRead, NewEntry, OnceEntry, PendingEntry, PendingQuery, PendingSummary, Promoted,
+    RateAcquire, RateGrant, RateKeys, RateState, ReadGroup, ReadLanes, Result, Settle, Settled, StreamEntry,
     StreamId, StreamInfo, Trim,
 };
 
@@ -35,7 +35,8 @@ use crate::{
 ///
 /// # Left out of Redis
 ///
-/// One stream per read; no `NOACK`; no `XCLAIM` options (`IDLE`, `TIME`,
+/// One stream per blocking read (several only in [`Broker::read_lanes`],
+/// which never blocks); no `NOACK`; no `XCLAIM` options (`IDLE`, `TIME`,
 /// `RETRYCOUNT`, `FORCE`, `LASTID`); no `XADD NOMKSTREAM`, trim `LIMIT`, or
 /// `XGROUP CREATE ENTRIESREAD`; no `XAUTOCLAIM JUSTID`. crewq needs none of
 /// them, and each one left out is a behaviour the memory backend need not copy.
@@ -243,6 +244,33 @@ pub trait Broker: Send + Sync {
     ///   time; a `New` read that delivers nothing leaves the consumers as they
     ///   were, as in Redis 7.0 (`read_creates_the_consumer`).
     async fn read_group(&self, read: &ReadGroup) -> Result<Vec<DeliveredEntry>>;
+
+    /// Reads new entries across priority lanes in one atomic step (a Lua
+    /// script on Redis): entry by entry, the oldest unread entry that has
+    /// waited at least [`ReadLanes::starvation`] (by its id's time against
+    /// the broker's clock), else the oldest unread entry of the highest
+    /// priority lane ([`crate::lanes`], [`crate::lanes::next_lane`]). Each
+    /// entry taken is delivered as `XREADGROUP ... >` delivers it. Never
+    /// blocks.
+    ///
+    /// # Behavior
+    ///
+    /// - Under a backlog, every entry of a higher-priority lane is taken
+    ///   before any of a lower one, each lane oldest first, up to `count`
+    ///   in all (`read_lanes_takes_the_highest_priority_first`).
+    /// - An entry that has waited the starvation bound is taken before every
+    ///   younger one, whatever their priorities
+    ///   (`read_lanes_takes_a_starving_entry_first`).
+    /// - Taken entries are pending for the consumer, as after a group read;
+    ///   what is left unread is reported per lane
+    ///   (`read_lanes_delivers_as_a_group_read`).
+    /// - A lane whose key is missing is skipped; one that exists without the
+    ///   group is reported in `no_group`, the others still read; lanes whose
+    ///   stream or delayed set exists are reported in `present`
+    ///   (`read_lanes_skips_missing_lanes_and_reports_missing_groups`).
+    /// - A `count` of 0 or no lanes is `InvalidArgument`
+    ///   (`read_lanes_rejects_bad_requests`).
+    async fn read_lanes(&self, read: &ReadLanes) -> Result<LanesRead>;
 
     /// Acknowledges entries (`XACK`), returning how many left the pending list.
     ///

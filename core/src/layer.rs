@@ -16,8 +16,8 @@ use futures::future::BoxFuture;
 use crate::{
     AckAndAdd, AckAndAddReply, AddedOnce, AutoClaim, AutoClaimed, AutoClaimedRecorded, Broker,
     ConsumerInfo, ConsumerPruned, DelayOnce, DelayedOnce, DeletedRecord, DeliveredEntry, GroupInfo,
-    GroupStart, IdRange, NewEntry, OnceEntry, PendingEntry, PendingQuery, PendingSummary, Promoted,
-    RateAcquire, RateGrant, RateKeys, RateState, ReadGroup, Result, Settle, Settled, StreamEntry,
+    GroupStart, IdRange, LanesRead, NewEntry, OnceEntry, PendingEntry, PendingQuery, PendingSummary, Promoted,
+    RateAcquire, RateGrant, RateKeys, RateState, ReadGroup, ReadLanes, Result, Settle, Settled, StreamEntry,
     StreamId, StreamInfo, Trim,
 };
 
@@ -200,6 +200,7 @@ broker_ops! {
         stream: &str, group: &str, consumer: &str, min_idle: Duration
     ) -> Result<ConsumerPruned>;
     ReadGroup write fn read_group(read: &ReadGroup) -> Result<Vec<DeliveredEntry>>;
+    ReadLanes write fn read_lanes(read: &ReadLanes) -> Result<LanesRead>;
     Ack write fn ack(stream: &str, group: &str, ids: &[StreamId]) -> Result<u64>;
     PendingSummary read fn pending_summary(stream: &str, group: &str) -> Result<PendingSummary>;
     Pending read fn pending(stream: &str, group: &str, query: &PendingQuery)

@@ -42,6 +42,7 @@ mod task;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod dlq;
+pub mod lanes;
 pub mod locate;
 pub mod metrics;
 pub mod monitor;
@@ -72,6 +73,7 @@ pub use group::{
 };
 pub use id::StreamId;
 pub use info::{ConsumerInfo, ConsumerPruned, GroupInfo, StreamInfo};
+pub use lanes::{Lane, LanesRead, ReadLanes};
 pub use layer::{BrokerCall, BrokerLayer, BrokerOp};
 pub use ratelimit::{
     RateAcquire, RateGrant, RateKeys, RateLimit, RateState, validate_rate_acquire,

@@ -177,6 +177,7 @@ pub struct Producer<B> {
 struct Prepared {
     task_id: String,
     agent: AgentType,
+    priority: crate::Priority,
     entry: NewEntry,
 }
 
@@ -394,13 +395,15 @@ impl<B: Broker> Producer<B> {
         if self.validators.get(agent.as_str()).is_some() {
             self.validators.validate(&raw_task(task)?)?;
         }
-        let mut entry = NewEntry::new(self.keyspace.tasks(&agent), fields);
+        // Its priority's lane (lane 0, the seed's stream, for priority 0).
+        let mut entry = NewEntry::new(self.keyspace.lane(&agent, task.priority), fields);
         if let Some(trim) = self.retention.trim(now_ms) {
             entry = entry.with_trim(trim);
         }
         Ok(Prepared {
             task_id: task.task_id.clone(),
             agent,
+            priority: task.priority,
             entry,
         })
     }

@@ -12,8 +12,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use crewq_core::{
     AckAndAdd, AckAndAddReply, AddedOnce, AutoClaim, AutoClaimed, AutoClaimedRecorded, Broker,
-    BrokerLayer, DelayOnce, DelayedOnce, DeletedRecord, DeliveredEntry, Fields, NewEntry,
-    OnceEntry, Promoted, RateAcquire, RateGrant, RateKeys, ReadGroup, Result, Settle, Settled,
+    BrokerLayer, DelayOnce, DelayedOnce, DeletedRecord, DeliveredEntry, Fields, LanesRead, NewEntry,
+    OnceEntry, Promoted, RateAcquire, RateGrant, RateKeys, ReadGroup, ReadLanes, Result, Settle, Settled,
     StreamEntry, StreamId, Trim,
 };
 
@@ -222,6 +222,17 @@ impl<B: Broker> BrokerLayer for RecordingBroker<B> {
         let delivered = self.seen(reply, &read.stream, &read.consumer, "read_group")?;
         self.delivered(&read.stream, &read.consumer, delivered.iter().map(|e| e.id));
         Ok(delivered)
+    }
+
+    async fn read_lanes(&self, read: &ReadLanes) -> Result<LanesRead> {
+        let read_all = self.inner.read_lanes(read).await?;
+        for &lane in &read_all.no_group {
+            self.no_group(&read.lanes[lane].stream, &read.consumer, "read_lanes");
+        }
+        for (lane, entry) in &read_all.entries {
+            self.delivered(&read.lanes[*lane].stream, &read.consumer, std::iter::once(entry.id));
+        }
+        Ok(read_all)
     }
 
     async fn ack(&self, stream: &str, group: &str, ids: &[StreamId]) -> Result<u64> {

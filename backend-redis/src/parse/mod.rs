@@ -185,7 +185,7 @@ fn fields(value: Value) -> Parsed<Option<Fields>> {
 }
 
 /// One `[id, [field, value ...]]` entry, its fields `None` when deleted.
-fn delivered(value: Value) -> Parsed<DeliveredEntry> {
+pub(crate) fn delivered(value: Value) -> Parsed<DeliveredEntry> {
     let mut parts = array(value)?.into_iter();
     match (parts.next(), parts.next(), parts.next()) {
         (Some(entry_id), Some(entry_fields), None) => Ok(DeliveredEntry {

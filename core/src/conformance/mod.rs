@@ -163,6 +163,12 @@ macro_rules! conformance_cases {
             delay_once_schedules_once_per_marker,
             delay_once_respects_append_markers,
             delay_once_rejects_malformed_entries,
+            // lanes.rs
+            read_lanes_takes_the_highest_priority_first,
+            read_lanes_takes_a_starving_entry_first,
+            read_lanes_delivers_as_a_group_read,
+            read_lanes_skips_missing_lanes_and_reports_missing_groups,
+            read_lanes_rejects_bad_requests,
             // rate.rs
             rate_acquire_keeps_starts_in_any_window,
             rate_acquire_keeps_running_below_the_limit,
@@ -193,6 +199,7 @@ mod claim;
 mod delayed;
 mod group;
 mod info;
+mod lanes;
 mod once;
 mod prune;
 mod rate;
@@ -209,6 +216,7 @@ pub use claim::*;
 pub use delayed::*;
 pub use group::*;
 pub use info::*;
+pub use lanes::*;
 pub use once::*;
 pub use prune::*;
 pub use rate::*;

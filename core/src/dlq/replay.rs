@@ -199,7 +199,7 @@ impl<B: Broker> DeadLetters<B> {
                     utc_isoformat(self.clock.now_ms().saturating_mul(1000)),
                 );
             let step = AckAndAdd::new()
-                .append(NewEntry::new(self.keyspace.tasks(agent), fields))
+                .append(NewEntry::new(self.keyspace.lane(agent, task.priority), fields))
                 .delete(Delete::new(dlq, vec![entry.id]));
             let reply = self.broker.ack_and_add(step).await?;
             let new_entry_id = reply.ids.first().copied().ok_or_else(|| {

@@ -395,6 +395,48 @@ impl Keyspace {
         }
     }
 
+    /// The task stream of `agent`'s priority lane `priority` (see
+    /// [`crate::lanes`]): lane 0 is the task stream itself
+    /// ([`Keyspace::tasks`], the seed's key), each priority above 0 a
+    /// stream of its own beside it, in its hash slot in the cluster layout.
+    ///
+    /// ```
+    /// use crewq_core::{AgentType, Keyspace, Priority};
+    /// let research = AgentType::new("research")?;
+    /// let five = Priority::new(5).expect("in range");
+    /// assert_eq!(Keyspace::default().lane(&research, Priority::MIN), "agent:tasks:research");
+    /// assert_eq!(Keyspace::default().lane(&research, five), "agent:tasks@5:research");
+    /// assert_eq!(Keyspace::cluster().lane(&research, five), "crewq:{research}:tasks@5");
+    /// # Ok::<(), crewq_core::InvalidName>(())
+    /// ```
+    pub fn lane(&self, agent: &AgentType, priority: crate::Priority) -> String {
+        match u8::from(priority) {
+            0 => self.tasks(agent),
+            p => self.key(agent, &format!("tasks@{p}")),
+        }
+    }
+
+    /// The delayed set of `agent`'s priority lane `priority`: retries and
+    /// scheduled tasks of that priority wait there, and are promoted into
+    /// the lane's stream. Lane 0's is [`Keyspace::delayed`].
+    pub fn lane_delayed(&self, agent: &AgentType, priority: crate::Priority) -> String {
+        match u8::from(priority) {
+            0 => self.delayed(agent),
+            p => self.key(agent, &format!("delayed@{p}")),
+        }
+    }
+
+    /// The keys of `agent`'s priority lane `priority`: its task stream and
+    /// delayed set, and the agent type's group, results and dead letters.
+    /// Lane 0's are [`Keyspace::keys`].
+    pub fn lane_keys(&self, agent: &AgentType, priority: crate::Priority) -> AgentKeys {
+        AgentKeys {
+            tasks: self.lane(agent, priority),
+            delayed: self.lane_delayed(agent, priority),
+            ..self.keys(agent)
+        }
+    }
+
     /// All of `agent`'s keys and its group at once.
     pub fn keys(&self, agent: &AgentType) -> AgentKeys {
         AgentKeys {

@@ -68,7 +68,8 @@ pub(crate) enum Outcome {
 /// What every attempt of one worker shares.
 pub(crate) struct Shared<B, H> {
     pub broker: B,
-    pub handler: H,
+    /// Shared by the worker's lanes.
+    pub handler: Arc<H>,
     pub keys: AgentKeys,
     /// The agent type's progress stream.
     pub progress: String,

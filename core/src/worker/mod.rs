@@ -86,6 +86,7 @@ mod group;
 mod handler_error;
 mod health;
 mod held;
+mod lanes;
 mod mutant;
 mod options;
 mod progress;

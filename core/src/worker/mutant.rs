@@ -120,6 +120,11 @@ pub enum Mutant {
     /// ([`Producer::with_mutant`](crate::producer::Producer::with_mutant)),
     /// not a worker's.
     ScheduleAtOnce,
+    // --- priorities (issue 12) ---
+    /// `ignore-priority`: lane 0's reads take the lanes lowest first and as
+    /// if all had priority 0 (oldest first within the lowest lane that has
+    /// any): a higher-priority task waits behind a lower backlog.
+    IgnorePriority,
 }
 
 /// Tries of one settle before the `settle-gives-up` mutant drops its
@@ -130,7 +135,7 @@ pub(crate) const SETTLE_TRIES: u32 = 5;
 #[cfg(feature = "mutants")]
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 20] = [
+    pub const ALL: [Mutant; 21] = [
         Mutant::AckBeforeHandle,
         Mutant::NoReclaim,
         Mutant::DlqWithoutAck,
@@ -158,6 +163,8 @@ impl Mutant {
         Mutant::IgnoreRateLimit,
         // scheduled dispatch
         Mutant::ScheduleAtOnce,
+        // priorities
+        Mutant::IgnorePriority,
     ];
 
     /// Its name on the command line (`ack-before-handle` ...).
@@ -183,6 +190,7 @@ impl Mutant {
             Mutant::RetryAtOnce => "retry-at-once",
             Mutant::IgnoreRateLimit => "ignore-rate-limit",
             Mutant::ScheduleAtOnce => "schedule-at-once",
+            Mutant::IgnorePriority => "ignore-priority",
         }
     }
 }

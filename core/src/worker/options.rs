@@ -147,6 +147,17 @@ pub struct WorkerOptions {
     /// wait out the pauses a [`SlowDown`](super::SlowDown) asks for. `None`,
     /// the default: no permits, no pauses honoured, no broker call added.
     pub rate_limit: Option<RateLimit>,
+    /// Priorities (see [`crate::lanes`]): a task that has waited this long
+    /// (from its append, by the broker's clock) is taken before every
+    /// younger one, whatever their priorities, so a low priority never
+    /// waits for ever behind a stream of higher ones. Give every worker of
+    /// an agent type the same bound. Default 60 s.
+    pub starvation_bound: Duration,
+    /// Priorities: how often the worker looks for priority lanes it does
+    /// not serve yet, and the longest a read waits on lane 0 while other
+    /// lanes are in use, so a task dispatched at a priority above 0 to an
+    /// idle worker waits at most about this long. Default 250 ms.
+    pub lane_poll: Duration,
 }
 
 impl Default for WorkerOptions {
@@ -174,6 +185,8 @@ impl Default for WorkerOptions {
             stop_grace: Duration::from_secs(30),
             rollback_window: Duration::from_secs(5),
             rate_limit: None,
+            starvation_bound: Duration::from_secs(60),
+            lane_poll: Duration::from_millis(250),
         }
     }
 }
@@ -223,7 +236,7 @@ impl WorkerOptions {
     ///
     /// [`InvalidOptions`] naming the first setting that cannot work:
     /// `concurrency` 0 (the worker would never read), a zero `lease`,
-    /// `renew_every`, `reclaim_every` or `promote_every` (a loop that never yields), a
+    /// `renew_every`, `reclaim_every`, `promote_every` or `lane_poll` (a loop that never yields), a
     /// `renew_every` not shorter than the `lease` (leases would lapse between
     /// renewals and peers re-run live tasks), a zero `settle_batch` or
     /// `max_deliveries`, or a back-off whose `max` is zero (broker errors
@@ -250,6 +263,7 @@ impl WorkerOptions {
             ("reclaim_every", self.reclaim_every),
             ("promote_every", self.promote_every),
             ("backoff.max", self.backoff.max),
+            ("lane_poll", self.lane_poll),
         ] {
             if value.is_zero() {
                 return fail(format!("{name} must be longer than zero"));

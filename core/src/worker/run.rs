@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,8 +18,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{BROKER_ERRORS, count};
+use tokio::sync::{OwnedSemaphorePermit, watch};
+
 use crate::{
-    Broker, DATA_FIELD, DeadLetterReason, DeliveredEntry, Error, ReadGroup, Result, StreamId, Task,
+    AgentType, Broker, DATA_FIELD, DeadLetterReason, DeliveredEntry, Error, Priority, ReadGroup,
+    ReadLanes, Result, StreamId, Task,
 };
 
 use super::attempt::{Outcome, Shared, Source, panic_message};
@@ -28,13 +30,14 @@ use super::context::{Lease, WorkerLink};
 use super::group::GroupWatch;
 use super::health::{Health, Reporter, duplicate, stops_the_worker};
 use super::held::Held;
+use super::lanes::{Arbiter, Hub, Mail};
 use super::mutant::Mutant;
 use super::promote::{Wake, promote_forever};
 use super::rate::{Permit, RateGate, release_forever};
 use super::record::RETRY_CAP;
 use super::renew::renew_forever;
 use super::settler::{Retained, Settler};
-use super::{Handler, Worker, WorkerReport};
+use super::{Handler, Worker, WorkerOptions, WorkerReport};
 
 mod rated;
 mod reclaim;
@@ -68,6 +71,14 @@ pub(super) struct Loop<B, H> {
     /// With a rate limit: entries read (and held) waiting for permits, in
     /// read order; nothing more is read while any wait.
     waiting: VecDeque<Waiting>,
+    /// What the worker's lanes share: its slots, and the arbiter's mail.
+    hub: Arc<Hub>,
+    /// The priority lane this loop serves.
+    lane: Priority,
+    /// Lane 0's: it reads new entries for every lane.
+    arbiter: Option<Arbiter>,
+    /// A slot taken while waiting for one, used by the next read.
+    spare: Option<OwnedSemaphorePermit>,
 }
 
 /// An entry read and held, waiting for a rate-limit permit.
@@ -75,6 +86,23 @@ struct Waiting {
     entry: DeliveredEntry,
     source: Source,
     cancel: CancellationToken,
+    slot: Option<OwnedSemaphorePermit>,
+}
+
+/// An entry read, ready to start: how it came, when the read that took it
+/// was sent (its lease began then at the latest), and its slot.
+type Taken = (DeliveredEntry, Source, Instant, Option<OwnedSemaphorePermit>);
+
+/// What every lane of one worker is made from.
+pub(crate) struct Setup<B, H> {
+    pub broker: B,
+    pub agent: AgentType,
+    pub consumer: String,
+    pub handler: Arc<H>,
+    pub options: WorkerOptions,
+    pub seed: u64,
+    pub reporter: Reporter,
+    pub hub: Arc<Hub>,
 }
 
 pub(crate) async fn run<B, P, H>(
@@ -104,9 +132,51 @@ where
         return Err(err);
     }
     let seed = options.seed.unwrap_or_else(rand::random);
-    let keys = options.keyspace.keys(&agent);
+    let (start, asked) = tokio::sync::mpsc::unbounded_channel();
+    let hub = Arc::new(Hub::new(options.concurrency, start));
+    let setup = Arc::new(Setup {
+        broker,
+        agent,
+        consumer,
+        handler: Arc::new(handler),
+        options,
+        seed,
+        reporter: reporter.clone(),
+        hub,
+    });
+    let ended = super::lanes::run_lanes::<B, P, H>(setup, asked, stop).await;
+    match &ended {
+        Ok(_) => reporter.set(Health::Stopped { error: None }),
+        Err(err) => reporter.set(Health::Stopped {
+            error: Some(Arc::new(duplicate(err))),
+        }),
+    }
+    ended
+}
+
+/// Runs the loop of lane `lane` until `stop` resolves to a grace period, or
+/// until an error it cannot wait out; then lets its running attempts
+/// finish within the grace.
+pub(crate) async fn run_lane<B, P, H>(
+    setup: Arc<Setup<B, H>>,
+    lane: Priority,
+    mut graces: watch::Receiver<Option<Duration>>,
+) -> Result<WorkerReport>
+where
+    B: Broker + Clone + 'static,
+    P: DeserializeOwned + Send + 'static,
+    H: Handler<P>,
+{
+    let options = setup.options.clone();
+    let agent = &setup.agent;
+    let consumer = setup.consumer.clone();
+    let reporter = setup.reporter.clone();
+    // Lane 0 keeps the worker's seed: a worker whose tasks all have
+    // priority 0 draws as it did before lanes.
+    let seed = setup.seed.wrapping_add(u64::from(u8::from(lane)).rotate_left(32));
+    let keys = options.keyspace.lane_keys(agent, lane);
     let (settler, settling) = Settler::new(
-        broker.clone(),
+        setup.broker.clone(),
         &keys.tasks,
         &keys.group,
         &consumer,
@@ -119,7 +189,7 @@ where
             Arc::clone(&options.clock),
         ),
     );
-    let rate_keys = options.keyspace.rate(&agent);
+    let rate_keys = options.keyspace.rate(agent);
     let rate = options.rate_limit.map(|limit| {
         Arc::new(RateGate::new(
             rate_keys.clone(),
@@ -134,11 +204,11 @@ where
         rate_keys,
         keys,
         agent_type: agent.as_str().to_owned(),
-        broker,
-        handler,
+        broker: setup.broker.clone(),
+        handler: Arc::clone(&setup.handler),
         consumer,
         rng: Mutex::new(StdRng::seed_from_u64(seed)),
-        progress: options.keyspace.progress(&agent),
+        progress: options.keyspace.progress(agent),
         held: Mutex::new(BTreeMap::new()),
         cancel: CancellationToken::new(),
         deleted: Mutex::new(BTreeSet::new()),
@@ -171,12 +241,16 @@ where
         group: GroupWatch::default(),
         reporter: reporter.clone(),
         waiting: VecDeque::new(),
+        hub: Arc::clone(&setup.hub),
+        lane,
+        arbiter: (lane == Priority::MIN).then(|| Arbiter::new(&setup.options.keyspace, agent)),
+        spare: None,
     };
-    tokio::pin!(stop);
     let ended = loop {
+        let stop = graces.wait_for(Option::is_some);
         tokio::select! {
             biased;
-            grace = &mut stop => break Ok(grace),
+            grace = stop => break Ok(grace.ok().and_then(|grace| *grace).unwrap_or_default()),
             step = state.step::<P>() => if let Err(err) = step { break Err(err) },
         }
     };
@@ -188,11 +262,7 @@ where
             // Handlers wind down within the grace (worker::Context).
             state.shared.cancel.cancel();
             state.hand_back_waiting();
-            let report = state
-                .finish(Instant::now() + grace, None::<Pin<&mut Never>>)
-                .await;
-            reporter.set(Health::Stopped { error: None });
-            Ok(report)
+            Ok(state.finish(Instant::now() + grace, graces).await)
         }
         Err(err) => {
             tracing::error!(error = %err, "the worker stops: an error waiting cannot fix; running tasks get their grace");
@@ -203,16 +273,12 @@ where
             let deadline = Instant::now() + state.shared.options.stop_grace;
             state.shared.cancel.cancel();
             state.hand_back_waiting();
-            let report = state.finish(deadline, Some(stop)).await;
+            let report = state.finish(deadline, graces).await;
             tracing::error!(?report, error = %err, "the worker stopped");
-            reporter.set(Health::Stopped { error: Some(shown) });
             Err(err)
         }
     }
 }
-
-/// A stop future for a finish that has none left to watch.
-type Never = std::future::Pending<Duration>;
 
 impl<B, H> Loop<B, H>
 where
@@ -237,20 +303,28 @@ where
         while let Some(done) = self.inflight.try_join_next() {
             self.tally(done);
         }
+        if self.arbiter.is_none() {
+            // What lane 0's read took for this lane, each with its slot.
+            let (mail, no_group) = self.hub.take(self.lane);
+            if no_group {
+                self.group_missing();
+            }
+            if !mail.is_empty() {
+                let batch = mail
+                    .into_iter()
+                    .map(|m| (m.entry, Source::New, m.sent, m.slot))
+                    .collect();
+                return self.take_batch::<P>(batch).await;
+            }
+        }
         if !self.waiting.is_empty() {
             return self.start_waiting::<P>().await;
         }
-        let free = self
-            .shared
-            .options
-            .concurrency
-            .saturating_sub(self.inflight.len());
-        if free == 0 {
-            if let Some(done) = self.inflight.join_next().await {
-                self.tally(done);
-            }
+        let Some(mut slots) = self.hub.reserve(self.spare.take()) else {
+            self.wait_for_slot().await;
             return Ok(());
-        }
+        };
+        let free = slots.num_permits();
         let kind = if std::mem::take(&mut self.read_new_next) {
             Read::New
         } else if self.draining.is_some() {
@@ -262,44 +336,29 @@ where
         } else {
             Read::New
         };
+        if kind == Read::New && self.arbiter.is_none() {
+            // New entries of this lane come by mail from lane 0's reads.
+            drop(slots);
+            self.wait_for_mail().await;
+            return Ok(());
+        }
         // The leases of what it brings began when it was sent, at the
         // latest (a reply may come back late: the worker frozen meanwhile).
         let sent = Instant::now();
         let read = match kind {
             Read::Drain => self.drain(free).await,
             Read::Reclaim => self.reclaim(free).await,
-            Read::New => self.read_new(free).await,
+            Read::New => self.read_new(free, &mut slots, sent).await,
         };
         match read {
             Ok(batch) => {
-                self.failures = 0;
-                if self.shared.failing.load(Ordering::SeqCst) == 0 {
-                    self.reporter.recovered();
-                }
-                let mut finished = Vec::new();
-                for (entry, source) in batch {
-                    if self.group.finished(entry.id) {
-                        finished.push(entry.id);
-                    } else if self.shared.rate.is_some() {
-                        self.wait_for_permit(entry, source, sent);
-                    } else {
-                        self.start::<P>(entry, source, sent);
-                    }
-                }
-                // Start first, then acknowledge what the group's replay
-                // delivered again, as without a rate limit: the simulator
-                // ties a run to the first entry of its delivery not started
-                // yet, and a finished entry is never started.
-                let wait = if self.waiting.is_empty() {
-                    None
-                } else {
-                    self.grant_waiting::<P>().await?
-                };
-                self.ack_finished(finished).await;
-                match wait {
-                    Some(wait) => self.wait_for_room(wait).await,
-                    None => Ok(()),
-                }
+                let batch = batch
+                    .into_iter()
+                    .map(|(entry, source)| (entry, source, sent, slots.split(1)))
+                    .collect();
+                // Slots read for and not used go back now.
+                drop(slots);
+                self.take_batch::<P>(batch).await
             }
             Err(err) => {
                 let starve = kind == Read::Reclaim
@@ -318,6 +377,79 @@ where
         }
     }
 
+    /// Starts what a read took (or waits it for rate permits), each entry
+    /// with its slot.
+    async fn take_batch<P>(&mut self, batch: Vec<Taken>) -> Result<()>
+    where
+        H: Handler<P>,
+        P: DeserializeOwned + Send + 'static,
+    {
+        self.failures = 0;
+        if self.shared.failing.load(Ordering::SeqCst) == 0 {
+            self.reporter.recovered();
+        }
+        let mut finished = Vec::new();
+        for (entry, source, sent, slot) in batch {
+            if self.group.finished(entry.id) {
+                finished.push(entry.id);
+            } else if self.shared.rate.is_some() {
+                self.wait_for_permit(entry, source, sent, slot);
+            } else {
+                self.start::<P>(entry, source, sent, slot);
+            }
+        }
+        // Start first, then acknowledge what the group's replay
+        // delivered again, as without a rate limit: the simulator
+        // ties a run to the first entry of its delivery not started
+        // yet, and a finished entry is never started.
+        let wait = if self.waiting.is_empty() {
+            None
+        } else {
+            self.grant_waiting::<P>().await?
+        };
+        self.ack_finished(finished).await;
+        match wait {
+            Some(wait) => self.wait_for_room(wait).await,
+            None => Ok(()),
+        }
+    }
+
+    /// With every slot taken: waits for one (kept for the next read), an
+    /// own attempt to end, or mail from lane 0.
+    async fn wait_for_slot(&mut self) {
+        let hub = Arc::clone(&self.hub);
+        let slots = Arc::clone(&hub.slots);
+        let mail = self.arbiter.is_none();
+        tokio::select! {
+            biased;
+            Some(done) = self.inflight.join_next(), if !self.inflight.is_empty() => self.tally(done),
+            () = hub.posted(self.lane), if mail => {}
+            slot = slots.acquire_owned() => self.spare = slot.ok(),
+        }
+    }
+
+    /// A lane above 0 with room: waits for mail from lane 0's reads, until
+    /// its next reclaim scan at the latest.
+    async fn wait_for_mail(&mut self) {
+        let hub = Arc::clone(&self.hub);
+        let until = self
+            .next_reclaim
+            .min(Instant::now() + self.shared.options.effective_block());
+        tokio::select! {
+            biased;
+            () = hub.posted(self.lane) => {}
+            () = tokio::time::sleep_until(until) => {}
+        }
+    }
+
+    /// A read found the group missing: held entries may be gone with it
+    /// (issue 9), and the group is made again next turn.
+    fn group_missing(&mut self) {
+        self.shared.saw_group_gone();
+        tracing::warn!(stream = %self.shared.keys.tasks, "the consumer group is missing; creating it again");
+        self.group.lost(self.shared.rollback_window());
+    }
+
     async fn drain(&mut self, count: usize) -> Result<Vec<(DeliveredEntry, Source)>> {
         let after = self.draining.unwrap_or(StreamId::ZERO);
         let keys = &self.shared.keys;
@@ -332,14 +464,113 @@ where
         Ok(entries.into_iter().map(|e| (e, Source::Drained)).collect())
     }
 
-    async fn read_new(&mut self, count: usize) -> Result<Vec<(DeliveredEntry, Source)>> {
-        let shared = &self.shared;
+    /// Lane 0 reads new entries for every lane in use (see `lanes.rs`):
+    /// its own are returned, the others posted to their lanes with a slot
+    /// each, taken from `slots`.
+    async fn read_new(
+        &mut self,
+        count: usize,
+        slots: &mut OwnedSemaphorePermit,
+        sent: Instant,
+    ) -> Result<Vec<(DeliveredEntry, Source)>> {
+        let shared = Arc::clone(&self.shared);
+        let options = &shared.options;
         let now = Instant::now();
-        // Wake for the next reclaim scan at the latest.
+        let until_reclaim = self.next_reclaim.saturating_duration_since(now);
+        let Some(arbiter) = self.arbiter.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let look = now >= arbiter.next_look;
+        if !look && arbiter.present.is_empty() {
+            // Only lane 0 in use: a plain blocking read, until the next
+            // look at the latest.
+            let block = until_reclaim.min(arbiter.next_look.saturating_duration_since(now));
+            return self.read_lane_zero(count, block).await;
+        }
+        let lanes = arbiter.lanes(look);
+        let mut read = ReadLanes::new(
+            &shared.keys.group,
+            &shared.consumer,
+            count,
+            options.starvation_bound,
+        );
+        read.lanes = lanes.iter().map(|(_, lane)| lane.clone()).collect();
+        if options.is_mutant(Mutant::IgnorePriority) {
+            // Lowest first: what a worker without lanes would do to them.
+            read.lanes.reverse();
+            for lane in &mut read.lanes {
+                lane.priority = 0;
+            }
+        }
+        let got = shared.broker.read_lanes(&read).await?;
+        let priority_of = |i: usize| {
+            let stream = &read.lanes[i].stream;
+            lanes
+                .iter()
+                .find(|(_, lane)| lane.stream == *stream)
+                .map_or(Priority::MIN, |(p, _)| *p)
+        };
+        if look {
+            arbiter.present = got
+                .present
+                .iter()
+                .map(|&i| priority_of(i))
+                .filter(|&p| p != Priority::MIN)
+                .collect();
+            arbiter.present.sort_unstable_by(|a, b| b.cmp(a));
+            arbiter.next_look = now + options.lane_poll;
+            for &priority in &arbiter.present {
+                self.hub.serve(priority);
+            }
+        }
+        let others_in_use = !arbiter.present.is_empty();
+        let next_look = arbiter.next_look;
+        let mut mine = Vec::new();
+        let mut lane_zero_missing = false;
+        for &i in &got.no_group {
+            match priority_of(i) {
+                Priority::MIN => lane_zero_missing = true,
+                priority => self.hub.no_group(priority),
+            }
+        }
+        let took_any = !got.entries.is_empty();
+        for (i, entry) in got.entries {
+            match priority_of(i) {
+                Priority::MIN => mine.push((entry, Source::New)),
+                priority => {
+                    let slot = slots.split(1);
+                    self.hub.post(priority, Mail { entry, sent, slot });
+                }
+            }
+        }
+        if lane_zero_missing {
+            return Err(Error::no_group(&shared.keys.tasks, &shared.keys.group));
+        }
+        if took_any {
+            return Ok(mine);
+        }
+        // Nothing unread in any lane: wait on lane 0, and look again soon
+        // while other lanes are in use (a read cannot wait on them all).
+        let block = if others_in_use {
+            until_reclaim.min(options.lane_poll)
+        } else {
+            until_reclaim.min(next_look.saturating_duration_since(now))
+        };
+        self.read_lane_zero(slots.num_permits(), block).await
+    }
+
+    /// A group read of lane 0 waiting up to `block` (at most the worker's
+    /// block time).
+    async fn read_lane_zero(
+        &mut self,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<(DeliveredEntry, Source)>> {
+        let shared = &self.shared;
         let block = shared
             .options
             .effective_block()
-            .min(self.next_reclaim.saturating_duration_since(now))
+            .min(block)
             .max(Duration::from_millis(1));
         let read = ReadGroup::new(&shared.keys.tasks, &shared.keys.group, &shared.consumer)
             .count(count)
@@ -350,8 +581,13 @@ where
 
     /// Starts an attempt at `entry`, the whole of it under `catch_unwind`
     /// and its entry held (leases renewed) until it ends, however it ends.
-    fn start<P>(&mut self, entry: DeliveredEntry, source: Source, leased_at: Instant)
-    where
+    fn start<P>(
+        &mut self,
+        entry: DeliveredEntry,
+        source: Source,
+        leased_at: Instant,
+        slot: Option<OwnedSemaphorePermit>,
+    ) where
         H: Handler<P>,
         P: DeserializeOwned + Send + 'static,
     {
@@ -362,17 +598,19 @@ where
             tracing::debug!(%id, "already running; not starting a second attempt");
             return;
         };
-        self.launch::<P>(entry, source, cancel, None);
+        self.launch::<P>(entry, source, cancel, None, slot);
     }
 
     /// Starts an attempt at `entry`, held already with `cancel`, holding
-    /// `permit` (released when it ends) if the worker has a rate limit.
+    /// `permit` (released when it ends) if the worker has a rate limit, and
+    /// its `slot` of the worker's concurrency until it ends.
     fn launch<P>(
         &mut self,
         entry: DeliveredEntry,
         source: Source,
         cancel: CancellationToken,
         permit: Option<String>,
+        slot: Option<OwnedSemaphorePermit>,
     ) where
         H: Handler<P>,
         P: DeserializeOwned + Send + 'static,
@@ -403,6 +641,7 @@ where
             // aborted at the grace's end.
             let _held = Held(Arc::clone(&shared), id);
             let _permit = permit;
+            let _slot = slot;
             if shared.skips_remembered(id).await {
                 return Outcome::Completed;
             }
@@ -482,9 +721,7 @@ where
             return Err(err);
         }
         if matches!(err, Error::NoGroup { .. }) {
-            self.shared.saw_group_gone();
-            tracing::warn!("the consumer group is missing; creating it again");
-            self.group.lost(self.shared.rollback_window());
+            self.group_missing();
         }
         let wait = self.shared.backoff_wait(self.failures).min(RETRY_CAP);
         tracing::warn!(error = %err, ?wait, failures = self.failures, "broker call failed; waiting");

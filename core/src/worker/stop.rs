@@ -2,10 +2,9 @@
 //! given their grace (leases still renewed, outcomes still settled) before
 //! they are handed back.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::task::JoinError;
 use tokio::time::Instant;
 
@@ -34,33 +33,32 @@ impl<B, H> Loop<B, H> {
     }
 
     /// After the stop: no more reads; running attempts have until `deadline`
-    /// to end (renewals and settles go on meanwhile), cut short by `stop`
-    /// resolving to a shorter grace.
-    pub(super) async fn finish<F>(
+    /// to end (renewals and settles go on meanwhile), cut short by a
+    /// shorter grace sent on `graces` meanwhile.
+    pub(super) async fn finish(
         mut self,
         mut deadline: Instant,
-        mut stop: Option<Pin<&mut F>>,
-    ) -> WorkerReport
-    where
-        F: Future<Output = Duration>,
-    {
+        mut graces: watch::Receiver<Option<Duration>>,
+    ) -> WorkerReport {
+        // The grace already known counts as seen; only later ones cut.
+        graces.mark_unchanged();
+        let mut watching = true;
         loop {
-            let stopping = async {
-                match stop.as_mut() {
-                    Some(stop) => stop.as_mut().await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 biased;
                 done = self.inflight.join_next() => match done {
                     Some(done) => self.tally(done),
                     None => break,
                 },
-                grace = stopping => {
-                    deadline = deadline.min(Instant::now() + grace);
-                    stop = None;
-                }
+                changed = graces.changed(), if watching => match changed {
+                    Ok(()) => {
+                        if let Some(grace) = *graces.borrow_and_update() {
+                            deadline = deadline.min(Instant::now() + grace);
+                        }
+                    }
+                    // The worker is gone: nothing more will come.
+                    Err(_) => watching = false,
+                },
                 () = tokio::time::sleep_until(deadline) => {
                     self.report.handed_back = self.inflight.len() as u64;
                     tracing::warn!(n = self.inflight.len(), "grace period over; handing running tasks back");

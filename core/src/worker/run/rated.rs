@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use serde::de::DeserializeOwned;
@@ -27,6 +28,7 @@ where
         entry: DeliveredEntry,
         source: Source,
         leased_at: Instant,
+        slot: Option<OwnedSemaphorePermit>,
     ) {
         let Some(cancel) = self.shared.hold(entry.id, leased_at) else {
             tracing::debug!(id = %entry.id, "already running; not starting a second attempt");
@@ -36,6 +38,7 @@ where
             entry,
             source,
             cancel,
+            slot,
         });
     }
 
@@ -73,12 +76,8 @@ where
         let Some(gate) = self.shared.rate.clone() else {
             return Ok(None);
         };
-        let slots = self
-            .shared
-            .options
-            .concurrency
-            .saturating_sub(self.inflight.len());
-        let want = slots.min(self.waiting.len());
+        // Each waiting entry holds its slot already.
+        let want = self.waiting.len();
         if want == 0 {
             if let Some(done) = self.inflight.join_next().await {
                 self.tally(done);
@@ -106,6 +105,7 @@ where
                 waiting.source,
                 waiting.cancel,
                 permits.next(),
+                waiting.slot,
             );
         }
         // Granted for entries that left meanwhile: their starts go back.
