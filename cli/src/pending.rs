@@ -3,7 +3,8 @@
 //! often it was delivered, and the newest progress its handler reported
 //! ([`Context::progress`](crewq_core::worker::Context::progress), read from
 //! the agent type's progress stream by
-//! [`Monitor::progress`](crewq_core::monitor::Monitor::progress)).
+//! [`Monitor::progress`](crewq_core::monitor::Monitor::progress)). Every
+//! priority lane in use is listed: each entry says its lane.
 
 use std::error::Error;
 use std::fmt::Write as _;
@@ -11,7 +12,7 @@ use std::ops::Bound;
 use std::time::Duration;
 
 use crewq_core::monitor::Monitor;
-use crewq_core::{AgentType, Broker, PendingQuery, task_from_fields};
+use crewq_core::{AgentType, Broker, ErrorKind, PendingQuery, Priority, task_from_fields};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -33,7 +34,7 @@ pub struct PendingArgs {
     /// `30s`, `5m`.
     #[arg(long, value_parser = crate::duration::parse)]
     pub min_idle: Option<Duration>,
-    /// At most this many entries, oldest first.
+    /// At most this many entries, oldest first (over every lane).
     #[arg(long, default_value_t = 100)]
     pub limit: usize,
 }
@@ -43,6 +44,10 @@ pub struct PendingArgs {
 pub struct PendingRow {
     /// Its id in the task stream.
     pub entry_id: String,
+    /// The task stream: the agent type's, or a priority lane's.
+    pub stream: String,
+    /// The lane's priority (0: the agent type's task stream).
+    pub priority: u8,
     /// The consumer that holds it.
     pub consumer: String,
     /// Since it was last delivered or claimed, in ms.
@@ -72,19 +77,51 @@ pub async fn run(args: PendingArgs) -> Result<(), Box<dyn Error>> {
     if let Some(idle) = args.min_idle {
         query = query.min_idle(idle);
     }
+    // Each lane's oldest `limit`, then the oldest `limit` of all (ids are
+    // times). A lane missing is empty; lane 0's error stands when every
+    // lane is missing, as before lanes.
+    let mut held = Vec::new();
+    let mut lanes = Vec::new();
+    let mut missing = None;
+    for priority in (0..=10u8).filter_map(|p| Priority::new(p).ok()) {
+        let lane = keyspace.lane(&agent, priority);
+        match broker.pending(&lane, &group, &query).await {
+            Ok(entries) => {
+                lanes.push(u8::from(priority));
+                held.extend(
+                    entries
+                        .into_iter()
+                        .map(|e| (u8::from(priority), lane.clone(), e)),
+                );
+            }
+            Err(err) if matches!(err.kind(), ErrorKind::NoSuchKey | ErrorKind::NoGroup) => {
+                if priority == Priority::MIN {
+                    missing = Some(err);
+                }
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+    if let (true, Some(err)) = (lanes.is_empty(), missing) {
+        return Err(err.into());
+    }
+    held.sort_by_key(|(priority, _, entry)| (entry.id, *priority));
+    held.truncate(args.limit);
     let mut rows = Vec::new();
     let mut ids = Vec::new();
-    for entry in broker.pending(&stream, &group, &query).await? {
+    for (priority, lane, entry) in held {
         ids.push(entry.id);
         let range = (Bound::Included(entry.id), Bound::Included(entry.id));
         let task = broker
-            .xrange(&stream, range, Some(1))
+            .xrange(&lane, range, Some(1))
             .await?
             .into_iter()
             .next()
             .and_then(|e| task_from_fields::<Value>(&e.fields).ok());
         rows.push(PendingRow {
             entry_id: entry.id.to_string(),
+            stream: lane,
+            priority,
             consumer: entry.consumer,
             idle_ms: u64::try_from(entry.idle.as_millis()).unwrap_or(u64::MAX),
             deliveries: entry.deliveries,
@@ -106,27 +143,37 @@ pub async fn run(args: PendingArgs) -> Result<(), Box<dyn Error>> {
     let text = if args.target.json {
         serde_json::to_string_pretty(&rows)? + "\n"
     } else {
-        table(&stream, &group, &rows)
+        table(&stream, &group, &lanes, &rows)
     };
     emit(&text)?;
     Ok(())
 }
 
-fn table(stream: &str, group: &str, rows: &[PendingRow]) -> String {
-    let mut text = format!("{} pending in group '{group}' of {stream}\n", rows.len());
+fn table(stream: &str, group: &str, lanes: &[u8], rows: &[PendingRow]) -> String {
+    let above: Vec<String> = lanes
+        .iter()
+        .filter(|p| **p > 0)
+        .map(|p| format!("@{p}"))
+        .collect();
+    let mut text = format!("{} pending in group '{group}' of {stream}", rows.len());
+    if !above.is_empty() {
+        let _ = write!(text, " and its lanes {}", above.join(" "));
+    }
+    text.push('\n');
     if rows.is_empty() {
         return text;
     }
     let _ = writeln!(
         text,
-        "{:<20} {:<24} {:>10} {:>10}  {:<42} {:<16} progress",
-        "entry", "consumer", "idle", "deliveries", "task", "action"
+        "{:<20} {:>4} {:<24} {:>10} {:>10}  {:<42} {:<16} progress",
+        "entry", "lane", "consumer", "idle", "deliveries", "task", "action"
     );
     for row in rows {
         let _ = writeln!(
             text,
-            "{:<20} {:<24} {:>10} {:>10}  {:<42} {:<16} {}",
+            "{:<20} {:>4} {:<24} {:>10} {:>10}  {:<42} {:<16} {}",
             row.entry_id,
+            format!("@{}", row.priority),
             row.consumer,
             show(Duration::from_millis(row.idle_ms)),
             row.deliveries,

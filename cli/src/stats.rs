@@ -1,12 +1,13 @@
 //! `crewq stats`: per agent type, its stream's length, each group's lag and
 //! pending work, its consumers' idle times and its dead letters, read with
-//! core's [`Monitor`].
+//! core's [`Monitor`]. With priority lanes in use the agent type's row adds
+//! up every lane, and a table of lanes breaks it down.
 
 use std::error::Error;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crewq_core::monitor::{AgentStats, Monitor};
+use crewq_core::monitor::{AgentStats, GroupStats, Monitor};
 
 use crate::duration::show;
 use crate::out::{emit, json_line};
@@ -56,7 +57,8 @@ pub async fn run(args: StatsArgs) -> Result<(), Box<dyn Error>> {
     }
 }
 
-/// One row per agent type, then one per consumer.
+/// One row per agent type, then one per priority lane in use (when any
+/// agent type uses lanes above 0), one per consumer, one per rate limit.
 pub fn table(stats: &[AgentStats]) -> String {
     let mut text = String::new();
     let _ = writeln!(
@@ -65,23 +67,7 @@ pub fn table(stats: &[AgentStats]) -> String {
         "agent", "length", "lag", "pending", "consumers", "oldest pending", "dlq", "delayed"
     );
     for agent in stats {
-        let lag: Option<u64> = agent
-            .groups
-            .iter()
-            .try_fold(0, |sum, g| g.lag.map(|lag| sum + lag));
-        let lag = match (agent.groups.is_empty(), lag) {
-            (true, _) => agent.tasks.length.to_string(),
-            (false, Some(lag)) => lag.to_string(),
-            (false, None) => "?".to_owned(),
-        };
-        let pending: u64 = agent.groups.iter().map(|g| g.pending).sum();
-        let consumers: usize = agent.groups.iter().map(|g| g.consumers.len()).sum();
-        let oldest = agent
-            .groups
-            .iter()
-            .filter_map(|g| g.oldest_pending_idle)
-            .max()
-            .map_or_else(|| "-".to_owned(), show);
+        let (lag, pending, consumers, oldest) = figures(&agent.groups, agent.tasks.length);
         let _ = writeln!(
             text,
             "{:<16} {:>8} {:>6} {:>8} {:>10} {:>14} {:>6} {:>8}",
@@ -94,6 +80,32 @@ pub fn table(stats: &[AgentStats]) -> String {
             agent.dlq_length,
             agent.delayed_length
         );
+    }
+    let lanes: Vec<_> = stats
+        .iter()
+        .flat_map(|a| a.lanes.iter().map(move |lane| (a, lane)))
+        .collect();
+    if !lanes.is_empty() {
+        let _ = writeln!(text);
+        let _ = writeln!(
+            text,
+            "{:<16} {:>5} {:>8} {:>6} {:>8} {:>14} {:>8}",
+            "agent", "lane", "length", "lag", "pending", "oldest pending", "delayed"
+        );
+        for (agent, lane) in lanes {
+            let (lag, pending, _, oldest) = figures(&lane.groups, lane.tasks.length);
+            let _ = writeln!(
+                text,
+                "{:<16} {:>5} {:>8} {:>6} {:>8} {:>14} {:>8}",
+                agent.agent_type.as_str(),
+                format!("@{}", lane.priority),
+                lane.tasks.length,
+                lag,
+                pending,
+                oldest,
+                lane.delayed_length
+            );
+        }
     }
     let consumers: Vec<_> = stats
         .iter()
@@ -143,4 +155,26 @@ pub fn table(stats: &[AgentStats]) -> String {
         }
     }
     text
+}
+
+/// Lag (the stream's length without groups, `?` when unknown), pending
+/// entries, consumers and the oldest pending entry's idle time of a
+/// stream's `groups`.
+fn figures(groups: &[GroupStats], length: u64) -> (String, u64, usize, String) {
+    let lag: Option<u64> = groups
+        .iter()
+        .try_fold(0, |sum, g| g.lag.map(|lag| sum + lag));
+    let lag = match (groups.is_empty(), lag) {
+        (true, _) => length.to_string(),
+        (false, Some(lag)) => lag.to_string(),
+        (false, None) => "?".to_owned(),
+    };
+    let pending = groups.iter().map(|g| g.pending).sum();
+    let consumers = groups.iter().map(|g| g.consumers.len()).sum();
+    let oldest = groups
+        .iter()
+        .filter_map(|g| g.oldest_pending_idle)
+        .max()
+        .map_or_else(|| "-".to_owned(), show);
+    (lag, pending, consumers, oldest)
 }

@@ -81,18 +81,26 @@ fn table(found: &[Sighting]) -> String {
 
 fn described(place: &Place) -> String {
     match place {
-        Place::Waiting { stream, entry_id } => format!("waiting      {entry_id} in {stream}"),
+        Place::Waiting {
+            stream, entry_id, ..
+        } => format!("waiting      {entry_id} in {stream}"),
         Place::Pending {
+            stream,
             entry_id,
             consumer,
             deliveries,
             idle_ms,
-            ..
+            priority,
         } => format!(
-            "pending      {entry_id} with {consumer}, delivered {deliveries}x, idle {}",
+            "pending      {entry_id}{} with {consumer}, delivered {deliveries}x, idle {}",
+            lane(*priority, stream),
             show(Duration::from_millis(*idle_ms))
         ),
-        Place::Acknowledged { entry_id, .. } => format!("acknowledged {entry_id}"),
+        Place::Acknowledged {
+            stream,
+            priority,
+            entry_id,
+        } => format!("acknowledged {entry_id}{}", lane(*priority, stream)),
         Place::Completed {
             status,
             output,
@@ -124,5 +132,15 @@ fn described(place: &Place) -> String {
             "dead letter  {entry_id} ({}, {retries} retries): {error}",
             reason.as_deref().unwrap_or("no reason")
         ),
+    }
+}
+
+/// ` in STREAM` for an entry of a priority lane, nothing for the task
+/// stream's (as before lanes).
+fn lane(priority: u8, stream: &str) -> String {
+    if priority == 0 {
+        String::new()
+    } else {
+        format!(" in {stream}")
     }
 }

@@ -2,8 +2,10 @@
 //! delivered and acknowledged, completed with a result, dead-lettered, what
 //! an operator (or `crewq task`) asks when a workflow hangs.
 //!
-//! [`Locator::find`] reads an agent type's task stream, its dead-letter
-//! stream and its results stream entry by entry (pages of
+//! [`Locator::find`] reads an agent type's task stream and those of its
+//! priority lanes ([`crate::lanes`]; a task dispatched at priority 5 waits
+//! in lane 5's), its dead-letter stream and its results stream entry by
+//! entry (pages of
 //! [`DlqFilter::PAGE_SIZE`](crate::dlq::DlqFilter::PAGE_SIZE)), so it costs
 //! a pass over them: an operator's lookup, not a hot path. A task shows up
 //! once per place it is in: a replayed task has its old dead letter gone
@@ -40,8 +42,8 @@ use crate::worker::{
     PROGRESS_AT, PROGRESS_ATTEMPT, PROGRESS_CONSUMER, PROGRESS_TASK_ID, PROGRESS_VALUE,
 };
 use crate::{
-    AgentType, Broker, DATA_FIELD, DLQ_TASK, DeadLetter, ErrorKind, Keyspace, PendingQuery, Result,
-    StreamEntry, StreamId, result_from_fields,
+    AgentType, Broker, DATA_FIELD, DLQ_TASK, DeadLetter, ErrorKind, Keyspace, PendingQuery,
+    Priority, Result, StreamEntry, StreamId, result_from_fields,
 };
 
 /// What to look for.
@@ -71,16 +73,24 @@ pub struct Sighting {
 pub enum Place {
     /// In the task stream, not yet delivered to the group.
     Waiting {
-        /// The task stream.
+        /// The task stream (its priority lane's).
         stream: String,
+        /// The lane's priority; 0 (left out of the JSON) for the task
+        /// stream itself.
+        #[serde(skip_serializing_if = "is_zero")]
+        priority: u8,
         /// Its entry there.
         #[serde(serialize_with = "crate::monitor::display")]
         entry_id: StreamId,
     },
     /// Delivered and not acknowledged: a worker has it (or died with it).
     Pending {
-        /// The task stream.
+        /// The task stream (its priority lane's).
         stream: String,
+        /// The lane's priority; 0 (left out of the JSON) for the task
+        /// stream itself.
+        #[serde(skip_serializing_if = "is_zero")]
+        priority: u8,
         /// Its entry there.
         #[serde(serialize_with = "crate::monitor::display")]
         entry_id: StreamId,
@@ -94,8 +104,12 @@ pub enum Place {
     /// Delivered and acknowledged: its result or dead letter tells how it
     /// ended.
     Acknowledged {
-        /// The task stream.
+        /// The task stream (its priority lane's).
         stream: String,
+        /// The lane's priority; 0 (left out of the JSON) for the task
+        /// stream itself.
+        #[serde(skip_serializing_if = "is_zero")]
+        priority: u8,
         /// Its entry there.
         #[serde(serialize_with = "crate::monitor::display")]
         entry_id: StreamId,
@@ -183,7 +197,8 @@ impl<B: Broker> Locator<B> {
     }
 
     /// Every place the wanted task(s) are in, agent type by agent type in
-    /// the order given: task stream entries first, then dead letters, then
+    /// the order given: task stream entries first (lane 0's, then each
+    /// priority lane's, lowest priority first), then dead letters, then
     /// results, each oldest first. Empty when nothing matched.
     ///
     /// Results carry no trace id: with [`Wanted::TraceId`] they are matched
@@ -200,14 +215,24 @@ impl<B: Broker> Locator<B> {
             if let Wanted::TaskId(id) = wanted {
                 task_ids.insert(id.clone());
             }
-            let stream = self.keyspace.tasks(agent);
-            let acknowledged_up_to = self.last_delivered(&stream, agent).await?;
-            for entry in self.entries(&stream).await? {
-                if let Some(task_id) =
-                    wanted.task_id_of(entry.fields.get(DATA_FIELD).map(|b| &b[..]))
-                {
+            for priority in (0..=10u8).filter_map(|p| Priority::new(p).ok()) {
+                let stream = self.keyspace.lane(agent, priority);
+                let mut acknowledged_up_to = None;
+                for entry in self.entries(&stream).await? {
+                    let Some(task_id) =
+                        wanted.task_id_of(entry.fields.get(DATA_FIELD).map(|b| &b[..]))
+                    else {
+                        continue;
+                    };
+                    // Read once, and only for a stream that holds the task.
+                    let last = match acknowledged_up_to {
+                        Some(last) => last,
+                        None => {
+                            *acknowledged_up_to.insert(self.last_delivered(&stream, agent).await?)
+                        }
+                    };
                     let place = self
-                        .task_place(agent, &stream, entry.id, acknowledged_up_to)
+                        .task_place(agent, &stream, priority, entry.id, last)
                         .await?;
                     task_ids.insert(task_id.clone());
                     found.push(sighting(agent, task_id, place));
@@ -289,12 +314,18 @@ impl<B: Broker> Locator<B> {
         &self,
         agent: &AgentType,
         stream: &str,
+        priority: Priority,
         entry_id: StreamId,
         last_delivered: Option<StreamId>,
     ) -> Result<Place> {
         let stream = stream.to_owned();
+        let priority = u8::from(priority);
         if last_delivered.is_none_or(|last| entry_id > last) {
-            return Ok(Place::Waiting { stream, entry_id });
+            return Ok(Place::Waiting {
+                stream,
+                priority,
+                entry_id,
+            });
         }
         let query =
             PendingQuery::new(1).range((Bound::Included(entry_id), Bound::Included(entry_id)));
@@ -303,12 +334,17 @@ impl<B: Broker> Locator<B> {
         Ok(match pending.into_iter().find(|p| p.id == entry_id) {
             Some(p) => Place::Pending {
                 stream,
+                priority,
                 entry_id,
                 consumer: p.consumer,
                 deliveries: p.deliveries,
                 idle_ms: u64::try_from(p.idle.as_millis()).unwrap_or(u64::MAX),
             },
-            None => Place::Acknowledged { stream, entry_id },
+            None => Place::Acknowledged {
+                stream,
+                priority,
+                entry_id,
+            },
         })
     }
 
@@ -363,6 +399,11 @@ impl<B: Broker> Locator<B> {
         }
         Ok(entries)
     }
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(priority: &u8) -> bool {
+    *priority == 0
 }
 
 fn sighting(agent: &AgentType, task_id: String, place: Place) -> Sighting {

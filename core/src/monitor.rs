@@ -9,7 +9,16 @@
 //! stream; and its shared rate limit, if its workers have one (the limit,
 //! starts in the current window, running permits, the pause left).
 //! [`Monitor::progress`] reads the newest progress report of running
-//! tasks. Everything is plain data that serializes with serde (ids as
+//! tasks.
+//!
+//! Priority lanes ([`crate::lanes`]): an agent type whose tasks are
+//! dispatched at priorities above 0 has a task stream and a delayed set
+//! per priority in use. Its figures then add up every lane (the task
+//! stream's length, each group's pending entries and lag, the delayed
+//! entries, the oldest pending entry of all lanes, consumers merged by
+//! name), and [`AgentStats::lanes`] breaks them down lane by lane. An agent
+//! type with no lane above 0 in use reads exactly as before: its figures
+//! are lane 0's and `lanes` is empty (left out of the JSON). Everything is plain data that serializes with serde (ids as
 //! `<ms>-<seq>` text, durations as `*_ms` integers), so the CLI can print it
 //! or emit JSON.
 //!
@@ -48,8 +57,11 @@ pub use progress::Progress;
 
 use serde::{Serialize, Serializer};
 
+use std::collections::BTreeMap;
+
 use crate::{
-    AgentType, Broker, ErrorKind, GroupInfo, Keyspace, PendingQuery, RateState, Result, StreamId,
+    AgentType, Broker, ErrorKind, GroupInfo, Keyspace, PendingQuery, Priority, RateState, Result,
+    StreamId,
 };
 
 /// Reads the numbers of some agent types' streams, over any [`Broker`].
@@ -60,14 +72,20 @@ pub struct Monitor<B> {
 }
 
 /// One agent type: its task stream, the groups reading it, its dead letters.
+///
+/// With priority lanes in use (`lanes` not empty), `tasks`, `groups` and
+/// `delayed_length` add up every lane; see [`LaneStats`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct AgentStats {
     /// The agent type.
     #[serde(serialize_with = "display")]
     pub agent_type: AgentType,
-    /// Its task stream.
+    /// Its task stream (lane 0's key). With lanes in use: `exists` if any
+    /// lane's stream does, `length` and `entries_added` summed over the
+    /// lanes, `last_id` the largest of their last ids.
     pub tasks: StreamStats,
-    /// The consumer groups on the task stream, by name.
+    /// The consumer groups on the task stream, by name. With lanes in use,
+    /// each group summed over the lanes it reads: see [`merge_groups`].
     pub groups: Vec<GroupStats>,
     /// Its dead-letter stream's key.
     pub dlq_stream: String,
@@ -77,12 +95,36 @@ pub struct AgentStats {
     pub delayed_set: String,
     /// Entries waiting in the delayed set: retries waiting out their
     /// back-off and tasks dispatched for later, due or not yet promoted.
+    /// With lanes in use, summed over every lane's delayed set.
     pub delayed_length: u64,
+    /// The priority lanes in use (a lane's stream or delayed set exists),
+    /// highest priority first, lane 0 among them when it is in use; empty
+    /// (and left out of the JSON) while no lane above 0 is in use.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lanes: Vec<LaneStats>,
     /// Its shared rate limit ([`crate::ratelimit`]) as the broker holds it;
     /// `None` (left out of the JSON) when no worker has used one and
     /// nothing is paused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate: Option<RateStats>,
+}
+
+/// One priority lane of an agent type ([`crate::lanes`]): its task stream
+/// ([`Keyspace::lane`]), the groups reading it and its delayed set
+/// ([`Keyspace::lane_delayed`]). Lane 0 is the agent type's task stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LaneStats {
+    /// The lane's priority, `0..=10`.
+    pub priority: u8,
+    /// Its task stream.
+    pub tasks: StreamStats,
+    /// The consumer groups on it, by name (a crew's group has the same
+    /// name on every lane).
+    pub groups: Vec<GroupStats>,
+    /// Its delayed set's key.
+    pub delayed_set: String,
+    /// Entries waiting in its delayed set.
+    pub delayed_length: u64,
 }
 
 /// An agent type's shared rate limit ([`Broker::rate_state`]): the limit
@@ -218,9 +260,62 @@ impl<B: Broker> Monitor<B> {
     ///
     /// As [`Monitor::stats`].
     pub async fn agent_stats(&self, agent_type: &AgentType) -> Result<AgentStats> {
-        let stream = self.keyspace.tasks(agent_type);
         let dlq_stream = self.keyspace.dlq(agent_type);
-        let delayed_set = self.keyspace.delayed(agent_type);
+        let zero = self.lane_stats(agent_type, Priority::MIN).await?;
+        let mut lanes = Vec::new();
+        for priority in (1..=10u8).rev().filter_map(|p| Priority::new(p).ok()) {
+            let lane = self.lane_stats(agent_type, priority).await?;
+            if lane.tasks.exists || lane.delayed_length > 0 {
+                lanes.push(lane);
+            }
+        }
+        if !lanes.is_empty() && (zero.tasks.exists || zero.delayed_length > 0) {
+            lanes.push(zero.clone());
+        }
+        let (tasks, groups, delayed_length) = if lanes.is_empty() {
+            (zero.tasks, zero.groups, zero.delayed_length)
+        } else {
+            (
+                lanes.iter().fold(
+                    StreamStats {
+                        exists: false,
+                        ..zero.tasks
+                    },
+                    |sum, lane| add_stream(sum, &lane.tasks),
+                ),
+                merge_groups(lanes.iter().flat_map(|lane| lane.groups.iter().cloned())),
+                lanes.iter().map(|lane| lane.delayed_length).sum(),
+            )
+        };
+        Ok(AgentStats {
+            agent_type: agent_type.clone(),
+            tasks,
+            groups,
+            dlq_length: self.broker.xlen(&dlq_stream).await?,
+            dlq_stream,
+            delayed_length,
+            delayed_set: zero.delayed_set,
+            lanes,
+            rate: RateStats::of(
+                self.broker
+                    .rate_state(&self.keyspace.rate(agent_type))
+                    .await?,
+            ),
+        })
+    }
+
+    /// The numbers of one lane of `agent_type`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Monitor::stats`].
+    pub async fn lane_stats(
+        &self,
+        agent_type: &AgentType,
+        priority: Priority,
+    ) -> Result<LaneStats> {
+        let stream = self.keyspace.lane(agent_type, priority);
+        let delayed_set = self.keyspace.lane_delayed(agent_type, priority);
         let tasks = match missing_as_none(self.broker.info_stream(&stream).await)? {
             Some(info) => StreamStats {
                 stream: stream.clone(),
@@ -244,19 +339,12 @@ impl<B: Broker> Monitor<B> {
                 groups.push(self.group_stats(&stream, info).await?);
             }
         }
-        Ok(AgentStats {
-            agent_type: agent_type.clone(),
+        Ok(LaneStats {
+            priority: u8::from(priority),
             tasks,
             groups,
-            dlq_length: self.broker.xlen(&dlq_stream).await?,
-            dlq_stream,
             delayed_length: self.broker.delayed_len(&delayed_set).await?,
             delayed_set,
-            rate: RateStats::of(
-                self.broker
-                    .rate_state(&self.keyspace.rate(agent_type))
-                    .await?,
-            ),
         })
     }
 
@@ -286,6 +374,56 @@ impl<B: Broker> Monitor<B> {
             name: info.name,
         })
     }
+}
+
+/// `sum` with one more lane's stream added.
+fn add_stream(sum: StreamStats, lane: &StreamStats) -> StreamStats {
+    StreamStats {
+        stream: sum.stream,
+        exists: sum.exists || lane.exists,
+        length: sum.length.saturating_add(lane.length),
+        last_id: sum.last_id.max(lane.last_id),
+        entries_added: sum.entries_added.saturating_add(lane.entries_added),
+    }
+}
+
+/// The groups of several lanes summed by name, in name order: pending
+/// entries added up; lag added up (unknown if any lane's is); the largest
+/// last delivered id; the oldest pending entry of all (the smallest id:
+/// ids are times) with its idle time; consumers merged by name, their
+/// pending entries added up, their idle time the shortest (a worker reads
+/// every lane under one name).
+pub fn merge_groups(groups: impl IntoIterator<Item = GroupStats>) -> Vec<GroupStats> {
+    let mut merged: BTreeMap<String, GroupStats> = BTreeMap::new();
+    for group in groups {
+        let Some(sum) = merged.get_mut(&group.name) else {
+            merged.insert(group.name.clone(), group);
+            continue;
+        };
+        sum.pending = sum.pending.saturating_add(group.pending);
+        sum.lag = sum.lag.zip(group.lag).map(|(a, b)| a.saturating_add(b));
+        sum.last_delivered_id = sum.last_delivered_id.max(group.last_delivered_id);
+        let older = match (sum.oldest_pending_id, group.oldest_pending_id) {
+            (None, Some(_)) => true,
+            (Some(ours), Some(theirs)) => theirs < ours,
+            _ => false,
+        };
+        if older {
+            sum.oldest_pending_id = group.oldest_pending_id;
+            sum.oldest_pending_idle = group.oldest_pending_idle;
+        }
+        for consumer in group.consumers {
+            match sum.consumers.iter_mut().find(|c| c.name == consumer.name) {
+                Some(ours) => {
+                    ours.pending = ours.pending.saturating_add(consumer.pending);
+                    ours.idle = ours.idle.min(consumer.idle);
+                }
+                None => sum.consumers.push(consumer),
+            }
+        }
+        sum.consumers.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    merged.into_values().collect()
 }
 
 /// A stream or group that does not exist (or was deleted between two
@@ -362,6 +500,7 @@ mod tests {
             dlq_length: 1,
             delayed_set: "agent:delayed:research".into(),
             delayed_length: 3,
+            lanes: Vec::new(),
             rate: None,
         };
         let value = serde_json::to_value(&stats).expect("serializes");
