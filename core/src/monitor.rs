@@ -278,8 +278,11 @@ impl<B: Broker> Monitor<B> {
             (
                 lanes.iter().fold(
                     StreamStats {
+                        stream: zero.tasks.stream,
                         exists: false,
-                        ..zero.tasks
+                        length: 0,
+                        last_id: StreamId::ZERO,
+                        entries_added: 0,
                     },
                     |sum, lane| add_stream(sum, &lane.tasks),
                 ),

@@ -3,9 +3,10 @@
 //! and a private Redis Cluster.
 
 use crewq_core::locate::{Locator, Place, Sighting, Wanted};
+use crewq_core::producer::Producer;
 use crewq_core::{
-    AgentType, Broker, DeadLetter, DeadLetterReason, GroupStart, Keyspace, NewEntry, ReadGroup,
-    StreamId, Task, TaskResult,
+    AgentType, Broker, DeadLetter, DeadLetterReason, GroupStart, Keyspace, NewEntry, Priority,
+    ReadGroup, StreamId, Task, TaskResult,
 };
 use serde_json::json;
 
@@ -14,6 +15,7 @@ crewq_tests::on_both_backends!(
     a_task_is_found_waiting_pending_acknowledged_completed_or_dead_lettered,
     a_trace_finds_every_task_of_a_workflow_and_their_results,
     nothing_is_found_in_missing_streams,
+    a_task_in_a_priority_lane_is_found_waiting_then_pending,
 );
 
 fn research() -> AgentType {
@@ -188,6 +190,7 @@ async fn a_trace_finds_every_task_of_a_workflow_and_their_results(
     let json = serde_json::to_value(&found[1]).expect("serializes");
     assert_eq!(json["place"]["state"], "pending");
     assert_eq!(json["place"]["consumer"], "w1");
+    assert!(json["place"].get("priority").is_none(), "lane 0: {json}");
 }
 
 async fn nothing_is_found_in_missing_streams(broker: &dyn Broker, keyspace: &Keyspace) {
@@ -197,4 +200,73 @@ async fn nothing_is_found_in_missing_streams(broker: &dyn Broker, keyspace: &Key
         .await
         .expect("find");
     assert!(found.is_empty());
+}
+
+/// A task dispatched at priority 5 waits in lane 5's stream, is found there
+/// waiting, then pending once read; a lane-0 task beside it is still
+/// found where it was.
+async fn a_task_in_a_priority_lane_is_found_waiting_then_pending(
+    broker: &dyn Broker,
+    keyspace: &Keyspace,
+) {
+    let ids = a_crew(broker, keyspace).await;
+    let agent = research();
+    let five = Priority::new(5).expect("in range");
+    let lane = keyspace.lane(&agent, five);
+    let group = keyspace.group(&agent);
+    broker
+        .group_create(&lane, &group, GroupStart::BEGINNING, true)
+        .await
+        .expect("group");
+    let task = Task::new("research", "analyze", json!({}))
+        .task_id("t-5")
+        .trace_id("wf-1")
+        .priority(5)
+        .build()
+        .expect("a task");
+    let dispatched = Producer::new(broker)
+        .with_keyspace(keyspace.clone())
+        .dispatch(&task)
+        .await
+        .expect("dispatch");
+    let locator = Locator::new(broker, keyspace.clone());
+
+    let waiting = find(&locator, "t-5").await;
+    assert!(
+        matches!(&waiting[..], [Sighting { place: Place::Waiting { stream, priority: 5, entry_id }, .. }]
+            if *stream == lane && *entry_id == dispatched.entry_id),
+        "{waiting:?}"
+    );
+    let json = serde_json::to_value(&waiting[0]).expect("serializes");
+    assert_eq!(json["place"]["priority"], 5);
+
+    broker
+        .read_group(&ReadGroup::new(&lane, &group, "w5").count(1))
+        .await
+        .expect("read");
+    let held = find(&locator, "t-5").await;
+    assert!(
+        matches!(&held[..], [Sighting { place: Place::Pending { stream, priority: 5, consumer, deliveries: 1, .. }, .. }]
+            if *stream == lane && consumer == "w5"),
+        "{held:?}"
+    );
+    assert!(
+        matches!(&find(&locator, "t-2").await[..], [Sighting { place: Place::Waiting { priority: 0, entry_id, .. }, .. }]
+            if *entry_id == ids[2]),
+        "lane 0's waiting task"
+    );
+    let trace = locator
+        .find(&[agent], &Wanted::TraceId("wf-1".into()))
+        .await
+        .expect("find");
+    assert_eq!(
+        states(&trace),
+        [
+            ("t-0".into(), "acknowledged"),
+            ("t-1".into(), "pending"),
+            ("t-5".into(), "pending"),
+            ("t-9".into(), "dead_lettered"),
+            ("t-0".into(), "completed"),
+        ]
+    );
 }

@@ -7,10 +7,12 @@
 use std::time::Duration;
 
 use crewq_core::monitor::{ConsumerStats, Monitor};
+use crewq_core::producer::Producer;
 use crewq_core::{
-    AgentType, Broker, DeadLetter, Delay, Fields, GroupStart, Keyspace, NewEntry, ReadGroup,
-    Settle, SettleItem, Settled, StreamId,
+    AgentType, Broker, DeadLetter, Delay, Fields, GroupStart, Keyspace, NewEntry, Priority,
+    ReadGroup, Settle, SettleItem, Settled, StreamId, Task,
 };
+use serde_json::json;
 
 crewq_tests::on_both_backends!(
     by_ref:
@@ -21,6 +23,8 @@ crewq_tests::on_both_backends!(
     stats_count_the_delayed_set,
     stats_show_the_rate_limit_in_use,
     progress_is_the_newest_report_of_each_entry_asked,
+    priority_lanes_are_in_the_totals_and_broken_down,
+    a_lane_with_only_delayed_tasks_is_in_use,
 );
 
 /// Long enough to tell from zero on a real server too.
@@ -116,6 +120,7 @@ async fn stats_after_a_known_sequence(broker: &dyn Broker, keyspace: &Keyspace) 
         "{:?}",
         g.consumers
     );
+    assert!(stats.lanes.is_empty(), "no lane above 0 in use");
 }
 
 async fn a_group_created_at_the_end_has_no_lag(broker: &dyn Broker, keyspace: &Keyspace) {
@@ -353,4 +358,227 @@ async fn progress_is_the_newest_report_of_each_entry_asked(
     let got = monitor.progress(&research, &[a]).await.expect("progress");
     assert_eq!(got[&a].value, serde_json::json!({ "step": 3 }));
     assert_eq!(got[&a].attempt, 2);
+}
+
+/// Tasks at priority 5 wait in lane 5's stream (and one scheduled for later
+/// in its delayed set): the agent type's figures add up lanes 0 and 5, and
+/// `lanes` shows each, highest first; a consumer reading both lanes is one
+/// consumer holding both lanes' entries.
+async fn priority_lanes_are_in_the_totals_and_broken_down(
+    broker: &dyn Broker,
+    keyspace: &Keyspace,
+) {
+    let research = agent("research");
+    let five = Priority::new(5).expect("in range");
+    let (zero_stream, five_stream) = (keyspace.tasks(&research), keyspace.lane(&research, five));
+    let group = keyspace.group(&research);
+    for stream in [&zero_stream, &five_stream] {
+        broker
+            .group_create(stream, &group, GroupStart::BEGINNING, true)
+            .await
+            .expect("group");
+    }
+    let producer = Producer::new(broker).with_keyspace(keyspace.clone());
+    for (n, priority) in [0, 0, 5, 5, 5].into_iter().enumerate() {
+        let task = Task::new("research", "a", json!({}))
+            .task_id(format!("t-{n}"))
+            .priority(priority)
+            .build()
+            .expect("task");
+        producer.dispatch(&task).await.expect("dispatch");
+    }
+    let later = Task::new("research", "a", json!({}))
+        .task_id("t-later")
+        .priority(5)
+        .build()
+        .expect("task");
+    producer
+        .dispatch_in(&later, Duration::from_secs(3600))
+        .await
+        .expect("dispatch later");
+    let five_ids = read(broker, &five_stream, &group, "w1", 1).await;
+    let zero_ids = read(broker, &zero_stream, &group, "w1", 1).await;
+    tokio::time::sleep(PAUSE).await;
+
+    let stats = Monitor::new(broker, keyspace.clone())
+        .agent_stats(&research)
+        .await
+        .expect("stats");
+    assert_eq!(stats.tasks.stream, zero_stream);
+    assert!(stats.tasks.exists);
+    assert_eq!(
+        (stats.tasks.length, stats.tasks.entries_added),
+        (5, 5),
+        "{stats:#?}"
+    );
+    let newest = stats.lanes.iter().map(|l| l.tasks.last_id).max();
+    assert_eq!(
+        Some(stats.tasks.last_id),
+        newest,
+        "the newest of both lanes"
+    );
+    assert_eq!(stats.delayed_set, keyspace.delayed(&research));
+    assert_eq!(stats.delayed_length, 1, "lane 5's scheduled task");
+    assert_eq!(stats.groups.len(), 1, "one group, read on two lanes");
+    let g = &stats.groups[0];
+    assert_eq!((g.pending, g.lag), (2, Some(3)), "{g:?}");
+    assert_eq!(
+        g.oldest_pending_id,
+        Some(five_ids[0].min(zero_ids[0])),
+        "the oldest of both lanes"
+    );
+    let consumers: Vec<(&str, u64)> = g
+        .consumers
+        .iter()
+        .map(|c| (c.name.as_str(), c.pending))
+        .collect();
+    assert_eq!(consumers, [("w1", 2)], "one worker across lanes");
+
+    let lanes: Vec<(u8, u64, u64, Option<u64>, u64)> = stats
+        .lanes
+        .iter()
+        .map(|l| {
+            let pending = l.groups.iter().map(|g| g.pending).sum();
+            let lag = l.groups.first().and_then(|g| g.lag);
+            (l.priority, l.tasks.length, pending, lag, l.delayed_length)
+        })
+        .collect();
+    assert_eq!(lanes, [(5, 3, 1, Some(2), 1), (0, 2, 1, Some(1), 0)]);
+    assert_eq!(stats.lanes[0].tasks.stream, five_stream);
+    assert_eq!(
+        stats.lanes[0].delayed_set,
+        keyspace.lane_delayed(&research, five)
+    );
+    assert_eq!(
+        stats.lanes[0].groups[0].oldest_pending_id,
+        Some(five_ids[0])
+    );
+
+    let json = serde_json::to_value(&stats).expect("serializes");
+    assert_eq!(json["lanes"][0]["priority"], 5);
+    assert_eq!(json["lanes"][1]["tasks"]["length"], 2);
+}
+
+/// A lane whose stream is missing but whose delayed set holds a task
+/// dispatched for later is in use; the agent type's task stream is not.
+async fn a_lane_with_only_delayed_tasks_is_in_use(broker: &dyn Broker, keyspace: &Keyspace) {
+    let research = agent("research");
+    let task = Task::new("research", "a", json!({}))
+        .priority(7)
+        .build()
+        .expect("task");
+    Producer::new(broker)
+        .with_keyspace(keyspace.clone())
+        .dispatch_in(&task, Duration::from_secs(3600))
+        .await
+        .expect("dispatch later");
+    let stats = Monitor::new(broker, keyspace.clone())
+        .agent_stats(&research)
+        .await
+        .expect("stats");
+    assert!(!stats.tasks.exists);
+    assert_eq!((stats.tasks.length, stats.delayed_length), (0, 1));
+    let lanes: Vec<(u8, bool, u64)> = stats
+        .lanes
+        .iter()
+        .map(|l| (l.priority, l.tasks.exists, l.delayed_length))
+        .collect();
+    assert_eq!(lanes, [(7, false, 1)]);
+}
+
+/// A real worker holds a priority-5 task (its handler waits): the monitor
+/// shows it pending in lane 5 and in the totals, with the worker as its
+/// consumer. Runs a worker, so it needs an owned broker.
+mod held {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crewq_core::locate::{Locator, Place, Wanted};
+    use crewq_core::monitor::Monitor;
+    use crewq_core::producer::Producer;
+    use crewq_core::worker::{HandlerError, Worker, WorkerOptions};
+    use crewq_core::{AgentType, Task};
+    use crewq_tests::backends::Backend;
+    use serde_json::{Value, json};
+    use tokio::sync::Semaphore;
+
+    crewq_tests::on_both_backends!(
+        Backend:
+        a_worker_holding_a_lane_task_shows_it_pending_in_its_lane,
+    );
+
+    async fn a_worker_holding_a_lane_task_shows_it_pending_in_its_lane(backend: Backend) {
+        let research = AgentType::new("research").expect("agent");
+        let keyspace = backend.keyspace.clone();
+        let release = Arc::new(Semaphore::new(0));
+        let gate = Arc::clone(&release);
+        let handler = move |task: Task<Value>| {
+            let gate = Arc::clone(&gate);
+            async move {
+                let _permit = gate.acquire().await;
+                Ok::<Value, HandlerError>(json!({ "done": task.task_id }))
+            }
+        };
+        let mut options = WorkerOptions::default().lease(Duration::from_secs(30));
+        options.keyspace = keyspace.clone();
+        options.lane_poll = Duration::from_millis(20);
+        let worker = Worker::new(Arc::clone(&backend.broker), research.clone(), "w1", handler)
+            .options(options)
+            .spawn();
+        let task = Task::new("research", "a", json!({}))
+            .priority(5)
+            .build()
+            .expect("task");
+        Producer::new(Arc::clone(&backend.broker))
+            .with_keyspace(keyspace.clone())
+            .dispatch(&task)
+            .await
+            .expect("dispatch");
+
+        let monitor = Monitor::new(Arc::clone(&backend.broker), keyspace.clone());
+        let mut stats = monitor.agent_stats(&research).await.expect("stats");
+        for _ in 0..500 {
+            if stats.groups.iter().map(|g| g.pending).sum::<u64>() > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            stats = monitor.agent_stats(&research).await.expect("stats");
+        }
+        let pending: Vec<(u8, u64)> = stats
+            .lanes
+            .iter()
+            .map(|l| (l.priority, l.groups.iter().map(|g| g.pending).sum()))
+            .collect();
+        assert_eq!(pending, [(5, 1), (0, 0)], "{stats:?}");
+        assert_eq!(stats.groups.len(), 1, "{stats:?}");
+        assert_eq!(stats.groups[0].pending, 1);
+        let holders: Vec<(&str, u64)> = stats.groups[0]
+            .consumers
+            .iter()
+            .filter(|c| c.pending > 0)
+            .map(|c| (c.name.as_str(), c.pending))
+            .collect();
+        assert_eq!(holders, [("w1", 1)]);
+
+        let found = Locator::new(Arc::clone(&backend.broker), keyspace.clone())
+            .find(
+                std::slice::from_ref(&research),
+                &Wanted::TaskId(task.task_id.clone()),
+            )
+            .await
+            .expect("find");
+        assert!(
+            matches!(&found[..], [s] if matches!(&s.place,
+                Place::Pending { priority: 5, consumer, stream, .. }
+                    if consumer == "w1" && *stream == keyspace.lane(&research, task.priority))),
+            "{found:?}"
+        );
+
+        release.add_permits(1);
+        let report = worker
+            .shutdown(Duration::from_secs(10))
+            .await
+            .expect("report");
+        assert_eq!(report.completed, 1, "{report:?}");
+    }
 }
