@@ -266,3 +266,101 @@ async fn stats_show_a_shared_rate_limit_in_use() {
     let numbers: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(numbers[4..6], ["2", "2"], "starts, running: {table}");
 }
+
+/// Tasks at priority 5 wait in lane 5's stream: `crewq stats` adds them up
+/// in the agent type's row and shows each lane (JSON and table), `crewq
+/// pending` lists what consumers hold in every lane and says which,
+/// `crewq task` finds a lane's task pending, and `crewq consumers prune`
+/// prunes a lane's idle consumer.
+#[tokio::test]
+async fn stats_pending_task_and_prune_cover_priority_lanes() {
+    use crewq_core::producer::Producer;
+    use crewq_core::{Broker, GroupStart, Priority, ReadGroup, Task};
+    use serde_json::json;
+
+    let crew = Crew::start();
+    crew.tasks("research", 2).await;
+    crew.read("research", "worker-1", 1).await;
+    let broker = crew.server.broker().await;
+    let keyspace = crew.keyspace();
+    let research = common::agent("research");
+    let lane = keyspace.lane(&research, Priority::new(5).expect("in range"));
+    let group = keyspace.group(&research);
+    broker
+        .group_create(&lane, &group, GroupStart::BEGINNING, true)
+        .await
+        .expect("group");
+    let producer = Producer::new(broker.clone()).with_keyspace(keyspace.clone());
+    for n in 0..3 {
+        let task = Task::new("research", "analyze", json!({}))
+            .task_id(format!("p-{n}"))
+            .priority(5)
+            .build()
+            .expect("task");
+        producer.dispatch(&task).await.expect("dispatch");
+    }
+    for consumer in ["worker-5", "idle-5"] {
+        broker
+            .read_group(&ReadGroup::new(&lane, &group, consumer).count(1))
+            .await
+            .expect("read");
+    }
+    // idle-5 finished its task: it holds nothing now.
+    let idle = broker
+        .pending(
+            &lane,
+            &group,
+            &crewq_core::PendingQuery::new(10).consumer("idle-5"),
+        )
+        .await
+        .expect("pending");
+    let ids: Vec<_> = idle.iter().map(|p| p.id).collect();
+    broker.ack(&lane, &group, &ids).await.expect("ack");
+
+    let stats = crew.json(&["stats", "research"], &[]);
+    let agent = &stats[0];
+    assert_eq!(agent["tasks"]["length"], 5, "{agent}");
+    assert_eq!(agent["groups"][0]["pending"], 2, "{agent}");
+    assert_eq!(agent["groups"][0]["lag"], 2, "lane 0: 1 unread, lane 5: 1");
+    assert_eq!(agent["lanes"][0]["priority"], 5);
+    assert_eq!(agent["lanes"][0]["tasks"]["length"], 3);
+    assert_eq!(agent["lanes"][0]["groups"][0]["pending"], 1);
+    assert_eq!(agent["lanes"][1]["priority"], 0);
+    let table = crew.text(&["stats", "research"], &[]);
+    let row: Vec<&str> = table
+        .lines()
+        .find(|line| line.split_whitespace().nth(1) == Some("@5"))
+        .unwrap_or_else(|| panic!("a lane 5 row: {table}"))
+        .split_whitespace()
+        .collect();
+    // agent, lane, length, lag, pending
+    assert_eq!(row[..5], ["research", "@5", "3", "1", "1"], "{table}");
+
+    let rows = crew.json(&["pending", "research"], &[]);
+    let held: Vec<(&str, u64, &str)> = rows
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            (
+                r["task_id"].as_str().unwrap_or("-"),
+                r["priority"].as_u64().unwrap_or(99),
+                r["consumer"].as_str().unwrap_or("-"),
+            )
+        })
+        .collect();
+    assert_eq!(held, [("t-0", 0, "worker-1"), ("p-0", 5, "worker-5")]);
+    assert_eq!(rows[1]["stream"], lane.as_str());
+    let text = crew.text(&["pending", "research"], &[]);
+    assert!(text.contains("and its lanes @5"), "{text}");
+
+    let found = crew.json(&["task", "p-0"], &["--agent", "research"]);
+    assert_eq!(found[0]["place"]["state"], "pending", "{found}");
+    assert_eq!(found[0]["place"]["priority"], 5, "{found}");
+    assert_eq!(found[0]["place"]["consumer"], "worker-5", "{found}");
+
+    let pruned = crew.json(&["consumers", "prune", "research"], &["--idle", "0ms"]);
+    assert_eq!(pruned["pruned"], json!(["idle-5"]), "{pruned}");
+    assert_eq!(pruned["pruned_lanes"], json!([5]), "{pruned}");
+    assert_eq!(pruned["kept"], 2, "worker-1 and worker-5 hold entries");
+}
