@@ -163,17 +163,33 @@ fn table(stream: &str, group: &str, lanes: &[u8], rows: &[PendingRow]) -> String
     if rows.is_empty() {
         return text;
     }
+    // The lane column only when a lane above 0 holds some: a crew without
+    // priorities reads as before lanes.
+    let laned = rows.iter().any(|row| row.priority > 0);
+    let lane = |label: String| {
+        if laned {
+            format!("{label:>4} ")
+        } else {
+            String::new()
+        }
+    };
     let _ = writeln!(
         text,
-        "{:<20} {:>4} {:<24} {:>10} {:>10}  {:<42} {:<16} progress",
-        "entry", "lane", "consumer", "idle", "deliveries", "task", "action"
+        "{:<20} {}{:<24} {:>10} {:>10}  {:<42} {:<16} progress",
+        "entry",
+        lane("lane".to_owned()),
+        "consumer",
+        "idle",
+        "deliveries",
+        "task",
+        "action"
     );
     for row in rows {
         let _ = writeln!(
             text,
-            "{:<20} {:>4} {:<24} {:>10} {:>10}  {:<42} {:<16} {}",
+            "{:<20} {}{:<24} {:>10} {:>10}  {:<42} {:<16} {}",
             row.entry_id,
-            format!("@{}", row.priority),
+            lane(format!("@{}", row.priority)),
             row.consumer,
             show(Duration::from_millis(row.idle_ms)),
             row.deliveries,

@@ -101,6 +101,10 @@ async fn pending_lists_entries_by_consumer_and_idle_time() {
         "{table}"
     );
     assert!(
+        !table.contains(" lane "),
+        "no lane column without lanes: {table}"
+    );
+    assert!(
         table.contains("worker-2") && table.contains("t-2"),
         "{table}"
     );
@@ -353,6 +357,11 @@ async fn stats_pending_task_and_prune_cover_priority_lanes() {
     assert_eq!(rows[1]["stream"], lane.as_str());
     let text = crew.text(&["pending", "research"], &[]);
     assert!(text.contains("and its lanes @5"), "{text}");
+    assert!(
+        text.lines()
+            .any(|line| line.contains(" @5 ") && line.contains("worker-5")),
+        "{text}"
+    );
 
     let found = crew.json(&["task", "p-0"], &["--agent", "research"]);
     assert_eq!(found[0]["place"]["state"], "pending", "{found}");
