@@ -10,9 +10,10 @@ use crewq_core::{
     ConsumerInfo, ConsumerPruned, DelayOnce, DelayedOnce, DeletedRecord, DeliveredEntry, Error,
     GroupInfo, GroupStart, IdRange, LanesRead, NewEntry, OnceEntry, PendingEntry, PendingQuery,
     PendingSummary, Promoted, RateAcquire, RateGrant, RateKeys, RateState, ReadFrom, ReadGroup,
-    ReadLanes, Result, Settle, Settled, StreamEntry, StreamId, StreamInfo, Trim, validate_ack_and_add,
-    validate_autoclaim_count, validate_autoclaim_recorded, validate_delay_once, validate_new_entry,
-    validate_once_entry, validate_rate_acquire, validate_settle,
+    ReadLanes, Result, Settle, Settled, StreamEntry, StreamId, StreamInfo, Trim,
+    validate_ack_and_add, validate_autoclaim_count, validate_autoclaim_recorded,
+    validate_delay_once, validate_new_entry, validate_once_entry, validate_rate_acquire,
+    validate_settle,
 };
 
 use crate::delayed::{delay_once_locked, promote_locked};

@@ -67,7 +67,8 @@ impl MemoryBroker {
                     heads[i].1 = None;
                     continue;
                 }
-                out.entries.extend(taken.into_iter().map(|entry| (i, entry)));
+                out.entries
+                    .extend(taken.into_iter().map(|entry| (i, entry)));
                 heads[i].1 = head(keys, i);
             }
             out.left = heads

@@ -10,7 +10,8 @@ use crewq_core::{
     ConsumerInfo, ConsumerPruned, DelayOnce, DelayedOnce, DeletedRecord, DeliveredEntry, Error,
     GroupInfo, GroupStart, IdRange, LanesRead, NewEntry, OnceEntry, PendingEntry, PendingQuery,
     PendingSummary, Promoted, RateAcquire, RateGrant, RateKeys, RateState, ReadFrom, ReadGroup,
-    ReadLanes, Result, Settle, Settled, StreamEntry, StreamId, StreamInfo, Trim, validate_new_entry,
+    ReadLanes, Result, Settle, Settled, StreamEntry, StreamId, StreamInfo, Trim,
+    validate_new_entry,
 };
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, Value};

@@ -8,9 +8,9 @@ use async_trait::async_trait;
 use crate::{
     AckAndAdd, AckAndAddReply, AddedOnce, AutoClaim, AutoClaimed, AutoClaimedRecorded,
     ConsumerInfo, ConsumerPruned, DelayOnce, DelayedOnce, DeletedRecord, DeliveredEntry, GroupInfo,
-    GroupStart, IdRange, LanesRead, NewEntry, OnceEntry, PendingEntry, PendingQuery, PendingSummary, Promoted,
-    RateAcquire, RateGrant, RateKeys, RateState, ReadGroup, ReadLanes, Result, Settle, Settled, StreamEntry,
-    StreamId, StreamInfo, Trim,
+    GroupStart, IdRange, LanesRead, NewEntry, OnceEntry, PendingEntry, PendingQuery,
+    PendingSummary, Promoted, RateAcquire, RateGrant, RateKeys, RateState, ReadGroup, ReadLanes,
+    Result, Settle, Settled, StreamEntry, StreamId, StreamInfo, Trim,
 };
 
 /// A store of streams with consumer groups, with Redis Streams semantics.

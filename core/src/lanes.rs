@@ -147,10 +147,14 @@ pub struct LanesRead {
 /// [`Error::InvalidArgument`] naming what is wrong.
 pub fn validate_read_lanes(read: &ReadLanes) -> Result<()> {
     if read.count == 0 {
-        return Err(Error::InvalidArgument("read_lanes needs a count of at least 1".into()));
+        return Err(Error::InvalidArgument(
+            "read_lanes needs a count of at least 1".into(),
+        ));
     }
     if read.lanes.is_empty() {
-        return Err(Error::InvalidArgument("read_lanes needs at least one lane".into()));
+        return Err(Error::InvalidArgument(
+            "read_lanes needs at least one lane".into(),
+        ));
     }
     if let Some(lane) = read.lanes.iter().find(|lane| lane.priority > 10) {
         return Err(Error::InvalidArgument(format!(

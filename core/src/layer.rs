@@ -16,9 +16,9 @@ use futures::future::BoxFuture;
 use crate::{
     AckAndAdd, AckAndAddReply, AddedOnce, AutoClaim, AutoClaimed, AutoClaimedRecorded, Broker,
     ConsumerInfo, ConsumerPruned, DelayOnce, DelayedOnce, DeletedRecord, DeliveredEntry, GroupInfo,
-    GroupStart, IdRange, LanesRead, NewEntry, OnceEntry, PendingEntry, PendingQuery, PendingSummary, Promoted,
-    RateAcquire, RateGrant, RateKeys, RateState, ReadGroup, ReadLanes, Result, Settle, Settled, StreamEntry,
-    StreamId, StreamInfo, Trim,
+    GroupStart, IdRange, LanesRead, NewEntry, OnceEntry, PendingEntry, PendingQuery,
+    PendingSummary, Promoted, RateAcquire, RateGrant, RateKeys, RateState, ReadGroup, ReadLanes,
+    Result, Settle, Settled, StreamEntry, StreamId, StreamInfo, Trim,
 };
 
 /// A call on a broker, not started yet, as [`BrokerLayer::around`] takes

@@ -12,9 +12,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use crewq_core::{
     AckAndAdd, AckAndAddReply, AddedOnce, AutoClaim, AutoClaimed, AutoClaimedRecorded, Broker,
-    BrokerLayer, DelayOnce, DelayedOnce, DeletedRecord, DeliveredEntry, Fields, LanesRead, NewEntry,
-    OnceEntry, Promoted, RateAcquire, RateGrant, RateKeys, ReadGroup, ReadLanes, Result, Settle, Settled,
-    StreamEntry, StreamId, Trim,
+    BrokerLayer, DelayOnce, DelayedOnce, DeletedRecord, DeliveredEntry, Fields, LanesRead,
+    NewEntry, OnceEntry, Promoted, RateAcquire, RateGrant, RateKeys, ReadGroup, ReadLanes, Result,
+    Settle, Settled, StreamEntry, StreamId, Trim,
 };
 
 use crewq_core::worker::ATTEMPTS_FIELD;
@@ -230,7 +230,11 @@ impl<B: Broker> BrokerLayer for RecordingBroker<B> {
             self.no_group(&read.lanes[lane].stream, &read.consumer, "read_lanes");
         }
         for (lane, entry) in &read_all.entries {
-            self.delivered(&read.lanes[*lane].stream, &read.consumer, std::iter::once(entry.id));
+            self.delivered(
+                &read.lanes[*lane].stream,
+                &read.consumer,
+                std::iter::once(entry.id),
+            );
         }
         Ok(read_all)
     }

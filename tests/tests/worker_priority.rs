@@ -65,7 +65,11 @@ impl Starts {
                 };
                 let now = starts.running.fetch_add(1, Ordering::SeqCst) + 1;
                 starts.most.fetch_max(now, Ordering::SeqCst);
-                let sleep = if t.task_id.starts_with("low-") { slow } else { sleep };
+                let sleep = if t.task_id.starts_with("low-") {
+                    slow
+                } else {
+                    sleep
+                };
                 tokio::time::sleep(sleep).await;
                 starts.running.fetch_sub(1, Ordering::SeqCst);
                 if first && t.task_id.starts_with("fail-") {
@@ -93,7 +97,10 @@ async fn results(env: &Env, n: usize) {
 }
 
 async fn shutdown(worker: WorkerHandle) -> crewq_core::worker::WorkerReport {
-    worker.shutdown(Duration::from_secs(5)).await.expect("report")
+    worker
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("report")
 }
 
 fn one_at_a_time(env: &Env, starvation: Duration) -> WorkerOptions {
@@ -111,7 +118,10 @@ async fn a_backlog_starts_the_highest_priority_first(env: Env) {
     for (prefix, priority, n) in [("low", 0, 6), ("high", 9, 3), ("mid", 5, 3)] {
         for i in 1..=n {
             let name = format!("{prefix}-{i}");
-            producer.dispatch(&at(&name, priority)).await.expect("dispatch");
+            producer
+                .dispatch(&at(&name, priority))
+                .await
+                .expect("dispatch");
             names.push(name);
         }
     }
@@ -134,7 +144,10 @@ async fn a_backlog_starts_the_highest_priority_first(env: Env) {
 /// priority-9 tasks dispatched after it; the bound not reached, it waits.
 async fn a_task_that_waited_the_starvation_bound_goes_first(env: Env) {
     let producer = producer(&env);
-    producer.dispatch(&at("old-low", 0)).await.expect("dispatch");
+    producer
+        .dispatch(&at("old-low", 0))
+        .await
+        .expect("dispatch");
     tokio::time::sleep(Duration::from_millis(700)).await;
     for i in 1..=2 {
         producer
@@ -142,7 +155,10 @@ async fn a_task_that_waited_the_starvation_bound_goes_first(env: Env) {
             .await
             .expect("dispatch");
     }
-    producer.dispatch(&at("new-low", 0)).await.expect("dispatch");
+    producer
+        .dispatch(&at("new-low", 0))
+        .await
+        .expect("dispatch");
     let starts = Starts::default();
     let options = one_at_a_time(&env, Duration::from_millis(400));
     let worker = env.spawn_with("w1", options, starts.handler(Duration::from_millis(5)));
@@ -184,22 +200,40 @@ async fn retries_and_scheduled_tasks_keep_their_priority(env: Env) {
     assert_eq!((report.completed, report.retried), (6, 1), "{report:?}");
     let order = starts.order();
     let position = |name: &str| order.iter().rposition(|n| n == name).expect(name);
-    assert!(position("fail-7") < position("low-2"), "the retry waited behind lane 0: {order:?}");
+    assert!(
+        position("fail-7") < position("low-2"),
+        "the retry waited behind lane 0: {order:?}"
+    );
     let lane7 = env.keyspace.lane(&env.agent, seven);
     let entries = env
         .broker
         .xrange(&lane7, crewq_core::ALL_IDS, None)
         .await
         .expect("xrange");
-    assert_eq!(entries.len(), 2, "the first run and its retry, both in lane 7");
+    assert_eq!(
+        entries.len(),
+        2,
+        "the first run and its retry, both in lane 7"
+    );
     let lane5 = env.keyspace.lane(&env.agent, five);
     let scheduled = env
         .broker
         .xrange(&lane5, crewq_core::ALL_IDS, None)
         .await
         .expect("xrange");
-    assert_eq!(scheduled.len(), 1, "the scheduled task was promoted into lane 5");
-    assert_eq!(env.results().await.iter().filter(|r| r.task_id == "later-5").count(), 1);
+    assert_eq!(
+        scheduled.len(),
+        1,
+        "the scheduled task was promoted into lane 5"
+    );
+    assert_eq!(
+        env.results()
+            .await
+            .iter()
+            .filter(|r| r.task_id == "later-5")
+            .count(),
+        1
+    );
 }
 
 /// Two slots, tasks in three lanes, each run 50 ms: never more than two
@@ -220,7 +254,10 @@ async fn lanes_share_the_workers_slots(env: Env) {
     results(&env, 12).await;
     let report = shutdown(worker).await;
     assert_eq!(report.completed, 12, "{report:?}");
-    assert!(starts.most.load(Ordering::SeqCst) <= 2, "more than two at once");
+    assert!(
+        starts.most.load(Ordering::SeqCst) <= 2,
+        "more than two at once"
+    );
     let mut order = starts.order();
     order.sort();
     order.dedup();

@@ -48,7 +48,10 @@ fn taken(read: &LanesRead) -> Vec<(usize, String)> {
 }
 
 fn pairs(expected: &[(usize, &str)]) -> Vec<(usize, String)> {
-    expected.iter().map(|(l, n)| (*l, (*n).to_owned())).collect()
+    expected
+        .iter()
+        .map(|(l, n)| (*l, (*n).to_owned()))
+        .collect()
 }
 
 /// Three lanes `low` (0), `mid` (5), `high` (9), each with `group` made from
@@ -65,7 +68,13 @@ async fn three_lanes(broker: &dyn Broker, ctx: &Ctx, group: &str) -> Vec<Lane> {
     lanes
 }
 
-async fn read(broker: &dyn Broker, lanes: &[Lane], group: &str, count: usize, bound: Duration) -> LanesRead {
+async fn read(
+    broker: &dyn Broker,
+    lanes: &[Lane],
+    group: &str,
+    count: usize,
+    bound: Duration,
+) -> LanesRead {
     let mut read = ReadLanes::new(group, "w", count, bound);
     read.lanes = lanes.to_vec();
     broker
@@ -85,7 +94,13 @@ pub async fn read_lanes_takes_the_highest_priority_first(broker: &dyn Broker, ct
     let first = read(broker, &lanes, "g", 5, NEVER_STARVES).await;
     assert_eq!(
         taken(&first),
-        pairs(&[(0, "high1"), (0, "high2"), (1, "mid1"), (1, "mid2"), (2, "low1")])
+        pairs(&[
+            (0, "high1"),
+            (0, "high2"),
+            (1, "mid1"),
+            (1, "mid2"),
+            (2, "low1")
+        ])
     );
     assert_eq!(first.left, vec![2], "low2 is left");
     assert!(first.no_group.is_empty());
@@ -116,14 +131,26 @@ pub async fn read_lanes_takes_a_starving_entry_first(broker: &dyn Broker, ctx: &
     let starving = read(broker, &lanes, "starving", 5, STARVATION).await;
     assert_eq!(
         taken(&starving),
-        pairs(&[(2, "low1"), (1, "mid1"), (0, "high1"), (0, "high2"), (2, "low2")])
+        pairs(&[
+            (2, "low1"),
+            (1, "mid1"),
+            (0, "high1"),
+            (0, "high2"),
+            (2, "low2")
+        ])
     );
     // The same backlog in another group with a bound not reached: by
     // priority alone.
     let patient = read(broker, &lanes, "patient", 5, NEVER_STARVES).await;
     assert_eq!(
         taken(&patient),
-        pairs(&[(0, "high1"), (0, "high2"), (1, "mid1"), (2, "low1"), (2, "low2")])
+        pairs(&[
+            (0, "high1"),
+            (0, "high2"),
+            (1, "mid1"),
+            (2, "low1"),
+            (2, "low2")
+        ])
     );
 }
 
@@ -144,7 +171,10 @@ pub async fn read_lanes_delivers_as_a_group_read(broker: &dyn Broker, ctx: &Ctx)
         .expect("read");
     assert_eq!(next.len(), 1);
     assert_eq!(next[0].id, mid[1], "mid1 is not delivered again");
-    assert!(got.now_ms >= mid[0].ms, "the reply carries the broker's clock");
+    assert!(
+        got.now_ms >= mid[0].ms,
+        "the reply carries the broker's clock"
+    );
 }
 
 /// `read_lanes`: a lane whose key is missing is skipped; one whose stream
@@ -162,13 +192,28 @@ pub async fn read_lanes_skips_missing_lanes_and_reports_missing_groups(
     group_from_start(broker, &ready.stream, "g").await;
     add(broker, &ready.stream, &["ready1"]).await;
     let later = DelayOnce::new(
-        Delay::new(ctx.key("scheduled-delayed"), Duration::from_secs(3600), "m", fields("later")),
+        Delay::new(
+            ctx.key("scheduled-delayed"),
+            Duration::from_secs(3600),
+            "m",
+            fields("later"),
+        ),
         ctx.key("marker"),
         Duration::from_secs(60),
     );
     let scheduled_reply = broker.delay_once(vec![later]).await.expect("delay_once");
-    assert!(matches!(scheduled_reply.as_slice(), [Ok(DelayedOnce::Scheduled)]));
-    let got = read(broker, &[missing, scheduled, groupless, ready], "g", 5, NEVER_STARVES).await;
+    assert!(matches!(
+        scheduled_reply.as_slice(),
+        [Ok(DelayedOnce::Scheduled)]
+    ));
+    let got = read(
+        broker,
+        &[missing, scheduled, groupless, ready],
+        "g",
+        5,
+        NEVER_STARVES,
+    )
+    .await;
     assert_eq!(taken(&got), pairs(&[(3, "ready1")]));
     assert_eq!(got.no_group, vec![2]);
     assert!(got.left.is_empty());
@@ -199,9 +244,21 @@ pub async fn read_lanes_creates_the_group_of_a_lane_never_served(broker: &dyn Br
 pub async fn read_lanes_rejects_bad_requests(broker: &dyn Broker, ctx: &Ctx) {
     let lane = Lane::new(ctx.key("tasks"), 0);
     let zero = ReadLanes::new("g", "w", 0, NEVER_STARVES).lane(lane.clone());
-    expect_kind(broker.read_lanes(&zero).await, ErrorKind::InvalidArgument, "count 0");
+    expect_kind(
+        broker.read_lanes(&zero).await,
+        ErrorKind::InvalidArgument,
+        "count 0",
+    );
     let none = ReadLanes::new("g", "w", 1, NEVER_STARVES);
-    expect_kind(broker.read_lanes(&none).await, ErrorKind::InvalidArgument, "no lanes");
+    expect_kind(
+        broker.read_lanes(&none).await,
+        ErrorKind::InvalidArgument,
+        "no lanes",
+    );
     let eleven = ReadLanes::new("g", "w", 1, NEVER_STARVES).lane(Lane::new(ctx.key("tasks"), 11));
-    expect_kind(broker.read_lanes(&eleven).await, ErrorKind::InvalidArgument, "priority 11");
+    expect_kind(
+        broker.read_lanes(&eleven).await,
+        ErrorKind::InvalidArgument,
+        "priority 11",
+    );
 }

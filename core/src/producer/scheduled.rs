@@ -81,7 +81,9 @@ impl<B: Broker> Producer<B> {
         delay: Duration,
     ) -> Result<Dispatched, DispatchError> {
         let prepared = self.prepare(task, self.now_ms())?;
-        let set = self.keyspace.lane_delayed(&prepared.agent, prepared.priority);
+        let set = self
+            .keyspace
+            .lane_delayed(&prepared.agent, prepared.priority);
         // The task id makes the member unique in its set.
         let fields = prepared.entry.fields.clone();
         let delayed = Delay::new(set, delay, prepared.task_id.clone(), fields);

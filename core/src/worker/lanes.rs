@@ -233,7 +233,11 @@ where
     let mut lanes = JoinSet::new();
     let spawn = |lanes: &mut JoinSet<Result<WorkerReport>>, lane: Priority| {
         tracing::debug!(lane = u8::from(lane), "serving a priority lane");
-        lanes.spawn(run_lane::<B, P, H>(Arc::clone(&setup), lane, graced.clone()));
+        lanes.spawn(run_lane::<B, P, H>(
+            Arc::clone(&setup),
+            lane,
+            graced.clone(),
+        ));
     };
     spawn(&mut lanes, Priority::MIN);
     let mut report = WorkerReport::default();

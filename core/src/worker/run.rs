@@ -91,7 +91,12 @@ struct Waiting {
 
 /// An entry read, ready to start: how it came, when the read that took it
 /// was sent (its lease began then at the latest), and its slot.
-type Taken = (DeliveredEntry, Source, Instant, Option<OwnedSemaphorePermit>);
+type Taken = (
+    DeliveredEntry,
+    Source,
+    Instant,
+    Option<OwnedSemaphorePermit>,
+);
 
 /// What every lane of one worker is made from.
 pub(crate) struct Setup<B, H> {
@@ -173,7 +178,9 @@ where
     let reporter = setup.reporter.clone();
     // Lane 0 keeps the worker's seed: a worker whose tasks all have
     // priority 0 draws as it did before lanes.
-    let seed = setup.seed.wrapping_add(u64::from(u8::from(lane)).rotate_left(32));
+    let seed = setup
+        .seed
+        .wrapping_add(u64::from(u8::from(lane)).rotate_left(32));
     let keys = options.keyspace.lane_keys(agent, lane);
     let (settler, settling) = Settler::new(
         setup.broker.clone(),
