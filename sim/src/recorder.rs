@@ -331,6 +331,7 @@ impl<B: Broker> BrokerLayer for RecordingBroker<B> {
             acquire.permits.clone(),
             acquire.lease,
         );
+        let sent_us = self.recorder.now_us();
         let grant = self.inner.rate_acquire(acquire).await?;
         if grant.granted > 0 {
             self.recorder.record(Event::RateGranted {
@@ -338,6 +339,8 @@ impl<B: Broker> BrokerLayer for RecordingBroker<B> {
                 broker_ms: grant.at_ms,
                 lease_ms: u64::try_from(lease.as_millis()).unwrap_or(u64::MAX),
                 permits: permits.into_iter().take(grant.granted).collect(),
+                sent_us,
+                replied_us: self.recorder.now_us(),
             });
         }
         Ok(grant)
@@ -358,6 +361,21 @@ impl<B: Broker> BrokerLayer for RecordingBroker<B> {
             });
         }
         Ok(dropped)
+    }
+
+    /// A pause is recorded as applied, with when it was sent: the broker
+    /// applied it in between.
+    async fn rate_pause(&self, keys: &RateKeys, pause: Duration) -> Result<Duration> {
+        let sent_us = self.recorder.now_us();
+        let left = self.inner.rate_pause(keys, pause).await?;
+        self.recorder.record(Event::RatePaused {
+            starts: keys.starts.clone(),
+            sent_us,
+            replied_us: self.recorder.now_us(),
+            pause_ms: crate::scenario::millis_of(pause),
+            left_ms: crate::scenario::millis_of(left),
+        });
+        Ok(left)
     }
 
     /// Each promoted entry is an append to the task stream, like any other;

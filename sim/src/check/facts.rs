@@ -23,6 +23,9 @@ pub(super) struct TaskFacts {
     pub first_delivery_ms: Option<u64>,
     pub last_delivery_ms: Option<u64>,
     pub runs: u32,
+    /// Runs whose handler said "slow down" with its context not cancelled:
+    /// each is retried at most once, burning no retry.
+    pub slow_downs: u32,
     pub successes: u32,
     pub failures: u32,
     pub dead_letters: Vec<DeadLetter>,
@@ -254,6 +257,15 @@ impl Facts {
                             Some(*task),
                             "a handler ran a task that is not in the workload".into(),
                         ),
+                    }
+                }
+                Event::SlowedDown {
+                    task,
+                    cancelled: false,
+                    ..
+                } => {
+                    if let Some(facts) = self.task(*task) {
+                        facts.slow_downs += 1;
                     }
                 }
                 Event::Crashed { .. } => self.disruptions.push(Disruption {
