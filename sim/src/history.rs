@@ -277,6 +277,10 @@ pub enum Event {
         attempts: u32,
         /// When it is due, in ms from the start (the broker's virtual clock).
         due_ms: u64,
+        /// The slow-downs the retry records (its `slowed_down` field): a
+        /// retry after a slow-down keeps its failed runs, so one of a first
+        /// attempt has `attempts` 0 too, and is no scheduled dispatch.
+        slowed: u32,
     },
     /// A promote appended a task's retry, or its first attempt dispatched
     /// for later, to its stream.
@@ -677,7 +681,16 @@ impl fmt::Display for Event {
                 task,
                 attempts,
                 due_ms,
-            } => write!(f, "scheduled t{task} a{attempts} due {due_ms}"),
+                slowed,
+            } => {
+                write!(f, "scheduled t{task} a{attempts} due {due_ms}")?;
+                // Only when there are some: histories without slow-downs
+                // encode as before.
+                if *slowed > 0 {
+                    write!(f, " slowed {slowed}")?;
+                }
+                Ok(())
+            }
             Event::Promoted { task, attempts, id } => {
                 write!(f, "promoted t{task} a{attempts} {id}")
             }

@@ -17,7 +17,7 @@ use crewq_core::{
     StreamEntry, StreamId, Trim,
 };
 
-use crewq_core::worker::ATTEMPTS_FIELD;
+use crewq_core::worker::{ATTEMPTS_FIELD, SLOWED_FIELD};
 
 use crate::history::{Event, Recorder};
 
@@ -418,6 +418,7 @@ impl<B: Broker> BrokerLayer for RecordingBroker<B> {
                 self.recorder.record(Event::Scheduled {
                     task,
                     attempts: 0,
+                    slowed: 0,
                     due_ms: now.saturating_add(after_ms),
                 });
             }
@@ -428,13 +429,20 @@ impl<B: Broker> BrokerLayer for RecordingBroker<B> {
     async fn settle(&self, settle: Settle) -> Result<Vec<Settled>> {
         let items: Vec<StreamId> = settle.items.iter().map(|item| item.id).collect();
         // Per item: its retries scheduled (task, attempts, delay in ms).
-        let delays: Vec<Vec<(u32, u32, u64)>> = settle
+        let delays: Vec<Vec<(u32, u32, u64, u32)>> = settle
             .items
             .iter()
             .map(|item| {
                 item.delays
                     .iter()
-                    .filter_map(|d| retry_of(&d.fields).map(|(t, a)| (t, a, d.after_ms())))
+                    .filter_map(|d| {
+                        let slowed = d
+                            .fields
+                            .get_str(SLOWED_FIELD)
+                            .and_then(|n| n.parse().ok())
+                            .unwrap_or(0);
+                        retry_of(&d.fields).map(|(t, a)| (t, a, d.after_ms(), slowed))
+                    })
                     .collect()
             })
             .collect();
@@ -492,11 +500,12 @@ impl<B: Broker> BrokerLayer for RecordingBroker<B> {
                     // The broker's clock is the run's virtual clock: the
                     // due time is now plus the delay.
                     let now = self.recorder.now_ms();
-                    for (task, attempts, after_ms) in delays {
+                    for (task, attempts, after_ms, slowed) in delays {
                         self.recorder.record(Event::Scheduled {
                             task,
                             attempts,
                             due_ms: now.saturating_add(after_ms),
+                            slowed,
                         });
                     }
                     for event in requeued {

@@ -406,8 +406,13 @@ impl Facts {
                 Event::DispatchedLater { task, .. } => {
                     dispatched_later.insert(*task);
                 }
+                // Not a first attempt's retry after a slow-down (its
+                // attempts are 0 too).
                 Event::Scheduled {
-                    task, attempts: 0, ..
+                    task,
+                    attempts: 0,
+                    slowed: 0,
+                    ..
                 } => schedules.entry(*task).or_default().0 += 1,
                 Event::RolledBack { unscheduled, .. } => {
                     for task in unscheduled {
