@@ -5,10 +5,10 @@
 use std::ops::Bound;
 
 use crewq_core::lanes::{next_lane, validate_read_lanes};
-use crewq_core::{LanesRead, ReadLanes, Result};
+use crewq_core::{LanesRead, ReadLanes, Result, StreamId};
 
 use crate::MemoryBroker;
-use crate::group::duration_ms;
+use crate::group::{Group, duration_ms};
 
 impl MemoryBroker {
     pub(crate) fn read_lanes_locked(&self, read: &ReadLanes) -> Result<LanesRead> {
@@ -39,10 +39,15 @@ impl MemoryBroker {
                 if keys.contains_key(&lane.stream) || scheduled {
                     out.present.push(i);
                 }
-                if let Some(key) = keys.get(&lane.stream)
+                if let Some(key) = keys.get_mut(&lane.stream)
                     && !key.groups.contains_key(&read.group)
                 {
-                    out.no_group.push(i);
+                    if lane.create_group {
+                        key.groups
+                            .insert(read.group.clone(), Group::new(StreamId::ZERO));
+                    } else {
+                        out.no_group.push(i);
+                    }
                 }
                 heads.push((lane.priority, head(keys, i)));
             }

@@ -15,7 +15,8 @@ use crate::parse;
 
 /// `KEYS` the lanes' streams, then their delayed sets (a lane without one
 /// names its stream again); `ARGV` the group, the consumer, the count, the
-/// starvation bound in ms, then each lane's priority. Replies `{now, taken,
+/// starvation bound in ms, then each lane's priority, then per lane `1` to
+/// create a missing group (at `0`) or `0`. Replies `{now, taken,
 /// no_group, left, present}`: the server's `TIME` in ms; `{lane, id,
 /// fields}` per entry taken, lanes counted from 0; the lanes that exist
 /// without the group; the lanes with unread entries left; the lanes whose
@@ -51,6 +52,10 @@ for i = 1, n do
         if g[k] == 'name' then name = g[k + 1] elseif g[k] == 'last-delivered-id' then id = g[k + 1] end
       end
       if name == group then last[i] = id end
+    end
+    if not last[i] and ARGV[4 + n + i] == '1' then
+      redis.call('XGROUP', 'CREATE', KEYS[i], group, '0')
+      last[i] = '0-0'
     end
     if last[i] then head[i] = head_of(i) else no_group[#no_group + 1] = i - 1 end
   end
@@ -109,6 +114,9 @@ impl RedisBroker {
             .arg(u64::try_from(read.starvation.as_millis()).unwrap_or(u64::MAX));
         for lane in &read.lanes {
             cmd.arg(lane.priority);
+        }
+        for lane in &read.lanes {
+            cmd.arg(u8::from(lane.create_group));
         }
         let reply = self.eval_loaded(&cmd, READ_LANES_LUA, op).await?;
         lanes_read(reply, read.lanes.len()).map_err(|shape| op.protocol(shape))

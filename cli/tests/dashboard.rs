@@ -2,7 +2,8 @@
 //! Redis, a running crew (two research workers in this process: some tasks
 //! complete, three are held, three fail once and are dead-lettered; review
 //! tasks wait with no worker, two of them in the delayed set, dispatched for
-//! an hour later), `crewq serve`, and headless Chromium driven
+//! an hour later; research's workers share a rate limit, review is paused
+//! by a slow-down), `crewq serve`, and headless Chromium driven
 //! by tests/browser/dashboard.mjs (playwright-core), which checks the page
 //! against `crewq stats --json`, replays a dead letter by clicking, and saves
 //! target/dashboard.png.
@@ -23,7 +24,7 @@ use common::{Crew, agent};
 use crewq_core::monitor::Monitor;
 use crewq_core::producer::Producer;
 use crewq_core::worker::{HandlerError, Worker, WorkerHandle, WorkerOptions};
-use crewq_core::{Broker, Task};
+use crewq_core::{Broker, RateLimit, Task};
 use serde_json::{Value, json};
 
 fn workspace() -> PathBuf {
@@ -44,6 +45,13 @@ fn research_worker(
 ) -> WorkerHandle {
     let mut options = WorkerOptions::default().lease(Duration::from_secs(5));
     options.keyspace = crew.keyspace();
+    // A shared rate limit, for the dashboard's rate limit column: an
+    // hour-long window, so its count of starts stands still.
+    options.rate_limit = Some(
+        RateLimit::new()
+            .starts(100, Duration::from_secs(3600))
+            .running(8),
+    );
     Worker::new(
         broker.clone(),
         agent("research"),
@@ -119,6 +127,14 @@ async fn the_dashboard_shows_monitors_numbers_and_replays_a_dead_letter() {
             .await
             .expect("dispatch for later");
     }
+    // Review paused for an hour, as a handler's slow-down pauses it.
+    broker
+        .rate_pause(
+            &crew.keyspace().rate(&agent("review")),
+            Duration::from_secs(3600),
+        )
+        .await
+        .expect("pause review");
     let failed = Arc::new(Mutex::new(BTreeSet::new()));
     let _workers = [
         research_worker(&crew, &broker, "research-worker-1", Arc::clone(&failed)),

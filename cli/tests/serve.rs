@@ -1,7 +1,8 @@
 //! `crewq serve` on a private Redis: `/metrics` parses as the Prometheus
 //! text format and its gauges are `Monitor`'s numbers; the JSON API shows
 //! the same numbers, lists, inspects, replays and purges dead letters and
-//! finds tasks; requests naming another host, or posting anything but
+//! finds tasks; shared rate limits show as `crewq_rate_*` gauges and in
+//! the API; requests naming another host, or posting anything but
 //! JSON, are refused.
 
 mod common;
@@ -9,7 +10,9 @@ mod common;
 use common::served::Served;
 use common::{Crew, agent, prometheus};
 use crewq_core::monitor::{AgentStats, Monitor};
-use crewq_core::{DeadLetterReason, WireErrorKind};
+use std::time::Duration;
+
+use crewq_core::{Broker, DeadLetterReason, RateAcquire, RateLimit, WireErrorKind};
 use serde_json::{Value, json};
 
 /// The crew: research with 5 tasks (2 held by worker-1) and two dead
@@ -288,4 +291,100 @@ async fn requests_naming_another_host_or_posting_a_form_are_refused() {
         2,
         "nothing was replayed"
     );
+}
+
+/// Research's workers share a rate limit (two permits running), review is
+/// paused by a handler's slow-down, report has neither.
+async fn rate_limited(crew: &Crew) {
+    let broker = crew.server.broker().await;
+    let keyspace = crew.keyspace();
+    let limit = RateLimit::new()
+        .starts(10, Duration::from_secs(3600))
+        .running(4);
+    let grant = broker
+        .rate_acquire(RateAcquire {
+            keys: keyspace.rate(&agent("research")),
+            limit,
+            permits: vec!["w1/1".to_owned(), "w1/2".to_owned()],
+            lease: Duration::from_secs(3600),
+        })
+        .await
+        .expect("acquire");
+    assert_eq!(grant.granted, 2);
+    broker
+        .rate_pause(&keyspace.rate(&agent("review")), Duration::from_secs(600))
+        .await
+        .expect("pause");
+}
+
+#[tokio::test]
+async fn rate_limits_show_on_metrics_and_in_the_api() {
+    let (crew, _) = crew().await;
+    rate_limited(&crew).await;
+    let served = Served::start(&crew, &AGENTS);
+    let reply = served.get("/metrics");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let scrape = prometheus::parse(&reply.body);
+    for name in [
+        "crewq_rate_running",
+        "crewq_rate_starts_in_window",
+        "crewq_rate_paused_seconds",
+        "crewq_rate_running_limit",
+        "crewq_rate_starts_limit",
+        "crewq_rate_window_seconds",
+    ] {
+        assert_eq!(
+            scrape.types.get(name).map(String::as_str),
+            Some("gauge"),
+            "{name}"
+        );
+    }
+    let research = [("agent_type", "research")];
+    let value = |name: &str, labels: &[(&str, &str)]| scrape.value(name, labels);
+    assert_eq!(value("crewq_rate_running", &research), 2.0);
+    assert_eq!(value("crewq_rate_starts_in_window", &research), 2.0);
+    assert_eq!(value("crewq_rate_paused_seconds", &research), 0.0);
+    assert_eq!(value("crewq_rate_running_limit", &research), 4.0);
+    assert_eq!(value("crewq_rate_starts_limit", &research), 10.0);
+    assert_eq!(value("crewq_rate_window_seconds", &research), 3600.0);
+    let review = [("agent_type", "review")];
+    let paused = value("crewq_rate_paused_seconds", &review);
+    assert!(paused > 590.0 && paused <= 600.0, "{paused}");
+    assert_eq!(value("crewq_rate_running", &review), 0.0);
+    let limits = |agent: &str| {
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.name.ends_with("_limit") && s.labels["agent_type"] == agent)
+            .count()
+    };
+    assert_eq!(limits("review"), 0, "a pause alone has no limits");
+    assert!(
+        !scrape
+            .samples
+            .iter()
+            .any(|s| s.name.starts_with("crewq_rate_") && s.labels["agent_type"] == "report"),
+        "report has no rate limit"
+    );
+
+    // The API shows Monitor's rate numbers.
+    let stats = served.get("/api/stats").ok_json();
+    let monitor = monitor_stats(&crew).await;
+    assert_eq!(
+        stats[0]["rate"],
+        json!({
+            "limit": "10/3600000ms, 4 running",
+            "starts_limit": 10,
+            "window_ms": 3_600_000,
+            "running_limit": 4,
+            "starts_in_window": 2,
+            "running": 2,
+            "paused_ms": null,
+        })
+    );
+    assert_eq!(stats[0]["rate"], json!(monitor[0].rate));
+    let shown = stats[1]["rate"]["paused_ms"].as_u64().expect("paused");
+    assert!((590_000..=600_000).contains(&shown), "{shown}");
+    assert_eq!(stats[1]["rate"]["running_limit"], Value::Null);
+    assert!(stats[2].get("rate").is_none(), "{}", stats[2]);
 }

@@ -268,6 +268,10 @@ pub trait Broker: Send + Sync {
     ///   group is reported in `no_group`, the others still read; lanes whose
     ///   stream or delayed set exists are reported in `present`
     ///   (`read_lanes_skips_missing_lanes_and_reports_missing_groups`).
+    /// - A lane flagged [`Lane::create_group`](crate::Lane::create_group)
+    ///   whose stream exists without the group gets it, delivering the whole
+    ///   stream, and is read in the same step
+    ///   (`read_lanes_creates_the_group_of_a_lane_never_served`).
     /// - A `count` of 0 or no lanes is `InvalidArgument`
     ///   (`read_lanes_rejects_bad_requests`).
     async fn read_lanes(&self, read: &ReadLanes) -> Result<LanesRead>;

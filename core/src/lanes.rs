@@ -34,6 +34,12 @@ pub struct Lane {
     /// The lane's delayed set, if it has one: only looked at, to report the
     /// lane present ([`LanesRead::present`]) while its stream is missing.
     pub delayed: Option<String>,
+    /// Create the group, delivering the whole stream, if the stream exists
+    /// without it, and read it in the same step: for a lane the reader has
+    /// never served (its first read would create it so anyway). A lane
+    /// without this flag and without the group is reported in
+    /// [`LanesRead::no_group`].
+    pub create_group: bool,
 }
 
 impl Lane {
@@ -43,7 +49,16 @@ impl Lane {
             stream: stream.into(),
             priority,
             delayed: None,
+            create_group: false,
         }
+    }
+
+    /// Creates the group of a lane never served yet: see
+    /// [`Lane::create_group`].
+    #[must_use]
+    pub fn create_group(mut self) -> Self {
+        self.create_group = true;
+        self
     }
 
     /// The lane's delayed set.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use crewq_core::worker::{
-    Context, Handler, HandlerError, NonRetryable, Worker, WorkerHandle, WorkerOptions,
+    Context, Handler, HandlerError, NonRetryable, SlowDown, Worker, WorkerHandle, WorkerOptions,
 };
 use crewq_core::{AgentType, Broker, Task};
 use serde::de::DeserializeOwned;
@@ -239,6 +239,8 @@ where
 /// call counts, the switch, the history.
 pub(crate) struct HandlerFaults {
     at: BTreeMap<(u32, u32), HandlerFault>,
+    /// Calls that say "slow down", and the pause they ask for in ms.
+    slow_downs: BTreeMap<(u32, u32), u64>,
     failing: BTreeSet<u32>,
     calls: Mutex<BTreeMap<u32, u32>>,
     on: AtomicBool,
@@ -255,6 +257,11 @@ impl HandlerFaults {
                 .handler
                 .iter()
                 .map(|h| ((h.task, h.call), h.fault))
+                .collect(),
+            slow_downs: plan
+                .slow_downs
+                .iter()
+                .map(|s| ((s.task, s.call), s.pause_ms))
                 .collect(),
             failing: plan.failing.iter().copied().collect(),
             calls: Mutex::default(),
@@ -290,13 +297,19 @@ impl HandlerFaults {
         self.failing.contains(&task) && fails_for_good(task)
     }
 
-    fn next_call(&self, task: u32) -> (u32, Option<HandlerFault>) {
+    /// Numbers a call of `task`; says what goes wrong with it: a handler
+    /// fault, or a slow-down (its pause in ms), which comes first.
+    fn next_call(&self, task: u32) -> (u32, Option<HandlerFault>, Option<u64>) {
         let call = {
             let mut calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
             let call = calls.entry(task).or_default();
             *call += 1;
             *call
         };
+        let on = self.on.load(Ordering::Relaxed);
+        if let Some(&pause_ms) = self.slow_downs.get(&(task, call)).filter(|_| on) {
+            return (call, None, Some(pause_ms));
+        }
         let fault = if self.failing.contains(&task) {
             Some(HandlerFault::Error)
         } else if self.on.load(Ordering::Relaxed) {
@@ -304,7 +317,7 @@ impl HandlerFaults {
         } else {
             None
         };
-        (call, fault)
+        (call, fault, None)
     }
 }
 
@@ -349,7 +362,8 @@ where
         };
         // A frozen worker does not start (or finish) anything.
         context.wait_while_paused().await;
-        let (call, fault) = context.faults.next_call(index);
+        let (call, fault, slow_down) = context.faults.next_call(index);
+        let agent = task.agent_type.clone();
         let recorder = &context.faults.recorder;
         recorder.record(Event::HandlerStarted {
             task: index,
@@ -368,6 +382,10 @@ where
             tokio::time::sleep(longer).await;
         }
         let outcome = match fault {
+            _ if slow_down.is_some() => {
+                let pause = Duration::from_millis(slow_down.unwrap_or_default());
+                Err(SlowDown::new(pause, format!("injected 429 (call {call})")).into())
+            }
             None => self.inner.handle(task, ctx.clone()).await,
             Some(HandlerFault::Error) if context.faults.permanent(index) => {
                 Err(NonRetryable::new(format!("injected permanent error (call {call})")).into())
@@ -398,6 +416,18 @@ where
             call,
             ok: outcome.is_ok(),
         });
+        if let Some(pause_ms) = slow_down {
+            // Nothing awaits between this and the worker's look at the
+            // cancellation: what it sees, this records.
+            recorder.record(Event::SlowedDown {
+                task: index,
+                call,
+                agent,
+                consumer: context.consumer.clone(),
+                pause_ms,
+                cancelled: ctx.is_cancelled(),
+            });
+        }
         match outcome {
             // Marked, so a result recorded anyway shows in the results.
             Ok(Value::Object(mut output)) if lost => {

@@ -277,6 +277,10 @@ pub enum Event {
         attempts: u32,
         /// When it is due, in ms from the start (the broker's virtual clock).
         due_ms: u64,
+        /// The slow-downs the retry records (its `slowed_down` field): a
+        /// retry after a slow-down keeps its failed runs, so one of a first
+        /// attempt has `attempts` 0 too, and is no scheduled dispatch.
+        slowed: u32,
     },
     /// A promote appended a task's retry, or its first attempt dispatched
     /// for later, to its stream.
@@ -307,6 +311,11 @@ pub enum Event {
         lease_ms: u64,
         /// The permits granted.
         permits: Vec<String>,
+        /// When the call was sent, in µs from the start (not encoded): the
+        /// grant was applied between this and `replied_us`.
+        sent_us: u64,
+        /// When its reply came back, in µs from the start (not encoded).
+        replied_us: u64,
     },
     /// Rate-limit permits were released (a `rate_release` applied).
     RateReleased {
@@ -328,6 +337,40 @@ pub enum Event {
         call: u32,
         /// The permit.
         permit: String,
+    },
+    /// A handler call said "slow down" (an upstream's 429: it returned a
+    /// [`SlowDown`](crewq_core::worker::SlowDown)), recorded as it returned.
+    SlowedDown {
+        /// The task's index.
+        task: u32,
+        /// The call.
+        call: u32,
+        /// The task's agent type.
+        agent: String,
+        /// The worker that ran it.
+        consumer: String,
+        /// The pause asked for, in ms.
+        pause_ms: u64,
+        /// Whether the call's context was cancelled when it returned (its
+        /// worker stopping, or the entry lost): the worker then records
+        /// nothing and pauses nothing.
+        cancelled: bool,
+    },
+    /// The broker paused an agent type's rate limit (a `rate_pause`
+    /// applied, its reply delivered or not).
+    RatePaused {
+        /// The rate limit's log of starts: names the agent type.
+        starts: String,
+        /// When the call was sent, in µs from the start: the pause began
+        /// between this and `replied_us`.
+        sent_us: u64,
+        /// When its reply came back, in µs from the start.
+        replied_us: u64,
+        /// The pause asked for, in ms.
+        pause_ms: u64,
+        /// How long the agent type was paused from then on, in ms (the
+        /// later end wins).
+        left_ms: u64,
     },
     /// The broker was restored to its state at `snapshot_ms` (a rollback):
     /// the appends since are forgotten, and so are the acknowledgements,
@@ -463,6 +506,12 @@ impl Recorder {
     /// Milliseconds since the start.
     pub fn now_ms(&self) -> u64 {
         u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Microseconds since the start: finer than the events' stamps, for
+    /// ordering a call's send after another's reply.
+    pub fn now_us(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
     /// The instant `ms` after the start.
@@ -632,7 +681,16 @@ impl fmt::Display for Event {
                 task,
                 attempts,
                 due_ms,
-            } => write!(f, "scheduled t{task} a{attempts} due {due_ms}"),
+                slowed,
+            } => {
+                write!(f, "scheduled t{task} a{attempts} due {due_ms}")?;
+                // Only when there are some: histories without slow-downs
+                // encode as before.
+                if *slowed > 0 {
+                    write!(f, " slowed {slowed}")?;
+                }
+                Ok(())
+            }
             Event::Promoted { task, attempts, id } => {
                 write!(f, "promoted t{task} a{attempts} {id}")
             }
@@ -642,6 +700,7 @@ impl fmt::Display for Event {
                 broker_ms,
                 lease_ms,
                 permits,
+                ..
             } => write!(
                 f,
                 "rate-granted {starts} at={broker_ms} lease={lease_ms} [{}]",
@@ -660,6 +719,27 @@ impl fmt::Display for Event {
             Event::RunPermit { task, call, permit } => {
                 write!(f, "run-permit task={task} call={call} {permit}")
             }
+            Event::SlowedDown {
+                task,
+                call,
+                agent,
+                consumer,
+                pause_ms,
+                cancelled,
+            } => write!(
+                f,
+                "slowed-down task={task} call={call} {agent} by={consumer} pause={pause_ms} cancelled={cancelled}"
+            ),
+            Event::RatePaused {
+                starts,
+                sent_us,
+                replied_us,
+                pause_ms,
+                left_ms,
+            } => write!(
+                f,
+                "rate-paused {starts} sent={sent_us}us replied={replied_us}us pause={pause_ms} left={left_ms}"
+            ),
             Event::RolledBack {
                 snapshot_ms,
                 forgotten,

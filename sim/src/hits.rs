@@ -25,6 +25,10 @@ pub(crate) fn count(history: &History) -> Hits {
             Event::StopRequested { .. } => "graceful_stop",
             // Not a fault: shows that runs under shared rate limits happened.
             Event::RunPermit { .. } => "rate_limited_run",
+            // A handler's "slow down" (an upstream's 429), and the pauses
+            // of agent types the broker applied.
+            Event::SlowedDown { .. } => "slow_down",
+            Event::RatePaused { .. } => "rate_paused",
             _ => continue,
         };
         *hits.entry(class.to_owned()).or_default() += 1;

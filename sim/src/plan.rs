@@ -64,6 +64,33 @@ pub struct FaultPlan {
     pub scheduled: Vec<ScheduledTask>,
     /// Task streams deleted in the fault window (`DEL`).
     pub stream_deletes: Vec<StreamDeleteAt>,
+    // --- slow-downs (issue 12) ---
+    /// Handler calls that say "slow down" (an upstream's 429), in the
+    /// fault window: see [`SlowDownAt`].
+    pub slow_downs: Vec<SlowDownAt>,
+}
+
+/// A handler call that returns
+/// [`SlowDown`](crewq_core::worker::SlowDown): its worker must pause the
+/// whole agent type for `pause_ms` through the broker, and retry the task
+/// after the pause without burning one of its retries.
+///
+/// Drawn from a generator of its own ([`Scenario::plan_for`]): for the
+/// tasks of agent types with a shared rate limit (the workers honour a
+/// pause only there), and in a third of the runs for every task; a call
+/// with a slow-down planned says so instead of whatever handler fault it
+/// has. Only while faults are on.
+///
+/// [`Scenario::plan_for`]: crate::Scenario::plan_for
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct SlowDownAt {
+    /// The task's index.
+    pub task: u32,
+    /// The call, counted from 1 over the whole crew.
+    pub call: u32,
+    /// The pause asked for, in ms (at most the workers' back-off max, which
+    /// caps it).
+    pub pause_ms: u64,
 }
 
 /// An `XTRIM` of one agent type's task stream.
@@ -588,6 +615,13 @@ impl fmt::Display for FaultPlan {
                 f,
                 "; task stream of agent {} deleted at {} ms",
                 d.agent, d.at_ms
+            )?;
+        }
+        for s in &self.slow_downs {
+            write!(
+                f,
+                "; task {} call {}: slow down {} ms",
+                s.task, s.call, s.pause_ms
             )?;
         }
         Ok(())

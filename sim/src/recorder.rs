@@ -17,7 +17,7 @@ use crewq_core::{
     Settle, Settled, StreamEntry, StreamId, Trim,
 };
 
-use crewq_core::worker::ATTEMPTS_FIELD;
+use crewq_core::worker::{ATTEMPTS_FIELD, SLOWED_FIELD};
 
 use crate::history::{Event, Recorder};
 
@@ -346,6 +346,7 @@ impl<B: Broker> BrokerLayer for RecordingBroker<B> {
             acquire.permits.clone(),
             acquire.lease,
         );
+        let sent_us = self.recorder.now_us();
         let grant = self.inner.rate_acquire(acquire).await?;
         if grant.granted > 0 {
             self.recorder.record(Event::RateGranted {
@@ -353,6 +354,8 @@ impl<B: Broker> BrokerLayer for RecordingBroker<B> {
                 broker_ms: grant.at_ms,
                 lease_ms: u64::try_from(lease.as_millis()).unwrap_or(u64::MAX),
                 permits: permits.into_iter().take(grant.granted).collect(),
+                sent_us,
+                replied_us: self.recorder.now_us(),
             });
         }
         Ok(grant)
@@ -373,6 +376,21 @@ impl<B: Broker> BrokerLayer for RecordingBroker<B> {
             });
         }
         Ok(dropped)
+    }
+
+    /// A pause is recorded as applied, with when it was sent: the broker
+    /// applied it in between.
+    async fn rate_pause(&self, keys: &RateKeys, pause: Duration) -> Result<Duration> {
+        let sent_us = self.recorder.now_us();
+        let left = self.inner.rate_pause(keys, pause).await?;
+        self.recorder.record(Event::RatePaused {
+            starts: keys.starts.clone(),
+            sent_us,
+            replied_us: self.recorder.now_us(),
+            pause_ms: crate::scenario::millis_of(pause),
+            left_ms: crate::scenario::millis_of(left),
+        });
+        Ok(left)
     }
 
     /// Each promoted entry is an append to the task stream, like any other;
@@ -415,6 +433,7 @@ impl<B: Broker> BrokerLayer for RecordingBroker<B> {
                 self.recorder.record(Event::Scheduled {
                     task,
                     attempts: 0,
+                    slowed: 0,
                     due_ms: now.saturating_add(after_ms),
                 });
             }
@@ -425,13 +444,20 @@ impl<B: Broker> BrokerLayer for RecordingBroker<B> {
     async fn settle(&self, settle: Settle) -> Result<Vec<Settled>> {
         let items: Vec<StreamId> = settle.items.iter().map(|item| item.id).collect();
         // Per item: its retries scheduled (task, attempts, delay in ms).
-        let delays: Vec<Vec<(u32, u32, u64)>> = settle
+        let delays: Vec<Vec<(u32, u32, u64, u32)>> = settle
             .items
             .iter()
             .map(|item| {
                 item.delays
                     .iter()
-                    .filter_map(|d| retry_of(&d.fields).map(|(t, a)| (t, a, d.after_ms())))
+                    .filter_map(|d| {
+                        let slowed = d
+                            .fields
+                            .get_str(SLOWED_FIELD)
+                            .and_then(|n| n.parse().ok())
+                            .unwrap_or(0);
+                        retry_of(&d.fields).map(|(t, a)| (t, a, d.after_ms(), slowed))
+                    })
                     .collect()
             })
             .collect();
@@ -489,11 +515,12 @@ impl<B: Broker> BrokerLayer for RecordingBroker<B> {
                     // The broker's clock is the run's virtual clock: the
                     // due time is now plus the delay.
                     let now = self.recorder.now_ms();
-                    for (task, attempts, after_ms) in delays {
+                    for (task, attempts, after_ms, slowed) in delays {
                         self.recorder.record(Event::Scheduled {
                             task,
                             attempts,
                             due_ms: now.saturating_add(after_ms),
+                            slowed,
                         });
                     }
                     for event in requeued {

@@ -136,6 +136,12 @@ pub enum Invariant {
     /// count, and no more runs hold valid permits at once than its running
     /// limit (see `check/rate.rs` for what "valid" covers).
     RateLimitKept,
+    /// A handler's "slow down" (an upstream's 429) is honoured: its worker
+    /// pauses the whole agent type through the broker (unless that call was
+    /// lost to a fault, a crash or a stop), and the broker grants no permit
+    /// of the agent type while a pause runs, so no rate-limited handler of
+    /// it starts then (see `check/slowdown.rs`).
+    SlowDownHonoured,
 }
 
 impl Invariant {
@@ -162,6 +168,7 @@ impl Invariant {
             Invariant::NotBeforeDue => "not_before_due",
             Invariant::DeletedWithStreamReported => "deleted_with_stream_reported",
             Invariant::RateLimitKept => "rate_limit_kept",
+            Invariant::SlowDownHonoured => "slow_down_honoured",
         }
     }
 }

@@ -10,7 +10,7 @@ use rand::Rng;
 use crewq_core::worker::Mutant;
 use serde::Serialize;
 
-use crate::plan::{FaultPlan, FaultRates, PlanShape};
+use crate::plan::{FaultPlan, FaultRates, PlanShape, SlowDownAt};
 use crate::seed::{Purpose, rng};
 
 /// What a run does: the tasks, the agent types and their workers, the
@@ -257,7 +257,51 @@ impl Scenario {
             Faults::Rates(rates) => *rates,
             Faults::Swarm => FaultRates::swarm(&mut rng),
         };
-        FaultPlan::draw(&rates, &self.shape(), &mut rng)
+        let mut plan = FaultPlan::draw(&rates, &self.shape(), &mut rng);
+        plan.slow_downs = self.slow_downs_for(seed, &plan);
+        plan
+    }
+
+    /// The handler calls of a run of `seed` that say "slow down"
+    /// ([`SlowDownAt`]), from their own generator (so drawing them
+    /// reshuffles nothing else): each of the first `max_retries + 1` calls
+    /// of a task that is not poison, with odds 1 in 20, for the tasks of
+    /// agent types with a shared rate limit, and in a third of the runs for
+    /// every task; pauses of 10 ms up to the workers' back-off max (a fifth
+    /// of the lease).
+    ///
+    /// ```
+    /// use crewq_sim::Scenario;
+    /// let scenario = Scenario::default();
+    /// let drawn = (0..30).filter(|&s| !scenario.plan_for(s).slow_downs.is_empty()).count();
+    /// assert!(drawn > 5 && drawn < 30, "{drawn}");
+    /// assert_eq!(scenario.plan_for(7), scenario.plan_for(7));
+    /// ```
+    pub fn slow_downs_for(&self, seed: u64, plan: &FaultPlan) -> Vec<SlowDownAt> {
+        let limits = self.rate_limits_for(seed);
+        let mut rng = rng(seed, Purpose::SlowDown, 0);
+        let every_task = rng.random_bool(1.0 / 3.0);
+        let max_pause = millis_of(self.lease / 5).max(10);
+        let mut slow_downs = Vec::new();
+        for task in 0..self.tasks {
+            let on = every_task || limits.contains_key(self.agent_of(task));
+            if !on || plan.poison_kind(task).is_some() {
+                continue;
+            }
+            for call in 1..=self.max_retries.saturating_add(1) {
+                // Both drawn for every call, so a change of odds moves no
+                // later draw.
+                let (hit, pause_ms) = (rng.random_bool(0.05), rng.random_range(10..=max_pause));
+                if hit {
+                    slow_downs.push(SlowDownAt {
+                        task,
+                        call,
+                        pause_ms,
+                    });
+                }
+            }
+        }
+        slow_downs
     }
 
     pub(crate) fn shape(&self) -> PlanShape {

@@ -25,6 +25,9 @@ pub(crate) enum Purpose {
     Broker = 3,
     /// The agent types' shared rate limits.
     RateLimit = 4,
+    /// The handlers' slow-downs (an upstream's 429), drawn apart so that
+    /// adding them reshuffles no other fault.
+    SlowDown = 5,
 }
 
 /// The generator for `purpose` and `index` of `seed`.

@@ -170,6 +170,7 @@ pub fn fault_plan(scenario: &Scenario) -> impl Strategy<Value = FaultPlan> + use
                 rollbacks,
                 scheduled,
                 stream_deletes: Vec::new(),
+                slow_downs: Vec::new(),
             },
         )
 }

@@ -228,6 +228,20 @@ fn ignore_rate_limit_is_caught_running_without_permits() {
     );
 }
 
+/// A worker that does not pause the agent type when a handler says "slow
+/// down" (an upstream's 429) lets its peers go on starting tasks against
+/// that upstream (issue 12: the simulated handlers say so at drawn calls,
+/// for the agent types with a rate limit and in a third of the runs for
+/// all).
+#[test]
+fn ignore_slow_down_is_caught_not_pausing_the_agent_type() {
+    caught_within(
+        Mutant::IgnoreSlowDown,
+        Invariant::SlowDownHonoured,
+        MORE_SEEDS,
+    );
+}
+
 /// A producer that dispatches a task meant for later at once starts it
 /// before it is due (issue 12's scheduled dispatch: a tenth of the standard
 /// runs' tasks are dispatched for later).

@@ -2,7 +2,7 @@
 //! CREWQ_REDIS_URL): crashes, pauses, handler and broker faults injected
 //! the same way, in real time, the same invariants.
 
-use crewq_sim::{FaultPlan, Faults, Invariant, Mutant, Scenario, Simulation};
+use crewq_sim::{FaultPlan, Faults, Invariant, Mutant, Scenario, Simulation, SlowDownAt};
 use crewq_tests::redis_server::TestRedis;
 
 /// A short scenario: 30 tasks over 2 workers, 3 s of faults.
@@ -56,6 +56,54 @@ fn a_mutant_is_caught_on_redis_too() {
             .violations
             .iter()
             .any(|v| v.invariant == Invariant::DeadLetterRouting),
+        "{report}"
+    );
+}
+
+/// Slow-downs on Redis (issue 12): the plan of slow_downs.rs, on the first
+/// seed whose agent type draws a rate limit: the slowed-down tasks are
+/// retried without burning a retry, their agent type paused through Redis.
+#[test]
+fn slow_downs_pause_the_agent_type_on_redis() {
+    let redis = TestRedis::start();
+    let slow = |task, call| SlowDownAt {
+        task,
+        call,
+        pause_ms: 150,
+    };
+    let plan = FaultPlan {
+        failing: vec![4],
+        slow_downs: vec![slow(4, 1), slow(4, 2), slow(6, 1)],
+        ..FaultPlan::none()
+    };
+    let scenario = scenario().tasks(20).faults(Faults::Plan(plan));
+    let seed = (1..)
+        .find(|&seed| !scenario.rate_limits_for(seed).is_empty())
+        .expect("a third of the seeds draw one");
+    // A worker that does not pause the agent type is caught here too.
+    let broken = Simulation::standard(scenario.clone().mutant(Some(Mutant::IgnoreSlowDown)))
+        .run_on_redis_under(redis.url(), &redis.unique_prefix(), seed)
+        .expect("runs on Redis");
+    assert!(
+        broken
+            .violations
+            .iter()
+            .any(|v| v.invariant == Invariant::SlowDownHonoured),
+        "{broken}"
+    );
+    let report = Simulation::standard(scenario)
+        .run_on_redis_under(redis.url(), &redis.unique_prefix(), seed)
+        .expect("runs on Redis");
+    assert!(report.passed(), "{report}");
+    assert_eq!(report.hits.get("slow_down"), Some(&3), "{:?}", report.hits);
+    assert!(
+        report.hits.get("rate_paused").is_some_and(|&n| n >= 3),
+        "{:?}",
+        report.hits
+    );
+    assert_eq!(
+        (report.counts.ok, report.counts.dead_lettered),
+        (19, 1),
         "{report}"
     );
 }

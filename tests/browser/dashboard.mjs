@@ -52,8 +52,18 @@ function expected(stats) {
       consumers: String(a.groups.reduce((s, g) => s + g.consumers.length, 0)),
       dlq: String(a.dlq_length),
       delayed: String(a.delayed_length),
+      rate: rateText(a.rate),
     }];
   }));
+}
+
+// The rate limit's use as the page shows it: running and starts against
+// their limits, a paused badge while paused; "–" without a rate limit.
+function rateText(rate) {
+  if (!rate) return "–";
+  const of = (n, limit) => (limit === null || limit === undefined ? `${n}` : `${n}/${limit}`);
+  const use = `${of(rate.running, rate.running_limit)} running, ${of(rate.starts_in_window, rate.starts_limit)} starts`;
+  return rate.paused_ms === null || rate.paused_ms === undefined ? use : `${use} (paused)`;
 }
 
 async function shownNumbers(page) {
@@ -62,6 +72,12 @@ async function shownNumbers(page) {
     return [tr.dataset.agent, {
       length: field("length"), lag: field("lag"), pending: field("pending"),
       consumers: field("consumers"), dlq: field("dlq"), delayed: field("delayed"),
+      rate: (() => {
+        const td = tr.querySelector('td[data-field="rate-limit"]');
+        const use = td.querySelector(".use");
+        if (!use) return td.textContent;
+        return td.querySelector(".badge.paused") ? `${use.textContent} (paused)` : use.textContent;
+      })(),
     }];
   })));
 }
@@ -103,6 +119,15 @@ try {
   // The review tasks dispatched for an hour later wait in the delayed set.
   check(shown.review && shown.review.delayed === "2",
     `the delayed column shows review's two tasks dispatched for later: ${JSON.stringify(shown.review)}`);
+  // The rate limit column: research's workers share one (three held tasks
+  // running, ten started in its hour-long window); review is paused by a
+  // slow-down; report has none.
+  check(shown.research && shown.research.rate === "3/8 running, 10/100 starts",
+    `the rate limit column shows research's permits: ${JSON.stringify(shown.research)}`);
+  check(shown.review && shown.review.rate.endsWith("(paused)"),
+    `the rate limit column shows review paused: ${JSON.stringify(shown.review)}`);
+  check(shown.report && shown.report.rate === "–",
+    `no rate limit shown for report: ${JSON.stringify(shown.report)}`);
   const consumers = stats.flatMap((a) => a.groups.flatMap((g) => g.consumers.map((c) => `${a.agent_type}/${c.name}`)));
   const shownConsumers = await page.$$eval("#consumers tbody tr",
     (rows) => rows.map((tr) => `${tr.children[0].textContent}/${tr.children[2].textContent}`));

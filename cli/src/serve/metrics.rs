@@ -15,7 +15,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use crewq_core::metrics::{AGENT_TYPE, SECONDS_BUCKETS};
-use crewq_core::monitor::{AgentStats, Monitor};
+use crewq_core::monitor::{AgentStats, Monitor, RateStats};
 use metrics::{Unit, counter, describe_counter, describe_gauge, gauge};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -38,6 +38,22 @@ pub const DEAD_LETTERS: &str = "crewq_dead_letters";
 /// Entries in the agent type's delayed set: retries waiting out their
 /// back-off and tasks dispatched for later.
 pub const DELAYED: &str = "crewq_delayed";
+/// Running permits of the agent type's shared rate limit held now
+/// (unexpired). The `crewq_rate_*` gauges are exported only for agent
+/// types with a rate limit as the broker holds it (one its workers
+/// acquired with, or a pause).
+pub const RATE_RUNNING: &str = "crewq_rate_running";
+/// Starts in the rate limit's window ending now.
+pub const RATE_STARTS_IN_WINDOW: &str = "crewq_rate_starts_in_window";
+/// How long the agent type stays paused by a handler's slow-down; 0 when
+/// it is not.
+pub const RATE_PAUSED: &str = "crewq_rate_paused_seconds";
+/// The running limit its workers last acquired with (absent without one).
+pub const RATE_RUNNING_LIMIT: &str = "crewq_rate_running_limit";
+/// The start limit's count per window (absent without one).
+pub const RATE_STARTS_LIMIT: &str = "crewq_rate_starts_limit";
+/// The start limit's window (absent without one).
+pub const RATE_WINDOW: &str = "crewq_rate_window_seconds";
 /// Entries ever appended to the task stream (`XINFO STREAM`'s
 /// entries-added): dispatches, retries and replays. Its rate is the crew's
 /// intake.
@@ -91,6 +107,36 @@ impl Exporter {
             Unit::Count,
             "Entries in the agent type's delayed set: retries waiting out their back-off, tasks dispatched for later."
         );
+        describe_gauge!(
+            RATE_RUNNING,
+            Unit::Count,
+            "Running permits of the agent type's shared rate limit held now."
+        );
+        describe_gauge!(
+            RATE_STARTS_IN_WINDOW,
+            Unit::Count,
+            "Starts in the rate limit's window ending now."
+        );
+        describe_gauge!(
+            RATE_PAUSED,
+            Unit::Seconds,
+            "Seconds the agent type stays paused by a handler's slow-down (0 when it is not)."
+        );
+        describe_gauge!(
+            RATE_RUNNING_LIMIT,
+            Unit::Count,
+            "The rate limit's most handlers running at once, as its workers last acquired with."
+        );
+        describe_gauge!(
+            RATE_STARTS_LIMIT,
+            Unit::Count,
+            "The rate limit's most starts per window, as its workers last acquired with."
+        );
+        describe_gauge!(
+            RATE_WINDOW,
+            Unit::Seconds,
+            "The rate limit's window of starts, as its workers last acquired with."
+        );
         describe_counter!(
             APPENDED,
             Unit::Count,
@@ -143,7 +189,33 @@ fn set_gauges(agent: &AgentStats) {
     ] {
         gauge!(gauge, AGENT_TYPE => name.clone()).set(value);
     }
-    counter!(APPENDED, AGENT_TYPE => name).absolute(agent.tasks.entries_added);
+    counter!(APPENDED, AGENT_TYPE => name.clone()).absolute(agent.tasks.entries_added);
+    if let Some(rate) = &agent.rate {
+        for (gauge, value) in rate_gauges(rate) {
+            gauge!(gauge, AGENT_TYPE => name.clone()).set(value);
+        }
+    }
+}
+
+/// The `crewq_rate_*` gauges of a rate limit: its use, its pause, and the
+/// limits the broker knows (those the limit has).
+pub fn rate_gauges(rate: &RateStats) -> Vec<(&'static str, f64)> {
+    let paused = rate.paused.map_or(0.0, |left| left.as_secs_f64());
+    let mut gauges = vec![
+        (RATE_RUNNING, as_f64(rate.running)),
+        (RATE_STARTS_IN_WINDOW, as_f64(rate.starts_in_window)),
+        (RATE_PAUSED, paused),
+    ];
+    if let Some(m) = rate.running_limit {
+        gauges.push((RATE_RUNNING_LIMIT, f64::from(m)));
+    }
+    if let Some(n) = rate.starts_limit {
+        gauges.push((RATE_STARTS_LIMIT, f64::from(n)));
+    }
+    if let Some(ms) = rate.window_ms {
+        gauges.push((RATE_WINDOW, as_f64(ms) / 1000.0));
+    }
+    gauges
 }
 
 /// An agent type's numbers summed over its groups.
@@ -187,4 +259,75 @@ impl Numbers {
 #[allow(clippy::cast_precision_loss)]
 fn as_f64(n: u64) -> f64 {
     n as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crewq_core::monitor::Monitor;
+    use crewq_core::{AgentType, Broker, Keyspace, RateAcquire, RateLimit, TokioClock};
+    use crewq_memory::MemoryBroker;
+
+    use super::*;
+
+    /// On the memory broker, under paused time: the gauges of a rate limit
+    /// in use, of a pause alone, and none for an agent type without either.
+    #[tokio::test(start_paused = true)]
+    async fn rate_gauges_are_the_brokers_rate_state() {
+        let broker = MemoryBroker::with_clock(TokioClock::default());
+        let keyspace = Keyspace::default();
+        let (research, review, report) = (
+            AgentType::new("research").expect("name"),
+            AgentType::new("review").expect("name"),
+            AgentType::new("report").expect("name"),
+        );
+        let limit = RateLimit::new()
+            .starts(5, Duration::from_millis(1500))
+            .running(3);
+        let grant = broker
+            .rate_acquire(RateAcquire {
+                keys: keyspace.rate(&research),
+                limit,
+                permits: vec!["a".into(), "b".into()],
+                lease: Duration::from_secs(60),
+            })
+            .await
+            .expect("acquire");
+        assert_eq!(grant.granted, 2);
+        broker
+            .rate_pause(&keyspace.rate(&review), Duration::from_secs(20))
+            .await
+            .expect("pause");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let stats = Monitor::new(&broker, keyspace)
+            .stats(&[research, review, report])
+            .await
+            .expect("stats");
+        let gauges: Vec<_> = stats
+            .iter()
+            .map(|a| a.rate.as_ref().map(rate_gauges))
+            .collect();
+        assert_eq!(
+            gauges[0],
+            Some(vec![
+                (RATE_RUNNING, 2.0),
+                // Started 5 s ago: out of the 1.5 s window.
+                (RATE_STARTS_IN_WINDOW, 0.0),
+                (RATE_PAUSED, 0.0),
+                (RATE_RUNNING_LIMIT, 3.0),
+                (RATE_STARTS_LIMIT, 5.0),
+                (RATE_WINDOW, 1.5),
+            ])
+        );
+        assert_eq!(
+            gauges[1],
+            Some(vec![
+                (RATE_RUNNING, 0.0),
+                (RATE_STARTS_IN_WINDOW, 0.0),
+                (RATE_PAUSED, 15.0),
+            ])
+        );
+        assert_eq!(gauges[2], None);
+    }
 }

@@ -43,8 +43,8 @@ pub struct SimArgs {
     /// reclaim-failure-starves-read, no-renew-in-grace, settle-gives-up,
     /// recreate-group-at-end, remember-settled, trust-newest-sample,
     /// record-cancelled, retry-non-retryable, retry-at-once,
-    /// ignore-rate-limit, or the broken producer schedule-at-once. The
-    /// checker must catch it.
+    /// ignore-rate-limit, ignore-slow-down, or the broken producer
+    /// schedule-at-once. The checker must catch it.
     #[arg(long, value_name = "NAME", value_parser = parse_mutant)]
     pub mutant: Option<Mutant>,
     /// Run against this Redis (redis:// or rediss://) in real time instead

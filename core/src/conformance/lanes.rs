@@ -221,6 +221,25 @@ pub async fn read_lanes_skips_missing_lanes_and_reports_missing_groups(
     assert_eq!(got.present, vec![1, 2, 3]);
 }
 
+/// `read_lanes`: a lane flagged to create its group gets it at the
+/// stream's start and is read in the same step, by priority as any other;
+/// an existing group is left as it is.
+pub async fn read_lanes_creates_the_group_of_a_lane_never_served(broker: &dyn Broker, ctx: &Ctx) {
+    let low = Lane::new(ctx.key("low"), 0);
+    let high = Lane::new(ctx.key("high"), 9).create_group();
+    group_from_start(broker, &low.stream, "g").await;
+    add(broker, &low.stream, &["low1"]).await;
+    add(broker, &high.stream, &["high1", "high2"]).await;
+    let got = read(broker, &[high.clone(), low.clone()], "g", 2, NEVER_STARVES).await;
+    assert_eq!(taken(&got), pairs(&[(0, "high1"), (0, "high2")]));
+    assert!(got.no_group.is_empty(), "{got:?}");
+    assert_eq!(got.left, vec![1]);
+    // Created once: a second read with the flag finds it and reads on.
+    add(broker, &high.stream, &["high3"]).await;
+    let again = read(broker, &[high, low], "g", 5, NEVER_STARVES).await;
+    assert_eq!(taken(&again), pairs(&[(0, "high3"), (1, "low1")]));
+}
+
 /// `read_lanes`: a count of 0, no lanes or a priority above 10 is refused.
 pub async fn read_lanes_rejects_bad_requests(broker: &dyn Broker, ctx: &Ctx) {
     let lane = Lane::new(ctx.key("tasks"), 0);

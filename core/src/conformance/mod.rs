@@ -168,6 +168,7 @@ macro_rules! conformance_cases {
             read_lanes_takes_a_starving_entry_first,
             read_lanes_delivers_as_a_group_read,
             read_lanes_skips_missing_lanes_and_reports_missing_groups,
+            read_lanes_creates_the_group_of_a_lane_never_served,
             read_lanes_rejects_bad_requests,
             // rate.rs
             rate_acquire_keeps_starts_in_any_window,

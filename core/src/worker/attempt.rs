@@ -339,7 +339,9 @@ where
         let slowed = prior.slowed;
         if let Some(pause) = failure.slow_down {
             let pause = pause.min(self.options.backoff.max);
-            self.pause_agent_type(pause).await;
+            if !self.options.is_mutant(Mutant::IgnoreSlowDown) {
+                self.pause_agent_type(pause).await;
+            }
             if prior.slowed < MAX_SLOW_DOWNS && !failure.non_retryable {
                 // The upstream's budget, not the task's fault: no retry
                 // burnt; retried once the pause is over.

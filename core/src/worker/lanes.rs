@@ -113,6 +113,12 @@ impl Hub {
         }
     }
 
+    /// Whether lane `priority` has a loop (or one was asked for).
+    pub fn is_served(&self, priority: Priority) -> bool {
+        let served = self.served.lock().unwrap_or_else(PoisonError::into_inner);
+        served.contains(&priority)
+    }
+
     /// Posts `mail` to lane `priority`'s loop.
     pub fn post(&self, priority: Priority, mail: Mail) {
         self.serve(priority);

@@ -111,6 +111,11 @@ pub enum Mutant {
     /// entry it read whatever was granted: the ones past the grant run
     /// without a permit, over the agent type's shared budget.
     IgnoreRateLimit,
+    /// `ignore-slow-down`: a handler's [`SlowDown`](super::SlowDown) does
+    /// not pause its agent type through the broker: the task's retry still
+    /// waits the pause, but every other worker goes on starting tasks
+    /// against an upstream that asked for a pause.
+    IgnoreSlowDown,
     // --- scheduled dispatch (issue 12) ---
     /// `schedule-at-once`: the producer's
     /// [`dispatch_in`](crate::producer::Producer::dispatch_in) and
@@ -161,6 +166,7 @@ impl Mutant {
         Mutant::RetryAtOnce,
         // shared rate limits
         Mutant::IgnoreRateLimit,
+        Mutant::IgnoreSlowDown,
         // scheduled dispatch
         Mutant::ScheduleAtOnce,
         // priorities
@@ -189,6 +195,7 @@ impl Mutant {
             Mutant::RetryNonRetryable => "retry-non-retryable",
             Mutant::RetryAtOnce => "retry-at-once",
             Mutant::IgnoreRateLimit => "ignore-rate-limit",
+            Mutant::IgnoreSlowDown => "ignore-slow-down",
             Mutant::ScheduleAtOnce => "schedule-at-once",
             Mutant::IgnorePriority => "ignore-priority",
         }

@@ -21,8 +21,8 @@ use crate::metrics::{BROKER_ERRORS, count};
 use tokio::sync::{OwnedSemaphorePermit, watch};
 
 use crate::{
-    AgentType, Broker, DATA_FIELD, DeadLetterReason, DeliveredEntry, Error, Priority, ReadGroup,
-    ReadLanes, Result, StreamId, Task,
+    AgentType, Broker, DATA_FIELD, DeadLetterReason, DeliveredEntry, Error, Lane, Priority,
+    ReadGroup, ReadLanes, Result, StreamId, Task,
 };
 
 use super::attempt::{Outcome, Shared, Source, panic_message};
@@ -501,7 +501,16 @@ where
             count,
             options.starvation_bound,
         );
-        read.lanes = lanes.iter().map(|(_, lane)| lane.clone()).collect();
+        // A lane no loop of this worker served yet gets its group now,
+        // delivering the whole stream, as its loop's first turn would make
+        // it: so its backlog is weighed in this very read.
+        read.lanes = lanes
+            .iter()
+            .map(|(p, lane)| Lane {
+                create_group: !self.hub.is_served(*p),
+                ..lane.clone()
+            })
+            .collect();
         if options.is_mutant(Mutant::IgnorePriority) {
             // Lowest first: what a worker without lanes would do to them.
             read.lanes.reverse();

@@ -237,7 +237,7 @@ fn reply_dropped(events: &[Stamped], at: usize, actor: &str, op: &str, hang_ms: 
 
 /// The most latency a fault plan injects into one call, in ms (swarms go up
 /// to 8).
-const MAX_LATENCY_MS: u64 = 10;
+pub(super) const MAX_LATENCY_MS: u64 = 10;
 
 /// Whether `holder`'s lease of entry `id` of `stream` was taken or renewed
 /// from `since` (`None`: the run's start) to `until` ms, the reply reaching
@@ -286,7 +286,7 @@ fn renewal_failed(events: &[Stamped], actor: &str, at_ms: u64, lease_ms: u64) ->
 }
 
 /// Whether `consumer`'s worker was frozen (a pause) at `at_ms`.
-fn paused_at(events: &[Stamped], consumer: &str, at_ms: u64) -> bool {
+pub(super) fn paused_at(events: &[Stamped], consumer: &str, at_ms: u64) -> bool {
     let mut slot = None;
     for e in events.iter().take_while(|e| e.at_ms <= at_ms) {
         match &e.event {

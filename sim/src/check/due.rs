@@ -42,6 +42,7 @@ pub(super) fn check(history: &History) -> Vec<Violation> {
                 task,
                 attempts,
                 due_ms,
+                ..
             } => {
                 let earliest = due.entry((*task, *attempts)).or_insert(*due_ms);
                 *earliest = (*earliest).min(*due_ms);
@@ -116,6 +117,7 @@ mod tests {
             task: 3,
             attempts: 1,
             due_ms,
+            slowed: 0,
         }
     }
 
@@ -184,6 +186,7 @@ mod tests {
                     task: 3,
                     attempts: 0,
                     due_ms: 100,
+                    slowed: 0,
                 },
             ),
             at(

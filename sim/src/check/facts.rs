@@ -23,6 +23,9 @@ pub(super) struct TaskFacts {
     pub first_delivery_ms: Option<u64>,
     pub last_delivery_ms: Option<u64>,
     pub runs: u32,
+    /// Runs whose handler said "slow down" with its context not cancelled:
+    /// each is retried at most once, burning no retry.
+    pub slow_downs: u32,
     pub successes: u32,
     pub failures: u32,
     pub dead_letters: Vec<DeadLetter>,
@@ -256,6 +259,15 @@ impl Facts {
                         ),
                     }
                 }
+                Event::SlowedDown {
+                    task,
+                    cancelled: false,
+                    ..
+                } => {
+                    if let Some(facts) = self.task(*task) {
+                        facts.slow_downs += 1;
+                    }
+                }
                 Event::Crashed { .. } => self.disruptions.push(Disruption {
                     from_ms: at,
                     to_ms: at + slack,
@@ -394,8 +406,13 @@ impl Facts {
                 Event::DispatchedLater { task, .. } => {
                     dispatched_later.insert(*task);
                 }
+                // Not a first attempt's retry after a slow-down (its
+                // attempts are 0 too).
                 Event::Scheduled {
-                    task, attempts: 0, ..
+                    task,
+                    attempts: 0,
+                    slowed: 0,
+                    ..
                 } => schedules.entry(*task).or_default().0 += 1,
                 Event::RolledBack { unscheduled, .. } => {
                     for task in unscheduled {

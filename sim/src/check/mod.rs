@@ -16,6 +16,7 @@ mod rollback;
 #[cfg(test)]
 mod run_tests;
 mod runs;
+mod slowdown;
 mod success;
 #[cfg(test)]
 mod tests;
@@ -50,6 +51,7 @@ pub(crate) fn check(scenario: &Scenario, seed: u64, record: &RunRecord) -> Repor
     verdict
         .violations
         .extend(rate::check(scenario, seed, record));
+    verdict.violations.extend(slowdown::check(scenario, record));
     // Invariants about handler runs: no second run while the first holds
     // its lease; no success dropped.
     let runs = runs::runs(record, &facts.rollbacks);
@@ -263,10 +265,16 @@ impl Verdict {
                 let got = reason.map_or_else(|| "none".to_owned(), |r| r.to_string());
                 let detail = format!("dead-lettered as {got}, expected {expected}");
                 self.violate(routing, t, detail);
-            } else if poison.is_none() && !for_good && f.deliveries < max_retries + 1 {
+            } else if poison.is_none()
+                && !for_good
+                && f.deliveries.saturating_sub(f.slow_downs) < max_retries + 1
+            {
+                // A slow-down's retry burns no retry: its delivery is not a
+                // failed attempt.
                 let detail = format!(
-                    "dead-lettered after {} deliveries; max_retries {max_retries} allows {}",
+                    "dead-lettered after {} deliveries, {} of them slowed down; max_retries {max_retries} allows {} failed ones",
                     f.deliveries,
+                    f.slow_downs,
                     max_retries + 1
                 );
                 self.violate(Invariant::DeadLetterRouting, t, detail);
@@ -288,7 +296,8 @@ impl Verdict {
             // again, so retries and deliveries start over (at-least-once).
             return;
         }
-        let retries = f.entries.saturating_sub(1);
+        // Retries after a slow-down burn none of max_retries.
+        let retries = f.entries.saturating_sub(1).saturating_sub(f.slow_downs);
         if for_good && retries > 0 {
             let detail = format!("failed for good, yet put back {retries} time(s)");
             self.violate(Invariant::NonRetryableAtOnce, t, detail);
@@ -300,10 +309,11 @@ impl Verdict {
         let disruptions = facts.disruptions_during(f);
         // Deliveries a rollback undid may all happen again.
         let undone = f.rolled_back_deliveries;
-        let bound = max_retries + 2 + disruptions + undone;
+        let slowed = f.slow_downs;
+        let bound = max_retries + 2 + disruptions + undone + slowed;
         if f.deliveries > bound {
             let detail = format!(
-                "{} deliveries; at most {bound} ({max_retries} retries + 2 + {disruptions} disruptions + {undone} rolled back)",
+                "{} deliveries; at most {bound} ({max_retries} retries + 2 + {disruptions} disruptions + {undone} rolled back + {slowed} slowed down)",
                 f.deliveries
             );
             self.violate(Invariant::RedeliveriesBounded, t, detail);

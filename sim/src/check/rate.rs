@@ -108,6 +108,7 @@ fn judge(
                 broker_ms,
                 lease_ms,
                 permits,
+                ..
             } => {
                 for permit in permits {
                     let grant = Grant {
@@ -323,6 +324,8 @@ mod tests {
                 broker_ms: 1000 + at_ms,
                 lease_ms: 500,
                 permits: permits.iter().map(|p| (*p).to_owned()).collect(),
+                sent_us: at_ms * 1000,
+                replied_us: at_ms * 1000,
             },
         }
     }

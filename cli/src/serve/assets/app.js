@@ -62,6 +62,27 @@ function rate(now, before, seconds) {
   return ((now - before) / seconds).toFixed(1);
 }
 
+// The rate limit's cell: running permits and starts in the window against
+// their limits, and a "paused" badge while a handler's slow-down holds the
+// agent type. "–" for an agent type without one.
+function rateCell(rate) {
+  const td = cell(null, "rate");
+  if (!rate) return td;
+  const of = (n, limit) => (limit === null || limit === undefined ? `${n}` : `${n}/${limit}`);
+  const use = document.createElement("span");
+  use.className = "use";
+  use.textContent = `${of(rate.running, rate.running_limit)} running, ${of(rate.starts_in_window, rate.starts_limit)} starts`;
+  td.replaceChildren(use);
+  td.title = `rate limit: ${rate.limit}` + (rate.window_ms ? ` (starts in the last ${duration(rate.window_ms)})` : "");
+  if (rate.paused_ms !== null && rate.paused_ms !== undefined) {
+    const badge = document.createElement("span");
+    badge.className = "badge paused";
+    badge.textContent = `paused ${duration(rate.paused_ms)}`;
+    td.append(" ", badge);
+  }
+  return td;
+}
+
 function showStats(agents, readAt) {
   const queues = $("#queues tbody");
   const consumers = $("#consumers tbody");
@@ -83,10 +104,11 @@ function showStats(agents, readAt) {
       cell(agent.delayed_length, "num"),
       cell(old ? rate(agent.tasks.entries_added, old.tasks.entries_added, seconds) : null, "num"),
       cell(old ? rate(delivered(agent), delivered(old), seconds) : null, "num"),
+      rateCell(agent.rate),
     ]);
     tr.dataset.agent = agent.agent_type;
     // Named cells, for scripts and tests that read the page.
-    const names = ["agent", "length", "lag", "pending", "consumers", "oldest", "dlq", "delayed", "appended-rate", "delivered-rate"];
+    const names = ["agent", "length", "lag", "pending", "consumers", "oldest", "dlq", "delayed", "appended-rate", "delivered-rate", "rate-limit"];
     tr.querySelectorAll("td").forEach((td, i) => { td.dataset.field = names[i]; });
     queues.appendChild(tr);
     for (const group of agent.groups) {
