@@ -129,6 +129,24 @@ pub fn bench_text(report: &BenchReport) {
     if let Some(replicas) = report.wait_replicas {
         outln!("each dispatch waited for {replicas} replica(s) (WAIT)");
     }
+    if report.handler_ms > 0 {
+        outln!("each successful attempt took {} ms", report.handler_ms);
+    }
+    if let Some(limit) = &report.rate_limit {
+        outln!("shared rate limit: {limit}");
+    }
+    if report.fail_rate > 0.0 {
+        outln!(
+            "fail rate {}: {} first attempts failed, {} retried; {} steady tasks at {:.0} tasks/s, \
+             every attempt at {:.0}/s",
+            report.fail_rate,
+            report.failed_attempts,
+            report.retried,
+            report.steady_tasks,
+            report.steady_per_sec,
+            report.attempts_per_sec
+        );
+    }
     let mb = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.1} MiB"));
     outln!(
         "peak RSS: crewq {}, redis-server {}",

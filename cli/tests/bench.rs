@@ -93,6 +93,83 @@ fn tasks_dealt_to_agent_types_on_every_master_of_a_cluster_all_complete() {
     assert_eq!(report["handled"], 500);
 }
 
+/// `--fail-rate`: the chosen share of tasks fails its first attempt and
+/// succeeds on its retry (promoted from the delayed set); the report counts
+/// the failures, the retries and the steady tasks apart.
+#[test]
+fn a_run_with_failing_first_attempts_retries_each_once_and_counts_them() {
+    let report = report_of(&bench(&[
+        "--fail-rate",
+        "0.2",
+        "--handler-ms",
+        "1",
+        "--concurrency",
+        "8",
+    ]));
+    let n = |key: &str| {
+        report[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} in {report}"))
+    };
+    let failed = n("failed_attempts");
+    // 20% of 500 by hash: far from 0 and from 500.
+    assert!((50.0..=150.0).contains(&failed), "{report}");
+    assert_eq!(n("retried"), failed, "each failed attempt retried once");
+    assert_eq!(n("completed"), 500.0);
+    assert_eq!(n("dead_lettered"), 0.0);
+    assert_eq!(n("handled"), 500.0 + failed, "a second attempt each");
+    assert_eq!(n("steady_tasks"), 500.0 - failed);
+    assert!(n("steady_per_sec") > 0.0 && n("attempts_per_sec") > 0.0);
+    assert_eq!(report["fail_rate"], 0.2);
+    assert_eq!(report["handler_ms"], 1);
+}
+
+/// Without failures every task is steady, and with `--handler-ms` a slot
+/// holds each task that long: 2 workers of 5 slots at 20 ms take at least
+/// a second for 500 tasks.
+#[test]
+fn handler_time_bounds_a_slot_bound_run() {
+    let report = report_of(&bench(&[
+        "--workers",
+        "2",
+        "--concurrency",
+        "5",
+        "--handler-ms",
+        "20",
+    ]));
+    assert_eq!(report["steady_tasks"], 500);
+    assert_eq!(report["failed_attempts"], 0);
+    let seconds = report["seconds"].as_f64().expect("seconds");
+    assert!(seconds >= 1.0, "{report}");
+}
+
+#[test]
+fn a_shared_rate_limit_is_used_and_reported() {
+    let report = report_of(&bench(&[
+        "--rate-limit-starts",
+        "1000000",
+        "--rate-limit-running",
+        "1000",
+    ]));
+    assert_eq!(report["rate_limit"], "1000000/1000ms, 1000 running");
+    assert_eq!(report["completed"], 500);
+}
+
+#[test]
+fn bad_fail_rates_and_rate_limits_are_refused() {
+    for args in [
+        &["--fail-rate", "1.5"][..],
+        &["--fail-rate", "NaN"],
+        &["--rate-limit-starts", "0"],
+        &["--rate-limit-running", "0"],
+    ] {
+        let output = bench(args);
+        assert!(!output.status.success(), "{args:?} was accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(args[0]), "{args:?}: {stderr}");
+    }
+}
+
 /// The pids of the running `redis-server` processes whose parent is `pid`.
 fn redis_children(pid: u32) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -207,7 +284,9 @@ fn wait_replicas_makes_every_dispatch_wait_and_a_missing_replica_fails_the_run()
 
 /// Found in issue 11: `crewq bench` said it emptied its keys but left its
 /// streams, and one dedupe marker per task. On a private server nothing
-/// else writes, so after a run with a dedupe window the server is empty.
+/// else writes, so after a run with a dedupe window, failing first
+/// attempts (the delayed set) and a shared rate limit (its keys) the server
+/// is empty.
 #[test]
 fn a_bench_on_redis_leaves_no_key_behind() {
     let server = crewq_tests::redis_server::TestRedis::start_with_args(&[]);
@@ -218,6 +297,10 @@ fn a_bench_on_redis_leaves_no_key_behind() {
         "60",
         "--agent-types",
         "2",
+        "--fail-rate",
+        "0.1",
+        "--rate-limit-starts",
+        "1000000",
     ]);
     let report = report_of(&output);
     assert_eq!(report["completed"], 500);

@@ -1,9 +1,13 @@
 //! The load `crewq bench` puts on the real Producer and Worker: producers
 //! dispatching as fast as they can (closed loop) or on a schedule (open
-//! loop), a handler that only notes when it started, and the latency probe.
+//! loop), a handler that notes when it started (and may take a while, or
+//! fail a first attempt on purpose), and the latency probe.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use crewq_core::Broker;
@@ -42,6 +46,12 @@ pub struct Payload {
 pub struct Probe {
     base: Instant,
     started: AtomicU64,
+    /// Successes of tasks never chosen to fail (`--fail-rate`).
+    steady: AtomicU64,
+    /// When the latest of those successes ended, ns since `base`.
+    steady_last_ns: AtomicU64,
+    /// Attempts failed on purpose (`--fail-rate`).
+    failed: AtomicU64,
     /// Tasks handed to `dispatch_batch` so far, by all producers.
     dispatched: AtomicU64,
     latencies: Mutex<Histogram<u64>>,
@@ -62,13 +72,17 @@ impl Probe {
         Ok(Probe {
             base: Instant::now(),
             started: AtomicU64::new(0),
+            steady: AtomicU64::new(0),
+            steady_last_ns: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
             dispatched: AtomicU64::new(0),
             // 1 µs to 1 h at 3 significant digits.
             latencies: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3)?),
         })
     }
 
-    fn now_ns(&self) -> u64 {
+    /// Nanoseconds since the probe's base instant.
+    pub fn now_ns(&self) -> u64 {
         u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
@@ -88,6 +102,27 @@ impl Probe {
         self.started.load(Ordering::Relaxed)
     }
 
+    /// Called as a task never chosen to fail succeeds.
+    fn steady_succeeded(&self) {
+        self.steady.fetch_add(1, Ordering::Relaxed);
+        self.steady_last_ns
+            .fetch_max(self.now_ns(), Ordering::Relaxed);
+    }
+
+    /// Successes of tasks never chosen to fail, and when the latest one
+    /// ended (ns since the base instant).
+    pub fn steady(&self) -> (u64, u64) {
+        (
+            self.steady.load(Ordering::Relaxed),
+            self.steady_last_ns.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Attempts failed on purpose so far.
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+
     /// The latencies recorded so far.
     pub fn percentiles(&self) -> Percentiles {
         let latencies = self
@@ -103,19 +138,83 @@ impl Probe {
     }
 }
 
-/// The bench's handler: notes its start, does nothing, succeeds.
+/// The bench's handler: notes its start, fails at once if its task was
+/// chosen to fail this attempt (`--fail-rate`), else takes `work`
+/// (`--handler-ms`; none by default) and succeeds.
+///
+/// A failing attempt fails before the work, as a handler whose call is
+/// refused at once: the slot it held is free again as soon as its failure
+/// is settled (its retry waits in the delayed set, not in the slot), so
+/// with slots the bottleneck the succeeding tasks' throughput shows
+/// whether failures cost them slot time.
 pub fn handler(
     probe: Arc<Probe>,
     failing: Arc<Failing>,
-) -> impl Fn(Task<Payload>) -> std::future::Ready<Result<Value, HandlerError>> + Send + Sync + 'static
-{
+    work: Duration,
+) -> impl Fn(Task<Payload>) -> Attempt + Send + Sync + 'static {
     move |task: Task<Payload>| {
         probe.handler_started(task.payload.sent_ns);
-        if failing.fails_now(&task.task_id) {
-            return std::future::ready(Err("bench: a first attempt chosen to fail".into()));
+        let steady = match failing.fails_now(&task.task_id) {
+            Fate::FailNow => {
+                probe.failed.fetch_add(1, Ordering::Relaxed);
+                return Attempt::Done(Some(Err("bench: a first attempt chosen to fail".into())));
+            }
+            Fate::Retried => false,
+            Fate::Steady => true,
+        };
+        if work.is_zero() {
+            if steady {
+                probe.steady_succeeded();
+            }
+            return Attempt::Done(Some(Ok(Value::Null)));
         }
-        std::future::ready(Ok(Value::Null))
+        Attempt::Working {
+            sleep: Box::pin(tokio::time::sleep(work)),
+            probe: steady.then(|| Arc::clone(&probe)),
+        }
     }
+}
+
+/// One attempt of the bench's handler: done at once (no allocation, as
+/// a handler with nothing to do), or working for `--handler-ms`.
+pub enum Attempt {
+    /// The outcome, taken when polled.
+    Done(Option<Result<Value, HandlerError>>),
+    /// Sleeping; then a success, noted in the probe if its task is steady.
+    Working {
+        sleep: Pin<Box<tokio::time::Sleep>>,
+        probe: Option<Arc<Probe>>,
+    },
+}
+
+impl Future for Attempt {
+    type Output = Result<Value, HandlerError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Attempt::Done(outcome) => Poll::Ready(outcome.take().unwrap_or(Ok(Value::Null))),
+            Attempt::Working { sleep, probe } => {
+                if sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                if let Some(probe) = probe.take() {
+                    probe.steady_succeeded();
+                }
+                Poll::Ready(Ok(Value::Null))
+            }
+        }
+    }
+}
+
+/// What an attempt of a task is, as `--fail-rate` chose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// A task never chosen to fail.
+    Steady,
+    /// A chosen task's first attempt: it fails.
+    FailNow,
+    /// A chosen task's later attempt: it succeeds.
+    Retried,
 }
 
 /// Which tasks fail their first attempt (`--fail-rate`): a share of them,
@@ -136,21 +235,29 @@ impl Failing {
         }
     }
 
-    /// Whether this attempt at `task_id` fails: its first, if chosen.
-    fn fails_now(&self, task_id: &str) -> bool {
+    /// What this attempt at `task_id` does: fail if it is the first of a
+    /// chosen task's.
+    pub fn fails_now(&self, task_id: &str) -> Fate {
+        if !self.chosen(task_id) {
+            return Fate::Steady;
+        }
+        let first = self
+            .failed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(task_id.to_owned());
+        if first { Fate::FailNow } else { Fate::Retried }
+    }
+
+    /// Whether `task_id` is one of the chosen share (the same in every run).
+    pub fn chosen(&self, task_id: &str) -> bool {
         if self.per_mille == 0 {
             return false;
         }
         use std::hash::{Hash, Hasher};
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         task_id.hash(&mut hasher);
-        if hasher.finish() % 1000 >= self.per_mille {
-            return false;
-        }
-        self.failed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(task_id.to_owned())
+        hasher.finish() % 1000 < self.per_mille
     }
 }
 
@@ -228,10 +335,7 @@ pub async fn produce<B: Broker>(
                     sent_ns,
                     pad: plan.pad.clone(),
                 };
-                let agent = agent_of(&plan.agents, sent + i);
-                Task::new(agent, ACTION, payload)
-                    .task_id(task_id(plan.index, sent + i))
-                    .build()
+                bench_task(&plan, sent + i, payload)
             })
             .collect::<Result<Vec<_>, _>>()?;
         for dispatched in producer.dispatch_batch(&tasks).await? {
@@ -240,6 +344,19 @@ pub async fn produce<B: Broker>(
         sent += n;
     }
     Ok(max_lag)
+}
+
+/// Producer `plan`'s `n`-th task: the one place the bench sets a task's
+/// dispatch options (agent type round robin, its id), so that a mix of
+/// them (priorities, say) can be dealt here, from `n`, in a later option.
+fn bench_task(
+    plan: &ProducerPlan,
+    n: u64,
+    payload: Payload,
+) -> Result<Task<Payload>, crewq_core::TaskBuildError> {
+    Task::new(agent_of(&plan.agents, n), ACTION, payload)
+        .task_id(task_id(plan.index, n))
+        .build()
 }
 
 /// Filler that makes a payload about `bytes` long as JSON.

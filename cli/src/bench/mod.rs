@@ -12,6 +12,16 @@
 //! `--rate` makes the producers dispatch on a schedule (open loop) instead
 //! of as fast as they can, for latency at a steady load. `--max-rss-mb`
 //! fails the run when the process's peak resident memory went above it.
+//!
+//! For issue 12's features: `--fail-rate` fails the first attempt of a
+//! share of the tasks (their retries wait out the back-off in the delayed
+//! set), `--handler-ms` makes every successful attempt take that long (so
+//! that with few slots the slots are the bottleneck), and
+//! `--rate-limit-starts` / `--rate-limit-running` give the workers a shared
+//! rate limit, to measure what asking the broker for permits costs. The
+//! report then adds the throughput of the tasks never chosen to fail
+//! (`steady_per_sec`: they are `steady_tasks`, over the time until the
+//! last of them succeeded) and of every attempt (`attempts_per_sec`).
 
 mod load;
 mod rss;
@@ -23,7 +33,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crewq_core::producer::{Producer, Retention};
 use crewq_core::worker::{Worker, WorkerOptions, WorkerReport};
-use crewq_core::{AgentType, Broker, Keyspace};
+use crewq_core::{AgentType, Broker, Keyspace, RateLimit};
 use crewq_memory::MemoryBroker;
 use serde::Serialize;
 
@@ -104,6 +114,19 @@ pub struct BenchArgs {
     /// throughput holds meanwhile.
     #[arg(long, value_name = "SHARE", default_value_t = 0.0)]
     pub fail_rate: f64,
+    /// Every successful attempt takes this long (a sleep; a first attempt
+    /// chosen by --fail-rate fails at once). With few slots
+    /// (--concurrency) the slots, not the CPU, bound the throughput.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub handler_ms: u64,
+    /// The workers share a rate limit of this many starts in any second
+    /// (`RateLimit::starts`): every attempt waits for a broker permit.
+    #[arg(long, value_name = "PER_SEC")]
+    pub rate_limit_starts: Option<u32>,
+    /// The workers share a rate limit of this many attempts running at once
+    /// (`RateLimit::running`).
+    #[arg(long, value_name = "ATTEMPTS")]
+    pub rate_limit_running: Option<u32>,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout_secs: u64,
@@ -159,8 +182,24 @@ pub struct BenchReport {
     pub handled: u64,
     /// The workers' reports, added up.
     pub completed: u64,
-    /// Retried attempts (none expected).
+    /// Retried attempts (none expected without `--fail-rate`).
     pub retried: u64,
+    /// The share of tasks whose first attempt fails (`--fail-rate`).
+    pub fail_rate: f64,
+    /// How long each successful attempt took (`--handler-ms`).
+    pub handler_ms: u64,
+    /// The workers' shared rate limit (`--rate-limit-*`), if any.
+    pub rate_limit: Option<String>,
+    /// Attempts failed on purpose (`--fail-rate`).
+    pub failed_attempts: u64,
+    /// Tasks never chosen to fail, all succeeded on their first attempt.
+    pub steady_tasks: u64,
+    /// `steady_tasks` over the time from the first dispatch until the last
+    /// of them succeeded: what failing tasks beside them leave of their
+    /// throughput.
+    pub steady_per_sec: f64,
+    /// Every attempt (`handled`: successes and failures) over `seconds`.
+    pub attempts_per_sec: f64,
     /// Dead-lettered entries (none expected).
     pub dead_lettered: u64,
     /// Peak RSS of this process, MiB.
@@ -233,7 +272,34 @@ fn check(args: &BenchArgs) -> Result<(), String> {
     {
         return Err(format!("--rate must be a positive number, got {rate}"));
     }
+    if !(0.0..=1.0).contains(&args.fail_rate) {
+        return Err(format!(
+            "--fail-rate must be within 0 and 1, not {}",
+            args.fail_rate
+        ));
+    }
+    if let Some(limit) = rate_limit(args) {
+        limit
+            .validate()
+            .map_err(|err| format!("--rate-limit-starts/--rate-limit-running: {err}"))?;
+    }
     Ok(())
+}
+
+/// The shared rate limit `--rate-limit-starts` and `--rate-limit-running`
+/// ask for, if either is given.
+fn rate_limit(args: &BenchArgs) -> Option<RateLimit> {
+    if args.rate_limit_starts.is_none() && args.rate_limit_running.is_none() {
+        return None;
+    }
+    let mut limit = RateLimit::new();
+    if let Some(n) = args.rate_limit_starts {
+        limit = limit.starts(n, Duration::from_secs(1));
+    }
+    if let Some(m) = args.rate_limit_running {
+        limit = limit.running(m);
+    }
+    Some(limit)
 }
 
 /// How many of the `args.tasks` tasks producer `index` dispatches.
@@ -243,8 +309,10 @@ fn share_of(args: &BenchArgs, index: usize) -> u64 {
 }
 
 /// Deletes every key the bench made under its fresh prefix: each agent
-/// type's task, result and dead-letter streams, and the dedupe marker of
-/// each task (set with a dedupe window; deleting a missing key is a no-op).
+/// type's task, result and dead-letter streams, its delayed set (retries
+/// of `--fail-rate`), its progress stream and its rate-limit keys, and
+/// the dedupe marker of each task (set with a dedupe window; deleting a
+/// missing key is a no-op).
 async fn delete_bench_keys(
     broker: &crewq_redis::RedisBroker,
     keyspace: &Keyspace,
@@ -258,7 +326,18 @@ async fn delete_bench_keys(
     let mut keys: Vec<String> = Vec::new();
     for agent in &agents {
         let agent_keys = keyspace.keys(agent);
-        keys.extend([agent_keys.tasks, agent_keys.results, agent_keys.dlq]);
+        let rate = keyspace.rate(agent);
+        keys.extend([
+            agent_keys.tasks,
+            agent_keys.results,
+            agent_keys.dlq,
+            agent_keys.delayed,
+            keyspace.progress(agent),
+            rate.starts,
+            rate.running,
+            rate.paused,
+            rate.limit,
+        ]);
     }
     for producer in 0..args.producers {
         for n in 0..share_of(args, producer) {
@@ -297,13 +376,12 @@ async fn run_on<B: Broker + Clone + 'static>(
         ),
         (false, None) => (Retention::DEFAULT, Retention::RESULTS),
     };
-    if !(0.0..=1.0).contains(&args.fail_rate) {
-        return Err(format!("--fail-rate must be within 0 and 1, not {}", args.fail_rate).into());
-    }
     let failing = Arc::new(load::Failing::new(args.fail_rate));
     let mut options = WorkerOptions::default().concurrency(args.concurrency);
     options.keyspace = keyspace.clone();
     options.result_retention = result_retention;
+    options.rate_limit = rate_limit(args);
+    let work = Duration::from_millis(args.handler_ms);
     let workers: Vec<_> = agents
         .iter()
         .flat_map(|agent| (0..args.workers).map(move |i| (agent, i)))
@@ -312,7 +390,7 @@ async fn run_on<B: Broker + Clone + 'static>(
                 broker.clone(),
                 agent.clone(),
                 format!("bench-{i}"),
-                load::handler(Arc::clone(&probe), Arc::clone(&failing)),
+                load::handler(Arc::clone(&probe), Arc::clone(&failing), work),
             )
             .options(options.clone())
             .spawn()
@@ -326,6 +404,7 @@ async fn run_on<B: Broker + Clone + 'static>(
         .with_dedupe_window(dedupe);
     let results_before = results_added(&broker, &keys).await?;
     let started = Instant::now();
+    let started_ns = probe.now_ns();
     let producers: Vec<_> = (0..args.producers)
         .map(|i| {
             let share = share_of(args, i);
@@ -382,6 +461,8 @@ async fn run_on<B: Broker + Clone + 'static>(
         .into());
     }
     let latency = probe.percentiles();
+    let (steady_tasks, steady_last_ns) = probe.steady();
+    let steady_secs = steady_last_ns.saturating_sub(started_ns) as f64 / 1e9;
     Ok(BenchReport {
         backend,
         tasks: args.tasks,
@@ -407,6 +488,17 @@ async fn run_on<B: Broker + Clone + 'static>(
         handled: probe.started(),
         completed: total.completed,
         retried: total.retried,
+        fail_rate: args.fail_rate,
+        handler_ms: args.handler_ms,
+        rate_limit: rate_limit(args).map(|limit| limit.to_string()),
+        failed_attempts: probe.failed(),
+        steady_tasks,
+        steady_per_sec: if steady_secs > 0.0 {
+            steady_tasks as f64 / steady_secs
+        } else {
+            0.0
+        },
+        attempts_per_sec: probe.started() as f64 / seconds,
         dead_lettered: total.dead_lettered,
         peak_rss_mb: None,
         redis_peak_rss_mb: None,
