@@ -136,6 +136,13 @@ pub enum Invariant {
     /// count, and no more runs hold valid permits at once than its running
     /// limit (see `check/rate.rs` for what "valid" covers).
     RateLimitKept,
+    // --- priorities (issue 12) ---
+    /// Under a backlog, a higher priority goes first, and no lane starves:
+    /// no read across an agent type's priority lanes takes an entry while
+    /// a lane of higher priority it read holds an unread one, unless the
+    /// entry taken had waited the crew's starvation bound and is no younger
+    /// than that one (see `check/priority.rs`).
+    PriorityOrderKept,
 }
 
 impl Invariant {
@@ -162,6 +169,8 @@ impl Invariant {
             Invariant::NotBeforeDue => "not_before_due",
             Invariant::DeletedWithStreamReported => "deleted_with_stream_reported",
             Invariant::RateLimitKept => "rate_limit_kept",
+            // priorities
+            Invariant::PriorityOrderKept => "priority_order_kept",
         }
     }
 }
