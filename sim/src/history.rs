@@ -384,6 +384,23 @@ pub enum Event {
         /// delayed set) it forgot, once per schedule, in order.
         unscheduled: Vec<u32>,
     },
+    // --- priorities (issue 12) ---
+    /// A worker's read across priority lanes (`read_lanes`) applied and
+    /// took entries (recorded just before their `Delivered`s; on the memory
+    /// backend, in the broker's order of applying).
+    LanesRead {
+        /// The reader.
+        consumer: String,
+        /// The broker's clock at the read, in ms since the epoch (as entry
+        /// ids count time).
+        now_ms: u64,
+        /// The lane streams it read, in the order asked, without those
+        /// whose group it found missing (`no_group`: nothing was read from
+        /// them).
+        lanes: Vec<String>,
+        /// The entries it took, in the order it took them.
+        taken: Vec<(String, StreamId)>,
+    },
 }
 
 /// An event and when it happened, in ms from the start of the run.
@@ -757,6 +774,23 @@ impl fmt::Display for Event {
                     write!(f, " unscheduled={unscheduled:?}")?;
                 }
                 Ok(())
+            }
+            Event::LanesRead {
+                consumer,
+                now_ms,
+                lanes,
+                taken,
+            } => {
+                write!(
+                    f,
+                    "lanes-read {consumer} now={now_ms} [{}] taken=[",
+                    lanes.join(",")
+                )?;
+                for (n, (stream, id)) in taken.iter().enumerate() {
+                    let comma = if n > 0 { "," } else { "" };
+                    write!(f, "{comma}{stream} {id}")?;
+                }
+                f.write_str("]")
             }
         }
     }

@@ -78,8 +78,8 @@ pub use history::{Divergence, Event, History, Stamped, TraceHash};
 pub use hits::Hits;
 pub use plan::{
     BrokerFaults, Crash, FaultPlan, FaultRates, GracefulStop, GroupDestroyAt, HalfOpenLink,
-    HandlerFault, HandlerFaultAt, Outage, Pause, Poison, PoisonKind, Rollback, SlowDownAt,
-    StreamDeleteAt, TrimAt, TrimCut,
+    HandlerFault, HandlerFaultAt, LaneSettings, Outage, Pause, Poison, PoisonKind, Rollback,
+    SlowDownAt, StreamDeleteAt, TaskPriority, TrimAt, TrimCut,
 };
 pub use report::{Class, Counts, Invariant, Report, RunStats, Violation};
 pub use scenario::{Faults, Scenario};

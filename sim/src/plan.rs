@@ -15,12 +15,14 @@ use crate::seed::SimRng;
 
 mod groups;
 mod links;
+mod priorities;
 mod rollbacks;
 mod scheduled;
 mod stops;
 
 pub use groups::{GroupDestroyAt, StreamDeleteAt};
 pub use links::HalfOpenLink;
+pub use priorities::{LaneSettings, TaskPriority};
 pub(crate) use rollbacks::EARLIEST_SNAPSHOT_MS;
 pub use rollbacks::{MAX_ROLLBACK_LAG_MS, Rollback};
 pub use scheduled::ScheduledTask;
@@ -68,6 +70,12 @@ pub struct FaultPlan {
     /// Handler calls that say "slow down" (an upstream's 429), in the
     /// fault window: see [`SlowDownAt`].
     pub slow_downs: Vec<SlowDownAt>,
+    // --- priorities (issue 12) ---
+    /// Tasks dispatched at a priority above 0 (the others are at 0).
+    pub priorities: Vec<TaskPriority>,
+    /// The crew's starvation bound and lane poll, in a run with
+    /// priorities (`None`: the workers' defaults).
+    pub lanes: Option<LaneSettings>,
 }
 
 /// A handler call that returns
@@ -302,6 +310,10 @@ pub struct FaultRates {
     /// Chance a task stream is deleted once in the fault window (see
     /// [`StreamDeleteAt`]).
     pub stream_delete: f64,
+    // --- priorities (issue 12) ---
+    /// Chance a run dispatches its tasks at drawn priorities (see
+    /// [`TaskPriority`]).
+    pub priorities: f64,
 }
 
 impl FaultRates {
@@ -326,6 +338,7 @@ impl FaultRates {
         rollback: 0.0,
         scheduled: 0.0,
         stream_delete: 0.0,
+        priorities: 0.0,
     };
 
     /// A bit of everything: 5% of broker calls fail before they apply, 3%
@@ -338,7 +351,7 @@ impl FaultRates {
     /// the runs, instead of that destroy, the broker rolled back once,
     /// losing up to 2 s of writes; 10% of the tasks dispatched for later.
     /// losing up to 2 s of writes; and in a fifth of the runs a task stream
-    /// deleted.
+    /// deleted; in a quarter of the runs the tasks at drawn priorities.
     pub const STANDARD: FaultRates = FaultRates {
         error_before: 0.05,
         error_after: 0.03,
@@ -361,6 +374,9 @@ impl FaultRates {
         rollback: 0.25,
         scheduled: 0.1,
         stream_delete: 0.2,
+        // A quarter of the runs dispatch at drawn priorities (see
+        // `plan/priorities.rs`).
+        priorities: 0.25,
     };
 
     /// Only rollbacks: [`FaultRates::STANDARD`]'s broker and handler
@@ -416,6 +432,9 @@ impl FaultRates {
         rates.rollback = if rng.random_bool(0.5) { 0.5 } else { 0.0 };
         scheduled::swarm(&mut rates, rng);
         groups::swarm_deletes(&mut rates, rng);
+        // Priorities in a quarter of the swarms, decided in the plan's
+        // draw (a constant here: the swarm's other draws stay put).
+        rates.priorities = 0.25;
         rates
     }
 }
@@ -507,6 +526,7 @@ impl FaultPlan {
         rollbacks::draw(&mut plan, rates, shape, rng);
         scheduled::draw(&mut plan, rates, shape, rng);
         groups::draw_deletes(&mut plan, rates, shape, rng);
+        priorities::draw(&mut plan, rates, shape, rng);
         plan
     }
 
@@ -521,6 +541,25 @@ impl FaultPlan {
             .iter()
             .find(|s| s.task == task)
             .map(|s| s.delay_ms)
+    }
+
+    /// The priority of `task` (0 unless the plan gives it one).
+    pub fn priority_of(&self, task: u32) -> u8 {
+        self.priorities
+            .iter()
+            .find(|p| p.task == task)
+            .map_or(0, |p| p.priority)
+    }
+
+    /// The priorities the plan's tasks are dispatched at, 0 always
+    /// included, ascending.
+    pub fn priorities_in_use(&self) -> Vec<u8> {
+        let mut levels: Vec<u8> = std::iter::once(0)
+            .chain(self.priorities.iter().map(|p| p.priority))
+            .collect();
+        levels.sort_unstable();
+        levels.dedup();
+        levels
     }
 }
 
@@ -623,6 +662,16 @@ impl fmt::Display for FaultPlan {
                 "; task {} call {}: slow down {} ms",
                 s.task, s.call, s.pause_ms
             )?;
+        }
+        if let Some(lanes) = &self.lanes {
+            write!(
+                f,
+                "; priorities (starvation bound {} ms, lane poll {} ms)",
+                lanes.starvation_ms, lanes.lane_poll_ms
+            )?;
+        }
+        for p in &self.priorities {
+            write!(f, "; task {} at priority {}", p.task, p.priority)?;
         }
         Ok(())
     }

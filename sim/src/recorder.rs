@@ -226,15 +226,34 @@ impl<B: Broker> BrokerLayer for RecordingBroker<B> {
 
     async fn read_lanes(&self, read: &ReadLanes) -> Result<LanesRead> {
         let read_all = self.inner.read_lanes(read).await?;
+        let stream_of = |lane: usize| read.lanes.get(lane).map(|l| l.stream.clone());
+        if !read_all.entries.is_empty() {
+            // What the priority checker replays the read against: no await
+            // since the broker applied it, so on the memory backend this
+            // comes in the order the broker applied things.
+            self.recorder.record(Event::LanesRead {
+                consumer: read.consumer.clone(),
+                now_ms: read_all.now_ms,
+                lanes: (0..read.lanes.len())
+                    .filter(|i| !read_all.no_group.contains(i))
+                    .filter_map(stream_of)
+                    .collect(),
+                taken: read_all
+                    .entries
+                    .iter()
+                    .filter_map(|(lane, entry)| stream_of(*lane).map(|s| (s, entry.id)))
+                    .collect(),
+            });
+        }
         for &lane in &read_all.no_group {
-            self.no_group(&read.lanes[lane].stream, &read.consumer, "read_lanes");
+            if let Some(stream) = stream_of(lane) {
+                self.no_group(&stream, &read.consumer, "read_lanes");
+            }
         }
         for (lane, entry) in &read_all.entries {
-            self.delivered(
-                &read.lanes[*lane].stream,
-                &read.consumer,
-                std::iter::once(entry.id),
-            );
+            if let Some(stream) = stream_of(*lane) {
+                self.delivered(&stream, &read.consumer, std::iter::once(entry.id));
+            }
         }
         Ok(read_all)
     }

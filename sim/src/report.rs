@@ -142,6 +142,13 @@ pub enum Invariant {
     /// of the agent type while a pause runs, so no rate-limited handler of
     /// it starts then (see `check/slowdown.rs`).
     SlowDownHonoured,
+    // --- priorities (issue 12) ---
+    /// Under a backlog, a higher priority goes first, and no lane starves:
+    /// no read across an agent type's priority lanes takes an entry while
+    /// a lane of higher priority it read holds an unread one, unless the
+    /// entry taken had waited the crew's starvation bound and is no younger
+    /// than that one (see `check/priority.rs`).
+    PriorityOrderKept,
 }
 
 impl Invariant {
@@ -169,6 +176,8 @@ impl Invariant {
             Invariant::DeletedWithStreamReported => "deleted_with_stream_reported",
             Invariant::RateLimitKept => "rate_limit_kept",
             Invariant::SlowDownHonoured => "slow_down_honoured",
+            // priorities
+            Invariant::PriorityOrderKept => "priority_order_kept",
         }
     }
 }

@@ -26,7 +26,8 @@ use proptest::prelude::*;
 use crate::Flows;
 use crate::plan::{
     BrokerFaults, Crash, FaultPlan, GroupDestroyAt, HalfOpenLink, HandlerFault, HandlerFaultAt,
-    MAX_ROLLBACK_LAG_MS, Pause, Poison, PoisonKind, Rollback, ScheduledTask, TrimAt, TrimCut,
+    LaneSettings, MAX_ROLLBACK_LAG_MS, Pause, Poison, PoisonKind, Rollback, ScheduledTask,
+    TaskPriority, TrimAt, TrimCut,
 };
 use crate::scenario::{Faults, Scenario};
 
@@ -129,6 +130,16 @@ pub fn fault_plan(scenario: &Scenario) -> impl Strategy<Value = FaultPlan> + use
         });
     let scheduled = (0..tasks, prop_oneof![1 => Just(0u64), 4 => 1..=lease * 3])
         .prop_map(|(task, delay_ms)| ScheduledTask { task, delay_ms });
+    // Priorities in a quarter of the plans: a starvation bound, a lane
+    // poll, and tasks at priorities above 0.
+    let lanes = prop::option::weighted(
+        0.25,
+        (
+            50..=2_000u64,
+            5..=250u64,
+            prop::collection::vec((0..tasks, 1..=10u8), 0..=tasks as usize),
+        ),
+    );
     (
         broker,
         prop::collection::vec(crash, 0..=3),
@@ -141,6 +152,7 @@ pub fn fault_plan(scenario: &Scenario) -> impl Strategy<Value = FaultPlan> + use
         prop::collection::vec(destroy, 0..=1),
         prop::collection::vec(rollback, 0..=1),
         prop::collection::vec(scheduled, 0..=4),
+        lanes,
     )
         .prop_map(
             |(
@@ -155,22 +167,43 @@ pub fn fault_plan(scenario: &Scenario) -> impl Strategy<Value = FaultPlan> + use
                 group_destroys,
                 rollbacks,
                 scheduled,
-            )| FaultPlan {
-                broker,
-                crashes,
-                pauses,
-                handler,
-                failing,
-                poison,
-                half_open,
-                trims,
-                stops: Vec::new(),
-                outages: Vec::new(),
-                group_destroys,
-                rollbacks,
-                scheduled,
-                stream_deletes: Vec::new(),
-                slow_downs: Vec::new(),
+                lanes,
+            )| {
+                let (lanes, mut priorities) = match lanes {
+                    Some((starvation_ms, lane_poll_ms, priorities)) => (
+                        Some(LaneSettings {
+                            starvation_ms,
+                            lane_poll_ms,
+                        }),
+                        priorities
+                            .into_iter()
+                            .map(|(task, priority)| TaskPriority { task, priority })
+                            .collect(),
+                    ),
+                    None => (None, Vec::new()),
+                };
+                // One priority per task: its first.
+                let mut seen = std::collections::BTreeSet::new();
+                priorities.retain(|p: &TaskPriority| seen.insert(p.task));
+                FaultPlan {
+                    broker,
+                    crashes,
+                    pauses,
+                    handler,
+                    failing,
+                    poison,
+                    half_open,
+                    trims,
+                    stops: Vec::new(),
+                    outages: Vec::new(),
+                    group_destroys,
+                    rollbacks,
+                    scheduled,
+                    stream_deletes: Vec::new(),
+                    slow_downs: Vec::new(),
+                    priorities,
+                    lanes,
+                }
             },
         )
 }

@@ -250,6 +250,19 @@ fn schedule_at_once_is_caught_starting_scheduled_tasks_before_they_are_due() {
     caught_within(Mutant::ScheduleAtOnce, Invariant::NotBeforeDue, MORE_SEEDS);
 }
 
+/// A worker that reads its priority lanes lowest first takes lane 0's
+/// backlog before a higher lane's (issue 12: a quarter of the standard runs
+/// dispatch at drawn priorities; `priorities.rs` catches it in a plan made
+/// for it too).
+#[test]
+fn ignore_priority_is_caught_taking_a_lower_priority_first() {
+    caught_within(
+        Mutant::IgnorePriority,
+        Invariant::PriorityOrderKept,
+        MORE_SEEDS,
+    );
+}
+
 #[test]
 fn drop_deleted_with_group_is_caught_losing_what_a_deleted_stream_took() {
     // About one seed in a hundred deletes a stream while a worker holds

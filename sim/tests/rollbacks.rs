@@ -79,10 +79,12 @@ fn standard_seed_passes_through_its_rollback(seed: u64) {
 
 fn seed_passes_through_its_rollback(seed: u64, rates: FaultRates) {
     crewq_sim::silence_injected_panics();
-    // As found: before stream deletions joined the standard rates (a
-    // deletion drawn now would change the run the seed names).
+    // As found: before stream deletions and priorities joined the
+    // standard rates (a deletion or priorities drawn now would change the
+    // run the seed names).
     let rates = FaultRates {
         stream_delete: 0.0,
+        priorities: 0.0,
         ..rates
     };
     let scenario = Scenario::default().faults(Faults::Rates(rates));

@@ -336,10 +336,16 @@ where
             Read::New
         } else if self.draining.is_some() {
             Read::Drain
-        } else if Instant::now() >= self.next_reclaim
-            && !self.shared.options.is_mutant(Mutant::NoReclaim)
-        {
-            Read::Reclaim
+        } else if Instant::now() >= self.next_reclaim {
+            if self.shared.options.is_mutant(Mutant::NoReclaim) {
+                // The broken worker skips its scan but waits as if it had
+                // made it: a lane's wait for mail, bounded by the next scan,
+                // must not spin on one overdue (a hang under paused time).
+                self.next_reclaim = Instant::now() + self.shared.options.reclaim_every;
+                Read::New
+            } else {
+                Read::Reclaim
+            }
         } else {
             Read::New
         };

@@ -536,15 +536,23 @@ impl Facts {
                     .tasks
                     .get(&task)
                     .is_some_and(|facts| facts.resurrected && facts.successes > 0);
+                // Its origin's lane: one of this agent type's (issue 12).
+                let origin_lane = letter.origin.as_ref().and_then(|origin| {
+                    record
+                        .state
+                        .lane_of(&origin.stream)
+                        .filter(|lane| lane.agent == agent.agent)
+                });
                 if letter.reason == Some(DeadLetterReason::DeletedWhilePending)
                     && let Some(origin) = &letter.origin
-                    && (origin.stream != agent.keys.tasks
-                        || (agent.present.contains(&origin.entry_id) && !restored_and_done))
+                    && origin_lane.is_none_or(|lane| {
+                        lane.present.contains(&origin.entry_id) && !restored_and_done
+                    })
                 {
                     // Never a cover for losing an entry that is still there.
                     let detail = format!(
                         "dead letter {id} says entry {} was deleted while pending, but it is in {}",
-                        origin.entry_id, agent.keys.tasks
+                        origin.entry_id, origin.stream
                     );
                     self.violate(Invariant::DeadLetterRouting, Some(task), detail);
                 }

@@ -10,6 +10,7 @@ mod deleted;
 mod due;
 mod facts;
 mod overlap;
+mod priority;
 mod rate;
 mod reads;
 mod rollback;
@@ -43,7 +44,10 @@ pub(crate) fn check(scenario: &Scenario, seed: u64, record: &RunRecord) -> Repor
         verdict.judge(scenario, record, &facts, task, task_facts, class);
     }
     verdict.gathers(record, &facts);
-    verdict.violations.extend(reads::starved(&record.history));
+    if record.plan.priorities.is_empty() {
+        // See `reads.rs`: lanes read in loops of their own.
+        verdict.violations.extend(reads::starved(&record.history));
+    }
     verdict.violations.extend(due::check(&record.history));
     verdict
         .violations
@@ -52,6 +56,8 @@ pub(crate) fn check(scenario: &Scenario, seed: u64, record: &RunRecord) -> Repor
         .violations
         .extend(rate::check(scenario, seed, record));
     verdict.violations.extend(slowdown::check(scenario, record));
+    // Priorities (issue 12).
+    verdict.violations.extend(priority::check(record));
     // Invariants about handler runs: no second run while the first holds
     // its lease; no success dropped.
     let runs = runs::runs(record, &facts.rollbacks);
@@ -93,6 +99,16 @@ pub(crate) fn check(scenario: &Scenario, seed: u64, record: &RunRecord) -> Repor
             let mut hits = crate::hits::count(&record.history);
             for (class, n) in &record.hits {
                 *hits.entry((*class).to_owned()).or_default() += n;
+            }
+            // Priorities (issue 12): a run that drew them, and its reads
+            // across lanes that took entries (what `priority_order_kept`
+            // judges).
+            if !record.plan.priorities.is_empty() {
+                hits.insert("priorities".to_owned(), 1);
+                let reads = priority::lanes_reads(&record.history);
+                if reads > 0 {
+                    hits.insert("lanes_read".to_owned(), reads);
+                }
             }
             let stopped_running = overlap::running_at_stops(record, &runs);
             if stopped_running > 0 {

@@ -9,6 +9,13 @@
 //! as long as it fails, as crewq once did for two minutes (issue 9,
 //! finding 2). Judged from the history's [`Event::Read`]s of each worker
 //! life, in the order they returned (a worker makes one read at a time).
+//!
+//! A read across priority lanes (`read_lanes`, issue 12) is a read of new
+//! entries. A run whose plan dispatches at priorities above 0 is not
+//! judged: its workers serve each lane in a loop of its own, each loop
+//! draining and scanning its own stream under the worker's one consumer
+//! name, so one worker's reads are no longer one at a time and the order
+//! of its `Read`s says nothing about one loop's turns.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -36,7 +43,8 @@ pub(super) fn starved(history: &History) -> Vec<Violation> {
                 conn,
                 ok,
             } => {
-                let reads_new = *op == Op::ReadGroup && *conn == Conn::Blocking;
+                let reads_new =
+                    (*op == Op::ReadGroup && *conn == Conn::Blocking) || *op == Op::ReadLanes;
                 if let Some((failed_at, failed)) = owed.remove(consumer.as_str())
                     && !reads_new
                     && reported.insert(consumer.as_str())

@@ -120,7 +120,7 @@ impl<B: Broker + Clone + 'static> Brokers<B> {
             handle.set_call_observer(Arc::new(move |call| {
                 if matches!(
                     call.op,
-                    Op::ReadGroup | Op::Autoclaim | Op::AutoclaimRecorded
+                    Op::ReadGroup | Op::ReadLanes | Op::Autoclaim | Op::AutoclaimRecorded
                 ) {
                     recorder.record(Event::Read {
                         consumer: consumer.clone(),

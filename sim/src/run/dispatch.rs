@@ -121,6 +121,8 @@ impl<B: Broker + Clone + 'static> Dispatcher<B> {
             .task_id(task_id(index))
             .max_retries(self.scenario.max_retries)
             .created_at(CREATED_AT)
+            // Its priority's lane (issue 12), if the plan gives it one.
+            .priority(self.plan.priority_of(index))
             .build()
             .map_err(|e| SimError::Scenario(format!("task {index}: {e}")))
     }
@@ -159,8 +161,12 @@ impl<B: Broker + Clone + 'static> Dispatcher<B> {
 
     async fn poison(&self, index: u32, kind: PoisonKind) -> Result<(), SimError> {
         let agent = self.scenario.agent_of(index);
-        let stream = self.keyspace.tasks(
+        // In its priority's lane, as the producer would put it.
+        let priority = crewq_core::Priority::new(self.plan.priority_of(index))
+            .map_err(|e| SimError::Scenario(format!("task {index}: {e}")))?;
+        let stream = self.keyspace.lane(
             &crewq_core::AgentType::new(agent).map_err(|e| SimError::Scenario(e.to_string()))?,
+            priority,
         );
         let raw = match kind {
             PoisonKind::Undecodable => {

@@ -56,6 +56,10 @@ pub(crate) struct Backend<B> {
 #[derive(Debug)]
 pub(crate) struct RunRecord {
     pub plan: FaultPlan,
+    /// Whether the history lists the broker's writes in the order it
+    /// applied them (the memory backend, under one lock, recorded on a
+    /// current-thread runtime): what the priority checker relies on.
+    pub applied_in_order: bool,
     pub history: History,
     pub state: FinalState,
     pub gathers: Vec<GatherRecord>,
@@ -167,6 +171,7 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
         faults: Arc::clone(&handler_faults),
         recorder: &recorder,
         rollback_window: rollback_window(&plan, backend.rollback.is_some()),
+        lanes: plan.lanes,
     };
     let mut slots = crewing.slots()?;
     let agents: Vec<AgentKeys> = scenario
@@ -174,6 +179,28 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
         .iter()
         .filter_map(|a| AgentType::new(a.as_str()).ok())
         .map(|a| keyspace.keys(&a))
+        .collect();
+    // Every lane the plan's tasks use (issue 12), per agent type, lowest
+    // first: the drain waits on them all and the final state reads them
+    // all. The injected state faults (trims, group destroys, stream
+    // deletes, a rollback's check that the groups exist) stay on lane 0,
+    // the agent type's plain task stream, in `agents`.
+    let lanes: Vec<state::LaneKeys> = scenario
+        .agent_types
+        .iter()
+        .filter_map(|a| AgentType::new(a.as_str()).ok())
+        .enumerate()
+        .flat_map(|(agent, a)| {
+            plan.priorities_in_use()
+                .into_iter()
+                .filter_map(|p| crewq_core::Priority::new(p).ok())
+                .map(|p| state::LaneKeys {
+                    agent,
+                    priority: u8::from(p),
+                    keys: keyspace.lane_keys(&a, p),
+                })
+                .collect::<Vec<_>>()
+        })
         .collect();
     for slot in &mut slots {
         crewing.start(slot);
@@ -311,7 +338,7 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
         slot.finish_stop().await;
         crewing.start(slot);
     }
-    let drained = drain(scenario, &backend.broker, &agents, &dispatching, &recorder).await;
+    let drained = drain(scenario, &backend.broker, &lanes, &dispatching, &recorder).await;
     let gathers = finish_gathers(&gathers, scenario.lease * 2, &recorder).await;
     let mut problems = Vec::new();
     let mut reports = Vec::new();
@@ -345,9 +372,14 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
         hits.hit(RETENTION_TRIM);
     }
     let (journal, forgotten) = rollbacks.split(brokers.recorded().journal());
-    let state = state::read(&backend.broker, &agents, &journal)
+    let mut state = state::read(&backend.broker, &lanes, &journal)
         .await
         .map_err(|e| SimError::Run(format!("reading the final state: {e}")))?;
+    state.priorities = plan
+        .priorities
+        .iter()
+        .map(|p| (p.task, p.priority))
+        .collect();
     Ok(RunRecord {
         plan,
         history: recorder.history(),
@@ -357,6 +389,7 @@ pub(crate) async fn run<B: Broker + Clone + 'static>(
         problems,
         drained,
         injected: brokers.injected(),
+        applied_in_order: backend.rollback.is_some(),
         hits: hits.counts(),
         forgotten,
         rate_starts: scenario
@@ -447,7 +480,7 @@ fn worker_of(action: Action) -> u32 {
 async fn drain<B: Broker, T>(
     scenario: &Scenario,
     broker: &B,
-    agents: &[AgentKeys],
+    agents: &[state::LaneKeys],
     dispatching: &tokio::task::JoinHandle<T>,
     recorder: &Recorder,
 ) -> bool {

@@ -70,6 +70,8 @@ pub(crate) struct Crewing<'a, B> {
     /// tight); zero when nothing is rolled back, so a destroyed group is
     /// made again from the newest sample, where the floor logic is sharpest.
     pub rollback_window: Duration,
+    /// The plan's starvation bound and lane poll, in a run with priorities.
+    pub lanes: Option<crate::plan::LaneSettings>,
 }
 
 impl<B: Broker + Clone + 'static> Crewing<'_, B> {
@@ -139,6 +141,10 @@ impl<B: Broker + Clone + 'static> Crewing<'_, B> {
             .rate_limits_for(self.seed)
             .get(slot.agent.as_str())
             .copied();
+        if let Some(lanes) = self.lanes {
+            options.starvation_bound = Duration::from_millis(lanes.starvation_ms);
+            options.lane_poll = Duration::from_millis(lanes.lane_poll_ms.max(1));
+        }
         options
     }
 

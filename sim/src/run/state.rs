@@ -3,7 +3,7 @@
 //! history against. Outcomes are taken from the journal, not the final
 //! streams, so retention may trim what is finished.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
 use crewq_core::{
@@ -12,10 +12,30 @@ use crewq_core::{
 };
 use serde_json::Value;
 
-/// One agent type's streams.
+/// One priority lane of one agent type (issue 12): its keys are
+/// [`Keyspace::lane_keys`](crewq_core::Keyspace::lane_keys), so `tasks` is
+/// the lane's stream and `delayed` its delayed set; lane 0's are the agent
+/// type's plain keys.
+#[derive(Clone, Debug)]
+pub(crate) struct LaneKeys {
+    /// The agent type's index in the scenario.
+    pub agent: usize,
+    /// The lane's priority.
+    pub priority: u8,
+    /// Its keys.
+    pub keys: AgentKeys,
+}
+
+/// One priority lane of one agent type: its task stream (lane 0 is the
+/// agent type's plain task stream), and, on lane 0 only, the agent type's
+/// dead letters (shared by its lanes).
 #[derive(Clone, Debug)]
 pub(crate) struct AgentState {
-    /// Its keys.
+    /// The agent type's index in the scenario.
+    pub agent: usize,
+    /// The lane's priority.
+    pub priority: u8,
+    /// Its keys (`tasks`: the lane's stream).
     pub keys: AgentKeys,
     /// Every task-stream entry ever appended, with its task id when it
     /// decodes.
@@ -23,7 +43,8 @@ pub(crate) struct AgentState {
     /// The task-stream entries still in the stream after the drain; the
     /// others were trimmed (by retention, or an injected trim).
     pub present: BTreeSet<StreamId>,
-    /// Every dead letter ever appended, decoded (or why not).
+    /// Every dead letter ever appended, decoded (or why not): on lane 0
+    /// only (the agent type's lanes share one dead-letter stream).
     pub dead_letters: Vec<(StreamId, Result<DeadLetter, String>)>,
     /// The group's pending entries.
     pub pending: Vec<PendingEntry>,
@@ -42,23 +63,40 @@ pub(crate) struct ResultEntry {
     pub cancelled_call: Option<u32>,
 }
 
-/// The streams of every agent type (in the scenario's order) and the
+/// The lanes of every agent type (agent types in the scenario's order,
+/// each's lanes lowest first: lane 0 of agent type 0 comes first) and the
 /// results.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct FinalState {
     pub agents: Vec<AgentState>,
     pub results: Vec<ResultEntry>,
+    /// The tasks dispatched at a priority above 0, and it.
+    pub priorities: BTreeMap<u32, u8>,
 }
 
 impl FinalState {
     /// The task stream of task `index` (task `i` goes to agent type
-    /// `i % n`).
+    /// `i % n`, in its priority's lane).
     pub fn task_stream_of(&self, index: u32) -> String {
-        let n = self.agents.len().max(1);
+        let n = self
+            .agents
+            .iter()
+            .filter(|a| a.priority == 0)
+            .count()
+            .max(1);
+        let agent = index as usize % n;
+        let priority = self.priorities.get(&index).copied().unwrap_or(0);
         self.agents
-            .get(index as usize % n)
+            .iter()
+            .find(|a| a.agent == agent && a.priority == priority)
+            .or_else(|| self.agents.iter().find(|a| a.agent == agent))
             .map(|a| a.keys.tasks.clone())
             .unwrap_or_default()
+    }
+
+    /// The lane whose task stream is `stream`.
+    pub fn lane_of(&self, stream: &str) -> Option<&AgentState> {
+        self.agents.iter().find(|a| a.keys.tasks == stream)
     }
 
     /// Every task stream.
@@ -80,11 +118,11 @@ impl FinalState {
 /// journal holds every append, and the union changes nothing.
 pub(crate) async fn read<B: Broker>(
     broker: &B,
-    agents: &[AgentKeys],
+    lanes: &[LaneKeys],
     journal: &[(String, StreamId, Fields)],
 ) -> crewq_core::Result<FinalState> {
     let mut unjournaled = Vec::new();
-    for keys in agents {
+    for keys in lanes.iter().map(|l| &l.keys) {
         for stream in [&keys.tasks, &keys.dlq, &keys.results] {
             let known: BTreeSet<StreamId> = appended(journal, stream).map(|(id, _)| id).collect();
             for entry in broker.xrange(stream, crewq_core::ALL_IDS, None).await? {
@@ -104,7 +142,8 @@ pub(crate) async fn read<B: Broker>(
     let codec = WireCodec::with_max_bytes(usize::MAX);
     let mut state = FinalState::default();
     let mut results_streams = BTreeSet::new();
-    for keys in agents {
+    for lane in lanes {
+        let keys = &lane.keys;
         results_streams.insert(keys.results.clone());
         let entries = appended(journal, &keys.tasks)
             .map(|(id, fields)| {
@@ -113,6 +152,8 @@ pub(crate) async fn read<B: Broker>(
             })
             .collect();
         let dead_letters = appended(journal, &keys.dlq)
+            // Lanes share the agent type's dead letters: lane 0 holds them.
+            .filter(|_| lane.priority == 0)
             .map(|(id, fields)| {
                 (
                     id,
@@ -135,6 +176,8 @@ pub(crate) async fn read<B: Broker>(
             Err(err) => return Err(err),
         };
         state.agents.push(AgentState {
+            agent: lane.agent,
+            priority: lane.priority,
             keys: keys.clone(),
             entries,
             present,
@@ -206,8 +249,8 @@ async fn group_state<B: Broker>(
 /// Whether nothing is pending or unread in any of `agents`' groups, and
 /// nothing waits in their delayed sets (a retry due later is still to
 /// run): no worker holds anything, so no outcome can come any more.
-pub(crate) async fn quiescent<B: Broker>(broker: &B, agents: &[AgentKeys]) -> bool {
-    for keys in agents {
+pub(crate) async fn quiescent<B: Broker>(broker: &B, lanes: &[LaneKeys]) -> bool {
+    for keys in lanes.iter().map(|l| &l.keys) {
         match broker.delayed_len(&keys.delayed).await {
             Ok(0) => {}
             _ => return false,
