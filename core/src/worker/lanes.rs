@@ -176,6 +176,37 @@ impl Hub {
     }
 }
 
+/// The lanes' tasks of a spawned worker, so that aborting it (a crash)
+/// stops every lane at once, as it stopped the single loop before lanes:
+/// dropping the worker's task drops its set of lanes only when the runtime
+/// gets to it, and a lane scheduled meanwhile would run one more step.
+#[derive(Debug, Default)]
+pub(crate) struct LaneTasks {
+    tasks: Mutex<(bool, Vec<tokio::task::AbortHandle>)>,
+}
+
+impl LaneTasks {
+    /// Notes a lane's task; aborts it at once if the worker was aborted.
+    fn add(&self, task: tokio::task::AbortHandle) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+        if tasks.0 {
+            task.abort();
+        } else {
+            tasks.1.retain(|t| !t.is_finished());
+            tasks.1.push(task);
+        }
+    }
+
+    /// Aborts every lane's task, and any started later.
+    pub fn abort_all(&self) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+        tasks.0 = true;
+        for task in tasks.1.drain(..) {
+            task.abort();
+        }
+    }
+}
+
 /// Lane 0's loop's knowledge of the other lanes.
 pub(crate) struct Arbiter {
     /// Every lane, highest first.
@@ -223,6 +254,7 @@ pub(crate) async fn run_lanes<B, P, H>(
     setup: Arc<Setup<B, H>>,
     mut asked: mpsc::UnboundedReceiver<Priority>,
     stop: impl Future<Output = Duration> + Send,
+    tasks: Arc<LaneTasks>,
 ) -> Result<WorkerReport>
 where
     B: Broker + Clone + 'static,
@@ -233,11 +265,11 @@ where
     let mut lanes = JoinSet::new();
     let spawn = |lanes: &mut JoinSet<Result<WorkerReport>>, lane: Priority| {
         tracing::debug!(lane = u8::from(lane), "serving a priority lane");
-        lanes.spawn(run_lane::<B, P, H>(
+        tasks.add(lanes.spawn(run_lane::<B, P, H>(
             Arc::clone(&setup),
             lane,
             graced.clone(),
-        ));
+        )));
     };
     spawn(&mut lanes, Priority::MIN);
     let mut report = WorkerReport::default();

@@ -283,8 +283,14 @@ where
         let (stop, stopped) = oneshot::channel::<Duration>();
         let (reporter, health) = health::Reporter::new();
         let stopped = async move { stopped.await.unwrap_or(Duration::ZERO) };
-        let join = tokio::spawn(run::run(self, stopped, reporter));
-        WorkerHandle { stop, join, health }
+        let lanes = Arc::new(lanes::LaneTasks::default());
+        let join = tokio::spawn(run::run(self, stopped, reporter, Arc::clone(&lanes)));
+        WorkerHandle {
+            stop,
+            join,
+            health,
+            lanes,
+        }
     }
 
     /// [`Worker::spawn`], after checking the options.
@@ -310,7 +316,7 @@ where
     /// cannot work. Every other error is waited out.
     pub async fn run(self, stop: impl Future<Output = Duration> + Send) -> Result<WorkerReport> {
         let (reporter, _health) = health::Reporter::new();
-        run::run(self, stop, reporter).await
+        run::run(self, stop, reporter, Arc::default()).await
     }
 }
 
@@ -321,6 +327,8 @@ pub struct WorkerHandle {
     stop: oneshot::Sender<Duration>,
     join: JoinHandle<Result<WorkerReport>>,
     health: watch::Receiver<Health>,
+    /// Its lanes' tasks, aborted with it.
+    lanes: Arc<lanes::LaneTasks>,
 }
 
 impl WorkerHandle {
@@ -368,6 +376,7 @@ impl WorkerHandle {
     /// Kills the worker at once, as a crash would: its running attempts stop
     /// at their next await point and their entries stay pending.
     pub fn abort(self) {
+        self.lanes.abort_all();
         self.join.abort();
     }
 }

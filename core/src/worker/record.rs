@@ -156,10 +156,20 @@ impl<B: Broker, H> Shared<B, H> {
                 .await
             {
                 Ok(rows) => break rows,
+                Err(Error::NoGroup { .. }) => {
+                    // As a settle that finds the group gone: not run here
+                    // (the group is made again below it and delivers it
+                    // again, or it went with its stream: the attempt's end
+                    // looks). Asking again would hold the slot until the
+                    // group is back, and with every slot so held the worker
+                    // would never read, never see it missing, never make it
+                    // again (simulator seed 2714: a rate-limited worker's
+                    // drained entries, the group destroyed as they waited).
+                    self.saw_group_gone();
+                    tracing::warn!(%id, "the consumer group is gone; not running the entry: it runs again once the group is made again");
+                    return Err(Outcome::Zombie);
+                }
                 Err(err) => {
-                    if matches!(err, Error::NoGroup { .. }) {
-                        self.saw_group_gone();
-                    }
                     tries = tries.saturating_add(1);
                     let wait = self.retry_wait(tries);
                     tracing::warn!(%id, error = %err, ?wait, "cannot count the deliveries; retrying");

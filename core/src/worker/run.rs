@@ -30,7 +30,7 @@ use super::context::{Lease, WorkerLink};
 use super::group::GroupWatch;
 use super::health::{Health, Reporter, duplicate, stops_the_worker};
 use super::held::Held;
-use super::lanes::{Arbiter, Hub, Mail};
+use super::lanes::{Arbiter, Hub, LaneTasks, Mail};
 use super::mutant::Mutant;
 use super::promote::{Wake, promote_forever};
 use super::rate::{Permit, RateGate, release_forever};
@@ -114,6 +114,7 @@ pub(crate) async fn run<B, P, H>(
     worker: Worker<B, P, H>,
     stop: impl Future<Output = Duration> + Send,
     reporter: Reporter,
+    tasks: Arc<LaneTasks>,
 ) -> Result<WorkerReport>
 where
     B: Broker + Clone + 'static,
@@ -149,7 +150,7 @@ where
         reporter: reporter.clone(),
         hub,
     });
-    let ended = super::lanes::run_lanes::<B, P, H>(setup, asked, stop).await;
+    let ended = super::lanes::run_lanes::<B, P, H>(setup, asked, stop, tasks).await;
     match &ended {
         Ok(_) => reporter.set(Health::Stopped { error: None }),
         Err(err) => reporter.set(Health::Stopped {
