@@ -82,6 +82,11 @@ async fn every_default_method_forwards_through_around_with_its_own_op() {
     );
     let read = ReadGroup::new(s, g, c).count(2);
     assert_eq!(broker.read_group(&read).await.expect("read").len(), 2);
+    // A lane whose stream is missing: skipped, nothing read.
+    let lanes = crewq_core::ReadLanes::new(g, c, 1, Duration::from_secs(60))
+        .lane(crewq_core::Lane::new("no-such-lane", 0));
+    let read_lanes = broker.read_lanes(&lanes).await.expect("read_lanes");
+    assert!(read_lanes.entries.is_empty());
     assert_eq!(broker.ack(s, g, &[StreamId::MAX]).await.expect("ack"), 0);
     assert_eq!(
         broker.pending_summary(s, g).await.expect("summary").count,
