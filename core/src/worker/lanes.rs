@@ -235,14 +235,22 @@ impl Arbiter {
         }
     }
 
-    /// The lanes of a read: every lane when `look`, else lane 0 and those in
-    /// use, highest first.
-    pub fn lanes(&self, look: bool) -> Vec<(Priority, Lane)> {
+    /// The lanes of a read, highest first, and each one's priority: every
+    /// lane when `look`, else lane 0 and those in use. A lane `hub` serves
+    /// no loop for yet gets its group in the read (see
+    /// [`Lane::create_group`]).
+    pub fn lanes(&self, look: bool, hub: &Hub) -> (Vec<Priority>, Vec<Lane>) {
         self.lanes
             .iter()
             .filter(|(p, _)| look || *p == Priority::MIN || self.present.contains(p))
-            .cloned()
-            .collect()
+            .map(|(p, lane)| {
+                let lane = Lane {
+                    create_group: !hub.is_served(*p),
+                    ..lane.clone()
+                };
+                (*p, lane)
+            })
+            .unzip()
     }
 }
 

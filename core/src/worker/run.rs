@@ -21,8 +21,8 @@ use crate::metrics::{BROKER_ERRORS, count};
 use tokio::sync::{OwnedSemaphorePermit, watch};
 
 use crate::{
-    AgentType, Broker, DATA_FIELD, DeadLetterReason, DeliveredEntry, Error, Lane, Priority,
-    ReadGroup, ReadLanes, Result, StreamId, Task,
+    AgentType, Broker, DATA_FIELD, DeadLetterReason, DeliveredEntry, Error, Priority, ReadGroup,
+    ReadLanes, Result, StreamId, Task,
 };
 
 use super::attempt::{Outcome, Shared, Source, panic_message};
@@ -501,38 +501,27 @@ where
             let block = until_reclaim.min(arbiter.next_look.saturating_duration_since(now));
             return self.read_lane_zero(count, block).await;
         }
-        let lanes = arbiter.lanes(look);
+        // A lane no loop of this worker served yet gets its group now,
+        // delivering the whole stream, as its loop's first turn would make
+        // it: so its backlog is weighed in this very read.
+        let (mut priorities, lanes) = arbiter.lanes(look, &self.hub);
         let mut read = ReadLanes::new(
             &shared.keys.group,
             &shared.consumer,
             count,
             options.starvation_bound,
         );
-        // A lane no loop of this worker served yet gets its group now,
-        // delivering the whole stream, as its loop's first turn would make
-        // it: so its backlog is weighed in this very read.
-        read.lanes = lanes
-            .iter()
-            .map(|(p, lane)| Lane {
-                create_group: !self.hub.is_served(*p),
-                ..lane.clone()
-            })
-            .collect();
+        read.lanes = lanes;
         if options.is_mutant(Mutant::IgnorePriority) {
             // Lowest first: what a worker without lanes would do to them.
             read.lanes.reverse();
+            priorities.reverse();
             for lane in &mut read.lanes {
                 lane.priority = 0;
             }
         }
         let got = shared.broker.read_lanes(&read).await?;
-        let priority_of = |i: usize| {
-            let stream = &read.lanes[i].stream;
-            lanes
-                .iter()
-                .find(|(_, lane)| lane.stream == *stream)
-                .map_or(Priority::MIN, |(p, _)| *p)
-        };
+        let priority_of = |i: usize| priorities.get(i).copied().unwrap_or(Priority::MIN);
         if look {
             arbiter.present = got
                 .present

@@ -287,20 +287,27 @@ fn renewal_failed(events: &[Stamped], actor: &str, at_ms: u64, lease_ms: u64) ->
 
 /// Whether `consumer`'s worker was frozen (a pause) at `at_ms`.
 pub(super) fn paused_at(events: &[Stamped], consumer: &str, at_ms: u64) -> bool {
+    frozen_until(events, consumer, at_ms, at_ms).is_some()
+}
+
+/// The end of the latest freeze of `consumer`'s worker that began by `to`
+/// and ended after `from` (ms), if any.
+pub(super) fn frozen_until(events: &[Stamped], consumer: &str, from: u64, to: u64) -> Option<u64> {
     let mut slot = None;
-    for e in events.iter().take_while(|e| e.at_ms <= at_ms) {
+    let mut until = None;
+    for e in events.iter().take_while(|e| e.at_ms <= to) {
         match &e.event {
             Event::Started {
                 worker,
                 consumer: by,
             } if by == consumer => slot = Some(*worker),
-            Event::Paused { worker, until_ms } if Some(*worker) == slot && *until_ms > at_ms => {
-                return true;
+            Event::Paused { worker, until_ms } if Some(*worker) == slot && *until_ms > from => {
+                until = until.max(Some(*until_ms));
             }
             _ => {}
         }
     }
-    false
+    until
 }
 
 /// Whether `event` may have cut `consumer`'s letter short: a crash, or a

@@ -35,7 +35,7 @@ use crate::history::{Event, Stamped};
 use crate::report::{Invariant, Violation};
 use crate::run::RunRecord;
 
-use super::deleted::MAX_LATENCY_MS;
+use super::deleted::{MAX_LATENCY_MS, frozen_until};
 
 /// The violations of [`Invariant::SlowDownHonoured`] in `record`'s history.
 pub(super) fn check(scenario: &Scenario, record: &RunRecord) -> Vec<Violation> {
@@ -131,26 +131,6 @@ fn paused(
         }
     }
     violations
-}
-
-/// The end of the latest freeze of `consumer`'s worker that began by `to`
-/// and ended after `from` (ms), if any.
-fn frozen_until(events: &[Stamped], consumer: &str, from: u64, to: u64) -> Option<u64> {
-    let mut slot = None;
-    let mut until = None;
-    for e in events.iter().take_while(|e| e.at_ms <= to) {
-        match &e.event {
-            Event::Started {
-                worker,
-                consumer: by,
-            } if by == consumer => slot = Some(*worker),
-            Event::Paused { worker, until_ms } if Some(*worker) == slot && *until_ms > from => {
-                until = until.max(Some(*until_ms));
-            }
-            _ => {}
-        }
-    }
-    until
 }
 
 /// A pause the broker applied.
