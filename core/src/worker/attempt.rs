@@ -12,7 +12,6 @@ use futures::FutureExt;
 use rand::rngs::StdRng;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::metrics::{self, COMPLETED, FAILED, FAILURE, RETRIED, SUCCESS, count};
@@ -80,9 +79,8 @@ pub(crate) struct Shared<B, H> {
     /// The entries being worked on, whose leases the worker renews, each
     /// with its attempt's cancellation token.
     pub held: Mutex<BTreeMap<StreamId, Holding>>,
-    /// Fired when the worker begins to stop: the parent of every attempt's
-    /// token, so handlers can wind down within the grace.
-    pub cancel: CancellationToken,
+    /// Set when the worker begins to stop ([`Shared::cancel_all`]).
+    pub stopping: std::sync::atomic::AtomicBool,
     /// Held entries a renewal found deleted from the stream: their attempts
     /// dead-letter them as `deleted_while_pending` instead of settling.
     pub deleted: Mutex<BTreeSet<StreamId>>,
@@ -206,7 +204,9 @@ where
                 .await;
         }
         let span = handle_span(id, &task, prior);
-        self.check_and_run(id, data, prior, task, lease)
+        // Boxed: the general path (validators, or a payload the typed decode
+        // refused) would otherwise size every attempt's state for itself.
+        Box::pin(self.check_and_run(id, data, prior, task, lease))
             .instrument(span)
             .await
     }

@@ -312,7 +312,23 @@ impl<B: Broker, H> Shared<B, H> {
 
     /// Moves the entry to the dead-letter stream (and, for a task that could
     /// be read, publishes its failure so a supervisor stops waiting).
+    ///
+    /// Its steps wait in a box of their own: a dead letter is the rare end
+    /// of an attempt, and every attempt's state would otherwise be sized
+    /// for them (see `launch` in `run.rs`).
     pub(crate) async fn dead_letter<P: Sync>(
+        &self,
+        id: StreamId,
+        data: Bytes,
+        task: Option<&Task<P>>,
+        reason: DeadLetterReason,
+        error: String,
+        failed: u32,
+    ) -> Outcome {
+        Box::pin(self.write_dead_letter(id, data, task, reason, error, failed)).await
+    }
+
+    async fn write_dead_letter<P: Sync>(
         &self,
         id: StreamId,
         data: Bytes,
@@ -395,6 +411,11 @@ impl<B: Broker, H> Shared<B, H> {
         data: Bytes,
         still_pending: bool,
     ) -> Outcome {
+        // Boxed, as a dead letter is: rare, and large.
+        Box::pin(self.record_deleted(id, data, still_pending)).await
+    }
+
+    async fn record_deleted(&self, id: StreamId, data: Bytes, still_pending: bool) -> Outcome {
         self.found_deleted(id);
         let entry = self.deleted_letter(id, data);
         if still_pending {

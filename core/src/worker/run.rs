@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -218,7 +218,7 @@ where
         rng: Mutex::new(StdRng::seed_from_u64(seed)),
         progress: options.keyspace.progress(agent),
         held: Mutex::new(BTreeMap::new()),
-        cancel: CancellationToken::new(),
+        stopping: AtomicBool::new(false),
         deleted: Mutex::new(BTreeSet::new()),
         settler,
         reporter: reporter.clone(),
@@ -254,12 +254,17 @@ where
         arbiter: (lane == Priority::MIN).then(|| Arbiter::new(&setup.options.keyspace, agent)),
         spare: None,
     };
-    let ended = loop {
+    let ended = {
+        // Made once, not at every step: a turn of the loop is the worker's
+        // per-read cost, and a watch's wait registers with its notifier.
         let stop = graces.wait_for(Option::is_some);
-        tokio::select! {
-            biased;
-            grace = stop => break Ok(grace.ok().and_then(|grace| *grace).unwrap_or_default()),
-            step = state.step::<P>() => if let Err(err) = step { break Err(err) },
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                biased;
+                grace = &mut stop => break Ok(grace.ok().and_then(|grace| *grace).unwrap_or_default()),
+                step = state.step::<P>() => if let Err(err) = step { break Err(err) },
+            }
         }
     };
     match ended {
@@ -268,7 +273,7 @@ where
                 renewing.abort();
             }
             // Handlers wind down within the grace (worker::Context).
-            state.shared.cancel.cancel();
+            state.shared.cancel_all();
             state.hand_back_waiting();
             Ok(state.finish(Instant::now() + grace, graces).await)
         }
@@ -279,7 +284,7 @@ where
                 error: Arc::clone(&shown),
             });
             let deadline = Instant::now() + state.shared.options.stop_grace;
-            state.shared.cancel.cancel();
+            state.shared.cancel_all();
             state.hand_back_waiting();
             let report = state.finish(deadline, graces).await;
             tracing::error!(?report, error = %err, "the worker stopped");
@@ -333,11 +338,15 @@ where
             return Ok(());
         };
         let free = slots.num_permits();
+        // The leases of what this read brings began when it was sent, at
+        // the latest (a reply may come back late: the worker frozen
+        // meanwhile).
+        let sent = Instant::now();
         let kind = if std::mem::take(&mut self.read_new_next) {
             Read::New
         } else if self.draining.is_some() {
             Read::Drain
-        } else if Instant::now() >= self.next_reclaim {
+        } else if sent >= self.next_reclaim {
             if self.shared.options.is_mutant(Mutant::NoReclaim) {
                 // The broken worker skips its scan but waits as if it had
                 // made it: a lane's wait for mail, bounded by the next scan,
@@ -356,9 +365,6 @@ where
             self.wait_for_mail().await;
             return Ok(());
         }
-        // The leases of what it brings began when it was sent, at the
-        // latest (a reply may come back late: the worker frozen meanwhile).
-        let sent = Instant::now();
         let read = match kind {
             Read::Drain => self.drain(free).await,
             Read::Reclaim => self.reclaim(free).await,
@@ -489,7 +495,7 @@ where
     ) -> Result<Vec<(DeliveredEntry, Source)>> {
         let shared = Arc::clone(&self.shared);
         let options = &shared.options;
-        let now = Instant::now();
+        let now = sent;
         let until_reclaim = self.next_reclaim.saturating_duration_since(now);
         let Some(arbiter) = self.arbiter.as_mut() else {
             return Ok(Vec::new());
@@ -648,10 +654,10 @@ where
             .as_ref()
             .and_then(|fields| fields.get(DATA_FIELD).cloned())
             .unwrap_or_default();
-        self.inflight.spawn(async move {
+        let attempt = async move {
             // Released on every path: an attempt that ends, panics, or is
             // aborted at the grace's end.
-            let _held = Held(Arc::clone(&shared), id);
+            let _held = Held(&shared, id);
             let _permit = permit;
             let _slot = slot;
             if shared.skips_remembered(id).await {
@@ -697,7 +703,11 @@ where
                 return shared.deleted_while_pending(id, data, false).await;
             }
             outcome
-        });
+        };
+        // Boxed: the attempt's state machine is several kilobytes, and the
+        // runtime moves a spawned future by value (into its task cell, then
+        // through its stages); a box is moved as one pointer.
+        self.inflight.spawn(Box::pin(attempt));
     }
 
     /// Acknowledges entries delivered again only because the group was
