@@ -1,7 +1,8 @@
 //! Which entries a worker is working on: held (their leases renewed) from
 //! the start of an attempt until it ends, however it ends.
 
-use std::sync::{Arc, PoisonError};
+use std::sync::PoisonError;
+use std::sync::atomic::Ordering;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -12,9 +13,12 @@ use super::attempt::Shared;
 use super::mutant::Mutant;
 
 /// Keeps an entry marked as worked on (its lease renewed) until dropped.
-pub(crate) struct Held<B, H>(pub(crate) Arc<Shared<B, H>>, pub(crate) StreamId);
+/// It borrows the attempt's own handle on the worker: one more reference
+/// count per attempt would be one more write to a line every attempt of
+/// the worker shares.
+pub(crate) struct Held<'a, B, H>(pub(crate) &'a Shared<B, H>, pub(crate) StreamId);
 
-impl<B, H> Drop for Held<B, H> {
+impl<B, H> Drop for Held<'_, B, H> {
     fn drop(&mut self) {
         self.0.release(self.1);
     }
@@ -73,22 +77,43 @@ impl<B, H> Shared<B, H> {
     }
 
     /// Marks `id` as being worked on, with the cancellation token of its
-    /// attempt (fired with the worker's own, or when the entry is found
-    /// lost), its lease taken at `leased_at`; `None` if it already was.
+    /// attempt (fired when the worker stops, see [`Shared::cancel_all`], or
+    /// when the entry is found lost), its lease taken at `leased_at`; `None`
+    /// if it already was.
     pub(crate) fn hold(&self, id: StreamId, leased_at: Instant) -> Option<CancellationToken> {
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        if held.contains_key(&id) {
+        let std::collections::btree_map::Entry::Vacant(vacant) = held.entry(id) else {
             return None;
+        };
+        // A token of its own, not a child of a worker-wide one: a child
+        // takes its parent's lock as it is made and dropped, which every
+        // attempt of the worker would contend for. The stop reaches it
+        // through `cancel_all` instead.
+        let token = CancellationToken::new();
+        if self.stopping.load(Ordering::SeqCst) {
+            token.cancel();
         }
-        let token = self.cancel.child_token();
         let holding = Holding {
             cancel: token.clone(),
             renewed_at: leased_at,
             gone_with_group: false,
             taken: false,
         };
-        held.insert(id, holding);
+        vacant.insert(holding);
         Some(token)
+    }
+
+    /// The worker begins to stop: fires the token of every attempt, running
+    /// or waiting for a rate permit, and of any held later, so handlers can
+    /// wind down within the grace.
+    pub(crate) fn cancel_all(&self) {
+        // Set before the look, under the lock `hold` takes: an entry held
+        // meanwhile is either in the map already or sees the flag.
+        self.stopping.store(true, Ordering::SeqCst);
+        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        for holding in held.values() {
+            holding.cancel.cancel();
+        }
     }
 
     /// Whether held entry `id` was marked by [`Shared::saw_group_gone`].
