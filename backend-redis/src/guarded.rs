@@ -56,9 +56,9 @@ local rows = redis.call('XPENDING', stream, group, ARGV[3], ARGV[4], limit, cons
 local listed, complete = {}, #rows < limit
 for _, row in ipairs(rows) do listed[row[1]] = true end
 local out, owned, settled, at = {}, {}, {}, 6
--- Due times are the server's: TIME, in ms, the clock promote compares with.
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+-- Due times are the server's: TIME, in ms, the clock promote compares with;
+-- read at the first delay (most settles have none).
+local now
 while at <= #ARGV do
   local id, appends, delays = ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
   at = at + 3
@@ -81,6 +81,10 @@ while at <= #ARGV do
   end
   for _ = 1, delays do
     if mine and not failure then
+      if not now then
+        local time = redis.call('TIME')
+        now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+      end
       local due = string.format('%.0f', now + tonumber(ARGV[at + 1]))
       local added = redis.pcall('ZADD', KEYS[tonumber(ARGV[at])], due, ARGV[at + 2])
       if type(added) == 'table' and added.err then failure = added end
