@@ -196,7 +196,9 @@ pub struct BenchReport {
     pub steady_tasks: u64,
     /// `steady_tasks` over the time from the first dispatch until the last
     /// of them succeeded: what failing tasks beside them leave of their
-    /// throughput.
+    /// throughput. Without `--fail-rate`, every task over `seconds` (the
+    /// time until the run was seen done, within a millisecond of the last
+    /// success).
     pub steady_per_sec: f64,
     /// Every attempt (`handled`: successes and failures) over `seconds`.
     pub attempts_per_sec: f64,
@@ -461,8 +463,13 @@ async fn run_on<B: Broker + Clone + 'static>(
         .into());
     }
     let latency = probe.percentiles();
-    let (steady_tasks, steady_last_ns) = probe.steady();
-    let steady_secs = steady_last_ns.saturating_sub(started_ns) as f64 / 1e9;
+    let (steady_tasks, steady_secs) = if failing.any() {
+        let (tasks, last_ns) = probe.steady();
+        (tasks, last_ns.saturating_sub(started_ns) as f64 / 1e9)
+    } else {
+        // Every task steady (the handler noted none): the run's figures.
+        (total.completed, seconds)
+    };
     Ok(BenchReport {
         backend,
         tasks: args.tasks,
