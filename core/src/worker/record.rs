@@ -316,7 +316,7 @@ impl<B: Broker, H> Shared<B, H> {
     /// Its steps wait in a box of their own: a dead letter is the rare end
     /// of an attempt, and every attempt's state would otherwise be sized
     /// for them (see `launch` in `run.rs`).
-    pub(crate) async fn dead_letter<P: Sync>(
+    pub(crate) fn dead_letter<P: Sync>(
         &self,
         id: StreamId,
         data: Bytes,
@@ -324,47 +324,37 @@ impl<B: Broker, H> Shared<B, H> {
         reason: DeadLetterReason,
         error: String,
         failed: u32,
-    ) -> Outcome {
-        Box::pin(self.write_dead_letter(id, data, task, reason, error, failed)).await
-    }
-
-    async fn write_dead_letter<P: Sync>(
-        &self,
-        id: StreamId,
-        data: Bytes,
-        task: Option<&Task<P>>,
-        reason: DeadLetterReason,
-        error: String,
-        failed: u32,
-    ) -> Outcome {
-        tracing::warn!(%id, %reason, %error, failed, "dead-lettering");
-        let letter = DeadLetter::new(data, error.clone(), failed)
-            .reason(reason)
-            .origin(self.origin(id))
-            .dead_lettered_at(self.now());
-        let mut item =
-            SettleItem::new(id).append(NewEntry::new(&self.keys.dlq, letter.to_fields()));
-        if let Some(task) = task {
-            let result = TaskResult::failure(task, error).completed_at(self.now());
-            if let Ok(fields) = self.options.codec.encode_result(&result) {
-                item = item.append(self.result_entry(fields));
+    ) -> impl Future<Output = Outcome> {
+        Box::pin(async move {
+            tracing::warn!(%id, %reason, %error, failed, "dead-lettering");
+            let letter = DeadLetter::new(data, error.clone(), failed)
+                .reason(reason)
+                .origin(self.origin(id))
+                .dead_lettered_at(self.now());
+            let mut item =
+                SettleItem::new(id).append(NewEntry::new(&self.keys.dlq, letter.to_fields()));
+            if let Some(task) = task {
+                let result = TaskResult::failure(task, error).completed_at(self.now());
+                if let Ok(fields) = self.options.codec.encode_result(&result) {
+                    item = item.append(self.result_entry(fields));
+                }
             }
-        }
-        let task_id = task.map_or("", |t| t.task_id.as_str());
-        let trace_id = task.and_then(|t| t.trace_id.as_deref()).unwrap_or("");
-        let span = tracing::info_span!("dead_letter", task_id, trace_id, %id);
-        let settled = if self.options.is_mutant(Mutant::DlqWithoutAck) {
-            self.write_unguarded(item, false).instrument(span).await
-        } else {
-            self.settle(item).instrument(span).await
-        };
-        match settled {
-            Outcome::Completed => {
-                count(DEAD_LETTERED, &self.agent_type, 1);
-                Outcome::DeadLettered
+            let task_id = task.map_or("", |t| t.task_id.as_str());
+            let trace_id = task.and_then(|t| t.trace_id.as_deref()).unwrap_or("");
+            let span = tracing::info_span!("dead_letter", task_id, trace_id, %id);
+            let settled = if self.options.is_mutant(Mutant::DlqWithoutAck) {
+                self.write_unguarded(item, false).instrument(span).await
+            } else {
+                self.settle(item).instrument(span).await
+            };
+            match settled {
+                Outcome::Completed => {
+                    count(DEAD_LETTERED, &self.agent_type, 1);
+                    Outcome::DeadLettered
+                }
+                other => other,
             }
-            other => other,
-        }
+        })
     }
 
     /// The dead letter of an entry found deleted from the stream while
@@ -405,50 +395,48 @@ impl<B: Broker, H> Shared<B, H> {
     /// broker already dropped it from the pending list and the dead letter
     /// is a plain append, retried until it is written (and not written
     /// again if the reclaim that dropped it wrote it already).
-    pub(crate) async fn deleted_while_pending(
+    pub(crate) fn deleted_while_pending(
         &self,
         id: StreamId,
         data: Bytes,
         still_pending: bool,
-    ) -> Outcome {
+    ) -> impl Future<Output = Outcome> {
         // Boxed, as a dead letter is: rare, and large.
-        Box::pin(self.record_deleted(id, data, still_pending)).await
-    }
-
-    async fn record_deleted(&self, id: StreamId, data: Bytes, still_pending: bool) -> Outcome {
-        self.found_deleted(id);
-        let entry = self.deleted_letter(id, data);
-        if still_pending {
-            return match self.settle(SettleItem::new(id).append(entry)).await {
-                Outcome::Completed => Outcome::Vanished,
-                other => other,
-            };
-        }
-        // Written once per entry, whoever finds it gone (a renewal, a
-        // reclaim) and however often a lost reply makes it try again.
-        let marker = format!("{}{id}", self.deleted_record().marker_prefix);
-        let once = OnceEntry::new(entry, marker, DELETED_MARKER_WINDOW);
-        let mut tries = 0u32;
-        loop {
-            let reply = self.broker.xadd_once(vec![once.clone()]).await;
-            match reply.and_then(|mut replies| {
-                replies
-                    .pop()
-                    .unwrap_or_else(|| Err(Error::Protocol("no reply to an append".into())))
-            }) {
-                Ok(_) => return Outcome::Vanished,
-                Err(err) => {
-                    tries = tries.saturating_add(1);
-                    tracing::warn!(%id, error = %err, "writing a dead letter failed; retrying");
-                    tokio::time::sleep(self.retry_wait(tries)).await;
-                    // A broker rolled back meanwhile to before the deletion
-                    // has the entry again: it is delivered again, not dead.
-                    if !self.still_gone(id).await {
-                        tracing::warn!(%id, "an entry found deleted is back in the stream (the broker was rolled back); not dead-lettering it");
-                        return Outcome::Zombie;
+        Box::pin(async move {
+            self.found_deleted(id);
+            let entry = self.deleted_letter(id, data);
+            if still_pending {
+                return match self.settle(SettleItem::new(id).append(entry)).await {
+                    Outcome::Completed => Outcome::Vanished,
+                    other => other,
+                };
+            }
+            // Written once per entry, whoever finds it gone (a renewal, a
+            // reclaim) and however often a lost reply makes it try again.
+            let marker = format!("{}{id}", self.deleted_record().marker_prefix);
+            let once = OnceEntry::new(entry, marker, DELETED_MARKER_WINDOW);
+            let mut tries = 0u32;
+            loop {
+                let reply = self.broker.xadd_once(vec![once.clone()]).await;
+                match reply.and_then(|mut replies| {
+                    replies
+                        .pop()
+                        .unwrap_or_else(|| Err(Error::Protocol("no reply to an append".into())))
+                }) {
+                    Ok(_) => return Outcome::Vanished,
+                    Err(err) => {
+                        tries = tries.saturating_add(1);
+                        tracing::warn!(%id, error = %err, "writing a dead letter failed; retrying");
+                        tokio::time::sleep(self.retry_wait(tries)).await;
+                        // A broker rolled back meanwhile to before the deletion
+                        // has the entry again: it is delivered again, not dead.
+                        if !self.still_gone(id).await {
+                            tracing::warn!(%id, "an entry found deleted is back in the stream (the broker was rolled back); not dead-lettering it");
+                            return Outcome::Zombie;
+                        }
                     }
                 }
             }
-        }
+        })
     }
 }

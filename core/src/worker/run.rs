@@ -495,6 +495,7 @@ where
     ) -> Result<Vec<(DeliveredEntry, Source)>> {
         let shared = Arc::clone(&self.shared);
         let options = &shared.options;
+        // The step's one clock read.
         let now = sent;
         let until_reclaim = self.next_reclaim.saturating_duration_since(now);
         let Some(arbiter) = self.arbiter.as_mut() else {
